@@ -1,0 +1,40 @@
+# One entry point per task; every target creates .venv and installs what it needs.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+export FLASK_APP := app:create_app
+
+.PHONY: run test lint typecheck check bench migrate seed policy-test clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@if $(BIN)/pip show casbin >/dev/null 2>&1; then echo "error: the old 'casbin' distribution is installed; it overwrites pycasbin's files" >&2; exit 1; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/flask db-upgrade
+
+seed: migrate
+	$(BIN)/flask seed
+
+run: seed
+	$(BIN)/flask run --host 127.0.0.1 --port 5000
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+policy-test: $(STAMP)
+	$(BIN)/flask policy test
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""Application factory: config → extensions → blueprints → error handlers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+from .config import load_config
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app; nothing happens at import time."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(load_config(test_config))
+    logging.basicConfig(level=logging.INFO)
+
+    from .extensions import authz, csrf, db, login_manager
+
+    db.init_app(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    authz.init_app(app)
+
+    from .errors import register_error_handlers
+
+    register_error_handlers(app)
+
+    from . import blueprints
+
+    blueprints.register(app)
+
+    from .cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,19 @@
+"""The decision core: Casbin model + policy packs → decisions. No Flask, no HTTP, no ORM."""
+
+from .engine import PolicyEngine, RuleChange, validate_request
+from .packs import Pack, PackError, PackSet, load_packs
+from .types import AccessRequest, Decision, Reason, ResourceFacts
+
+__all__ = [
+    "AccessRequest",
+    "Decision",
+    "Pack",
+    "PackError",
+    "PackSet",
+    "PolicyEngine",
+    "Reason",
+    "ResourceFacts",
+    "RuleChange",
+    "load_packs",
+    "validate_request",
+]

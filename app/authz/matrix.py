@@ -1,0 +1,84 @@
+"""The role × action table of a pack, computed by the engine (not read from the files)."""
+
+from __future__ import annotations
+
+from .engine import PolicyEngine
+from .packs import STARRED_SCOPES, Pack, PackSet, Rule
+from .types import AccessRequest, ResourceFacts
+
+_WS = "ws:matrix-probe"
+
+
+def _probe_engine(packset: PackSet, pack: Pack) -> PolicyEngine:
+    facts: list[Rule] = [("g4", _WS, pack.key)]
+    for role in pack.roles:
+        user = f"user:probe-{role.id}"
+        dom = "*" if role.platform else _WS
+        facts.append(("g", user, pack.role_key(role.id), dom))
+        facts.append(("g2", user, "group:probe", _WS))
+        facts.append(("g2", user, "team:probe", _WS))
+    for role in pack.workspace_roles:
+        facts.append(("g", f"user:probe-target-{role.id}", pack.role_key(role.id), _WS))
+    facts.append(("g3", "user:probe-target", "group:probe", _WS))
+    facts.append(("g3", "user:probe-target", "team:probe", _WS))
+    return PolicyEngine(packset, facts)
+
+
+def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
+    """``✅`` if allowed unscoped, ``✅*`` if allowed only within a managed scope, else ``—``."""
+    user = f"user:probe-{role_id}"
+    plain = [
+        ResourceFacts(),
+        ResourceFacts(assignee=user, owner=user),
+        ResourceFacts(group="group:nowhere"),
+    ]
+    # A person who is allowed "in general" is allowed without being manager of the scope.
+    for obj in plain:
+        if engine.check(AccessRequest(user, _WS, obj, action)).allowed:
+            return "✅"
+    scoped = [
+        ResourceFacts(group="group:probe", member="user:probe-target"),
+        ResourceFacts(team="team:probe", member="user:probe-target"),
+        ResourceFacts(group="group:probe"),
+    ]
+    for obj in scoped:
+        if engine.check(AccessRequest(user, _WS, obj, action)).allowed:
+            rows = [r for r in engine.enforcer.p_rules(action) if r[4] in STARRED_SCOPES]
+            return "✅*" if rows else "✅"
+    mine = rank_pairs(engine, pack, role_id, action)
+    if mine:
+        others = [rank_pairs(engine, pack, c, action) for c in pack.matrix if c != role_id]
+        restricted = any(mine < other for other in others)
+        mark = str((pack.action(action).rank_mark if pack.action(action) else "") or "")  # type: ignore[union-attr]
+        return "✅" + mark if restricted else "✅"
+    return "—"
+
+
+def rank_pairs(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> frozenset[tuple[str, str]]:
+    """(target's current role, role granted) pairs a role may act on under the rank rules."""
+    user = f"user:probe-{role_id}"
+    out = set()
+    targets = ["", *(r.id for r in pack.workspace_roles)]
+    news = ["", *(r.id for r in pack.roles)]
+    for t in targets:
+        member = f"user:probe-target-{t}" if t else "user:probe-target"
+        for n in news:
+            obj = ResourceFacts(type="member", member=member, new_role=pack.role_key(n) if n else "")
+            if engine.check(AccessRequest(user, _WS, obj, action)).allowed:
+                out.add((t, n))
+    return frozenset(out)
+
+
+def matrix_markdown(packset: PackSet, pack_id: str, columns: list[str] | None = None) -> str:
+    """The pack's table as Markdown: the seed's row label, then one column per role."""
+    pack = packset.packs[pack_id]
+    engine = _probe_engine(packset, pack)
+    cols = columns or list(pack.matrix)
+    labels = [pack.role(c).label if pack.role(c) else c for c in cols]  # type: ignore[union-attr]
+    lines = ["| " + " | ".join(["Capability", *labels]) + " |", "|" + "---|" * (len(cols) + 1)]
+    for action in pack.actions:
+        if pack.meta.get("matrix_rows") and action.id not in pack.meta["matrix_rows"]:
+            continue
+        cells = [cell(engine, pack, c, action.id) for c in cols]
+        lines.append("| " + " | ".join([action.label, *cells]) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""Policy tests as data: ``policy/tests/<pack>_test.yaml`` run against the real model and packs.
+
+File shape::
+
+    pack: classroom
+    workspaces:                 # slug -> {pack, features_off: [...]}
+      cls1: {pack: classroom}
+    principals:                 # name -> facts; the user key is user:<name>
+      teacher:
+        roles: {cls1: teacher}          # workspace role per workspace
+        platform: [academy:operator]    # platform roles, pack:role
+        manages: {cls1: [group:morning]}   # g2: teacher of a group / manager of a team
+        belongs: {cls1: [group:morning]}   # g3: learner in a group / member of a team
+    table:                      # the seed's table, cell by cell
+      workspace: cls1
+      columns: [learner, teacher, admin, owner]   # a principal per column
+      rows:
+        create_groups: [N, N, Y, Y]
+        manage_group_learners:
+          cells: [N, S, Y, Y]                     # S: allowed only inside the scope
+          resource: {group: group:morning}        # inside the scope
+          outside: {group: group:evening}         # outside it (S cells must deny here)
+    cases:
+      - {name: ..., subject: teacher, workspace: cls1, action: ..., resource: {...},
+         expect: allow|deny, reason: outside_group}
+
+In resources, a value naming a principal becomes its user key; ``$subject`` is the subject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .engine import PolicyEngine
+from .packs import PackSet, Rule
+from .types import RESOURCE_FIELDS, AccessRequest, ResourceFacts
+
+CELL = {"Y": "allow", "N": "deny", "S": "scoped"}
+
+
+@dataclass(frozen=True)
+class PolicyCase:
+    """One expectation: a request and the decision it must get."""
+
+    file: str
+    name: str
+    subject: str
+    workspace: str
+    action: str
+    resource: Mapping[str, str]
+    expect: str
+    reason: str = ""
+
+    @property
+    def id(self) -> str:
+        """A readable test id."""
+        return f"{Path(self.file).stem}::{self.name}"
+
+
+@dataclass
+class PolicySuite:
+    """The facts and cases of one test file."""
+
+    file: str
+    facts: list[Rule] = field(default_factory=list)
+    cases: list[PolicyCase] = field(default_factory=list)
+
+
+def _user(name: str) -> str:
+    return name if name.startswith("user:") else f"user:{name}"
+
+
+def _ws(slug: str) -> str:
+    return slug if slug.startswith(("ws:", "platform:")) else f"ws:{slug}"
+
+
+def load_suite(path: Path) -> PolicySuite:
+    """Parse one test file into facts (g-rules) and expanded cases."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    suite = PolicySuite(file=str(path))
+    pack_of: dict[str, str] = {}
+    for slug, spec in (data.get("workspaces") or {}).items():
+        pack_of[slug] = spec["pack"]
+        suite.facts.append(("g4", _ws(slug), f"pack:{spec['pack']}"))
+        for feat in spec.get("features_off") or []:
+            suite.facts.append(("g5", _ws(slug), feat))
+    principals = data.get("principals") or {}
+    for name, spec in principals.items():
+        spec = spec or {}
+        for slug, role in (spec.get("roles") or {}).items():
+            suite.facts.append(("g", _user(name), f"role:{pack_of[slug]}:{role}", _ws(slug)))
+        for pr in spec.get("platform") or []:
+            pk, role = pr.split(":")
+            suite.facts.append(("g", _user(name), f"role:{pk}:{role}", "*"))
+        for ptype, keyname in (("g2", "manages"), ("g3", "belongs")):
+            for slug, scopes in (spec.get(keyname) or {}).items():
+                for scope in scopes:
+                    suite.facts.append((ptype, _user(name), scope, _ws(slug)))
+
+    def resource(raw: Mapping[str, Any] | None, subject: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in (raw or {}).items():
+            v = str(v)
+            if v == "$subject":
+                v = _user(subject)
+            elif k in ("assignee", "owner", "member") and v in principals:
+                v = _user(v)
+            elif k in ("role", "new_role") and v and not v.startswith("role:"):
+                v = f"role:{v}"
+            out[k] = v
+        return out
+
+    table = data.get("table")
+    if table:
+        ws = table["workspace"]
+        columns = table["columns"]
+        for action, row in (table.get("rows") or {}).items():
+            if isinstance(row, list):
+                row = {"cells": row}
+            cells = row["cells"]
+            if len(cells) != len(columns):
+                raise ValueError(f"{path.name}: row {action} has {len(cells)} cells for {len(columns)} columns")
+            for col, cell in zip(columns, cells):
+                kind = CELL[str(cell)]
+                inside = resource(row.get("resource"), col)
+                if kind == "scoped":
+                    suite.cases.append(
+                        PolicyCase(str(path), f"table {action} [{col}] inside scope", col, ws, action, inside, "allow")
+                    )
+                    outside = resource(row.get("outside"), col)
+                    suite.cases.append(
+                        PolicyCase(str(path), f"table {action} [{col}] outside scope", col, ws, action, outside, "deny")
+                    )
+                else:
+                    suite.cases.append(PolicyCase(str(path), f"table {action} [{col}]", col, ws, action, inside, kind))
+    for c in data.get("cases") or []:
+        suite.cases.append(
+            PolicyCase(
+                file=str(path),
+                name=str(c["name"]),
+                subject=str(c["subject"]),
+                workspace=str(c["workspace"]),
+                action=str(c["action"]),
+                resource=resource(c.get("resource"), str(c["subject"])),
+                expect=str(c["expect"]),
+                reason=str(c.get("reason", "") or ""),
+            )
+        )
+    return suite
+
+
+def build_request(case: PolicyCase) -> AccessRequest:
+    """The AccessRequest a case describes (subject and workspace prefixed)."""
+    res = {k: v for k, v in case.resource.items() if k in RESOURCE_FIELDS}
+    subject = (
+        case.subject
+        if case.subject.startswith("user:") or ":" in case.subject or case.subject in ("*", "")
+        else _user(case.subject)
+    )
+    return AccessRequest(
+        subject,
+        _ws(case.workspace) if case.workspace and case.workspace != "*" else case.workspace,
+        ResourceFacts(**res),
+        case.action,
+    )
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """The outcome of one case."""
+
+    case: PolicyCase
+    passed: bool
+    got: str
+    got_reason: str
+
+
+def run_suite(packset: PackSet, suite: PolicySuite) -> Iterator[CaseResult]:
+    """Run one suite on a fresh engine holding the packs and the suite's facts."""
+    engine = PolicyEngine(packset, suite.facts)
+    for case in suite.cases:
+        d = engine.check(build_request(case))
+        got = "allow" if d.allowed else "deny"
+        ok = got == case.expect and (not case.reason or case.reason == d.reason)
+        yield CaseResult(case, ok, got, d.reason)
+
+
+def suite_files(policy_dir: Path | str) -> list[Path]:
+    """Every ``*_test.yaml`` under ``policy/tests``."""
+    return sorted((Path(policy_dir) / "tests").glob("*_test.yaml"))

@@ -1,0 +1,74 @@
+"""Typed requests and decisions of the decision core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# The resource fields the matcher reads; the core fills each one ("" when absent).
+RESOURCE_FIELDS = ("type", "id", "assignee", "owner", "member", "group", "team", "role", "new_role")
+
+
+class Reason(StrEnum):
+    """Stable reason codes of a decision."""
+
+    GRANTED = "granted"
+    NO_ROLE = "no_role"
+    NOT_PERMITTED = "not_permitted"
+    DENIED_BY_POLICY = "denied_by_policy"
+    NOT_ASSIGNEE = "not_assignee"
+    NOT_OWNER = "not_owner"
+    OUTSIDE_GROUP = "outside_group"
+    OUTSIDE_TEAM = "outside_team"
+    RANK_LIMIT = "rank_limit"
+    SELF_CHANGE = "self_change"
+    FEATURE_OFF = "feature_off"
+    UNKNOWN_WORKSPACE = "unknown_workspace"
+    UNKNOWN_SUBJECT = "unknown_subject"
+    UNKNOWN_ACTION = "unknown_action"
+    INVALID_REQUEST = "invalid_request"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceFacts:
+    """The resource as Casbin sees it (``r.obj``): every field a plain string."""
+
+    type: str = ""
+    id: str = ""
+    assignee: str = ""
+    owner: str = ""
+    member: str = ""
+    group: str = ""
+    team: str = ""
+    role: str = ""
+    new_role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """One question, in model.conf order: may ``subject`` in ``domain`` do ``action`` on ``obj``."""
+
+    subject: str
+    domain: str
+    obj: ResourceFacts
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer: allowed or not, a stable reason, and the policy revision it came from."""
+
+    allowed: bool
+    reason: str
+    revision: int
+    rule: tuple[str, ...] | None = None
+    role_path: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self, explain: bool = False) -> dict[str, object]:
+        """JSON-ready form; ``explain`` adds the matched rule and the role path."""
+        out: dict[str, object] = {"allowed": self.allowed, "reason": self.reason, "revision": self.revision}
+        if explain:
+            out["rule"] = list(self.rule) if self.rule else None
+            out["role_path"] = list(self.role_path)
+        return out

@@ -1,0 +1,31 @@
+"""Blueprint registry: each surface registers here (health, decision API, member API, policy API, web)."""
+
+from __future__ import annotations
+
+import importlib
+
+from flask import Flask
+
+# module path -> attribute holding the Blueprint; modules that do not exist yet are skipped
+BLUEPRINTS = [
+    ("app.api.health", "bp"),
+    ("app.api.auth", "bp"),
+    ("app.api.members", "bp"),
+    ("app.api.groups", "bp"),
+    ("app.api.decision", "bp"),
+    ("app.api.policy", "bp"),
+    ("app.api.docs", "bp"),
+    ("app.web.pages", "bp"),
+]
+
+
+def register(app: Flask) -> None:
+    """Register every blueprint that exists."""
+    for module_path, attr in BLUEPRINTS:
+        try:
+            module = importlib.import_module(module_path)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_path:
+                continue
+            raise
+        app.register_blueprint(getattr(module, attr))

@@ -1,0 +1,175 @@
+"""Command line: ``flask db-upgrade``, ``flask seed``, ``flask policy ...``, ``flask token ...``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+
+policy_cli = AppGroup("policy", help="Policy packs: test, matrix, import, export, diff.")
+
+
+def _alembic_config() -> object:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", current_app.config["SQLALCHEMY_DATABASE_URI"].replace("%", "%%"))
+    return cfg
+
+
+def upgrade_database() -> int:
+    """Apply migrations, then import ``policy/`` if the database holds no packs; returns the revision."""
+    from alembic import command
+
+    from app.extensions import db, file_packs
+    from app.services import policy_files, policy_store
+
+    command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
+    if not policy_store.load_documents(db.session()):
+        policy_files.import_files(db.session(), file_packs(), message="initial import of policy/")
+        db.session.commit()
+    return policy_store.current_revision(db.session())
+
+
+@click.command("db-upgrade")
+@with_appcontext
+def db_upgrade() -> None:
+    """Migrate the database to the latest schema and import the policy packs if missing."""
+    rev = upgrade_database()
+    click.echo(f"database at head; policy revision {rev}")
+
+
+@click.command("db-revision")
+@click.option("-m", "--message", required=True)
+@with_appcontext
+def db_revision(message: str) -> None:
+    """Autogenerate a migration from the models (developers)."""
+    from alembic import command
+
+    command.revision(_alembic_config(), message=message, autogenerate=True)  # type: ignore[arg-type]
+
+
+@click.command("seed")
+@with_appcontext
+def seed_cmd() -> None:
+    """Load the demo data (DESIGN.md §6) into the database; safe to run twice."""
+    from seed.demo import load_demo
+
+    summary = load_demo()
+    click.echo(summary)
+
+
+@policy_cli.command("test")
+@click.option("--dir", "policy_dir", default=None, help="policy directory (default: the app's)")
+@click.option("-v", "--verbose", is_flag=True)
+def policy_test(policy_dir: str | None, verbose: bool) -> None:
+    """Run policy/tests/*_test.yaml against model.conf + the packs; ends with 'N passed, M failed'."""
+    from app.authz.packs import load_packs
+    from app.authz.policytest import load_suite, run_suite, suite_files
+
+    pdir = Path(policy_dir or current_app.config["POLICY_DIR"])
+    packset = load_packs(pdir, current_app.config["MODEL_PATH"])
+    passed = failed = 0
+    for path in suite_files(pdir):
+        for res in run_suite(packset, load_suite(path)):
+            if res.passed:
+                passed += 1
+                if verbose:
+                    click.echo(f"ok   {res.case.id}")
+            else:
+                failed += 1
+                click.echo(
+                    f"FAIL {res.case.id}: expected {res.case.expect} {res.case.reason}".rstrip()
+                    + f", got {res.got} ({res.got_reason})"
+                )
+    click.echo(f"{passed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+@policy_cli.command("matrix")
+@click.argument("pack")
+def policy_matrix(pack: str) -> None:
+    """Print PACK's role × action table, computed by the engine, as Markdown."""
+    from app.authz.matrix import matrix_markdown
+    from app.extensions import file_packs
+
+    packset = file_packs()
+    if pack not in packset.packs:
+        raise click.BadParameter(f"unknown pack {pack!r}; packs: {', '.join(sorted(packset.packs))}")
+    click.echo(matrix_markdown(packset, pack))
+
+
+@policy_cli.command("import")
+def policy_import() -> None:
+    """Make the database equal to policy/ files, as one revision."""
+    from app.extensions import db, file_packs
+    from app.services import policy_files
+
+    rev = policy_files.import_files(db.session(), file_packs())
+    db.session.commit()
+    click.echo(f"imported as revision {rev}" if rev else "nothing to import: database equals policy/")
+
+
+@policy_cli.command("export")
+def policy_export() -> None:
+    """Write the database's packs to policy/ files."""
+    from app.extensions import db
+    from app.services import policy_files
+
+    written = policy_files.export_files(db.session(), Path(current_app.config["POLICY_DIR"]))
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        click.echo("nothing to export: policy/ equals the database")
+
+
+@policy_cli.command("diff")
+def policy_diff() -> None:
+    """Show rules that differ between policy/ files (+) and the database (-); exit 1 if any."""
+    from app.authz.packs import format_rule
+    from app.extensions import db, file_packs
+    from app.services import policy_files
+
+    differs = False
+    for d in policy_files.diff(db.session(), file_packs()):
+        if d.empty:
+            continue
+        differs = True
+        click.echo(f"--- database/{d.pack}\n+++ policy/{d.pack}")
+        if d.document_differs:
+            click.echo(f"~ {d.pack}.yaml document differs")
+        for r in d.only_in_db:
+            click.echo(f"- {format_rule(r)}")
+        for r in d.only_in_files:
+            click.echo(f"+ {format_rule(r)}")
+    if not differs:
+        click.echo("no differences")
+    else:
+        sys.exit(1)
+
+
+def register_cli(app: Flask) -> None:
+    """Attach every command to the app."""
+    app.cli.add_command(db_upgrade)
+    app.cli.add_command(db_revision)
+    app.cli.add_command(seed_cmd)
+    app.cli.add_command(policy_cli)
+    try:
+        from app.api.tokens_cli import token_cli
+    except ModuleNotFoundError:
+        return
+    app.cli.add_command(token_cli)
+
+
+def main() -> None:
+    """Console entry point (``learnauthz``): the Flask CLI with this app."""
+    from flask.cli import FlaskGroup
+
+    from app import create_app
+
+    FlaskGroup(create_app=create_app)()

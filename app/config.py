@@ -1,0 +1,81 @@
+"""Configuration: defaults, then FLASK_-prefixed environment variables, then the test config."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "SQLALCHEMY_DATABASE_URI": None,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "POLICY_DIR": str(ROOT / "policy"),
+    "MODEL_PATH": str(ROOT / "model.conf"),
+    "MAIL_BACKEND": "console",  # console | file | smtp
+    "MAIL_FILE_DIR": str(ROOT / "instance" / "outbox"),
+    "MAIL_FROM": "no-reply@learnauthz.local",
+    "SMTP_HOST": "localhost",
+    "SMTP_PORT": 25,
+    "PUBLIC_URL": "http://127.0.0.1:5000",
+    "INVITATION_TTL_HOURS": 72,
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_WINDOW_SECONDS": 900,
+    "BATCH_MAX_CHECKS": 1000,
+    "MIN_REVISION_WAIT_SECONDS": 2.0,
+    "DECISION_LOG_SAMPLE": 0.0,
+    "POLICY_SYNC": "auto",  # auto | poll | listen | off
+    "POLICY_POLL_SECONDS": 1.0,
+    "MAX_INVITES_PER_REQUEST": 500,
+    "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "WTF_CSRF_TIME_LIMIT": None,
+    "WTF_CSRF_CHECK_DEFAULT": False,
+}
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge defaults, FLASK_* environment (and DATABASE_URL), and test_config; check required keys."""
+    cfg = dict(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        raw = os.environ.get(f"FLASK_{key}")
+        if raw is not None:
+            cfg[key] = _coerce(raw, default)
+    if os.environ.get("DATABASE_URL") and not os.environ.get("FLASK_SQLALCHEMY_DATABASE_URI"):
+        cfg["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
+    if test_config:
+        cfg.update(test_config)
+    if not cfg["SQLALCHEMY_DATABASE_URI"]:
+        (ROOT / "instance").mkdir(exist_ok=True)
+        cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{ROOT / 'instance' / 'app.db'}"
+    if cfg["SQLALCHEMY_DATABASE_URI"].startswith("postgresql://"):
+        cfg["SQLALCHEMY_DATABASE_URI"] = (
+            "postgresql+psycopg://" + cfg["SQLALCHEMY_DATABASE_URI"][len("postgresql://") :]
+        )
+    if not cfg["SECRET_KEY"]:
+        cfg["SECRET_KEY"] = _instance_secret()
+    return cfg
+
+
+def _instance_secret() -> str:
+    """A per-installation secret kept in instance/secret_key (created once)."""
+    path = ROOT / "instance" / "secret_key"
+    path.parent.mkdir(exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_hex(32), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()

@@ -1,0 +1,172 @@
+"""Extensions, created unbound and bound by ``init_app``: db, login manager, CSRF, authz."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+from flask_login import LoginManager
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts
+from app.authz.packs import PackSet, is_pack_rule, load_packs, packset_from_documents
+from app.errors import ForbiddenError, UnavailableError
+from app.models import Base
+
+log = logging.getLogger("app.authz")
+
+db = SQLAlchemy(model_class=Base)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+
+
+@lru_cache(maxsize=8)
+def _file_packs(policy_dir: str, model_path: str, stamp: float) -> PackSet:
+    return load_packs(policy_dir, model_path)
+
+
+def file_packs(app: Flask | None = None) -> PackSet:
+    """The packs in ``policy/`` (cached until a file changes)."""
+    cfg = (app or current_app).config
+    pdir = Path(cfg["POLICY_DIR"])
+    stamp = max((p.stat().st_mtime for p in pdir.glob("*.*")), default=0.0)
+    return _file_packs(str(pdir), cfg["MODEL_PATH"], stamp)
+
+
+class Authz:
+    """The process's policy engine: loaded from the database, kept in step by revision.
+
+    Changes reach the engine only after their transaction commits. A newer engine is built
+    beside the old one and swapped in; the old one keeps answering until then.
+    """
+
+    def __init__(self) -> None:
+        self._engines: weakref.WeakKeyDictionary[Flask, PolicyEngine] = weakref.WeakKeyDictionary()
+        self._lock = threading.RLock()
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension and the after-commit hook."""
+        app.extensions["authz"] = self
+        event.listen(db.session, "after_commit", self._after_commit)
+        event.listen(db.session, "after_soft_rollback", self._after_rollback)
+
+    # -- engine lifecycle ------------------------------------------------------------------
+    def _key(self) -> Flask:
+        return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def loaded(self) -> bool:
+        """True once this app's engine is loaded."""
+        return self._key() in self._engines
+
+    @property
+    def engine(self) -> PolicyEngine:
+        """The current engine, loading it on first use."""
+        eng = self._engines.get(self._key())
+        if eng is None:
+            eng = self.reload()
+        return eng
+
+    def build(self, session: Session) -> PolicyEngine:
+        """A fresh engine from the database (pack documents and rules) at the committed head."""
+        from app.services import policy_store
+
+        revision = policy_store.current_revision(session)
+        documents = policy_store.load_documents(session)
+        rules = policy_store.load_rules(session)
+        if not documents:
+            raise UnavailableError("policy not imported; run `flask db-upgrade`")
+        model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+        pack_rules = [r for r in rules if is_pack_rule(r)]
+        facts = [r for r in rules if not is_pack_rule(r)]
+        packset = packset_from_documents(documents, pack_rules, model_text)
+        return PolicyEngine(packset, facts, revision)
+
+    def reload(self) -> PolicyEngine:
+        """Build a new engine from the database and swap it in."""
+        with self._lock:
+            with Session(db.engine) as session:
+                eng = self.build(session)
+            self._engines[self._key()] = eng
+            log.info("policy loaded at revision %s", eng.revision)
+            return eng
+
+    def sync(self) -> int:
+        """Apply every committed revision newer than the engine's; returns the new revision."""
+        from app.services import policy_store
+
+        with self._lock:
+            eng = self.engine
+            with Session(db.engine) as session:
+                while True:
+                    batch = policy_store.revisions_after(session, eng.revision)
+                    if not batch:
+                        break
+                    for number, changes in batch:
+                        # A gap, or a change to pack rules (which may come with new roles,
+                        # actions or ranks in the pack documents): rebuild from the database.
+                        if number != eng.revision + 1 or any(is_pack_rule(ch.rule) for ch in changes):
+                            return self.reload().revision
+                        eng.apply(changes, number)
+            return eng.revision
+
+    def wait_for(self, min_revision: int, timeout: float | None = None) -> PolicyEngine:
+        """The engine once it has reached min_revision; UnavailableError after a bounded wait."""
+        eng = self.engine
+        if eng.revision >= min_revision:
+            return eng
+        limit = timeout if timeout is not None else float(current_app.config["MIN_REVISION_WAIT_SECONDS"])
+        deadline = time.monotonic() + limit
+        while True:
+            self.sync()
+            eng = self.engine
+            if eng.revision >= min_revision:
+                return eng
+            if time.monotonic() >= deadline:
+                raise UnavailableError(
+                    f"policy revision {min_revision} not reached (at {eng.revision})",
+                    revision=eng.revision,
+                )
+            time.sleep(0.02)
+
+    def _after_commit(self, session: Session) -> None:
+        pending = session.info.pop("authz_pending", None)
+        if not pending or not self.loaded:
+            return
+        eng = self.engine
+        for row in pending:
+            from app.authz.engine import RuleChange
+
+            changes = [RuleChange(op, tuple(rule)) for op, rule in (row.changes or [])]
+            if int(row.id) == eng.revision + 1 and not any(is_pack_rule(c.rule) for c in changes):
+                eng.apply(changes, int(row.id))
+            else:
+                self.sync()
+                eng = self.engine
+
+    def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
+        session.info.pop("authz_pending", None)
+
+    # -- decisions -------------------------------------------------------------------------
+    def check(self, subject: str, domain: str, action: str, obj: ResourceFacts | None = None) -> Decision:
+        """Casbin's decision for one request (never raises)."""
+        return self.engine.check(AccessRequest(subject, domain, obj or ResourceFacts(), action))
+
+    def require(self, subject: str, domain: str, action: str, obj: ResourceFacts | None = None) -> Decision:
+        """The decision if allowed; ForbiddenError (with the reason code only) if not."""
+        decision = self.check(subject, domain, action, obj)
+        if not decision.allowed:
+            raise ForbiddenError("You are not allowed to do this.", reason=decision.reason)
+        return decision
+
+
+authz = Authz()

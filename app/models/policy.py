@@ -1,0 +1,77 @@
+"""The live policy: Casbin rules, pack documents, and the revision log that keeps processes in sync."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, utcnow
+
+RULE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5", "v6")
+
+
+class CasbinRule(Base):
+    """One Casbin rule, in the adapter's table shape plus ``v6`` (our p-rules have 7 fields).
+
+    Unlike the stock adapter's table, a rule is unique and the domain columns are indexed.
+    """
+
+    __tablename__ = "casbin_rule"
+    __table_args__ = (
+        UniqueConstraint("ptype", *RULE_COLUMNS, name="uq_casbin_rule_all"),
+        Index("ix_casbin_rule_ptype_v2", "ptype", "v2"),
+        Index("ix_casbin_rule_ptype_v0", "ptype", "v0"),
+        Index("ix_casbin_rule_ptype_v1", "ptype", "v1"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ptype: Mapped[str] = mapped_column(String(8))
+    v0: Mapped[str] = mapped_column(String(255), default="")
+    v1: Mapped[str] = mapped_column(String(255), default="")
+    v2: Mapped[str] = mapped_column(String(255), default="")
+    v3: Mapped[str] = mapped_column(String(255), default="")
+    v4: Mapped[str] = mapped_column(String(255), default="")
+    v5: Mapped[str] = mapped_column(String(255), default="")
+    v6: Mapped[str] = mapped_column(String(255), default="")
+
+    def as_rule(self) -> tuple[str, ...]:
+        """(ptype, v0, ...) without trailing empty fields."""
+        values = [self.v0, self.v1, self.v2, self.v3, self.v4, self.v5, self.v6]
+        while values and values[-1] == "":
+            values.pop()
+        return (self.ptype, *values)
+
+
+class PolicyHead(Base):
+    """A single row holding the current revision; updating it serialises policy writers."""
+
+    __tablename__ = "policy_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    revision: Mapped[int] = mapped_column(default=0)
+
+
+class PolicyRevision(Base):
+    """One committed policy change: the rules added and removed, in order."""
+
+    __tablename__ = "policy_revisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(String(500), default="")
+    changes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class PolicyPack(Base):
+    """The live copy of a pack's metadata document (the YAML of ``policy/<pack>.yaml``)."""
+
+    __tablename__ = "policy_packs"
+
+    pack: Mapped[str] = mapped_column(String(40), primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    revision: Mapped[int] = mapped_column(default=0)

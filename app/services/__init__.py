@@ -1,0 +1,1 @@
+"""Services: one module per concern; each owns its invariants and its transaction."""

@@ -1,0 +1,94 @@
+"""``policy/`` files ↔ database: import (one revision), export, diff."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy.orm import Session
+
+from app.authz.engine import RuleChange
+from app.authz.packs import PackSet, Rule, format_rule, is_pack_rule
+
+from . import policy_store
+
+
+@dataclass
+class PackDiff:
+    """What differs between the files and the database for one pack."""
+
+    pack: str
+    only_in_files: list[Rule] = field(default_factory=list)
+    only_in_db: list[Rule] = field(default_factory=list)
+    document_differs: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """True when files and database agree."""
+        return not (self.only_in_files or self.only_in_db or self.document_differs)
+
+
+def diff(session: Session, files: PackSet) -> list[PackDiff]:
+    """Per pack, the rules and documents that differ between files and database."""
+    documents = policy_store.load_documents(session)
+    db_rules = [r for r in policy_store.load_rules(session) if is_pack_rule(r)]
+    out = []
+    for pid in sorted(set(files.packs) | set(documents)):
+        pack = files.packs.get(pid)
+        file_rules = list(pack.rules) if pack else []
+        mine = [r for r in db_rules if _pack_of(r) == pid]
+        d = PackDiff(pid)
+        d.only_in_files = [r for r in file_rules if r not in set(mine)]
+        d.only_in_db = [r for r in mine if r not in set(file_rules)]
+        d.document_differs = (dict(pack.document) if pack else None) != documents.get(pid)
+        out.append(d)
+    return out
+
+
+def _pack_of(rule: Rule) -> str:
+    from app.authz.packs import rule_pack
+
+    return rule_pack(rule)
+
+
+def import_files(session: Session, files: PackSet, actor_id: int | None = None, message: str = "import policy/") -> int:
+    """Make the database equal to the files, as one revision; returns it (0 if nothing changed)."""
+    diffs = diff(session, files)
+    if all(d.empty for d in diffs):
+        return 0
+    handle = policy_store.begin_write(session, "import", actor_id, message)
+    changes: list[RuleChange] = []
+    for d in diffs:
+        changes.extend(RuleChange("remove", r) for r in d.only_in_db)
+        changes.extend(RuleChange("add", r) for r in d.only_in_files)
+        if d.document_differs and d.pack in files.packs:
+            policy_store.save_document(session, d.pack, files.packs[d.pack].document, handle.number)
+    policy_store.add_changes(session, handle, changes)
+    return handle.number
+
+
+def export_files(session: Session, policy_dir: Path) -> list[str]:
+    """Write the database's packs to ``policy/`` (only files whose content changes); returns paths."""
+    documents = policy_store.load_documents(session)
+    db_rules = [r for r in policy_store.load_rules(session) if is_pack_rule(r)]
+    written = []
+    for pid, document in sorted(documents.items()):
+        ypath = policy_dir / f"{pid}.yaml"
+        cpath = policy_dir / f"{pid}.csv"
+        current: Any = yaml.safe_load(ypath.read_text(encoding="utf-8")) if ypath.exists() else None
+        if current != document:
+            ypath.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
+            written.append(str(ypath))
+        rules = [r for r in db_rules if _pack_of(r) == pid]
+        from app.authz.packs import parse_rule_line
+
+        old = []
+        if cpath.exists():
+            old = [r for r in (parse_rule_line(x) for x in cpath.read_text(encoding="utf-8").splitlines()) if r]
+        if old != rules:
+            header = f"# {pid} pack: Casbin rules, exported from the database.\n"
+            cpath.write_text(header + "\n".join(format_rule(r) for r in rules) + "\n", encoding="utf-8")
+            written.append(str(cpath))
+    return written

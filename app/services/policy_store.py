@@ -1,0 +1,157 @@
+"""Rules in the database: one writer at a time, every change logged as a numbered revision.
+
+A service that changes the policy calls :func:`begin_write` first (it locks the single
+``policy_head`` row, so writers serialise and revisions commit in order, without gaps), reads
+what its invariants need, then :func:`add_changes`. Rules are written through the caller's
+session, inside the caller's transaction; the in-memory engine sees them only after commit
+(see ``app.extensions.Authz``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from app.authz.engine import RuleChange
+from app.authz.packs import G_ARITY, P_FIELDS, Rule, format_rule, validate_rule
+from app.errors import ConflictError, NotFoundError, ValidationError
+from app.models import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
+from app.models.policy import RULE_COLUMNS
+
+PENDING_KEY = "authz_pending"
+
+
+@dataclass
+class WriteHandle:
+    """The revision a transaction is writing."""
+
+    revision: PolicyRevision
+
+    @property
+    def number(self) -> int:
+        """The revision number this transaction will commit."""
+        return int(self.revision.id)
+
+
+def _row_values(rule: Rule) -> dict[str, str]:
+    values = list(rule[1:])
+    if len(values) > len(RULE_COLUMNS):
+        raise ValidationError("rule has too many fields", errors=[format_rule(rule)])
+    values += [""] * (len(RULE_COLUMNS) - len(values))
+    return {"ptype": rule[0], **dict(zip(RULE_COLUMNS, values))}
+
+
+def _match(rule: Rule) -> Any:
+    vals = _row_values(rule)
+    return and_(*(getattr(CasbinRule, k) == v for k, v in vals.items()))
+
+
+def check_rule_shape(rule: Rule) -> list[str]:
+    """Problems with a rule's shape (field count, forbidden characters, identifiers)."""
+    problems: list[str] = []
+    if not rule or rule[0] not in ("p", *G_ARITY):
+        return [f"unknown rule type: {format_rule(rule)}"]
+    validate_rule(rule, problems)
+    for v in rule[1:]:
+        if len(v) > 255:
+            problems.append("value longer than 255 characters")
+    return problems
+
+
+def current_revision(session: Session) -> int:
+    """The committed head revision (0 on an empty database)."""
+    rev = session.execute(select(PolicyHead.revision).where(PolicyHead.id == 1)).scalar()
+    return int(rev or 0)
+
+
+def begin_write(session: Session, kind: str, actor_id: int | None = None, message: str = "") -> WriteHandle:
+    """Lock the head row, allocate the next revision and log it (changes added later)."""
+    res = session.execute(update(PolicyHead).where(PolicyHead.id == 1).values(revision=PolicyHead.revision + 1))
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(PolicyHead(id=1, revision=1))
+        session.flush()
+    number = current_revision(session)
+    row = PolicyRevision(id=number, kind=kind, actor_id=actor_id, message=message[:500], changes=[])
+    session.add(row)
+    session.flush()
+    pending = session.info.setdefault(PENDING_KEY, [])
+    pending.append(row)
+    return WriteHandle(row)
+
+
+def rule_exists(session: Session, rule: Rule) -> bool:
+    """True if exactly this rule is stored."""
+    return session.execute(select(CasbinRule.id).where(_match(rule)).limit(1)).first() is not None
+
+
+def add_changes(session: Session, handle: WriteHandle, changes: Sequence[RuleChange]) -> None:
+    """Write rule additions and removals; duplicates and missing rules are conflicts."""
+    problems = [p for ch in changes for p in check_rule_shape(ch.rule)]
+    if problems:
+        raise ValidationError("invalid rule", errors=problems)
+    for ch in changes:
+        if ch.op == "add":
+            if rule_exists(session, ch.rule):
+                raise ConflictError(f"rule already exists: {format_rule(ch.rule)}")
+            session.add(CasbinRule(**_row_values(ch.rule)))
+            session.flush()
+        elif ch.op == "remove":
+            res = session.execute(delete(CasbinRule).where(_match(ch.rule)))
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotFoundError(f"rule not found: {format_rule(ch.rule)}")
+        else:
+            raise ValidationError(f"unknown operation {ch.op!r}")
+    log = list(handle.revision.changes or [])
+    log.extend([ch.op, list(ch.rule)] for ch in changes)
+    handle.revision.changes = log
+    session.flush()
+
+
+def load_rules(session: Session, ptypes: Iterable[str] | None = None) -> list[Rule]:
+    """Every stored rule (optionally of some types), as tuples."""
+    cols = [CasbinRule.ptype, *(getattr(CasbinRule, c) for c in RULE_COLUMNS)]
+    stmt = select(*cols).order_by(CasbinRule.id)
+    if ptypes is not None:
+        stmt = stmt.where(CasbinRule.ptype.in_(list(ptypes)))
+    out: list[Rule] = []
+    for row in session.execute(stmt):
+        values = list(row)
+        width = 1 + (len(P_FIELDS) if values[0] == "p" else G_ARITY.get(values[0], len(RULE_COLUMNS)))
+        out.append(tuple(values[:width]))
+    return out
+
+
+def load_documents(session: Session) -> dict[str, dict[str, Any]]:
+    """Stored pack documents by pack id."""
+    return {p.pack: dict(p.document) for p in session.scalars(select(PolicyPack))}
+
+
+def save_document(session: Session, pack_id: str, document: Mapping[str, Any], revision: int) -> None:
+    """Insert or replace a pack document."""
+    row = session.get(PolicyPack, pack_id)
+    if row is None:
+        session.add(PolicyPack(pack=pack_id, document=dict(document), revision=revision))
+    else:
+        row.document = dict(document)
+        row.revision = revision
+    session.flush()
+
+
+def revisions_after(session: Session, revision: int, limit: int = 10_000) -> list[tuple[int, list[RuleChange]]]:
+    """Committed revisions newer than ``revision``, oldest first, with their changes."""
+    rows = session.execute(
+        select(PolicyRevision.id, PolicyRevision.changes)
+        .where(PolicyRevision.id > revision)
+        .order_by(PolicyRevision.id)
+        .limit(limit)
+    )
+    return [(int(rid), [RuleChange(op, tuple(rule)) for op, rule in (changes or [])]) for rid, changes in rows]
+
+
+def count_rules(session: Session) -> int:
+    """How many rules are stored."""
+    return int(session.execute(select(func.count(CasbinRule.id))).scalar() or 0)

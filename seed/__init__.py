@@ -1,0 +1,1 @@
+"""Demo data (DESIGN.md §6)."""
