@@ -1,0 +1,88 @@
+"""Users: creation, password hashing (argon2), lookup by id or email."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.errors import ConflictError, ValidationError
+from app.models import User
+
+_hasher = PasswordHasher()
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256
+
+
+def normalize_email(raw: object) -> str:
+    """A syntactically valid, lower-cased email; ValidationError otherwise (no DNS lookups)."""
+    if not isinstance(raw, str) or len(raw) > 254:
+        raise ValidationError("invalid email address", errors=[{"field": "email", "value": str(raw)[:254]}])
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValidationError(
+            f"invalid email address: {raw.strip()[:254]}", errors=[{"field": "email", "message": str(exc)}]
+        ) from exc
+    return result.normalized.lower()
+
+
+def hash_password(password: str) -> str:
+    """argon2id hash of a password that meets the length policy."""
+    if not isinstance(password, str) or not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
+        raise ValidationError(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(user: User, password: str) -> bool:
+    """True if password matches; rehashes transparently when parameters changed."""
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return True
+
+
+def by_email(session: Session, email: str) -> User | None:
+    """The user with this email (case-insensitive), or None."""
+    return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+
+
+def create_user(
+    session: Session, email: str, password: str, display_name: str = "", username: str | None = None
+) -> User:
+    """A new user (flushed, not committed). Raises ValidationError, ConflictError."""
+    email = normalize_email(email)
+    if by_email(session, email) is not None:
+        raise ConflictError("a user with this email already exists")
+    if username is not None and session.scalar(select(User).where(User.username == username)) is not None:
+        raise ConflictError("this username is taken")
+    user = User(
+        email=email,
+        password_hash=hash_password(password),
+        display_name=display_name or email.split("@")[0],
+        username=username,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def resolve_subject(session: Session, subject: object) -> User | None:
+    """A user from an id (int or digit string), ``user:<id>`` or an email; None if unknown."""
+    if isinstance(subject, bool):
+        return None
+    if isinstance(subject, int):
+        return session.get(User, subject)
+    if not isinstance(subject, str) or not subject or len(subject) > 254:
+        return None
+    value = subject[5:] if subject.startswith("user:") else subject
+    if value.isdigit() and len(value) < 19:
+        return session.get(User, int(value))
+    if "@" in value:
+        return by_email(session, value)
+    return None
