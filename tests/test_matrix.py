@@ -1,0 +1,75 @@
+"""The engine's computed matrix equals the seeds' permission tables, row for row."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.authz.matrix import matrix_markdown
+from app.authz.packs import load_packs
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT.parent / "shared" / "seeds"
+PACKSET = load_packs(ROOT / "policy", ROOT / "model.conf")
+
+
+def seed_table(filename: str, first_header: str) -> list[list[str]]:
+    """Rows of the Markdown table that starts with ``| <first_header> |`` (section rows dropped)."""
+    path = SEEDS / filename
+    if not path.exists():
+        pytest.skip(f"seed documents not found at {SEEDS}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if all(c == "" for c in cells[1:]):
+            continue  # a section header such as "| Learning Features | ||||"
+        rows.append(cells)
+    return rows
+
+
+def normalise(cell: str) -> str:
+    """The seeds write ❌ or — for 'no'; the matrix prints —."""
+    return "—" if cell in ("❌", "—", "-") else cell
+
+
+def engine_rows(pack: str) -> list[list[str]]:
+    """The matrix the engine computes, as rows of cells."""
+    out = []
+    for line in matrix_markdown(PACKSET, pack).splitlines()[2:]:
+        out.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("pack", "seed", "header"),
+    [
+        ("simulations", "000_fe7013045c722bc1.txt", "Capability"),
+        ("classroom", "003_c6610dd51bfac915.txt", "Permission"),
+    ],
+)
+def test_matrix_equals_seed_table(pack: str, seed: str, header: str) -> None:
+    """Label and every cell, in the seed's row and column order."""
+    if pack not in PACKSET.packs:
+        pytest.fail(f"pack {pack} missing")
+    expected = [[row[0], *(normalise(c) for c in row[1:])] for row in seed_table(seed, header)]
+    got = engine_rows(pack)
+    assert got == expected
+
+
+def test_matrix_is_computed_not_copied() -> None:
+    """Removing a rule changes the printed matrix (the table comes from decisions)."""
+    pack = PACKSET.packs["simulations"]
+    rule = next(r for r in pack.rules if r[0] == "p" and r[4] == "review_scores")
+    changed = PACKSET.with_pack_rules("simulations", [r for r in pack.rules if r != rule])
+    before = matrix_markdown(PACKSET, "simulations")
+    after = matrix_markdown(changed, "simulations")
+    row_before = next(line for line in before.splitlines() if line.startswith("| Review scores"))
+    row_after = next(line for line in after.splitlines() if line.startswith("| Review scores"))
+    assert re.sub(r"\s", "", row_before) == "|Reviewscores|✅|—|✅|—|"
+    assert re.sub(r"\s", "", row_after) == "|Reviewscores|—|—|—|—|"  # owners inherit it from reviewer
