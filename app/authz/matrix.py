@@ -27,6 +27,16 @@ def _probe_engine(packset: PackSet, pack: Pack) -> PolicyEngine:
 def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
     """``✅`` if allowed unscoped, ``✅*`` if allowed only within a managed scope, else ``—``."""
     user = f"user:probe-{role_id}"
+    if any(r[4] == "rank" for r in engine.enforcer.p_rules(action)):
+        # Rank-limited actions: compare what each column may do to whom (an empty probe
+        # would pass the rank functions trivially).
+        mine = rank_pairs(engine, pack, role_id, action)
+        if not mine:
+            return "—"
+        others = [rank_pairs(engine, pack, c, action) for c in pack.matrix if c != role_id]
+        restricted = any(mine < other for other in others)
+        act = pack.action(action)
+        return "✅" + (act.rank_mark if act and restricted else "")
     plain = [
         ResourceFacts(),
         ResourceFacts(assignee=user, owner=user),
@@ -45,12 +55,6 @@ def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
         if engine.check(AccessRequest(user, _WS, obj, action)).allowed:
             rows = [r for r in engine.enforcer.p_rules(action) if r[4] in STARRED_SCOPES]
             return "✅*" if rows else "✅"
-    mine = rank_pairs(engine, pack, role_id, action)
-    if mine:
-        others = [rank_pairs(engine, pack, c, action) for c in pack.matrix if c != role_id]
-        restricted = any(mine < other for other in others)
-        mark = str((pack.action(action).rank_mark if pack.action(action) else "") or "")  # type: ignore[union-attr]
-        return "✅" + mark if restricted else "✅"
     return "—"
 
 
