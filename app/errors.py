@@ -146,3 +146,11 @@ def register_error_handlers(app: Flask) -> None:
             raise exc
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(500, "Internal server error", "An unexpected error occurred.", "internal")
+
+
+class CSRFFailedError(AppError):
+    """A cookie-authenticated change without a valid CSRF token (header ``X-CSRFToken``)."""
+
+    status = 400
+    title = "CSRF token missing or invalid"
+    slug = "csrf-failed"

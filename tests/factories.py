@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.authz.engine import RuleChange
 from app.extensions import db, file_packs
 from app.models import Membership, User, Workspace
@@ -33,3 +35,72 @@ def add_member(ws: Workspace, user: User, role: str, status: str = "accepted") -
     policy_store.add_changes(session, handle, [RuleChange("add", ("g", user.key, f"role:{ws.pack}:{role}", ws.key))])
     session.commit()
     return m
+
+
+# -- web clients (cookie session + CSRF), for the member/group API tests ------------------------
+class WebClient:
+    """A test client signed in through POST /api/auth/signin, sending X-CSRFToken on changes."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.token = ""
+
+    def csrf(self) -> str:
+        """Fetch (once per session) the CSRF token."""
+        if not self.token:
+            self.token = self.client.get("/api/auth/csrf").get_json()["csrf_token"]
+        return self.token
+
+    def get(self, url: str, **kw: Any) -> Any:
+        """GET."""
+        return self.client.get(url, **kw)
+
+    def _send(self, method: str, url: str, json: Any = None, **kw: Any) -> Any:
+        headers = {"X-CSRFToken": self.csrf(), **kw.pop("headers", {})}
+        return self.client.open(url, method=method, json=json, headers=headers, **kw)
+
+    def post(self, url: str, json: Any = None, **kw: Any) -> Any:
+        """POST with CSRF."""
+        return self._send("POST", url, json, **kw)
+
+    def patch(self, url: str, json: Any = None, **kw: Any) -> Any:
+        """PATCH with CSRF."""
+        return self._send("PATCH", url, json, **kw)
+
+    def put(self, url: str, json: Any = None, **kw: Any) -> Any:
+        """PUT with CSRF."""
+        return self._send("PUT", url, json, **kw)
+
+    def delete(self, url: str, **kw: Any) -> Any:
+        """DELETE with CSRF."""
+        return self._send("DELETE", url, None, **kw)
+
+
+def web_client(app: Any, email: str | None = None, password: str = PASSWORD) -> WebClient:
+    """A fresh web client, signed in as email if given (asserts success)."""
+    wc = WebClient(app.test_client())
+    if email is not None:
+        resp = wc.post("/api/auth/signin", json={"email": email, "password": password})
+        assert resp.status_code == 200, resp.get_json()
+    return wc
+
+
+def fast_password_hashing() -> None:
+    """Cheap argon2 parameters for tests (the hash format and verification stay the real ones)."""
+    from argon2 import PasswordHasher
+
+    users._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def seed_demo() -> None:
+    """Load DESIGN.md §6's demo data through seed/demo.py."""
+    from seed.demo import load_demo
+
+    load_demo()
+
+
+def uid(email: str) -> int:
+    """The id of the user with this email."""
+    user = users.by_email(db.session(), email)
+    assert user is not None, email
+    return user.id

@@ -1,0 +1,238 @@
+"""Workspace administration for web clients: workspaces, members, invitations, roles, ownership,
+audit trail, feature toggles and platform roles. Thin: parse → service (Casbin + transaction) → JSON.
+
+Also ``flask outbox send`` (deliver queued emails).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from app.errors import ForbiddenError, ValidationError
+from app.extensions import authz, db
+from app.models import Membership, Workspace
+from app.services import audit, features, invitations, members, notifications, platform_roles, workspaces
+
+from .auth import actor, after_change, json_body, protect
+
+bp = Blueprint("members", __name__, url_prefix="/api", cli_group="outbox")
+bp.before_request(protect)
+bp.after_request(after_change)
+
+
+def _ws(slug: str) -> Workspace:
+    return workspaces.get_by_slug(db.session(), slug)
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ValidationError(f"invalid query parameter {name}", errors=[{"field": name, "message": f"{lo}-{hi}"}])
+    return int(raw)
+
+
+def _require_some_role(ws: Workspace) -> None:
+    """Members (and platform-role holders of the pack) see a workspace; others get 403."""
+    prefix = f"role:{ws.pack}:"
+    if not any(r.startswith(prefix) for r in authz.engine.roles_of(actor().key, ws.key)):
+        raise ForbiddenError("You are not allowed to do this.", reason="no_role")
+
+
+# -- workspaces --------------------------------------------------------------------------------
+@bp.get("/workspaces")
+def list_workspaces() -> Response:
+    """Workspaces the signed-in user belongs to."""
+    user = actor()
+    rows = db.session.scalars(db.select(Membership).where(Membership.user_id == user.id)).unique()
+    return jsonify(
+        items=[
+            {
+                "slug": m.workspace.slug,
+                "name": m.workspace.name,
+                "pack": m.workspace.pack,
+                "role": m.role,
+                "status": m.status,
+            }
+            for m in sorted(rows, key=lambda m: m.workspace.slug)
+        ]
+    )
+
+
+@bp.post("/workspaces")
+def create_workspace() -> tuple[Response, int]:
+    """Create a workspace from a pack (platform-role holders of that pack)."""
+    ws = features.create(db.session(), actor(), json_body())
+    return jsonify(features.describe(actor(), ws)), 201
+
+
+@bp.get("/workspaces/<slug>")
+def get_workspace(slug: str) -> Response:
+    """A workspace: pack, roles, settings, features, and the caller's role there."""
+    ws = _ws(slug)
+    _require_some_role(ws)
+    body = features.describe(actor(), ws)
+    body["me"] = members.my_role(actor(), ws)
+    return jsonify(body)
+
+
+@bp.patch("/workspaces/<slug>")
+def update_workspace(slug: str) -> Response:
+    """Rename a workspace and/or merge its settings."""
+    ws = features.update_settings(db.session(), actor(), _ws(slug), json_body())
+    return jsonify(features.describe(actor(), ws))
+
+
+@bp.put("/workspaces/<slug>/features/<feature>")
+def toggle_feature(slug: str, feature: str) -> Response:
+    """Switch a feature on or off ({"enabled": bool}); only the platform role the pack names."""
+    ws = _ws(slug)
+    enabled = features.toggle(db.session(), actor(), ws, feature, json_body().get("enabled"))
+    return jsonify(feature=feature, enabled=enabled, revision=authz.engine.revision)
+
+
+# -- members -----------------------------------------------------------------------------------
+@bp.get("/workspaces/<slug>/members")
+def list_members(slug: str) -> Response:
+    """Members with search (q), filters (role, status) and pagination (page, per_page ≤ 200)."""
+    ws = _ws(slug)
+    q = request.args.get("q", "")
+    if len(q) > 100:
+        raise ValidationError("q is too long", errors=[{"field": "q", "message": "at most 100 characters"}])
+    page = members.list_members(
+        db.session(),
+        actor(),
+        ws,
+        q=q,
+        page=_int_arg("page", 1, 1, 1_000_000),
+        per_page=_int_arg("per_page", 50, 1, 200),
+        role=request.args.get("role"),
+        status=request.args.get("status"),
+    )
+    return jsonify(items=page.items, total=page.total, page=page.page, per_page=page.per_page)
+
+
+@bp.post("/workspaces/<slug>/invitations")
+def invite(slug: str) -> tuple[Response, int]:
+    """Invite one or many emails (string with commas/newlines, or a list) with a role."""
+    ws = _ws(slug)
+    data = json_body()
+    cfg = current_app.config
+    result = invitations.invite(
+        db.session(),
+        actor(),
+        ws,
+        data.get("emails"),
+        data.get("role"),
+        limit=int(cfg["MAX_INVITES_PER_REQUEST"]),
+        ttl_hours=int(cfg["INVITATION_TTL_HOURS"]),
+        public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
+    )
+    return jsonify(added=result.added, invited=result.invited, revision=result.revision), 201
+
+
+@bp.get("/workspaces/<slug>/invitations")
+def list_invitations(slug: str) -> Response:
+    """Open sign-up invitations."""
+    return jsonify(items=invitations.pending_invitations(db.session(), actor(), _ws(slug)))
+
+
+def _member_body(m: Membership) -> dict[str, Any]:
+    body = members.serialize(m)
+    body["revision"] = authz.engine.revision
+    return body
+
+
+@bp.patch("/workspaces/<slug>/members/<int:user_id>")
+def change_role(slug: str, user_id: int) -> Response:
+    """Change a member's role ({"role": "teacher"})."""
+    ws = _ws(slug)
+    m = members.change_role(db.session(), actor(), ws, user_id, json_body().get("role"))
+    return jsonify(_member_body(m))
+
+
+@bp.delete("/workspaces/<slug>/members/<int:user_id>")
+def remove_member(slug: str, user_id: int) -> tuple[str, int]:
+    """Remove one member."""
+    members.remove_members(db.session(), actor(), _ws(slug), [user_id])
+    return "", 204
+
+
+@bp.post("/workspaces/<slug>/members/remove")
+def remove_many(slug: str) -> Response:
+    """Remove many members at once, all or nothing ({"user_ids": [..]})."""
+    ws = _ws(slug)
+    removed = members.remove_members(db.session(), actor(), ws, json_body().get("user_ids"))
+    return jsonify(removed=removed, revision=authz.engine.revision)
+
+
+@bp.post("/workspaces/<slug>/ownership")
+def transfer(slug: str) -> Response:
+    """Transfer ownership to an accepted member ({"user_id": 7}); an owner steps down one rank."""
+    ws = _ws(slug)
+    target_id = members.parse_user_id(json_body().get("user_id"))
+    m = members.transfer_ownership(db.session(), actor(), ws, target_id)
+    return jsonify(_member_body(m))
+
+
+@bp.get("/workspaces/<slug>/assignable-roles")
+def assignable(slug: str) -> Response:
+    """Roles the caller may grant here (to ?member=<user id>, if given): what a role picker offers."""
+    ws = _ws(slug)
+    _require_some_role(ws)
+    raw = request.args.get("member")
+    target = None
+    if raw is not None:
+        if not raw.isdigit() or len(raw) > 18:
+            raise ValidationError("member must be a user id", errors=[{"field": "member"}])
+        target = int(raw)
+    return jsonify(roles=members.assignable_roles(actor(), ws, target), revision=authz.engine.revision)
+
+
+@bp.get("/workspaces/<slug>/audit")
+def audit_trail(slug: str) -> Response:
+    """The workspace's audit trail, newest first (?limit ≤ 200, ?before=<id> for the next page)."""
+    from app.services import access
+
+    ws = _ws(slug)
+    access.require(actor(), ws, "view_audit")
+    limit = _int_arg("limit", 50, 1, 200)
+    before = _int_arg("before", 0, 1, 2**62) if request.args.get("before") else None
+    rows = audit.events(db.session(), ws.id, limit, before)
+    items = [audit.serialize(db.session(), e) for e in rows]
+    return jsonify(items=items, next_before=rows[-1].id if len(rows) == limit else None)
+
+
+# -- platform roles --------------------------------------------------------------------------------
+@bp.get("/platform/<pack>/roles")
+def platform_holders(pack: str) -> Response:
+    """Holders of the pack's platform roles (visible to holders)."""
+    return jsonify(items=platform_roles.holders(db.session(), actor(), pack))
+
+
+@bp.post("/platform/<pack>/roles")
+def grant_platform(pack: str) -> tuple[Response, int]:
+    """Grant a platform role ({"user_id": 7, "role": "admin"}); only holders may."""
+    data = json_body()
+    uid = members.parse_user_id(data.get("user_id"))
+    rev = platform_roles.grant(db.session(), actor(), pack, data.get("role"), uid)
+    return jsonify(user_id=uid, role=data.get("role"), revision=rev), 201
+
+
+@bp.delete("/platform/<pack>/roles/<role>/<int:user_id>")
+def revoke_platform(pack: str, role: str, user_id: int) -> tuple[str, int]:
+    """Revoke a platform role."""
+    platform_roles.revoke(db.session(), actor(), pack, role, user_id)
+    return "", 204
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+@bp.cli.command("send")
+def outbox_send() -> None:
+    """Deliver queued emails with the configured MAIL_BACKEND."""
+    sent = notifications.dispatch(db.session(), limit=10_000)
+    click.echo(f"sent {sent} email(s)")

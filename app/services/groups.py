@@ -1,0 +1,412 @@
+"""Groups (classroom, simulations) and teams (skills): create, edit, archive, delete when unused,
+capacity limits, teachers/managers (g2) and learners/members (g3), moves between groups.
+
+A group is the Casbin scope ``group:<name>``, a team ``team:<name>``; the links are g2/g3 rules
+written in the same transaction as the ``group_members`` rows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.authz import RuleChange
+from app.errors import ConflictError, NotFoundError, ValidationError
+from app.models import Group, GroupMember, User, Workspace
+
+from . import access, audit, notifications, policy_store
+from .members import begin, membership, unit_rule
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+KINDS = ("group", "team")
+# kind -> (manager relation, member relation)
+RELATIONS = {"group": ("teacher", "learner"), "team": ("manager", "member")}
+
+
+def ops(kind: str, op: str) -> tuple[str, ...]:
+    """Operation names to look up in the pack, most specific first, ending with manage_<kind>s."""
+    base = f"manage_{kind}s"
+    table = {
+        "group": {
+            "view": ("view_groups", base),
+            "create": ("create_groups", base),
+            "edit": (base,),
+            "archive": ("archive_groups", base),
+            "capacity": ("set_capacity", base),
+            "delete": ("delete_groups", base),
+            "add_manager": ("assign_teachers", base),
+            "remove_manager": ("remove_teachers", "assign_teachers", base),
+            "add_member": ("add_learners", base),
+            "remove_member": ("remove_learners", base),
+            "move": ("move_learners", base),
+        },
+        "team": {
+            "view": ("view_teams", base),
+            "create": ("create_teams", base),
+            "edit": (base,),
+            "archive": ("archive_teams", base),
+            "capacity": ("set_team_capacity", base),
+            "delete": ("delete_teams", base),
+            "add_manager": ("assign_team_managers", base),
+            "remove_manager": ("remove_team_managers", "assign_team_managers", base),
+            "add_member": ("add_team_members", base),
+            "remove_member": ("remove_team_members", base),
+            "move": ("move_team_members", base),
+        },
+    }
+    return table[kind][op]
+
+
+def check_kind(ws: Workspace, kind: str) -> None:
+    """NotFoundError unless the workspace's pack has groups (or teams)."""
+    if kind not in KINDS or not access.has_operation(access.pack_of(ws), f"manage_{kind}s"):
+        raise NotFoundError(f"this workspace has no {kind}s")
+
+
+def _name(raw: object) -> str:
+    if not isinstance(raw, str) or not NAME.fullmatch(raw):
+        raise ValidationError(
+            "invalid name", errors=[{"field": "name", "message": "1-64 letters, digits, '.', '_' or '-'"}]
+        )
+    return raw
+
+
+def _capacity(raw: object) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 100_000:
+        raise ValidationError("invalid capacity", errors=[{"field": "capacity", "message": "null or 1-100000"}])
+    return raw
+
+
+def _description(raw: object) -> str:
+    if not isinstance(raw, str) or len(raw) > 500:
+        raise ValidationError("invalid description", errors=[{"field": "description", "message": "0-500 characters"}])
+    return raw
+
+
+def get(session: Session, ws: Workspace, kind: str, name: str) -> Group:
+    """A group or team of ws by name; NotFoundError otherwise."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise NotFoundError(f"no such {kind}")
+    g = session.scalar(select(Group).where(Group.workspace_id == ws.id, Group.kind == kind, Group.name == name))
+    if g is None:
+        raise NotFoundError(f"no such {kind}")
+    return g
+
+
+def links(session: Session, group: Group, relation: str | None = None) -> list[GroupMember]:
+    """The group's members (optionally of one relation)."""
+    stmt = select(GroupMember).where(GroupMember.group_id == group.id)
+    if relation:
+        stmt = stmt.where(GroupMember.relation == relation)
+    return list(session.scalars(stmt.order_by(GroupMember.id)).unique())
+
+
+def serialize(session: Session, group: Group) -> dict[str, Any]:
+    """A group/team with its people, JSON-ready."""
+    manager_rel, member_rel = RELATIONS[group.kind]
+    rows = links(session, group)
+    people = {
+        rel: [{"user_id": gm.user_id, "email": gm.user.email} for gm in rows if gm.relation == rel]
+        for rel in (manager_rel, member_rel)
+    }
+    return {
+        "name": group.name,
+        "kind": group.kind,
+        "description": group.description,
+        "capacity": group.capacity,
+        "archived": group.archived,
+        f"{manager_rel}s": people[manager_rel],
+        f"{member_rel}s": people[member_rel],
+    }
+
+
+def list_units(session: Session, actor: User, ws: Workspace, kind: str) -> list[dict[str, Any]]:
+    """Groups/teams the actor may see (Casbin decides per group)."""
+    check_kind(ws, kind)
+    rows = session.scalars(select(Group).where(Group.workspace_id == ws.id, Group.kind == kind).order_by(Group.name))
+    visible = [g for g in rows if access.allowed(actor, ws, ops(kind, "view"), access.unit_facts(kind, g.name))]
+    if not visible and not access.allowed(actor, ws, ops(kind, "view")):
+        # Nothing visible and no workspace-wide right: say "forbidden" rather than "empty".
+        access.require(actor, ws, ops(kind, "view"))
+    return [serialize(session, g) for g in visible]
+
+
+def _member_count(session: Session, group: Group, relation: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count(GroupMember.id)).where(GroupMember.group_id == group.id, GroupMember.relation == relation)
+        )
+        or 0
+    )
+
+
+def create(session: Session, actor: User, ws: Workspace, kind: str, data: dict[str, Any]) -> Group:
+    """A new group/team. Raises ForbiddenError, ValidationError, ConflictError (name taken)."""
+    check_kind(ws, kind)
+    access.require(actor, ws, ops(kind, "create"))
+    unknown = sorted(set(data) - {"name", "description", "capacity"})
+    if unknown:
+        raise ValidationError("unknown fields", errors=[{"field": f, "message": "not allowed"} for f in unknown])
+    name = _name(data.get("name"))
+    description = _description(data.get("description", ""))
+    capacity = _capacity(data.get("capacity"))
+    if capacity is not None:
+        access.require(actor, ws, ops(kind, "capacity"))
+    try:
+        handle = begin(session, actor, kind, f"create {kind} {name} in {ws.key}")
+        if session.scalar(select(Group.id).where(Group.workspace_id == ws.id, Group.kind == kind, Group.name == name)):
+            raise ConflictError(f"a {kind} with this name exists")
+        g = Group(workspace_id=ws.id, kind=kind, name=name, description=description, capacity=capacity)
+        session.add(g)
+        session.flush()
+        audit.record(
+            session,
+            f"{kind}.create",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target=g.key,
+            after={"description": description, "capacity": capacity},
+            revision=handle.number,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return g
+
+
+def update(session: Session, actor: User, ws: Workspace, kind: str, name: str, data: dict[str, Any]) -> Group:
+    """Edit description, capacity, archived. Raises ForbiddenError, ValidationError, NotFoundError, ConflictError."""
+    check_kind(ws, kind)
+    access.require(actor, ws, ops(kind, "edit"), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    unknown = sorted(set(data) - {"description", "capacity", "archived"})
+    if unknown or not data:
+        raise ValidationError(
+            "nothing to change" if not data else "unknown fields",
+            errors=[{"field": f, "message": "not allowed"} for f in unknown],
+        )
+    if "description" in data:
+        _description(data["description"])
+    if "capacity" in data:
+        _capacity(data["capacity"])
+        access.require(actor, ws, ops(kind, "capacity"), access.unit_facts(kind, name))
+    if "archived" in data:
+        if not isinstance(data["archived"], bool):
+            raise ValidationError("archived must be a boolean", errors=[{"field": "archived"}])
+        access.require(actor, ws, ops(kind, "archive"), access.unit_facts(kind, name))
+    try:
+        handle = begin(session, actor, kind, f"edit {kind} {name} in {ws.key}")
+        g = get(session, ws, kind, name)
+        before = {k: getattr(g, k) for k in data}
+        if "capacity" in data and data["capacity"] is not None:
+            count = _member_count(session, g, RELATIONS[kind][1])
+            if data["capacity"] < count:
+                raise ConflictError(f"the {kind} has {count} {RELATIONS[kind][1]}s, more than the new capacity")
+        for k, v in data.items():
+            setattr(g, k, v)
+        audit.record(
+            session,
+            f"{kind}.update",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target=g.key,
+            before=before,
+            after=dict(data),
+            revision=handle.number,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return g
+
+
+def delete(session: Session, actor: User, ws: Workspace, kind: str, name: str) -> None:
+    """Delete a group/team that nobody is in. Raises ForbiddenError, NotFoundError, ConflictError (in use)."""
+    check_kind(ws, kind)
+    access.require(actor, ws, ops(kind, "delete"), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    try:
+        handle = begin(session, actor, kind, f"delete {kind} {name} in {ws.key}")
+        g = get(session, ws, kind, name)
+        in_use = links(session, g)
+        if in_use:
+            raise ConflictError(f"the {kind} is in use ({len(in_use)} people); remove them or archive it instead")
+        audit.record(
+            session,
+            f"{kind}.delete",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target=g.key,
+            before={"description": g.description, "capacity": g.capacity, "archived": g.archived},
+            revision=handle.number,
+        )
+        session.delete(g)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+
+
+def _people(session: Session, ws: Workspace, ids: list[int]) -> dict[int, User]:
+    found = {}
+    for uid in ids:
+        m = membership(session, ws, uid)
+        if m is not None:
+            found[uid] = m.user
+    missing = [uid for uid in ids if uid not in found]
+    if missing:
+        raise NotFoundError("not members of this workspace", user_ids=missing)
+    return found
+
+
+def add_people(
+    session: Session, actor: User, ws: Workspace, kind: str, name: str, relation_kind: str, raw_ids: object
+) -> Group:
+    """Add workspace members to a group/team as managers (``manager``) or members (``member``).
+
+    Raises ForbiddenError, ValidationError, NotFoundError, ConflictError (archived, full, already in).
+    """
+    from .members import _user_ids
+
+    check_kind(ws, kind)
+    op = "add_manager" if relation_kind == "manager" else "add_member"
+    relation = RELATIONS[kind][0 if relation_kind == "manager" else 1]
+    access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    ids = _user_ids(raw_ids)
+    try:
+        handle = begin(session, actor, kind, f"add {relation}s to {kind} {name} in {ws.key}")
+        access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name))
+        g = get(session, ws, kind, name)
+        people = _people(session, ws, ids)
+        if g.archived:
+            raise ConflictError(f"the {kind} is archived")
+        present = {gm.user_id for gm in links(session, g, relation)}
+        already = [uid for uid in ids if uid in present]
+        if already:
+            raise ConflictError(f"already {relation}s of this {kind}", user_ids=already)
+        if relation == RELATIONS[kind][1] and g.capacity is not None and len(present) + len(ids) > g.capacity:
+            raise ConflictError(f"the {kind} is full (capacity {g.capacity})", capacity=g.capacity)
+        changes = [RuleChange("add", unit_rule(ws, g, uid, relation)) for uid in ids]
+        policy_store.add_changes(session, handle, changes)
+        for uid in ids:
+            session.add(GroupMember(group_id=g.id, user_id=uid, relation=relation))
+            audit.record(
+                session,
+                f"{kind}.add_{relation}",
+                workspace_id=ws.id,
+                actor_id=actor.id,
+                target_user_id=uid,
+                target=g.key,
+                after={"relation": relation},
+                revision=handle.number,
+            )
+            notifications.queue(
+                session,
+                people[uid].email,
+                f"You were added to {kind} {g.name}",
+                f"{actor.display_name} added you to the {kind} {g.name} in {ws.name} as {relation}.",
+                f"{kind}_add",
+            )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return g
+
+
+def remove_person(
+    session: Session, actor: User, ws: Workspace, kind: str, name: str, relation_kind: str, user_id: int
+) -> None:
+    """Take a manager or member out of a group/team. Raises ForbiddenError, NotFoundError."""
+    check_kind(ws, kind)
+    op = "remove_manager" if relation_kind == "manager" else "remove_member"
+    relation = RELATIONS[kind][0 if relation_kind == "manager" else 1]
+    access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    try:
+        handle = begin(session, actor, kind, f"remove a {relation} from {kind} {name} in {ws.key}")
+        access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name, user_id))
+        g = get(session, ws, kind, name)
+        gm = session.scalar(
+            select(GroupMember).where(
+                GroupMember.group_id == g.id, GroupMember.user_id == user_id, GroupMember.relation == relation
+            )
+        )
+        if gm is None:
+            raise NotFoundError(f"not a {relation} of this {kind}")
+        policy_store.add_changes(session, handle, [RuleChange("remove", unit_rule(ws, g, user_id, relation))])
+        session.delete(gm)
+        audit.record(
+            session,
+            f"{kind}.remove_{relation}",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target_user_id=user_id,
+            target=g.key,
+            before={"relation": relation},
+            revision=handle.number,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+
+
+def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, user_id: int, to: object) -> Group:
+    """Move a learner/member to another group/team (capacity and archive checked on the target)."""
+    check_kind(ws, kind)
+    relation = RELATIONS[kind][1]
+    to_name = _name(to)
+    if to_name == name:
+        raise ValidationError("source and target are the same", errors=[{"field": "to"}])
+    facts_ok = NAME.fullmatch(name) is not None
+    access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name) if facts_ok else None)
+    try:
+        handle = begin(session, actor, kind, f"move a {relation} from {kind} {name} to {to_name} in {ws.key}")
+        access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name, user_id))
+        access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, to_name))
+        src = get(session, ws, kind, name)
+        dst = get(session, ws, kind, to_name)
+        gm = session.scalar(
+            select(GroupMember).where(
+                GroupMember.group_id == src.id, GroupMember.user_id == user_id, GroupMember.relation == relation
+            )
+        )
+        if gm is None:
+            raise NotFoundError(f"not a {relation} of this {kind}")
+        if dst.archived:
+            raise ConflictError(f"the target {kind} is archived")
+        present = {x.user_id for x in links(session, dst, relation)}
+        if user_id in present:
+            raise ConflictError(f"already a {relation} of the target {kind}")
+        if dst.capacity is not None and len(present) + 1 > dst.capacity:
+            raise ConflictError(f"the target {kind} is full (capacity {dst.capacity})", capacity=dst.capacity)
+        policy_store.add_changes(
+            session,
+            handle,
+            [
+                RuleChange("remove", unit_rule(ws, src, user_id, relation)),
+                RuleChange("add", unit_rule(ws, dst, user_id, relation)),
+            ],
+        )
+        gm.group_id = dst.id
+        audit.record(
+            session,
+            f"{kind}.move_{relation}",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target_user_id=user_id,
+            target=dst.key,
+            before={kind: src.name},
+            after={kind: dst.name},
+            revision=handle.number,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return dst

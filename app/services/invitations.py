@@ -1,0 +1,268 @@
+"""Invitations: existing users join as ``pending`` (accepted at their next sign-in); unknown emails
+get a single-use, expiring sign-up link (only its SHA-256 is stored) and join on sign-up."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.authz import RuleChange
+from app.errors import ConflictError, GoneError, NotFoundError, PayloadTooLargeError, ValidationError
+from app.models import Invitation, Membership, User, Workspace, utcnow
+
+from . import access, audit, notifications, policy_store, users
+from .members import begin, g_rule, membership
+
+SEPARATORS = re.compile(r"[,\n\r;]+")
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 hex of a sign-up token (what the database keeps)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def parse_emails(raw: object, limit: int) -> list[str]:
+    """Emails from a comma/newline-separated string or a list of strings: normalised, deduplicated.
+
+    Raises ValidationError (wrong type, none, any invalid: every one is listed),
+    PayloadTooLargeError (more than ``limit`` addresses).
+    """
+    if isinstance(raw, str):
+        parts = SEPARATORS.split(raw)
+    elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        parts = [p for x in raw for p in SEPARATORS.split(x)]
+    else:
+        raise ValidationError(
+            "emails must be a string or a list of strings", errors=[{"field": "emails", "message": "wrong type"}]
+        )
+    candidates = [p.strip() for p in parts if p.strip()]
+    if not candidates:
+        raise ValidationError("no email address given", errors=[{"field": "emails", "message": "required"}])
+    if len(candidates) > limit:
+        raise PayloadTooLargeError(f"at most {limit} email addresses per request", limit=limit, count=len(candidates))
+    out: list[str] = []
+    errors: list[dict[str, str]] = []
+    for c in candidates:
+        try:
+            email = validate_email(c, check_deliverability=False).normalized.lower() if len(c) <= 254 else None
+        except EmailNotValidError as exc:
+            errors.append({"field": "emails", "value": c[:254], "message": str(exc)})
+            continue
+        if email is None:
+            errors.append({"field": "emails", "value": c[:254], "message": "too long"})
+        elif email not in out:
+            out.append(email)
+    if errors:
+        raise ValidationError(f"{len(errors)} invalid email address(es)", errors=errors)
+    return out
+
+
+def open_invitation(session: Session, ws: Workspace, email: str) -> Invitation | None:
+    """An unused, unrevoked, unexpired invitation of email to ws, or None."""
+    return session.scalar(
+        select(Invitation).where(
+            Invitation.workspace_id == ws.id,
+            Invitation.email == email,
+            Invitation.used_at.is_(None),
+            Invitation.revoked_at.is_(None),
+            Invitation.expires_at > utcnow(),
+        )
+    )
+
+
+@dataclass
+class InviteResult:
+    """What an invitation request did."""
+
+    added: list[dict[str, Any]] = field(default_factory=list)  # existing users, now pending members
+    invited: list[dict[str, Any]] = field(default_factory=list)  # unknown emails, sign-up link sent
+    revision: int = 0
+    tokens: dict[str, str] = field(default_factory=dict)  # email -> token (never returned by the API)
+
+
+def invite(
+    session: Session,
+    actor: User,
+    ws: Workspace,
+    raw_emails: object,
+    raw_role: object,
+    *,
+    limit: int,
+    ttl_hours: int,
+    public_url: str,
+) -> InviteResult:
+    """Invite one or many emails with a role the actor may grant, all or nothing.
+
+    Raises ForbiddenError, ValidationError, PayloadTooLargeError, ConflictError (already a
+    member, or an open invitation exists).
+    """
+    pack = access.pack_of(ws)
+    access.require(actor, ws, "invite", access.member_facts(None))
+    emails = parse_emails(raw_emails, limit)
+    role = access.workspace_role(pack, raw_role if raw_role is not None else pack.default_role)
+    new_role = pack.role_key(role)
+    result = InviteResult()
+    try:
+        handle = begin(session, actor, "member", f"invite {len(emails)} to {ws.key} as {role}")
+        access.require(actor, ws, "invite", access.member_facts(None, new_role))
+        existing = {u.email.lower(): u for u in session.scalars(select(User).where(User.email.in_(emails)))}
+        conflicts: list[dict[str, str]] = []
+        for email in emails:
+            user = existing.get(email)
+            if user is not None:
+                access.require(actor, ws, "invite", access.member_facts(user.id, new_role))
+                if membership(session, ws, user.id) is not None:
+                    conflicts.append({"email": email, "message": "already a member"})
+            elif open_invitation(session, ws, email) is not None:
+                conflicts.append({"email": email, "message": "already invited"})
+        if conflicts:
+            raise ConflictError(f"{len(conflicts)} address(es) already member or invited", errors=conflicts)
+        changes: list[RuleChange] = []
+        for email in emails:
+            user = existing.get(email)
+            if user is not None:
+                session.add(
+                    Membership(workspace_id=ws.id, user_id=user.id, role=role, status="pending", invited_by_id=actor.id)
+                )
+                changes.append(RuleChange("add", g_rule(user.id, pack, role, ws)))
+                audit.record(
+                    session,
+                    "member.invite",
+                    workspace_id=ws.id,
+                    actor_id=actor.id,
+                    target_user_id=user.id,
+                    target=user.key,
+                    after={"role": role, "status": "pending"},
+                    revision=handle.number,
+                )
+                notifications.queue(
+                    session,
+                    email,
+                    f"You were added to {ws.name}",
+                    f"{actor.display_name} added you to {ws.name} as {role}. Sign in at {public_url}/ to accept.",
+                    "invitation",
+                )
+                result.added.append({"email": email, "user_id": user.id, "role": role, "status": "pending"})
+            else:
+                token = secrets.token_urlsafe(32)
+                inv = Invitation(
+                    workspace_id=ws.id,
+                    email=email,
+                    role=role,
+                    token_hash=token_hash(token),
+                    expires_at=utcnow() + timedelta(hours=ttl_hours),
+                    invited_by_id=actor.id,
+                )
+                session.add(inv)
+                audit.record(
+                    session,
+                    "member.invite_signup",
+                    workspace_id=ws.id,
+                    actor_id=actor.id,
+                    target=f"email:{email}",
+                    after={"role": role, "expires_at": inv.expires_at.isoformat()},
+                    revision=handle.number,
+                )
+                notifications.queue(
+                    session,
+                    email,
+                    f"Join {ws.name}",
+                    f"{actor.display_name} invited you to {ws.name} as {role}.\n"
+                    f"Create your account: {public_url}/signup?token={token}\n"
+                    f"The link works once and expires in {ttl_hours} hours.",
+                    "signup_link",
+                )
+                result.invited.append({"email": email, "role": role, "expires_at": inv.expires_at.isoformat()})
+                result.tokens[email] = token
+        if changes:
+            policy_store.add_changes(session, handle, changes)
+        session.commit()
+        result.revision = handle.number
+    except Exception:
+        session.rollback()
+        raise
+    return result
+
+
+def signup(
+    session: Session, token: object, password: object, display_name: object = "", username: object = None
+) -> tuple[User, Membership]:
+    """Create the invited user and join the workspace (accepted). Single use.
+
+    Raises ValidationError, NotFoundError (unknown token), GoneError (used, revoked or expired),
+    ConflictError (the email has an account by now).
+    """
+    if not isinstance(token, str) or not token or len(token) > 200:
+        raise ValidationError("token must be a string", errors=[{"field": "token"}])
+    if not isinstance(password, str):
+        raise ValidationError("password must be a string", errors=[{"field": "password"}])
+    if display_name is not None and not isinstance(display_name, str):
+        raise ValidationError("display_name must be a string", errors=[{"field": "display_name"}])
+    if username is not None and not isinstance(username, str):
+        raise ValidationError("username must be a string", errors=[{"field": "username"}])
+    try:
+        # Lock first: two sign-ups racing with one token serialise here; the second finds it used.
+        handle = begin(session, None, "member", "sign-up")
+        inv = session.scalar(select(Invitation).where(Invitation.token_hash == token_hash(token)))
+        if inv is None:
+            raise NotFoundError("unknown sign-up link")
+        if inv.used_at is not None or inv.revoked_at is not None:
+            raise GoneError("this sign-up link was already used")
+        if inv.expires_at <= utcnow():
+            raise GoneError("this sign-up link has expired")
+        if users.by_email(session, inv.email) is not None:
+            raise ConflictError("an account with this email exists; sign in instead")
+        user = users.create_user(session, inv.email, password, display_name=display_name or "", username=username)
+        ws = inv.workspace
+        pack = access.pack_of(ws)
+        m = Membership(
+            workspace_id=ws.id, user_id=user.id, role=inv.role, status="accepted", invited_by_id=inv.invited_by_id
+        )
+        session.add(m)
+        policy_store.add_changes(session, handle, [RuleChange("add", g_rule(user.id, pack, inv.role, ws))])
+        inv.used_at = utcnow()
+        handle.revision.actor_id = user.id
+        audit.record(
+            session,
+            "member.signup",
+            workspace_id=ws.id,
+            actor_id=user.id,
+            target_user_id=user.id,
+            target=user.key,
+            after={"role": inv.role, "status": "accepted"},
+            revision=handle.number,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return user, m
+
+
+def pending_invitations(session: Session, actor: User, ws: Workspace) -> list[dict[str, Any]]:
+    """Open sign-up invitations of a workspace (for those who may invite)."""
+    access.require(actor, ws, "invite", access.member_facts(None))
+    rows = session.scalars(
+        select(Invitation)
+        .where(Invitation.workspace_id == ws.id, Invitation.used_at.is_(None), Invitation.revoked_at.is_(None))
+        .order_by(Invitation.id)
+    )
+    now = utcnow()
+    return [
+        {
+            "id": i.id,
+            "email": i.email,
+            "role": i.role,
+            "expires_at": i.expires_at.isoformat(),
+            "expired": i.expires_at <= now,
+        }
+        for i in rows
+    ]

@@ -1,0 +1,106 @@
+"""Platform-wide roles (simulations' Admin, academy's Operator, skills' account manager).
+
+A platform role is the g-rule ``g, user:<id>, role:<pack>:<role>, *``: it applies in every
+workspace of its pack. Only holders grant it: Casbin decides in the domain ``platform:<pack>``
+(where only platform roles count) with the pack's ``operations.grant_platform_role`` action and
+the rank rules (``mayGrant``: the pack's grant exceptions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.authz import RuleChange
+from app.authz.identifiers import PLATFORM_DOMAIN, platform_domain
+from app.errors import ConflictError, NotFoundError
+from app.extensions import authz
+from app.models import User
+
+from . import access, audit, notifications, policy_store
+from .members import begin
+
+
+def rule(user_id: int, pack_id: str, role: str) -> tuple[str, ...]:
+    """The g-rule of a platform role."""
+    return ("g", f"user:{user_id}", f"role:{pack_id}:{role}", PLATFORM_DOMAIN)
+
+
+def holders(session: Session, actor: User, pack_id: object) -> list[dict[str, Any]]:
+    """Who holds the pack's platform roles (visible to holders only)."""
+    pack = access.pack_by_id(pack_id)
+    authz.require(actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"))
+    out = []
+    for r in pack.platform_roles:
+        rows = policy_store.load_rules(session, ["g"])
+        ids = [
+            int(x[1][5:])
+            for x in rows
+            if x[2] == pack.role_key(r.id) and x[3] == PLATFORM_DOMAIN and x[1].startswith("user:")
+        ]
+        emails = (
+            dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).tuples().all()) if ids else {}
+        )
+        out += [{"role": r.id, "user_id": i, "email": emails.get(i)} for i in ids]
+    return out
+
+
+def _change(session: Session, actor: User, pack_id: object, raw_role: object, target_id: int, op: str) -> int:
+    pack = access.pack_by_id(pack_id)
+    domain = platform_domain(pack.id)
+    action = access.action_for(pack, "grant_platform_role")
+    authz.require(actor.key, domain, action, access.member_facts(None))
+    role = access.platform_role(pack, raw_role)
+    try:
+        handle = begin(session, actor, "platform", f"{op} platform role {role} of {pack.id} for user:{target_id}")
+        authz.require(actor.key, domain, action, access.member_facts(target_id, pack.role_key(role)))
+        target = session.get(User, target_id)
+        if target is None:
+            raise NotFoundError("no such user")
+        exists = policy_store.rule_exists(session, rule(target_id, pack.id, role))
+        if op == "grant" and exists:
+            raise ConflictError("the user already holds this role")
+        if op == "revoke" and not exists:
+            raise NotFoundError("the user does not hold this role")
+        policy_store.add_changes(
+            session, handle, [RuleChange("add" if op == "grant" else "remove", rule(target_id, pack.id, role))]
+        )
+        audit.record(
+            session,
+            f"platform.{op}",
+            workspace_id=None,
+            actor_id=actor.id,
+            target_user_id=target_id,
+            target=pack.role_key(role),
+            before=None if op == "grant" else {"role": role},
+            after={"role": role} if op == "grant" else None,
+            revision=handle.number,
+        )
+        notifications.queue(
+            session,
+            target.email,
+            f"Platform role {role} {'granted' if op == 'grant' else 'revoked'}",
+            f"{actor.display_name} {'granted you' if op == 'grant' else 'revoked your'} "
+            f"platform role {role} ({pack.title}).",
+            "platform_role",
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return handle.number
+
+
+def grant(session: Session, actor: User, pack_id: object, role: object, target_id: int) -> int:
+    """Grant a platform role; returns the revision.
+
+    Raises ForbiddenError, ValidationError, NotFoundError, ConflictError.
+    """
+    return _change(session, actor, pack_id, role, target_id, "grant")
+
+
+def revoke(session: Session, actor: User, pack_id: object, role: object, target_id: int) -> int:
+    """Revoke a platform role; returns the revision. Raises ForbiddenError, ValidationError, NotFoundError."""
+    return _change(session, actor, pack_id, role, target_id, "revoke")
