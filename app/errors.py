@@ -20,10 +20,11 @@ class AppError(Exception):
     title = "Bad request"
     slug = "bad-request"
 
-    def __init__(self, detail: str = "", **extra: Any) -> None:
+    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra
+        self.headers = dict(headers or {})
 
 
 class BadRequestError(AppError):
@@ -129,7 +130,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(AppError)
     def _app_error(exc: AppError) -> Response:
-        return problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+        resp = problem(exc.status, exc.title, exc.detail, exc.slug, **exc.extra)
+        for name, value in getattr(exc, "headers", {}).items():
+            resp.headers[name] = value
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -1,0 +1,62 @@
+"""Liveness, readiness and metrics. Registering this blueprint also installs request ids and metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify
+from flask.blueprints import BlueprintSetupState
+from sqlalchemy import text
+
+from app import observability
+from app.api import api_doc
+from app.api.schemas import Health
+
+log = logging.getLogger("app.health")
+
+bp = Blueprint("health", __name__)
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    observability.init_app(state.app)  # type: ignore[arg-type]
+
+
+@bp.get("/healthz")
+@api_doc("Liveness: the process answers.", tags=["health"], response=Health)
+def healthz() -> Response:
+    """Liveness: the process is up (no dependency is checked)."""
+    return jsonify(Health(status="ok").model_dump(exclude_none=True))
+
+
+@bp.get("/readyz")
+@api_doc("Readiness: policy loaded and database reachable (503 otherwise).", tags=["health"], response=Health)
+def readyz() -> tuple[Response, int]:
+    """Readiness: the database answers and the policy engine is loaded."""
+    from app.extensions import authz, db
+
+    checks: dict[str, str] = {}
+    revision = None
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        log.warning("readiness: database unreachable: %s", exc)
+        checks["database"] = "unreachable"
+        db.session.rollback()
+    try:
+        revision = authz.engine.revision
+        checks["policy"] = "loaded"
+    except Exception as exc:  # noqa: BLE001
+        log.warning("readiness: policy not loaded: %s", exc)
+        checks["policy"] = "not loaded"
+    ready = checks.get("database") == "ok" and checks.get("policy") == "loaded"
+    body = Health(status="ready" if ready else "unavailable", checks=checks, revision=revision)
+    return jsonify(body.model_dump(exclude_none=True)), 200 if ready else 503
+
+
+@bp.get("/metrics")
+@api_doc("Prometheus metrics (text exposition).", tags=["health"])
+def metrics() -> Response:
+    """Prometheus metrics: decisions by result and reason, latency histograms, policy revision."""
+    return observability.metrics_response()
