@@ -129,8 +129,8 @@ def load_demo() -> str:
             if slug in skipped:
                 continue
             ws = spaces[slug] = loader.workspace(slug, pack_id, name)
-            for role in packs[pack_id].workspace_roles:
-                loader.member(ws, f"{role.id}@{pack_id}.example", role.id)
+            for rdef in packs[pack_id].workspace_roles:
+                loader.member(ws, f"{rdef.id}@{pack_id}.example", rdef.id)
         for email, slug, role in EXTRA_MEMBERS:
             if slug in spaces:
                 loader.member(spaces[slug], email, role)

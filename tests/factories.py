@@ -39,24 +39,39 @@ def add_member(ws: Workspace, user: User, role: str, status: str = "accepted") -
 
 # -- web clients (cookie session + CSRF), for the member/group API tests ------------------------
 class WebClient:
-    """A test client signed in through POST /api/auth/signin, sending X-CSRFToken on changes."""
+    """A test client signed in through POST /api/auth/signin, sending X-CSRFToken on changes.
+
+    The tests keep an app context pushed, so flask's ``g`` outlives each request; flask-login
+    (``g._login_user``) and flask-wtf (``g.csrf_token``) memoise there. Every request starts by
+    clearing both, as a real server (a fresh ``g`` per request) would.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.token = ""
 
+    @staticmethod
+    def _fresh_g() -> None:
+        from flask import g
+
+        g.pop("_login_user", None)
+        g.pop("csrf_token", None)
+
     def csrf(self) -> str:
         """Fetch (once per session) the CSRF token."""
         if not self.token:
+            self._fresh_g()
             self.token = self.client.get("/api/auth/csrf").get_json()["csrf_token"]
         return self.token
 
     def get(self, url: str, **kw: Any) -> Any:
         """GET."""
+        self._fresh_g()
         return self.client.get(url, **kw)
 
     def _send(self, method: str, url: str, json: Any = None, **kw: Any) -> Any:
         headers = {"X-CSRFToken": self.csrf(), **kw.pop("headers", {})}
+        self._fresh_g()
         return self.client.open(url, method=method, json=json, headers=headers, **kw)
 
     def post(self, url: str, json: Any = None, **kw: Any) -> Any:

@@ -50,7 +50,7 @@ def serialize(session: Session, event: AuditEvent) -> dict[str, Any]:
     emails: dict[int, str] = {}
     ids = [i for i in (event.actor_id, event.target_user_id) if i is not None]
     if ids:
-        emails = dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).tuples().all())
+        emails = dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
     return {
         "id": event.id,
         "at": event.created_at.isoformat(),

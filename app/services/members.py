@@ -193,13 +193,12 @@ def change_role(session: Session, actor: User, ws: Workspace, target_id: int, ne
 # -- remove -----------------------------------------------------------------------------------
 def _unit_links(session: Session, ws: Workspace, user_ids: Iterable[int]) -> list[tuple[GroupMember, Group]]:
     ids = list(user_ids)
-    return list(
-        session.execute(
-            select(GroupMember, Group)
-            .join(Group, Group.id == GroupMember.group_id)
-            .where(Group.workspace_id == ws.id, GroupMember.user_id.in_(ids))
-        ).tuples()
-    )
+    rows = session.execute(
+        select(GroupMember, Group)
+        .join(Group, Group.id == GroupMember.group_id)
+        .where(Group.workspace_id == ws.id, GroupMember.user_id.in_(ids))
+    ).unique()
+    return [(gm, g) for gm, g in rows]
 
 
 def unit_rule(ws: Workspace, group: Group, user_id: int, relation: str) -> tuple[str, ...]:

@@ -40,9 +40,7 @@ def holders(session: Session, actor: User, pack_id: object) -> list[dict[str, An
             for x in rows
             if x[2] == pack.role_key(r.id) and x[3] == PLATFORM_DOMAIN and x[1].startswith("user:")
         ]
-        emails = (
-            dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).tuples().all()) if ids else {}
-        )
+        emails = dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).all()) if ids else {}
         out += [{"role": r.id, "user_id": i, "email": emails.get(i)} for i in ids]
     return out
 
