@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_MAX_CHECKS": 1000,
     "MIN_REVISION_WAIT_SECONDS": 2.0,
     "DECISION_LOG_SAMPLE": 0.0,
+    "POLICY_WORKSPACE": "service",  # slug of the workspace holding the policy editors' roles (service pack)
     "POLICY_SYNC": "auto",  # auto | poll | listen | off
     "POLICY_POLL_SECONDS": 1.0,
     "MAX_INVITES_PER_REQUEST": 500,

@@ -1,0 +1,462 @@
+"""The policy-editor API: read the model and rules, validate, preview, apply, roll back, revisions, tokens.
+
+Callers are signed-in users (cookie session from ``POST /api/auth/signin``; changes carry the CSRF
+token as ``X-CSRFToken``) holding a role of the ``service`` meta-pack in the policy workspace
+(``ws:<POLICY_WORKSPACE>``, default ``ws:service``). Every endpoint declares its meta-policy action
+and Casbin decides, like everywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, jsonify
+from flask_wtf.csrf import generate_csrf
+from sqlalchemy import select
+
+from app import observability
+from app.api import api_doc, parse_body, parse_query
+from app.api.schemas import (
+    ApplyResult,
+    ChangeIn,
+    ModelResult,
+    PreviewResult,
+    ProposalIn,
+    RevisionsQuery,
+    RevisionsResult,
+    RollbackIn,
+    RulesQuery,
+    RulesResult,
+    SessionResult,
+    TokenIn,
+    TokenOut,
+    TokensResult,
+    ValidationResult,
+)
+from app.authz.packs import rule_pack
+from app.errors import NotFoundError
+from app.models import PolicyRevision, ServiceToken, User
+from app.services import policy_edits, policy_store
+
+bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
+F = TypeVar("F", bound=Callable[..., Any])
+META_ACTIONS = (
+    "read_policy",
+    "read_policy_audit",
+    "propose_policy_change",
+    "apply_policy_change",
+    "rollback_policy",
+    "manage_service_tokens",
+)
+
+
+def _protect() -> None:
+    from app.api.auth import protect
+
+    protect()
+
+
+bp.before_request(_protect)
+
+
+def policy_domain() -> str:
+    """The Casbin domain of the meta-policy workspace."""
+    return "ws:" + str(current_app.config.get("POLICY_WORKSPACE", "service"))
+
+
+def requires(action: str) -> Callable[[F], F]:
+    """The signed-in user must be allowed ``action`` of the service meta-pack (401/403 otherwise)."""
+
+    def deco(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from app.api.auth import actor
+            from app.extensions import authz
+
+            user = actor()
+            authz.require(user.key, policy_domain(), action)
+            return fn(*args, **kwargs)
+
+        wrapper.__meta_action__ = action  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def _editor() -> User:
+    from app.api.auth import actor
+
+    return actor()
+
+
+def _model_text() -> str:
+    return Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+
+
+def _edits(changes: list[ChangeIn]) -> list[policy_edits.Edit]:
+    return [
+        policy_edits.Edit(
+            op=c.op,
+            rule=c.rule,
+            with_=c.with_,
+            pack=c.pack,
+            role=c.role.model_dump() if c.role else None,
+            action=c.action.model_dump() if c.action else None,
+        )
+        for c in changes
+    ]
+
+
+def _engine(min_revision: int | None) -> Any:
+    from app.api.decision import engine_at
+
+    return engine_at(min_revision)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# -- session -------------------------------------------------------------------------------------
+@bp.get("/session")
+@api_doc(
+    "The signed-in editor's meta-policy permissions and a CSRF token.",
+    tags=["policy"],
+    response=SessionResult,
+    auth="session",
+    errors=(401,),
+)
+def session_info() -> Response:
+    """Who is signed in, what the meta-policy allows them, and the CSRF token for changes."""
+    from app.extensions import authz
+
+    user = _editor()
+    allowed = [a for a in META_ACTIONS if authz.check(user.key, policy_domain(), a).allowed]
+    return jsonify(
+        SessionResult(user_id=user.id, email=user.email, permissions=allowed, csrf_token=generate_csrf()).model_dump()
+    )
+
+
+# -- reading -------------------------------------------------------------------------------------
+@bp.get("/model")
+@api_doc(
+    "The Casbin model and every pack's roles, actions, features and grant exceptions.",
+    tags=["policy"],
+    response=ModelResult,
+    auth="session",
+    errors=(401, 403),
+)
+@requires("read_policy")
+def model() -> Response:
+    """The model text and the pack documents as loaded by the engine."""
+    eng = _engine(None)
+    packs = {}
+    for pid, pack in sorted(eng.packset.packs.items()):
+        packs[pid] = {
+            "title": pack.title,
+            "roles": [{"id": r.id, "label": r.label, "rank": r.rank, "platform": r.platform} for r in pack.roles],
+            "actions": [{"id": a.id, "label": a.label, "feature": a.feature or None} for a in pack.actions],
+            "features": [{"id": f.id, "label": f.label} for f in pack.features],
+            "grants": [
+                {"role": g.role, "may_grant": list(g.may_grant), "may_manage": list(g.may_manage), "why": g.why}
+                for g in pack.grants
+            ],
+            "decisions": list(pack.decisions),
+            "rules": len(pack.rules),
+        }
+    return jsonify({"revision": eng.revision, "model": eng.packset.model_text, "packs": packs})
+
+
+@bp.get("/rules")
+@api_doc(
+    "Pack rules, filtered by pack, type (p or g) and role.",
+    tags=["policy"],
+    query=RulesQuery,
+    response=RulesResult,
+    auth="session",
+    errors=(401, 403, 422),
+)
+@requires("read_policy")
+def rules() -> Response:
+    """Pack rules (p and role inheritance); ``role`` matches a rule's subject or either end of a g link."""
+    q = parse_query(RulesQuery)
+    eng = _engine(q.min_revision)
+    out = []
+    role = q.role
+    if role and not role.startswith("role:"):
+        role = f"role:{q.pack}:{role}" if q.pack and ":" not in role else f"role:{role}"
+    for pid, pack in sorted(eng.packset.packs.items()):
+        if q.pack and pid != q.pack:
+            continue
+        for r in pack.rules:
+            if q.type and r[0] != q.type:
+                continue
+            if role and not ((r[0] == "p" and r[2] == role) or (r[0] == "g" and role in (r[1], r[2]))):
+                continue
+            out.append(list(r))
+    return jsonify({"revision": eng.revision, "count": len(out), "rules": out})
+
+
+@bp.get("/revisions")
+@api_doc(
+    "The revision log, newest first.",
+    tags=["policy"],
+    query=RevisionsQuery,
+    response=RevisionsResult,
+    auth="session",
+    errors=(401, 403, 422),
+)
+@requires("read_policy_audit")
+def revisions() -> Response:
+    """Revisions (policy edits, rollbacks, imports, membership changes), newest first, paged by ``before``."""
+    from app.extensions import db
+
+    q = parse_query(RevisionsQuery)
+    stmt = select(PolicyRevision).order_by(PolicyRevision.id.desc()).limit(q.limit)
+    if q.before:
+        stmt = stmt.where(PolicyRevision.id < q.before)
+    items = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "message": r.message,
+            "actor_id": r.actor_id,
+            "created_at": _iso(r.created_at),
+            "changes": len(r.changes or []),
+        }
+        for r in db.session.scalars(stmt)
+    ]
+    return jsonify({"revision": policy_store.current_revision(db.session()), "items": items})
+
+
+@bp.get("/revisions/<int:number>")
+@api_doc("One revision with its rule changes.", tags=["policy"], auth="session", errors=(401, 403, 404))
+@requires("read_policy_audit")
+def revision(number: int) -> Response:
+    """One revision: kind, message, actor and the rules it added and removed."""
+    from app.extensions import db
+
+    row = db.session.get(PolicyRevision, number)
+    if row is None:
+        raise NotFoundError(f"no revision {number}")
+    return jsonify(
+        {
+            "id": row.id,
+            "kind": row.kind,
+            "message": row.message,
+            "actor_id": row.actor_id,
+            "created_at": _iso(row.created_at),
+            "changes": [
+                {"op": op, "rule": rule, "pack": rule_pack(tuple(rule)) or None} for op, rule in row.changes or []
+            ],
+        }
+    )
+
+
+# -- proposing -----------------------------------------------------------------------------------
+@bp.post("/validate")
+@api_doc(
+    "Validate a proposed change; every problem is listed.",
+    tags=["policy"],
+    body=ProposalIn,
+    response=ValidationResult,
+    auth="session",
+    errors=(400, 401, 403, 415, 422),
+)
+@requires("propose_policy_change")
+def validate_change() -> Response:
+    """Validate: shapes, unknown roles/actions, cycles, rank escalations, broken policy tests."""
+    from app.extensions import db
+
+    body = parse_body(ProposalIn)
+    d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
+    db.session.rollback()
+    return jsonify({"valid": d.valid, "revision": d.revision, "problems": d.problems})
+
+
+@bp.post("/preview")
+@api_doc(
+    "Preview a change: the role × action × pack decisions that flip and who gains or loses them. "
+    "An invalid change is refused (422) with every problem.",
+    tags=["policy"],
+    body=ProposalIn,
+    response=PreviewResult,
+    auth="session",
+    errors=(400, 401, 403, 415, 422),
+)
+@requires("propose_policy_change")
+def preview() -> Response:
+    """The flips of an edit and its impact on users and workspaces; 422 problem if the edit is invalid."""
+    from app.errors import ValidationError
+    from app.extensions import authz, db
+
+    body = parse_body(ProposalIn)
+    d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
+    db.session.rollback()
+    if not d.valid:
+        raise ValidationError("the change is invalid; nothing to preview", problems=d.problems, revision=d.revision)
+    p = policy_edits.preview(d, authz.engine)
+    return jsonify(
+        {
+            "valid": True,
+            "revision": d.revision,
+            "problems": [],
+            "packs": sorted(d.packs),
+            "flips": [f.__dict__ for f in p.flips],
+            "impact": [i.__dict__ for i in p.impact],
+        }
+    )
+
+
+@bp.post("/apply")
+@api_doc(
+    "Apply a change atomically as a new revision (audited). 409 if expected_revision is stale.",
+    tags=["policy"],
+    body=ProposalIn,
+    response=ApplyResult,
+    status=201,
+    auth="session",
+    errors=(400, 401, 403, 409, 415, 422),
+)
+@requires("apply_policy_change")
+def apply_change() -> tuple[Response, int]:
+    """Validate and apply; every decision after it reports the new revision."""
+    from app.extensions import db
+
+    body = parse_body(ProposalIn)
+    user = _editor()
+    session = db.session()
+    try:
+        d = policy_edits.apply(
+            session,
+            _edits(body.changes),
+            _model_text(),
+            current_app.config["POLICY_DIR"],
+            actor_id=user.id,
+            message=body.message,
+            expected_revision=body.expected_revision,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    _after_write(d)
+    observability.get().policy_edits.labels("edit").inc()
+    return jsonify({"revision": d.revision, "changes": len(d.changes), "documents": sorted(d.touched_documents)}), 201
+
+
+@bp.post("/rollback")
+@api_doc(
+    "Roll pack rules and documents back to an earlier revision, as a new revision.",
+    tags=["policy"],
+    body=RollbackIn,
+    response=ApplyResult,
+    status=201,
+    auth="session",
+    errors=(400, 401, 403, 415, 422),
+)
+@requires("rollback_policy")
+def rollback() -> tuple[Response, int]:
+    """Undo every pack-rule and document change after ``to_revision`` (memberships are kept)."""
+    from app.extensions import db
+
+    body = parse_body(RollbackIn)
+    user = _editor()
+    session = db.session()
+    try:
+        d = policy_edits.rollback(session, body.to_revision, _model_text(), actor_id=user.id, message=body.message)
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    _after_write(d)
+    observability.get().policy_edits.labels("rollback").inc()
+    return jsonify({"revision": d.revision, "changes": len(d.changes), "documents": sorted(d.touched_documents)}), 201
+
+
+def _after_write(d: policy_edits.Draft) -> None:
+    """Make this process's engine reflect a committed edit.
+
+    Rule changes to packs make the after-commit hook rebuild the engine; a revision that changes
+    only pack documents (a new role or action) does not, so rebuild here.
+    """
+    from app.extensions import authz
+
+    if d.touched_documents and not d.changes:
+        authz.reload()
+    else:
+        authz.sync()
+
+
+# -- service tokens ------------------------------------------------------------------------------
+def _token_out(t: ServiceToken, secret: str | None = None) -> dict[str, Any]:
+    return TokenOut(
+        name=t.name,
+        created_at=_iso(t.created_at) or "",
+        revoked_at=_iso(t.revoked_at),
+        last_used_at=_iso(t.last_used_at),
+        token=secret,
+    ).model_dump(exclude_none=True)
+
+
+@bp.get("/tokens")
+@api_doc(
+    "Service tokens of the decision API (never their secrets).",
+    tags=["tokens"],
+    response=TokensResult,
+    auth="session",
+    errors=(401, 403),
+)
+@requires("manage_service_tokens")
+def list_tokens() -> Response:
+    """Every service token."""
+    from app.extensions import db
+    from app.services import tokens
+
+    return jsonify({"items": [_token_out(t) for t in tokens.list_tokens(db.session())]})
+
+
+@bp.post("/tokens")
+@api_doc(
+    "Create a service token; its secret is in this response only.",
+    tags=["tokens"],
+    body=TokenIn,
+    response=TokenOut,
+    status=201,
+    auth="session",
+    errors=(400, 401, 403, 409, 415, 422),
+)
+@requires("manage_service_tokens")
+def create_token() -> tuple[Response, int]:
+    """Create a token; the secret is shown once."""
+    from app.extensions import db
+    from app.services import tokens
+
+    body = parse_body(TokenIn)
+    try:
+        row, secret = tokens.create_token(db.session(), body.name, actor_id=_editor().id)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return jsonify(_token_out(row, secret)), 201
+
+
+@bp.delete("/tokens/<name>")
+@api_doc("Revoke a service token.", tags=["tokens"], response=TokenOut, auth="session", errors=(400, 401, 403, 404))
+@requires("manage_service_tokens")
+def revoke_token(name: str) -> Response:
+    """Revoke a token by name (idempotent)."""
+    from app.extensions import db
+    from app.services import tokens
+
+    try:
+        row = tokens.revoke_token(db.session(), name, actor_id=_editor().id)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return jsonify(_token_out(row))
