@@ -1,0 +1,54 @@
+"""Service tokens: shown once, stored as SHA-256, revocable; the `flask token` commands."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from app.errors import ConflictError, NotFoundError, ValidationError
+from app.extensions import db
+from app.models import ServiceToken
+from app.services import tokens
+
+
+def test_token_is_stored_hashed_and_authenticates(app: Flask) -> None:
+    row, secret = tokens.create_token(db.session(), "svc")
+    db.session.commit()
+    assert secret.startswith("lat_") and len(secret) > 40
+    stored = db.session.get(ServiceToken, row.id)
+    assert stored is not None and stored.token_hash == tokens.hash_token(secret) and secret not in stored.token_hash
+    assert tokens.authenticate(db.session(), secret) is not None
+    assert stored.last_used_at is not None
+    assert tokens.authenticate(db.session(), secret + "x") is None
+    assert tokens.authenticate(db.session(), "not-a-token") is None
+    tokens.revoke_token(db.session(), "svc")
+    db.session.commit()
+    assert tokens.authenticate(db.session(), secret) is None
+
+
+def test_token_errors(app: Flask) -> None:
+    tokens.create_token(db.session(), "svc")
+    db.session.commit()
+    with pytest.raises(ConflictError):
+        tokens.create_token(db.session(), "svc")
+    with pytest.raises(ValidationError):
+        tokens.create_token(db.session(), "bad name")
+    with pytest.raises(NotFoundError):
+        tokens.revoke_token(db.session(), "nope")
+
+
+def test_token_cli(app: Flask) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["token", "create", "billing"])
+    assert result.exit_code == 0, result.output
+    secret = result.output.strip()
+    assert secret.startswith("lat_") and tokens.authenticate(db.session(), secret) is not None
+    result = runner.invoke(args=["token", "create", "billing"])
+    assert result.exit_code != 0 and "already exists" in result.output
+    result = runner.invoke(args=["token", "list"])
+    assert "billing\tactive" in result.output and secret not in result.output
+    result = runner.invoke(args=["token", "revoke", "billing"])
+    assert result.exit_code == 0 and "revoked billing" in result.output
+    assert "billing\trevoked" in runner.invoke(args=["token", "list"]).output
+    assert tokens.authenticate(db.session(), secret) is None
+    assert runner.invoke(args=["token", "revoke", "nope"]).exit_code != 0
