@@ -39,7 +39,21 @@ def rank_functions(packs: Mapping[str, Pack]) -> dict[str, Callable[..., bool]]:
             grant_extra[key] = grant_extra.get(key, frozenset()) | {pack.role_key(r) for r in g.may_grant}
             manage_extra[key] = manage_extra.get(key, frozenset()) | {pack.role_key(r) for r in g.may_manage}
 
+    seen: dict[tuple[object, object, int], bool] = {}
+
     def _compare(actor: object, target: object, extra: Mapping[str, frozenset[str]]) -> bool:
+        # Pure in (actor, target): remembered (bounded; only hashable strings are remembered).
+        if type(actor) is str and type(target) is str:
+            key = (actor, target, id(extra))
+            hit = seen.get(key)
+            if hit is None:
+                if len(seen) >= 50_000:
+                    seen.clear()
+                hit = seen[key] = _decide(actor, target, extra)
+            return hit
+        return _decide(actor, target, extra)
+
+    def _decide(actor: object, target: object, extra: Mapping[str, frozenset[str]]) -> bool:
         if target == "":
             return True
         if not isinstance(actor, str) or not isinstance(target, str):

@@ -23,14 +23,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .enforcer import IndexedEnforcer
+from .enforcer import IndexedEnforcer, rank_functions
 from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_local, valid_pack
+from .memo import MatcherPlan
 from .packs import Pack, PackSet, Rule
 from .types import RESOURCE_FIELDS, AccessRequest, Decision, Reason, ResourceFacts
 
 log = logging.getLogger("authz")
 
 MEMO_LIMIT = 200_000
+VALID_CACHE_LIMIT = 100_000
 _SCOPE_REASON = {
     "assignee": Reason.NOT_ASSIGNEE,
     "owner": Reason.NOT_OWNER,
@@ -89,6 +91,104 @@ def validate_request(req: AccessRequest) -> str | None:
     return None
 
 
+class _ValidCache:
+    """Identifiers already validated, per kind: a dict probe instead of a regex per call.
+
+    Only valid values are remembered, and the cache is bounded, so bad input cannot grow it.
+    """
+
+    __slots__ = ("user", "domain", "action", "local", "group", "team", "role")
+
+    def __init__(self) -> None:
+        self.user: set[str] = set()
+        self.domain: set[str] = set()
+        self.action: set[str] = set()
+        self.local: set[str] = set()
+        self.group: set[str] = set()
+        self.team: set[str] = set()
+        self.role: set[str] = set()
+
+    def remember(self, kind: set[str], value: str) -> None:
+        if len(kind) >= VALID_CACHE_LIMIT:
+            kind.clear()
+        kind.add(value)
+
+
+def _role_ok(value: str) -> bool:
+    try:
+        split_role(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _fast_valid(req: AccessRequest, cache: _ValidCache) -> bool:
+    """True if every identifier of the request is valid (what validate_request accepts)."""
+    if type(req) is not AccessRequest:
+        return validate_request(req) is None
+    sub = req.subject
+    if sub not in cache.user:
+        if type(sub) is not str or not is_prefixed(sub, "user"):
+            return False
+        cache.remember(cache.user, sub)
+    dom = req.domain
+    if dom not in cache.domain:
+        if type(dom) is not str or not _valid_domain(dom):
+            return False
+        cache.remember(cache.domain, dom)
+    act = req.action
+    if act not in cache.action:
+        if type(act) is not str or not valid_action(act):
+            return False
+        cache.remember(cache.action, act)
+    obj = req.obj
+    if type(obj) is not ResourceFacts:
+        return validate_request(req) is None
+    users = cache.user
+    for value in (obj.assignee, obj.owner, obj.member):
+        if value and value not in users:
+            if type(value) is not str or not is_prefixed(value, "user"):
+                return False
+            cache.remember(users, value)
+    value = obj.group
+    if value and value not in cache.group:
+        if type(value) is not str or not is_prefixed(value, "group"):
+            return False
+        cache.remember(cache.group, value)
+    value = obj.team
+    if value and value not in cache.team:
+        if type(value) is not str or not is_prefixed(value, "team"):
+            return False
+        cache.remember(cache.team, value)
+    for value in (obj.role, obj.new_role):
+        if value and value not in cache.role:
+            if type(value) is not str or not _role_ok(value):
+                return False
+            cache.remember(cache.role, value)
+    for value in (obj.type, obj.id):
+        if value and value not in cache.local:
+            if type(value) is not str or not valid_local(value):
+                return False
+            cache.remember(cache.local, value)
+    # Falsy non-strings (0, None, b"") slipped past the probes above: reject them.
+    for value in (obj.assignee, obj.owner, obj.member, obj.group, obj.team, obj.role, obj.new_role, obj.type, obj.id):
+        if type(value) is not str:
+            return False
+    return True
+
+
+_NONE: tuple[str, ...] = ()
+_INVALID_REQUEST = Reason.INVALID_REQUEST.value
+_UNKNOWN_WORKSPACE = Reason.UNKNOWN_WORKSPACE.value
+_UNKNOWN_ACTION = Reason.UNKNOWN_ACTION.value
+_NO_ROLE = Reason.NO_ROLE.value
+_GRANTED = Reason.GRANTED.value
+
+
+def _with_role(obj: ResourceFacts, role: str) -> ResourceFacts:
+    return ResourceFacts(obj.type, obj.id, obj.assignee, obj.owner, obj.member, obj.group, obj.team, role, obj.new_role)
+
+
 class PolicyEngine:
     """A loaded policy (packs + facts) and the decisions it gives."""
 
@@ -98,17 +198,40 @@ class PolicyEngine:
         self._lock = threading.RLock()
         self.enforcer = IndexedEnforcer(packset.model_text, packset.packs)
         self._p_rules: list[Rule] = []
-        self._memo: dict[tuple[Any, ...], tuple[bool, tuple[str, ...] | None, str]] = {}
+        self._memo: dict[tuple[Any, ...], list[Any]] = {}
         self._pack_of_key = {p.key: p for p in packset.packs.values()}
+        self._actions = {p.id: frozenset(a.id for a in p.actions) for p in packset.packs.values()}
+        self._prefix = {p.id: f"role:{p.id}:" for p in packset.packs.values()}
+        self._roles_exact = True
+        self._plan: MatcherPlan | None = None
+        self._rank_fns = rank_functions(packset.packs)
+        self._valid = _ValidCache()
+        self._fixed_decisions: dict[str, Decision] = {}
+        self._rms = {ptype: self.enforcer.rm(ptype) for ptype in ("g", "g2", "g3", "g4", "g5")}
         self.ready = False
         for rule in packset.all_rules():
             self._apply_one(RuleChange("add", rule), rebuild=False)
-        for rule in facts:
-            self._apply_one(RuleChange("add", rule), rebuild=False)
+        self.load_facts(facts)
         self._rebuild_p()
         for pack in packset.packs.values():
             self.g4.add_link(f"platform:{pack.id}", pack.key)
         self.ready = True
+
+    def load_facts(self, facts: Iterable[Rule]) -> int:
+        """Bulk-add g-type facts (no p-rules, no inheritance) while loading; returns the count."""
+        rms = self._rms
+        n = 0
+        structural = False
+        for rule in facts:
+            ptype = rule[0]
+            if ptype == "p" or (ptype == "g" and (rule[1].startswith("role:") or not rule[2].startswith("role:"))):
+                structural = self._apply_one(RuleChange("add", rule), rebuild=False) or structural
+            else:
+                rms[ptype].add_link(*rule[1:])
+            n += 1
+        if structural and self.ready:
+            self._rebuild_p()
+        return n
 
     # -- role managers --------------------------------------------------------------------
     @property
@@ -154,10 +277,27 @@ class PolicyEngine:
             rm.add_link(*rule[1:])
         else:
             rm.delete_link(*rule[1:])
-        return ptype == "g" and rule[1].startswith("role:")
+        if ptype != "g":
+            return False
+        if not rule[2].startswith("role:") and self._roles_exact and change.op == "add":
+            # Someone inherits a non-role: direct roles no longer decide reachability.
+            self._roles_exact = False
+            return True
+        return rule[1].startswith("role:")
 
     def _rebuild_p(self) -> None:
         self.enforcer.set_p_rules(self._p_rules)
+        functions: dict[str, Any] = {ptype: rm.has_link for ptype, rm in self._rms.items()}
+        functions.update(self._rank_fns)
+        model = self.enforcer.model
+        self._plan = MatcherPlan(
+            model["m"]["m"].value,
+            [t.removeprefix("r_") for t in model["r"]["r"].tokens],
+            [t.removeprefix("p_") for t in model["p"]["p"].tokens],
+            functions,
+            self.enforcer.p_rules(),
+            roles_exact=self._roles_exact,
+        )
         self._memo = {}
 
     def apply(self, changes: Sequence[RuleChange], revision: int) -> None:
@@ -193,7 +333,7 @@ class PolicyEngine:
     def workspace_role(self, subject: str, domain: str) -> str:
         """The subject's workspace role key in domain ("" if not a member)."""
         direct = self.g.direct(subject, domain)
-        return min(direct) if direct else ""
+        return direct[0] if direct else ""
 
     def features_off(self, domain: str) -> frozenset[str]:
         """Features switched off in a workspace."""
@@ -201,37 +341,10 @@ class PolicyEngine:
 
     def _resolve(self, req: AccessRequest) -> AccessRequest:
         """The request with facts the core owns filled in (target member's current role)."""
-        obj = req.obj
-        if obj.member:
-            role = self.workspace_role(obj.member, req.domain)
-            if role != obj.role:
-                obj = ResourceFacts(**{**{f: getattr(obj, f) for f in RESOURCE_FIELDS}, "role": role})
-                return AccessRequest(req.subject, req.domain, obj, req.action)
-        elif obj.role:
-            obj = ResourceFacts(**{**{f: getattr(obj, f) for f in RESOURCE_FIELDS}, "role": ""})
-            return AccessRequest(req.subject, req.domain, obj, req.action)
-        return req
-
-    def _key(self, req: AccessRequest, pack: Pack, roles: tuple[str, ...]) -> tuple[Any, ...]:
-        sub, dom, obj = req.subject, req.domain, req.obj
-        g2, g3 = self.g2, self.g3
-        return (
-            pack.id,
-            roles,
-            self.features_off(dom),
-            req.action,
-            obj.assignee == sub,
-            obj.owner == sub,
-            obj.member == sub,
-            obj.member == "",
-            g2.has_link(sub, obj.group, dom) if obj.group else False,
-            g3.has_link(sub, obj.group, dom) if obj.group else False,
-            g3.has_link(obj.member, obj.group, dom) if obj.group and obj.member else False,
-            g2.has_link(sub, obj.team, dom) if obj.team else False,
-            g3.has_link(obj.member, obj.team, dom) if obj.team and obj.member else False,
-            obj.role,
-            obj.new_role,
-        )
+        role = self._current_role(req.obj, req.domain)
+        if role == req.obj.role:
+            return req
+        return AccessRequest(req.subject, req.domain, _with_role(req.obj, role), req.action)
 
     # -- decisions --------------------------------------------------------------------------
     def check(self, req: AccessRequest) -> Decision:
@@ -255,35 +368,90 @@ class PolicyEngine:
         return [self.check(r) for r in reqs]
 
     def _check(self, req: AccessRequest, explain: bool) -> Decision:
-        revision = self.revision
-        problem = validate_request(req)
-        if problem is not None:
-            return Decision(False, Reason.INVALID_REQUEST.value, revision)
-        pack = self.pack_of(req.domain)
-        if pack is None:
-            return Decision(False, Reason.UNKNOWN_WORKSPACE.value, revision)
-        if pack.action(req.action) is None:
-            return Decision(False, Reason.UNKNOWN_ACTION.value, revision)
-        req = self._resolve(req)
-        prefix = f"role:{pack.id}:"
-        roles = tuple(r for r in self.roles_of(req.subject, req.domain) if r.startswith(prefix))
-        if not roles:
-            return Decision(False, Reason.NO_ROLE.value, revision)
-        key = self._key(req, pack, roles)
-        hit = self._memo.get(key)
-        if hit is None:
-            allowed, rule = self.enforcer.enforce_indexed(req.subject, req.domain, req.obj, req.action)
-            matched = tuple(rule) if rule else None
-            reason = Reason.GRANTED.value if allowed else self._diagnose(req, roles, matched)
-            hit = (allowed, matched, reason)
-            if len(self._memo) >= MEMO_LIMIT:
-                self._memo.clear()
-            self._memo[key] = hit
-        allowed, matched, reason = hit
-        if not explain:
-            return Decision(allowed, reason, revision)
-        path = self.role_path(req.subject, req.domain, matched[1]) if matched else ()
-        return Decision(allowed, reason, revision, ("p", *matched) if matched else None, path)
+        with self._lock:
+            revision = self.revision
+            if not _fast_valid(req, self._valid):
+                return self._fixed(_INVALID_REQUEST, revision)
+            sub = req.subject
+            dom = req.domain
+            act = req.action
+            rms = self._rms
+            g4links = rms["g4"].links.get("")
+            packs = g4links.get(dom) if g4links is not None else None
+            pack = None
+            if packs:
+                for key in packs:
+                    pack = self._pack_of_key.get(key)
+                    if pack is not None:
+                        break
+            if pack is None:
+                return self._fixed(_UNKNOWN_WORKSPACE, revision)
+            if act not in self._actions[pack.id]:
+                return self._fixed(_UNKNOWN_ACTION, revision)
+            # The subject's direct roles of this pack: in the workspace, and platform roles.
+            glinks = rms["g"].links
+            bucket = glinks.get(dom)
+            direct = bucket.get(sub, _NONE) if bucket is not None else _NONE
+            star = glinks.get(PLATFORM_DOMAIN)
+            platform = star.get(sub, _NONE) if star is not None and dom != PLATFORM_DOMAIN else _NONE
+            prefix = self._prefix[pack.id]
+            if platform:
+                roles = tuple(sorted({r for r in (*direct, *platform) if r.startswith(prefix)}))
+            elif len(direct) == 1:
+                roles = direct if direct[0].startswith(prefix) else _NONE
+            else:
+                roles = tuple(r for r in direct if r.startswith(prefix))
+            if not roles:
+                return self._fixed(_NO_ROLE, revision)
+            obj = req.obj
+            role = self._current_role(obj, dom)
+            if role != obj.role:
+                obj = _with_role(obj, role)
+                req = AccessRequest(sub, dom, obj, act)
+            plan = self._plan
+            key_fn = plan.key_fn(act) if plan is not None else None
+            if key_fn is None:
+                hit = self._decide(req, roles, revision)
+            else:
+                all_roles = (*direct, *platform) if platform else direct
+                memo_key = (act, key_fn(sub, dom, obj, all_roles))
+                memo = self._memo
+                hit = memo.get(memo_key)
+                if hit is None:
+                    hit = self._decide(req, roles, revision)
+                    if len(memo) >= MEMO_LIMIT:
+                        memo.clear()
+                    memo[memo_key] = hit
+            if not explain:
+                decision: Decision = hit[3]
+                if decision.revision != revision:
+                    decision = hit[3] = Decision(hit[0], hit[2], revision)
+                return decision
+            allowed, matched, reason = hit[0], hit[1], hit[2]
+            path = self.role_path(sub, dom, matched[1]) if matched else ()
+            return Decision(allowed, reason, revision, ("p", *matched) if matched else None, path)
+
+    def _decide(self, req: AccessRequest, roles: tuple[str, ...], revision: int) -> list[Any]:
+        """Ask Casbin (the memo's miss path): [allowed, matched rule, reason, decision]."""
+        allowed, rule = self.enforcer.enforce_indexed(req.subject, req.domain, req.obj, req.action)
+        matched = tuple(rule) if rule else None
+        reason = _GRANTED if allowed else self._diagnose(req, roles, matched)
+        return [allowed, matched, reason, Decision(allowed, reason, revision)]
+
+    def _fixed(self, reason: str, revision: int) -> Decision:
+        """A shared denial without a rule (one object per reason and revision)."""
+        decision = self._fixed_decisions.get(reason)
+        if decision is None or decision.revision != revision:
+            decision = self._fixed_decisions[reason] = Decision(False, reason, revision)
+        return decision
+
+    def _current_role(self, obj: ResourceFacts, dom: str) -> str:
+        """The target member's current workspace role, from the policy ("" if none)."""
+        if not obj.member:
+            return ""
+        bucket = self._rms["g"].links.get(dom)
+        direct = bucket.get(obj.member) if bucket is not None else None
+        return direct[0] if direct else ""
 
     def _diagnose(self, req: AccessRequest, roles: tuple[str, ...], matched: tuple[str, ...] | None) -> str:
         """Why Casbin denied: an explicit deny, a feature off, no rule, or a failed scope."""

@@ -2,27 +2,41 @@
 
 pycasbin builds one RoleManager object per domain on first use, and with a domain-matching
 function it scans every domain to build it (tens of ms at 100,000 workspaces). This one keeps
-plain dicts: ``domain -> name -> set(parents)``, with links in domain ``*`` visible from every
+plain dicts: ``domain -> name -> parents``, with links in domain ``*`` visible from every
 domain, and answers ``has_link`` by a breadth-first walk of at most ``max_hierarchy_level``
 steps, exactly as pycasbin's walk does. It never creates entries for names it is asked about.
+
+Memory: at a million memberships a ``set`` per user (216 bytes) dominates, so parents are kept
+as small sorted tuples (56 bytes for one), and the reverse index switches from a tuple to a set
+only when a name has many children (a pack's workspaces in ``g4``, a role's members).
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
 
 from casbin.rbac import RoleManager
 
 from .identifiers import PLATFORM_DOMAIN
 
-_EMPTY: frozenset[str] = frozenset()
+_EMPTY: tuple[str, ...] = ()
+_SMALL = 8  # a reverse entry becomes a set above this many children
+_intern = sys.intern
+
+Parents = tuple[str, ...]
+Children = tuple[str, ...] | set[str]
 
 
 class IndexedRoleManager(RoleManager):  # type: ignore[misc]
     """Role links per domain in dicts; ``*`` links apply to every domain."""
 
+    __slots__ = ("max_hierarchy_level", "links", "reverse")
+
     def __init__(self, max_hierarchy_level: int = 10) -> None:
         self.max_hierarchy_level = max_hierarchy_level
-        self.links: dict[str, dict[str, set[str]]] = {}
-        self.reverse: dict[str, dict[str, set[str]]] = {}
+        self.links: dict[str, dict[str, Parents]] = {}
+        self.reverse: dict[str, dict[str, Children]] = {}
 
     # -- writes -------------------------------------------------------------------------
     def clear(self) -> None:
@@ -32,64 +46,107 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
 
     def add_link(self, name1: str, name2: str, *domain: str) -> None:
         """name1 inherits name2 in domain (or in every domain for ``*``)."""
-        dom = domain[0] if domain else ""
-        self.links.setdefault(dom, {}).setdefault(name1, set()).add(name2)
-        self.reverse.setdefault(dom, {}).setdefault(name2, set()).add(name1)
+        dom = _intern(domain[0]) if domain else ""
+        name1 = _intern(name1)
+        name2 = _intern(name2)
+        bucket = self.links.get(dom)
+        if bucket is None:
+            bucket = self.links[dom] = {}
+        old = bucket.get(name1, _EMPTY)
+        if name2 in old:
+            return
+        bucket[name1] = (name2,) if not old else tuple(sorted((*old, name2)))
+        rbucket = self.reverse.get(dom)
+        if rbucket is None:
+            rbucket = self.reverse[dom] = {}
+        kids = rbucket.get(name2)
+        if kids is None:
+            rbucket[name2] = (name1,)
+        elif type(kids) is tuple:
+            rbucket[name2] = (*kids, name1) if len(kids) < _SMALL else {*kids, name1}
+        else:
+            kids.add(name1)  # type: ignore[union-attr]
+
+    def add_links(self, rows: Iterable[tuple[str, ...]]) -> None:
+        """Bulk ``add_link`` (rows of name1, name2[, domain]) for loading."""
+        add = self.add_link
+        for row in rows:
+            add(*row)
 
     def delete_link(self, name1: str, name2: str, *domain: str) -> None:
         """Remove the link if present (a missing link is not an error here)."""
         dom = domain[0] if domain else ""
-        for index, a, b in ((self.links, name1, name2), (self.reverse, name2, name1)):
-            bucket = index.get(dom)
-            if bucket is None:
-                continue
-            targets = bucket.get(a)
-            if targets is None:
-                continue
-            targets.discard(b)
-            if not targets:
-                del bucket[a]
-            if not bucket:
-                del index[dom]
+        bucket = self.links.get(dom)
+        if bucket is not None:
+            old = bucket.get(name1)
+            if old is not None and name2 in old:
+                rest = tuple(p for p in old if p != name2)
+                if rest:
+                    bucket[name1] = rest
+                else:
+                    del bucket[name1]
+                if not bucket:
+                    del self.links[dom]
+        rbucket = self.reverse.get(dom)
+        if rbucket is not None:
+            kids = rbucket.get(name2)
+            if kids is not None and name1 in kids:
+                if type(kids) is tuple:
+                    left = tuple(k for k in kids if k != name1)
+                    if left:
+                        rbucket[name2] = left
+                    else:
+                        del rbucket[name2]
+                else:
+                    kids.discard(name1)  # type: ignore[union-attr]
+                    if not kids:
+                        del rbucket[name2]
+                if not rbucket:
+                    del self.reverse[dom]
 
     # -- reads --------------------------------------------------------------------------
-    def direct(self, name: str, domain: str = "") -> frozenset[str] | set[str]:
-        """Parents linked to name in exactly this domain (no ``*``)."""
+    def direct(self, name: str, domain: str = "") -> Parents:
+        """Parents linked to name in exactly this domain (no ``*``), sorted."""
         bucket = self.links.get(domain)
         if bucket is None:
             return _EMPTY
         return bucket.get(name, _EMPTY)
 
-    def _parents(self, name: str, dom: str) -> set[str]:
-        out: set[str] = set()
+    def _parents(self, name: str, dom: str) -> Parents:
         bucket = self.links.get(dom)
-        if bucket is not None:
-            out |= bucket.get(name, _EMPTY)
+        own = bucket.get(name, _EMPTY) if bucket is not None else _EMPTY
         if dom != PLATFORM_DOMAIN:
             star = self.links.get(PLATFORM_DOMAIN)
             if star is not None:
-                out |= star.get(name, _EMPTY)
-        return out
+                extra = star.get(name)
+                if extra:
+                    return (*own, *extra) if own else extra
+        return own
 
     def has_link(self, name1: str, name2: str, *domain: str) -> bool:
         """True if name1 reaches name2 in domain within max_hierarchy_level - 1 links."""
         if name1 == name2:
             return True
         dom = domain[0] if domain else ""
-        frontier = {name1}
-        seen = {name1}
-        for _ in range(self.max_hierarchy_level - 1):
-            nxt: set[str] = set()
+        first = self._parents(name1, dom)
+        if not first:
+            return False
+        if name2 in first:
+            return True
+        seen = {name1, *first}
+        frontier = first
+        for _ in range(self.max_hierarchy_level - 2):
+            nxt: list[str] = []
             for n in frontier:
                 for parent in self._parents(n, dom):
                     if parent == name2:
                         return True
                     if parent not in seen:
                         seen.add(parent)
-                        nxt.add(parent)
+                        nxt.append(parent)
             if not nxt:
                 return False
-            frontier = nxt
+            frontier = tuple(nxt)
         return False
 
     def reachable(self, name: str, domain: str = "") -> set[str]:
@@ -110,7 +167,7 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
 
     def get_roles(self, name: str, *domain: str) -> list[str]:
         """Direct parents of name in domain, ``*`` links included."""
-        return sorted(self._parents(name, domain[0] if domain else ""))
+        return sorted(set(self._parents(name, domain[0] if domain else "")))
 
     def get_users(self, name: str, *domain: str) -> list[str]:
         """Direct children of name in domain, ``*`` links included."""
@@ -119,10 +176,10 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         for d in {dom, PLATFORM_DOMAIN}:
             bucket = self.reverse.get(d)
             if bucket is not None:
-                out |= bucket.get(name, _EMPTY)
+                out.update(bucket.get(name, _EMPTY))
         return sorted(out)
 
-    def children(self, name: str, domain: str) -> frozenset[str] | set[str]:
+    def children(self, name: str, domain: str) -> Children:
         """Names linked directly to name in exactly this domain."""
         bucket = self.reverse.get(domain)
         if bucket is None:
