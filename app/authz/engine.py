@@ -416,8 +416,10 @@ class PolicyEngine:
                 all_roles = (*direct, *platform) if platform else direct
                 memo_key = (act, key_fn(sub, dom, obj, all_roles))
                 memo = self._memo
-                hit = memo.get(memo_key)
-                if hit is None:
+                cached = memo.get(memo_key)
+                if cached is not None:
+                    hit = cached
+                else:
                     hit = self._decide(req, roles, revision)
                     if len(memo) >= MEMO_LIMIT:
                         memo.clear()
