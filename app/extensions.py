@@ -51,6 +51,7 @@ class Authz:
 
     def __init__(self) -> None:
         self._engines: weakref.WeakKeyDictionary[Flask, PolicyEngine] = weakref.WeakKeyDictionary()
+        self._listeners: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask) -> None:
@@ -78,16 +79,12 @@ class Authz:
 
     def build(self, session: Session) -> PolicyEngine:
         """A fresh engine from the database (pack documents and rules) at the committed head."""
-        from app.services import policy_store
+        from app.services import policy_sync
 
-        revision = policy_store.current_revision(session)
-        documents = policy_store.load_documents(session)
-        rules = policy_store.load_rules(session)
+        revision, documents, pack_rules, facts = policy_sync.read_policy(session)
         if not documents:
             raise UnavailableError("policy not imported; run `flask db-upgrade`")
         model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
-        pack_rules = [r for r in rules if is_pack_rule(r)]
-        facts = [r for r in rules if not is_pack_rule(r)]
         packset = packset_from_documents(documents, pack_rules, model_text)
         return PolicyEngine(packset, facts, revision)
 
@@ -142,16 +139,40 @@ class Authz:
         pending = session.info.pop("authz_pending", None)
         if not pending or not self.loaded:
             return
-        eng = self.engine
-        for row in pending:
-            from app.authz.engine import RuleChange
+        from app.authz.engine import RuleChange
 
-            changes = [RuleChange(op, tuple(rule)) for op, rule in (row.changes or [])]
-            if int(row.id) == eng.revision + 1 and not any(is_pack_rule(c.rule) for c in changes):
-                eng.apply(changes, int(row.id))
-            else:
-                self.sync()
-                eng = self.engine
+        # Under the lock: the listener thread may be applying the same revisions right now.
+        with self._lock:
+            eng = self.engine
+            for row in pending:
+                number = int(row.id)
+                if number <= eng.revision:
+                    continue  # the listener got there first
+                changes = [RuleChange(op, tuple(rule)) for op, rule in (row.changes or [])]
+                if number == eng.revision + 1 and not any(is_pack_rule(c.rule) for c in changes):
+                    eng.apply(changes, number)
+                else:
+                    self.sync()
+                    eng = self.engine
+
+    # -- cross-process sync ------------------------------------------------------------------
+    def set_listener(self, app: Flask, listener: Any) -> None:
+        """Remember the app's policy listener (started by ``policy_sync.start_listener``)."""
+        old = self._listeners.get(app)
+        if old is not None and old is not listener:
+            old.stop()
+        self._listeners[app] = listener
+
+    def sync_status(self) -> dict[str, Any]:
+        """The engine's revision and the listener's state (for readiness and metrics)."""
+        app = self._key()
+        eng = self._engines.get(app)
+        listener = self._listeners.get(app)
+        return {
+            "loaded": eng is not None,
+            "revision": eng.revision if eng is not None else None,
+            "listener": listener.status() if listener is not None else None,
+        }
 
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         session.info.pop("authz_pending", None)

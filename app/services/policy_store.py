@@ -21,6 +21,7 @@ from app.authz.packs import G_ARITY, P_FIELDS, Rule, format_rule, validate_rule
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.models import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
 from app.models.policy import RULE_COLUMNS
+from app.services.policy_sync import notify_revision
 
 PENDING_KEY = "authz_pending"
 
@@ -80,6 +81,7 @@ def begin_write(session: Session, kind: str, actor_id: int | None = None, messag
     session.flush()
     pending = session.info.setdefault(PENDING_KEY, [])
     pending.append(row)
+    notify_revision(session, number)  # NOTIFY policy, delivered by PostgreSQL at commit
     return WriteHandle(row)
 
 

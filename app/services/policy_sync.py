@@ -1,0 +1,246 @@
+"""Keeping every process's policy in step: a PostgreSQL LISTEN thread plus a revision poll.
+
+A policy writer sends ``NOTIFY policy, '<revision>'`` inside its transaction
+(``policy_store.begin_write``), so PostgreSQL delivers it only if and when the change commits.
+The notification is a *hint*: on one, or every ``POLICY_POLL_SECONDS`` without one, the listener
+calls ``authz.sync()``, which reads the revision log after the engine's revision and applies
+each revision incrementally (a gap or a pack change means a rebuild). A dropped connection is
+retried with backoff, and the first thing after reconnecting is a sync, so nothing sent while
+disconnected is lost: the revision log, not the notification, is the source of truth.
+
+One listener per process, started after the server forks (``gunicorn.conf.py``): a connection
+or thread created before ``fork`` would be shared by every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger("app.policy_sync")
+
+CHANNEL = "policy"
+BACKOFF_START = 0.05
+BACKOFF_MAX = 5.0
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as a plain libpq URL for psycopg."""
+    url = make_url(sqlalchemy_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def notify_sql() -> str:
+    """The statement a writer runs inside its transaction (delivered at commit)."""
+    return f"SELECT pg_notify('{CHANNEL}', :revision)"
+
+
+class PolicyListener:
+    """A daemon thread: LISTEN for revision hints, poll as a safety net, resync after reconnects."""
+
+    def __init__(self, app: Flask, poll_seconds: float | None = None, listen: bool = True) -> None:
+        self.app = app
+        self.poll_seconds = float(poll_seconds if poll_seconds is not None else app.config["POLICY_POLL_SECONDS"])
+        self.listen = listen
+        self.connected = False
+        self.backend_pid: int | None = None
+        self.reconnects = 0
+        self.syncs = 0
+        self.last_sync = 0.0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self.owner_pid = os.getpid()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> PolicyListener:
+        """Start the thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="policy-listener", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the thread and close its connection."""
+        self._stop.set()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection
+                conn.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        """What readiness and metrics report about the listener."""
+        return {
+            "mode": "listen" if self.listen else "poll",
+            "connected": self.connected,
+            "backend_pid": self.backend_pid,
+            "reconnects": self.reconnects,
+            "syncs": self.syncs,
+            "seconds_since_sync": round(time.monotonic() - self.last_sync, 3) if self.last_sync else None,
+            "last_error": self.last_error,
+        }
+
+    # -- work ------------------------------------------------------------------------------
+    def sync(self) -> int:
+        """One incremental sync in the app's context; returns the engine's revision."""
+        from app.extensions import authz
+
+        with self.app.app_context():
+            revision = authz.sync()
+        self.syncs += 1
+        self.last_sync = time.monotonic()
+        return revision
+
+    def _run(self) -> None:
+        backoff = BACKOFF_START
+        while not self._stop.is_set():
+            try:
+                if self.listen:
+                    self._listen_loop()
+                else:
+                    self._poll_loop()
+                backoff = BACKOFF_START
+            except Exception as exc:  # noqa: BLE001 - any failure: back off, reconnect, resync
+                self.connected = False
+                self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                if self._stop.is_set():
+                    break
+                log.warning("policy listener: %s; retrying in %.2fs", self.last_error, backoff)
+                self._stop.wait(backoff)
+                backoff = min(BACKOFF_MAX, backoff * 2)
+                self.reconnects += 1
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self.sync()
+            self._stop.wait(self.poll_seconds)
+
+    def _listen_loop(self) -> None:
+        import psycopg
+
+        url = libpq_url(self.app.config["SQLALCHEMY_DATABASE_URI"])
+        conn = psycopg.connect(url, autocommit=True, application_name=f"policy-listener-{os.getpid()}")
+        self._conn = conn
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.backend_pid = conn.info.backend_pid
+            self.connected = True
+            self.last_error = ""
+            # Anything committed while we were not listening is in the revision log.
+            self.sync()
+            while not self._stop.is_set():
+                hinted = False
+                for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
+                    hinted = True
+                if self._stop.is_set():
+                    break
+                if hinted:
+                    self.sync()
+                else:
+                    # Safety net: a quiet period is also a chance to catch up, and proves
+                    # the connection alive (notifies() does not notice a dead server).
+                    conn.execute("SELECT 1")
+                    self.sync()
+        finally:
+            self.connected = False
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def start_listener(app: Flask) -> PolicyListener | None:
+    """Start this process's listener as configured by ``POLICY_SYNC`` (auto | listen | poll | off)."""
+    from app.extensions import authz
+
+    mode = str(app.config.get("POLICY_SYNC", "auto"))
+    uri = str(app.config["SQLALCHEMY_DATABASE_URI"])
+    is_pg = uri.startswith("postgresql")
+    if mode == "off" or (mode == "auto" and not is_pg):
+        return None
+    listener = PolicyListener(app, listen=is_pg and mode in ("auto", "listen"))
+    authz.set_listener(app, listener)
+    return listener.start()
+
+
+# -- loading ------------------------------------------------------------------------------------
+_PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*')"
+_FACT_COLUMNS = "ptype, v0, v1, v2"
+
+
+def _fact_row(row: tuple[str, ...]) -> tuple[str, ...]:
+    from app.authz.packs import G_ARITY
+
+    return row[: 1 + G_ARITY.get(row[0], 3)]
+
+
+def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]], Iterator[tuple[str, ...]]]:
+    """(revision, pack documents, pack rules, facts) from one consistent snapshot.
+
+    On PostgreSQL the transaction is REPEATABLE READ, so the revision and every row belong to
+    the same committed state, and the facts (a million rows at full size) stream out of
+    ``COPY ... TO STDOUT`` straight into the role manager: no ORM objects, no full list.
+    Elsewhere (SQLite) they come from ``policy_store.load_rules``.
+    """
+    from sqlalchemy import text
+
+    from app.authz.packs import is_pack_rule
+    from app.services import policy_store
+
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    if is_pg:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    revision = policy_store.current_revision(session)
+    documents = policy_store.load_documents(session)
+    if not is_pg:
+        rules = policy_store.load_rules(session)
+        return (
+            revision,
+            documents,
+            [r for r in rules if is_pack_rule(r)],
+            iter([r for r in rules if not is_pack_rule(r)]),
+        )
+    head = session.execute(
+        text(f"SELECT ptype, v0, v1, v2, v3, v4, v5, v6 FROM casbin_rule WHERE {_PACK_RULES_WHERE} ORDER BY id")
+    ).all()
+    pack_rules: list[tuple[str, ...]] = []
+    strays: list[tuple[str, ...]] = []
+    for row in head:
+        rule = _trim(tuple(row))
+        (pack_rules if is_pack_rule(rule) else strays).append(rule)
+    raw = session.connection().connection.driver_connection
+
+    def facts() -> Iterator[tuple[str, ...]]:
+        yield from strays
+        sql = f"COPY (SELECT {_FACT_COLUMNS} FROM casbin_rule WHERE NOT ({_PACK_RULES_WHERE})) TO STDOUT"
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            for row in copy.rows():
+                yield _fact_row(row)
+
+    return revision, documents, pack_rules, facts()
+
+
+def _trim(row: tuple[str, ...]) -> tuple[str, ...]:
+    from app.authz.packs import G_ARITY, P_FIELDS
+
+    width = 1 + (len(P_FIELDS) if row[0] == "p" else G_ARITY.get(row[0], len(row) - 1))
+    return row[:width]
+
+
+def notify_revision(session: Any, revision: int) -> None:
+    """Inside a writer's transaction: hint every listener at commit (PostgreSQL only)."""
+    from sqlalchemy import text
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(notify_sql()), {"revision": str(revision)})
