@@ -90,8 +90,11 @@ def pg_database(worker_id: str) -> Iterator[tuple[str, int]]:
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     _upgrade(url)
     eng = create_engine(url)
-    with eng.connect() as c:
+    with eng.begin() as c:
         baseline = int(c.execute(text("select revision from policy_head where id = 1")).scalar() or 0)
+        # Snapshots of the imported policy, restored before each test (tests may edit packs).
+        c.execute(text("CREATE TABLE baseline_casbin_rule AS SELECT * FROM casbin_rule"))
+        c.execute(text("CREATE TABLE baseline_policy_packs AS SELECT * FROM policy_packs"))
     eng.dispose()
     yield url, baseline
     with admin.connect() as c:
@@ -100,13 +103,13 @@ def pg_database(worker_id: str) -> Iterator[tuple[str, int]]:
 
 
 def reset_postgres(url: str, baseline: int) -> None:
-    """Back to the imported baseline: no data rows, only pack rules, head at the baseline."""
+    """Back to the imported baseline: no data rows, the imported rules and packs, head at the baseline."""
     eng = create_engine(url)
     with eng.begin() as c:
         c.execute(text("TRUNCATE " + ", ".join(DATA_TABLES) + " RESTART IDENTITY CASCADE"))
-        c.execute(
-            text("DELETE FROM casbin_rule WHERE NOT (ptype = 'p' OR (ptype = 'g' AND v2 = '*' AND v0 LIKE 'role:%'))")
-        )
+        c.execute(text("TRUNCATE casbin_rule, policy_packs"))
+        c.execute(text("INSERT INTO casbin_rule SELECT * FROM baseline_casbin_rule"))
+        c.execute(text("INSERT INTO policy_packs SELECT * FROM baseline_policy_packs"))
         c.execute(text("DELETE FROM policy_revisions WHERE id > :b"), {"b": baseline})
         c.execute(text("UPDATE policy_head SET revision = :b WHERE id = 1"), {"b": baseline})
     eng.dispose()

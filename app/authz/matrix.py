@@ -9,7 +9,8 @@ from .types import AccessRequest, ResourceFacts
 _WS = "ws:matrix-probe"
 
 
-def _probe_engine(packset: PackSet, pack: Pack) -> PolicyEngine:
+def probe_engine(packset: PackSet, pack: Pack) -> PolicyEngine:
+    """An engine holding one probe user per role of the pack, and scope fixtures."""
     facts: list[Rule] = [("g4", _WS, pack.key)]
     for role in pack.roles:
         user = f"user:probe-{role.id}"
@@ -76,7 +77,7 @@ def rank_pairs(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> f
 def matrix_markdown(packset: PackSet, pack_id: str, columns: list[str] | None = None) -> str:
     """The pack's table as Markdown: the seed's row label, then one column per role."""
     pack = packset.packs[pack_id]
-    engine = _probe_engine(packset, pack)
+    engine = probe_engine(packset, pack)
     cols = columns or list(pack.matrix)
     labels = [pack.role(c).label if pack.role(c) else c for c in cols]  # type: ignore[union-attr]
     lines = ["| " + " | ".join(["Capability", *labels]) + " |", "|" + "---|" * (len(cols) + 1)]

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from app.authz import PolicyEngine
 from app.authz.engine import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, valid_action, valid_pack
-from app.authz.matrix import _probe_engine, cell, rank_pairs
+from app.authz.matrix import cell, probe_engine, rank_pairs
 from app.authz.packs import (
     Pack,
     PackError,
@@ -288,8 +288,8 @@ def escalations(before: PackSet, after: PackSet, pack_id: str) -> list[str]:
     if pack_a is None:
         return []
     pack_b = before.packs.get(pack_id)
-    eng_a = _probe_engine(after, pack_a)
-    eng_b = _probe_engine(before, pack_b) if pack_b is not None else None
+    eng_a = probe_engine(after, pack_a)
+    eng_b = probe_engine(before, pack_b) if pack_b is not None else None
     rank = {r.id: r.rank for r in pack_a.roles}
     # Exceptions come from the stored pack: an edit cannot grant itself a new exception.
     grants = pack_b.grants if pack_b is not None else ()
@@ -380,7 +380,7 @@ def broken_tests(before: PackSet, after: PackSet, policy_dir: Path, packs: set[s
 
 # -- preview ----------------------------------------------------------------------------------------
 def _cells(packset: PackSet, pack: Pack, roles: Iterable[str], actions: Iterable[str]) -> dict[tuple[str, str], str]:
-    engine = _probe_engine(packset, pack)
+    engine = probe_engine(packset, pack)
     grants = grant_actions(pack)
     out: dict[tuple[str, str], str] = {}
     for role in roles:
