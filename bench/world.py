@@ -14,6 +14,8 @@ from app.authz.packs import Pack, PackSet, Rule
 from app.authz.types import RESOURCE_FIELDS, AccessRequest, ResourceFacts
 
 GROUPS_PER_WS = 2
+MULTI_BASE = 900_000_000  # user ids of people in two workspaces
+PLATFORM_BASE = 990_000_000  # user ids of platform-role holders
 
 
 @dataclass
@@ -46,7 +48,7 @@ def iter_world(packset: PackSet, workspaces: int, members: int = 10, seed: int =
         for m in range(members):
             # one owner-level member, the rest mostly low roles (as in real organisations)
             role = roles[-1] if m == 0 else roles[min(len(roles) - 1, int(rnd.expovariate(1.2)))]
-            user = f"user:u{w * members + m}"
+            user = f"user:{w * members + m + 1}"
             yield ("g", user, pack.role_key(role), ws)
             if m % 5 == 1:
                 yield ("g2", user, scopes[m % GROUPS_PER_WS], ws)
@@ -74,12 +76,12 @@ def build_world(packset: PackSet, workspaces: int, members: int = 10, seed: int 
         wss = list(world.pack_of)
         for pack in packset.packs.values():
             for role in pack.platform_roles:
-                user = f"user:platform-{pack.id}-{role.id}"
+                user = f"user:{PLATFORM_BASE + len(world.platform_users)}"
                 world.facts.append(("g", user, pack.role_key(role.id), "*"))
                 world.platform_users.append(user)
         for i in range(max(1, workspaces // 5)):
             # people in two workspaces, sometimes of different packs, sometimes two roles in one
-            user = f"user:multi{i}"
+            user = f"user:{MULTI_BASE + i}"
             for ws in rnd.sample(wss, min(2, len(wss))):
                 pack = packset.packs[world.pack_of[ws]]
                 role = pack.role_key(rnd.choice(pack.workspace_roles).id)
@@ -115,7 +117,7 @@ def random_request(world: World, rnd: random.Random, wss: list[str] | None = Non
     elif roll < 0.08:
         subject = f"user:stranger{rnd.randrange(10)}"
     elif roll < 0.12:
-        subject = f"user:u{rnd.randrange(len(world.pack_of) * 10)}"
+        subject = f"user:{rnd.randrange(1, len(world.pack_of) * 10)}"
     else:
         subject = rnd.choice(people)
     if rnd.random() < 0.04:

@@ -88,12 +88,16 @@ def build_plain_enforcer(model_text: str, packs: Mapping[str, Pack], rules: Iter
     for fname, fn in rank_functions(packs).items():
         e.add_function(fname, fn)
     e.add_named_domain_matching_func("g", key_match)
-    by_type: dict[str, list[list[str]]] = {}
+    by_type: dict[str, dict[tuple[str, ...], None]] = {}
     for rule in rules:
-        by_type.setdefault(rule[0], []).append(list(rule[1:]))
-    for ptype, rows in by_type.items():
+        by_type.setdefault(rule[0], {})[tuple(rule[1:])] = None
+    # What Model.add_policies stores, without its linear duplicate scan per rule (quadratic:
+    # minutes at 100,000 memberships): distinct rules in order, and the rule → index map.
+    for ptype, distinct in by_type.items():
         sec = "p" if ptype.startswith("p") else "g"
-        e.model.add_policies(sec, ptype, rows)
+        assertion = e.model[sec][ptype]
+        assertion.policy = [list(r) for r in distinct]
+        assertion.policy_map = {",".join(r): i for i, r in enumerate(assertion.policy)}
     e.model.sort_policies_by_priority()
     e.build_role_links()
     return e
