@@ -21,6 +21,8 @@ WORKSPACES = {
     "academy-demo": ("academy", "Academy demo"),
     "classroom-demo": ("classroom", "Classroom demo"),
     "skills-demo": ("skills", "Skills demo"),
+    # The service's own meta-policy: policy_viewer/policy_editor/policy_admin@service.example
+    "service": ("service", "Policy administration"),
 }
 # (email, workspace slug, role) beyond one member per role
 EXTRA_MEMBERS = [

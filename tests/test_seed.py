@@ -15,6 +15,14 @@ ROLES = {
     "academy": ["learner", "trainer", "content_manager", "company_admin"],
     "classroom": ["learner", "teacher", "admin", "owner"],
     "skills": ["member", "author", "access_manager", "curation_admin", "owner"],
+    "service": ["policy_viewer", "policy_editor", "policy_admin"],
+}
+SLUG = {
+    "simulations": "simulations-demo",
+    "academy": "academy-demo",
+    "classroom": "classroom-demo",
+    "skills": "skills-demo",
+    "service": "service",
 }
 
 
@@ -29,10 +37,11 @@ def test_seed_is_design_section_6(app: Flask) -> None:
         "academy-demo": "academy",
         "classroom-demo": "classroom",
         "skills-demo": "skills",
+        "service": "service",
     }
     expected: set[tuple[str, str, str]] = set()
     for pack, roles in ROLES.items():
-        expected |= {(f"{pack}-demo", f"{r}@{pack}.example", r) for r in roles}
+        expected |= {(SLUG[pack], f"{r}@{pack}.example", r) for r in roles}
     expected |= {
         ("classroom-demo", "learner2@classroom.example", "learner"),
         ("classroom-demo", "owner2@classroom.example", "owner"),
