@@ -5,7 +5,7 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import ConflictError, ValidationError
@@ -48,8 +48,8 @@ def verify_password(user: User, password: str) -> bool:
 
 
 def by_email(session: Session, email: str) -> User | None:
-    """The user with this email (case-insensitive), or None."""
-    return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    """The user with this email (case-insensitive: emails are stored lower-case), or None."""
+    return session.scalar(select(User).where(User.email == email.strip().lower()))
 
 
 def create_user(
