@@ -11,10 +11,10 @@ from typing import Any
 import click
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.errors import ForbiddenError, ValidationError
+from app.errors import ValidationError
 from app.extensions import authz, db
 from app.models import Membership, Workspace
-from app.services import audit, features, invitations, members, notifications, platform_roles, workspaces
+from app.services import access, audit, features, invitations, members, notifications, platform_roles, workspaces
 
 from .auth import actor, after_change, json_body, protect
 
@@ -37,10 +37,8 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 def _require_some_role(ws: Workspace) -> None:
-    """Members (and platform-role holders of the pack) see a workspace; others get 403."""
-    prefix = f"role:{ws.pack}:"
-    if not any(r.startswith(prefix) for r in authz.engine.roles_of(actor().key, ws.key)):
-        raise ForbiddenError("You are not allowed to do this.", reason="no_role")
+    """Members (and platform-role holders of the pack) see a workspace: Casbin decides (view_workspace)."""
+    access.require(actor(), ws, "view_workspace")
 
 
 # -- workspaces --------------------------------------------------------------------------------
