@@ -218,17 +218,27 @@ class PolicyEngine:
         self.ready = True
 
     def load_facts(self, facts: Iterable[Rule]) -> int:
-        """Bulk-add g-type facts (no p-rules, no inheritance) while loading; returns the count."""
-        rms = self._rms
+        """Bulk-add facts (memberships, scopes, workspaces, features) while loading; returns the count.
+
+        Rows may carry an empty third value for two-field types (``g4``/``g5`` as read by COPY).
+        p-rules and role inheritance go through the normal path (they change the memo plan).
+        """
+        links = {ptype: rm.link for ptype, rm in self._rms.items()}
+        g_link = links["g"]
         n = 0
         structural = False
         for rule in facts:
+            n += 1
             ptype = rule[0]
-            if ptype == "p" or (ptype == "g" and (rule[1].startswith("role:") or not rule[2].startswith("role:"))):
+            if ptype == "g":
+                if rule[1].startswith("role:") or not rule[2].startswith("role:"):
+                    structural = self._apply_one(RuleChange("add", rule), rebuild=False) or structural
+                else:
+                    g_link(rule[1], rule[2], rule[3])
+            elif ptype == "p":
                 structural = self._apply_one(RuleChange("add", rule), rebuild=False) or structural
             else:
-                rms[ptype].add_link(*rule[1:])
-            n += 1
+                links[ptype](rule[1], rule[2], rule[3] if len(rule) > 3 else "")
         if structural and self.ready:
             self._rebuild_p()
         return n

@@ -46,7 +46,11 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
 
     def add_link(self, name1: str, name2: str, *domain: str) -> None:
         """name1 inherits name2 in domain (or in every domain for ``*``)."""
-        dom = _intern(domain[0]) if domain else ""
+        self.link(name1, name2, domain[0] if domain else "")
+
+    def link(self, name1: str, name2: str, dom: str) -> None:
+        """``add_link`` with the domain as a plain argument ("" for none): the loading fast path."""
+        dom = _intern(dom)
         name1 = _intern(name1)
         name2 = _intern(name2)
         bucket = self.links.get(dom)

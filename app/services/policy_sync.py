@@ -179,12 +179,6 @@ _PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*')"
 _FACT_COLUMNS = "ptype, v0, v1, v2"
 
 
-def _fact_row(row: tuple[str, ...]) -> tuple[str, ...]:
-    from app.authz.packs import G_ARITY
-
-    return row[: 1 + G_ARITY.get(row[0], 3)]
-
-
 def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]], Iterator[tuple[str, ...]]]:
     """(revision, pack documents, pack rules, facts) from one consistent snapshot.
 
@@ -225,8 +219,8 @@ def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]
         yield from strays
         sql = f"COPY (SELECT {_FACT_COLUMNS} FROM casbin_rule WHERE NOT ({_PACK_RULES_WHERE})) TO STDOUT"
         with raw.cursor() as cur, cur.copy(sql) as copy:
-            for row in copy.rows():
-                yield _fact_row(row)
+            # (ptype, v0, v1, v2): two-field types carry v2 = "", which load_facts accepts.
+            yield from copy.rows()
 
     return revision, documents, pack_rules, facts()
 

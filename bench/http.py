@@ -1,0 +1,230 @@
+"""HTTP throughput under gunicorn, and cross-process propagation, on loopback.
+
+``decision_api``: gunicorn (``gunicorn.conf.py``, 2 sync workers) serving the real app on a
+benchmark database; load generator processes with keep-alive connections send ``POST /v1/check``
+(single) and ``POST /v1/check/batch`` (500 checks each) for a fixed time. The generator runs on
+the same 2 cores as the server, so the numbers are a lower bound for the server alone.
+
+``propagation``: two single-worker gunicorn servers of ``tests/mp_app.py``; a role change is
+committed through one, and the other is polled until its decision flips.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from app.authz.packs import load_packs
+from bench.probe import percentiles
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BATCH = 500
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gunicorn(url: str, app: str, workers: int, log_path: str, sync: str = "auto") -> Iterator[int]:
+    """A gunicorn server on a free port; yields the port once /_ready answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLASK_SQLALCHEMY_DATABASE_URI": url,
+        "FLASK_SECRET_KEY": "bench",
+        "FLASK_POLICY_SYNC": sync,
+        "FLASK_MAIL_BACKEND": "memory",
+        "FLASK_BATCH_MAX_CHECKS": "1000",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "PYTHONPATH": ROOT,
+    }
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), app],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_listening(port, proc, workers)
+            yield port
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], workers: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    ready: set[int] = set()
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("gunicorn exited early")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/readyz")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            if r.status == 200:
+                ready.add(1)
+                # workers load the policy before accepting: one answer means one is ready;
+                # give the others the same chance
+                time.sleep(0.5)
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("server not ready")
+
+
+# -- decision API load -----------------------------------------------------------------------
+def _items(workspaces: int, n: int, seed: int) -> list[dict[str, Any]]:
+    packs = list(load_packs(os.path.join(ROOT, "policy"), os.path.join(ROOT, "model.conf")).packs.values())
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        w = rnd.randrange(min(workspaces, 2000))  # users of the first 2,000 workspaces exist
+        pack = packs[w % len(packs)]
+        user = w * 10 + rnd.randrange(10) + 1
+        out.append({"subject": f"user:{user}", "workspace": f"w{w}", "action": rnd.choice(pack.actions).id})
+    return out
+
+
+def _client(args: tuple[int, str, str, list[bytes], float, Any]) -> tuple[int, int, list[int]]:
+    port, token, path, bodies, seconds, start = args
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    lat: list[int] = []
+    ok = errors = 0
+    while time.time() < start:
+        time.sleep(0.001)
+    end = time.time() + seconds
+    i = 0
+    while time.time() < end:
+        body = bodies[i % len(bodies)]
+        i += 1
+        t = time.perf_counter_ns()
+        conn.request("POST", path, body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        lat.append(time.perf_counter_ns() - t)
+        if r.status == 200:
+            ok += 1
+        else:
+            errors += 1
+    conn.close()
+    return ok, errors, lat
+
+
+def load(port: int, token: str, path: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+    """Requests/s and latency percentiles with `clients` keep-alive connections."""
+    start = time.time() + 0.5
+    with mp.get_context("fork").Pool(clients) as pool:
+        results = pool.map(_client, [(port, token, path, bodies, seconds, start)] * clients)
+    ok = sum(r[0] for r in results)
+    errors = sum(r[1] for r in results)
+    lat = [x for r in results for x in r[2]]
+    stats = percentiles(lat)
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": ok + errors,
+        "errors": errors,
+        "requests_per_s": (ok + errors) / seconds,
+        "p50_ms": stats.get("p50_us", 0) / 1000,
+        "p99_ms": stats.get("p99_us", 0) / 1000,
+    }
+
+
+def decision_api(url: str, token: str, workspaces: int, seconds: float, log_dir: str) -> dict[str, Any]:
+    """Single and batch throughput of the real decision API under gunicorn -w 2."""
+    out: dict[str, Any] = {}
+    singles = [json.dumps(it).encode() for it in _items(workspaces, 5000, 1)]
+    batches = [json.dumps({"checks": _items(workspaces, BATCH, s)}).encode() for s in range(20)]
+    with gunicorn(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-api.log")) as port:
+        # warm both workers' memos and connections
+        load(port, token, "/v1/check", singles, 2, 2.0)
+        out["single"] = load(port, token, "/v1/check", singles, 4, seconds)
+        out["batch"] = load(port, token, "/v1/check/batch", batches, 2, seconds)
+        out["batch"]["decisions_per_s"] = out["batch"]["requests_per_s"] * BATCH
+        out["batch"]["checks_per_request"] = BATCH
+    return out
+
+
+# -- propagation ------------------------------------------------------------------------------
+def _get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = json.loads(r.read() or b"{}")
+    c.close()
+    return r.status, body
+
+
+def _post(port: int, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", path, body=json.dumps(payload), headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    body = json.loads(r.read() or b"{}")
+    c.close()
+    if r.status != 200:
+        raise RuntimeError(f"{path}: {r.status} {body}")
+    return dict(body)
+
+
+def propagation(url: str, changes: int, log_dir: str) -> dict[str, Any]:
+    """Commit a role change through server A; time until server B decides accordingly."""
+    ws, user = "ws:w0", "user:990000999"
+    packs = load_packs(os.path.join(ROOT, "policy"), os.path.join(ROOT, "model.conf"))
+    pack = list(packs.packs.values())[0]  # workspace w0 is of the first pack
+    top = pack.workspace_roles[-1]
+    action = next(
+        a.id
+        for a in pack.actions
+        if any(r[0] == "p" and r[2] == pack.role_key(top.id) and r[4] == a.id and r[5] == "any" for r in pack.rules)
+    )
+    rule = ["g", user, pack.role_key(top.id), ws]
+    check = f"/_mp/check?sub={user}&dom={ws}&act={action}"
+    lat: list[int] = []
+    with (
+        gunicorn(url, "tests.mp_app:create()", 1, os.path.join(log_dir, "gunicorn-a.log")) as a,
+        gunicorn(url, "tests.mp_app:create()", 1, os.path.join(log_dir, "gunicorn-b.log")) as b,
+    ):
+        for i in range(changes):
+            op, want = ("add", True) if i % 2 == 0 else ("remove", False)
+            _post(a, "/_mp/link", {"op": op, "rule": rule})
+            t = time.perf_counter_ns()
+            while _get(b, check)[1].get("allowed") is not want:
+                if time.perf_counter_ns() - t > 5e9:
+                    raise TimeoutError("change not seen in 5 s")
+            lat.append(time.perf_counter_ns() - t)
+        if len(lat) % 2:
+            _post(a, "/_mp/link", {"op": "remove", "rule": rule})
+    stats = percentiles(lat)
+    return {
+        "changes": changes,
+        "p50_ms": stats["p50_us"] / 1000,
+        "p99_ms": stats["p99_us"] / 1000,
+        "max_ms": stats["max_us"] / 1000,
+    }

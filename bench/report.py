@@ -1,0 +1,209 @@
+"""The Markdown report and the latency plot, from ``results.json``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+TARGETS = {
+    "warm_p50_us": 15,
+    "warm_p99_us": 50,
+    "first_p99_us": 1000,
+    "role_change_us": 1000,
+    "load_s": 10,
+    "rss_mb": 600,
+    "http_single_rps": 3000,
+    "http_single_p99_ms": 10,
+    "batch_decisions_per_s": 100_000,
+    "propagation_p99_ms": 100,
+}
+
+
+def _g(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if v >= 100:
+            return f"{v:,.0f}{unit}"
+        if v >= 10:
+            return f"{v:.1f}{unit}"
+        return f"{v:.2f}{unit}"
+    return f"{v:,}{unit}" if isinstance(v, int) else f"{v}{unit}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if not a or not b:
+        return "—"
+    return f"{a / b:,.0f}×"
+
+
+def _ok(v: Any, limit: float, higher_is_better: bool = False) -> str:
+    if v is None:
+        return "not measured"
+    good = v >= limit if higher_is_better else v <= limit
+    return "met" if good else "**not met**"
+
+
+def write_report(results: dict[str, Any], out_dir: str) -> str:
+    """Write report.md and latency.png; returns the Markdown."""
+    sizes = results["sizes"]
+    lines = ["# Benchmark report", ""]
+    meta = results["meta"]
+    lines.append(
+        f"Run {meta['started']} on {meta['cpus']} CPUs, Python {meta['python']}"
+        f"{' (quick mode)' if meta['quick'] else ''}; total {meta.get('total_s', 0):.0f} s. "
+        "Latencies are per decision, in-process, measured one call at a time (`perf_counter_ns`)."
+    )
+    lines += ["", "## Decision latency: ours vs stock pycasbin (same model, rules and requests)", ""]
+    lines.append(
+        "| W (memberships) | ours warm p50 / p99 | plain Enforcer warm p50 / p99 | FastEnforcer warm p50 / p99 "
+        "| ratio plain/ours (p50) | ours first p50 / p99 | plain first p50 / p99 | ratio plain/ours first (p50) |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for w, s in sizes.items():
+        ref = s["reference"]
+        ours_ref = ref.get("ours", {})
+        lines.append(
+            f"| {int(w):,} ({_fmt(_g(s, 'ours', 'memberships'))}) "
+            f"| {_fmt(_g(ours_ref, 'warm', 'p50_us'), ' µs')} / {_fmt(_g(ours_ref, 'warm', 'p99_us'), ' µs')} "
+            f"| {_fmt(_g(ref, 'plain', 'warm', 'p50_us'), ' µs')} / {_fmt(_g(ref, 'plain', 'warm', 'p99_us'), ' µs')} "
+            f"| {_fmt(_g(ref, 'fast', 'warm', 'p50_us'), ' µs')} / {_fmt(_g(ref, 'fast', 'warm', 'p99_us'), ' µs')} "
+            f"| {_ratio(_g(ref, 'plain', 'warm', 'p50_us'), _g(ours_ref, 'warm', 'p50_us'))} "
+            f"| {_fmt(_g(ours_ref, 'first', 'p50_us'), ' µs')} / {_fmt(_g(ours_ref, 'first', 'p99_us'), ' µs')} "
+            f"| {_fmt(_g(ref, 'plain', 'first', 'p50_us'), ' µs')} / "
+            f"{_fmt(_g(ref, 'plain', 'first', 'p99_us'), ' µs')} "
+            f"| {_ratio(_g(ref, 'plain', 'first', 'p50_us'), _g(ours_ref, 'first', 'p50_us'))} |"
+        )
+    lines += [
+        "",
+        "Reference samples per size: "
+        + ", ".join(f"W={int(w):,}: {_g(s, 'reference', 'samples') or '—'}" for w, s in sizes.items())
+        + " requests (stock pycasbin is too slow for more; the same requests are timed on ours). "
+        '"First" = the first request into a workspace after the enforcer was built (pycasbin builds a role '
+        "manager per domain on first use). Disagreements with the plain Enforcer on the sampled requests: ours "
+        + ", ".join(str(_g(s, "reference", "ours", "disagreements_with_plain")) for s in sizes.values())
+        + "; FastEnforcer "
+        + ", ".join(str(_g(s, "reference", "fast", "disagreements_with_plain")) for s in sizes.values())
+        + " (FastEnforcer keeps p-rules in sets, losing the priority order our model depends on).",
+        "",
+        "## Our engine loaded from PostgreSQL (one process)",
+        "",
+        "| W | memberships | load | RSS | warm p50 / p99 | first decision p50 / p99 "
+        "| role change p50 / p99 / max | memo entries |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for w, s in sizes.items():
+        o = s["ours"]
+        lines.append(
+            f"| {int(w):,} | {_fmt(o.get('memberships'))} | {_fmt(o.get('load_s'), ' s')} "
+            f"| {_fmt(o.get('rss_mb'), ' MB')} "
+            f"| {_fmt(_g(o, 'warm', 'p50_us'), ' µs')} / {_fmt(_g(o, 'warm', 'p99_us'), ' µs')} "
+            f"| {_fmt(_g(o, 'first', 'p50_us'), ' µs')} / {_fmt(_g(o, 'first', 'p99_us'), ' µs')} "
+            f"| {_fmt(_g(o, 'role_change', 'p50_us'), ' µs')} / {_fmt(_g(o, 'role_change', 'p99_us'), ' µs')} / "
+            f"{_fmt(_g(o, 'role_change', 'max_us'), ' µs')} | {_fmt(o.get('memo_entries'))} |"
+        )
+    http = results.get("http", {})
+    prop = results.get("propagation", {})
+    lines += ["", "## HTTP (gunicorn -w 2, load generator on the same 2 cores) and propagation", ""]
+    if "error" in http:
+        lines.append(f"HTTP benchmark failed: {http['error']}")
+    else:
+        lines.append(
+            f"- `POST /v1/check`: {_fmt(_g(http, 'single', 'requests_per_s'))} req/s, "
+            f"p50 {_fmt(_g(http, 'single', 'p50_ms'), ' ms')}, p99 {_fmt(_g(http, 'single', 'p99_ms'), ' ms')} "
+            f"({_g(http, 'single', 'clients')} clients, {_g(http, 'single', 'errors')} errors)"
+        )
+        lines.append(
+            f"- `POST /v1/check/batch` ({_g(http, 'batch', 'checks_per_request')} checks each): "
+            f"{_fmt(_g(http, 'batch', 'decisions_per_s'))} decisions/s, "
+            f"p99 {_fmt(_g(http, 'batch', 'p99_ms'), ' ms')} per request"
+        )
+    if "error" in prop:
+        lines.append(f"- propagation failed: {prop['error']}")
+    else:
+        lines.append(
+            "- role change committed in process A → decision flips in process B: "
+            f"p50 {_fmt(prop.get('p50_ms'), ' ms')}, p99 {_fmt(prop.get('p99_ms'), ' ms')}, "
+            f"max {_fmt(prop.get('max_ms'), ' ms')} over {prop.get('changes')} changes"
+        )
+    big = sizes[str(max(int(w) for w in sizes))]["ours"]
+    lines += [
+        "",
+        "## Targets (issue 5) at the largest size measured",
+        "",
+        "| target | measured | status |",
+        "|---|---|---|",
+    ]
+    checks = [
+        ("warm p50 ≤ 15 µs", _g(big, "warm", "p50_us"), TARGETS["warm_p50_us"], False, " µs"),
+        ("warm p99 ≤ 50 µs", _g(big, "warm", "p99_us"), TARGETS["warm_p99_us"], False, " µs"),
+        ("first decision p99 ≤ 1 ms", _g(big, "first", "p99_us"), TARGETS["first_p99_us"], False, " µs"),
+        (
+            "role change in memory ≤ 1 ms (p99)",
+            _g(big, "role_change", "p99_us"),
+            TARGETS["role_change_us"],
+            False,
+            " µs",
+        ),
+        ("load from PostgreSQL ≤ 10 s", big.get("load_s"), TARGETS["load_s"], False, " s"),
+        ("RSS ≤ 600 MB", big.get("rss_mb"), TARGETS["rss_mb"], False, " MB"),
+        ("HTTP single ≥ 3,000 checks/s", _g(http, "single", "requests_per_s"), TARGETS["http_single_rps"], True, "/s"),
+        ("HTTP single p99 ≤ 10 ms", _g(http, "single", "p99_ms"), TARGETS["http_single_p99_ms"], False, " ms"),
+        (
+            "batch ≥ 100,000 decisions/s",
+            _g(http, "batch", "decisions_per_s"),
+            TARGETS["batch_decisions_per_s"],
+            True,
+            "/s",
+        ),
+        ("propagation p99 ≤ 100 ms", prop.get("p99_ms"), TARGETS["propagation_p99_ms"], False, " ms"),
+    ]
+    for name, v, limit, higher, unit in checks:
+        lines.append(f"| {name} | {_fmt(v, unit)} | {_ok(v, limit, higher)} |")
+    lines += ["", "![latency vs workspaces](latency.png)", ""]
+    text = "\n".join(lines)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    _plot(sizes, os.path.join(out_dir, "latency.png"))
+    return text
+
+
+def _plot(sizes: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ws = sorted(int(w) for w in sizes)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = [
+        ("ours warm p50", lambda s: _g(s, "ours", "warm", "p50_us"), "-o"),
+        ("ours warm p99", lambda s: _g(s, "ours", "warm", "p99_us"), "--o"),
+        ("ours first p99", lambda s: _g(s, "ours", "first", "p99_us"), ":o"),
+        ("plain Enforcer warm p50", lambda s: _g(s, "reference", "plain", "warm", "p50_us"), "-s"),
+        ("plain Enforcer first p50", lambda s: _g(s, "reference", "plain", "first", "p50_us"), ":s"),
+        ("FastEnforcer warm p50", lambda s: _g(s, "reference", "fast", "warm", "p50_us"), "-^"),
+    ]
+    for label, get, style in series:
+        pts = [(w, get(sizes[str(w)])) for w in ws]
+        pts = [(w, v) for w, v in pts if v]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("workspaces (× 10 members)")
+    ax.set_ylabel("latency per decision (µs, log)")
+    ax.set_title("Decision latency vs workspace count")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""``make bench``: data sets, decision latency vs stock pycasbin, load, role changes, HTTP, propagation.
+
+Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1,000 and 10,000,
+fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). Each measurement runs in a
+fresh subprocess so that load time and RSS belong to one engine. Results go to
+``bench/results/*.json``, ``bench/results/report.md`` and ``bench/results/latency.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench import http as http_bench
+from bench.datagen import ensure_database
+from bench.report import write_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000" if QUICK else "1000,10000,100000").split(",")]
+# Stock pycasbin is milliseconds per decision (and tens of ms for a first decision at 100k).
+REF_SAMPLES = {1000: 300, 10000: 200, 100000: 60} if not QUICK else {1000: 100, 10000: 50}
+WARM_N = 50_000 if QUICK else 200_000
+HTTP_SECONDS = 5.0 if QUICK else 15.0
+REF_TIMEOUT = 600
+
+
+def main() -> None:
+    """Run everything and write the results."""
+    os.makedirs(RESULTS, exist_ok=True)
+    started = time.perf_counter()
+    meta = {
+        "quick": QUICK,
+        "sizes": SIZES,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    sizes: dict[str, Any] = {}
+    urls: dict[int, tuple[str, dict[str, Any]]] = {}
+    for w in SIZES:
+        print(f"== W = {w:,} workspaces", flush=True)
+        t0 = time.perf_counter()
+        urls[w] = ensure_database(w)
+        gen_s = time.perf_counter() - t0
+        print("   our engine: load from PostgreSQL, decisions, role changes", flush=True)
+        ours_path = os.path.join(RESULTS, f"ours_w{w}.json")
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        subprocess.run(
+            [sys.executable, "-m", "bench.probe", urls[w][0], ours_path, str(WARM_N)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=900,
+            capture_output=True,
+        )
+        with open(ours_path, encoding="utf-8") as fh:
+            ours = json.load(fh)
+        print(f"   stock pycasbin Enforcer / FastEnforcer ({REF_SAMPLES.get(w, 50)} sampled requests)", flush=True)
+        ref_path = os.path.join(RESULTS, f"reference_w{w}.json")
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "bench.reference", str(w), ref_path, str(REF_SAMPLES.get(w, 50))],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                timeout=REF_TIMEOUT,
+                capture_output=True,
+            )
+            with open(ref_path, encoding="utf-8") as fh:
+                ref = json.load(fh)
+        except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
+            ref = {"error": f"{type(exc).__name__}"}
+        sizes[str(w)] = {"generate_s": gen_s, "ours": ours, "reference": ref}
+    largest = max(SIZES)
+    url, dbmeta = urls[largest]
+    print(f"== HTTP under gunicorn -w 2 (W = {largest:,})", flush=True)
+    try:
+        http = http_bench.decision_api(url, dbmeta["token"], largest, HTTP_SECONDS, RESULTS)
+    except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
+        http = {"error": f"{type(exc).__name__}: {exc}"}
+    print(f"== cross-process propagation (W = {largest:,})", flush=True)
+    try:
+        prop = http_bench.propagation(url, 40 if QUICK else 100, RESULTS)
+    except Exception as exc:  # noqa: BLE001
+        prop = {"error": f"{type(exc).__name__}: {exc}"}
+    meta["total_s"] = time.perf_counter() - started
+    results = {"meta": meta, "sizes": sizes, "http": http, "propagation": prop}
+    with open(os.path.join(RESULTS, "results.json"), "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+    report = write_report(results, RESULTS)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
