@@ -228,3 +228,44 @@ def propagation(url: str, changes: int, log_dir: str) -> dict[str, Any]:
         "p99_ms": stats["p99_us"] / 1000,
         "max_ms": stats["max_us"] / 1000,
     }
+
+
+def api_breakdown(url: str, token: str, workspaces: int, n: int = 1000) -> dict[str, Any]:
+    """Where a ``/v1/check`` request spends its time, in-process (ms per call)."""
+    from app import create_app
+    from app.api.decision import resolve_users
+    from app.authz import AccessRequest, ResourceFacts
+    from app.extensions import authz, db
+    from app.services import tokens
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "POLICY_SYNC": "off"})
+    items = _items(workspaces, n, 3)
+    bodies = [json.dumps(it) for it in items]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    out: dict[str, Any] = {}
+    with app.app_context():
+        eng = authz.engine
+        client = app.test_client()
+        for b in bodies[:200]:
+            client.post("/v1/check", data=b, headers=headers)
+        t = time.perf_counter()
+        for b in bodies:
+            client.post("/v1/check", data=b, headers=headers)
+        out["request_ms"] = (time.perf_counter() - t) / n * 1000
+        t = time.perf_counter()
+        for _ in range(n):
+            tokens.authenticate(db.session(), token)
+        out["token_lookup_ms"] = (time.perf_counter() - t) / n * 1000
+        with app.test_request_context():
+            t = time.perf_counter()
+            for it in items:
+                resolve_users([it["subject"]])
+            out["subject_lookup_ms"] = (time.perf_counter() - t) / n * 1000
+        reqs = [AccessRequest(it["subject"], f"ws:{it['workspace']}", ResourceFacts(), it["action"]) for it in items]
+        t = time.perf_counter()
+        for r in reqs:
+            eng.check(r)
+        out["engine_check_ms"] = (time.perf_counter() - t) / n * 1000
+        db.session.remove()
+        db.engine.dispose()
+    return out

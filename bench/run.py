@@ -86,6 +86,10 @@ def main() -> None:
         http = http_bench.decision_api(url, dbmeta["token"], largest, HTTP_SECONDS, RESULTS)
     except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
         http = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        http["breakdown"] = http_bench.api_breakdown(url, dbmeta["token"], largest)
+    except Exception as exc:  # noqa: BLE001
+        http["breakdown"] = {"error": f"{type(exc).__name__}: {exc}"}
     print(f"== cross-process propagation (W = {largest:,})", flush=True)
     try:
         prop = http_bench.propagation(url, 40 if QUICK else 100, RESULTS)
