@@ -146,7 +146,9 @@ def test_reasons_are_stable_under_the_memo() -> None:
     for i in range(3_000):
         req = random_request(world, rnd)
         warm = engine.check(req)
-        fresh = fresh_engines.setdefault(i // 500, PolicyEngine(PACKSET, facts))
+        if i // 500 not in fresh_engines:
+            fresh_engines[i // 500] = PolicyEngine(PACKSET, facts)
+        fresh = fresh_engines[i // 500]
         fresh._memo.clear()
         cold = fresh.check(req)
         assert (warm.allowed, warm.reason) == (cold.allowed, cold.reason), req

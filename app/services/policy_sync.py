@@ -193,7 +193,8 @@ def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]
     from app.services import policy_store
 
     is_pg = session.get_bind().dialect.name == "postgresql"
-    if is_pg:
+    if is_pg and not session.in_transaction():
+        # A caller's open transaction keeps its own isolation; a fresh one gets one snapshot.
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     revision = policy_store.current_revision(session)
     documents = policy_store.load_documents(session)
