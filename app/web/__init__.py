@@ -1,0 +1,1 @@
+"""Server-rendered web UI: thin page shells whose data and changes go through the JSON API."""

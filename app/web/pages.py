@@ -1,0 +1,167 @@
+"""Web pages: each view renders a shell; ``static/app.js`` loads data and sends changes through the
+JSON API (``/api/...``) with the session cookie and the ``X-CSRFToken`` header.
+
+The pages decide nothing themselves. Which controls a shell shows comes from Casbin
+(``access.allowed`` for the signed-in user, the same checks the API makes); the API checks every
+request again, and the page shows its problem detail when it refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import generate_csrf
+from werkzeug.wrappers import Response as BaseResponse
+
+from app.errors import AppError, NotFoundError
+from app.extensions import db
+from app.models import User, Workspace
+from app.services import access, groups, workspaces
+
+bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
+
+# Only our own files: no inline script or style, no third-party origin.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+# Workspace operations whose answer decides which controls a shell shows (the API re-checks each).
+MEMBER_OPS = ("view_members", "invite", "change_role", "remove", "transfer_ownership", "view_audit")
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+@bp.errorhandler(AppError)
+def _error_page(exc: AppError) -> tuple[str, int]:
+    """Problems on a page render as HTML (the API keeps answering problem+json)."""
+    page = _page("error.html", "error", _signed_in(), status=exc.status, title=exc.title, detail=exc.detail)
+    return page, exc.status
+
+
+def _safe_next(raw: str | None) -> str:
+    """A local path to return to after sign-in; anything else becomes ``/``."""
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw or len(raw) > 500:
+        return "/"
+    return raw
+
+
+def _signed_in() -> User | None:
+    if not current_user.is_authenticated:
+        return None
+    user: User = current_user._get_current_object()  # type: ignore[attr-defined]
+    return user
+
+
+def _to_login() -> BaseResponse:
+    path = request.full_path.rstrip("?") if request.query_string else request.path
+    return redirect(url_for("web.login") + "?" + urlencode({"next": path}))
+
+
+def _page(template: str, page: str, user: User | None, **ctx: Any) -> str:
+    return render_template(template, page=page, user=user, csrf=generate_csrf(), **ctx)
+
+
+def unit_kind(ws: Workspace) -> str | None:
+    """``group`` or ``team`` if the workspace's pack has them, else None."""
+    pack = access.pack_of(ws)
+    for kind in groups.KINDS:
+        if access.has_operation(pack, f"manage_{kind}s"):
+            return kind
+    return None
+
+
+def capabilities(user: User, ws: Workspace) -> dict[str, bool]:
+    """Casbin's answers for the workspace-wide operations a shell offers controls for."""
+    caps = {op: access.allowed(user, ws, op) for op in MEMBER_OPS}
+    kind = unit_kind(ws)
+    caps["units"] = kind is not None
+    caps["create_unit"] = kind is not None and access.allowed(user, ws, groups.ops(kind, "create"))
+    return caps
+
+
+def _workspace_page(slug: str, template: str, page: str, **ctx: Any) -> str | BaseResponse:
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    ws = workspaces.get_by_slug(db.session(), slug)
+    access.require(user, ws, "view_workspace")
+    kind = unit_kind(ws)
+    return _page(template, page, user, ws=ws, caps=capabilities(user, ws), kind=kind, **ctx)
+
+
+# -- pages ---------------------------------------------------------------------------------------
+@bp.get("/login")
+def login() -> str | BaseResponse:
+    """Sign-in form (posts to /api/auth/signin)."""
+    nxt = _safe_next(request.args.get("next"))
+    if _signed_in() is not None:
+        return redirect(nxt)
+    return _page("login.html", "login", None, next=nxt)
+
+
+@bp.get("/signup")
+def signup() -> str:
+    """Sign-up form for an invitation link (posts to /api/auth/signup)."""
+    return _page("signup.html", "signup", _signed_in(), token=request.args.get("token", "")[:200])
+
+
+@bp.get("/")
+def home() -> str | BaseResponse:
+    """The signed-in user's workspaces."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    return _page("home.html", "home", user)
+
+
+@bp.get("/me")
+def me() -> str | BaseResponse:
+    """Own profile form."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    return _page("me.html", "me", user)
+
+
+@bp.get("/w/<slug>")
+def workspace(slug: str) -> BaseResponse:
+    """A workspace opens on its members."""
+    return redirect(url_for("web.members", slug=slug))
+
+
+@bp.get("/w/<slug>/members")
+def members(slug: str) -> str | BaseResponse:
+    """Members: search, pagination, roles, invitations, removal."""
+    return _workspace_page(slug, "members.html", "members")
+
+
+@bp.get("/w/<slug>/<any(groups, teams):kinds>")
+def units(slug: str, kinds: str) -> str | BaseResponse:
+    """Groups (classroom, simulations) or teams (skills)."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    ws = workspaces.get_by_slug(db.session(), slug)
+    kind = unit_kind(ws)
+    if kind is None:
+        raise NotFoundError("This workspace has no groups or teams.")
+    if kinds != f"{kind}s":
+        return redirect(url_for("web.units", slug=slug, kinds=f"{kind}s"))
+    return _workspace_page(slug, "units.html", "units")
+
+
+@bp.get("/w/<slug>/audit")
+def audit(slug: str) -> str | BaseResponse:
+    """The workspace's audit trail."""
+    return _workspace_page(slug, "audit.html", "audit")

@@ -1,0 +1,401 @@
+"""The web UI in a real browser: headless Chromium (Debian's chromium + chromium-driver) driven by
+selenium against the app served over HTTP on 127.0.0.1, on a SQLite database with the demo data.
+
+Without chromium/chromedriver/selenium these tests skip with the reason; under CI=true they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import IN_CI, make_app
+from tests.factories import fast_password_hashing, seed_demo
+
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
+PASSWORD = "demo-password-1"
+WAIT = 10.0
+# The machine's network is closed: without the background-networking switches Chromium stalls.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+]
+
+
+def _missing() -> str | None:
+    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found (apt-get install -y chromium chromium-driver; missing: {package})"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def _require_browser() -> None:
+    reason = _missing()
+    if reason:
+        if IN_CI:
+            pytest.fail("CI=true requires the browser tests to run: " + reason)
+        pytest.skip(reason)
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def live_app(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, str]]:
+    """The app on a seeded SQLite copy, served by werkzeug on 127.0.0.1:<free port> in a thread."""
+    _require_browser()
+    from werkzeug.serving import make_server
+
+    path = tmp_path_factory.mktemp("browser") / "app.db"
+    shutil.copy(sqlite_template, path)
+    app = make_app(f"sqlite:///{path}", PUBLIC_URL="http://127.0.0.1")
+    fast_password_hashing()
+    with app.app_context():
+        seed_demo()
+        from app.extensions import db
+
+        db.session.remove()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        with app.app_context():
+            from app.extensions import db
+
+            db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def driver(live_app: tuple[Flask, str]) -> Iterator[Any]:
+    """One headless Chromium for the module, with a fresh profile directory."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in [*CHROMIUM_ARGS, f"--user-data-dir={profile}"]:
+        options.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    drv.set_page_load_timeout(20)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(driver: Any, live_app: tuple[Flask, str]) -> Iterator[Browser]:
+    """The shared browser, signed out at the start of each test."""
+    b = Browser(driver, live_app[1])
+    driver.delete_all_cookies()
+    yield b
+    driver.delete_all_cookies()
+
+
+class Browser:
+    """Small helpers over the selenium driver: go to a path, wait for things, read the message area."""
+
+    def __init__(self, driver: Any, base: str) -> None:
+        self.d = driver
+        self.base = base
+
+    def go(self, path: str) -> None:
+        self.d.get(self.base + path)
+        self.wait(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+
+    def wait_page(self, page: str) -> None:
+        """Wait until the page named page (body data-page) has loaded its data."""
+        script = "return document.body.dataset.page === arguments[0] && document.body.dataset.ready === '1'"
+        self.wait(lambda d: d.execute_script(script, page))
+
+    def wait(self, cond: Callable[[Any], Any], timeout: float = WAIT) -> Any:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.d, timeout).until(cond)
+
+    def css(self, selector: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self.d.find_element(By.CSS_SELECTOR, selector)
+
+    def all(self, selector: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return list(self.d.find_elements(By.CSS_SELECTOR, selector))
+
+    def message(self) -> str:
+        """The visible text of the message area, once it shows something."""
+        return str(self.wait(lambda d: self.css("#messages").is_displayed() and self.css("#messages").text))
+
+    def problem_status(self) -> str:
+        """The HTTP status of the problem shown in the message area (waits for one)."""
+        script = "const p = document.querySelector('#messages .problem'); return p ? p.dataset.status : null"
+        return str(self.wait(lambda d: d.execute_script(script)))
+
+    def wait_message(self, part: str) -> str:
+        """Wait until the message area contains part."""
+        return str(self.wait(lambda d: part in self.css("#messages").text and self.css("#messages").text))
+
+    def sign_in(self, email: str, password: str = PASSWORD, next_path: str = "") -> None:
+        """Fill and submit the sign-in form."""
+        self.go("/login" + (f"?next={next_path}" if next_path else ""))
+        self.css("#email").send_keys(email)
+        self.css("#password").send_keys(password)
+        self.css("#login-form button[type=submit]").click()
+
+    def member_emails(self) -> list[str]:
+        """Emails in the members table."""
+        script = "return [...document.querySelectorAll('#members tbody tr[data-email]')].map(r => r.dataset.email)"
+        return list(self.d.execute_script(script))
+
+    def row(self, email: str) -> Any:
+        """The members-table row of email."""
+        return self.css(f'#members tbody tr[data-email="{email}"]')
+
+    def accept_confirm(self) -> None:
+        """Accept the native confirm() dialog."""
+        from selenium.webdriver.support import expected_conditions as ec
+
+        self.wait(ec.alert_is_present()).accept()
+
+
+# -- tests ---------------------------------------------------------------------------------------------
+def test_missing_browser_skips_or_fails_under_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import tests.test_browser as me
+
+    monkeypatch.setattr(me, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setattr(me, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="no-chromium not found"):
+        me._require_browser()
+    monkeypatch.setattr(me, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true requires"):
+        me._require_browser()
+
+
+def test_pages_need_sign_in(browser: Browser) -> None:
+    browser.d.get(browser.base + "/w/classroom-demo/members")
+    browser.wait(lambda d: "/login" in d.current_url)
+    assert "next=%2Fw%2Fclassroom-demo%2Fmembers" in browser.d.current_url
+    assert browser.css("#login-form").is_displayed()
+
+
+def test_wrong_password_shows_the_problem(browser: Browser) -> None:
+    browser.sign_in("owner@classroom.example", "not-the-password")
+    text = browser.message()
+    assert "Authentication required" in text or "credentials" in text.lower(), text
+    assert browser.problem_status() == "401"
+    assert "/login" in browser.d.current_url
+
+
+def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    # sign in through the form, land on the requested page
+    browser.sign_in("owner@classroom.example", next_path="/w/classroom-demo/members")
+    browser.wait_page("members")
+    assert "/w/classroom-demo/members?" in browser.d.current_url
+    emails = browser.member_emails()
+    for who in ("owner@classroom.example", "teacher@classroom.example", "learner2@classroom.example"):
+        assert who in emails
+
+    # the role dropdown offers exactly the roles the owner may grant (classroom: all four)
+    select = Select(browser.row("learner2@classroom.example").find_element("css selector", "select.role-select"))
+    offered = [o.get_attribute("value") for o in select.options]
+    assert offered == ["learner", "teacher", "admin", "owner"]
+    assert select.first_selected_option.get_attribute("value") == "learner"
+    # nobody changes their own role: no dropdown on the owner's own row
+    assert not browser.row("owner@classroom.example").find_elements("css selector", "select.role-select")
+    # the invite form offers the same roles
+    invite_roles = [o.get_attribute("value") for o in Select(browser.css("#invite-role")).options]
+    assert invite_roles == ["learner", "teacher", "admin", "owner"]
+
+    # invite two emails: one existing user (joins pending), one unknown (sign-up link)
+    browser.css("#invite-emails").send_keys("learner@academy.example,\nnew.person@example.org")
+    Select(browser.css("#invite-role")).select_by_value("teacher")
+    browser.css("#invite-form button[type=submit]").click()
+    text = browser.wait_message("Added as pending")
+    assert "learner@academy.example" in text and "new.person@example.org" in text
+    browser.wait(lambda d: "learner@academy.example" in browser.member_emails())
+    assert "pending" in browser.row("learner@academy.example").text
+
+    # inviting the same address again: the 409 problem is shown
+    browser.css("#invite-emails").send_keys("learner@academy.example")
+    browser.css("#invite-form button[type=submit]").click()
+    assert "Conflict" in browser.wait_message("Conflict")
+
+    # change a role
+    select = Select(browser.row("learner2@classroom.example").find_element("css selector", "select.role-select"))
+    select.select_by_value("teacher")
+    browser.wait_message("learner2@classroom.example is now")
+    browser.go("/w/classroom-demo/members")
+    row = browser.row("learner2@classroom.example")
+    assert Select(row.find_element("css selector", "select.role-select")).first_selected_option.get_attribute(
+        "value"
+    ) == ("teacher")
+
+    # pagination (page and size are kept in the address)
+    browser.go("/w/classroom-demo/members?per_page=3")
+    first = browser.member_emails()
+    assert len(first) == 3
+    total = len(emails) + 1  # + learner@academy.example (pending)
+    assert browser.css("#page-info").text == f"1–3 of {total}"
+    assert not browser.css("#prev-page").is_enabled()
+    browser.css("#next-page").click()
+    browser.wait(lambda d: "page=2" in d.current_url and browser.member_emails() and browser.member_emails() != first)
+    assert browser.css("#page-info").text == f"4–6 of {total}"
+    assert browser.css("#prev-page").is_enabled()
+    browser.go("/w/classroom-demo/members")
+
+    # search narrows the table
+    browser.css("#search").send_keys("skills")
+    browser.css("#search-form button").click()
+    browser.wait(lambda d: browser.member_emails() == [])
+    browser.css("#search").clear()
+    browser.css("#search").send_keys("classroom.example")
+    browser.css("#search-form button").click()
+    browser.wait(lambda d: browser.member_emails() and "learner@academy.example" not in browser.member_emails())
+
+    # remove one (with confirm)
+    browser.row("learner2@classroom.example").find_element("css selector", "button.remove").click()
+    browser.accept_confirm()
+    browser.wait_message("Removed learner2@classroom.example")
+    browser.wait(lambda d: "learner2@classroom.example" not in browser.member_emails())
+
+    # bulk remove two members via checkboxes
+    browser.css("#search").clear()
+    browser.css("#search-form button").click()
+    browser.wait(lambda d: "learner@academy.example" in browser.member_emails())
+    for who in ("learner@academy.example", "multi@example.com"):
+        browser.row(who).find_element("css selector", "input.pick").click()
+    assert browser.css("#bulk-remove").text == "Remove (2)"
+    browser.css("#bulk-remove").click()
+    browser.accept_confirm()
+    browser.wait_message("Removed 2 member(s)")
+    emails = browser.member_emails()
+    assert "learner@academy.example" not in emails and "multi@example.com" not in emails
+    assert browser.css("#bulk-remove").text == "Remove (0)"
+
+    # a refusal from the server is shown: the owner cannot remove themself
+    browser.row("owner@classroom.example").find_element("css selector", "button.remove").click()
+    browser.accept_confirm()
+    assert browser.problem_status() == "403"
+    assert "owner@classroom.example" in browser.member_emails()
+
+    screenshot = Path(tempfile.gettempdir()) / "learnauthz-members.png"
+    browser.d.save_screenshot(str(screenshot))
+
+    # the audit trail shows what happened
+    browser.css('nav.wsnav a[href$="/audit"]').click()
+    browser.wait(lambda d: d.current_url.endswith("/w/classroom-demo/audit"))
+    browser.wait(lambda d: browser.all("#audit tbody tr[data-action]"))
+    actions = [tr.get_attribute("data-action") for tr in browser.all("#audit tbody tr[data-action]")]
+    for action in ("member.invite", "member.invite_signup", "member.change_role", "member.remove"):
+        assert action in actions, actions
+    assert actions.count("member.remove") >= 3
+    assert "owner@classroom.example" in browser.css("#audit tbody").text
+
+
+def test_owner_manages_groups(browser: Browser) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    browser.sign_in("owner@classroom.example")
+    browser.wait_page("home")
+    browser.go("/w/classroom-demo/groups")
+    names = [a.get_attribute("data-name") for a in browser.all("#units article.unit")]
+    assert names == ["evening", "morning"]
+    browser.css("#unit-form input[name=name]").send_keys("b1-night")
+    browser.css("#unit-form input[name=capacity]").send_keys("12")
+    browser.css("#unit-form button[type=submit]").click()
+    browser.wait_message("Created b1-night")
+    card = browser.wait(lambda d: browser.css('#units article[data-name="b1-night"]'))
+    Select(card.find_element("css selector", "select[name=user_id]")).select_by_visible_text(
+        "learner@classroom.example"
+    )
+    card.find_element("css selector", "form.add-person button").click()
+    browser.wait_message("Added to b1-night")
+    card = browser.css('#units article[data-name="b1-night"]')
+    assert "learner@classroom.example" in card.find_element("css selector", "ul.learners").text
+    card.find_element("css selector", "ul.learners button").click()
+    browser.wait_message("left b1-night")
+    assert "nobody" in browser.css('#units article[data-name="b1-night"] ul.learners').text
+
+
+def test_teacher_has_no_member_management(browser: Browser) -> None:
+    browser.sign_in("teacher@classroom.example")
+    browser.wait_page("home")
+    browser.wait(lambda d: browser.all("#workspaces tbody tr[data-slug]"))
+    assert [r.get_attribute("data-slug") for r in browser.all("#workspaces tbody tr[data-slug]")] == ["classroom-demo"]
+
+    browser.go("/w/classroom-demo/members")
+    # Casbin refuses view_members to teachers: the API's 403 is shown, and no management control exists
+    assert browser.problem_status() == "403"
+    assert "Forbidden" in browser.css("#messages").text
+    assert not browser.all("#invite-form")
+    assert not browser.all("#bulk-remove")
+    assert not browser.all("select.role-select")
+    assert not browser.all("button.remove")
+    assert not browser.all('nav.wsnav a[href$="/audit"]')
+
+    # the teacher sees the group they teach
+    browser.go("/w/classroom-demo/groups")
+    assert [a.get_attribute("data-name") for a in browser.all("#units article.unit")] == ["morning"]
+    assert not browser.all("#unit-form")
+
+    # a workspace the teacher does not belong to: Casbin refuses the page itself
+    browser.d.get(browser.base + "/w/academy-demo/members")
+    assert browser.css("h1").text == "403 · Forbidden"
+
+    # the audit trail is refused by the server: its problem is shown, no entry is
+    browser.go("/w/classroom-demo/audit")
+    assert browser.problem_status() == "403"
+    assert not browser.all("#audit tbody tr[data-action]")
+
+
+def test_profile_and_sign_out(browser: Browser) -> None:
+    browser.sign_in("learner@classroom.example")
+    browser.wait_page("home")
+    browser.go("/me")
+    name = browser.css("#profile-form input[name=display_name]")
+    assert name.get_attribute("value") == "learner"
+    name.clear()
+    name.send_keys("Lea Learner")
+    browser.css("#profile-form button[type=submit]").click()
+    browser.wait_message("Profile saved")
+    assert browser.css("#me-link").text == "Lea Learner"
+    # an email change without the current password: the 401 problem is shown
+    email = browser.css("#profile-form input[name=email]")
+    email.clear()
+    email.send_keys("lea@example.org")
+    browser.css("#profile-form button[type=submit]").click()
+    assert "current_password" in browser.wait_message("current_password")
+
+    browser.css("#signout").click()
+    browser.wait(lambda d: "/login" in d.current_url)
+    browser.d.get(browser.base + "/")
+    browser.wait(lambda d: "/login" in d.current_url)
