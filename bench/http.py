@@ -162,7 +162,9 @@ def decision_api(url: str, token: str, workspaces: int, seconds: float, log_dir:
     out: dict[str, Any] = {}
     singles = [json.dumps(it).encode() for it in _items(workspaces, 5000, 1)]
     batches = [json.dumps({"checks": _items(workspaces, BATCH, s)}).encode() for s in range(20)]
-    with gunicorn(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-api.log")) as port:
+    workers = int(os.environ.get("BENCH_HTTP_WORKERS", "2"))
+    out["workers"] = workers
+    with gunicorn(url, "app:create_app()", workers, os.path.join(log_dir, "gunicorn-api.log")) as port:
         # warm both workers' memos and connections
         load(port, token, "/v1/check", singles, 2, 2.0)
         out["single"] = load(port, token, "/v1/check", singles, 4, seconds)
