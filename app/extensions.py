@@ -105,13 +105,17 @@ class Authz:
             eng = self.engine
             with Session(db.engine) as session:
                 while True:
-                    batch = policy_store.revisions_after(session, eng.revision)
+                    batch = policy_store.revision_log_after(session, eng.revision)
                     if not batch:
                         break
-                    for number, changes in batch:
-                        # A gap, or a change to pack rules (which may come with new roles,
-                        # actions or ranks in the pack documents): rebuild from the database.
-                        if number != eng.revision + 1 or any(is_pack_rule(ch.rule) for ch in changes):
+                    for number, kind, changes in batch:
+                        # A gap, a change to pack rules, or a revision that may have changed pack
+                        # documents (new roles, actions, ranks): rebuild from the database.
+                        if (
+                            number != eng.revision + 1
+                            or kind in policy_store.DOCUMENT_KINDS
+                            or any(is_pack_rule(ch.rule) for ch in changes)
+                        ):
                             return self.reload().revision
                         eng.apply(changes, number)
             return eng.revision
@@ -140,6 +144,7 @@ class Authz:
         if not pending or not self.loaded:
             return
         from app.authz.engine import RuleChange
+        from app.services import policy_store
 
         # Under the lock: the listener thread may be applying the same revisions right now.
         with self._lock:
@@ -149,7 +154,11 @@ class Authz:
                 if number <= eng.revision:
                     continue  # the listener got there first
                 changes = [RuleChange(op, tuple(rule)) for op, rule in (row.changes or [])]
-                if number == eng.revision + 1 and not any(is_pack_rule(c.rule) for c in changes):
+                if (
+                    number == eng.revision + 1
+                    and row.kind not in policy_store.DOCUMENT_KINDS
+                    and not any(is_pack_rule(c.rule) for c in changes)
+                ):
                     eng.apply(changes, number)
                 else:
                     self.sync()

@@ -143,6 +143,24 @@ def save_document(session: Session, pack_id: str, document: Mapping[str, Any], r
     session.flush()
 
 
+# Revision kinds that may change pack documents (roles, actions, ranks): a process must rebuild.
+DOCUMENT_KINDS = frozenset({"policy-edit", "policy-rollback", "import"})
+
+
+def revision_log_after(session: Session, revision: int, limit: int = 10_000) -> list[tuple[int, str, list[RuleChange]]]:
+    """Committed revisions newer than ``revision``, oldest first: (number, kind, changes)."""
+    rows = session.execute(
+        select(PolicyRevision.id, PolicyRevision.kind, PolicyRevision.changes)
+        .where(PolicyRevision.id > revision)
+        .order_by(PolicyRevision.id)
+        .limit(limit)
+    )
+    return [
+        (int(rid), str(kind), [RuleChange(op, tuple(rule)) for op, rule in (changes or [])])
+        for rid, kind, changes in rows
+    ]
+
+
 def revisions_after(session: Session, revision: int, limit: int = 10_000) -> list[tuple[int, list[RuleChange]]]:
     """Committed revisions newer than ``revision``, oldest first, with their changes."""
     rows = session.execute(
