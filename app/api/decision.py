@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel
 from sqlalchemy import or_, select
 
 from app import observability
-from app.api import api_doc, json_payload, parse_body, parse_query, validate
+from app.api import api_doc, json_payload, parse_query, validate
 from app.api.schemas import (
     AssignableQuery,
     AssignableResult,
@@ -38,7 +40,13 @@ from app.api.schemas import (
 )
 from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
-from app.errors import PayloadTooLargeError, UnauthenticatedError, UnavailableError, ValidationError
+from app.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnauthenticatedError,
+    UnavailableError,
+    ValidationError,
+)
 from app.models import User
 
 bp = Blueprint("decision", __name__, url_prefix="/v1")
@@ -46,6 +54,11 @@ bp = Blueprint("decision", __name__, url_prefix="/v1")
 # A user reference that never names a real user (real keys are user:<digits>): unknown people
 # in resource attributes simply match nothing.
 NOBODY = "user:unknown"
+# A user reference never holds whitespace, control characters, commas or "*": such a value names
+# nobody (it is not trimmed into a real user), so a malformed subject can never be allowed.
+_BAD_REF = re.compile(r"[\s\x00-\x1f\x7f,*]")
+M = TypeVar("M", bound=BaseModel)
+MAX_USER_ID = 2**31 - 1  # users.id is an INTEGER column: larger ids name nobody (PostgreSQL refuses to compare them)
 WHO_CAN_SCAN_FACTOR = 20
 WHO_CAN_MIN_SCAN = 2000
 
@@ -79,11 +92,27 @@ def engine_at(min_revision: int | None) -> PolicyEngine:
         raise UnavailableError(exc.detail, headers={"Retry-After": "1"}, **exc.extra) from exc
 
 
+def request_json() -> Any:
+    """The JSON body (415/400 problems as json_payload); nesting too deep for the parser is a 400 too."""
+    try:
+        return json_payload()
+    except RecursionError:
+        raise BadRequestError("malformed JSON: nested too deeply") from None
+
+
+def parse_json_body(model: type[M]) -> M:
+    """The JSON object body validated by model (422 listing every problem)."""
+    data = request_json()
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
+    return validate(model, data)
+
+
 def _query_min_revision() -> int | None:
     raw = request.args.get("min_revision")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationError(
             "min_revision must be a non-negative integer",
             errors=[{"loc": ["query", "min_revision"], "message": "expected a non-negative integer"}],
@@ -106,14 +135,14 @@ def _ref(value: object) -> tuple[str, int | str] | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return ("id", value) if 0 < value < 2**63 else None
-    if not isinstance(value, str) or not value or len(value) > 254:
+        return ("id", value) if 0 < value <= MAX_USER_ID else None
+    if not isinstance(value, str) or not value or len(value) > 254 or _BAD_REF.search(value):
         return None
     body = value[5:] if value.startswith("user:") else value
-    if body.isdigit() and len(body) < 19:
-        return ("id", int(body))
+    if body.isascii() and body.isdigit():  # str.isdigit() alone admits "²" (int() fails) and "٣" (int() = 3)
+        return ("id", int(body)) if len(body) < 19 and 0 < int(body) <= MAX_USER_ID else None
     if "@" in body:
-        return ("email", body.strip().lower())
+        return ("email", body.lower())
     return None
 
 
@@ -270,7 +299,7 @@ def _as_result(d: Decision, explain: bool) -> dict[str, Any]:
 def check() -> Response:
     """Decide one request; ``?explain=true`` adds the matched rule and the role path."""
     explain = _explain_flag()
-    body = parse_body(CheckRequest)
+    body = parse_json_body(CheckRequest)
     eng = engine_at(_freshest(body.min_revision, _query_min_revision()))
     started = time.perf_counter()
     decision = decide([body], eng, explain)[0]
@@ -291,7 +320,7 @@ def check() -> Response:
 def check_batch() -> Response:
     """Decide many requests in order; over BATCH_MAX_CHECKS is a 413 problem."""
     explain = _explain_flag()
-    data = json_payload()
+    data = request_json()
     limit = int(current_app.config["BATCH_MAX_CHECKS"])
     if isinstance(data, dict) and isinstance(data.get("checks"), list) and len(data["checks"]) > limit:
         raise PayloadTooLargeError(f"at most {limit} checks per batch; got {len(data['checks'])}", max_checks=limit)

@@ -18,7 +18,8 @@ from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from app import observability
-from app.api import api_doc, parse_body, parse_query
+from app.api import api_doc, parse_query
+from app.api.decision import parse_json_body as parse_body
 from app.api.schemas import (
     ApplyResult,
     ChangeIn,
@@ -43,6 +44,7 @@ from app.services import policy_edits, policy_store
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_ID = 2**31 - 1  # ids are INTEGER columns: larger ones name nothing (and PostgreSQL refuses to compare them)
 META_ACTIONS = (
     "read_policy",
     "read_policy_audit",
@@ -216,7 +218,7 @@ def revisions() -> Response:
 
     q = parse_query(RevisionsQuery)
     stmt = select(PolicyRevision).order_by(PolicyRevision.id.desc()).limit(q.limit)
-    if q.before:
+    if q.before and q.before <= MAX_ID:
         stmt = stmt.where(PolicyRevision.id < q.before)
     items = [
         {
@@ -239,7 +241,7 @@ def revision(number: int) -> Response:
     """One revision: kind, message, actor and the rules it added and removed."""
     from app.extensions import db
 
-    row = db.session.get(PolicyRevision, number)
+    row = db.session.get(PolicyRevision, number) if number <= MAX_ID else None
     if row is None:
         raise NotFoundError(f"no revision {number}")
     return jsonify(

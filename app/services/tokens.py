@@ -43,6 +43,8 @@ def create_token(session: Session, name: str, actor_id: int | None = None) -> tu
 
 def revoke_token(session: Session, name: str, actor_id: int | None = None) -> ServiceToken:
     """Revoke a token by name (idempotent). Raises NotFoundError."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise NotFoundError("no token by that name")  # no such name can exist (and NUL never reaches the database)
     row = session.scalar(select(ServiceToken).where(ServiceToken.name == name))
     if row is None:
         raise NotFoundError(f"no token named {name!r}")
