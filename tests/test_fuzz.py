@@ -565,18 +565,14 @@ def test_decision_and_policy_deeply_nested_json(fz: Fuzz) -> None:
     fz.check(fz.service("POST", "/v1/check", raw=check), "nested subject")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/api/auth.py json_body: request.get_json(silent=True) lets RecursionError through (500) "
-    "for JSON nested too deeply on every /api write",
-)
 def test_web_api_deeply_nested_json(fz: Fuzz) -> None:
-    """JSON nested 50,000 deep sent to the web-client API is a 400 problem."""
+    """JSON nested 50,000 deep sent to the web-client API is a 400 problem (regression: it was a 500)."""
     fz.sign_in(OWNER)
     for raw in DEEP_BODIES:
         for path in ("/api/auth/signin", "/api/workspaces/classroom-demo/invitations", "/api/auth/me"):
             method = "PATCH" if path == "/api/auth/me" else "POST"
-            fz.write(lambda p=path, r=raw, m=method: fz.web(OWNER, m, p, raw=r), f"{method} {path} deep")
+            resp = fz.write(lambda p=path, r=raw, m=method: fz.web(OWNER, m, p, raw=r), f"{method} {path} deep")
+            assert resp.status_code == 400, f"{method} {path} deep -> {resp.status_code}"
 
 
 # -- policy-editor API --------------------------------------------------------------------------
@@ -831,8 +827,6 @@ def test_web_api_requests(fz: Fuzz) -> None:
 
     def one(args: tuple[str, tuple[str, str, Any, dict[str, str]]]) -> None:
         who, (method, url, body, query) = args
-        if known_web_bug(url, body, query):
-            return
         full = url + ("?" + urlencode(query) if query else "")
         if method in SAFE:
             fz.check(fz.web(who, method, full), f"{who}: {method} {full}")
@@ -868,8 +862,6 @@ def test_web_api_queries(fz: Fuzz) -> None:
     def one(args: tuple[str, dict[str, str]]) -> None:
         path, q = args
         url = f"/api/workspaces/classroom-demo/{path}?{urlencode(q)}"
-        if known_web_bug(url, None, q):
-            return
         fz.check(fz.web(OWNER, "GET", url), f"GET {url}")
 
     run_examples(st.tuples(st.sampled_from(paths), query), 60, one)
@@ -884,8 +876,6 @@ def test_sign_in_and_csrf(fz: Fuzz) -> None:
     fz.csrf["<anon>"] = token
 
     def one(body: Any) -> None:
-        if known_web_bug("/api/auth/signin", body, {}):
-            return
         fz.write(lambda: fz.web("<anon>", "POST", "/api/auth/signin", body=body), f"signin {body!r:.300}")
 
     run_examples(bodies(["email", "password"]), 40, one)
@@ -913,15 +903,15 @@ def test_sign_in_and_csrf(fz: Fuzz) -> None:
     assert fz.web(OWNER, "GET", "/api/auth/me").status_code == 200
 
 
-# -- known bugs of the web-client API (app/api/{auth,members,groups}.py, app/services/*) -----------
-# Each is a strict xfail on the backends where it fails (and must pass on the others); the fuzz
-# tests above skip these inputs (known_web_bug) so that they keep looking for new ones. Fixing a
-# bug turns its case into an XPASS failure: delete the case and its clause in known_web_bug.
+# -- regressions of the web-client API (app/api/{auth,members,groups}.py, app/services/*) ----------
+# Inputs that were answered with a 500 (on the backends listed) before ids, integers and text were
+# checked in one place (app/services/inputs.py, app/api/params.py). Each must now be a 4xx problem,
+# of the status given, that changes nothing; the fuzz tests above draw such inputs too.
 BIG = 2**63  # past SQLite's INTEGER and PostgreSQL's int4/int8
 INT4 = 2**31  # past PostgreSQL's int4 (every id column)
 WS = "/api/workspaces/classroom-demo"
-KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
-    # (id, method, url, body, signed in as, backends that answer 500), reason in the id
+WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
+    # (id, method, url, body, signed in as, backends that answered 500, status now), cause in the id
     (
         "members._int_arg: '²'.isdigit() then int() -> ValueError",
         "GET",
@@ -929,6 +919,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         None,
         OWNER,
         {"sqlite", "postgres"},
+        422,
     ),
     (
         "members.assignable: '²'.isdigit() then int() -> ValueError",
@@ -937,6 +928,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         None,
         OWNER,
         {"sqlite", "postgres"},
+        422,
     ),
     (
         "services.members.membership: path user_id past INTEGER",
@@ -945,6 +937,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"role": "teacher"},
         OWNER,
         {"sqlite", "postgres"},
+        404,
     ),
     (
         "services.members.membership: path user_id past int4",
@@ -953,6 +946,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"role": "teacher"},
         OWNER,
         {"postgres"},
+        404,
     ),
     (
         "services.members.remove_members: path user_id past int4",
@@ -961,6 +955,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         None,
         OWNER,
         {"postgres"},
+        404,
     ),
     (
         "services.groups.remove_person: path user_id past INTEGER",
@@ -969,6 +964,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         None,
         OWNER,
         {"sqlite", "postgres"},
+        404,
     ),
     (
         "services.groups.move: path user_id past int4",
@@ -977,6 +973,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"to": "evening"},
         OWNER,
         {"postgres"},
+        404,
     ),
     (
         "services.platform_roles._change: path user_id past INTEGER",
@@ -985,6 +982,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         None,
         PLATFORM_ADMIN,
         {"sqlite", "postgres"},
+        404,
     ),
     (
         "members.parse_user_id admits ids past int4 (platform grant)",
@@ -993,6 +991,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"user_id": INT4, "role": "admin"},
         PLATFORM_ADMIN,
         {"postgres"},
+        422,
     ),
     (
         "members.parse_user_id admits ids past int4 (ownership)",
@@ -1001,6 +1000,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"user_id": INT4},
         OWNER,
         {"postgres"},
+        422,
     ),
     (
         "members.parse_user_id admits ids past int4 (group learners)",
@@ -1009,9 +1009,10 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"user_ids": [INT4]},
         OWNER,
         {"postgres"},
+        422,
     ),
-    ("services.audit.events: before past int4", "GET", f"{WS}/audit?before={INT4}", None, OWNER, {"postgres"}),
-    ("services.members.list_members: NUL in q", "GET", f"{WS}/members?q=%00", None, OWNER, {"postgres"}),
+    ("services.audit.events: before past int4", "GET", f"{WS}/audit?before={INT4}", None, OWNER, {"postgres"}, 422),
+    ("services.members.list_members: NUL in q", "GET", f"{WS}/members?q=%00", None, OWNER, {"postgres"}, 422),
     (
         "services.sessions._recent_failures: NUL in sign-in email",
         "POST",
@@ -1019,6 +1020,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"email": "a\x00@example.org", "password": "x"},
         OWNER,
         {"postgres"},
+        422,
     ),
     (
         "services.sessions.update_profile: NUL in display_name",
@@ -1027,6 +1029,7 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"display_name": "a\x00b"},
         OWNER,
         {"postgres"},
+        422,
     ),
     (
         "services.groups.create: NUL in description",
@@ -1035,49 +1038,87 @@ KNOWN_BUGS: list[tuple[str, str, str, Any, str, set[str]]] = [
         {"name": "fuzz-nul", "description": "a\x00"},
         OWNER,
         {"postgres"},
+        422,
     ),
-    ("services.features.update_settings: NUL in name", "PATCH", WS, {"name": "a\x00b"}, OWNER, {"postgres"}),
+    ("services.features.update_settings: NUL in name", "PATCH", WS, {"name": "a\x00b"}, OWNER, {"postgres"}, 422),
+    # same causes, other inputs (found while fixing the above)
+    ("path ids: ASCII digits only", "PATCH", f"{WS}/members/%D9%A3", {"role": "teacher"}, OWNER, set(), 404),
+    ("path ids: zero", "DELETE", f"{WS}/groups/morning/learners/0", None, OWNER, set(), 404),
+    (
+        "queries: more digits than int() reads",
+        "GET",
+        f"{WS}/members?page={'1' * 5000}",
+        None,
+        OWNER,
+        {"sqlite", "postgres"},
+        422,
+    ),
+    ("queries: before=0", "GET", f"{WS}/audit?before=0", None, OWNER, set(), 422),
+    ("update_profile: control character", "PATCH", "/api/auth/me", {"display_name": "a\x01"}, OWNER, set(), 422),
+    (
+        "update_profile: lone surrogate",
+        "PATCH",
+        "/api/auth/me",
+        {"display_name": "\ud800"},
+        OWNER,
+        {"sqlite", "postgres"},
+        422,
+    ),
+    (
+        "sign-in: lone surrogate password",
+        "POST",
+        "/api/auth/signin",
+        {"email": "a@b.org", "password": "\udfff"},
+        OWNER,
+        {"sqlite", "postgres"},
+        422,
+    ),
+    (
+        "sign-up: lone surrogate token",
+        "POST",
+        "/api/auth/signup",
+        {"token": "\ud800", "password": "x"},
+        OWNER,
+        {"sqlite", "postgres"},
+        422,
+    ),
+    (
+        "groups.update: NUL in description",
+        "PATCH",
+        f"{WS}/groups/morning",
+        {"description": "\x00"},
+        OWNER,
+        {"postgres"},
+        422,
+    ),
+    (
+        "features.create: NUL in name",
+        "POST",
+        "/api/workspaces",
+        {"slug": "fuzz-ws", "name": "a\x00", "pack": "simulations"},
+        PLATFORM_ADMIN,
+        {"postgres"},
+        422,
+    ),
+    (
+        "features.create: owner_id past int4",
+        "POST",
+        "/api/workspaces",
+        {"slug": "fuzz-ws", "name": "Fuzz", "pack": "simulations", "owner_id": INT4},
+        PLATFORM_ADMIN,
+        {"postgres"},
+        422,
+    ),
 ]
 
 
-@pytest.mark.parametrize("case", KNOWN_BUGS, ids=[c[0] for c in KNOWN_BUGS])
-def test_known_web_api_bugs(
-    fz: Fuzz, backend: str, case: tuple[str, str, str, Any, str, set[str]], request: pytest.FixtureRequest
-) -> None:
-    """Inputs the web-client API answers with a 500 today (strict xfail where they fail)."""
-    reason, method, url, body, who, failing = case
-    if backend in failing:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"500: {reason}"))
+@pytest.mark.parametrize("case", WEB_REGRESSIONS, ids=[c[0] for c in WEB_REGRESSIONS])
+def test_web_api_regressions(fz: Fuzz, case: tuple[str, str, str, Any, str, set[str], int]) -> None:
+    """Inputs the web-client API once answered with a 500: now a 4xx problem that writes nothing."""
+    reason, method, url, body, who, _, status = case
     fz.sign_in(who)
-    fz.write(lambda: fz.web(who, method, url, body=body), f"{method} {url} {body!r}")
-
-
-def _has(value: Any, pred: Callable[[Any], bool]) -> bool:
-    if isinstance(value, dict):
-        return any(_has(k, pred) or _has(v, pred) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has(v, pred) for v in value)
-    return pred(value)
-
-
-def known_web_bug(url: str, body: Any, query: dict[str, str]) -> bool:
-    """True for inputs of a KNOWN_BUGS kind (so the fuzzing goes on looking for new bugs)."""
-    if not url.startswith("/api/"):
-        return False
-    big = lambda v: isinstance(v, int) and not isinstance(v, bool) and abs(v) >= INT4  # noqa: E731
-    nul = lambda v: isinstance(v, str) and "\x00" in v  # noqa: E731
-    if any(part.isdigit() and int(part) >= INT4 for part in url.split("?")[0].split("/")):
-        return True
-    if "%00" in url or _has(body, nul) or _has(query, nul):
-        return True
-    if _has(body, big):  # user ids past int4 pass parse_user_id
-        return True
-    for key, value in query.items():
-        if key in ("page", "per_page", "limit", "before", "member") and (
-            (value.isdigit() and not value.isascii()) or (value.isdigit() and int(value) >= INT4)
-        ):
-            return True
-    return False
+    resp = fz.write(lambda: fz.web(who, method, url, body=body), f"{method} {url} {body!r}")
+    assert resp.status_code == status, f"{reason}: {resp.status_code} {resp.get_data(as_text=True)[:300]}"
 
 
 # -- schemathesis: cases generated from the app's own /openapi.json ----------------------------------
@@ -1111,8 +1152,6 @@ def test_openapi_operations(fz: Fuzz) -> None:
         body = kw.get("json")
         if query:
             url += "?" + urlencode(query, doseq=True)
-        if known_web_bug(url, body, query):
-            return
         raw = json.dumps(body).encode() if "json" in kw else None
         if url.startswith("/v1/policy/"):
             send = lambda: fz.web(ADMIN, method, url, raw=raw)  # noqa: E731

@@ -15,10 +15,12 @@ from flask.blueprints import BlueprintSetupState
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
 
-from app.errors import BadRequestError, CSRFFailedError, UnauthenticatedError, UnsupportedMediaTypeError
+from app.api.params import json_object
+from app.errors import CSRFFailedError, UnauthenticatedError
 from app.extensions import csrf, db, login_manager
 from app.models import Membership, User
 from app.services import invitations, notifications, sessions
+from app.services.inputs import check_text
 
 log = logging.getLogger("app.api")
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")
@@ -35,15 +37,8 @@ def actor() -> User:
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object; 415 if not JSON, 400 if malformed or not an object."""
-    if not request.is_json:
-        raise UnsupportedMediaTypeError("send Content-Type: application/json")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise BadRequestError("malformed JSON")
-    if not isinstance(data, dict):
-        raise BadRequestError("the body must be a JSON object")
-    return data
+    """The request's JSON object; 415 if not JSON, 400 if malformed, too deeply nested or not an object."""
+    return json_object()
 
 
 def protect() -> None:
@@ -112,6 +107,9 @@ def signout() -> tuple[str, int]:
 def signup() -> tuple[Response, int]:
     """Create an account from a sign-up link's token and join its workspace; signs in."""
     data = json_body()
+    # invitations.signup hashes the token and stores the names: refuse what text cannot hold first
+    for name, kind in (("token", "name"), ("display_name", "name"), ("username", "name"), ("password", "secret")):
+        check_text(data.get(name), name, kind)
     user, m = invitations.signup(
         db.session(), data.get("token"), data.get("password"), data.get("display_name", ""), data.get("username")
     )

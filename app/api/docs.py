@@ -18,7 +18,12 @@ from app.api import ApiDoc, api_doc
 bp = Blueprint("docs", __name__)
 
 _PARAM = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)>")
-_CONV_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "path": {"type": "string"}}
+_CONV_TYPES = {
+    "int": {"type": "integer"},
+    "id": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    "float": {"type": "number"},
+    "path": {"type": "string"},
+}
 _STATUS_TEXT = {
     400: "Malformed request",
     401: "Authentication required",

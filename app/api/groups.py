@@ -10,11 +10,13 @@ from flask import Blueprint, Response, jsonify
 
 from app.errors import NotFoundError
 from app.extensions import db
-from app.services import access, groups, members, workspaces
+from app.services import access, groups, workspaces
 
 from .auth import actor, after_change, json_body, protect
+from .params import path_id, register_converters
 
 bp = Blueprint("groups", __name__, url_prefix="/api/workspaces/<slug>")
+bp.record_once(register_converters)  # before the routes: they use <id:...>
 bp.before_request(protect)
 bp.after_request(after_change)
 
@@ -94,22 +96,23 @@ def add_people(slug: str, kinds: str, name: str, rel: str) -> Response:
     return jsonify(groups.serialize(db.session(), g))
 
 
-@bp.delete("/<kinds>/<name>/<rel>/<int:user_id>")
+@bp.delete("/<kinds>/<name>/<rel>/<id:user_id>")
 def remove_person(slug: str, kinds: str, name: str, rel: str, user_id: int) -> tuple[str, int]:
     """Take someone out of a group/team."""
+    user_id = path_id(user_id)
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
     groups.remove_person(db.session(), actor(), ws, kind, name, _relation(kind, rel), user_id)
     return "", 204
 
 
-@bp.post("/<kinds>/<name>/<rel>/<int:user_id>/move")
+@bp.post("/<kinds>/<name>/<rel>/<id:user_id>/move")
 def move(slug: str, kinds: str, name: str, rel: str, user_id: int) -> Response:
     """Move a learner/member to another group/team ({"to": "evening"})."""
+    user_id = path_id(user_id)
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
     if _relation(kind, rel) != "member":
         raise NotFoundError("only learners/members move between groups")
-    members.parse_user_id(user_id)
     g = groups.move(db.session(), actor(), ws, kind, name, user_id, json_body().get("to"))
     return jsonify(groups.serialize(db.session(), g))

@@ -11,29 +11,21 @@ from typing import Any
 import click
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.errors import ValidationError
 from app.extensions import authz, db
 from app.models import Membership, Workspace
 from app.services import access, audit, features, invitations, members, notifications, platform_roles, workspaces
 
 from .auth import actor, after_change, json_body, protect
+from .params import path_id, query_id, query_int, query_text, register_converters
 
 bp = Blueprint("members", __name__, url_prefix="/api", cli_group="outbox")
+bp.record_once(register_converters)  # before the routes: they use <id:...>
 bp.before_request(protect)
 bp.after_request(after_change)
 
 
 def _ws(slug: str) -> Workspace:
     return workspaces.get_by_slug(db.session(), slug)
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ValidationError(f"invalid query parameter {name}", errors=[{"field": name, "message": f"{lo}-{hi}"}])
-    return int(raw)
 
 
 def _require_some_role(ws: Workspace) -> None:
@@ -98,16 +90,14 @@ def toggle_feature(slug: str, feature: str) -> Response:
 def list_members(slug: str) -> Response:
     """Members with search (q), filters (role, status) and pagination (page, per_page ≤ 200)."""
     ws = _ws(slug)
-    q = request.args.get("q", "")
-    if len(q) > 100:
-        raise ValidationError("q is too long", errors=[{"field": "q", "message": "at most 100 characters"}])
+    q = query_text("q", 100)
     page = members.list_members(
         db.session(),
         actor(),
         ws,
         q=q,
-        page=_int_arg("page", 1, 1, 1_000_000),
-        per_page=_int_arg("per_page", 50, 1, 200),
+        page=query_int("page", 1, 1, 1_000_000),
+        per_page=query_int("per_page", 50, 1, 200),
         role=request.args.get("role"),
         status=request.args.get("status"),
     )
@@ -145,17 +135,19 @@ def _member_body(m: Membership) -> dict[str, Any]:
     return body
 
 
-@bp.patch("/workspaces/<slug>/members/<int:user_id>")
+@bp.patch("/workspaces/<slug>/members/<id:user_id>")
 def change_role(slug: str, user_id: int) -> Response:
     """Change a member's role ({"role": "teacher"})."""
+    user_id = path_id(user_id)
     ws = _ws(slug)
     m = members.change_role(db.session(), actor(), ws, user_id, json_body().get("role"))
     return jsonify(_member_body(m))
 
 
-@bp.delete("/workspaces/<slug>/members/<int:user_id>")
+@bp.delete("/workspaces/<slug>/members/<id:user_id>")
 def remove_member(slug: str, user_id: int) -> tuple[str, int]:
     """Remove one member."""
+    user_id = path_id(user_id)
     members.remove_members(db.session(), actor(), _ws(slug), [user_id])
     return "", 204
 
@@ -182,12 +174,7 @@ def assignable(slug: str) -> Response:
     """Roles the caller may grant here (to ?member=<user id>, if given): what a role picker offers."""
     ws = _ws(slug)
     _require_some_role(ws)
-    raw = request.args.get("member")
-    target = None
-    if raw is not None:
-        if not raw.isdigit() or len(raw) > 18:
-            raise ValidationError("member must be a user id", errors=[{"field": "member"}])
-        target = int(raw)
+    target = query_id("member")
     return jsonify(roles=members.assignable_roles(actor(), ws, target), revision=authz.engine.revision)
 
 
@@ -198,8 +185,8 @@ def audit_trail(slug: str) -> Response:
 
     ws = _ws(slug)
     access.require(actor(), ws, "view_audit")
-    limit = _int_arg("limit", 50, 1, 200)
-    before = _int_arg("before", 0, 1, 2**62) if request.args.get("before") else None
+    limit = query_int("limit", 50, 1, 200)
+    before = query_id("before") if request.args.get("before") else None
     rows = audit.events(db.session(), ws.id, limit, before)
     items = [audit.serialize(db.session(), e) for e in rows]
     return jsonify(items=items, next_before=rows[-1].id if len(rows) == limit else None)
@@ -221,9 +208,10 @@ def grant_platform(pack: str) -> tuple[Response, int]:
     return jsonify(user_id=uid, role=data.get("role"), revision=rev), 201
 
 
-@bp.delete("/platform/<pack>/roles/<role>/<int:user_id>")
+@bp.delete("/platform/<pack>/roles/<role>/<id:user_id>")
 def revoke_platform(pack: str, role: str, user_id: int) -> tuple[str, int]:
     """Revoke a platform role."""
+    user_id = path_id(user_id)
     platform_roles.revoke(db.session(), actor(), pack, role, user_id)
     return "", 204
 

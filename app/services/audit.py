@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 
 from app.models import AuditEvent, User
 
+from .inputs import MAX_ID
+
 
 def record(
     session: Session,
@@ -40,7 +42,10 @@ def record(
 def events(session: Session, workspace_id: int, limit: int = 50, before_id: int | None = None) -> list[AuditEvent]:
     """Newest-first audit rows of a workspace (keyset pagination by id)."""
     stmt = select(AuditEvent).where(AuditEvent.workspace_id == workspace_id)
-    if before_id is not None:
+    if before_id is not None and before_id < 1:
+        return []
+    # every id is at most MAX_ID: a larger bound selects everything (and would overflow INTEGER)
+    if before_id is not None and before_id <= MAX_ID:
         stmt = stmt.where(AuditEvent.id < before_id)
     return list(session.scalars(stmt.order_by(AuditEvent.id.desc()).limit(limit)))
 

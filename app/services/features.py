@@ -14,6 +14,7 @@ from app.extensions import authz, file_packs
 from app.models import Membership, User, Workspace
 
 from . import access, audit, policy_store, workspaces
+from .inputs import MAX_ID, check_text, is_id
 from .members import begin, g_rule
 
 MAX_SETTINGS_BYTES = 16_000
@@ -31,8 +32,9 @@ def create(session: Session, actor: User, data: dict[str, Any]) -> Workspace:
     pack = access.pack_by_id(data.get("pack"))
     authz.require(actor.key, platform_domain(pack.id), access.action_for(pack, ("create_workspace", "edit_settings")))
     owner_id = data.get("owner_id")
-    if owner_id is not None and (isinstance(owner_id, bool) or not isinstance(owner_id, int)):
-        raise ValidationError("owner_id must be a user id", errors=[{"field": "owner_id"}])
+    if owner_id is not None and not is_id(owner_id):
+        raise ValidationError(f"owner_id must be a user id (1-{MAX_ID})", errors=[{"field": "owner_id"}])
+    check_text(data.get("name"), "name")
     try:
         ws, revision = workspaces.create_workspace(
             session,
@@ -106,6 +108,7 @@ def update_settings(session: Session, actor: User, ws: Workspace, data: object) 
     name = data.get("name", ws.name)
     if not isinstance(name, str) or not name.strip() or len(name) > 120:
         raise ValidationError("invalid name", errors=[{"field": "name", "message": "1-120 characters"}])
+    check_text(name, "name")
     settings = data.get("settings", {})
     if not isinstance(settings, dict) or len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         raise ValidationError("settings must be an object under 16 kB", errors=[{"field": "settings"}])

@@ -18,6 +18,7 @@ from app.errors import ConflictError, NotFoundError, ValidationError
 from app.models import Group, GroupMember, User, Workspace
 
 from . import access, audit, notifications, policy_store
+from .inputs import check_text, is_id
 from .members import begin, membership, unit_rule
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -85,6 +86,7 @@ def _capacity(raw: object) -> int | None:
 def _description(raw: object) -> str:
     if not isinstance(raw, str) or len(raw) > 500:
         raise ValidationError("invalid description", errors=[{"field": "description", "message": "0-500 characters"}])
+    check_text(raw, "description", "text")
     return raw
 
 
@@ -327,6 +329,8 @@ def remove_person(
     op = "remove_manager" if relation_kind == "manager" else "remove_member"
     relation = RELATIONS[kind][0 if relation_kind == "manager" else 1]
     access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    if not is_id(user_id):
+        raise NotFoundError(f"not a {relation} of this {kind}")
     try:
         handle = begin(session, actor, kind, f"remove a {relation} from {kind} {name} in {ws.key}")
         access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name, user_id))
@@ -365,6 +369,8 @@ def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, use
         raise ValidationError("source and target are the same", errors=[{"field": "to"}])
     facts_ok = NAME.fullmatch(name) is not None
     access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name) if facts_ok else None)
+    if not is_id(user_id):
+        raise NotFoundError(f"not a {relation} of this {kind}")
     try:
         handle = begin(session, actor, kind, f"move a {relation} from {kind} {name} to {to_name} in {ws.key}")
         access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name, user_id))

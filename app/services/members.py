@@ -22,6 +22,7 @@ from app.extensions import authz
 from app.models import Group, GroupMember, Membership, User, Workspace
 
 from . import access, audit, notifications, policy_store
+from .inputs import MAX_ID, check_text, is_id
 from .policy_store import WriteHandle
 
 MAX_BULK = 500
@@ -44,7 +45,9 @@ def g_rule(user_id: int, pack: Pack, role: str, ws: Workspace) -> tuple[str, ...
 
 
 def membership(session: Session, ws: Workspace, user_id: int) -> Membership | None:
-    """The membership of a user in a workspace, or None."""
+    """The membership of a user in a workspace, or None (also for ids no row can have)."""
+    if not is_id(user_id):
+        return None
     return session.scalar(select(Membership).where(Membership.workspace_id == ws.id, Membership.user_id == user_id))
 
 
@@ -80,9 +83,9 @@ def _user_ids(raw: object, field: str = "user_ids") -> list[int]:
         raise PayloadTooLargeError(f"at most {MAX_BULK} members per request", limit=MAX_BULK)
     out: list[int] = []
     for v in raw:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v > 2**62:
+        if not is_id(v):
             raise ValidationError(
-                f"{field} must hold positive integers", errors=[{"field": field, "value": str(v)[:40]}]
+                f"{field} must hold user ids (integers 1-{MAX_ID})", errors=[{"field": field, "value": str(v)[:40]}]
             )
         if v not in out:
             out.append(v)
@@ -117,6 +120,7 @@ def list_members(
 ) -> Page:
     """Members matching a search, ordered by email. Raises ForbiddenError, ValidationError."""
     access.require(actor, ws, "view_members")
+    check_text(q, "q")
     pack = access.pack_of(ws)
     stmt = select(Membership).join(User, User.id == Membership.user_id).where(Membership.workspace_id == ws.id)
     if q:

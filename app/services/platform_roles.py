@@ -20,6 +20,7 @@ from app.extensions import authz
 from app.models import User
 
 from . import access, audit, notifications, policy_store
+from .inputs import is_id
 from .members import begin
 
 
@@ -51,6 +52,8 @@ def _change(session: Session, actor: User, pack_id: object, raw_role: object, ta
     action = access.action_for(pack, "grant_platform_role")
     authz.require(actor.key, domain, action, access.member_facts(None))
     role = access.platform_role(pack, raw_role)
+    if not is_id(target_id):
+        raise NotFoundError("no such user")
     try:
         handle = begin(session, actor, "platform", f"{op} platform role {role} of {pack.id} for user:{target_id}")
         authz.require(actor.key, domain, action, access.member_facts(target_id, pack.role_key(role)))

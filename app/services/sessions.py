@@ -13,6 +13,7 @@ from app.errors import ConflictError, TooManyRequestsError, UnauthenticatedError
 from app.models import LoginAttempt, Membership, User, utcnow
 
 from . import audit, users
+from .inputs import check_text, parse_id, text_problem
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
 # Per client address the limit is this many times the per-email limit (many users behind one NAT).
@@ -34,6 +35,8 @@ def authenticate(session: Session, email: object, password: object, ip: str, max
     """
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         raise ValidationError("email and password are required strings")
+    check_text(email, "email")
+    check_text(password, "password", "secret")
     email_key = email.strip().lower()[:254]
     ip = (ip or "unknown")[:64]
     if (
@@ -81,9 +84,10 @@ def sign_in(session: Session, email: object, password: object, ip: str, max_fail
 def load_session_user(session: Session, session_id: str) -> User | None:
     """flask-login's user_loader: ``<id>:<session_version>`` → the user, if still valid."""
     uid, _, version = session_id.partition(":")
-    if not uid.isdigit() or not version.isdigit() or len(uid) > 18:
+    user_id = parse_id(uid)
+    if user_id is None or not version.isascii() or not version.isdigit() or len(version) > 18:
         return None
-    user = session.get(User, int(uid))
+    user = session.get(User, user_id)
     if user is None or not user.active or user.session_version != int(version):
         return None
     return user
@@ -113,6 +117,16 @@ def update_profile(session: Session, user: User, data: dict[str, Any]) -> tuple[
         raise ValidationError("unknown fields", errors=[{"field": f, "message": "not allowed"} for f in unknown])
     before = profile(user)
     errors: list[dict[str, str]] = []
+    for field, kind in (
+        ("display_name", "name"),
+        ("username", "name"),
+        ("email", "name"),
+        ("password", "secret"),
+        ("current_password", "secret"),
+    ):
+        problem = text_problem(data[field], kind) if isinstance(data.get(field), str) else None
+        if problem is not None:
+            errors.append({"field": field, "message": problem})
     if "display_name" in data:
         name = data["display_name"]
         if not isinstance(name, str) or not name.strip() or len(name) > 120:

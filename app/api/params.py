@@ -1,0 +1,88 @@
+"""Request parsing shared by the web-client blueprints: JSON bodies, path ids, query parameters.
+
+Every integer and every id read from a request goes through here (or through
+:mod:`app.services.inputs`, which these use), so the rules live in one place: ASCII digits only,
+ids in 1..2^31-1 (PostgreSQL ``INTEGER``), text without NUL. Bad query values are 422 problems;
+path ids that cannot exist do not match the route (404).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import IntegerConverter
+
+from app.api import json_payload
+from app.errors import BadRequestError, NotFoundError, ValidationError
+from app.services.inputs import MAX_ID, check_text, is_id, parse_int
+
+
+class IdConverter(IntegerConverter):
+    """``<id:user_id>``: 1-18 ASCII digits in the path (other text does not match: 404).
+
+    No range check here: werkzeug answers a converter's refusal with 405 when another rule takes
+    the path with another method. The view passes the value through :func:`path_id`.
+    """
+
+    regex = r"[0-9]{1,18}"
+
+
+def path_id(value: int) -> int:
+    """A row id from the path; NotFoundError if no row can have it (0, or past MAX_ID)."""
+    if not is_id(value):
+        raise NotFoundError("not found")
+    return value
+
+
+def register_converters(state: BlueprintSetupState) -> None:
+    """record_once hook: make ``<id:...>`` known before the blueprint's rules are added."""
+    state.app.url_map.converters.setdefault("id", IdConverter)
+
+
+def json_document() -> Any:
+    """The JSON body: 415 if not JSON, 400 if malformed or nested too deeply for the parser."""
+    try:
+        return json_payload()
+    except RecursionError:
+        raise BadRequestError("malformed JSON: nested too deeply") from None
+
+
+def json_object() -> dict[str, Any]:
+    """The JSON body, which must be an object (400 otherwise)."""
+    data = json_document()
+    if not isinstance(data, dict):
+        raise BadRequestError("the body must be a JSON object")
+    return data
+
+
+def query_int(name: str, default: int, lo: int, hi: int) -> int:
+    """Query parameter name as an integer in lo..hi (ASCII digits); default if absent, 422 if invalid."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    value = parse_int(raw, lo, hi)
+    if value is None:
+        raise ValidationError(
+            f"invalid query parameter {name}", errors=[{"field": name, "message": f"an integer {lo}-{hi}"}]
+        )
+    return value
+
+
+def query_id(name: str) -> int | None:
+    """Query parameter name as a row id (1..MAX_ID); None if absent, 422 if invalid."""
+    if request.args.get(name) is None:
+        return None
+    return query_int(name, 0, 1, MAX_ID)
+
+
+def query_text(name: str, max_len: int, default: str = "") -> str:
+    """Query parameter name as text of at most max_len characters without control characters (422)."""
+    raw = request.args.get(name, default)
+    if len(raw) > max_len:
+        raise ValidationError(
+            f"{name} is too long", errors=[{"field": name, "message": f"at most {max_len} characters"}]
+        )
+    check_text(raw, name)
+    return raw
