@@ -32,7 +32,12 @@ EXTRA_MEMBERS = [
     ("multi@example.com", "classroom-demo", "owner"),
     ("multi@example.com", "simulations-demo", "learner"),
 ]
-PLATFORM = [("admin@platform.example", "simulations", "admin"), ("operator@platform.example", "academy", "operator")]
+PLATFORM = [
+    ("admin@platform.example", "simulations", "admin"),
+    ("operator@platform.example", "academy", "operator"),
+    # beyond DESIGN.md §6: skills' account manager, who switches features per workspace
+    ("account_manager@platform.example", "skills", "account_manager"),
+]
 # (workspace, kind, name, [(email, relation)])
 UNITS = [
     (

@@ -57,7 +57,8 @@ def test_seed_is_design_section_6(app: Flask) -> None:
         assert u is not None
         assert authz.engine.workspace_role(u.key, f"ws:{slug}") == f"role:{slug.split('-')[0]}:{role}"
     emails = {u.email for u in db.session.query(User)}
-    assert emails == {e for _, e, _ in expected} | {"admin@platform.example", "operator@platform.example"}
+    platform = {"admin@platform.example", "operator@platform.example", "account_manager@platform.example"}
+    assert emails == {e for _, e, _ in expected} | platform
     for email in emails:
         u = users.by_email(db.session(), email)
         assert u is not None and users.verify_password(u, "demo-password-1")
