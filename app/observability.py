@@ -6,6 +6,7 @@ process (tests) never share counters. :func:`init_app` is idempotent.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import random
@@ -120,8 +121,29 @@ def observe_decision_time(endpoint: str, seconds: float, n: int = 1) -> None:
     """Record per-decision latency; a batch records its mean once per item."""
     hist = get().decision_seconds.labels(endpoint)
     per = seconds / max(n, 1)
+    if n > 1 and _observe_many(hist, per, n):
+        return
     for _ in range(n):
         hist.observe(per)
+
+
+def _observe_many(hist: Any, amount: float, n: int) -> bool:
+    """n observations of amount in two increments (what n ``observe`` calls would record).
+
+    A batch of 1,000 would otherwise take 1,000 locked increments. Uses prometheus_client's
+    histogram internals (``_upper_bounds``, ``_buckets``, ``_sum``); False if they are not there.
+    """
+    bounds = getattr(hist, "_upper_bounds", None)
+    buckets = getattr(hist, "_buckets", None)
+    total = getattr(hist, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        return False
+    i = bisect.bisect_left(bounds, amount)  # observe() counts the first bucket with amount <= bound
+    if i >= len(buckets):
+        return False
+    total.inc(amount * n)
+    buckets[i].inc(n)
+    return True
 
 
 def log_decisions(entries: Iterable[Mapping[str, Any]]) -> int:

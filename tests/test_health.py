@@ -25,7 +25,10 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
         "status": "ready",
         "checks": {"database": "ok", "policy": "loaded"},
         "revision": authz.engine.revision,
+        # the listener is off under tests (SQLite / POLICY_SYNC); its state is reported as is
+        "sync": authz.sync_status(),
     }
+    assert body["sync"]["loaded"] is True and body["sync"]["revision"] == authz.engine.revision
 
 
 def test_readyz_without_policy_is_503(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, jsonify, request
+import orjson
+from flask import Blueprint, Response, current_app, has_app_context, jsonify, request
 from pydantic import BaseModel
-from sqlalchemy import or_, select
+from sqlalchemy import event, or_, select
+from sqlalchemy.orm import Session, object_session
 
 from app import observability
 from app.api import api_doc, json_payload, parse_query, validate
@@ -73,7 +76,7 @@ def _authenticate() -> None:
     challenge = {"WWW-Authenticate": 'Bearer realm="decision-api"'}
     if scheme.lower() != "bearer" or not secret.strip():
         raise UnauthenticatedError("send a service token: Authorization: Bearer <token>", headers=challenge)
-    token = tokens.authenticate(db.session(), secret.strip())
+    token = tokens.authenticate(db.session, secret.strip())  # type: ignore[arg-type]
     if token is None:
         raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
     request.environ["learnauthz.service_token"] = token.name
@@ -142,15 +145,120 @@ def _ref(value: object) -> tuple[str, int | str] | None:
     if body.isascii() and body.isdigit():  # str.isdigit() alone admits "²" (int() fails) and "٣" (int() = 3)
         return ("id", int(body)) if len(body) < 19 and 0 < int(body) <= MAX_USER_ID else None
     if "@" in body:
+        if not body.isascii():
+            try:
+                body.encode("utf-8")  # a lone surrogate ("\ud800", valid in JSON) is nobody's address
+            except UnicodeEncodeError:
+                return None
         return ("email", body.lower())
     return None
 
 
-def resolve_users(refs: Iterable[object]) -> dict[tuple[str, int | str], str]:
-    """User references → user keys, in one query; unknown references are absent."""
-    wanted = {r for r in (_ref(v) for v in refs) if r is not None}
-    if not wanted:
-        return {}
+Ref = tuple[str, int | str]
+
+# -- user resolution, cached -----------------------------------------------------------------------
+# Users are never deleted and ids never reused, and facts (memberships, scopes) are only ever
+# written for existing users; so a ``user:<id>`` the engine holds a role for in the request's
+# workspace (or a platform role) is a real user, and needs no query. Everything else goes to the
+# users table once (one query per request), and positive answers are cached for
+# USER_CACHE_SECONDS (default 5 s): id → key and email → key. Negative answers are never cached,
+# so a user created a moment ago is found at once. An email change in this process drops both
+# addresses at once; one made by another process is seen here within the TTL.
+DEFAULT_USER_CACHE_SECONDS = 5.0
+USER_CACHE_MAX = 100_000
+_USER_CACHE = "decision_user_cache"
+_PENDING_EMAILS = "decision_emails_changed"
+_clock = time.monotonic  # tests replace it to expire entries
+
+
+class UserCache:
+    """(kind, value) user reference → (expiry, user key); positive entries only, bounded."""
+
+    def __init__(self, ttl: float, max_entries: int = USER_CACHE_MAX) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[Ref, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0  # bumped by every invalidation: older lookups are not cached
+
+    def get(self, ref: Ref) -> str | None:
+        entry = self._entries.get(ref)
+        if entry is None:
+            return None
+        if entry[0] <= _clock():
+            with self._lock:
+                if self._entries.get(ref) is entry:
+                    del self._entries[ref]
+            return None
+        return entry[1]
+
+    def put_many(self, found: dict[Ref, str], generation: int) -> None:
+        if self.ttl <= 0 or not found:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) + len(found) > self.max_entries:
+                self._entries.clear()
+            expires = _clock() + self.ttl
+            for ref, key in found.items():
+                self._entries[ref] = (expires, key)
+
+    def forget_email(self, email: str) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.pop(("email", email.lower()), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def user_cache() -> UserCache | None:
+    """The current app's user cache (None outside an app context)."""
+    if not has_app_context():
+        return None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(_USER_CACHE)
+    if found is None:
+        ttl = float(app.config.get("USER_CACHE_SECONDS", DEFAULT_USER_CACHE_SECONDS))
+        found = app.extensions.setdefault(_USER_CACHE, UserCache(ttl))
+    return found  # type: ignore[no-any-return]
+
+
+def _forget_emails(emails: Iterable[object]) -> None:
+    cache = user_cache()
+    if cache is not None:
+        for e in emails:
+            if isinstance(e, str):
+                cache.forget_email(e)
+
+
+@event.listens_for(User.email, "set")
+def _email_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
+    changed = [v for v in (value, oldvalue) if isinstance(v, str)]
+    _forget_emails(changed)
+    session = object_session(target)
+    if session is not None:
+        session.info.setdefault(_PENDING_EMAILS, set()).update(changed)
+
+
+@event.listens_for(Session, "after_commit")
+def _emails_committed(session: Session) -> None:
+    # A lookup between the change and its commit read the old row: drop it again.
+    _forget_emails(session.info.pop(_PENDING_EMAILS, ()))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _emails_rolled_back(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_PENDING_EMAILS, None)
+
+
+def _query_users(wanted: set[Ref]) -> dict[Ref, str]:
     from app.extensions import db
 
     ids = [v for k, v in wanted if k == "id"]
@@ -160,12 +268,51 @@ def resolve_users(refs: Iterable[object]) -> dict[tuple[str, int | str], str]:
         conds.append(User.id.in_(ids))
     if emails:
         conds.append(User.email.in_(emails))
-    out: dict[tuple[str, int | str], str] = {}
+    out: dict[Ref, str] = {}
     for uid, email in db.session.execute(select(User.id, User.email).where(or_(*conds))):
         key = f"user:{uid}"
         out[("id", int(uid))] = key
         out[("email", str(email).lower())] = key
     return out
+
+
+def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None = None) -> dict[Ref, str]:
+    """(user reference, domain) pairs → {ref: user key}; unknown references are absent.
+
+    Known to the engine in that domain (or by a platform role), then the cache, then one query.
+    """
+    cache = user_cache()
+    out: dict[Ref, str] = {}
+    wanted: set[Ref] = set()
+    for value, domain in pairs:
+        ref = _ref(value)
+        if ref is None or ref in out:
+            continue
+        if ref[0] == "id" and eng is not None:
+            key = f"user:{ref[1]}"
+            if eng.roles_of(key, domain):
+                out[ref] = key
+                continue
+        hit = cache.get(ref) if cache is not None else None
+        if hit is not None:
+            out[ref] = hit
+        else:
+            wanted.add(ref)
+    if wanted:
+        generation = cache.generation if cache is not None else 0
+        found = _query_users(wanted)
+        if cache is not None:
+            cache.put_many(found, generation)
+        for ref in wanted:
+            got = found.get(ref)
+            if got is not None:
+                out[ref] = got
+    return out
+
+
+def resolve_users(refs: Iterable[object], eng: PolicyEngine | None = None, domain: str = "") -> dict[Ref, str]:
+    """User references → user keys, in at most one query; unknown references are absent."""
+    return resolve_refs(((r, domain) for r in refs), eng)
 
 
 def _domain(workspace: str) -> str:
@@ -182,6 +329,149 @@ def _scope_key(value: str | None, kind: str) -> str:
     return group_key(value) if kind == "group" else team_key(value)
 
 
+# -- request bodies: a fast path equivalent to the schema -------------------------------------------
+# Pydantic builds three models per check; a batch of 1,000 spends most of its time there. The
+# common shapes are checked here by hand, rule for rule what the strict schema accepts (exact
+# types, bool is not an int, names at most 254 characters, no unknown or null-where-not-allowed
+# fields). Anything this does not accept goes through pydantic unchanged, so every refusal, and
+# every 422 message, still comes from the schema; tests/test_decision_cache.py compares both.
+_ITEM_KEYS = frozenset(("subject", "workspace", "action", "resource"))
+_CHECK_KEYS = _ITEM_KEYS | {"min_revision"}
+_RESOURCE_KEYS = frozenset(("type", "id", "attributes"))
+_PEOPLE = ("assignee", "owner", "member")
+_NAMES = ("group", "team", "new_role", "role")
+_ATTR_KEYS = frozenset(_PEOPLE + _NAMES)
+_MAX_NAME = 254
+
+
+@dataclass(frozen=True, slots=True)
+class FastAttributes:
+    """What Attributes holds, without the model."""
+
+    assignee: int | str | None = None
+    owner: int | str | None = None
+    member: int | str | None = None
+    group: str | None = None
+    team: str | None = None
+    new_role: str | None = None
+    role: str | None = None
+
+
+_NO_ATTRIBUTES = FastAttributes()
+
+
+@dataclass(frozen=True, slots=True)
+class FastResource:
+    """What Resource holds, without the model."""
+
+    type: str = ""
+    id: str | int = ""
+    attributes: FastAttributes = field(default=_NO_ATTRIBUTES)
+
+
+@dataclass(frozen=True, slots=True)
+class FastItem:
+    """What CheckItem holds, without the model."""
+
+    subject: int | str
+    workspace: str
+    action: str
+    resource: FastResource | None = None
+
+
+Item = CheckItem | FastItem
+
+
+def _is_ref(v: object) -> bool:
+    t = type(v)
+    return t is int or t is str  # type(True) is bool: StrictInt refuses booleans
+
+
+def _is_name(v: object) -> bool:
+    return type(v) is str and len(v) <= _MAX_NAME  # type: ignore[arg-type]
+
+
+def _fast_resource(raw: object) -> FastResource | None:
+    if type(raw) is not dict or not _RESOURCE_KEYS.issuperset(raw):
+        return None
+    rtype = raw.get("type", "")
+    rid = raw.get("id", "")
+    if not _is_name(rtype) or not _is_ref(rid):
+        return None
+    attrs = _NO_ATTRIBUTES
+    if "attributes" in raw:
+        a = raw["attributes"]
+        if type(a) is not dict or not _ATTR_KEYS.issuperset(a):
+            return None
+        for k in _PEOPLE:
+            v = a.get(k)
+            if v is not None and not _is_ref(v):
+                return None
+        for k in _NAMES:
+            v = a.get(k)
+            if v is not None and not _is_name(v):
+                return None
+        if a:
+            attrs = FastAttributes(**a)
+    return FastResource(rtype, rid, attrs)
+
+
+def fast_item(raw: object, keys: frozenset[str] = _ITEM_KEYS) -> FastItem | None:
+    """The check as the schema would accept it, or None when the schema must decide."""
+    if type(raw) is not dict or not keys.issuperset(raw):
+        return None
+    subject = raw.get("subject")
+    workspace = raw.get("workspace")
+    action = raw.get("action")
+    if subject is None or not _is_ref(subject) or not _is_name(workspace) or not _is_name(action):
+        return None
+    res = raw.get("resource")
+    resource = None
+    if res is not None:
+        resource = _fast_resource(res)
+        if resource is None:
+            return None
+    return FastItem(subject, workspace, action, resource)  # type: ignore[arg-type]
+
+
+def _fast_revision(raw: dict[str, Any]) -> tuple[bool, int | None]:
+    value = raw.get("min_revision")
+    if value is None:
+        return True, None
+    return (type(value) is int and value >= 0), value
+
+
+def parse_check(data: object) -> tuple[Item, int | None]:
+    """A /v1/check body: (the check, min_revision); 422 problems from the schema."""
+    if isinstance(data, dict):
+        item = fast_item(data, _CHECK_KEYS)
+        ok, rev = _fast_revision(data)
+        if item is not None and ok:
+            return item, rev
+    else:
+        raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
+    body = validate(CheckRequest, data)
+    return body, body.min_revision
+
+
+def parse_batch(data: dict[str, Any]) -> tuple[list[Item], int | None]:
+    """A /v1/check/batch body: (the checks, min_revision); 422 problems from the schema."""
+    checks = data.get("checks")
+    if type(checks) is list and len(data) <= 2 and ("min_revision" in data or len(data) == 1):
+        ok, rev = _fast_revision(data)
+        if ok:
+            items: list[Item] = []
+            for raw in checks:
+                it = fast_item(raw)
+                if it is None:
+                    break
+                items.append(it)
+            else:
+                return items, rev
+    body = validate(BatchRequest, data)
+    return list(body.checks), body.min_revision
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A check ready for the engine, or the decision already known without it."""
@@ -190,7 +480,7 @@ class Prepared:
     early: str | None = None  # reason when decided before the engine
 
 
-def prepare(item: CheckItem, users: dict[tuple[str, int | str], str], eng: PolicyEngine) -> Prepared:
+def prepare(item: Item, users: dict[Ref, str], eng: PolicyEngine) -> Prepared:
     """Turn an API check into an AccessRequest (ids → keys); unknown subject and bad values decided here."""
     sref = _ref(item.subject)
     subject = users.get(sref) if sref else None
@@ -235,30 +525,33 @@ def prepare(item: CheckItem, users: dict[tuple[str, int | str], str], eng: Polic
     return Prepared(AccessRequest(subject, domain, obj, item.action))
 
 
-def _item_refs(items: Sequence[CheckItem]) -> list[object]:
-    refs: list[object] = []
+def _item_refs(items: Sequence[Item]) -> list[tuple[object, str]]:
+    """(user reference, domain) of every subject and attribute person of the items."""
+    refs: list[tuple[object, str]] = []
     for it in items:
-        refs.append(it.subject)
+        domain = _domain(it.workspace)
+        refs.append((it.subject, domain))
         if it.resource is not None:
             a = it.resource.attributes
-            refs.extend(v for v in (a.assignee, a.owner, a.member) if v is not None)
+            refs.extend((v, domain) for v in (a.assignee, a.owner, a.member) if v is not None)
     return refs
 
 
-def decide(items: Sequence[CheckItem], eng: PolicyEngine, explain: bool) -> list[Decision]:
-    """Decisions for items, in order: one user query for all of them, then the engine."""
-    users = resolve_users(_item_refs(items))
+def decide(items: Sequence[Item], eng: PolicyEngine, explain: bool) -> list[Decision]:
+    """Decisions for items, in order: at most one user query for all of them, then the engine."""
+    users = resolve_refs(_item_refs(items), eng)
     out = []
+    decide_one = eng.explain if explain else eng.check
     for it in items:
         prep = prepare(it, users, eng)
         if prep.request is None:
             out.append(Decision(False, prep.early or Reason.INVALID_REQUEST.value, eng.revision))
         else:
-            out.append(eng.explain(prep.request) if explain else eng.check(prep.request))
+            out.append(decide_one(prep.request))
     return out
 
 
-def _record(endpoint: str, items: Sequence[CheckItem], decisions: Sequence[Decision], seconds: float) -> None:
+def _record(endpoint: str, items: Sequence[Item], decisions: Sequence[Decision], seconds: float) -> None:
     observability.record_decisions((d.allowed, d.reason) for d in decisions)
     observability.observe_decision_time(endpoint, seconds, len(decisions))
     if float(current_app.config.get("DECISION_LOG_SAMPLE", 0.0) or 0.0) <= 0.0:
@@ -285,6 +578,15 @@ def _as_result(d: Decision, explain: bool) -> dict[str, Any]:
     return d.as_dict(explain)
 
 
+def json_response(payload: Any) -> Response:
+    """A JSON response encoded by orjson (several times faster than the stdlib for big batches)."""
+    return Response(orjson.dumps(payload), mimetype="application/json")
+
+
+def _explain_flag_fast() -> bool:
+    return _explain_flag() if request.args else False
+
+
 # -- endpoints -----------------------------------------------------------------------------------
 @bp.post("/check")
 @api_doc(
@@ -298,13 +600,13 @@ def _as_result(d: Decision, explain: bool) -> dict[str, Any]:
 )
 def check() -> Response:
     """Decide one request; ``?explain=true`` adds the matched rule and the role path."""
-    explain = _explain_flag()
-    body = parse_json_body(CheckRequest)
-    eng = engine_at(_freshest(body.min_revision, _query_min_revision()))
+    explain = _explain_flag_fast()
+    item, min_revision = parse_check(request_json())
+    eng = engine_at(_freshest(min_revision, _query_min_revision()))
     started = time.perf_counter()
-    decision = decide([body], eng, explain)[0]
-    _record("check", [body], [decision], time.perf_counter() - started)
-    return jsonify(_as_result(decision, explain))
+    decision = decide([item], eng, explain)[0]
+    _record("check", [item], [decision], time.perf_counter() - started)
+    return json_response(_as_result(decision, explain))
 
 
 @bp.post("/check/batch")
@@ -319,19 +621,19 @@ def check() -> Response:
 )
 def check_batch() -> Response:
     """Decide many requests in order; over BATCH_MAX_CHECKS is a 413 problem."""
-    explain = _explain_flag()
+    explain = _explain_flag_fast()
     data = request_json()
     limit = int(current_app.config["BATCH_MAX_CHECKS"])
     if isinstance(data, dict) and isinstance(data.get("checks"), list) and len(data["checks"]) > limit:
         raise PayloadTooLargeError(f"at most {limit} checks per batch; got {len(data['checks'])}", max_checks=limit)
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
-    body = validate(BatchRequest, data)
-    eng = engine_at(_freshest(body.min_revision, _query_min_revision()))
+    items, min_revision = parse_batch(data)
+    eng = engine_at(_freshest(min_revision, _query_min_revision()))
     started = time.perf_counter()
-    decisions = decide(body.checks, eng, explain)
-    _record("batch", body.checks, decisions, time.perf_counter() - started)
-    return jsonify({"results": [_as_result(d, explain) for d in decisions], "revision": eng.revision})
+    decisions = decide(items, eng, explain)
+    _record("batch", items, decisions, time.perf_counter() - started)
+    return json_response({"results": [d.as_dict(explain) for d in decisions], "revision": eng.revision})
 
 
 @bp.get("/permissions")
@@ -349,7 +651,7 @@ def permissions() -> Response:
     eng = engine_at(q.min_revision)
     domain = _domain(q.workspace)
     pack = eng.pack_of(domain)
-    users = resolve_users([q.subject])
+    users = resolve_users([q.subject], eng, domain)
     sref = _ref(q.subject)
     subject = users.get(sref) if sref else None
     decisions: dict[str, Decision]
@@ -388,7 +690,7 @@ def assignable_roles() -> Response:
     q = parse_query(AssignableQuery)
     eng = engine_at(q.min_revision)
     domain = _domain(q.workspace)
-    users = resolve_users([q.actor] + ([q.target] if q.target else []))
+    users = resolve_users([q.actor] + ([q.target] if q.target else []), eng, domain)
     aref = _ref(q.actor)
     actor = users.get(aref) if aref else None
     target = ""

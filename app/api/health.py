@@ -52,7 +52,12 @@ def readyz() -> tuple[Response, int]:
         checks["policy"] = "not loaded"
     ready = checks.get("database") == "ok" and checks.get("policy") == "loaded"
     body = Health(status="ready" if ready else "unavailable", checks=checks, revision=revision)
-    return jsonify(body.model_dump(exclude_none=True)), 200 if ready else 503
+    out = body.model_dump(exclude_none=True)
+    try:
+        out["sync"] = authz.sync_status()  # revision and the policy listener's state
+    except Exception as exc:  # noqa: BLE001 - informational: never turns a ready process unready
+        log.warning("readiness: sync status unavailable: %s", exc)
+    return jsonify(out), 200 if ready else 503
 
 
 @bp.get("/metrics")

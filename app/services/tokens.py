@@ -1,13 +1,25 @@
-"""Service tokens for the decision API: random secrets shown once, stored as SHA-256, revocable."""
+"""Service tokens for the decision API: random secrets shown once, stored as SHA-256, revocable.
+
+Authentication is cached per app (per process): SHA-256 of a live token → its id and name, for
+``TOKEN_CACHE_SECONDS`` (default 5 s). Only live tokens are cached, never unknown or revoked ones.
+A revoke in this process drops the entry at once (and again after its commit); a revoke made by
+another process (another gunicorn worker, ``flask token revoke``) takes effect here within the TTL.
+``TOKEN_CACHE_SECONDS = 0`` turns the cache off.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from flask import current_app, has_app_context
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.errors import ConflictError, NotFoundError, ValidationError
@@ -17,6 +29,95 @@ PREFIX = "lat_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,79}")
 # last_used_at is a hint for operators; writing it on every request would serialise the API.
 TOUCH_EVERY = timedelta(minutes=1)
+DEFAULT_CACHE_SECONDS = 5.0
+CACHE_MAX_ENTRIES = 4096
+_EXT = "token_cache"
+_PENDING = "tokens_revoked"
+_clock = time.monotonic  # tests replace it to expire entries
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    """Who authenticated: the token's id and name (what the decision API needs)."""
+
+    id: int
+    name: str
+
+
+class TokenCache:
+    """SHA-256 of a live token → (expiry, identity); bounded, thread-safe, positive entries only."""
+
+    def __init__(self, ttl: float, max_entries: int = CACHE_MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, TokenIdentity]] = {}
+        self._lock = threading.Lock()
+        # Bumped by every discard: a lookup that started before a revoke never caches its answer.
+        self.generation = 0
+
+    def get(self, token_hash: str) -> TokenIdentity | None:
+        entry = self._entries.get(token_hash)
+        if entry is None:
+            return None
+        if entry[0] <= _clock():
+            with self._lock:
+                if self._entries.get(token_hash) is entry:
+                    del self._entries[token_hash]
+            return None
+        return entry[1]
+
+    def put(self, token_hash: str, identity: TokenIdentity, generation: int) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # only an attacker-free flood of live tokens gets here
+            self._entries[token_hash] = (_clock() + self.ttl, identity)
+
+    def discard(self, token_hash: str) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.pop(token_hash, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def cache() -> TokenCache | None:
+    """The current app's token cache (None outside an app context)."""
+    if not has_app_context():
+        return None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(_EXT)
+    if found is None:
+        ttl = float(app.config.get("TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+        found = app.extensions.setdefault(_EXT, TokenCache(ttl))
+    return found  # type: ignore[no-any-return]
+
+
+def _forget(token_hash: str) -> None:
+    c = cache()
+    if c is not None:
+        c.discard(token_hash)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    # A request that read the row between the revoke's flush and its commit may have cached it.
+    for token_hash in session.info.pop(_PENDING, ()):
+        _forget(token_hash)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _after_rollback(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def hash_token(token: str) -> str:
@@ -48,6 +149,8 @@ def revoke_token(session: Session, name: str, actor_id: int | None = None) -> Se
     row = session.scalar(select(ServiceToken).where(ServiceToken.name == name))
     if row is None:
         raise NotFoundError(f"no token named {name!r}")
+    _forget(row.token_hash)  # refused in this process from now on
+    session.info.setdefault(_PENDING, set()).add(row.token_hash)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.add(AuditEvent(actor_id=actor_id, action="token.revoke", target=f"token:{name}"))
@@ -60,15 +163,30 @@ def list_tokens(session: Session) -> list[ServiceToken]:
     return list(session.scalars(select(ServiceToken).order_by(ServiceToken.id)))
 
 
-def authenticate(session: Session, secret: str) -> ServiceToken | None:
-    """The live token with this secret, or None (unknown or revoked)."""
+def authenticate(session: Session, secret: str) -> TokenIdentity | None:
+    """The live token with this secret, or None (unknown or revoked).
+
+    A cache hit touches nothing; a miss reads the row and, at most once a minute per token,
+    writes ``last_used_at`` (so it lags real use by up to a minute plus the cache TTL).
+    """
     if not secret.startswith(PREFIX) or len(secret) > 200:
         return None
-    row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == hash_token(secret)))
+    token_hash = hash_token(secret)
+    c = cache()
+    generation = 0
+    if c is not None:
+        hit = c.get(token_hash)
+        if hit is not None:
+            return hit
+        generation = c.generation
+    row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == token_hash))
     if row is None or row.revoked_at is not None:
         return None
+    identity = TokenIdentity(int(row.id), str(row.name))
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         row.last_used_at = now
         session.commit()
-    return row
+    if c is not None:
+        c.put(token_hash, identity, generation)
+    return identity

@@ -1,0 +1,276 @@
+"""Caches of the decision API's hot path: service tokens, subjects (ids and emails), the body fast path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event, text
+
+from app.api import decision
+from app.extensions import db
+from app.models import User
+from app.services import tokens
+from tests.test_decision_api import CASES, World, create_user, make_token, post
+from tests.test_decision_api import world as world  # noqa: F401 - the fixture
+
+VIEW = {"workspace": "simulations-demo", "action": "view_dashboard"}
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(tokens, "_clock", c)
+    monkeypatch.setattr(decision, "_clock", c)
+    return c
+
+
+class Queries:
+    """SQL statements run on the app's engine while active."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __call__(self, conn: object, cursor: object, statement: str, *args: object) -> None:
+        self.statements.append(statement)
+
+    def on(self, table: str) -> list[str]:
+        return [s for s in self.statements if f"FROM {table}" in s]
+
+    def __enter__(self) -> Queries:
+        event.listen(db.engine, "before_cursor_execute", self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(db.engine, "before_cursor_execute", self)
+
+
+# -- tokens --------------------------------------------------------------------------------------
+def test_token_cache_hit_needs_no_query(client: FlaskClient, world: World) -> None:
+    body = {"subject": world.uid("simulations.owner"), **VIEW}
+    assert post(client, "/v1/check", world.token, body)[0] == 200
+    with Queries() as q:
+        status, out = post(client, "/v1/check", world.token, body)
+    assert status == 200 and out["allowed"] is True
+    assert q.on("service_tokens") == [] and q.on("users") == [], q.statements
+
+
+def test_revoked_token_is_refused_at_once_in_this_process(client: FlaskClient, world: World) -> None:
+    body = {"subject": world.uid("simulations.owner"), **VIEW}
+    assert post(client, "/v1/check", world.token, body)[0] == 200  # now cached
+    tokens.revoke_token(db.session(), "svc")
+    db.session.commit()
+    status, out = post(client, "/v1/check", world.token, body)
+    assert status == 401 and "revoked" in out["detail"]
+
+
+def test_revoke_over_http_is_refused_at_once(client: FlaskClient, world: World, app: Flask) -> None:
+    """Through the service layer without committing yet: already refused (the cache entry is gone)."""
+    secret = make_token("other")
+    assert tokens.authenticate(db.session(), secret) is not None
+    tokens.revoke_token(db.session(), "other")
+    cache = tokens.cache()
+    assert cache is not None and tokens.hash_token(secret) not in cache._entries
+    db.session.commit()
+    assert tokens.authenticate(db.session(), secret) is None
+
+
+def test_revoke_elsewhere_takes_effect_within_the_ttl(client: FlaskClient, world: World, clock: Clock) -> None:
+    """Another process revokes (a plain UPDATE, no cache of ours involved): refused once the entry expires."""
+    body = {"subject": world.uid("simulations.owner"), **VIEW}
+    assert post(client, "/v1/check", world.token, body)[0] == 200
+    db.session.execute(text("UPDATE service_tokens SET revoked_at = created_at WHERE name = 'svc'"))
+    db.session.commit()
+    clock.now += tokens.DEFAULT_CACHE_SECONDS - 0.5
+    assert post(client, "/v1/check", world.token, body)[0] == 200  # still within the TTL
+    clock.now += 1.0
+    status, out = post(client, "/v1/check", world.token, body)
+    assert status == 401 and "revoked" in out["detail"]
+
+
+def test_unknown_and_revoked_tokens_are_never_cached(client: FlaskClient, world: World) -> None:
+    body = {"subject": 1, **VIEW}
+    for _ in range(2):
+        assert post(client, "/v1/check", "lat_" + "y" * 43, body)[0] == 401
+    cache = tokens.cache()
+    assert cache is not None and all(ident.name == "svc" for _, ident in cache._entries.values())
+
+
+def test_token_cache_can_be_turned_off(client: FlaskClient, world: World, app: Flask) -> None:
+    app.extensions.pop("token_cache", None)
+    app.config["TOKEN_CACHE_SECONDS"] = 0
+    body = {"subject": world.uid("simulations.owner"), **VIEW}
+    assert post(client, "/v1/check", world.token, body)[0] == 200
+    with Queries() as q:
+        assert post(client, "/v1/check", world.token, body)[0] == 200
+    assert len(q.on("service_tokens")) == 1
+
+
+def test_cache_misses_still_touch_last_used_at(client: FlaskClient, world: World) -> None:
+    from app.models import ServiceToken
+
+    post(client, "/v1/check", world.token, {"subject": 1, **VIEW})
+    row = db.session.scalar(db.select(ServiceToken).where(ServiceToken.name == "svc"))
+    assert row is not None and row.last_used_at is not None
+
+
+# -- subjects --------------------------------------------------------------------------------------
+def test_member_known_to_the_engine_needs_no_user_query(client: FlaskClient, world: World) -> None:
+    post(client, "/v1/check", world.token, {"subject": 1, **VIEW})  # token cached
+    uid = world.uid("simulations.owner")  # (reading it may refresh the ORM object)
+    with Queries() as q:
+        for subject in (uid, f"user:{uid}"):
+            status, out = post(client, "/v1/check", world.token, {"subject": subject, **VIEW})
+            assert status == 200 and out["reason"] == "granted"
+    assert q.on("users") == []
+
+
+def test_unknown_subject_is_still_unknown_subject(client: FlaskClient, world: World) -> None:
+    for subject in (999999, "999999", "user:999999", "nobody@example.com"):
+        for _ in range(2):  # the second time would be a cache hit if negatives were cached
+            status, out = post(client, "/v1/check", world.token, {"subject": subject, **VIEW})
+            assert status == 200 and out["reason"] == "unknown_subject", subject
+    # an existing user without a role: no_role, not unknown_subject, however asked
+    for subject in (world.uid("outsider"), f"user:{world.uid('outsider')}", world.email("outsider")):
+        status, out = post(client, "/v1/check", world.token, {"subject": subject, **VIEW})
+        assert out["reason"] == "no_role", subject
+
+
+def test_unknown_subject_in_unknown_workspace_keeps_its_reason(client: FlaskClient, world: World) -> None:
+    status, out = post(client, "/v1/check", world.token, {"subject": 999999, "workspace": "nope", "action": "x"})
+    assert out["reason"] == "unknown_subject"
+    status, out = post(
+        client, "/v1/check", world.token, {"subject": world.uid("outsider"), "workspace": "nope", "action": "x"}
+    )
+    assert out["reason"] == "unknown_workspace"
+
+
+def test_email_found_at_once_after_the_user_is_created(client: FlaskClient, world: World) -> None:
+    body = {"subject": "late@example.com", **VIEW}
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
+    create_user("late@example.com")
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "no_role"
+
+
+def test_email_cache_hit_and_change_in_this_process(client: FlaskClient, world: World) -> None:
+    email = world.email("simulations.owner")
+    body = {"subject": email.upper(), **VIEW}
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "granted"
+    with Queries() as q:
+        assert post(client, "/v1/check", world.token, body)[1]["reason"] == "granted"
+    assert q.on("users") == []  # cached
+    user = db.session.get(User, world.uid("simulations.owner"))
+    assert user is not None
+    user.email = "renamed@simulations.example"
+    db.session.commit()
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
+    renamed = {"subject": "renamed@simulations.example", **VIEW}
+    assert post(client, "/v1/check", world.token, renamed)[1]["reason"] == "granted"
+
+
+def test_email_change_elsewhere_is_seen_within_the_ttl(client: FlaskClient, world: World, clock: Clock) -> None:
+    email = world.email("simulations.owner")
+    body = {"subject": email, **VIEW}
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "granted"
+    db.session.execute(
+        text("UPDATE users SET email = 'moved@example.com' WHERE id = :id"), {"id": world.uid("simulations.owner")}
+    )
+    db.session.commit()
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "granted"  # within the TTL
+    clock.now += decision.DEFAULT_USER_CACHE_SECONDS + 0.1
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
+
+
+def test_user_cache_is_bounded() -> None:
+    cache = decision.UserCache(ttl=60, max_entries=10)
+    for i in range(25):
+        cache.put_many({("id", i): f"user:{i}"}, cache.generation)
+    assert len(cache) <= 10
+    gen = cache.generation
+    cache.forget_email("a@b.c")
+    cache.put_many({("id", 99): "user:99"}, gen)  # a lookup that started before an invalidation
+    assert cache.get(("id", 99)) is None
+
+
+def test_batch_after_warmup_needs_no_query(client: FlaskClient, world: World) -> None:
+    checks = [{"subject": world.uid(u), "workspace": f"{p}-demo", "action": a} for u, p, a, *_ in CASES]
+    first = post(client, "/v1/check/batch", world.token, {"checks": checks})
+    with Queries() as q:
+        again = post(client, "/v1/check/batch", world.token, {"checks": checks})
+    assert first == again and q.statements == []
+    assert [r["reason"] for r in again[1]["results"]] == [c[5] for c in CASES]
+
+
+# -- the body fast path is the schema -----------------------------------------------------------
+LONG = "x" * 255
+BODIES: list[Any] = [
+    {"subject": 1, **VIEW},
+    {"subject": "1", **VIEW},
+    {"subject": True, **VIEW},
+    {"subject": 1.0, **VIEW},
+    {"subject": None, **VIEW},
+    {"subject": [1], **VIEW},
+    {"subject": 2**70, **VIEW},
+    {"subject": 1, "workspace": LONG, "action": "a"},
+    {"subject": 1, "workspace": "w", "action": LONG[:254]},
+    {"subject": 1, **VIEW, "resource": None},
+    {"subject": 1, **VIEW, "resource": {}},
+    {"subject": 1, **VIEW, "resource": {"type": "t", "id": 5}},
+    {"subject": 1, **VIEW, "resource": {"type": "t", "id": 5.5}},
+    {"subject": 1, **VIEW, "resource": {"type": None}},
+    {"subject": 1, **VIEW, "resource": {"type": LONG}},
+    {"subject": 1, **VIEW, "resource": {"id": False}},
+    {"subject": 1, **VIEW, "resource": {"attributes": None}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {}}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {"owner": 1, "group": "g", "role": "x"}}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {"owner": None, "team": None}}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {"owner": True}}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {"group": 5}}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {"new_role": LONG}}},
+    {"subject": 1, **VIEW, "resource": {"attributes": {"colour": "red"}}},
+    {"subject": 1, **VIEW, "resource": {"extra": 1}},
+    {"subject": 1, **VIEW, "resource": []},
+    {"subject": 1, **VIEW, "extra": 1},
+    {"subject": 1, "workspace": "w"},
+    {"subject": 1, **VIEW, "min_revision": 0},
+    {"subject": 1, **VIEW, "min_revision": -1},
+    {"subject": 1, **VIEW, "min_revision": True},
+    {"subject": 1, **VIEW, "min_revision": None},
+    {"subject": "\ud800@x", **VIEW},
+    [1],
+    "x",
+]
+
+
+def _answers(client: FlaskClient, token: str, bodies: list[Any]) -> list[Any]:
+    out = []
+    for body in bodies:
+        out.append(post(client, "/v1/check", token, body))
+        out.append(post(client, "/v1/check/batch", token, {"checks": [body]}))
+        out.append(post(client, "/v1/check/batch", token, {"checks": [body, body], "min_revision": 0}))
+    out.append(post(client, "/v1/check/batch", token, {"checks": [], "min_revision": -1}))
+    out.append(post(client, "/v1/check/batch", token, {"checks": [], "extra": 1}))
+    out.append(post(client, "/v1/check/batch", token, {"checks": None}))
+    return out
+
+
+def test_fast_path_answers_exactly_like_the_schema(
+    client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _answers(client, world.token, BODIES)
+    monkeypatch.setattr(decision, "fast_item", lambda raw, keys=None: None)
+    slow = _answers(client, world.token, BODIES)
+    assert fast == slow
+    assert any(status == 422 for status, _ in fast) and any(status == 200 for status, _ in fast)
