@@ -1,7 +1,9 @@
 """``make bench``: data sets, decision latency vs stock pycasbin, load, role changes, HTTP, propagation.
 
 Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1,000 and 10,000,
-fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). Each measurement runs in a
+fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1`` reruns
+only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest size of
+the previous ``results.json`` and keeps its other figures. Each measurement runs in a
 fresh subprocess so that load time and RSS belong to one engine. Results go to
 ``bench/results/*.json``, ``bench/results/report.md`` and ``bench/results/latency.png``.
 """
@@ -29,10 +31,53 @@ REF_SAMPLES = {1000: 300, 10000: 200, 100000: 60} if not QUICK else {1000: 100, 
 WARM_N = 50_000 if QUICK else 200_000
 HTTP_SECONDS = 5.0 if QUICK else 15.0
 REF_TIMEOUT = 600
+HTTP_ONLY = os.environ.get("BENCH_HTTP_ONLY", "") not in ("", "0")
+
+
+def run_http(largest: int, url: str, dbmeta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HTTP part: throughput under gunicorn, the in-process breakdown, propagation."""
+    print(f"== HTTP under gunicorn -w 2 (W = {largest:,})", flush=True)
+    try:
+        http = http_bench.decision_api(url, dbmeta["token"], largest, HTTP_SECONDS, RESULTS)
+    except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
+        http = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        http["breakdown"] = http_bench.api_breakdown(url, dbmeta["token"], largest)
+    except Exception as exc:  # noqa: BLE001
+        http["breakdown"] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(f"== cross-process propagation (W = {largest:,})", flush=True)
+    try:
+        prop = http_bench.propagation(url, 40 if QUICK else 100, RESULTS)
+    except Exception as exc:  # noqa: BLE001
+        prop = {"error": f"{type(exc).__name__}: {exc}"}
+    return http, prop
+
+
+def main_http_only() -> None:
+    """Rerun the HTTP part on the previous run's largest size; keep everything else."""
+    path = os.path.join(RESULTS, "results.json")
+    with open(path, encoding="utf-8") as fh:
+        results = json.load(fh)
+    largest = max(int(w) for w in results["sizes"])
+    started = time.perf_counter()
+    url, dbmeta = ensure_database(largest)
+    http, prop = run_http(largest, url, dbmeta)
+    results["http"], results["propagation"] = http, prop
+    results["meta"]["http_rerun"] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": time.perf_counter() - started,
+        "http_seconds": HTTP_SECONDS,
+    }
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+    print(write_report(results, RESULTS))
 
 
 def main() -> None:
     """Run everything and write the results."""
+    if HTTP_ONLY:
+        main_http_only()
+        return
     os.makedirs(RESULTS, exist_ok=True)
     started = time.perf_counter()
     meta = {
@@ -81,20 +126,7 @@ def main() -> None:
         sizes[str(w)] = {"generate_s": gen_s, "ours": ours, "reference": ref}
     largest = max(SIZES)
     url, dbmeta = urls[largest]
-    print(f"== HTTP under gunicorn -w 2 (W = {largest:,})", flush=True)
-    try:
-        http = http_bench.decision_api(url, dbmeta["token"], largest, HTTP_SECONDS, RESULTS)
-    except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
-        http = {"error": f"{type(exc).__name__}: {exc}"}
-    try:
-        http["breakdown"] = http_bench.api_breakdown(url, dbmeta["token"], largest)
-    except Exception as exc:  # noqa: BLE001
-        http["breakdown"] = {"error": f"{type(exc).__name__}: {exc}"}
-    print(f"== cross-process propagation (W = {largest:,})", flush=True)
-    try:
-        prop = http_bench.propagation(url, 40 if QUICK else 100, RESULTS)
-    except Exception as exc:  # noqa: BLE001
-        prop = {"error": f"{type(exc).__name__}: {exc}"}
+    http, prop = run_http(largest, url, dbmeta)
     meta["total_s"] = time.perf_counter() - started
     results = {"meta": meta, "sizes": sizes, "http": http, "propagation": prop}
     with open(os.path.join(RESULTS, "results.json"), "w", encoding="utf-8") as fh:
