@@ -113,6 +113,19 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
     http = results.get("http", {})
     prop = results.get("propagation", {})
     lines += ["", "## HTTP (gunicorn -w 2, load generator on the same 2 cores) and propagation", ""]
+    rerun = results.get("meta", {}).get("http_rerun")
+    if rerun:
+        lines.append(
+            f"This section alone was rerun on {rerun.get('started')} (`BENCH_HTTP_ONLY=1`); the sections above are "
+            "from the run named at the top."
+        )
+        lines.append("")
+    if http.get("generator"):
+        lines.append(
+            f"Load generator: {http['generator']} "
+            + ("(C, one thread, keep-alive)." if http["generator"] == "wrk" else "(Python processes, keep-alive).")
+        )
+        lines.append("")
     if "error" in http:
         lines.append(f"HTTP benchmark failed: {http['error']}")
     else:
@@ -131,7 +144,8 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
         lines.append(
             f"- one `/v1/check` in-process (Flask test client): {_fmt(bd.get('request_ms'), ' ms')}; of which the "
             f"service-token lookup {_fmt(bd.get('token_lookup_ms'), ' ms')} and the subject lookup "
-            f"{_fmt(bd.get('subject_lookup_ms'), ' ms')} (a database round-trip each, in the API layer), the decision "
+            f"{_fmt(bd.get('subject_lookup_ms'), ' ms')} (both served from in-process caches / the engine when warm; "
+            "a database round-trip each on a miss), the decision "
             f"{_fmt((bd.get('engine_check_ms') or 0) * 1000, ' µs')}"
         )
     if "error" in prop:
