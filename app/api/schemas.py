@@ -175,6 +175,9 @@ class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
     revision: int | None = None
+    sync: dict[str, Any] | None = Field(
+        default=None, description="readiness only: engine revision and the cross-process listener's state"
+    )
 
 
 # -- policy API ---------------------------------------------------------------------------------
