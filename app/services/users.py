@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from app.errors import ConflictError, ValidationError
 from app.models import User
 
+from . import inputs
+
 _hasher = PasswordHasher()
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
@@ -77,12 +79,13 @@ def resolve_subject(session: Session, subject: object) -> User | None:
     if isinstance(subject, bool):
         return None
     if isinstance(subject, int):
-        return session.get(User, subject)
+        return session.get(User, subject) if inputs.is_id(subject) else None
     if not isinstance(subject, str) or not subject or len(subject) > 254:
         return None
     value = subject[5:] if subject.startswith("user:") else subject
-    if value.isdigit() and len(value) < 19:
-        return session.get(User, int(value))
-    if "@" in value:
+    if value[:1].isdigit():
+        uid = inputs.parse_id(value)  # ASCII digits within the id range only ("²" is a digit to isdigit)
+        return session.get(User, uid) if uid is not None else None
+    if "@" in value and inputs.text_problem(value, "name") is None:
         return by_email(session, value)
     return None
