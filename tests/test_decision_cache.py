@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from app.api import decision
 from app.extensions import db
 from app.models import User
-from app.services import tokens
+from app.services import tokens, ttlcache
 from tests.test_decision_api import CASES, World, create_user, make_token, post
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
 
@@ -32,8 +32,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(tokens, "_clock", c)
-    monkeypatch.setattr(decision, "_clock", c)
+    monkeypatch.setattr(ttlcache, "_clock", c)
     return c
 
 
@@ -199,7 +198,7 @@ def test_user_cache_is_bounded() -> None:
         cache.put_many({("id", i): f"user:{i}"}, cache.generation)
     assert len(cache) <= 10
     gen = cache.generation
-    cache.forget_email("a@b.c")
+    cache.discard(("email", "a@b.c"))
     cache.put_many({("id", 99): "user:99"}, gen)  # a lookup that started before an invalidation
     assert cache.get(("id", 99)) is None
 

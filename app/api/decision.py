@@ -12,14 +12,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-from flask import Blueprint, Response, current_app, has_app_context, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel
 from sqlalchemy import event, or_, select
 from sqlalchemy.orm import Session, object_session
@@ -51,6 +50,7 @@ from app.errors import (
     ValidationError,
 )
 from app.models import User
+from app.services.ttlcache import TTLCache, app_cache
 
 bp = Blueprint("decision", __name__, url_prefix="/v1")
 
@@ -168,66 +168,14 @@ DEFAULT_USER_CACHE_SECONDS = 5.0
 USER_CACHE_MAX = 100_000
 _USER_CACHE = "decision_user_cache"
 _PENDING_EMAILS = "decision_emails_changed"
-_clock = time.monotonic  # tests replace it to expire entries
 
 
-class UserCache:
-    """(kind, value) user reference → (expiry, user key); positive entries only, bounded."""
-
-    def __init__(self, ttl: float, max_entries: int = USER_CACHE_MAX) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[Ref, tuple[float, str]] = {}
-        self._lock = threading.Lock()
-        self.generation = 0  # bumped by every invalidation: older lookups are not cached
-
-    def get(self, ref: Ref) -> str | None:
-        entry = self._entries.get(ref)
-        if entry is None:
-            return None
-        if entry[0] <= _clock():
-            with self._lock:
-                if self._entries.get(ref) is entry:
-                    del self._entries[ref]
-            return None
-        return entry[1]
-
-    def put_many(self, found: dict[Ref, str], generation: int) -> None:
-        if self.ttl <= 0 or not found:
-            return
-        with self._lock:
-            if generation != self.generation:
-                return
-            if len(self._entries) + len(found) > self.max_entries:
-                self._entries.clear()
-            expires = _clock() + self.ttl
-            for ref, key in found.items():
-                self._entries[ref] = (expires, key)
-
-    def forget_email(self, email: str) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.pop(("email", email.lower()), None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+UserCache = TTLCache[Ref, str]
 
 
 def user_cache() -> UserCache | None:
     """The current app's user cache (None outside an app context)."""
-    if not has_app_context():
-        return None
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    found = app.extensions.get(_USER_CACHE)
-    if found is None:
-        ttl = float(app.config.get("USER_CACHE_SECONDS", DEFAULT_USER_CACHE_SECONDS))
-        found = app.extensions.setdefault(_USER_CACHE, UserCache(ttl))
-    return found  # type: ignore[no-any-return]
+    return app_cache(_USER_CACHE, "USER_CACHE_SECONDS", DEFAULT_USER_CACHE_SECONDS, USER_CACHE_MAX)
 
 
 def _forget_emails(emails: Iterable[object]) -> None:
@@ -235,7 +183,7 @@ def _forget_emails(emails: Iterable[object]) -> None:
     if cache is not None:
         for e in emails:
             if isinstance(e, str):
-                cache.forget_email(e)
+                cache.discard(("email", e.lower()))
 
 
 @event.listens_for(User.email, "set")

@@ -12,18 +12,17 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from flask import current_app, has_app_context
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.models import AuditEvent, ServiceToken, utcnow
+
+from .ttlcache import TTLCache, app_cache
 
 PREFIX = "lat_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,79}")
@@ -33,7 +32,6 @@ DEFAULT_CACHE_SECONDS = 5.0
 CACHE_MAX_ENTRIES = 4096
 _EXT = "token_cache"
 _PENDING = "tokens_revoked"
-_clock = time.monotonic  # tests replace it to expire entries
 
 
 @dataclass(frozen=True)
@@ -44,62 +42,12 @@ class TokenIdentity:
     name: str
 
 
-class TokenCache:
-    """SHA-256 of a live token → (expiry, identity); bounded, thread-safe, positive entries only."""
-
-    def __init__(self, ttl: float, max_entries: int = CACHE_MAX_ENTRIES) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, TokenIdentity]] = {}
-        self._lock = threading.Lock()
-        # Bumped by every discard: a lookup that started before a revoke never caches its answer.
-        self.generation = 0
-
-    def get(self, token_hash: str) -> TokenIdentity | None:
-        entry = self._entries.get(token_hash)
-        if entry is None:
-            return None
-        if entry[0] <= _clock():
-            with self._lock:
-                if self._entries.get(token_hash) is entry:
-                    del self._entries[token_hash]
-            return None
-        return entry[1]
-
-    def put(self, token_hash: str, identity: TokenIdentity, generation: int) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            if generation != self.generation:
-                return
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()  # only an attacker-free flood of live tokens gets here
-            self._entries[token_hash] = (_clock() + self.ttl, identity)
-
-    def discard(self, token_hash: str) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.pop(token_hash, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+TokenCache = TTLCache[str, TokenIdentity]
 
 
 def cache() -> TokenCache | None:
     """The current app's token cache (None outside an app context)."""
-    if not has_app_context():
-        return None
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    found = app.extensions.get(_EXT)
-    if found is None:
-        ttl = float(app.config.get("TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
-        found = app.extensions.setdefault(_EXT, TokenCache(ttl))
-    return found  # type: ignore[no-any-return]
+    return app_cache(_EXT, "TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS, CACHE_MAX_ENTRIES)
 
 
 def _forget(token_hash: str) -> None:

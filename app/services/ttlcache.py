@@ -1,0 +1,88 @@
+"""A per-process cache of positive lookups with a time-to-live and a generation guard.
+
+Used for service tokens and for user references of the decision API. Only answers that name
+something are stored; an invalidation bumps ``generation`` so that a lookup which started before
+it never stores its (possibly stale) answer afterwards. Bounded: a full cache starts over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable, Mapping
+from typing import Generic, TypeVar
+
+from flask import current_app, has_app_context
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+_clock = time.monotonic  # tests replace it to expire entries
+
+
+class TTLCache(Generic[K, V]):
+    """key → (expiry, value); thread-safe, positive entries only, at most ``max_entries``."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
+
+    def get(self, key: K) -> V | None:
+        """The live value for key, or None (expired entries are dropped)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= _clock():
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+            return None
+        return entry[1]
+
+    def put_many(self, found: Mapping[K, V], generation: int) -> None:
+        """Store answers looked up at ``generation`` (dropped if anything was invalidated since)."""
+        if self.ttl <= 0 or not found:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) + len(found) > self.max_entries:
+                self._entries.clear()
+            expires = _clock() + self.ttl
+            for key, value in found.items():
+                self._entries[key] = (expires, value)
+
+    def put(self, key: K, value: V, generation: int) -> None:
+        """Store one answer looked up at ``generation``."""
+        self.put_many({key: value}, generation)
+
+    def discard(self, *keys: K) -> None:
+        """Forget keys now; lookups already under way will not store their answers."""
+        with self._lock:
+            self.generation += 1
+            for key in keys:
+                self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self.generation += 1
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def app_cache(ext_key: str, ttl_config: str, default_ttl: float, max_entries: int) -> TTLCache[K, V] | None:
+    """The current app's cache under ``app.extensions[ext_key]`` (None outside an app context)."""
+    if not has_app_context():
+        return None
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    found = app.extensions.get(ext_key)
+    if found is None:
+        ttl = float(app.config.get(ttl_config, default_ttl))
+        found = app.extensions.setdefault(ext_key, TTLCache(ttl, max_entries))
+    return found  # type: ignore[no-any-return]
