@@ -34,6 +34,7 @@ policy-test: $(STAMP)
 	$(BIN)/flask policy test
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1) || echo "wrk not available: HTTP numbers use the Python load generator"
 	$(BIN)/python -m bench.run
 
 clean:
