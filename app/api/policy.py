@@ -259,6 +259,16 @@ def revision(number: int) -> Response:
 
 
 # -- proposing -----------------------------------------------------------------------------------
+def _draft_of_body() -> policy_edits.Draft:
+    """The request's proposal, validated against the live policy (nothing written)."""
+    from app.extensions import db
+
+    body = parse_body(ProposalIn)
+    d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
+    db.session.rollback()
+    return d
+
+
 @bp.post("/validate")
 @api_doc(
     "Validate a proposed change; every problem is listed.",
@@ -271,11 +281,7 @@ def revision(number: int) -> Response:
 @requires("propose_policy_change")
 def validate_change() -> Response:
     """Validate: shapes, unknown roles/actions, cycles, rank escalations, broken policy tests."""
-    from app.extensions import db
-
-    body = parse_body(ProposalIn)
-    d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
-    db.session.rollback()
+    d = _draft_of_body()
     return jsonify({"valid": d.valid, "revision": d.revision, "problems": d.problems})
 
 
@@ -293,11 +299,9 @@ def validate_change() -> Response:
 def preview() -> Response:
     """The flips of an edit and its impact on users and workspaces; 422 problem if the edit is invalid."""
     from app.errors import ValidationError
-    from app.extensions import authz, db
+    from app.extensions import authz
 
-    body = parse_body(ProposalIn)
-    d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
-    db.session.rollback()
+    d = _draft_of_body()
     if not d.valid:
         raise ValidationError("the change is invalid; nothing to preview", problems=d.problems, revision=d.revision)
     p = policy_edits.preview(d, authz.engine)

@@ -485,28 +485,16 @@ def apply(
     d.revision = handle.number
     if d.problems:
         raise ValidationError("the change is invalid", problems=d.problems)
-    policy_store.add_changes(session, handle, d.changes)
-    for pid in sorted(d.touched_documents):
-        policy_store.save_document(session, pid, d.documents[pid], handle.number)
-    session.add(
-        AuditEvent(
-            actor_id=actor_id,
-            action="policy.edit",
-            target="policy:" + ",".join(sorted(d.packs)),
-            before={
-                "revision": head,
-                "removed": [list(c.rule) for c in d.changes if c.op == "remove"],
-                "documents": {pid: d.documents_before[pid] for pid in sorted(d.touched_documents)},
-            },
-            after={
-                "added": [list(c.rule) for c in d.changes if c.op == "add"],
-                "documents": {pid: d.documents[pid] for pid in sorted(d.touched_documents)},
-                "message": message,
-            },
-            revision=handle.number,
-        )
+    _write(
+        session,
+        handle,
+        d,
+        actor_id,
+        "policy.edit",
+        "policy:" + ",".join(sorted(d.packs)),
+        d.documents_before,
+        {"message": message},
     )
-    session.flush()
     return d
 
 
@@ -522,7 +510,7 @@ def rollback(
     head = handle.number - 1
     if to_revision >= head:
         raise ValidationError(f"to_revision must be lower than the current revision {head}")
-    revision, documents, rules = current_state(session)
+    _, documents, rules = current_state(session)
     target = list(rules)
     present = set(rules)
     later = [(n, chs) for n, chs in policy_store.revisions_after(session, to_revision) if n < handle.number]
@@ -568,27 +556,50 @@ def rollback(
         d.problems.append(f"nothing to roll back: pack rules and documents already equal revision {to_revision}")
     if d.problems:
         raise ValidationError("cannot roll back", problems=d.problems)
+    _write(
+        session,
+        handle,
+        d,
+        actor_id,
+        "policy.rollback",
+        f"revision:{to_revision}",
+        documents,
+        {"to_revision": to_revision},
+    )
+    return d
+
+
+def _write(
+    session: Session,
+    handle: policy_store.WriteHandle,
+    d: Draft,
+    actor_id: int | None,
+    action: str,
+    target: str,
+    documents_before: Mapping[str, Any],
+    after_extra: Mapping[str, Any],
+) -> None:
+    """Write a validated draft under its revision: rules, touched documents, and the audit row."""
     policy_store.add_changes(session, handle, d.changes)
-    for pid in sorted(d.touched_documents):
+    touched = sorted(d.touched_documents)
+    for pid in touched:
         policy_store.save_document(session, pid, d.documents[pid], handle.number)
     session.add(
         AuditEvent(
             actor_id=actor_id,
-            action="policy.rollback",
-            target=f"revision:{to_revision}",
+            action=action,
+            target=target,
             before={
-                "revision": head,
+                "revision": handle.number - 1,
                 "removed": [list(c.rule) for c in d.changes if c.op == "remove"],
-                "documents": {pid: documents[pid] for pid in sorted(d.touched_documents)},
+                "documents": {pid: documents_before[pid] for pid in touched},
             },
             after={
-                "to_revision": to_revision,
+                **after_extra,
                 "added": [list(c.rule) for c in d.changes if c.op == "add"],
-                "documents": {pid: d.documents[pid] for pid in sorted(d.touched_documents)},
+                "documents": {pid: d.documents[pid] for pid in touched},
             },
             revision=handle.number,
         )
     )
     session.flush()
-    _ = revision
-    return d
