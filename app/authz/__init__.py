@@ -2,11 +2,13 @@
 
 from .engine import PolicyEngine, RuleChange, validate_request
 from .packs import Pack, PackError, PackSet, load_packs
+from .shapes import InvalidRuleError
 from .types import AccessRequest, Decision, Reason, ResourceFacts
 
 __all__ = [
     "AccessRequest",
     "Decision",
+    "InvalidRuleError",
     "Pack",
     "PackError",
     "PackSet",

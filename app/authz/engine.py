@@ -10,6 +10,10 @@ Casbin decides every request. What this module adds around it:
   construction, so the memo returns Casbin's answer without asking again. A role or group
   change changes the key, not the memo; a change to p-rules or inheritance clears it.
   ``tests/test_differential.py`` checks this against stock pycasbin on random requests;
+* refusal of every rule the writers refuse (``shapes.rule_problems``, raising ``InvalidRuleError``
+  from ``apply`` and at load): the memo key and the short-cuts are exact for the rule shapes the
+  writers write, and the engine holds no others, so it never answers differently from Casbin
+  (``shapes`` says why refusing beats a wider memo key);
 * stable reason codes for denials, and the role path for ``explain``.
 
 Pure: no Flask, no HTTP, no ORM session.
@@ -27,6 +31,7 @@ from .enforcer import IndexedEnforcer, rank_functions
 from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_local, valid_pack
 from .memo import MatcherPlan
 from .packs import Pack, PackSet, Rule
+from .shapes import FactCheck, InvalidRuleError, rule_problems
 from .types import RESOURCE_FIELDS, AccessRequest, Decision, Reason, ResourceFacts
 
 log = logging.getLogger("authz")
@@ -202,7 +207,6 @@ class PolicyEngine:
         self._pack_of_key = {p.key: p for p in packset.packs.values()}
         self._actions = {p.id: frozenset(a.id for a in p.actions) for p in packset.packs.values()}
         self._prefix = {p.id: f"role:{p.id}:" for p in packset.packs.values()}
-        self._roles_exact = True
         self._plan: MatcherPlan | None = None
         self._rank_fns = rank_functions(packset.packs)
         self._valid = _ValidCache()
@@ -222,16 +226,23 @@ class PolicyEngine:
 
         Rows may carry an empty third value for two-field types (``g4``/``g5`` as read by COPY).
         p-rules and role inheritance go through the normal path (they change the memo plan).
+        Raises InvalidRuleError on the first rule the writers would refuse (see ``shapes``).
         """
         links = {ptype: rm.link for ptype, rm in self._rms.items()}
         g_link = links["g"]
+        check = FactCheck().check
         n = 0
         structural = False
         for rule in facts:
             n += 1
             ptype = rule[0]
+            if ptype in ("g4", "g5") and len(rule) == 4 and rule[3] == "":
+                rule = rule[:3]
+            check(rule)
+            if ptype == "g4":
+                self._one_pack(rule[1], rule[2], {})
             if ptype == "g":
-                if rule[1].startswith("role:") or not rule[2].startswith("role:"):
+                if rule[1].startswith("role:"):
                     structural = self._apply_one(RuleChange("add", rule), rebuild=False) or structural
                 else:
                     g_link(rule[1], rule[2], rule[3])
@@ -287,13 +298,8 @@ class PolicyEngine:
             rm.add_link(*rule[1:])
         else:
             rm.delete_link(*rule[1:])
-        if ptype != "g":
-            return False
-        if not rule[2].startswith("role:") and self._roles_exact and change.op == "add":
-            # Someone inherits a non-role: direct roles no longer decide reachability.
-            self._roles_exact = False
-            return True
-        return rule[1].startswith("role:")
+        # Only role inheritance changes what direct roles reach (shapes: g holds no other links).
+        return ptype == "g" and rule[1].startswith("role:")
 
     def _rebuild_p(self) -> None:
         self.enforcer.set_p_rules(self._p_rules)
@@ -306,19 +312,54 @@ class PolicyEngine:
             [t.removeprefix("p_") for t in model["p"]["p"].tokens],
             functions,
             self.enforcer.p_rules(),
-            roles_exact=self._roles_exact,
         )
         self._memo = {}
 
     def apply(self, changes: Sequence[RuleChange], revision: int) -> None:
-        """Apply committed changes incrementally and move to ``revision``."""
+        """Apply committed changes incrementally and move to ``revision``.
+
+        Raises InvalidRuleError, before changing anything, if one change is a rule the writers
+        refuse or would give a workspace a second pack.
+        """
         with self._lock:
+            self._refuse(changes)
             structural = False
             for change in changes:
                 structural = self._apply_one(change) or structural
             if structural:
                 self._rebuild_p()
             self.revision = max(self.revision, revision)
+
+    def _refuse(self, changes: Sequence[RuleChange]) -> None:
+        """Raise InvalidRuleError listing every change of the batch the engine does not accept."""
+        problems: list[str] = []
+        packs: dict[str, set[str]] = {}
+        for change in changes:
+            rule = change.rule
+            if change.op not in ("add", "remove"):
+                problems.append(f"unknown operation {change.op!r}")
+                continue
+            found = rule_problems(rule)
+            problems.extend(found)
+            if not found and rule[0] == "g4":
+                try:
+                    self._one_pack(rule[1], rule[2], packs, change.op == "remove")
+                except InvalidRuleError as exc:
+                    problems.extend(exc.problems)
+        if problems:
+            raise InvalidRuleError(problems)
+
+    def _one_pack(self, ws: str, pack: str, pending: dict[str, set[str]], remove: bool = False) -> None:
+        """Track ws's packs (this batch's changes in pending); InvalidRuleError if it gets two."""
+        packs = pending.get(ws)
+        if packs is None:
+            packs = pending[ws] = set(self._rms["g4"].direct(ws, ""))
+        if remove:
+            packs.discard(pack)
+            return
+        packs.add(pack)
+        if len(packs) > 1:
+            raise InvalidRuleError([f"a workspace has one pack: {ws} -> {', '.join(sorted(packs))}"])
 
     def p_rules(self) -> list[Rule]:
         """Every p-rule, in priority order."""

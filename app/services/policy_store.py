@@ -17,7 +17,8 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.authz.engine import RuleChange
-from app.authz.packs import G_ARITY, P_FIELDS, Rule, format_rule, validate_rule
+from app.authz.packs import G_ARITY, P_FIELDS, Rule, format_rule
+from app.authz.shapes import rule_problems
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.models import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
 from app.models.policy import RULE_COLUMNS
@@ -52,11 +53,14 @@ def _match(rule: Rule) -> Any:
 
 
 def check_rule_shape(rule: Rule) -> list[str]:
-    """Problems with a rule's shape (field count, forbidden characters, identifiers)."""
-    problems: list[str] = []
-    if not rule or rule[0] not in ("p", *G_ARITY):
-        return [f"unknown rule type: {format_rule(rule)}"]
-    validate_rule(rule, problems)
+    """Problems with a rule's shape (field count, forbidden characters, what it links).
+
+    The engine refuses the same rules (``app.authz.shapes.rule_problems``; this adds the column
+    width), so nothing committed here can make it answer differently from Casbin.
+    """
+    problems = rule_problems(rule)
+    if problems:
+        return problems
     for v in rule[1:]:
         if len(v) > 255:
             problems.append("value longer than 255 characters")
@@ -99,6 +103,11 @@ def add_changes(session: Session, handle: WriteHandle, changes: Sequence[RuleCha
         if ch.op == "add":
             if rule_exists(session, ch.rule):
                 raise ConflictError(f"rule already exists: {format_rule(ch.rule)}")
+            if ch.rule[0] == "g4" and session.execute(
+                select(CasbinRule.id).where(CasbinRule.ptype == "g4", CasbinRule.v0 == ch.rule[1]).limit(1)
+            ).first():
+                # The engine refuses a second pack for a workspace too (PolicyEngine.apply).
+                raise ConflictError(f"workspace already has a pack: {format_rule(ch.rule)}")
             session.add(CasbinRule(**_row_values(ch.rule)))
             session.flush()
         elif ch.op == "remove":
