@@ -9,7 +9,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-policy_cli = AppGroup("policy", help="Policy packs: test, matrix, import, export, diff.")
+policy_cli = AppGroup("policy", help="Policy packs: test, verify, matrix, import, export, diff.")
 
 
 def _alembic_config() -> object:
@@ -30,7 +30,9 @@ def upgrade_database() -> int:
 
     command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
     if not policy_store.load_documents(db.session()):
-        policy_files.import_files(db.session(), file_packs(), message="initial import of policy/")
+        policy_files.import_files(
+            db.session(), file_packs(), message="initial import of policy/", policy_dir=current_app.config["POLICY_DIR"]
+        )
         db.session.commit()
     return policy_store.current_revision(db.session())
 
@@ -106,13 +108,40 @@ def policy_matrix(pack: str) -> None:
 
 @policy_cli.command("import")
 def policy_import() -> None:
-    """Make the database equal to policy/ files, as one revision."""
+    """Make the database equal to policy/ files, as one revision (refused if they fail verification)."""
+    from app.errors import ValidationError
     from app.extensions import db, file_packs
     from app.services import policy_files
 
-    rev = policy_files.import_files(db.session(), file_packs())
+    try:
+        rev = policy_files.import_files(db.session(), file_packs(), policy_dir=current_app.config["POLICY_DIR"])
+    except ValidationError as exc:
+        db.session.rollback()
+        click.echo(f"error: {exc}", err=True)
+        for problem in exc.extra.get("problems", []):
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
     db.session.commit()
     click.echo(f"imported as revision {rev}" if rev else "nothing to import: database equals policy/")
+
+
+@policy_cli.command("verify")
+@click.argument("pack", required=False)
+@click.option("--dir", "policy_dir", default=None, help="policy directory (default: the app's)")
+def policy_verify(pack: str | None, policy_dir: str | None) -> None:
+    """The escalation verifier: per pack, who may grant what, then PASS or counterexamples (exit 1)."""
+    from app.authz import delegation
+    from app.authz.packs import load_packs
+
+    packset = load_packs(Path(policy_dir or current_app.config["POLICY_DIR"]), current_app.config["MODEL_PATH"])
+    if pack is not None and pack not in packset.packs:
+        raise click.BadParameter(f"unknown pack {pack!r}; packs: {', '.join(sorted(packset.packs))}")
+    reports = delegation.verify(packset, [pack] if pack else None)
+    click.echo(delegation.render(packset, reports), nl=False)
+    failed = [r.pack for r in reports if not r.ok]
+    click.echo(f"{len(reports) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        sys.exit(1)
 
 
 @policy_cli.command("export")

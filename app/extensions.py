@@ -17,9 +17,9 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts
+from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
 from app.authz.packs import PackSet, is_pack_rule, load_packs, packset_from_documents
-from app.errors import ForbiddenError, UnavailableError
+from app.errors import ForbiddenError, UnavailableError, ValidationError
 from app.models import Base
 
 log = logging.getLogger("app.authz")
@@ -52,6 +52,7 @@ class Authz:
     def __init__(self) -> None:
         self._engines: weakref.WeakKeyDictionary[Flask, PolicyEngine] = weakref.WeakKeyDictionary()
         self._listeners: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
+        self._verification: weakref.WeakKeyDictionary[Flask, tuple[str, ...]] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask) -> None:
@@ -93,9 +94,20 @@ class Authz:
         with self._lock:
             with Session(db.engine) as session:
                 eng = self.build(session)
+            problems = tuple(delegation.problems(eng.packset))
+            if problems:
+                # Writers refuse such a policy; one that got into the database anyway is not served
+                # silently: logged, and /readyz answers 503 until it is fixed.
+                log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
+            self._verification[self._key()] = problems
             self._engines[self._key()] = eng
             log.info("policy loaded at revision %s", eng.revision)
             return eng
+
+    def verification_problems(self) -> tuple[str, ...]:
+        """The escalation verifier's counterexamples for the loaded policy (empty: it passes)."""
+        self.engine  # noqa: B018 - loads the engine (and its verdict) on first use
+        return self._verification.get(self._key(), ())
 
     def sync(self) -> int:
         """Apply every committed revision newer than the engine's; returns the new revision."""

@@ -50,7 +50,10 @@ def readyz() -> tuple[Response, int]:
     except Exception as exc:  # noqa: BLE001
         log.warning("readiness: policy not loaded: %s", exc)
         checks["policy"] = "not loaded"
-    ready = checks.get("database") == "ok" and checks.get("policy") == "loaded"
+    if checks["policy"] == "loaded":
+        # A stored policy that fails the escalation verifier is not served silently.
+        checks["verification"] = "fail" if authz.verification_problems() else "pass"
+    ready = checks.get("database") == "ok" and checks.get("policy") == "loaded" and checks.get("verification") == "pass"
     body = Health(status="ready" if ready else "unavailable", checks=checks, revision=revision)
     out = body.model_dump(exclude_none=True)
     try:

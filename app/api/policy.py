@@ -373,7 +373,14 @@ def rollback() -> tuple[Response, int]:
     user = _editor()
     session = db.session()
     try:
-        d = policy_edits.rollback(session, body.to_revision, _model_text(), actor_id=user.id, message=body.message)
+        d = policy_edits.rollback(
+            session,
+            body.to_revision,
+            _model_text(),
+            actor_id=user.id,
+            message=body.message,
+            policy_dir=current_app.config["POLICY_DIR"],
+        )
         session.commit()
     except Exception:
         session.rollback()

@@ -43,6 +43,7 @@ _SCOPE_REASON = {
     "owner": Reason.NOT_OWNER,
     "member_of": Reason.OUTSIDE_GROUP,
     "group": Reason.OUTSIDE_GROUP,
+    "into_group": Reason.OUTSIDE_GROUP,
     "team": Reason.OUTSIDE_TEAM,
     "rank": Reason.RANK_LIMIT,
 }
@@ -499,10 +500,21 @@ class PolicyEngine:
         return decision
 
     def _current_role(self, obj: ResourceFacts, dom: str) -> str:
-        """The target member's current workspace role, from the policy ("" if none)."""
+        """The target member's current role, from the policy ("" if none).
+
+        In a workspace: their workspace role. In a platform domain (``platform:<pack>``): the
+        platform role of that pack they hold in ``*`` (platform roles live there).
+        """
         if not obj.member:
             return ""
-        bucket = self._rms["g"].links.get(dom)
+        links = self._rms["g"].links
+        if dom.startswith("platform:"):
+            prefix = f"role:{dom[9:]}:"
+            star = links.get(PLATFORM_DOMAIN)
+            mine = star.get(obj.member, _NONE) if star is not None else _NONE
+            held = sorted(r for r in mine if r.startswith(prefix))
+            return held[0] if held else ""
+        bucket = links.get(dom)
         direct = bucket.get(obj.member) if bucket is not None else None
         return direct[0] if direct else ""
 
@@ -519,6 +531,9 @@ class PolicyEngine:
         off = self.features_off(req.domain)
         if all(row[5] != "-" and row[5] in off for row in candidates):
             return Reason.FEATURE_OFF.value
+        if req.obj.member and not req.obj.role:
+            # model.conf: a target member with no current role names nobody.
+            return Reason.UNKNOWN_MEMBER.value
         live = [row for row in candidates if row[5] == "-" or row[5] not in off]
         if matched is not None:
             # An explicit deny decided; an allow checked before it that failed its scope explains more.
@@ -529,8 +544,17 @@ class PolicyEngine:
             if row[6] == "allow" and row[4] != "any":
                 if row[4] == "rank" and req.obj.member == req.subject:
                     return Reason.SELF_CHANGE.value
+                if row[4] in ("group", "into_group") and self._outranked_in_group(req, row[4]):
+                    return Reason.RANK_LIMIT.value
                 return _SCOPE_REASON.get(row[4], Reason.NOT_PERMITTED).value
         return Reason.NOT_PERMITTED.value
+
+    def _outranked_in_group(self, req: AccessRequest, scope: str) -> bool:
+        """The subject manages the group (and the member is in it) but the member's rank is too high."""
+        obj, dom = req.obj, req.domain
+        if not obj.member or not self.g2.has_link(req.subject, obj.group, dom):
+            return False
+        return scope == "into_group" or bool(self.g3.has_link(obj.member, obj.group, dom))
 
     def role_path(self, subject: str, domain: str, target_role: str) -> tuple[str, ...]:
         """The chain subject → direct role → ... → target_role (shortest)."""

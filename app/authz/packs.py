@@ -31,9 +31,9 @@ from .identifiers import (
 Rule = tuple[str, ...]
 
 P_FIELDS = ("priority", "sub", "pack", "act", "scope", "feature", "eft")
-SCOPES = ("any", "assignee", "owner", "member_of", "group", "team", "rank")
+SCOPES = ("any", "assignee", "owner", "member_of", "group", "into_group", "team", "rank")
 # Scopes that limit a cell to the units a person manages print as "✅*" in the matrix.
-STARRED_SCOPES = ("group", "team")
+STARRED_SCOPES = ("group", "into_group", "team")
 G_ARITY = {"g": 3, "g2": 3, "g3": 3, "g4": 2, "g5": 2}
 
 

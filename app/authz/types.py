@@ -21,6 +21,7 @@ class Reason(StrEnum):
     OUTSIDE_GROUP = "outside_group"
     OUTSIDE_TEAM = "outside_team"
     RANK_LIMIT = "rank_limit"
+    UNKNOWN_MEMBER = "unknown_member"
     SELF_CHANGE = "self_change"
     FEATURE_OFF = "feature_off"
     UNKNOWN_WORKSPACE = "unknown_workspace"

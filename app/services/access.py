@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.authz import Decision, Pack, ResourceFacts
+from app.authz import Decision, Pack, Reason, ResourceFacts
 from app.authz.identifiers import group_key, team_key
 from app.errors import ForbiddenError, NotFoundError, ValidationError
 from app.extensions import authz
@@ -61,8 +61,17 @@ def has_operation(pack: Pack, ops: str | Sequence[str]) -> bool:
 def require(
     actor: User, ws: Workspace, ops: str | Sequence[str], facts: ResourceFacts | None = None, domain: str = ""
 ) -> Decision:
-    """Casbin's permission for actor in ws (or ``domain``); ForbiddenError if denied."""
-    return authz.require(actor.key, domain or ws.key, action_for(pack_of(ws), ops), facts or ResourceFacts())
+    """Casbin's permission for actor in ws (or ``domain``); ForbiddenError if denied.
+
+    A named member who is not one (reason ``unknown_member``) is NotFoundError: services check the
+    operation without a member first, so only an actor permitted to act on members learns that.
+    """
+    try:
+        return authz.require(actor.key, domain or ws.key, action_for(pack_of(ws), ops), facts or ResourceFacts())
+    except ForbiddenError as exc:
+        if facts is not None and facts.member and exc.extra.get("reason") == Reason.UNKNOWN_MEMBER.value:
+            raise NotFoundError("no such member in this workspace") from exc
+        raise
 
 
 def allowed(actor: User, ws: Workspace, ops: str | Sequence[str], facts: ResourceFacts | None = None) -> bool:

@@ -285,6 +285,9 @@ def add_people(
         access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name))
         g = get(session, ws, kind, name)
         people = _people(session, ws, ids)
+        for uid in ids:
+            # Each person is checked too: a teacher adds learners, not owners or other teachers (issue 8).
+            access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name, uid))
         if g.archived:
             raise ConflictError(f"the {kind} is archived")
         present = {gm.user_id for gm in links(session, g, relation)}

@@ -118,8 +118,9 @@ def invite(
         for email in emails:
             user = existing.get(email)
             if user is not None:
-                access.require(actor, ws, "invite", access.member_facts(user.id, new_role))
                 if membership(session, ws, user.id) is not None:
+                    # Acting on a member: the rank rules see their current role.
+                    access.require(actor, ws, "invite", access.member_facts(user.id, new_role))
                     conflicts.append({"email": email, "message": "already a member"})
             elif open_invitation(session, ws, email) is not None:
                 conflicts.append({"email": email, "message": "already invited"})

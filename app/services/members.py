@@ -222,17 +222,18 @@ def remove_members(session: Session, actor: User, ws: Workspace, raw_ids: object
     ids = _user_ids(raw_ids)
     try:
         handle = begin(session, actor, "member", f"remove {len(ids)} member(s) from {ws.key}")
-        for uid in ids:
-            access.require(actor, ws, "remove", access.member_facts(uid))
         rows = {
             m.user_id: m
             for m in session.scalars(
                 select(Membership).where(Membership.workspace_id == ws.id, Membership.user_id.in_(ids))
             ).unique()
         }
+        # The actor may remove members (checked above); which ids name nobody is theirs to know.
         missing = [uid for uid in ids if uid not in rows]
         if missing:
             raise NotFoundError("not members of this workspace", user_ids=missing)
+        for uid in ids:
+            access.require(actor, ws, "remove", access.member_facts(uid))
         if actor.id in rows and rows[actor.id].role == pack.owner_role:
             raise ConflictError("you cannot remove yourself as owner", invariant="self_owner")
         removed_owners = sum(1 for m in rows.values() if m.role == pack.owner_role and m.status == "accepted")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.authz import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, platform_domain
-from app.errors import ConflictError, NotFoundError
+from app.errors import ConflictError, ForbiddenError, NotFoundError
 from app.extensions import authz
 from app.models import User
 
@@ -56,7 +56,15 @@ def _change(session: Session, actor: User, pack_id: object, raw_role: object, ta
         raise NotFoundError("no such user")
     try:
         handle = begin(session, actor, "platform", f"{op} platform role {role} of {pack.id} for user:{target_id}")
-        authz.require(actor.key, domain, action, access.member_facts(target_id, pack.role_key(role)))
+        # A grant names no member (the target holds no role of the pack yet: the core would find
+        # nobody); a revoke acts on a holder, whose platform role the rank rules then see.
+        facts = access.member_facts(target_id if op == "revoke" else None, pack.role_key(role))
+        try:
+            authz.require(actor.key, domain, action, facts)
+        except ForbiddenError as exc:
+            if exc.extra.get("reason") == "unknown_member":
+                raise NotFoundError("the user does not hold this role") from exc
+            raise
         target = session.get(User, target_id)
         if target is None:
             raise NotFoundError("no such user")

@@ -3,9 +3,10 @@
 An edit is a list of :class:`Edit` (add/remove/replace a pack rule, add a role or an action to a
 pack). :func:`draft` applies it to copies of the stored documents and pack rules and lists every
 problem: rule shape, unknown roles/actions/features, inheritance cycles (the pack loader's own
-checks), rank escalations (a role that could newly grant, or act on, a role of equal or higher
-rank than its own, beyond the pack's grant exceptions), and policy tests of ``policy/tests`` that
-passed before the edit and fail after it. :func:`preview` adds the role × action decisions that
+checks), the escalation verifier's counterexamples (:mod:`app.authz.delegation`: a role that may
+grant a role holding rights it lacks, or grant or act on a role of equal or higher rank, beyond the
+pack's grant exceptions), and policy tests of ``policy/tests`` that passed before the edit and fail
+after it. A rollback's target state goes through the same checks. :func:`preview` adds the role × action decisions that
 flip, computed by two probe engines (before/after), and how many users in how many workspaces
 gain or lose each permission, from the live engine's memberships.
 
@@ -26,7 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.authz import PolicyEngine
+from app.authz import PolicyEngine, delegation
 from app.authz.engine import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, valid_action, valid_pack
 from app.authz.matrix import cell, probe_engine, rank_pairs
@@ -47,7 +48,6 @@ from app.models import AuditEvent, PolicyPack
 
 from . import policy_store
 
-GRANT_OPERATIONS = ("invite", "change_role", "remove", "transfer_ownership")
 MAX_TEST_FAILURES_LISTED = 50
 
 
@@ -247,11 +247,7 @@ def draft(session: Session, edits: Sequence[Edit], model_text: str, policy_dir: 
         d.after = packset_from_documents(d.documents, d.rules, model_text)
     except PackError as exc:
         d.problems.extend(exc.problems)
-    if d.before is not None and d.after is not None and not d.problems:
-        for pid in sorted(d.packs):
-            d.problems.extend(escalations(d.before, d.after, pid))
-        if policy_dir is not None:
-            d.problems.extend(broken_tests(d.before, d.after, Path(policy_dir), d.packs))
+    _verify(d, policy_dir)
     if not d.changes and not d.touched_documents and not d.problems:
         d.problems.append("the change changes nothing")
     return d
@@ -270,58 +266,13 @@ def _net(changes: list[RuleChange]) -> list[RuleChange]:
 
 
 # -- checks ------------------------------------------------------------------------------------------
-def grant_actions(pack: Pack) -> set[str]:
-    """Actions that grant or manage roles: rank-scoped ones, the assign action, member operations."""
-    out = {r[4] for r in pack.rules if r[0] == "p" and len(r) == 8 and r[5] == "rank"}
-    meta = pack.meta
-    if isinstance(meta.get("assign_action"), str):
-        out.add(meta["assign_action"])
-    ops = meta.get("operations") or {}
-    if isinstance(ops, Mapping):
-        out.update(str(ops[k]) for k in GRANT_OPERATIONS if k in ops)
-    return {a for a in out if pack.action(a) is not None}
-
-
-def escalations(before: PackSet, after: PackSet, pack_id: str) -> list[str]:
-    """Grants or managed targets of equal or higher rank that a role gains through the edit."""
-    pack_a = after.packs.get(pack_id)
-    if pack_a is None:
-        return []
-    pack_b = before.packs.get(pack_id)
-    eng_a = probe_engine(after, pack_a)
-    eng_b = probe_engine(before, pack_b) if pack_b is not None else None
-    rank = {r.id: r.rank for r in pack_a.roles}
-    # Exceptions come from the stored pack: an edit cannot grant itself a new exception.
-    grants = pack_b.grants if pack_b is not None else ()
-    may_grant = {g.role: set(g.may_grant) for g in grants}
-    may_manage = {g.role: set(g.may_manage) for g in grants}
-    actions = grant_actions(pack_a) | (grant_actions(pack_b) if pack_b else set())
-    problems: list[str] = []
-    for role in pack_a.roles:
-        for action in sorted(actions):
-            if pack_a.action(action) is None:
-                continue
-            now = rank_pairs(eng_a, pack_a, role.id, action)
-            was: frozenset[tuple[str, str]] = frozenset()
-            if eng_b is not None and pack_b is not None and pack_b.role(role.id) and pack_b.action(action):
-                was = rank_pairs(eng_b, pack_b, role.id, action)
-            granted = sorted(
-                {n for t, n in now - was if n and rank.get(n, 0) >= role.rank and n not in may_grant.get(role.id, ())}
-            )
-            managed = sorted(
-                {t for t, n in now - was if t and rank.get(t, 0) >= role.rank and t not in may_manage.get(role.id, ())}
-            )
-            if granted:
-                problems.append(
-                    f"{pack_id}: escalation: {role.id} (rank {role.rank}) could {action} granting "
-                    f"{', '.join(granted)} (equal or higher rank)"
-                )
-            if managed:
-                problems.append(
-                    f"{pack_id}: escalation: {role.id} (rank {role.rank}) could {action} on members holding "
-                    f"{', '.join(managed)} (equal or higher rank)"
-                )
-    return problems
+def _verify(d: Draft, policy_dir: Path | str | None) -> None:
+    """The checks every target state passes (edit or rollback): the escalation verifier, then policy tests."""
+    if d.before is None or d.after is None or d.problems:
+        return
+    d.problems.extend(delegation.problems(d.after, sorted(p for p in d.packs if p in d.after.packs)))
+    if policy_dir is not None and not d.problems:
+        d.problems.extend(broken_tests(d.before, d.after, Path(policy_dir), d.packs))
 
 
 def _suites(policy_dir: Path, packs: set[str]) -> list[PolicySuite]:
@@ -381,7 +332,7 @@ def broken_tests(before: PackSet, after: PackSet, policy_dir: Path, packs: set[s
 # -- preview ----------------------------------------------------------------------------------------
 def _cells(packset: PackSet, pack: Pack, roles: Iterable[str], actions: Iterable[str]) -> dict[tuple[str, str], str]:
     engine = probe_engine(packset, pack)
-    grants = grant_actions(pack)
+    grants = delegation.grant_actions(pack)
     out: dict[tuple[str, str], str] = {}
     for role in roles:
         for action in actions:
@@ -499,12 +450,18 @@ def apply(
 
 
 def rollback(
-    session: Session, to_revision: int, model_text: str, actor_id: int | None = None, message: str = ""
+    session: Session,
+    to_revision: int,
+    model_text: str,
+    actor_id: int | None = None,
+    message: str = "",
+    policy_dir: Path | str | None = None,
 ) -> Draft:
     """Return pack rules and documents to their state at ``to_revision``, as one new revision.
 
-    Facts (memberships, groups, features) are not touched. Raises ValidationError (revision out of
-    range, a document changed without a recorded before-state, the result does not load).
+    Facts (memberships, groups, features) are not touched. The target state is verified like any
+    edit (escalation verifier, policy tests). Raises ValidationError (revision out of range, a
+    document changed without a recorded before-state, the result does not load or fails a check).
     """
     handle = policy_store.begin_write(session, "policy-rollback", actor_id, message or f"roll back to {to_revision}")
     head = handle.number - 1
@@ -549,9 +506,11 @@ def rollback(
     d.touched_documents = {pid for pid in restored if d.documents[pid] != documents.get(pid)}
     d.packs |= d.touched_documents
     try:
+        d.before = packset_from_documents(documents, rules, model_text)
         d.after = packset_from_documents(d.documents, d.rules, model_text)
     except PackError as exc:
         d.problems.extend(exc.problems)
+    _verify(d, policy_dir)
     if not d.changes and not d.touched_documents and not d.problems:
         d.problems.append(f"nothing to roll back: pack rules and documents already equal revision {to_revision}")
     if d.problems:

@@ -9,8 +9,11 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
+from app.authz import delegation
 from app.authz.engine import RuleChange
 from app.authz.packs import PackSet, Rule, format_rule, is_pack_rule
+from app.authz.policytest import load_suite, run_suite, suite_files
+from app.errors import ValidationError
 
 from . import policy_store
 
@@ -53,11 +56,40 @@ def _pack_of(rule: Rule) -> str:
     return rule_pack(rule)
 
 
-def import_files(session: Session, files: PackSet, actor_id: int | None = None, message: str = "import policy/") -> int:
-    """Make the database equal to the files, as one revision; returns it (0 if nothing changed)."""
+def check_files(files: PackSet, policy_dir: Path | str | None = None) -> list[str]:
+    """What an import refuses: the escalation verifier's counterexamples and failing policy tests."""
+    problems = delegation.problems(files)
+    if policy_dir is not None:
+        for path in suite_files(Path(policy_dir)):
+            suite = load_suite(path)
+            if any(f[0] == "g4" and f[2][5:] not in files.packs for f in suite.facts):
+                continue
+            for res in run_suite(files, suite):
+                if not res.passed:
+                    problems.append(
+                        f"policy test fails: {res.case.id}: expected {res.case.expect} {res.case.reason}".rstrip()
+                        + f", got {res.got} ({res.got_reason})"
+                    )
+    return problems
+
+
+def import_files(
+    session: Session,
+    files: PackSet,
+    actor_id: int | None = None,
+    message: str = "import policy/",
+    policy_dir: Path | str | None = None,
+) -> int:
+    """Make the database equal to the files, as one revision; returns it (0 if nothing changed).
+
+    Raises ValidationError (nothing written) when the files fail :func:`check_files`.
+    """
     diffs = diff(session, files)
     if all(d.empty for d in diffs):
         return 0
+    problems = check_files(files, policy_dir)
+    if problems:
+        raise ValidationError("policy/ fails verification; nothing imported", problems=problems)
     handle = policy_store.begin_write(session, "import", actor_id, message)
     changes: list[RuleChange] = []
     for d in diffs:
