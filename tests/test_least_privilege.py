@@ -115,7 +115,8 @@ def test_cli_verify_and_import_refuse_a_bad_policy(app: Flask, tmp_path: Path) -
     runner = app.test_cli_runner()
     result = runner.invoke(args=["policy", "verify", "classroom", "--dir", str(pdir)])
     assert result.exit_code == 1
-    assert "FAIL classroom" in result.output and "teacher (rank 1) could change_user_roles granting owner" in result.output
+    assert "FAIL classroom" in result.output
+    assert "teacher (rank 1) could change_user_roles granting owner" in result.output
     app.config["POLICY_DIR"] = str(pdir)
     rev = policy_store.current_revision(db.session())
     result = runner.invoke(args=["policy", "import"])
@@ -186,7 +187,8 @@ def test_readyz_fails_on_a_stored_policy_that_fails_verification(client: FlaskCl
     assert client.get("/readyz").get_json()["checks"]["verification"] == "pass"
     session = db.session()
     handle = policy_store.begin_write(session, "import", None, "written around the checks")
-    policy_store.add_changes(session, handle, [RuleChange("add", tuple(x.strip() for x in TEACHER_ANY_ROLE.split(",")))])
+    bad = tuple(x.strip() for x in TEACHER_ANY_ROLE.split(","))
+    policy_store.add_changes(session, handle, [RuleChange("add", bad)])
     session.commit()
     authz.reload()
     resp = client.get("/readyz")
