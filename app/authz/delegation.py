@@ -100,7 +100,8 @@ class Violation:
                 f"{self.other} (rank {o.rank if o else '?'}: equal or higher rank){via}"
             )
         gains = "; ".join(f"{a} {s} [{line}]" for a, s, line in self.missing)
-        more = f" and {self.missing_total - len(self.missing)} more" if self.missing_total > len(self.missing) else ""
+        extra = self.missing_total - len(self.missing)
+        more = f" and {extra} more action{'s' if extra > 1 else ''}" if extra > 0 else ""
         return (
             f"{pack.id}: delegation: {self.role} may grant {self.other} through {self.action}{via}, "
             f"but {self.other} would gain what {self.role} lacks: {gains}{more}"
@@ -266,7 +267,12 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
                     continue
                 if rank[other] >= rank[role.id]:
                     report.violations.append(Violation("grant_rank", role.id, action, other, rules=_sorted(lines)))
-                missing = sorted(holds[other] - holds[role.id])
+                # One line per action the grantee would gain, in its first situation (widest first).
+                order = {s.label: n for n, s in enumerate(granting)}
+                first: dict[str, str] = {}
+                for act, label in sorted(holds[other] - holds[role.id], key=lambda x: (x[0], order[x[1]])):
+                    first.setdefault(act, label)
+                missing = sorted(first.items())
                 if missing:
                     shown = []
                     for act, label in missing[:MISSING_LISTED]:
