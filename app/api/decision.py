@@ -51,7 +51,7 @@ from app.models import User
 # these names stay importable from here for existing callers.
 from app.services.decisions import DEFAULT_USER_CACHE_SECONDS as DEFAULT_USER_CACHE_SECONDS
 from app.services.decisions import NO_ATTRIBUTES as _NO_ATTRIBUTES
-from app.services.decisions import NOBODY, decide, resolve_users
+from app.services.decisions import NOBODY, candidates, decide, resolve_users
 from app.services.decisions import Check as FastItem
 from app.services.decisions import CheckAttributes as FastAttributes
 from app.services.decisions import CheckResource as FastResource
@@ -420,22 +420,6 @@ def _decode_cursor(cursor: str) -> int:
         raise ValidationError(
             "invalid cursor", errors=[{"loc": ["query", "cursor"], "message": "use next_cursor as returned"}]
         ) from exc
-
-
-def candidates(eng: PolicyEngine, domain: str) -> list[tuple[int, str]]:
-    """(user id, via) of every workspace member and platform role holder of the pack, by id."""
-    pack = eng.pack_of(domain)
-    if pack is None:
-        return []
-    found: dict[int, str] = {}
-    for user in eng.members_of(domain):
-        if user.startswith("user:") and user[5:].isdigit():
-            found[int(user[5:])] = "workspace"
-    prefix = f"role:{pack.id}:"
-    for user, roles in eng.g.links.get("*", {}).items():
-        if user.startswith("user:") and user[5:].isdigit() and any(r.startswith(prefix) for r in roles):
-            found.setdefault(int(user[5:]), "platform")
-    return sorted(found.items())
 
 
 @bp.get("/who-can")

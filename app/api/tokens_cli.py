@@ -12,13 +12,14 @@ token_cli = AppGroup("token", help="Service tokens for the decision API.")
 
 @token_cli.command("create")
 @click.argument("name")
-def token_create(name: str) -> None:
+@click.option("--workspace", default=None, metavar="SLUG", help="default workspace of AuthZEN requests naming none")
+def token_create(name: str, workspace: str | None) -> None:
     """Create token NAME and print its secret (shown once; only its SHA-256 is stored)."""
     from app.extensions import db
     from app.services import tokens
 
     try:
-        _, secret = tokens.create_token(db.session(), name)
+        _, secret = tokens.create_token(db.session(), name, workspace=workspace)
         db.session.commit()
     except AppError as exc:
         db.session.rollback()
@@ -54,4 +55,5 @@ def token_list() -> None:
     for t in rows:
         state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        click.echo(f"{t.name}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}")
+        where = f"\tworkspace {t.workspace}" if t.workspace else ""
+        click.echo(f"{t.name}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}{where}")

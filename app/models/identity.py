@@ -19,6 +19,9 @@ class User(UserMixin, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     username: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # An identifier another system knows the user by (an identity provider's ``sub``, an AuthZEN
+    # subject id); resolvable wherever a user id or email is (app/services/decisions.py).
+    external_id: Mapped[str | None] = mapped_column(String(254), unique=True, default=None)
     display_name: Mapped[str] = mapped_column(String(120), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
@@ -64,3 +67,5 @@ class ServiceToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    # The workspace slug AuthZEN requests made with this token decide in when they name none.
+    workspace: Mapped[str | None] = mapped_column(String(64), default=None)

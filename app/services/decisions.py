@@ -29,6 +29,8 @@ NOBODY = "user:unknown"
 # nobody (it is not trimmed into a real user), so a malformed subject can never be allowed.
 _BAD_REF = re.compile(r"[\s\x00-\x1f\x7f,*]")
 MAX_USER_ID = 2**31 - 1  # users.id is an INTEGER column: larger ids name nobody (PostgreSQL refuses to compare them)
+# An external id: printable ASCII without ",", "*" or "@", not all digits, at most 254 characters.
+EXTERNAL_ID = re.compile(r"(?![0-9]+\Z)[\x21-\x29\x2b\x2d-\x3f\x41-\x7e]{1,254}")
 
 
 # -- what a surface hands over ---------------------------------------------------------------------
@@ -109,7 +111,12 @@ class Check:
 
 
 def user_ref(value: object) -> tuple[str, int | str] | None:
-    """("id", n) or ("email", address) for a user reference; None if it can name nobody."""
+    """("id", n), ("email", address) or ("ext", external id) for a user reference; None if it names nobody.
+
+    ASCII digits (or ``user:<digits>``) are a user id, a value with ``@`` is an email (any case),
+    anything else is an external id (exact match). External ids are therefore never all digits
+    and never hold ``@`` (``users.set_external_id`` refuses them).
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -126,7 +133,10 @@ def user_ref(value: object) -> tuple[str, int | str] | None:
             except UnicodeEncodeError:
                 return None
         return ("email", body.lower())
+    if body is value and EXTERNAL_ID.fullmatch(value):
+        return ("ext", value)
     return None
+
 
 Ref = tuple[str, int | str]
 
@@ -135,9 +145,9 @@ Ref = tuple[str, int | str]
 # written for existing users; so a ``user:<id>`` the engine holds a role for in the request's
 # workspace (or a platform role) is a real user, and needs no query. Everything else goes to the
 # users table once (one query per request), and positive answers are cached for
-# USER_CACHE_SECONDS (default 5 s): id → key and email → key. Negative answers are never cached,
-# so a user created a moment ago is found at once. An email change in this process drops both
-# addresses at once; one made by another process is seen here within the TTL.
+# USER_CACHE_SECONDS (default 5 s): id → key, email → key and external id → key. Negative answers
+# are never cached, so a user created a moment ago is found at once. An email or external id change
+# in this process drops both values at once; one made by another process is seen here within the TTL.
 DEFAULT_USER_CACHE_SECONDS = 5.0
 USER_CACHE_MAX = 100_000
 _USER_CACHE = "decision_user_cache"
@@ -152,27 +162,35 @@ def user_cache() -> UserCache | None:
     return app_cache(_USER_CACHE, "USER_CACHE_SECONDS", DEFAULT_USER_CACHE_SECONDS, USER_CACHE_MAX)
 
 
-def _forget_emails(emails: Iterable[object]) -> None:
+def _forget_refs(refs: Iterable[Ref]) -> None:
     cache = user_cache()
     if cache is not None:
-        for e in emails:
-            if isinstance(e, str):
-                cache.discard(("email", e.lower()))
+        for r in refs:
+            cache.discard(r)
 
 
-@event.listens_for(User.email, "set")
-def _email_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
-    changed = [v for v in (value, oldvalue) if isinstance(v, str)]
-    _forget_emails(changed)
+def _ref_changed(kind: str, target: User, value: object, oldvalue: object) -> None:
+    changed = [(kind, v.lower() if kind == "email" else v) for v in (value, oldvalue) if isinstance(v, str)]
+    _forget_refs(changed)
     session = object_session(target)
     if session is not None:
         session.info.setdefault(_PENDING_EMAILS, set()).update(changed)
 
 
+@event.listens_for(User.email, "set")
+def _email_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
+    _ref_changed("email", target, value, oldvalue)
+
+
+@event.listens_for(User.external_id, "set")
+def _external_id_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
+    _ref_changed("ext", target, value, oldvalue)
+
+
 @event.listens_for(Session, "after_commit")
 def _emails_committed(session: Session) -> None:
     # A lookup between the change and its commit read the old row: drop it again.
-    _forget_emails(session.info.pop(_PENDING_EMAILS, ()))
+    _forget_refs(session.info.pop(_PENDING_EMAILS, ()))
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -185,16 +203,21 @@ def _query_users(wanted: set[Ref]) -> dict[Ref, str]:
 
     ids = [v for k, v in wanted if k == "id"]
     emails = [v for k, v in wanted if k == "email"]
+    externals = [v for k, v in wanted if k == "ext"]
     conds = []
     if ids:
         conds.append(User.id.in_(ids))
     if emails:
         conds.append(User.email.in_(emails))
+    if externals:
+        conds.append(User.external_id.in_(externals))
     out: dict[Ref, str] = {}
-    for uid, email in db.session.execute(select(User.id, User.email).where(or_(*conds))):
+    for uid, email, ext in db.session.execute(select(User.id, User.email, User.external_id).where(or_(*conds))):
         key = f"user:{uid}"
         out[("id", int(uid))] = key
         out[("email", str(email).lower())] = key
+        if ext is not None:
+            out[("ext", str(ext))] = key
     return out
 
 
@@ -246,7 +269,6 @@ def resolve_user(value: object, eng: PolicyEngine | None = None, domain: str = "
 def domain_of(workspace: str) -> str:
     """The Casbin domain of a workspace slug (``ws:<slug>``; prefixed domains unchanged)."""
     return workspace if workspace.startswith(("ws:", "platform:")) else f"ws:{workspace}"
-
 
 
 def _scope_key(value: str | None, kind: str) -> str:
@@ -336,3 +358,30 @@ def decide(items: Sequence[CheckLike], eng: PolicyEngine, explain: bool = False)
         else:
             out.append(decide_one(prep.request))
     return out
+
+
+def candidates(eng: PolicyEngine, domain: str) -> list[tuple[int, str]]:
+    """(user id, via) of every workspace member and platform role holder of the pack, by id."""
+    pack = eng.pack_of(domain)
+    if pack is None:
+        return []
+    found: dict[int, str] = {}
+    for user in eng.members_of(domain):
+        if user.startswith("user:") and user[5:].isdigit():
+            found[int(user[5:])] = "workspace"
+    prefix = f"role:{pack.id}:"
+    for user, roles in eng.g.links.get("*", {}).items():
+        if user.startswith("user:") and user[5:].isdigit() and any(r.startswith(prefix) for r in roles):
+            found.setdefault(int(user[5:]), "platform")
+    return sorted(found.items())
+
+
+def user_handles(user_ids: Iterable[int]) -> dict[int, tuple[str, str | None]]:
+    """user id → (email, external id) for existing users, in one query."""
+    from app.extensions import db
+
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(select(User.id, User.email, User.external_id).where(User.id.in_(ids)))
+    return {int(uid): (str(email), ext) for uid, email, ext in rows}

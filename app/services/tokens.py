@@ -20,7 +20,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.errors import ConflictError, NotFoundError, ValidationError
-from app.models import AuditEvent, ServiceToken, utcnow
+from app.models import AuditEvent, ServiceToken, Workspace, utcnow
 
 from .ttlcache import TTLCache, app_cache
 
@@ -36,10 +36,11 @@ _PENDING = "tokens_revoked"
 
 @dataclass(frozen=True)
 class TokenIdentity:
-    """Who authenticated: the token's id and name (what the decision API needs)."""
+    """Who authenticated: the token's id, name and default workspace (what the decision APIs need)."""
 
     id: int
     name: str
+    workspace: str | None = None  # slug AuthZEN requests naming no workspace decide in
 
 
 TokenCache = TTLCache[str, TokenIdentity]
@@ -73,17 +74,28 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_token(session: Session, name: str, actor_id: int | None = None) -> tuple[ServiceToken, str]:
+def create_token(
+    session: Session, name: str, actor_id: int | None = None, workspace: str | None = None
+) -> tuple[ServiceToken, str]:
     """A new token row and its secret (returned once, never stored).
 
-    Raises ValidationError (bad name), ConflictError (name taken).
+    ``workspace`` (a slug, or ``ws:<slug>``) is where AuthZEN requests made with the token decide
+    when they name no workspace. Raises ValidationError (bad name), NotFoundError (no such
+    workspace), ConflictError (name taken).
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("token name: letters, digits, '.', '_' and '-', 1-80 characters")
+    slug = None
+    if workspace is not None:
+        slug = workspace[3:] if isinstance(workspace, str) and workspace.startswith("ws:") else workspace
+        if not isinstance(slug, str) or not 0 < len(slug) <= 64:
+            raise NotFoundError("no workspace by that slug")
+        if session.scalar(select(Workspace.id).where(Workspace.slug == slug)) is None:
+            raise NotFoundError(f"no workspace {slug!r}")
     if session.scalar(select(ServiceToken.id).where(ServiceToken.name == name)) is not None:
         raise ConflictError(f"a token named {name!r} already exists")
     secret = PREFIX + secrets.token_urlsafe(32)
-    row = ServiceToken(name=name, token_hash=hash_token(secret), created_by_id=actor_id)
+    row = ServiceToken(name=name, token_hash=hash_token(secret), created_by_id=actor_id, workspace=slug)
     session.add(row)
     session.add(AuditEvent(actor_id=actor_id, action="token.create", target=f"token:{name}"))
     session.flush()
@@ -130,7 +142,7 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == token_hash))
     if row is None or row.revoked_at is not None:
         return None
-    identity = TokenIdentity(int(row.id), str(row.name))
+    identity = TokenIdentity(int(row.id), str(row.name), row.workspace)
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         row.last_used_at = now

@@ -89,3 +89,23 @@ def resolve_subject(session: Session, subject: object) -> User | None:
     if "@" in value and inputs.text_problem(value, "name") is None:
         return by_email(session, value)
     return None
+
+
+def set_external_id(session: Session, user: User, external_id: str | None) -> None:
+    """Set (or clear, with None) the id another system knows the user by, e.g. an IdP's ``sub``.
+
+    Raises ValidationError (not printable ASCII, holds ``,*@``, all digits, over 254 characters:
+    such a value would read as a user id or an email) and ConflictError (another user has it).
+    """
+    from .decisions import EXTERNAL_ID
+
+    if external_id is not None:
+        if not isinstance(external_id, str) or not EXTERNAL_ID.fullmatch(external_id):
+            raise ValidationError(
+                "external id: 1-254 printable ASCII characters, not all digits, without ',', '*', '@' or spaces"
+            )
+        other = session.scalar(select(User.id).where(User.external_id == external_id))
+        if other is not None and other != user.id:
+            raise ConflictError("another user has this external id")
+    user.external_id = external_id
+    session.flush()
