@@ -23,12 +23,17 @@ from app.api.decision import parse_json_body as parse_body
 from app.api.schemas import (
     ApplyResult,
     ChangeIn,
+    ExplainIn,
+    ExplainResult,
+    MatrixQuery,
+    MatrixResult,
     ModelResult,
     PreviewResult,
     ProposalIn,
     RevisionsQuery,
     RevisionsResult,
     RollbackIn,
+    RollbackPreviewResult,
     RulesQuery,
     RulesResult,
     SessionResult,
@@ -220,16 +225,19 @@ def revisions() -> Response:
     stmt = select(PolicyRevision).order_by(PolicyRevision.id.desc()).limit(q.limit)
     if q.before and q.before <= MAX_ID:
         stmt = stmt.where(PolicyRevision.id < q.before)
+    rows = list(db.session.scalars(stmt))
+    emails = _emails({r.actor_id for r in rows if r.actor_id is not None})
     items = [
         {
             "id": r.id,
             "kind": r.kind,
             "message": r.message,
             "actor_id": r.actor_id,
+            "actor": emails.get(r.actor_id) if r.actor_id is not None else None,
             "created_at": _iso(r.created_at),
             "changes": len(r.changes or []),
         }
-        for r in db.session.scalars(stmt)
+        for r in rows
     ]
     return jsonify({"revision": policy_store.current_revision(db.session()), "items": items})
 
@@ -304,17 +312,126 @@ def preview() -> Response:
     d = _draft_of_body()
     if not d.valid:
         raise ValidationError("the change is invalid; nothing to preview", problems=d.problems, revision=d.revision)
-    p = policy_edits.preview(d, authz.engine)
-    return jsonify(
+    return jsonify(_preview_payload(policy_edits.preview(d, authz.engine)))
+
+
+def _emails(user_ids: set[int]) -> dict[int, str]:
+    from app.extensions import db
+
+    if not user_ids:
+        return {}
+    rows = db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all()
+    return {int(i): str(e) for i, e in rows}
+
+
+def _preview_payload(p: policy_edits.Preview) -> dict[str, Any]:
+    """A preview as JSON: flips with a sample of the people affected (emails), impact per action."""
+    d = p.draft
+    ids = {int(k[5:]) for f in p.flips for k in f.sample if k[5:].isdigit()}
+    emails = _emails(ids)
+    flips = []
+    for f in p.flips:
+        out = dict(f.__dict__)
+        out["sample"] = [emails.get(int(k[5:]), k) if k[5:].isdigit() else k for k in f.sample]
+        flips.append(out)
+    return {
+        "valid": d.valid,
+        "revision": d.revision,
+        "problems": list(d.problems),
+        "packs": sorted(d.packs),
+        "flips": flips,
+        "impact": [i.__dict__ for i in p.impact],
+    }
+
+
+@bp.get("/matrix")
+@api_doc(
+    "A pack's role × action table as the engine computes it, with each cell's direct rules.",
+    tags=["policy"],
+    query=MatrixQuery,
+    response=MatrixResult,
+    auth="session",
+    errors=(401, 403, 404, 422),
+)
+@requires("read_policy")
+def matrix() -> Response:
+    """The live matrix of one pack (what ``flask policy matrix`` prints), for the workbench."""
+    from app.authz.matrix import matrix_rows
+
+    q = parse_query(MatrixQuery)
+    eng = _engine(None)
+    pack = eng.packset.packs.get(q.pack)
+    if pack is None:
+        raise NotFoundError(f"unknown pack {q.pack[:64]!r}")
+    roles = [
+        {"id": r.id, "label": r.label, "rank": r.rank, "platform": r.platform}
+        for r in sorted(pack.roles, key=lambda r: (r.platform, r.rank))
+    ]
+    rows = matrix_rows(eng.packset, pack.id)
+    return jsonify({"revision": eng.revision, "pack": pack.id, "roles": roles, "rows": rows})
+
+
+@bp.post("/explain")
+@api_doc(
+    "Explain one decision (reason, matched rule, role path) at the live revision, or on a draft (changes).",
+    tags=["policy"],
+    body=ExplainIn,
+    response=ExplainResult,
+    auth="session",
+    errors=(400, 401, 403, 415, 422),
+)
+@requires("read_policy")
+def explain() -> Response:
+    """The playground: a check as the decision API answers it with ``explain``, live or on a draft."""
+    from app.errors import ValidationError
+    from app.extensions import authz, db
+    from app.services import decisions
+
+    body = parse_body(ExplainIn)
+    live = authz.engine
+    eng = live
+    problems: list[str] = []
+    if body.changes:
+        d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
+        db.session.rollback()
+        if d.after is None:
+            raise ValidationError("the draft does not load", problems=d.problems, revision=d.revision)
+        problems = [p for p in d.problems if p != "the change changes nothing"]
+        eng = policy_edits.draft_engine(d.after, live, decisions.domain_of(body.workspace))
+    decision = decisions.decide([body], eng, explain=True)[0]
+    out = decision.as_dict(explain=True)
+    out.update({"draft": bool(body.changes), "problems": problems})
+    return jsonify(out)
+
+
+@bp.post("/rollback/preview")
+@api_doc(
+    "What rolling back to a revision would do (verified like any edit): rules, flips, people. Nothing is written.",
+    tags=["policy"],
+    body=RollbackIn,
+    response=RollbackPreviewResult,
+    auth="session",
+    errors=(400, 401, 403, 415, 422),
+)
+@requires("propose_policy_change")
+def rollback_preview() -> Response:
+    """The preview shown before a rollback; ``valid: false`` lists why it would be refused."""
+    from app.extensions import authz, db
+
+    body = parse_body(RollbackIn)
+    d = policy_edits.rollback_draft(db.session(), body.to_revision, _model_text(), current_app.config["POLICY_DIR"])
+    if d.before is None and d.after is not None:
+        d.before = d.after
+    out = _preview_payload(policy_edits.preview(d, authz.engine))
+    out.update(
         {
-            "valid": True,
-            "revision": d.revision,
-            "problems": [],
-            "packs": sorted(d.packs),
-            "flips": [f.__dict__ for f in p.flips],
-            "impact": [i.__dict__ for i in p.impact],
+            "to_revision": body.to_revision,
+            "added": [list(c.rule) for c in d.changes if c.op == "add"],
+            "removed": [list(c.rule) for c in d.changes if c.op == "remove"],
+            "documents": sorted(d.touched_documents),
         }
     )
+    return jsonify(out)
 
 
 @bp.post("/apply")

@@ -271,6 +271,7 @@ class Flip(BaseModel):
     change: Literal["gain", "lose", "scope"]
     users: int
     workspaces: int
+    sample: list[str] = Field(default_factory=list, description="emails of up to 5 of the people affected")
 
 
 class Impact(BaseModel):
@@ -300,6 +301,43 @@ class PreviewResult(ValidationResult):
     impact: list[Impact]
 
 
+class MatrixQuery(QueryModel):
+    """``GET /v1/policy/matrix``."""
+
+    pack: Annotated[str, Field(max_length=64)]
+
+
+class MatrixResult(BaseModel):
+    """A pack's role × action table computed by the engine: ✅, ✅* (only in a managed scope), ✅† / —."""
+
+    revision: int
+    pack: str
+    roles: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+
+
+class ExplainIn(CheckItem):
+    """``POST /v1/policy/explain``: a check explained at the live revision, or at a draft (``changes``)."""
+
+    changes: Annotated[list[ChangeIn], Field(default_factory=list, max_length=500)]
+
+
+class ExplainResult(CheckResult):
+    """The decision, the matched rule and the role path; ``draft`` when decided on a draft."""
+
+    draft: bool = False
+    problems: list[str] = Field(default_factory=list, description="what is wrong with the draft, if any")
+
+
+class RollbackPreviewResult(PreviewResult):
+    """What a rollback would change: rules added and removed, the cells that flip, who is affected."""
+
+    to_revision: int
+    added: list[list[str]]
+    removed: list[list[str]]
+    documents: list[str]
+
+
 class ApplyResult(BaseModel):
     """The new revision."""
 
@@ -315,6 +353,7 @@ class RevisionOut(BaseModel):
     kind: str
     message: str
     actor_id: int | None
+    actor: str | None = Field(None, description="the author's email")
     created_at: str
     changes: int
 

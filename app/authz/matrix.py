@@ -87,3 +87,27 @@ def matrix_markdown(packset: PackSet, pack_id: str, columns: list[str] | None = 
         cells = [cell(engine, pack, c, action.id) for c in cols]
         lines.append("| " + " | ".join([action.label, *cells]) + " |")
     return "\n".join(lines)
+
+
+def matrix_rows(packset: PackSet, pack_id: str) -> list[dict[str, object]]:
+    """Every action of a pack with its cell per role (workspace and platform roles) and direct rules."""
+    pack = packset.packs[pack_id]
+    engine = probe_engine(packset, pack)
+    direct: dict[tuple[str, str], list[str]] = {}
+    for rule in pack.rules:
+        if rule[0] == "p" and len(rule) == 8:
+            direct.setdefault((rule[2], rule[4]), []).append(", ".join(rule))
+    rows: list[dict[str, object]] = []
+    for action in pack.actions:
+        rows.append(
+            {
+                "action": action.id,
+                "label": action.label,
+                "section": action.section,
+                "source": action.source or action.derived_from,
+                "feature": action.feature or None,
+                "cells": {r.id: cell(engine, pack, r.id, action.id) for r in pack.roles},
+                "rules": {r.id: direct.get((pack.role_key(r.id), action.id), []) for r in pack.roles},
+            }
+        )
+    return rows

@@ -49,6 +49,7 @@ from app.models import AuditEvent, PolicyPack
 from . import policy_store
 
 MAX_TEST_FAILURES_LISTED = 50
+SAMPLE = 5
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Flip:
     change: str  # gain | lose | scope
     users: int = 0
     workspaces: int = 0
+    sample: tuple[str, ...] = ()  # up to SAMPLE user keys of the people affected
 
 
 @dataclass(frozen=True)
@@ -395,7 +397,8 @@ def preview(d: Draft, live: PolicyEngine) -> Preview:
                     continue
                 change = "gain" if b == "—" else "lose" if a == "—" else "scope"
                 users, wss = who.get(role, (set(), set()))
-                flips.append(Flip(pid, role, action, b, a, change, len(users), len(wss)))
+                sample = tuple(sorted(users, key=lambda k: (len(k), k))[:SAMPLE])
+                flips.append(Flip(pid, role, action, b, a, change, len(users), len(wss), sample))
                 if change in ("gain", "lose"):
                     bucket = per_action.setdefault(action, {"gain": (set(), set()), "lose": (set(), set())})
                     bucket[change][0].update(users)
@@ -412,6 +415,37 @@ def preview(d: Draft, live: PolicyEngine) -> Preview:
                 )
             )
     return Preview(d, flips, impact)
+
+
+def draft_engine(after: PackSet, live: PolicyEngine, domain: str) -> PolicyEngine:
+    """An engine of drafted packs holding the live facts of one workspace and every platform role.
+
+    For the playground: how the draft would decide for the real people of that workspace.
+    """
+    g = live.g.links
+    facts: list[Rule] = []
+    for ptype in ("g4", "g5"):
+        facts += [(ptype, domain, v) for v in live.enforcer.rm(ptype).links.get("", {}).get(domain, ())]
+    for dom in (domain, PLATFORM_DOMAIN):
+        facts += [("g", u, r, dom) for u, roles in g.get(dom, {}).items() if u.startswith("user:") for r in roles]
+    for ptype in ("g2", "g3"):
+        facts += [
+            (ptype, u, unit, domain)
+            for u, units in live.enforcer.rm(ptype).links.get(domain, {}).items()
+            for unit in units
+        ]
+    return PolicyEngine(after, facts, live.revision)
+
+
+def rollback_draft(session: Session, to_revision: int, model_text: str, policy_dir: Path | str | None) -> Draft:
+    """What rolling back to ``to_revision`` would do, verified; nothing is written (caller rolls back).
+
+    Raises ValidationError like :func:`rollback` when the target is out of range.
+    """
+    try:
+        return rollback(session, to_revision, model_text, None, "preview", policy_dir, dry_run=True)
+    finally:
+        session.rollback()
 
 
 # -- writes ------------------------------------------------------------------------------------------
@@ -456,8 +490,11 @@ def rollback(
     actor_id: int | None = None,
     message: str = "",
     policy_dir: Path | str | None = None,
+    dry_run: bool = False,
 ) -> Draft:
     """Return pack rules and documents to their state at ``to_revision``, as one new revision.
+
+    With ``dry_run`` the verified draft is returned with its problems and nothing is written.
 
     Facts (memberships, groups, features) are not touched. The target state is verified like any
     edit (escalation verifier, policy tests). Raises ValidationError (revision out of range, a
@@ -513,6 +550,8 @@ def rollback(
     _verify(d, policy_dir)
     if not d.changes and not d.touched_documents and not d.problems:
         d.problems.append(f"nothing to roll back: pack rules and documents already equal revision {to_revision}")
+    if dry_run:
+        return d
     if d.problems:
         raise ValidationError("cannot roll back", problems=d.problems)
     _write(

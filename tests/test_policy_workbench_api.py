@@ -1,0 +1,106 @@
+"""The policy workbench's endpoints: matrix, explain (live and on a draft), rollback preview, samples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from app.extensions import authz, db
+from app.services import policy_store
+from tests.factories import WebClient, fast_password_hashing, seed_demo, web_client
+
+REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
+TEACHER_ANY_ROLE = "p, 90, role:classroom:teacher, pack:classroom, change_user_roles, any, -, allow"
+
+
+@pytest.fixture
+def demo(app: Flask) -> Iterator[Flask]:
+    fast_password_hashing()
+    seed_demo()
+    yield app
+
+
+def csrf(wc: WebClient) -> dict[str, str]:
+    return {"X-CSRFToken": wc.get("/v1/policy/session").get_json()["csrf_token"]}
+
+
+def test_matrix_is_the_engines_table_with_direct_rules(demo: Flask) -> None:
+    wc = web_client(demo, "policy_viewer@service.example")
+    resp = wc.get("/v1/policy/matrix", query_string={"pack": "simulations"})
+    assert resp.status_code == 200, resp.get_json()
+    out = resp.get_json()
+    rows = {r["action"]: r for r in out["rows"]}
+    assert rows["launch_own_simulations"]["cells"]["reviewer"] == "—"
+    assert rows["launch_own_simulations"]["cells"]["learner"] == "✅"  # (assignee scope, still allowed)
+    assert any("deny" in line for line in rows["launch_own_simulations"]["rules"]["reviewer"])
+    spend = rows["view_ai_spend"]["cells"]
+    assert spend == {r: ("✅" if r in ("owner", "admin") else "—") for r in spend}
+    assert [r["id"] for r in out["roles"]][-1] == "admin"  # workspace roles by rank, then platform roles
+    assert wc.get("/v1/policy/matrix", query_string={"pack": "nope"}).status_code == 404
+    assert wc.get("/v1/policy/matrix").status_code == 422
+    assert web_client(demo, "learner@classroom.example").get("/v1/policy/matrix?pack=simulations").status_code == 403
+
+
+def test_explain_live_and_on_a_draft(demo: Flask) -> None:
+    wc = web_client(demo, "policy_viewer@service.example")
+    check = {
+        "subject": "reviewer@simulations.example",
+        "workspace": "simulations-demo",
+        "action": "launch_own_simulations",
+    }
+    out = wc.post("/v1/policy/explain", json=check, headers=csrf(wc)).get_json()
+    assert out["allowed"] is False and out["reason"] == "denied_by_policy" and out["draft"] is False
+    assert out["rule"][-1] == "deny" and out["role_path"][-1] == "role:simulations:reviewer"
+    spend = {**check, "action": "view_ai_spend"}
+    assert wc.post("/v1/policy/explain", json=spend, headers=csrf(wc)).get_json()["allowed"] is False
+    drafted = {**spend, "changes": [{"op": "add", "rule": REVIEWER_AI_SPEND}]}
+    out = wc.post("/v1/policy/explain", json=drafted, headers=csrf(wc)).get_json()
+    assert out["allowed"] is True and out["draft"] is True and out["problems"] == []
+    assert out["rule"] == ["p", *[x.strip() for x in REVIEWER_AI_SPEND.split(",")][1:]]
+    # The draft is never the live policy.
+    assert not authz.check(out["role_path"][0], "ws:simulations-demo", "view_ai_spend").allowed
+    # A draft that fails verification is still explained, with its problems.
+    bad = {"subject": "teacher@classroom.example", "workspace": "classroom-demo", "action": "change_user_roles",
+           "changes": [{"op": "add", "rule": TEACHER_ANY_ROLE}]}
+    out = wc.post("/v1/policy/explain", json=bad, headers=csrf(wc)).get_json()
+    assert out["allowed"] is True and any("escalation: teacher" in p for p in out["problems"])
+    # A malformed change is left out of the draft and named.
+    resp = wc.post("/v1/policy/explain", json={**check, "changes": [{"op": "add", "rule": "p, x"}]}, headers=csrf(wc))
+    assert resp.status_code == 200 and resp.get_json()["allowed"] is False
+    assert any("p rule needs 7 fields" in p for p in resp.get_json()["problems"]), resp.get_json()
+    assert wc.post("/v1/policy/explain", json={"subject": 1}, headers=csrf(wc)).status_code == 422
+
+
+def test_preview_names_a_sample_of_the_people_affected(demo: Flask) -> None:
+    wc = web_client(demo, "policy_editor@service.example")
+    out = wc.post("/v1/policy/preview", json={"changes": [{"op": "add", "rule": REVIEWER_AI_SPEND}]}, headers=csrf(wc))
+    flips = out.get_json()["flips"]
+    assert flips[0]["sample"] == ["reviewer@simulations.example"] and flips[0]["users"] == 1
+
+
+def test_rollback_preview_shows_what_a_rollback_would_do_and_writes_nothing(demo: Flask) -> None:
+    admin = web_client(demo, "policy_admin@service.example")
+    before = policy_store.current_revision(db.session())
+    change = {"changes": [{"op": "add", "rule": REVIEWER_AI_SPEND}]}
+    resp = admin.post("/v1/policy/apply", json=change, headers=csrf(admin))
+    assert resp.status_code == 201, resp.get_json()
+    head = policy_store.current_revision(db.session())
+    editor = web_client(demo, "policy_editor@service.example")
+    out = editor.post("/v1/policy/rollback/preview", json={"to_revision": before}, headers=csrf(editor)).get_json()
+    assert out["valid"] is True and out["to_revision"] == before
+    assert out["removed"] == [[x.strip() for x in REVIEWER_AI_SPEND.split(",")]] and out["added"] == []
+    assert [(f["role"], f["action"], f["change"]) for f in out["flips"]] == [("reviewer", "view_ai_spend", "lose")]
+    assert policy_store.current_revision(db.session()) == head
+    assert authz.check(f"user:{_uid('reviewer@simulations.example')}", "ws:simulations-demo", "view_ai_spend").allowed
+    resp = editor.post("/v1/policy/rollback/preview", json={"to_revision": head + 5}, headers=csrf(editor))
+    assert resp.status_code == 422
+    out = admin.get("/v1/policy/revisions", query_string={"limit": 1}).get_json()
+    assert out["items"][0]["actor"] == "policy_admin@service.example"
+
+
+def _uid(email: str) -> int:
+    from tests.factories import uid
+
+    return uid(email)
