@@ -31,6 +31,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     blueprints.register(app)
 
+    from . import security
+
+    security.init_app(app)  # after the blueprints: its rate limits wrap registered views
+
     from .cli import register_cli
 
     register_cli(app)

@@ -22,8 +22,26 @@ DEFAULTS: dict[str, Any] = {
     "SMTP_PORT": 25,
     "PUBLIC_URL": "http://127.0.0.1:5000",
     "INVITATION_TTL_HOURS": 72,
-    "LOGIN_MAX_FAILURES": 5,
-    "LOGIN_WINDOW_SECONDS": 900,
+    "EMAIL_CHANGE_TTL_HOURS": 24,
+    # Server-side sessions: ended by sign-out, after this long in total, or after this long unused.
+    "SESSION_ABSOLUTE_SECONDS": 12 * 3600,
+    "SESSION_IDLE_SECONDS": 2 * 3600,
+    "SESSION_TOUCH_SECONDS": 60,  # how often a session's last_seen_at is written (idle lifetime resolution)
+    # Reverse proxies in front of the app (X-Forwarded-For hops to trust); 0 = clients connect directly.
+    "TRUSTED_PROXIES": 0,
+    "SECURE_COOKIES": "auto",  # auto (= PUBLIC_URL is https) | true | false; also turns on HSTS
+    "HSTS_SECONDS": 365 * 24 * 3600,
+    # Rate limits (Flask-Limiter syntax; layered windows = back-off). Failed sign-ins only:
+    "SIGNIN_LIMIT_ACCOUNT_CLIENT": "5 per minute; 10 per hour; 20 per day",
+    "SIGNIN_LIMIT_CLIENT": "20 per minute; 100 per hour; 500 per day",
+    # Every request, per client on the web-client API, per token on the decision API:
+    "API_RATE_LIMIT": "3000 per minute",
+    "DECISION_RATE_LIMIT": "600000 per minute",
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_STORAGE_URI": "memory://",  # redis://127.0.0.1:6379 shares the counters between hosts
+    "RATELIMIT_KEY_PREFIX": "learnauthz",
+    "RATELIMIT_SWALLOW_ERRORS": True,  # storage down: fall back to per-process memory counters
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "BATCH_MAX_CHECKS": 1000,
     "MIN_REVISION_WAIT_SECONDS": 2.0,
     "DECISION_LOG_SAMPLE": 0.0,

@@ -133,10 +133,34 @@ class Authz:
             return eng.revision
 
     def wait_for(self, min_revision: int, timeout: float | None = None) -> PolicyEngine:
-        """The engine once it has reached min_revision; UnavailableError after a bounded wait."""
+        """The engine once it has reached min_revision.
+
+        A revision past the database's committed head does not exist yet: ValidationError at
+        once, so no request can hold a worker waiting for it. An existing revision is one sync
+        away; UnavailableError after a bounded wait (or when the database cannot be read).
+        """
         eng = self.engine
         if eng.revision >= min_revision:
             return eng
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from app.services import policy_store
+
+        try:
+            with Session(db.engine) as session:
+                head = policy_store.current_revision(session)
+        except SQLAlchemyError:
+            raise UnavailableError(
+                f"policy revision {min_revision} not reached (at {eng.revision}) and the database is unreachable",
+                revision=eng.revision,
+            ) from None
+        if min_revision > head:
+            raise ValidationError(
+                f"policy revision {min_revision} does not exist yet (the newest is {head})",
+                errors=[{"loc": ["min_revision"], "message": f"at most {head}"}],
+                revision=eng.revision,
+                head=head,
+            )
         limit = timeout if timeout is not None else float(current_app.config["MIN_REVISION_WAIT_SECONDS"])
         deadline = time.monotonic() + limit
         while True:

@@ -72,7 +72,10 @@ class WebClient:
     def _send(self, method: str, url: str, json: Any = None, **kw: Any) -> Any:
         headers = {"X-CSRFToken": self.csrf(), **kw.pop("headers", {})}
         self._fresh_g()
-        return self.client.open(url, method=method, json=json, headers=headers, **kw)
+        resp = self.client.open(url, method=method, json=json, headers=headers, **kw)
+        if url in ("/api/auth/signin", "/api/auth/signup") and resp.status_code in (200, 201):
+            self.token = resp.get_json()["csrf_token"]  # rotated at sign-in
+        return resp
 
     def post(self, url: str, json: Any = None, **kw: Any) -> Any:
         """POST with CSRF."""

@@ -239,7 +239,7 @@ def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tm
     browser.css("#invite-emails").send_keys("learner@academy.example,\nnew.person@example.org")
     Select(browser.css("#invite-role")).select_by_value("teacher")
     browser.css("#invite-form button[type=submit]").click()
-    text = browser.wait_message("Added as pending")
+    text = browser.wait_message("Invited")  # one answer for both (issue 9: no account existence)
     assert "learner@academy.example" in text and "new.person@example.org" in text
     browser.wait(lambda d: "learner@academy.example" in browser.member_emails())
     assert "pending" in browser.row("learner@academy.example").text
@@ -399,3 +399,78 @@ def test_profile_and_sign_out(browser: Browser) -> None:
     browser.wait(lambda d: "/login" in d.current_url)
     browser.d.get(browser.base + "/")
     browser.wait(lambda d: "/login" in d.current_url)
+
+
+@pytest.mark.parametrize(
+    "next_path",
+    [
+        "/%09/evil.example/pwned",  # issue 9 (3): Chromium drops the TAB and went to http://evil.example/pwned
+        "/%0A/evil.example/pwned",
+        "/%5Cevil.example/pwned",  # a backslash: Chromium reads it as "/"
+        "//evil.example/pwned",
+        "https://evil.example/pwned",
+    ],
+)
+def test_sign_in_never_redirects_off_site(browser: Browser, next_path: str) -> None:
+    browser.sign_in("learner@classroom.example", next_path=next_path)
+    browser.wait(
+        lambda d: (
+            d.current_url.rstrip("/") == browser.base
+            and d.execute_script("return document.body.dataset.page === 'home'")
+        )
+    )
+    assert "evil.example" not in browser.d.current_url
+
+
+def test_docs_render_under_the_csp(browser: Browser) -> None:
+    """/docs has no inline script or style: under the strict CSP its files still render the spec."""
+    browser.d.get(browser.base + "/docs")
+    browser.wait(lambda d: len(browser.all("#out details")) > 20)
+    assert "learnauthz" in browser.css("#desc").text or browser.css("header h1").text == "learnauthz API"
+    color = browser.d.execute_script("return getComputedStyle(document.querySelector('header')).backgroundColor")
+    assert color == "rgb(29, 53, 87)"  # docs.css applied
+    logs = [e["message"] for e in browser.d.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert logs == []
+
+
+def test_profile_email_change_waits_and_sessions_end(browser: Browser, live_app: tuple[Flask, str]) -> None:
+    """The profile asks for an email change (it waits for the link), lists sessions, and signs out
+    the other ones; the other browser session is signed out for real."""
+    app, base = live_app
+    import requests
+
+    other = requests.Session()  # a second session of the same user, outside the browser
+    token = other.get(base + "/api/auth/csrf").json()["csrf_token"]
+    resp = other.post(
+        base + "/api/auth/signin",
+        json={"email": "learner2@classroom.example", "password": PASSWORD},
+        headers={"X-CSRFToken": token},
+    )
+    assert resp.status_code == 200
+    browser.sign_in("learner2@classroom.example")
+    browser.wait_page("home")
+    browser.go("/me")
+    browser.wait(lambda d: len(browser.all("#sessions tbody tr")) >= 2)
+    assert len(browser.all('#sessions tbody tr[data-current="1"]')) == 1
+
+    email = browser.css("#profile-form input[name=email]")
+    email.clear()
+    email.send_keys("l2@example.org")
+    browser.css("#profile-form input[name=current_password]").send_keys(PASSWORD)
+    browser.css("#profile-form button[type=submit]").click()
+    assert "follow the link" in browser.wait_message("follow the link")
+    assert browser.css("#profile-form input[name=email]").get_attribute("value") == "learner2@classroom.example"
+    assert "l2@example.org" in browser.css("#pending-email").text
+
+    browser.css("#signout-others").click()
+    browser.wait_message("Signed out")
+    browser.wait(lambda d: len(browser.all("#sessions tbody tr")) == 1)
+    assert other.get(base + "/api/auth/me").status_code == 401
+
+    # the link mailed to the new address, followed in the browser, makes the change
+    mails = [m for m in app.extensions["mail_memory"] if m["to"] == "l2@example.org"]
+    link = mails[-1]["body"].split("Confirm it: ", 1)[1].split()[0]
+    browser.d.get(link.replace("http://127.0.0.1", base))
+    browser.wait(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+    browser.css("#verify-email-form button[type=submit]").click()
+    assert "l2@example.org" in browser.wait_message("Your email address is now")

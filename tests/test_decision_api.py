@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
 
 from app.authz.engine import RuleChange
 from app.extensions import authz, db
@@ -372,19 +374,40 @@ def test_min_revision_reached_answers(client: FlaskClient, world: World) -> None
     assert status == 200
 
 
-def test_min_revision_timeout_is_503(client: FlaskClient, world: World, app: Flask) -> None:
-    app.config["MIN_REVISION_WAIT_SECONDS"] = 0.05
+def test_min_revision_past_the_head_is_refused_at_once(client: FlaskClient, world: World) -> None:
+    """Issue 9 (6): a revision the database does not have yet is a 422 at once, not a wait."""
     body = {"subject": world.uid("simulations.owner"), "workspace": "simulations-demo", "action": "view_dashboard"}
     future = authz.engine.revision + 100
+    start = time.monotonic()
     resp = client.post(
         "/v1/check", json={**body, "min_revision": future}, headers={"Authorization": f"Bearer {world.token}"}
     )
-    assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
-    assert resp.headers["Retry-After"] == "1" and resp.get_json()["revision"] == authz.engine.revision
+    assert time.monotonic() - start < 0.5
+    assert resp.status_code == 422 and resp.mimetype == "application/problem+json"
+    out = resp.get_json()
+    assert "does not exist yet" in out["detail"] and out["head"] == policy_store.current_revision(db.session())
     status, out = get(client, "/v1/permissions", world.token, subject=1, workspace="x", min_revision=future)
-    assert status == 503
+    assert status == 422
     status, out = post(client, "/v1/check?min_revision=abc", world.token, body)
     assert status == 422
+
+
+def test_min_revision_timeout_is_503(
+    client: FlaskClient, world: World, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An existing revision this process cannot reach in time (its sync is stuck): 503 after the bounded wait."""
+    app.config["MIN_REVISION_WAIT_SECONDS"] = 0.05
+    body = {"subject": world.uid("simulations.owner"), "workspace": "simulations-demo", "action": "view_dashboard"}
+    assert authz.engine.revision >= 0  # loaded before the commit below
+    with Session(db.engine) as other:  # another process commits; this one's sync is stuck
+        number = policy_store.begin_write(other, "test").number
+        other.commit()
+    monkeypatch.setattr(authz, "sync", lambda: authz.engine.revision)
+    resp = client.post(
+        "/v1/check", json={**body, "min_revision": number}, headers={"Authorization": f"Bearer {world.token}"}
+    )
+    assert resp.status_code == 503 and resp.mimetype == "application/problem+json"
+    assert resp.headers["Retry-After"] == "1" and resp.get_json()["revision"] == authz.engine.revision
 
 
 def test_min_revision_sees_a_commit_made_elsewhere(client: FlaskClient, world: World) -> None:

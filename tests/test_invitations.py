@@ -54,15 +54,11 @@ def test_existing_user_joins_pending_then_accepted_at_next_sign_in(demo: Flask) 
     resp = wc.post(f"{CLS}/invitations", json={"emails": "learner@academy.example", "role": "teacher"})
     assert resp.status_code == 201
     body = resp.get_json()
-    assert body["added"] == [
-        {
-            "email": "learner@academy.example",
-            "user_id": uid("learner@academy.example"),
-            "role": "teacher",
-            "status": "pending",
-        }
-    ]
-    assert body["invited"] == [] and body["revision"] == authz.engine.revision
+    # the same answer as for an unknown address (issue 9: no account existence, no user id)
+    assert body == {
+        "invited": [{"email": "learner@academy.example", "role": "teacher", "status": "invited"}],
+        "revision": authz.engine.revision,
+    }
     key = f"user:{uid('learner@academy.example')}"
     assert authz.engine.workspace_role(key, "ws:classroom-demo") == "role:classroom:teacher"
     assert demo.extensions["mail_memory"][-1]["to"] == "learner@academy.example"
@@ -79,7 +75,9 @@ def test_unknown_email_signs_up_once(demo: Flask) -> None:
     """A sign-up link creates the account, joins the workspace and signs in; the token is single-use."""
     wc = web_client(demo, "admin@classroom.example")
     resp = wc.post(f"{CLS}/invitations", json={"emails": "new.person@example.org", "role": "teacher"})
-    assert resp.status_code == 201 and resp.get_json()["invited"][0]["email"] == "new.person@example.org"
+    assert resp.status_code == 201 and resp.get_json()["invited"] == [
+        {"email": "new.person@example.org", "role": "teacher", "status": "invited"}
+    ]
     assert "token" not in str(resp.get_json())
     token = token_for(demo, "new.person@example.org")
     inv = db.session.query(Invitation).one()
@@ -202,6 +200,34 @@ def test_platform_operator_invites_across_companies(demo: Flask) -> None:
         "/api/workspaces/academy-demo/invitations", json={"emails": "boss2@example.org", "role": "company_admin"}
     )
     assert resp.status_code == 403 and resp.get_json()["reason"] == "rank_limit"
+
+
+def test_invitation_answers_reveal_no_account(demo: Flask) -> None:
+    """Issue 9 (4): inviting an address with an account elsewhere and one without answers alike:
+    same shape, same fields, no user id (the invitee's mail differs, the inviter's answer not)."""
+    wc = web_client(demo, "owner@classroom.example")
+    known = wc.post(f"{CLS}/invitations", json={"emails": "member@skills.example", "role": "teacher"})
+    unknown = wc.post(f"{CLS}/invitations", json={"emails": "nobody.yet@example.org", "role": "teacher"})
+    assert known.status_code == unknown.status_code == 201
+    k, u = known.get_json(), unknown.get_json()
+    assert set(k) == set(u) == {"invited", "revision"}
+    assert k["invited"][0].keys() == u["invited"][0].keys() == {"email", "role", "status"}
+    assert k["invited"][0]["status"] == u["invited"][0]["status"] == "invited"
+    assert u["revision"] == k["revision"] + 1  # both allocate a revision
+    assert str(uid("member@skills.example")) not in known.get_data(as_text=True)
+
+
+def test_sign_up_binds_the_invited_address(demo: Flask) -> None:
+    """Sign-up creates the account with the invited address; an email field in the body is ignored
+    (the link proves control of the invited address only)."""
+    wc = web_client(demo, "owner@classroom.example")
+    wc.post(f"{CLS}/invitations", json={"emails": "bound@example.org"})
+    token = token_for(demo, "bound@example.org")
+    resp = web_client(demo).post(
+        "/api/auth/signup", json={"token": token, "password": PASSWORD, "email": "x@evil.example"}
+    )
+    assert resp.status_code == 201 and resp.get_json()["email"] == "bound@example.org"
+    assert db.session.query(User).filter_by(email="x@evil.example").count() == 0
 
 
 def test_sign_up_with_taken_email_is_a_conflict(demo: Flask) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, insert, or_, select
 from app.authz.engine import RuleChange
 from app.extensions import authz, db
 from app.models import AuditEvent, CasbinRule, Membership, PolicyPack, User, Workspace
-from app.services import policy_store, tokens
+from app.services import policy_store, sessions, tokens
 from tests.factories import create_workspace
 
 REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
@@ -92,6 +92,8 @@ def editors(app: Flask) -> Editors:
 
 def signin(client: FlaskClient, user: User) -> str:
     """Sign the client in as user (session cookie); returns the CSRF token for changes."""
+    sessions.start(db.session(), user)  # a server-side session row: the cookie alone signs nobody in
+    db.session.commit()
     with client.session_transaction() as s:
         s["_user_id"] = user.get_id()
         s["_fresh"] = True

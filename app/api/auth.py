@@ -1,4 +1,5 @@
-"""Web-client identity: CSRF token, sign-in/out, sign-up from an invitation, own profile.
+"""Web-client identity: CSRF token, sign-in/out, sign-up from an invitation, own profile,
+own sessions, email-change confirmation.
 
 Also the helpers every cookie-authenticated blueprint uses: ``actor()`` (the signed-in user or
 401), ``json_body()`` (a JSON object or 400/415), ``protect()`` (CSRF on unsafe methods) and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request, session
 from flask.blueprints import BlueprintSetupState
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
@@ -19,7 +20,8 @@ from app.api.params import json_object
 from app.errors import CSRFFailedError, UnauthenticatedError
 from app.extensions import csrf, db, login_manager
 from app.models import Membership, User
-from app.services import invitations, notifications, sessions
+from app.security import client_address
+from app.services import email_changes, invitations, notifications, sessions
 from app.services.inputs import check_text
 
 log = logging.getLogger("app.api")
@@ -66,10 +68,44 @@ bp.before_request(protect)
 bp.after_request(after_change)
 
 
+def _load_user(session_id: str) -> User | None:
+    cfg = current_app.config
+    found = sessions.load_session_user(
+        db.session(), session_id, int(cfg["SESSION_ABSOLUTE_SECONDS"]), int(cfg["SESSION_IDLE_SECONDS"])
+    )
+    if found is None:
+        return None
+    g.session_row_id = found[1]
+    return found[0]
+
+
+def _touch_session(response: Response) -> Response:
+    """after_request (app-wide): note the session's use, for the idle lifetime (throttled writes)."""
+    row_id = g.pop("session_row_id", None)
+    if row_id is not None:
+        try:
+            sessions.touch(db.session(), row_id, int(current_app.config["SESSION_TOUCH_SECONDS"]))
+        except Exception:  # noqa: BLE001 - a missed touch only shortens the idle lifetime; never fail a request
+            log.exception("session touch failed")
+            db.session.rollback()
+    return response
+
+
 @bp.record_once
 def _setup(state: BlueprintSetupState) -> None:
-    login_manager.user_loader(lambda sid: sessions.load_session_user(db.session(), sid))
+    login_manager.user_loader(_load_user)
     login_manager.session_protection = "basic"
+    state.app.after_request(_touch_session)
+
+
+def _signed_in(user: User) -> dict[str, Any]:
+    """login_user with a fresh CSRF token (the old one dies with the anonymous session); the body."""
+    login_user(user)
+    session.pop("csrf_token", None)
+    g.pop("csrf_token", None)
+    body = sessions.profile(user)
+    body["csrf_token"] = generate_csrf()
+    return body
 
 
 # -- routes --------------------------------------------------------------------------------------
@@ -81,26 +117,62 @@ def csrf_token() -> Response:
 
 @bp.post("/signin")
 def signin() -> Response:
-    """Sign in with email + password (throttled); pending memberships become accepted."""
+    """Sign in with email + password; returns the profile and the new CSRF token.
+
+    Failed attempts are limited per (account, client) and per client (429 with Retry-After;
+    the limits wrap this view in ``app.security``); pending memberships become accepted.
+    """
     data = json_body()
-    cfg = current_app.config
     user = sessions.sign_in(
         db.session(),
         data.get("email"),
         data.get("password"),
-        request.remote_addr or "",
-        int(cfg["LOGIN_MAX_FAILURES"]),
-        int(cfg["LOGIN_WINDOW_SECONDS"]),
+        client_address(),
+        request.headers.get("User-Agent", ""),
     )
-    login_user(user)
-    return jsonify(sessions.profile(user))
+    return jsonify(_signed_in(user))
 
 
 @bp.post("/signout")
 def signout() -> tuple[str, int]:
-    """End this session."""
+    """End this session: its cookie no longer signs anyone in, wherever it is replayed."""
+    if current_user.is_authenticated:
+        sessions.end(db.session(), actor())
     logout_user()
     return "", 204
+
+
+@bp.get("/sessions")
+def list_sessions() -> Response:
+    """Own sessions that are still valid (``current`` marks this one)."""
+    user = actor()
+    cfg = current_app.config
+    items = sessions.list_sessions(
+        db.session(), user, int(cfg["SESSION_ABSOLUTE_SECONDS"]), int(cfg["SESSION_IDLE_SECONDS"])
+    )
+    return jsonify(items=items)
+
+
+@bp.post("/sessions/signout-others")
+def sign_out_others() -> Response:
+    """End every other session of the signed-in user (this one stays)."""
+    user = actor()
+    return jsonify(ended=sessions.sign_out_others(db.session(), user))
+
+
+@bp.post("/verify-email")
+def verify_email() -> Response:
+    """Confirm an email change with the token from the link mailed to the new address.
+
+    Every other session of the account ends; the old address is told.
+    """
+    data = json_body()
+    check_text(data.get("token"), "token", "name")
+    keep = None
+    if current_user.is_authenticated:
+        keep = actor().session_token
+    user = email_changes.confirm(db.session(), data.get("token"), keep)
+    return jsonify(email=user.email, signed_in=keep is not None and user.session_token == keep)
 
 
 @bp.post("/signup")
@@ -111,10 +183,15 @@ def signup() -> tuple[Response, int]:
     for name, kind in (("token", "name"), ("display_name", "name"), ("username", "name"), ("password", "secret")):
         check_text(data.get(name), name, kind)
     user, m = invitations.signup(
-        db.session(), data.get("token"), data.get("password"), data.get("display_name", ""), data.get("username")
+        db.session(),
+        data.get("token"),
+        data.get("password"),
+        data.get("display_name", ""),
+        data.get("username"),
+        client_address(),
+        request.headers.get("User-Agent", ""),
     )
-    login_user(user)
-    body = sessions.profile(user)
+    body = _signed_in(user)
     body["workspace"] = {"slug": m.workspace.slug, "role": m.role, "status": m.status}
     return jsonify(body), 201
 
@@ -125,6 +202,7 @@ def me() -> Response:
     user = actor()
     rows = db.session.scalars(db.select(Membership).where(Membership.user_id == user.id)).unique()
     body = sessions.profile(user)
+    body["pending_email"] = email_changes.pending(db.session(), user)
     body["workspaces"] = [
         {
             "slug": m.workspace.slug,
@@ -140,9 +218,18 @@ def me() -> Response:
 
 @bp.patch("/me")
 def update_me() -> Response:
-    """Change own display name, username, email or password (the last two need current_password)."""
+    """Change own display name, username or password, or ask for an email change (the last two
+    need current_password). A new email takes effect once confirmed from the link mailed to it
+    (``pending_email`` until then); a password change signs out every other session."""
     user = actor()
-    user, bumped = sessions.update_profile(db.session(), user, json_body())
-    if bumped:
-        login_user(user)  # this session carries the new session_version; every other one ends
-    return jsonify(sessions.profile(user))
+    cfg = current_app.config
+    user, _ = sessions.update_profile(
+        db.session(),
+        user,
+        json_body(),
+        email_ttl_hours=int(cfg["EMAIL_CHANGE_TTL_HOURS"]),
+        public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
+    )
+    body = sessions.profile(user)
+    body["pending_email"] = email_changes.pending(db.session(), user)
+    return jsonify(body)

@@ -84,7 +84,8 @@ def _authenticate() -> None:
 
 # -- helpers -------------------------------------------------------------------------------------
 def engine_at(min_revision: int | None) -> PolicyEngine:
-    """The engine, at least at min_revision (503 problem with Retry-After after the bounded wait)."""
+    """The engine, at least at min_revision: 422 at once for a revision that does not exist yet,
+    503 problem with Retry-After after the bounded wait for one that does."""
     from app.extensions import authz
 
     if not min_revision:

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from app.api import ApiDoc, api_doc
 
-bp = Blueprint("docs", __name__)
+# The page's script and style are files (no inline code: the CSP of every response forbids it).
+bp = Blueprint("docs", __name__, static_folder="static", static_url_path="/static/docs")
 
 _PARAM = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)>")
 _CONV_TYPES = {
@@ -165,7 +166,7 @@ def openapi() -> Response:
 
 
 @bp.get("/docs")
-@api_doc("A page that renders /openapi.json (self-contained, no CDN).", tags=["docs"])
+@api_doc("A page that renders /openapi.json (own script and style files, no CDN, no inline code).", tags=["docs"])
 def docs_page() -> Response:
     """An HTML page rendering /openapi.json."""
     return Response(DOCS_HTML, mimetype="text/html")
@@ -174,62 +175,11 @@ def docs_page() -> Response:
 DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>learnauthz API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d232a;background:#fafbfc}
-header{padding:16px 24px;background:#1d3557;color:#fff}header h1{margin:0;font-size:20px}
-main{max-width:1100px;margin:0 auto;padding:16px 24px}
-h2{margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px;text-transform:capitalize}
-details{background:#fff;border:1px solid #e1e4e8;border-radius:6px;margin:8px 0}
-summary{cursor:pointer;padding:8px 12px;display:flex;gap:12px;align-items:baseline}
-.m{font:600 12px monospace;padding:2px 8px;border-radius:4px;color:#fff;min-width:52px;text-align:center}
-.get{background:#2a9d8f}.post{background:#457b9d}.delete{background:#e63946}.put,.patch{background:#f4a261}
-code,pre{font-family:ui-monospace,monospace;font-size:13px}.body{padding:0 16px 12px}
-pre{background:#f3f4f6;padding:8px;border-radius:4px;overflow:auto;max-height:360px}
-table{border-collapse:collapse}td,th{border:1px solid #e1e4e8;padding:4px 8px;text-align:left;vertical-align:top}
-#filter{padding:6px 10px;width:320px;border:1px solid #ccc;border-radius:4px}
-</style></head><body>
+<link rel="stylesheet" href="/static/docs/docs.css">
+<script src="/static/docs/docs.js" defer></script>
+</head><body>
 <header><h1>learnauthz API</h1><div id="desc"></div></header>
 <main><p><input id="filter" placeholder="filter by path or summary"> <a href="/openapi.json">openapi.json</a></p>
 <div id="out">Loading…</div></main>
-<script>
-"use strict";
-function el(tag, attrs, ...kids){const e=document.createElement(tag);
-  for(const [k,v] of Object.entries(attrs||{})){e.setAttribute(k,v);}
-  for(const k of kids){e.append(k instanceof Node?k:document.createTextNode(String(k)));}return e;}
-function resolve(spec, s){return s&&s.$ref?spec.components.schemas[s.$ref.split("/").pop()]:s;}
-function render(spec){
-  document.getElementById("desc").textContent=spec.info.description||"";
-  const groups={};
-  for(const [path,ops] of Object.entries(spec.paths)){for(const [method,op] of Object.entries(ops)){
-    const tag=(op.tags||["other"])[0];(groups[tag]=groups[tag]||[]).push([path,method,op]);}}
-  const out=document.getElementById("out");out.textContent="";
-  for(const tag of Object.keys(groups).sort()){
-    out.append(el("h2",{},tag));
-    for(const [path,method,op] of groups[tag]){
-      const d=el("details",{"data-q":(path+" "+op.summary).toLowerCase()});
-      d.append(el("summary",{},el("span",{class:"m "+method},method.toUpperCase()),
-        el("code",{},path),el("span",{},op.summary||"")));
-      const body=el("div",{class:"body"});
-      if(op.description){body.append(el("p",{},op.description));}
-      if(op.security){body.append(el("p",{},"Auth: "+op.security.map(s=>Object.keys(s)[0]).join(", ")));}
-      if(op.parameters){
-        const t=el("table",{},el("tr",{},el("th",{},"parameter"),el("th",{},"in"),
-          el("th",{},"required"),el("th",{},"schema")));
-        for(const p of op.parameters){
-          t.append(el("tr",{},el("td",{},el("code",{},p.name)),el("td",{},p.in),
-            el("td",{},p.required?"yes":""),el("td",{},el("code",{},JSON.stringify(p.schema)))));}
-        body.append(t);}
-      if(op.requestBody){const s=op.requestBody.content["application/json"].schema;
-        body.append(el("p",{},"Request body"),el("pre",{},JSON.stringify(resolve(spec,s),null,2)));}
-      for(const [code,r] of Object.entries(op.responses||{})){
-        const c=r.content&&Object.values(r.content)[0];
-        body.append(el("p",{},"Response "+code+": "+(r.description||"")));
-        if(c&&c.schema&&code<"400"){body.append(el("pre",{},JSON.stringify(resolve(spec,c.schema),null,2)));}}
-      d.append(body);out.append(d);}}
-}
-document.getElementById("filter").addEventListener("input",e=>{const q=e.target.value.toLowerCase();
-  for(const d of document.querySelectorAll("details")){d.style.display=d.dataset.q.includes(q)?"":"none";}});
-fetch("/openapi.json").then(r=>r.json()).then(render)
-  .catch(e=>{document.getElementById("out").textContent="Cannot load /openapi.json: "+e;});
-</script></body></html>
+</body></html>
 """

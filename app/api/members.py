@@ -106,7 +106,10 @@ def list_members(slug: str) -> Response:
 
 @bp.post("/workspaces/<slug>/invitations")
 def invite(slug: str) -> tuple[Response, int]:
-    """Invite one or many emails (string with commas/newlines, or a list) with a role."""
+    """Invite one or many emails (string with commas/newlines, or a list) with a role.
+
+    The answer is the same for every address, known account or not (``invited``, no user ids).
+    """
     ws = _ws(slug)
     data = json_body()
     cfg = current_app.config
@@ -120,7 +123,7 @@ def invite(slug: str) -> tuple[Response, int]:
         ttl_hours=int(cfg["INVITATION_TTL_HOURS"]),
         public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
     )
-    return jsonify(added=result.added, invited=result.invited, revision=result.revision), 201
+    return jsonify(result.answer()), 201
 
 
 @bp.get("/workspaces/<slug>/invitations")

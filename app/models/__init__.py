@@ -1,7 +1,7 @@
 """SQLAlchemy 2.x models. Every table the service owns is declared here."""
 
 from .base import Base, utcnow
-from .identity import LoginAttempt, ServiceToken, User
+from .identity import EmailChange, ServiceToken, User, UserSession
 from .policy import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
 from .workspace import (
     AuditEvent,
@@ -17,10 +17,10 @@ __all__ = [
     "AuditEvent",
     "Base",
     "CasbinRule",
+    "EmailChange",
     "Group",
     "GroupMember",
     "Invitation",
-    "LoginAttempt",
     "Membership",
     "OutboxEmail",
     "PolicyHead",
@@ -28,6 +28,7 @@ __all__ = [
     "PolicyRevision",
     "ServiceToken",
     "User",
+    "UserSession",
     "Workspace",
     "utcnow",
 ]

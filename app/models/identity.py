@@ -1,4 +1,4 @@
-"""People and machines: users, sign-in throttling, service tokens."""
+"""People and machines: users, their sessions and pending email changes, service tokens."""
 
 from __future__ import annotations
 
@@ -38,21 +38,51 @@ class User(UserMixin, Base):
         """flask-login: deactivated users cannot sign in."""
         return bool(self.active)
 
+    # The session this instance was loaded for (set by sessions.start / sessions.load_session_user).
+    session_token = None  # type: str | None
+
     def get_id(self) -> str:
-        """flask-login session id; bumping session_version signs out every session."""
-        return f"{self.id}:{self.session_version}"
+        """flask-login session id: ``<user id>:<session token>``, checked against user_sessions per request."""
+        return f"{self.id}:{self.session_token or ''}"
 
 
-class LoginAttempt(Base):
-    """One failed sign-in, for throttling by email and by client address."""
+class UserSession(Base):
+    """One signed-in session of a user; the cookie carries its token, the table its SHA-256.
 
-    __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_email_at", "email", "at"), Index("ix_login_attempts_ip_at", "ip", "at"))
+    A request is signed in only while its row exists, is not ended, and is within the absolute and
+    idle lifetimes; sign-out, "sign out other sessions", a password or email change end rows.
+    """
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (Index("ix_user_sessions_user_id_ended_at", "user_id", "ended_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(254))
-    ip: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+
+class EmailChange(Base):
+    """A requested email change, applied only when the link mailed to the new address is followed.
+
+    Only the SHA-256 of the link's token is stored; a newer request supersedes older ones.
+    """
+
+    __tablename__ = "email_changes"
+    __table_args__ = (Index("ix_email_changes_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    new_email: Mapped[str] = mapped_column(String(254))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ServiceToken(Base):

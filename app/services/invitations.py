@@ -18,7 +18,7 @@ from app.authz import RuleChange
 from app.errors import ConflictError, GoneError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.models import Invitation, Membership, User, Workspace, utcnow
 
-from . import access, audit, notifications, policy_store, users
+from . import access, audit, notifications, policy_store, sessions, users
 from .members import begin, g_rule, membership
 
 SEPARATORS = re.compile(r"[,\n\r;]+")
@@ -80,12 +80,23 @@ def open_invitation(session: Session, ws: Workspace, email: str) -> Invitation |
 
 @dataclass
 class InviteResult:
-    """What an invitation request did."""
+    """What an invitation request did (``added`` and ``tokens`` stay on the server)."""
 
     added: list[dict[str, Any]] = field(default_factory=list)  # existing users, now pending members
     invited: list[dict[str, Any]] = field(default_factory=list)  # unknown emails, sign-up link sent
     revision: int = 0
     tokens: dict[str, str] = field(default_factory=dict)  # email -> token (never returned by the API)
+    emails: list[str] = field(default_factory=list)  # every invited address, in request order
+    role: str = ""
+
+    def answer(self) -> dict[str, Any]:
+        """The inviter's answer: the same for every address, whether or not it has an account
+        anywhere (no user id, no "added" vs "sign-up link"), so an invitation tells nothing about
+        other workspaces' people."""
+        return {
+            "invited": [{"email": e, "role": self.role, "status": "invited"} for e in self.emails],
+            "revision": self.revision,
+        }
 
 
 def invite(
@@ -109,7 +120,7 @@ def invite(
     emails = parse_emails(raw_emails, limit)
     role = access.workspace_role(pack, raw_role if raw_role is not None else pack.default_role)
     new_role = pack.role_key(role)
-    result = InviteResult()
+    result = InviteResult(emails=list(emails), role=role)
     try:
         handle = begin(session, actor, "member", f"invite {len(emails)} to {ws.key} as {role}")
         access.require(actor, ws, "invite", access.member_facts(None, new_role))
@@ -194,9 +205,16 @@ def invite(
 
 
 def signup(
-    session: Session, token: object, password: object, display_name: object = "", username: object = None
+    session: Session,
+    token: object,
+    password: object,
+    display_name: object = "",
+    username: object = None,
+    ip: str = "",
+    user_agent: str = "",
 ) -> tuple[User, Membership]:
-    """Create the invited user and join the workspace (accepted). Single use.
+    """Create the invited user with the invited address and join the workspace (accepted); starts
+    a session (``user.session_token``). Single use.
 
     Raises ValidationError, NotFoundError (unknown token), GoneError (used, revoked or expired),
     ConflictError (the email has an account by now).
@@ -230,6 +248,7 @@ def signup(
         session.add(m)
         policy_store.add_changes(session, handle, [RuleChange("add", g_rule(user.id, pack, inv.role, ws))])
         inv.used_at = utcnow()
+        sessions.start(session, user, ip, user_agent)
         handle.revision.actor_id = user.id
         audit.record(
             session,

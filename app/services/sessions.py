@@ -1,55 +1,53 @@
-"""Sign-in, throttling, pending memberships accepted at sign-in, and the user's own profile."""
+"""Sign-in, server-side sessions, pending memberships accepted at sign-in, and the user's own profile.
+
+A session is a ``user_sessions`` row; the signed cookie carries ``<user id>:<token>`` and the row
+only the token's SHA-256. Every request checks the row (not ended, within the absolute and idle
+lifetimes), so sign-out ends a session wherever its cookie is replayed. Throttling of failed
+sign-ins is the rate limiter's (app/security.py), not this module's.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, TooManyRequestsError, UnauthenticatedError, ValidationError
-from app.models import LoginAttempt, Membership, User, utcnow
+from app.errors import ConflictError, UnauthenticatedError, ValidationError
+from app.models import Membership, User, UserSession, utcnow
 
-from . import audit, users
+from . import audit, email_changes, users
 from .inputs import check_text, parse_id, text_problem
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
-# Per client address the limit is this many times the per-email limit (many users behind one NAT).
-IP_FACTOR = 4
+TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-def _recent_failures(session: Session, column: Any, value: str, window: int) -> int:
-    since = utcnow() - timedelta(seconds=window)
-    return int(
-        session.scalar(select(func.count(LoginAttempt.id)).where(column == value, LoginAttempt.at >= since)) or 0
-    )
+def token_hash(token: str) -> str:
+    """SHA-256 hex of a session token (what the database keeps)."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
-def authenticate(session: Session, email: object, password: object, ip: str, max_failures: int, window: int) -> User:
-    """The user whose credentials match; commits a failure record otherwise.
+def authenticate(session: Session, email: object, password: object) -> User:
+    """The user whose credentials match.
 
-    Raises ValidationError (wrong types), TooManyRequestsError (throttled, checked before the
-    password so a throttled caller learns nothing), UnauthenticatedError (bad credentials).
+    Unknown, deactivated and known accounts cost the same (one argon2 verification each).
+    Raises ValidationError (wrong types), UnauthenticatedError (bad credentials).
     """
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         raise ValidationError("email and password are required strings")
     check_text(email, "email")
     check_text(password, "password", "secret")
-    email_key = email.strip().lower()[:254]
-    ip = (ip or "unknown")[:64]
-    if (
-        _recent_failures(session, LoginAttempt.email, email_key, window) >= max_failures
-        or _recent_failures(session, LoginAttempt.ip, ip, window) >= max_failures * IP_FACTOR
-    ):
-        raise TooManyRequestsError("Too many failed sign-in attempts; try again later.", retry_after=window)
-    user = users.by_email(session, email_key)
-    if user is None or not user.active or not users.verify_password(user, password):
-        session.add(LoginAttempt(email=email_key, ip=ip))
-        session.commit()
+    user = users.by_email(session, email.strip().lower()[:254])
+    if user is None or not user.active:
+        users.verify_dummy(password)
         raise UnauthenticatedError("Wrong email or password.")
-    session.execute(delete(LoginAttempt).where(LoginAttempt.email == email_key))
+    if not users.verify_password(user, password):
+        raise UnauthenticatedError("Wrong email or password.")
     return user
 
 
@@ -73,24 +71,137 @@ def accept_pending(session: Session, user: User) -> list[Membership]:
     return rows
 
 
-def sign_in(session: Session, email: object, password: object, ip: str, max_failures: int, window: int) -> User:
-    """Authenticate, accept pending memberships, commit; returns the user."""
-    user = authenticate(session, email, password, ip, max_failures, window)
+def start(session: Session, user: User, ip: str = "", user_agent: str = "") -> str:
+    """A new session row for user (flushed, not committed); returns its token, also set on user."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        UserSession(
+            user_id=user.id, token_hash=token_hash(token), ip=(ip or "")[:64], user_agent=(user_agent or "")[:200]
+        )
+    )
+    session.flush()
+    user.session_token = token
+    return token
+
+
+def sign_in(session: Session, email: object, password: object, ip: str = "", user_agent: str = "") -> User:
+    """Authenticate, accept pending memberships, start a session, commit; returns the user."""
+    user = authenticate(session, email, password)
     accept_pending(session, user)
+    start(session, user, ip, user_agent)
     session.commit()
     return user
 
 
-def load_session_user(session: Session, session_id: str) -> User | None:
-    """flask-login's user_loader: ``<id>:<session_version>`` → the user, if still valid."""
-    uid, _, version = session_id.partition(":")
+def current_row(session: Session, user: User) -> UserSession | None:
+    """The session row of the token user was loaded with (None if it has none)."""
+    if not user.session_token:
+        return None
+    return session.scalar(
+        select(UserSession).where(
+            UserSession.token_hash == token_hash(user.session_token), UserSession.user_id == user.id
+        )
+    )
+
+
+def load_session_user(session: Session, session_id: str, absolute: int, idle: int) -> tuple[User, int] | None:
+    """flask-login's user_loader: ``<id>:<token>`` → (user, session row id) while the session is valid.
+
+    Valid means: the row exists and belongs to the user, was not ended, started less than
+    ``absolute`` seconds ago and was last used less than ``idle`` seconds ago; the user is active.
+    """
+    uid, _, token = session_id.partition(":")
     user_id = parse_id(uid)
-    if user_id is None or not version.isascii() or not version.isdigit() or len(version) > 18:
+    if user_id is None or not TOKEN.fullmatch(token):
+        return None
+    row = session.scalar(select(UserSession).where(UserSession.token_hash == token_hash(token)))
+    now = utcnow()
+    if (
+        row is None
+        or row.user_id != user_id
+        or row.ended_at is not None
+        or row.created_at <= now - timedelta(seconds=absolute)
+        or row.last_seen_at <= now - timedelta(seconds=idle)
+    ):
         return None
     user = session.get(User, user_id)
-    if user is None or not user.active or user.session_version != int(version):
+    if user is None or not user.active:
         return None
-    return user
+    user.session_token = token
+    return user, row.id
+
+
+def touch(session: Session, row_id: int, every: int) -> None:
+    """Record that a session was used now (at most once per ``every`` seconds); commits."""
+    now = utcnow()
+    session.execute(
+        update(UserSession)
+        .where(UserSession.id == row_id, UserSession.last_seen_at < now - timedelta(seconds=every))
+        .values(last_seen_at=now)
+    )
+    session.commit()
+
+
+def end(session: Session, user: User) -> None:
+    """End the session user was loaded with (sign-out); commits."""
+    row = current_row(session, user)
+    if row is not None and row.ended_at is None:
+        row.ended_at = utcnow()
+    session.commit()
+
+
+def end_others(session: Session, user: User) -> int:
+    """End every other open session of user (not committed); returns how many."""
+    keep = token_hash(user.session_token) if user.session_token else ""
+    result = session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.ended_at.is_(None), UserSession.token_hash != keep)
+        .values(ended_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def sign_out_others(session: Session, user: User) -> int:
+    """End every other session of user, audited; commits; returns how many ended."""
+    ended = end_others(session, user)
+    audit.record(
+        session,
+        "profile.sign_out_others",
+        workspace_id=None,
+        actor_id=user.id,
+        target_user_id=user.id,
+        target=user.key,
+        after={"ended_sessions": ended},
+    )
+    session.commit()
+    return ended
+
+
+def list_sessions(session: Session, user: User, absolute: int, idle: int) -> list[dict[str, Any]]:
+    """The user's sessions that are still valid, newest first; ``current`` marks this one."""
+    now = utcnow()
+    rows = session.scalars(
+        select(UserSession)
+        .where(
+            UserSession.user_id == user.id,
+            UserSession.ended_at.is_(None),
+            UserSession.created_at > now - timedelta(seconds=absolute),
+            UserSession.last_seen_at > now - timedelta(seconds=idle),
+        )
+        .order_by(UserSession.id.desc())
+    )
+    mine = token_hash(user.session_token) if user.session_token else ""
+    return [
+        {
+            "id": r.id,
+            "created_at": r.created_at.isoformat(),
+            "last_seen_at": r.last_seen_at.isoformat(),
+            "ip": r.ip,
+            "user_agent": r.user_agent,
+            "current": r.token_hash == mine,
+        }
+        for r in rows
+    ]
 
 
 def profile(user: User) -> dict[str, Any]:
@@ -104,12 +215,17 @@ def profile(user: User) -> dict[str, Any]:
     }
 
 
-def update_profile(session: Session, user: User, data: dict[str, Any]) -> tuple[User, bool]:
-    """Change own display name, username, email or password; returns (user, signed_out_others).
+def update_profile(
+    session: Session, user: User, data: dict[str, Any], *, email_ttl_hours: int, public_url: str
+) -> tuple[User, str | None]:
+    """Change own display name, username or password, or ask for an email change; returns
+    (user, the email address now awaiting confirmation or None).
 
-    Email and password changes need ``current_password``. A password change bumps
-    ``session_version``, which ends every other session. Raises ValidationError,
-    UnauthenticatedError (wrong current password), ConflictError (email/username taken).
+    Email and password changes need ``current_password``. A password change ends every other
+    session. An email change takes effect only when the link mailed to the new address is
+    followed (:mod:`app.services.email_changes`); the answer is the same whether or not that
+    address has an account. Raises ValidationError, UnauthenticatedError (wrong current
+    password), ConflictError (username taken).
     """
     allowed = {"display_name", "username", "email", "password", "current_password"}
     unknown = sorted(set(data) - allowed)
@@ -144,23 +260,23 @@ def update_profile(session: Session, user: User, data: dict[str, Any]) -> tuple[
         current = data.get("current_password")
         if not isinstance(current, str) or not users.verify_password(user, current):
             raise UnauthenticatedError("current_password is wrong or missing")
+    # Everything that can refuse the request is checked before anything changes.
+    new_hash = users.hash_password(data["password"]) if "password" in data else None
+    email = users.normalize_email(data["email"]) if "email" in data else user.email
+    uname = data.get("username", user.username)
+    if uname != user.username and uname is not None and session.scalar(select(User.id).where(User.username == uname)):
+        raise ConflictError("this username is taken")
     if "display_name" in data:
         user.display_name = data["display_name"].strip()
-    if "username" in data and data["username"] != user.username:
-        if data["username"] is not None and session.scalar(select(User.id).where(User.username == data["username"])):
-            raise ConflictError("this username is taken")
-        user.username = data["username"]
-    if "email" in data:
-        email = users.normalize_email(data["email"])
-        other = users.by_email(session, email)
-        if other is not None and other.id != user.id:
-            raise ConflictError("a user with this email already exists")
-        user.email = email
-    bumped = False
-    if "password" in data:
-        user.password_hash = users.hash_password(data["password"])
-        user.session_version += 1
-        bumped = True
+    user.username = uname
+    pending = None
+    if email != user.email:
+        email_changes.request(session, user, email, ttl_hours=email_ttl_hours, public_url=public_url)
+        pending = email
+    bumped = new_hash is not None
+    if new_hash is not None:
+        user.password_hash = new_hash
+        end_others(session, user)
     after = profile(user)
     changed = {k: v for k, v in after.items() if before.get(k) != v}
     audit.record(
@@ -174,4 +290,4 @@ def update_profile(session: Session, user: User, data: dict[str, Any]) -> tuple[
         after={**changed, **({"password": "changed"} if bumped else {})},
     )
     session.commit()
-    return user, bumped
+    return user, pending

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
@@ -47,6 +50,22 @@ def verify_password(user: User, password: str) -> bool:
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return True
+
+
+_dummy: tuple[PasswordHasher, str] | None = None  # (the hasher it was made with, a hash of a random password)
+
+
+def verify_dummy(password: str) -> None:
+    """Spend what ``verify_password`` spends, for a sign-in naming no (active) account.
+
+    Unknown and known emails then cost the same argon2 verification, so timing tells nothing.
+    """
+    global _dummy
+    hasher = _hasher
+    if _dummy is None or _dummy[0] is not hasher:  # made with the current parameters
+        _dummy = (hasher, hasher.hash(secrets.token_urlsafe(16)))
+    with contextlib.suppress(VerificationError, InvalidHashError):
+        hasher.verify(_dummy[1], password)
 
 
 def by_email(session: Session, email: str) -> User | None:

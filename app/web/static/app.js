@@ -136,6 +136,13 @@
   }
 
   // -- /login ---------------------------------------------------------------------------------------
+  // The server already refuses unsafe ?next= values; this is the second lock on the same door.
+  function sameOrigin(next) {
+    if (!next || /[\u0000-\u0020\u007f-\u009f\\]/.test(next) || !next.startsWith("/") || next.startsWith("//")) return "/";
+    const url = new URL(next, location.origin);
+    return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
+  }
+
   function initLogin() {
     const form = $("#login-form");
     form.addEventListener("submit", (ev) => {
@@ -143,8 +150,9 @@
       clearMessages();
       busy(form, true);
       guarded(async () => {
-        await api("POST", "/api/auth/signin", { email: form.email.value.trim(), password: form.password.value });
-        location.assign(form.dataset.next || "/");
+        const me = await api("POST", "/api/auth/signin", { email: form.email.value.trim(), password: form.password.value });
+        csrfToken = me.csrf_token; // rotated at sign-in
+        location.assign(sameOrigin(form.dataset.next));
       }).finally(() => busy(form, false));
     });
   }
@@ -217,9 +225,62 @@
       guarded(async () => {
         current = await api("PATCH", "/api/auth/me", data);
         fill(current);
+        showPending(current);
         const link = $("#me-link");
         if (link) link.textContent = current.display_name || current.email;
-        say("Profile saved.");
+        say(
+          data.email !== undefined
+            ? `Profile saved. To use ${data.email}, follow the link we sent there; until then your email stays ${current.email}.`
+            : "Profile saved.",
+        );
+        if (data.password !== undefined) loadSessions();
+      }).finally(() => busy(form, false));
+    });
+
+    function showPending(p) {
+      const note = $("#pending-email");
+      note.textContent = p.pending_email ? `Waiting for confirmation from ${p.pending_email}.` : "";
+      note.hidden = !p.pending_email;
+    }
+    showPending(current);
+
+    const tbody = $("#sessions tbody");
+    async function loadSessions() {
+      const res = await guarded(() => api("GET", "/api/auth/sessions"));
+      if (!res) return;
+      tbody.replaceChildren(
+        ...res.items.map((s) =>
+          el(
+            "tr",
+            { "data-current": s.current ? "1" : "0" },
+            el("td", { text: fmtTime(s.created_at) + (s.current ? " (this one)" : "") }),
+            el("td", { text: fmtTime(s.last_seen_at) }),
+            el("td", { text: s.ip }),
+            el("td", { text: s.user_agent.slice(0, 80) }),
+          ),
+        ),
+      );
+    }
+    await loadSessions();
+    $("#signout-others").addEventListener("click", () =>
+      guarded(async () => {
+        const res = await api("POST", "/api/auth/sessions/signout-others");
+        say(`Signed out ${res.ended} other session(s).`);
+        await loadSessions();
+      }),
+    );
+  }
+
+  function initVerifyEmail() {
+    const form = $("#verify-email-form");
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      clearMessages();
+      busy(form, true);
+      guarded(async () => {
+        const res = await api("POST", "/api/auth/verify-email", { token: form.token.value });
+        say(`Your email address is now ${res.email}. Every other session was signed out.`);
+        form.hidden = true;
       }).finally(() => busy(form, false));
     });
   }
@@ -409,8 +470,8 @@
           form.emails.value = "";
           await load();
           const parts = [];
-          if (out.added.length) parts.push(`Added as pending: ${out.added.map((a) => a.email).join(", ")}.`);
-          if (out.invited.length) parts.push(`Sign-up link sent to: ${out.invited.map((a) => a.email).join(", ")}.`);
+          // The same answer for every address (whether it has an account is not the inviter's to know).
+          if (out.invited.length) parts.push(`Invited: ${out.invited.map((a) => a.email).join(", ")}.`);
           say(parts.join(" ") || "Nobody to invite.");
         }).finally(() => busy(form, false));
       });
@@ -545,7 +606,10 @@
     await guarded(load);
   }
 
-  const inits = { login: initLogin, signup: initSignup, home: initHome, me: initMe, members: initMembers, units: initUnits, audit: initAudit };
+  // The workbench (static/policy.js) builds on the same helpers.
+  window.learnauthz = Object.freeze({ api, el, $, say, showError, clearMessages, guarded, busy, fmtTime, ApiError });
+
+  const inits = { login: initLogin, signup: initSignup, "verify-email": initVerifyEmail, home: initHome, me: initMe, members: initMembers, units: initUnits, audit: initAudit };
   if (inits[page]) {
     Promise.resolve(inits[page]()).finally(() => body.setAttribute("data-ready", "1"));
   }
