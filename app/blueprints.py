@@ -1,4 +1,4 @@
-"""Blueprint registry: each surface registers here (health, decision API, member API, policy API, web)."""
+"""Blueprint registry: each surface registers here (health, decision API, AuthZEN, member API, policy API, web)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ BLUEPRINTS = [
     ("app.api.members", "bp"),
     ("app.api.groups", "bp"),
     ("app.api.decision", "bp"),
+    ("app.api.authzen", "bp"),
     ("app.api.policy", "bp"),
     ("app.api.docs", "bp"),
     ("app.web.pages", "bp"),

@@ -56,13 +56,18 @@ def db_revision(message: str) -> None:
 
 
 @click.command("seed")
+@click.argument("fixture", required=False, default="demo", type=click.Choice(["demo", "authzen-todo", "authzen-cert"]))
 @with_appcontext
-def seed_cmd() -> None:
-    """Load the demo data (DESIGN.md §6) into the database; safe to run twice."""
-    from seed.demo import load_demo
+def seed_cmd(fixture: str) -> None:
+    """Load the demo data (DESIGN.md §6), or an AuthZEN interop FIXTURE, into the database; safe to run twice."""
+    if fixture == "demo":
+        from seed.demo import load_demo
 
-    summary = load_demo()
-    click.echo(summary)
+        click.echo(load_demo())
+        return
+    from seed.authzen import load_fixture
+
+    click.echo(load_fixture(fixture))
 
 
 @policy_cli.command("test")

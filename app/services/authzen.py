@@ -1,0 +1,390 @@
+"""The OpenID AuthZEN Authorization API 1.0 on the decision core: evaluations, searches, pages.
+
+AuthZEN has no tenant, so each request is placed in a workspace: ``context.workspace``, else
+``resource.properties.workspace``, else the service token's default workspace, else a 400. The
+subject is a user reference (id, email or external id, resolved by :mod:`app.services.decisions`
+like every other surface). ``resource.properties`` reach the policy only through the names the
+workspace's pack declares under ``authzen.resource_properties`` (e.g. ``ownerID: owner``): data,
+no per-pack Python. Casbin decides; a bad value is a denial (``invalid_request``), never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import event, select
+
+from app.authz import Decision, Pack, PolicyEngine, Reason
+from app.errors import BadRequestError
+from app.models import Workspace
+
+from .decisions import (
+    Check,
+    CheckAttributes,
+    CheckResource,
+    candidates,
+    decide,
+    domain_of,
+    user_handles,
+)
+from .ttlcache import TTLCache, app_cache
+
+SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
+# Attributes a pack may map resource properties onto: people and scopes (never roles).
+MAPPABLE = ("assignee", "owner", "member", "group", "team")
+USER_TYPE = "user"
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+SCAN_BUDGET = 5000  # candidates examined per search page at most (a page may hold fewer than limit)
+CATALOG_KEY = "authzen_resources"  # workspace settings: the resources the PDP recognises
+UNKNOWN_RESOURCE = "unknown_resource"
+_CATALOG_CACHE = "authzen_catalog_cache"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A subject or resource: type, id (None when searched for), properties."""
+
+    type: str
+    id: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action: its name and properties."""
+
+    name: str
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One access evaluation request, defaults already merged."""
+
+    subject: Entity
+    action: Action
+    resource: Entity
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An evaluation of a batch that could not be read (answered false with the error)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """A search page request: limit and the opaque token of the previous response."""
+
+    limit: int | None = None  # None: DEFAULT_PAGE, or the limit the token carries
+    token: str | None = None
+
+
+def workspace_of(ev: Evaluation | Entity, context: Mapping[str, Any], default: str | None) -> str:
+    """The workspace slug of a request; BadRequestError when none is named or it is not a string."""
+    props = ev.properties if isinstance(ev, Entity) else ev.resource.properties
+    named = (("context.workspace", context.get("workspace")), ("resource.properties.workspace", props.get("workspace")))
+    for where, value in named:
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise BadRequestError(f"{where} must be a non-empty string (a workspace slug)")
+            return value
+    if default:
+        return default
+    raise BadRequestError(
+        "no workspace: send context.workspace or resource.properties.workspace, or use a token created with --workspace"
+    )
+
+
+def property_map(pack: Pack | None) -> dict[str, str]:
+    """The pack's ``authzen.resource_properties`` (property name → attribute); invalid entries ignored."""
+    if pack is None:
+        return {}
+    section = pack.meta.get("authzen")
+    raw = section.get("resource_properties") if isinstance(section, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in raw.items() if isinstance(k, str) and v in MAPPABLE}
+
+
+def _attribute(name: str, value: Any) -> int | str:
+    if name in ("group", "team"):
+        return value if isinstance(value, str) else "*"  # "*" is never a valid scope: invalid_request
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return ""  # names nobody
+    return value
+
+
+def to_check(subject: Entity, action: str, resource: Entity, workspace: str, mapping: Mapping[str, str]) -> Check:
+    """The decision core's question for one AuthZEN (subject, action, resource) in a workspace."""
+    attrs: dict[str, int | str] = {}
+    for prop, attr in mapping.items():
+        if prop in resource.properties and resource.properties[prop] is not None:
+            attrs[attr] = _attribute(attr, resource.properties[prop])
+    # Only user subjects are users; any other type names nobody (unknown_subject).
+    sub = subject.id if subject.type == USER_TYPE and subject.id is not None else ""
+    return Check(
+        subject=sub,
+        workspace=workspace,
+        action=action,
+        resource=CheckResource(type=resource.type, id=resource.id or "", attributes=CheckAttributes(**attrs)),  # type: ignore[arg-type]
+    )
+
+
+def decision_json(d: Decision) -> dict[str, Any]:
+    """An AuthZEN decision with our reason and policy revision in its context."""
+    return {"decision": d.allowed, "context": {"reason": d.reason, "revision": d.revision}}
+
+
+def _invalid_json(message: str, revision: int) -> dict[str, Any]:
+    return {
+        "decision": False,
+        "context": {
+            "reason": Reason.INVALID_REQUEST.value,
+            "revision": revision,
+            "error": {"status": 400, "message": message},
+        },
+    }
+
+
+# -- the resource catalog: the resources a workspace's PDP recognises, with their properties -----------
+# ``settings.authzen_resources`` of a workspace: [{"type", "id", "properties"}]. A workspace that keeps
+# a catalog recognises only the resources it lists (any other type or id is ``unknown_resource``,
+# denied), and their properties are facts the PEP need not send (the request's properties win). A
+# workspace without one constrains no resource. Read once per workspace per USER_CACHE_SECONDS; a
+# change in this process is seen at once.
+Catalog = dict[str, dict[str, Mapping[str, Any]]]
+
+
+def _catalog_cache() -> TTLCache[str, Catalog] | None:
+    return app_cache(_CATALOG_CACHE, "USER_CACHE_SECONDS", 5.0, 10_000)
+
+
+@event.listens_for(Workspace.settings, "set")
+def _settings_set(target: Workspace, value: object, oldvalue: object, initiator: Any) -> None:
+    cache = _catalog_cache()
+    if cache is not None and isinstance(target.slug, str):
+        cache.discard(target.slug)
+
+
+def catalog(slug: str) -> Catalog:
+    """The workspace's catalog, type → id → properties (malformed entries skipped; {} if none)."""
+    from app.extensions import db
+
+    cache = _catalog_cache()
+    hit = cache.get(slug) if cache is not None else None
+    if hit is not None:
+        return hit
+    generation = cache.generation if cache is not None else 0
+    settings = db.session.scalar(select(Workspace.settings).where(Workspace.slug == slug)) if len(slug) <= 64 else None
+    entries = settings.get(CATALOG_KEY) if isinstance(settings, Mapping) else None
+    out: Catalog = {}
+    for e in entries if isinstance(entries, list) else []:
+        if isinstance(e, Mapping) and isinstance(e.get("type"), str) and isinstance(e.get("id"), str):
+            props = e.get("properties")
+            out.setdefault(e["type"], {})[e["id"]] = props if isinstance(props, Mapping) else {}
+    if cache is not None:
+        cache.put(slug, out, generation)
+    return out
+
+
+def known(resource: Entity, cat: Catalog) -> Entity | None:
+    """The resource with the catalog's properties under the request's; None if the catalog does not list it."""
+    if not cat or resource.id is None:
+        return resource
+    props = cat.get(resource.type, {}).get(resource.id)
+    if props is None:
+        return None
+    return Entity(resource.type, resource.id, {**props, **resource.properties})
+
+
+def evaluate(
+    items: Sequence[Evaluation | Invalid],
+    eng: PolicyEngine,
+    default_workspace: str | None,
+    semantic: str = "execute_all",
+) -> list[dict[str, Any]]:
+    """Decisions in request order (one user query for all), cut after the first deny or permit per semantic."""
+    checks: list[Check] = []
+    slots: list[int | str | None] = []  # index into checks, the error message, or None: unknown resource
+    mappings: dict[str, dict[str, str]] = {}
+    for it in items:
+        if isinstance(it, Invalid):
+            slots.append(it.message)
+            continue
+        try:
+            ws = workspace_of(it, it.context, default_workspace)
+        except BadRequestError as exc:
+            slots.append(exc.detail)
+            continue
+        if ws not in mappings:
+            mappings[ws] = property_map(eng.pack_of(domain_of(ws)))
+        resource = known(it.resource, catalog(ws))
+        if resource is None:
+            slots.append(None)
+            continue
+        slots.append(len(checks))
+        checks.append(to_check(it.subject, it.action.name, resource, ws, mappings[ws]))
+    decisions = decide(checks, eng) if checks else []
+    out: list[dict[str, Any]] = []
+    for slot in slots:
+        if slot is None:
+            result = {"decision": False, "context": {"reason": UNKNOWN_RESOURCE, "revision": eng.revision}}
+            allowed = False
+        elif isinstance(slot, str):
+            result, allowed = _invalid_json(slot, eng.revision), False
+        else:
+            result, allowed = decision_json(decisions[slot]), decisions[slot].allowed
+        out.append(result)
+        if (semantic == "deny_on_first_deny" and not allowed) or (semantic == "permit_on_first_permit" and allowed):
+            break
+    return out
+
+
+# -- search ------------------------------------------------------------------------------------------
+def _fingerprint(kind: str, request: Mapping[str, Any]) -> str:
+    """What a follow-up request must repeat: every entity (the page parameters travel in the token)."""
+    same = {k: v for k, v in request.items() if k != "page"}
+    blob = orjson.dumps([kind, same], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _encode_token(position: int, limit: int, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(f"v1:{position}:{limit}:{fingerprint}".encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, fingerprint: str) -> tuple[int, int]:
+    """(position, limit) of a token this PDP issued for this request; BadRequestError otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequestError("page.token is not a token this PDP issued") from None
+    parts = raw.split(":")
+    numbers = parts[1:3]
+    if len(parts) != 4 or parts[0] != "v1" or not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers):
+        raise BadRequestError("page.token is not a token this PDP issued")
+    if parts[3] != fingerprint:
+        raise BadRequestError("the request changed during pagination: repeat it exactly, with page.token")
+    return int(parts[1]), int(parts[2])
+
+
+@dataclass
+class SearchResult:
+    """One page of a search."""
+
+    results: list[dict[str, Any]]
+    next_token: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The response body (``page`` first, as the spec recommends)."""
+        return {"page": {"next_token": self.next_token, "count": len(self.results)}, "results": self.results}
+
+
+def _page_of(
+    kind: str,
+    raw_request: Mapping[str, Any],
+    page: Page,
+    positions: Sequence[int],
+    allowed: Any,
+) -> tuple[list[int], str]:
+    """Positions on this page that ``allowed`` accepts (called with a chunk), and the next token."""
+    fp = _fingerprint(kind, raw_request)
+    after, limit = -1, min(DEFAULT_PAGE if page.limit is None else page.limit, MAX_PAGE)
+    if page.token:
+        after, first_limit = _decode_token(page.token, fp)
+        if page.limit is not None and min(page.limit, MAX_PAGE) != first_limit:
+            raise BadRequestError("page.limit changed during pagination: send the first request's limit, or none")
+        limit = first_limit
+    pool = [p for p in positions if p > after]
+    found: list[int] = []
+    examined = 0
+    last = after
+    while pool and len(found) < limit and examined < SCAN_BUDGET:
+        chunk = pool[: min(len(pool), max(limit - len(found), 1) * 4, SCAN_BUDGET - examined)]
+        for pos, ok in zip(chunk, allowed(chunk)):
+            examined += 1
+            last = pos
+            if ok:
+                found.append(pos)
+                if len(found) >= limit:
+                    break
+        pool = [p for p in pool if p > last]
+    return found, (_encode_token(last, limit, fp) if pool else "")
+
+
+def search_subjects(
+    raw: Mapping[str, Any], ev: Evaluation, eng: PolicyEngine, default_ws: str | None, page: Page
+) -> SearchResult:
+    """Users of the subject type who may do the action on the resource (id = external id, else email)."""
+    ws = workspace_of(ev, ev.context, default_ws)
+    if ev.subject.type != USER_TYPE:
+        return SearchResult([])
+    domain = domain_of(ws)
+    mapping = property_map(eng.pack_of(domain))
+    found_resource = known(ev.resource, catalog(ws))
+    users = [uid for uid, _ in candidates(eng, domain)] if found_resource is not None else []
+    resource = found_resource or ev.resource
+
+    def allowed(chunk: Sequence[int]) -> list[bool]:
+        checks = [to_check(Entity(USER_TYPE, f"user:{uid}"), ev.action.name, resource, ws, mapping) for uid in chunk]
+        return [d.allowed for d in decide(checks, eng)]
+
+    found, token = _page_of("subject", raw, page, users, allowed)
+    handles = user_handles(found)
+    results = [{"type": USER_TYPE, "id": handles[uid][1] or handles[uid][0]} for uid in found if uid in handles]
+    return SearchResult(results, token)
+
+
+def search_resources(
+    raw: Mapping[str, Any], ev: Evaluation, eng: PolicyEngine, default_ws: str | None, page: Page
+) -> SearchResult:
+    """Resources of the workspace's catalog, of the requested type, the subject may act on."""
+    ws = workspace_of(ev, ev.context, default_ws)
+    domain = domain_of(ws)
+    mapping = property_map(eng.pack_of(domain))
+    listed = catalog(ws).get(ev.resource.type, {}) if eng.pack_of(domain) is not None else {}
+    # The request's resource properties (the PEP's facts) apply to every candidate, over the catalog's.
+    rtype = ev.resource.type
+    resources = [Entity(rtype, rid, {**props, **ev.resource.properties}) for rid, props in listed.items()]
+
+    def allowed(chunk: Sequence[int]) -> list[bool]:
+        checks = [to_check(ev.subject, ev.action.name, resources[i], ws, mapping) for i in chunk]
+        return [d.allowed for d in decide(checks, eng)]
+
+    found, token = _page_of("resource", raw, page, range(len(resources)), allowed)
+    return SearchResult([{"type": resources[i].type, "id": resources[i].id} for i in found], token)
+
+
+def search_actions(
+    raw: Mapping[str, Any],
+    subject: Entity,
+    resource: Entity,
+    context: Mapping[str, Any],
+    eng: PolicyEngine,
+    default_ws: str | None,
+    page: Page,
+) -> SearchResult:
+    """Actions of the workspace's pack the subject may perform on the resource."""
+    ws = workspace_of(resource, context, default_ws)
+    domain = domain_of(ws)
+    pack = eng.pack_of(domain)
+    found_resource = known(resource, catalog(ws))
+    actions = [a.id for a in pack.actions] if pack is not None and found_resource is not None else []
+    mapping = property_map(pack)
+    resource = found_resource or resource
+
+    def allowed(chunk: Sequence[int]) -> list[bool]:
+        checks = [to_check(subject, actions[i], resource, ws, mapping) for i in chunk]
+        return [d.allowed for d in decide(checks, eng)]
+
+    found, token = _page_of("action", raw, page, range(len(actions)), allowed)
+    return SearchResult([{"name": actions[i]} for i in found], token)
