@@ -1,7 +1,7 @@
 """users.external_id (unique, nullable) and service_tokens.workspace (AuthZEN default workspace)
 
 Revision ID: c4f1a7e9d2b6
-Revises: de53258af656
+Revises: b7e2c4a91d03
 Create Date: 2026-12-02 05:10:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "c4f1a7e9d2b6"
-down_revision = "de53258af656"
+down_revision = "b7e2c4a91d03"
 branch_labels = None
 depends_on = None
 
