@@ -186,3 +186,50 @@ def test_accepted_odd_inputs_agree_with_casbin(name: str) -> None:
         req = AccessRequest(sub, dom, obj, act)
         want = bool(plain.enforce(sub, dom, engine._resolve(req).obj, act))  # type: ignore[attr-defined]
         assert engine.check(req).allowed == want, (name, req)
+
+
+_PIECES = [
+    "user:1", "user:2", "user:a b", "user:", "user:*", "role:classroom:admin", "role:classroom:learner",
+    "role:simulations:owner", "role:x", "ws:a", "ws:b", "ws:a*", "ws:", "*", "platform:classroom",
+    "group:m", "team:t", "group:", "pack:classroom", "pack:Nope", "leaderboard", "Leader", "", "a,b", "x\ny",
+]
+
+
+_VALID: list[Rule] = [
+    ("g", "user:1", "role:classroom:admin", "ws:a"),
+    ("g", "user:2", "role:classroom:learner", "ws:b"),
+    ("g", "user:3", "role:simulations:owner", "*"),
+    ("g", "role:classroom:admin", "role:classroom:learner", "*"),
+    ("g2", "user:1", "group:m", "ws:a"),
+    ("g3", "user:2", "team:t", "ws:b"),
+    ("g4", "ws:a", "pack:classroom"),
+    ("g5", "ws:b", "leaderboard"),
+    ("p", "1", "role:classroom:admin", "pack:classroom", "create_groups", "any", "-", "allow"),
+]
+
+
+def test_the_loading_fast_path_accepts_exactly_what_rule_problems_accepts() -> None:
+    """FactCheck remembers what it accepted; on a random stream it never differs from rule_problems."""
+    import random
+
+    from app.authz.shapes import FactCheck, rule_problems
+
+    rnd = random.Random(8)
+    check = FactCheck()
+    accepted = 0
+    for _ in range(30_000):
+        template = list(rnd.choice(_VALID))
+        for i in range(len(template)):  # each field, sometimes: another valid field, or junk
+            if rnd.random() < 0.12:
+                template[i] = rnd.choice(_PIECES if rnd.random() < 0.5 else [t[i % len(t)] for t in _VALID])
+        if rnd.random() < 0.03:
+            template = template[:-1] if rnd.random() < 0.5 else [*template, "ws:a"]
+        rule = tuple(template)
+        try:
+            check.check(rule)
+            ok = True
+        except InvalidRuleError:
+            ok = False
+        assert ok == (rule_problems(rule) == []), rule
+        accepted += ok
+    assert accepted > 500  # the stream reaches the remembered fast path

@@ -234,22 +234,27 @@ class PolicyEngine:
         check = FactCheck().check
         n = 0
         structural = False
+        g4 = self._rms["g4"]
         for rule in facts:
             n += 1
             ptype = rule[0]
-            if ptype in ("g4", "g5") and len(rule) == 4 and rule[3] == "":
-                rule = rule[:3]
-            check(rule)
-            if ptype == "g4":
-                self._one_pack(rule[1], rule[2], {})
             if ptype == "g":
+                check(rule)
                 if rule[1].startswith("role:"):
                     structural = self._apply_one(RuleChange("add", rule), rebuild=False) or structural
                 else:
                     g_link(rule[1], rule[2], rule[3])
             elif ptype == "p":
+                check(rule)
                 structural = self._apply_one(RuleChange("add", rule), rebuild=False) or structural
             else:
+                if len(rule) == 4 and ptype in ("g4", "g5") and rule[3] == "":
+                    rule = rule[:3]
+                check(rule)
+                if ptype == "g4":
+                    packs = g4.direct(rule[1], "")
+                    if packs and rule[2] not in packs:
+                        self._one_pack(rule[1], rule[2], {})  # raises: a second pack
                 links[ptype](rule[1], rule[2], rule[3] if len(rule) > 3 else "")
         if structural and self.ready:
             self._rebuild_p()

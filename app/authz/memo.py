@@ -8,9 +8,11 @@ r.dom)``, ``r.obj.member == ""``, ``mayGrant("role:x", r.obj.new_role)``, ...). 
 for the action is a function of the atoms' values (the rules, their order and effects being
 fixed), so the tuple of atom values is an exact memo key. The one abstraction on top:
 ``g(r.sub, <role>, r.dom)`` atoms are replaced by the subject's direct roles (in the domain and in
-``*``), which decide reachability as long as only role → role links form the hierarchy; a change
-to the hierarchy or to p-rules throws the memo away, and a link to anything but a role turns the
-abstraction off.
+``*``), which decide reachability as long as the hierarchy is role → role links of one pack in
+``*``, the same in every workspace. The engine holds no other ``g`` links (``shapes`` refuses
+them, for the writers and for ``PolicyEngine.apply`` alike); a change to the hierarchy or to
+p-rules throws the memo away. ``roles_exact=False`` keeps every ``g`` atom in the key, for a
+caller that cannot promise that shape.
 
 Nothing here hard-codes the model: change ``model.conf`` and the keys follow. A construct the
 planner does not understand (a p-field attribute, ...) disables the memo for that action:

@@ -40,8 +40,14 @@ transitively, the engine reads a workspace's pack and features directly.
 
 from __future__ import annotations
 
-from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_pack
+import re
+
+from .identifiers import _LOCAL, PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_pack
 from .packs import G_ARITY, Rule, format_rule, validate_rule
+
+# is_prefixed(value, "user") / (value, "ws") as one regex call each: the loading fast path.
+_USER = re.compile("user:" + _LOCAL.pattern)
+_WS = re.compile("ws:" + _LOCAL.pattern)
 
 
 class InvalidRuleError(ValueError):
@@ -111,30 +117,50 @@ def rule_problems(rule: Rule) -> list[str]:
 class FactCheck:
     """:func:`rule_problems` over a stream of facts, remembering what it accepted (loading).
 
-    A million memberships share a few hundred role keys and domains: once a (type, role or scope)
-    and a (type, domain) were accepted in a user's link, the next row only needs its user checked.
+    A million memberships share a few hundred role keys, scope names, packs and features, and a
+    workspace's ``g4`` row comes first: once a target (per type) and a workspace were accepted,
+    a row naming both only needs its user (or workspace) matched, which is exactly what
+    :func:`rule_problems` would check of it.
     """
 
-    __slots__ = ("_targets", "_domains")
+    __slots__ = ("_targets", "_packs_features", "_ws")
 
     def __init__(self) -> None:
+        # accepted targets of users' links (g, g2, g3) and of workspaces' links (g4, g5)
         self._targets: dict[str, set[str]] = {"g": set(), "g2": set(), "g3": set()}
-        self._domains: dict[str, set[str]] = {"g": set(), "g2": set(), "g3": set()}
+        self._packs_features: dict[str, set[str]] = {"g4": set(), "g5": set()}
+        self._ws: set[str] = set()
 
     def check(self, rule: Rule) -> None:
         """Raise InvalidRuleError unless the rule is accepted."""
-        targets = self._targets.get(rule[0])
-        if (
-            targets is not None
-            and len(rule) == 4
-            and rule[2] in targets
-            and rule[3] in self._domains[rule[0]]
-            and is_prefixed(rule[1], "user")
-        ):
-            return
+        n = len(rule)
+        if n == 4:
+            targets = self._targets.get(rule[0])
+            if (
+                targets is not None
+                and rule[2] in targets
+                and (rule[3] in self._ws or (rule[3] == PLATFORM_DOMAIN and rule[0] == "g"))
+                and type(rule[1]) is str
+                and _USER.fullmatch(rule[1]) is not None
+            ):
+                return
+        elif n == 3:
+            targets = self._packs_features.get(rule[0])
+            if (
+                targets is not None
+                and rule[2] in targets
+                and (rule[1] in self._ws or (type(rule[1]) is str and _WS.fullmatch(rule[1]) is not None))
+            ):
+                self._ws.add(rule[1])
+                return
         problems = rule_problems(rule)
         if problems:
             raise InvalidRuleError(problems)
-        if targets is not None and rule[1].startswith("user:"):
-            targets.add(rule[2])
-            self._domains[rule[0]].add(rule[3])
+        ptype = rule[0]
+        if ptype in ("g4", "g5"):
+            self._packs_features[ptype].add(rule[2])
+            self._ws.add(rule[1])
+        elif ptype != "p" and rule[1].startswith("user:"):
+            self._targets[ptype].add(rule[2])
+            if rule[3] != PLATFORM_DOMAIN:
+                self._ws.add(rule[3])
