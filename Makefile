@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	@if $(BIN)/pip show casbin >/dev/null 2>&1; then echo "error: the old 'casbin' distribution is installed; it overwrites pycasbin's files" >&2; exit 1; fi
 	touch $(STAMP)
 
+# axe-core (npm) for the accessibility checks of the browser tests; without npm they skip (fail under CI).
+AXE     := $(VENV)/npm/node_modules/axe-core/axe.min.js
+$(AXE): | $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then npm install --prefix $(VENV)/npm --no-audit --no-fund --silent axe-core@4.10.3; else echo "npm not found: the axe-core checks will skip"; fi
+
 install: $(STAMP)
 
 migrate: $(STAMP)
@@ -25,12 +30,12 @@ seed: migrate
 run: seed
 	$(BIN)/flask run --host 127.0.0.1 --port 5000
 
-test: $(STAMP)
+test: $(STAMP) $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-policy-test: $(STAMP)
+policy-test: $(STAMP) $(AXE)
 	$(BIN)/flask policy test
 
 bench: $(STAMP)

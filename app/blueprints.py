@@ -17,6 +17,7 @@ BLUEPRINTS = [
     ("app.api.policy", "bp"),
     ("app.api.docs", "bp"),
     ("app.web.pages", "bp"),
+    ("app.web.workbench", "bp"),
 ]
 
 
