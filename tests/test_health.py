@@ -23,7 +23,7 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
     body = resp.get_json()
     assert body == {
         "status": "ready",
-        "checks": {"database": "ok", "policy": "loaded"},
+        "checks": {"database": "ok", "policy": "loaded", "verification": "pass"},
         "revision": authz.engine.revision,
         # the listener is off under tests (SQLite / POLICY_SYNC); its state is reported as is
         "sync": authz.sync_status(),

@@ -158,7 +158,7 @@ def test_validate_refuses_a_group_scoped_grant_rule(client: FlaskClient, editors
     headers = as_user(client, editors.users["admin"])
     status, out = post(client, "/v1/policy/apply", headers, {"changes": [change("add", REVIEWER_GROUP_ASSIGN)]})
     assert status == 422
-    assert any("reviewer (rank 1) could assign_roles granting owner" in p for p in out["problems"]), out
+    assert any("escalation: reviewer (rank 2) could assign_roles granting owner" in p for p in out["problems"]), out
 
 
 def test_rollback_to_a_state_validation_rejects_is_refused(client: FlaskClient, editors: Editors) -> None:  # noqa: F811
