@@ -192,22 +192,27 @@ def test_web_api_rate_limit_per_client(app: Flask) -> None:
     assert all(client.get("/healthz").status_code == 200 for _ in range(5))
 
 
-def test_decision_api_rate_limit_per_token(app: Flask) -> None:
-    """DECISION_RATE_LIMIT per token on /v1/...: one token's burst does not throttle another."""
-    app.config["DECISION_RATE_LIMIT"] = "2 per minute"
-    a, b = service_token("a"), service_token("b")
-    client = app.test_client()
-    body = {"subject": 1, "workspace": "x", "action": "y"}
+def test_decision_api_rate_limit_per_token(database_url: str) -> None:
+    """DECISION_RATE_LIMIT (when set) per token on /v1/...: one token's burst does not throttle another."""
+    limited = make_app(database_url, DECISION_RATE_LIMIT="2 per minute")
+    with limited.app_context():
+        a, b = service_token("a"), service_token("b")
+        client = limited.test_client()
+        body = {"subject": 1, "workspace": "x", "action": "y"}
 
-    def check(token: str) -> int:
-        return int(client.post("/v1/check", json=body, headers={"Authorization": f"Bearer {token}"}).status_code)
+        def check(token: str) -> int:
+            return int(client.post("/v1/check", json=body, headers={"Authorization": f"Bearer {token}"}).status_code)
 
-    assert [check(a), check(a), check(a)] == [200, 200, 429]
-    assert check(b) == 200
+        assert [check(a), check(a), check(a)] == [200, 200, 429]
+        assert check(b) == 200
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_default_limits_do_not_throttle_normal_use(app: Flask) -> None:
-    """The generous defaults: 500 decisions in a row from one token all answer."""
+    """The defaults: 500 decisions in a row from one token all answer (no decision-API limit unless
+    DECISION_RATE_LIMIT is set), and the limiter is not even consulted for them."""
+    assert app.config["DECISION_RATE_LIMIT"] == ""
     token = service_token()
     client = app.test_client()
     body = {"subject": 1, "workspace": "x", "action": "y"}
