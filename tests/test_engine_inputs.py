@@ -233,3 +233,22 @@ def test_the_loading_fast_path_accepts_exactly_what_rule_problems_accepts() -> N
         assert ok == (rule_problems(rule) == []), rule
         accepted += ok
     assert accepted > 500  # the stream reaches the remembered fast path
+
+
+@pytest.mark.parametrize("name", list(DIVERGING))
+def test_the_store_refuses_them_before_anything_commits(app: object, name: str) -> None:
+    """Through policy_store.add_changes (every service's writer): 422 for a shape, 409 for a second pack."""
+    from app.errors import ConflictError, ValidationError
+    from app.extensions import authz, db
+    from app.services import policy_store
+    from tests.factories import create_workspace
+
+    ws = create_workspace("aa", "classroom")
+    rules = [tuple(ws.key if v == "ws:a" else v for v in rule) for rule in DIVERGING[name]]
+    head = authz.engine.revision
+    session = db.session()
+    handle = policy_store.begin_write(session, "test")
+    with pytest.raises(ConflictError if name == "second pack for a workspace" else ValidationError):
+        policy_store.add_changes(session, handle, [RuleChange("add", rule) for rule in rules])
+    session.rollback()
+    assert authz.engine.revision == head
