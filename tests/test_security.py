@@ -313,3 +313,30 @@ def test_docs_static_is_packaged() -> None:
     """The docs assets ship with the package (pyproject package-data)."""
     root = Path(__file__).resolve().parent.parent
     assert (root / "app/api/static/docs.js").is_file() and "api/static/*" in (root / "pyproject.toml").read_text()
+
+
+def test_local_storage_counts_expires_and_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """local:// (the default) counts like memory:// but without a sweeper thread per burst (which
+    cost the API 3-7 ms at p99); expired counters are dropped when read and swept inline."""
+    from limits import parse
+    from limits.storage import storage_from_string
+    from limits.strategies import FixedWindowRateLimiter
+
+    from app.security import LocalStorage
+
+    storage = storage_from_string("local://")
+    assert isinstance(storage, LocalStorage)
+    limiter = FixedWindowRateLimiter(storage)
+    item = parse("2 per second")
+    assert [limiter.hit(item, "k") for _ in range(3)] == [True, True, False]
+    time.sleep(0.05)  # memory://'s 10 ms timer has finished: its next hit would start another thread
+    before = threading.active_count()
+    for n in range(50):
+        limiter.hit(parse("5 per second"), f"other-{n}")
+    assert threading.active_count() <= before  # no timer thread started
+    time.sleep(1.1)
+    assert limiter.hit(item, "k")  # the window expired
+    monkeypatch.setattr(LocalStorage, "SWEEP_SECONDS", 0.0)
+    storage._next_sweep = 0.0  # type: ignore[attr-defined]
+    limiter.hit(item, "k")
+    assert len(storage.storage) == 1  # the 50 expired counters were swept
