@@ -7,10 +7,11 @@ export FLASK_APP := app:create_app
 
 .PHONY: run test lint typecheck check bench migrate seed policy-test clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e 'clients/python[flask]'
 	@if $(BIN)/pip show casbin >/dev/null 2>&1; then echo "error: the old 'casbin' distribution is installed; it overwrites pycasbin's files" >&2; exit 1; fi
 	touch $(STAMP)
 

@@ -1,0 +1,390 @@
+"""Sync and async clients of the decision API (``/v1/...``) and the AuthZEN 1.0 endpoints (``/access/v1/...``).
+
+Both fail closed by default: any error (network, timeout, a 4xx, a 5xx after the retries) is a *deny*
+with reason ``client_error`` and the cause in ``error``; ``raise_errors=True`` raises
+:class:`LearnAuthzError` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ._core import (
+    RETRYABLE_ERRORS,
+    RETRYABLE_STATUS,
+    Decision,
+    Evaluation,
+    LearnAuthzError,
+    Permissions,
+    Retry,
+    Revisions,
+    WhoCanPage,
+    authzen_body,
+    check_body,
+    decision_of,
+    denied,
+    evaluation_of,
+    headers,
+    permissions_of,
+    problem_error,
+    timeout_of,
+)
+
+log = logging.getLogger("learnauthz_client")
+#: What a call may raise on its way to an answer; each is a deny (or LearnAuthzError with raise_errors).
+FAILURES = (LearnAuthzError, KeyError, TypeError, ValueError, AttributeError, httpx.HTTPError, httpx.InvalidURL)
+USER_AGENT = "learnauthz-client/0.1"
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One HTTP call: method, path, JSON body, query parameters."""
+
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+
+
+class _Base:
+    """Request building and answer parsing shared by :class:`Client` and :class:`AsyncClient`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        workspace: str | None = None,
+        timeout: float | httpx.Timeout = 2.0,
+        retry: Retry | None = None,
+        raise_errors: bool = False,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.workspace = workspace
+        self.timeout = timeout_of(timeout)
+        self.retry = retry or Retry()
+        self.raise_errors = raise_errors
+        self.revisions = Revisions()
+
+    # -- read-your-writes -------------------------------------------------------------------------
+    def observe(self, revision: int | Mapping[str, Any] | None) -> None:
+        """Remember a revision a write returned (an int, or the write's JSON body with ``revision``): every
+        later read of this client carries it as ``min_revision``."""
+        if isinstance(revision, Mapping):
+            revision = revision.get("revision")
+        self.revisions.observe(revision)
+
+    def _ws(self, workspace: str | None) -> str:
+        ws = workspace or self.workspace
+        if not ws:
+            raise LearnAuthzError("no workspace: pass workspace= or set the client's default")
+        return ws
+
+    def _check_call(self, body: dict[str, Any], min_revision: int | None, path: str) -> _Call:
+        floor = self.revisions.floor(min_revision)
+        if floor is not None:
+            body["min_revision"] = floor
+        return _Call("POST", path, json=body)
+
+    def _call_check(
+        self, subject: str | int, action: str, resource: Mapping[str, Any] | None, workspace: str | None,
+        min_revision: int | None,
+    ) -> _Call:  # fmt: skip
+        return self._check_call(check_body(subject, self._ws(workspace), action, resource), min_revision, "/v1/check")
+
+    def _call_batch(self, checks: Sequence[Mapping[str, Any]], min_revision: int | None) -> _Call:
+        items = []
+        for c in checks:
+            item = dict(c)
+            if "workspace" not in item and self.workspace:
+                item["workspace"] = self.workspace
+            items.append(item)
+        return self._check_call({"checks": items}, min_revision, "/v1/check/batch")
+
+    def _params(self, params: dict[str, Any], min_revision: int | None) -> dict[str, Any]:
+        floor = self.revisions.floor(min_revision)
+        if floor is not None:
+            params["min_revision"] = floor
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _call_permissions(self, subject: str | int, workspace: str | None, min_revision: int | None) -> _Call:
+        params = self._params({"subject": subject, "workspace": self._ws(workspace)}, min_revision)
+        return _Call("GET", "/v1/permissions", params=params)
+
+    def _call_who_can(
+        self, action: str, workspace: str | None, limit: int, cursor: str | None, min_revision: int | None
+    ) -> _Call:
+        params = {"workspace": self._ws(workspace), "action": action, "limit": limit, "cursor": cursor}
+        return _Call("GET", "/v1/who-can", params=self._params(params, min_revision))
+
+    def _call_evaluation(
+        self, subject: Mapping[str, Any] | str, action: Mapping[str, Any] | str, resource: Mapping[str, Any],
+        context: Mapping[str, Any] | None, workspace: str | None,
+    ) -> _Call:  # fmt: skip
+        body = authzen_body(subject, action, resource, context, workspace or self.workspace)
+        return _Call("POST", "/access/v1/evaluation", json=body)
+
+    def _call_evaluations(
+        self, evaluations: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | None,
+        semantic: str | None, workspace: str | None,
+    ) -> _Call:  # fmt: skip
+        body: dict[str, Any] = {"evaluations": [dict(e) for e in evaluations]}
+        if defaults:
+            body.update({k: v for k, v in defaults.items() if k in ("subject", "action", "resource", "context")})
+        ws = workspace or self.workspace
+        if ws is not None:
+            body["context"] = {**body.get("context", {}), "workspace": ws}
+        if semantic:
+            body["options"] = {"evaluations_semantic": semantic}
+        return _Call("POST", "/access/v1/evaluations", json=body)
+
+    # -- answers --------------------------------------------------------------------------------
+    def _failed(self, exc: Exception) -> str:
+        if not isinstance(exc, LearnAuthzError):  # a malformed answer (missing field, wrong type)
+            exc = LearnAuthzError(f"unexpected answer: {type(exc).__name__}: {exc}")
+        if self.raise_errors:
+            raise exc
+        log.warning("learnauthz: failing closed: %s", exc)
+        return str(exc)
+
+    def _answer(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            raise problem_error(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise LearnAuthzError(f"{response.status_code}: not JSON", status=response.status_code) from exc
+
+
+class Client(_Base):
+    """Synchronous client (one ``httpx.Client``, thread-safe; use as a context manager or call ``close``)."""
+
+    def __init__(self, base_url: str, token: str | None = None, *, http: httpx.Client | None = None, **kw: Any):
+        super().__init__(base_url, token, **kw)
+        self._http = http or httpx.Client(timeout=self.timeout, trust_env=False)
+        self._http.headers.update(headers(token, USER_AGENT))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            response: httpx.Response | None = None
+            try:
+                response = self._http.request(
+                    call.method, self.base_url + call.path, json=call.json, params=call.params, timeout=self.timeout
+                )
+            except RETRYABLE_ERRORS as exc:
+                wait = self.retry.delay(attempt, None)
+                if wait is None:
+                    raise LearnAuthzError(f"{type(exc).__name__}: {exc}") from exc
+                time.sleep(wait)
+                continue
+            if response.status_code in RETRYABLE_STATUS:
+                wait = self.retry.delay(attempt, response)
+                if wait is not None:
+                    time.sleep(wait)
+                    continue
+            return self._answer(response)
+
+    def check(
+        self, subject: str | int, action: str, resource: Mapping[str, Any] | None = None, *,
+        workspace: str | None = None, min_revision: int | None = None,
+    ) -> Decision:  # fmt: skip
+        """May ``subject`` do ``action`` (on ``resource``: ``{type, id, attributes}``) in the workspace?"""
+        try:
+            return decision_of(self._send(self._call_check(subject, action, resource, workspace, min_revision)))
+        except FAILURES as exc:
+            return denied(self._failed(exc))
+
+    def batch(self, checks: Sequence[Mapping[str, Any]], *, min_revision: int | None = None) -> list[Decision]:
+        """Many checks (dicts with subject, action, resource?, workspace?) in one request, answered in order;
+        on failure every one is denied."""
+        try:
+            body = self._send(self._call_batch(checks, min_revision))
+            return [decision_of(r) for r in body["results"]]
+        except FAILURES as exc:
+            error = self._failed(exc)
+            return [denied(error) for _ in checks]
+
+    def permissions(
+        self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None
+    ) -> Permissions:
+        """Every action of the workspace's pack decided for ``subject``; on failure nothing is allowed."""
+        try:
+            return permissions_of(self._send(self._call_permissions(subject, workspace, min_revision)))
+        except FAILURES as exc:
+            return Permissions(frozenset(), {}, error=self._failed(exc))
+
+    def who_can(
+        self, action: str, *, workspace: str | None = None, limit: int = 100, cursor: str | None = None,
+        min_revision: int | None = None,
+    ) -> WhoCanPage:  # fmt: skip
+        """One page of the people allowed ``action``; on failure an empty, incomplete page."""
+        try:
+            body = self._send(self._call_who_can(action, workspace, limit, cursor, min_revision))
+        except FAILURES as exc:
+            return WhoCanPage([], None, False, error=self._failed(exc))
+        self.revisions.observe(body.get("revision"))  # later pages at least as fresh as this one
+        return WhoCanPage(body["items"], body.get("next_cursor"), body.get("complete") is True, body.get("revision"))
+
+    def who_can_all(
+        self, action: str, *, workspace: str | None = None, limit: int = 100
+    ) -> Iterator[Mapping[str, Any]]:
+        """Every person allowed ``action``, page after page; raises LearnAuthzError if a page fails (an
+        iterator that stopped early would look like a complete answer)."""
+        cursor: str | None = None
+        while True:
+            page = self.who_can(action, workspace=workspace, limit=limit, cursor=cursor)
+            if page.error is not None:
+                raise LearnAuthzError(page.error)
+            yield from page.items
+            if page.complete or page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def evaluation(
+        self, subject: Mapping[str, Any] | str, action: Mapping[str, Any] | str, resource: Mapping[str, Any], *,
+        context: Mapping[str, Any] | None = None, workspace: str | None = None,
+    ) -> Evaluation:  # fmt: skip
+        """AuthZEN ``POST /access/v1/evaluation``."""
+        try:
+            return evaluation_of(self._send(self._call_evaluation(subject, action, resource, context, workspace)))
+        except FAILURES as exc:
+            return Evaluation(False, error=self._failed(exc))
+
+    def evaluations(
+        self, evaluations: Sequence[Mapping[str, Any]], *, defaults: Mapping[str, Any] | None = None,
+        semantic: str | None = None, workspace: str | None = None,
+    ) -> list[Evaluation]:  # fmt: skip
+        """AuthZEN ``POST /access/v1/evaluations`` (``defaults``: subject/action/resource/context merged into
+        each item; ``semantic``: ``execute_all``, ``deny_on_first_deny``, ``permit_on_first_permit``). The
+        list may be shorter than ``evaluations`` under the short-circuit semantics, as the spec says."""
+        try:
+            body = self._send(self._call_evaluations(evaluations, defaults, semantic, workspace))
+            return [evaluation_of(e) for e in body["evaluations"]]
+        except FAILURES as exc:
+            error = self._failed(exc)
+            return [Evaluation(False, error=error) for _ in evaluations]
+
+
+class AsyncClient(_Base):
+    """Asynchronous client (one ``httpx.AsyncClient``; ``async with`` or ``await aclose()``)."""
+
+    def __init__(
+        self, base_url: str, token: str | None = None, *, http: httpx.AsyncClient | None = None, **kw: Any
+    ) -> None:
+        super().__init__(base_url, token, **kw)
+        self._http = http or httpx.AsyncClient(timeout=self.timeout, trust_env=False)
+        self._http.headers.update(headers(token, USER_AGENT))
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _send(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._http.request(
+                    call.method, self.base_url + call.path, json=call.json, params=call.params, timeout=self.timeout
+                )
+            except RETRYABLE_ERRORS as exc:
+                wait = self.retry.delay(attempt, None)
+                if wait is None:
+                    raise LearnAuthzError(f"{type(exc).__name__}: {exc}") from exc
+                await asyncio.sleep(wait)
+                continue
+            if response.status_code in RETRYABLE_STATUS:
+                wait = self.retry.delay(attempt, response)
+                if wait is not None:
+                    await asyncio.sleep(wait)
+                    continue
+            return self._answer(response)
+
+    async def check(
+        self, subject: str | int, action: str, resource: Mapping[str, Any] | None = None, *,
+        workspace: str | None = None, min_revision: int | None = None,
+    ) -> Decision:  # fmt: skip
+        """May ``subject`` do ``action`` (on ``resource``) in the workspace? See :meth:`Client.check`."""
+        try:
+            return decision_of(await self._send(self._call_check(subject, action, resource, workspace, min_revision)))
+        except FAILURES as exc:
+            return denied(self._failed(exc))
+
+    async def batch(self, checks: Sequence[Mapping[str, Any]], *, min_revision: int | None = None) -> list[Decision]:
+        """Many checks in one request, answered in order; on failure every one is denied."""
+        try:
+            body = await self._send(self._call_batch(checks, min_revision))
+            return [decision_of(r) for r in body["results"]]
+        except FAILURES as exc:
+            error = self._failed(exc)
+            return [denied(error) for _ in checks]
+
+    async def permissions(
+        self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None
+    ) -> Permissions:
+        """Every action of the workspace's pack decided for ``subject``; on failure nothing is allowed."""
+        try:
+            return permissions_of(await self._send(self._call_permissions(subject, workspace, min_revision)))
+        except FAILURES as exc:
+            return Permissions(frozenset(), {}, error=self._failed(exc))
+
+    async def who_can(
+        self, action: str, *, workspace: str | None = None, limit: int = 100, cursor: str | None = None,
+        min_revision: int | None = None,
+    ) -> WhoCanPage:  # fmt: skip
+        """One page of the people allowed ``action``; on failure an empty, incomplete page."""
+        try:
+            body = await self._send(self._call_who_can(action, workspace, limit, cursor, min_revision))
+        except FAILURES as exc:
+            return WhoCanPage([], None, False, error=self._failed(exc))
+        self.revisions.observe(body.get("revision"))
+        return WhoCanPage(body["items"], body.get("next_cursor"), body.get("complete") is True, body.get("revision"))
+
+    async def evaluation(
+        self, subject: Mapping[str, Any] | str, action: Mapping[str, Any] | str, resource: Mapping[str, Any], *,
+        context: Mapping[str, Any] | None = None, workspace: str | None = None,
+    ) -> Evaluation:  # fmt: skip
+        """AuthZEN ``POST /access/v1/evaluation``."""
+        try:
+            body = await self._send(self._call_evaluation(subject, action, resource, context, workspace))
+            return evaluation_of(body)
+        except FAILURES as exc:
+            return Evaluation(False, error=self._failed(exc))
+
+    async def evaluations(
+        self, evaluations: Sequence[Mapping[str, Any]], *, defaults: Mapping[str, Any] | None = None,
+        semantic: str | None = None, workspace: str | None = None,
+    ) -> list[Evaluation]:  # fmt: skip
+        """AuthZEN ``POST /access/v1/evaluations``; see :meth:`Client.evaluations`."""
+        try:
+            body = await self._send(self._call_evaluations(evaluations, defaults, semantic, workspace))
+            return [evaluation_of(e) for e in body["evaluations"]]
+        except FAILURES as exc:
+            error = self._failed(exc)
+            return [Evaluation(False, error=error) for _ in evaluations]
