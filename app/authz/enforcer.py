@@ -163,16 +163,9 @@ class IndexedEnforcer(casbin.Enforcer):  # type: ignore[misc]
         return bool(result), list(rule)
 
 
-def g_link(e: casbin.Enforcer, ptype: str, name1: str, name2: str, dom: str | None = None) -> bool:
-    """Ask a role definition of any enforcer directly (used by explain and tests)."""
-    rm = e.rm_map[ptype]
-    return bool(rm.has_link(name1, name2, dom) if dom is not None else rm.has_link(name1, name2))
-
-
 __all__ = [
     "IndexedEnforcer",
     "PLATFORM_DOMAIN",
     "build_plain_enforcer",
-    "g_link",
     "rank_functions",
 ]

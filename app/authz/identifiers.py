@@ -99,8 +99,3 @@ def is_prefixed(value: object, prefix: str) -> bool:
     if not isinstance(value, str) or not value.startswith(prefix + ":"):
         return False
     return valid_local(value[len(prefix) + 1 :])
-
-
-def local_part(key: str) -> str:
-    """The part after the first colon."""
-    return key.split(":", 1)[1]

@@ -7,42 +7,38 @@ domain, and answers ``has_link`` by a breadth-first walk of at most ``max_hierar
 steps, exactly as pycasbin's walk does. It never creates entries for names it is asked about.
 
 Memory: at a million memberships a ``set`` per user (216 bytes) dominates, so parents are kept
-as small sorted tuples (56 bytes for one), and the reverse index switches from a tuple to a set
-only when a name has many children (a pack's workspaces in ``g4``, a role's members).
+as small sorted tuples (56 bytes for one). There is no reverse index: nothing on the decision
+path asks "who holds this role", and keeping one cost half the engine's heap; ``get_users`` (the
+RoleManager interface) scans instead.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 
 from casbin.rbac import RoleManager
 
 from .identifiers import PLATFORM_DOMAIN
 
 _EMPTY: tuple[str, ...] = ()
-_SMALL = 8  # a reverse entry becomes a set above this many children
 _intern = sys.intern
 
 Parents = tuple[str, ...]
-Children = tuple[str, ...] | set[str]
 
 
 class IndexedRoleManager(RoleManager):  # type: ignore[misc]
     """Role links per domain in dicts; ``*`` links apply to every domain."""
 
-    __slots__ = ("max_hierarchy_level", "links", "reverse")
+    __slots__ = ("max_hierarchy_level", "links")
 
     def __init__(self, max_hierarchy_level: int = 10) -> None:
         self.max_hierarchy_level = max_hierarchy_level
         self.links: dict[str, dict[str, Parents]] = {}
-        self.reverse: dict[str, dict[str, Children]] = {}
 
     # -- writes -------------------------------------------------------------------------
     def clear(self) -> None:
         """Forget every link."""
         self.links = {}
-        self.reverse = {}
 
     def add_link(self, name1: str, name2: str, *domain: str) -> None:
         """name1 inherits name2 in domain (or in every domain for ``*``)."""
@@ -60,22 +56,6 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         if name2 in old:
             return
         bucket[name1] = (name2,) if not old else tuple(sorted((*old, name2)))
-        rbucket = self.reverse.get(dom)
-        if rbucket is None:
-            rbucket = self.reverse[dom] = {}
-        kids = rbucket.get(name2)
-        if kids is None:
-            rbucket[name2] = (name1,)
-        elif type(kids) is tuple:
-            rbucket[name2] = (*kids, name1) if len(kids) < _SMALL else {*kids, name1}
-        else:
-            kids.add(name1)  # type: ignore[union-attr]
-
-    def add_links(self, rows: Iterable[tuple[str, ...]]) -> None:
-        """Bulk ``add_link`` (rows of name1, name2[, domain]) for loading."""
-        add = self.add_link
-        for row in rows:
-            add(*row)
 
     def delete_link(self, name1: str, name2: str, *domain: str) -> None:
         """Remove the link if present (a missing link is not an error here)."""
@@ -91,22 +71,6 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
                     del bucket[name1]
                 if not bucket:
                     del self.links[dom]
-        rbucket = self.reverse.get(dom)
-        if rbucket is not None:
-            kids = rbucket.get(name2)
-            if kids is not None and name1 in kids:
-                if type(kids) is tuple:
-                    left = tuple(k for k in kids if k != name1)
-                    if left:
-                        rbucket[name2] = left
-                    else:
-                        del rbucket[name2]
-                else:
-                    kids.discard(name1)  # type: ignore[union-attr]
-                    if not kids:
-                        del rbucket[name2]
-                if not rbucket:
-                    del self.reverse[dom]
 
     # -- reads --------------------------------------------------------------------------
     def direct(self, name: str, domain: str = "") -> Parents:
@@ -174,21 +138,14 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         return sorted(set(self._parents(name, domain[0] if domain else "")))
 
     def get_users(self, name: str, *domain: str) -> list[str]:
-        """Direct children of name in domain, ``*`` links included."""
+        """Direct children of name in domain, ``*`` links included (a scan: off the decision path)."""
         dom = domain[0] if domain else ""
         out: set[str] = set()
         for d in {dom, PLATFORM_DOMAIN}:
-            bucket = self.reverse.get(d)
-            if bucket is not None:
-                out.update(bucket.get(name, _EMPTY))
+            for child, parents in self.links.get(d, {}).items():
+                if name in parents:
+                    out.add(child)
         return sorted(out)
-
-    def children(self, name: str, domain: str) -> Children:
-        """Names linked directly to name in exactly this domain."""
-        bucket = self.reverse.get(domain)
-        if bucket is None:
-            return _EMPTY
-        return bucket.get(name, _EMPTY)
 
     def print_roles(self) -> None:
         """Nothing to print; kept for the interface."""

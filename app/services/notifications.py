@@ -82,8 +82,3 @@ def dispatch(session: Session, limit: int = 200) -> int:
         sent += 1
     session.commit()
     return sent
-
-
-def sent_messages() -> list[dict[str, str]]:
-    """Messages delivered by the ``memory`` backend (tests)."""
-    return list(current_app.extensions.get("mail_memory", []))

@@ -59,7 +59,6 @@ class PolicyListener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
-        self.owner_pid = os.getpid()
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> PolicyListener:
