@@ -21,7 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     login_manager.init_app(app)
     csrf.init_app(app)
-    authz.init_app(app)
+    authz.init_app(app, db)
 
     from .errors import register_error_handlers
 

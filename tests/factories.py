@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from app.authz.engine import RuleChange
-from app.extensions import db, file_packs
+from app.extensions import db
 from app.models import Membership, User, Workspace
 from app.services import policy_store, users, workspaces
+from app.services.policy_files import file_packs
 
 PASSWORD = "demo-password-1"
 

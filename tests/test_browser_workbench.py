@@ -10,7 +10,6 @@ critical violation).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT
+from tests.browser_support import axe
+from tests.conftest import ROOT
 from tests.test_browser import Browser, driver, live_app  # noqa: F401 - fixtures
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
-AXE_JS = Path(os.environ.get("AXE_CORE_JS", ROOT / ".venv" / "npm" / "node_modules" / "axe-core" / "axe.min.js"))
 
 
 @pytest.fixture
@@ -39,22 +38,6 @@ def shot(b: Browser, name: str) -> None:
     """Keep a screenshot of the page as a test artifact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     b.d.save_screenshot(str(ARTIFACTS / f"workbench-{name}.png"))
-
-
-def axe(b: Browser) -> None:
-    """axe-core on the current page: no serious or critical violation."""
-    if not AXE_JS.exists():
-        msg = f"axe-core not found at {AXE_JS} (make installs it with npm)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    b.d.execute_script(AXE_JS.read_text(encoding="utf-8"))
-    result = b.d.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']}).then(r => done(JSON.stringify(r.violations)))"
-    )
-    bad = [v for v in json.loads(result) if v.get("impact") in ("serious", "critical")]
-    assert not bad, [(v["id"], v["help"], [n["target"] for n in v["nodes"][:3]]) for v in bad]
 
 
 def sign_in(b: Browser, email: str) -> None:
@@ -99,7 +82,8 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser) -> None
     launch = cell(b, "launch_own_simulations", "reviewer")
     assert launch.get_attribute("data-value") == "—"
     assert "deny" in launch.get_attribute("title")
-    assert b.all("#role-graph svg") and "owner inherits reviewer" in b.css("#role-graph svg").get_attribute("aria-label")
+    graph = b.css("#role-graph svg").get_attribute("aria-label")
+    assert "owner inherits reviewer" in graph
     shot(b, "pack-simulations")
     axe(b)
     # … and the playground explains it: the explicit deny, reached through the reviewer role.
@@ -143,9 +127,8 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser) -> None
     assert "reviewers see AI spend" in top.text and "policy_admin@service.example" in top.text
     top.find_element("css selector", "button[aria-label^='Preview rolling back']").click()
     b.wait(lambda d: "Verified" in b.css("#rollback-status").text)
-    assert "view_ai_spend" in b.css("#rollback-flips").text and "lose" in b.css("#rollback-flips tbody tr").get_attribute(
-        "data-change"
-    )
+    assert "view_ai_spend" in b.css("#rollback-flips").text
+    assert b.css("#rollback-flips tbody tr").get_attribute("data-change") == "lose"
     shot(b, "history")
     axe(b)
     b.css("#rollback-message").send_keys("undo")

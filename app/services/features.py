@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 from app.authz import RuleChange
 from app.authz.identifiers import platform_domain
 from app.errors import ValidationError
-from app.extensions import authz, file_packs
+from app.extensions import authz
 from app.models import Membership, User, Workspace
+from app.services.policy_files import file_packs
 
 from . import access, audit, policy_store, workspaces
 from .inputs import MAX_ID, check_text, is_id

@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from flask import current_app
 from sqlalchemy.orm import Session
 
 from app.authz import delegation
 from app.authz.engine import RuleChange
-from app.authz.packs import PackSet, Rule, format_rule, is_pack_rule
+from app.authz.packs import PackSet, Rule, format_rule, is_pack_rule, load_packs
 from app.authz.policytest import load_suite, run_suite, suite_files
 from app.errors import ValidationError
 
 from . import policy_store
+
+
+@lru_cache(maxsize=8)
+def _file_packs(policy_dir: str, model_path: str, stamp: float) -> PackSet:
+    return load_packs(policy_dir, model_path)
+
+
+def file_packs(app: Any = None) -> PackSet:
+    """The packs in ``policy/`` (cached until a file changes)."""
+    cfg = (app or current_app).config
+    pdir = Path(cfg["POLICY_DIR"])
+    stamp = max((p.stat().st_mtime for p in pdir.glob("*.*")), default=0.0)
+    return _file_packs(str(pdir), cfg["MODEL_PATH"], stamp)
 
 
 @dataclass

@@ -4,20 +4,20 @@ A service that changes the policy calls :func:`begin_write` first (it locks the 
 ``policy_head`` row, so writers serialise and revisions commit in order, without gaps), reads
 what its invariants need, then :func:`add_changes`. Rules are written through the caller's
 session, inside the caller's transaction; the in-memory engine sees them only after commit
-(see ``app.extensions.Authz``).
+(see ``app.services.policy_runtime``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from app.authz.engine import RuleChange
-from app.authz.packs import G_ARITY, P_FIELDS, Rule, format_rule
+from app.authz.packs import G_ARITY, P_FIELDS, Rule, format_rule, is_pack_rule
 from app.authz.shapes import rule_problems
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.models import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
@@ -184,3 +184,55 @@ def revisions_after(session: Session, revision: int, limit: int = 10_000) -> lis
 def count_rules(session: Session) -> int:
     """How many rules are stored."""
     return int(session.execute(select(func.count(CasbinRule.id))).scalar() or 0)
+
+
+# -- loading the whole policy -------------------------------------------------------------------
+_PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*')"
+_FACT_COLUMNS = "ptype, v0, v1, v2"
+
+
+def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]], Iterator[tuple[str, ...]]]:
+    """(revision, pack documents, pack rules, facts) from one consistent snapshot.
+
+    On PostgreSQL the transaction is REPEATABLE READ, so the revision and every row belong to
+    the same committed state, and the facts (a million rows at full size) stream out of
+    ``COPY ... TO STDOUT`` straight into the role manager: no ORM objects, no full list.
+    Elsewhere (SQLite) they come from ``load_rules``.
+    """
+    is_pg = session.get_bind().dialect.name == "postgresql"
+    if is_pg and not session.in_transaction():
+        # A caller's open transaction keeps its own isolation; a fresh one gets one snapshot.
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    revision = current_revision(session)
+    documents = load_documents(session)
+    if not is_pg:
+        rules = load_rules(session)
+        return (
+            revision,
+            documents,
+            [r for r in rules if is_pack_rule(r)],
+            iter([r for r in rules if not is_pack_rule(r)]),
+        )
+    head = session.execute(
+        text(f"SELECT ptype, v0, v1, v2, v3, v4, v5, v6 FROM casbin_rule WHERE {_PACK_RULES_WHERE} ORDER BY id")
+    ).all()
+    pack_rules: list[tuple[str, ...]] = []
+    strays: list[tuple[str, ...]] = []
+    for row in head:
+        rule = _trim(tuple(row))
+        (pack_rules if is_pack_rule(rule) else strays).append(rule)
+    raw = session.connection().connection.driver_connection
+
+    def facts() -> Iterator[tuple[str, ...]]:
+        yield from strays
+        sql = f"COPY (SELECT {_FACT_COLUMNS} FROM casbin_rule WHERE NOT ({_PACK_RULES_WHERE})) TO STDOUT"
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            # (ptype, v0, v1, v2): two-field types carry v2 = "", which load_facts accepts.
+            yield from copy.rows()
+
+    return revision, documents, pack_rules, facts()
+
+
+def _trim(row: tuple[str, ...]) -> tuple[str, ...]:
+    width = 1 + (len(P_FIELDS) if row[0] == "p" else G_ARITY.get(row[0], len(row) - 1))
+    return row[:width]

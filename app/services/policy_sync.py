@@ -3,10 +3,11 @@
 A policy writer sends ``NOTIFY policy, '<revision>'`` inside its transaction
 (``policy_store.begin_write``), so PostgreSQL delivers it only if and when the change commits.
 The notification is a *hint*: on one, or every ``POLICY_POLL_SECONDS`` without one, the listener
-calls ``authz.sync()``, which reads the revision log after the engine's revision and applies
-each revision incrementally (a gap or a pack change means a rebuild). A dropped connection is
-retried with backoff, and the first thing after reconnecting is a sync, so nothing sent while
-disconnected is lost: the revision log, not the notification, is the source of truth.
+calls the process's ``PolicyRuntime.sync()`` (``app.extensions["authz"]``), which reads the
+revision log after the engine's revision and applies each revision incrementally (a gap or a
+pack change means a rebuild). A dropped connection is retried with backoff, and the first thing
+after reconnecting is a sync, so nothing sent while disconnected is lost: the revision log, not
+the notification, is the source of truth.
 
 One listener per process, started after the server forks (``gunicorn.conf.py``): a connection
 or thread created before ``fork`` would be shared by every worker.
@@ -19,7 +20,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask
@@ -94,10 +94,8 @@ class PolicyListener:
     # -- work ------------------------------------------------------------------------------
     def sync(self) -> int:
         """One incremental sync in the app's context; returns the engine's revision."""
-        from app.extensions import authz
-
         with self.app.app_context():
-            revision = authz.sync()
+            revision = int(self.app.extensions["authz"].sync())
         self.syncs += 1
         self.last_sync = time.monotonic()
         return revision
@@ -161,75 +159,14 @@ class PolicyListener:
 
 def start_listener(app: Flask) -> PolicyListener | None:
     """Start this process's listener as configured by ``POLICY_SYNC`` (auto | listen | poll | off)."""
-    from app.extensions import authz
-
     mode = str(app.config.get("POLICY_SYNC", "auto"))
     uri = str(app.config["SQLALCHEMY_DATABASE_URI"])
     is_pg = uri.startswith("postgresql")
     if mode == "off" or (mode == "auto" and not is_pg):
         return None
     listener = PolicyListener(app, listen=is_pg and mode in ("auto", "listen"))
-    authz.set_listener(app, listener)
+    app.extensions["authz"].set_listener(app, listener)
     return listener.start()
-
-
-# -- loading ------------------------------------------------------------------------------------
-_PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*')"
-_FACT_COLUMNS = "ptype, v0, v1, v2"
-
-
-def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]], Iterator[tuple[str, ...]]]:
-    """(revision, pack documents, pack rules, facts) from one consistent snapshot.
-
-    On PostgreSQL the transaction is REPEATABLE READ, so the revision and every row belong to
-    the same committed state, and the facts (a million rows at full size) stream out of
-    ``COPY ... TO STDOUT`` straight into the role manager: no ORM objects, no full list.
-    Elsewhere (SQLite) they come from ``policy_store.load_rules``.
-    """
-    from sqlalchemy import text
-
-    from app.authz.packs import is_pack_rule
-    from app.services import policy_store
-
-    is_pg = session.get_bind().dialect.name == "postgresql"
-    if is_pg and not session.in_transaction():
-        # A caller's open transaction keeps its own isolation; a fresh one gets one snapshot.
-        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    revision = policy_store.current_revision(session)
-    documents = policy_store.load_documents(session)
-    if not is_pg:
-        rules = policy_store.load_rules(session)
-        return (
-            revision,
-            documents,
-            [r for r in rules if is_pack_rule(r)],
-            iter([r for r in rules if not is_pack_rule(r)]),
-        )
-    head = session.execute(
-        text(f"SELECT ptype, v0, v1, v2, v3, v4, v5, v6 FROM casbin_rule WHERE {_PACK_RULES_WHERE} ORDER BY id")
-    ).all()
-    pack_rules: list[tuple[str, ...]] = []
-    strays: list[tuple[str, ...]] = []
-    for row in head:
-        rule = _trim(tuple(row))
-        (pack_rules if is_pack_rule(rule) else strays).append(rule)
-    raw = session.connection().connection.driver_connection
-
-    def facts() -> Iterator[tuple[str, ...]]:
-        yield from strays
-        sql = f"COPY (SELECT {_FACT_COLUMNS} FROM casbin_rule WHERE NOT ({_PACK_RULES_WHERE})) TO STDOUT"
-        with raw.cursor() as cur, cur.copy(sql) as copy:
-            # (ptype, v0, v1, v2): two-field types carry v2 = "", which load_facts accepts.
-            yield from copy.rows()
-
-    return revision, documents, pack_rules, facts()
-
-
-def _trim(row: tuple[str, ...]) -> tuple[str, ...]:
-    from app.authz.packs import G_ARITY, P_FIELDS
-
-    width = 1 + (len(P_FIELDS) if row[0] == "p" else G_ARITY.get(row[0], len(row) - 1))
-    return row[:width]
 
 
 def notify_revision(session: Any, revision: int) -> None:
