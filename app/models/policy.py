@@ -16,7 +16,8 @@ RULE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5", "v6")
 class CasbinRule(Base):
     """One Casbin rule, in the adapter's table shape plus ``v6`` (our p-rules have 7 fields).
 
-    Unlike the stock adapter's table, a rule is unique and the domain columns are indexed.
+    Unlike the stock adapter's table, a rule is unique and the domain columns are indexed. Stock
+    ``sqlalchemy_adapter.Adapter(url, db_class=CasbinRule)`` reads it (see ``app.embedded``).
     """
 
     __tablename__ = "casbin_rule"
@@ -43,6 +44,11 @@ class CasbinRule(Base):
         while values and values[-1] == "":
             values.pop()
         return (self.ptype, *values)
+
+    def __str__(self) -> str:
+        """The rule as a Casbin policy line (what ``sqlalchemy_adapter.Adapter`` loads with ``db_class=CasbinRule``:
+        seven values, trailing empty ones left out; values never contain commas, the writers refuse them)."""
+        return ", ".join(self.as_rule())
 
 
 class PolicyHead(Base):
