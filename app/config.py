@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from flask import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,23 +61,43 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _coerce(raw: str, default: Any) -> Any:
+_TEXT = ("SECRET_KEY", "SQLALCHEMY_DATABASE_URI")  # strings even when they look like JSON (a digits-only key)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _from_environment() -> dict[str, Any]:
+    """``FLASK_*`` variables through Flask's own ``from_prefixed_env``: values are JSON when they
+    parse as JSON (``FLASK_SQLALCHEMY_ENGINE_OPTIONS='{"pool_size": 5}'``, ``FLASK_SMTP_PORT=25``),
+    strings otherwise; ``FLASK_A__B`` sets key ``B`` inside dict ``A``."""
+    env = Config(str(ROOT))
+    env.update(copy.deepcopy(DEFAULTS))  # FLASK_A__B merges into the default dict A
+    env.from_prefixed_env("FLASK")
+    return {k: v for k, v in env.items() if k not in DEFAULTS or v != DEFAULTS[k]}
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """A setting from the environment in the type of its default (ValueError names the variable)."""
+    if key in _TEXT and not isinstance(value, str):
+        return os.environ.get(f"FLASK_{key}", str(value))  # the raw text, as written
+    if default is None or type(value) is type(default):
+        return value
     if isinstance(default, bool):
-        return raw.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int) and not isinstance(default, bool):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+    elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    elif isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"FLASK_{key}: expected {type(default).__name__}, got {value!r}")
 
 
 def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge defaults, FLASK_* environment (and DATABASE_URL), and test_config; check required keys."""
     cfg = dict(DEFAULTS)
-    for key, default in DEFAULTS.items():
-        raw = os.environ.get(f"FLASK_{key}")
-        if raw is not None:
-            cfg[key] = _coerce(raw, default)
+    for key, value in _from_environment().items():
+        cfg[key] = _checked(key, value, DEFAULTS[key]) if key in DEFAULTS else value
     if os.environ.get("DATABASE_URL") and not os.environ.get("FLASK_SQLALCHEMY_DATABASE_URI"):
         cfg["SQLALCHEMY_DATABASE_URI"] = os.environ["DATABASE_URL"]
     if test_config:
