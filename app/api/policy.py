@@ -267,14 +267,18 @@ def revision(number: int) -> Response:
 
 
 # -- proposing -----------------------------------------------------------------------------------
-def _draft_of_body() -> policy_edits.Draft:
-    """The request's proposal, validated against the live policy (nothing written)."""
+def _draft_of(changes: list[ChangeIn]) -> policy_edits.Draft:
+    """Changes drafted on the live policy and validated (nothing written)."""
     from app.extensions import db
 
-    body = parse_body(ProposalIn)
-    d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
+    d = policy_edits.draft(db.session(), _edits(changes), _model_text(), current_app.config["POLICY_DIR"])
     db.session.rollback()
     return d
+
+
+def _draft_of_body() -> policy_edits.Draft:
+    """The request's proposal, validated against the live policy (nothing written)."""
+    return _draft_of(parse_body(ProposalIn).changes)
 
 
 @bp.post("/validate")
@@ -384,7 +388,7 @@ def matrix() -> Response:
 def explain() -> Response:
     """The playground: a check as the decision API answers it with ``explain``, live or on a draft."""
     from app.errors import ValidationError
-    from app.extensions import authz, db
+    from app.extensions import authz
     from app.services import decisions
 
     body = parse_body(ExplainIn)
@@ -392,8 +396,7 @@ def explain() -> Response:
     eng = live
     problems: list[str] = []
     if body.changes:
-        d = policy_edits.draft(db.session(), _edits(body.changes), _model_text(), current_app.config["POLICY_DIR"])
-        db.session.rollback()
+        d = _draft_of(body.changes)
         if d.after is None:
             raise ValidationError("the draft does not load", problems=d.problems, revision=d.revision)
         problems = [p for p in d.problems if p != "the change changes nothing"]
