@@ -33,8 +33,9 @@ _STATUS_TEXT = {
     409: "Conflict",
     413: "Too many items",
     415: "Body is not JSON",
-    422: "Validation failed",
-    503: "Unavailable (policy not loaded, or min_revision not reached in time)",
+    422: "Validation failed (also: a min_revision that does not exist yet)",
+    429: "Rate limited (Retry-After says when to try again)",
+    503: "Unavailable (policy not loaded, or an existing min_revision not reached in time)",
 }
 
 
