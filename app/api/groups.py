@@ -10,10 +10,10 @@ from flask import Blueprint, Response, jsonify
 
 from app.errors import NotFoundError
 from app.extensions import db
-from app.services import access, groups, workspaces
+from app.services import groups, workspaces
 
 from .auth import actor, after_change, json_body, protect
-from .params import path_id, register_converters
+from .params import path_id, query_text, register_converters
 
 bp = Blueprint("groups", __name__, url_prefix="/api/workspaces/<slug>")
 bp.record_once(register_converters)  # before the routes: they use <id:...>
@@ -54,7 +54,7 @@ def create(slug: str, kinds: str) -> tuple[Response, int]:
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
     g = groups.create(db.session(), actor(), ws, kind, json_body())
-    return jsonify(groups.serialize(db.session(), g)), 201
+    return jsonify(groups.serialize(db.session(), g, actor(), ws)), 201
 
 
 @bp.get("/<kinds>/<name>")
@@ -65,8 +65,19 @@ def show(slug: str, kinds: str, name: str) -> Response:
     groups.check_kind(ws, kind)
     if not groups.NAME.fullmatch(name):
         raise NotFoundError(f"no such {kind}")
-    access.require(actor(), ws, groups.ops(kind, "view"), access.unit_facts(kind, name))
-    return jsonify(groups.serialize(db.session(), groups.get(db.session(), ws, kind, name)))
+    groups.require_view(actor(), ws, kind, name)
+    return jsonify(groups.serialize(db.session(), groups.get(db.session(), ws, kind, name), actor(), ws))
+
+
+@bp.get("/<kinds>/<name>/<rel>/candidates")
+def candidates(slug: str, kinds: str, name: str, rel: str) -> Response:
+    """Members the caller may add to the group/team as ``rel`` (?q= searches email, name, username):
+    the people picker. Casbin decides per person, so a teacher is offered learners only."""
+    ws = workspaces.get_by_slug(db.session(), slug)
+    kind = _kind(kinds)
+    relation = _relation(kind, rel)
+    items = groups.candidates(db.session(), actor(), ws, kind, name, relation, query_text("q", 100))
+    return jsonify(items=items)
 
 
 @bp.patch("/<kinds>/<name>")
@@ -75,7 +86,7 @@ def update(slug: str, kinds: str, name: str) -> Response:
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
     g = groups.update(db.session(), actor(), ws, kind, name, json_body())
-    return jsonify(groups.serialize(db.session(), g))
+    return jsonify(groups.serialize(db.session(), g, actor(), ws))
 
 
 @bp.delete("/<kinds>/<name>")
@@ -93,7 +104,7 @@ def add_people(slug: str, kinds: str, name: str, rel: str) -> Response:
     kind = _kind(kinds)
     relation = _relation(kind, rel)
     g = groups.add_people(db.session(), actor(), ws, kind, name, relation, json_body().get("user_ids"))
-    return jsonify(groups.serialize(db.session(), g))
+    return jsonify(groups.serialize(db.session(), g, actor(), ws))
 
 
 @bp.delete("/<kinds>/<name>/<rel>/<id:user_id>")
@@ -115,4 +126,4 @@ def move(slug: str, kinds: str, name: str, rel: str, user_id: int) -> Response:
     if _relation(kind, rel) != "member":
         raise NotFoundError("only learners/members move between groups")
     g = groups.move(db.session(), actor(), ws, kind, name, user_id, json_body().get("to"))
-    return jsonify(groups.serialize(db.session(), g))
+    return jsonify(groups.serialize(db.session(), g, actor(), ws))

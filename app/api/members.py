@@ -39,18 +39,22 @@ def list_workspaces() -> Response:
     """Workspaces the signed-in user belongs to."""
     user = actor()
     rows = db.session.scalars(db.select(Membership).where(Membership.user_id == user.id)).unique()
-    return jsonify(
-        items=[
+    items = []
+    for m in sorted(rows, key=lambda m: m.workspace.slug):
+        pack = authz.engine.packset.packs.get(m.workspace.pack)
+        role = pack.role(m.role) if pack is not None else None
+        items.append(
             {
                 "slug": m.workspace.slug,
                 "name": m.workspace.name,
                 "pack": m.workspace.pack,
+                "pack_title": pack.title if pack is not None else m.workspace.pack,
                 "role": m.role,
+                "role_label": role.label if role is not None and role.label else m.role,
                 "status": m.status,
             }
-            for m in sorted(rows, key=lambda m: m.workspace.slug)
-        ]
-    )
+        )
+    return jsonify(items=items, platform=platform_roles.console(db.session(), user))
 
 
 @bp.post("/workspaces")
@@ -101,7 +105,12 @@ def list_members(slug: str) -> Response:
         role=request.args.get("role"),
         status=request.args.get("status"),
     )
-    return jsonify(items=page.items, total=page.total, page=page.page, per_page=page.per_page)
+    user = actor()
+    for item in page.items:
+        item["permissions"] = members.member_permissions(user, ws, item["user_id"])
+    # The invite dialog's role picker comes with the page: one request, not one per row.
+    roles = members.assignable_roles(user, ws) if access.allowed(user, ws, "invite") else []
+    return jsonify(items=page.items, total=page.total, page=page.page, per_page=page.per_page, assignable_roles=roles)
 
 
 @bp.post("/workspaces/<slug>/invitations")
@@ -122,6 +131,7 @@ def invite(slug: str) -> tuple[Response, int]:
         limit=int(cfg["MAX_INVITES_PER_REQUEST"]),
         ttl_hours=int(cfg["INVITATION_TTL_HOURS"]),
         public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
+        partial=data.get("partial") is True,
     )
     return jsonify(result.answer()), 201
 
@@ -130,6 +140,28 @@ def invite(slug: str) -> tuple[Response, int]:
 def list_invitations(slug: str) -> Response:
     """Open sign-up invitations."""
     return jsonify(items=invitations.pending_invitations(db.session(), actor(), _ws(slug)))
+
+
+@bp.delete("/workspaces/<slug>/invitations/<id:invitation_id>")
+def revoke_invitation(slug: str, invitation_id: int) -> tuple[str, int]:
+    """Revoke a pending sign-up invitation (the address may be invited again at once)."""
+    invitations.revoke(db.session(), actor(), _ws(slug), path_id(invitation_id))
+    return "", 204
+
+
+@bp.post("/workspaces/<slug>/invitations/<id:invitation_id>/resend")
+def resend_invitation(slug: str, invitation_id: int) -> Response:
+    """Mail a pending invitation again with a new link and a new expiry (the old link stops working)."""
+    cfg = current_app.config
+    out = invitations.resend(
+        db.session(),
+        actor(),
+        _ws(slug),
+        path_id(invitation_id),
+        ttl_hours=int(cfg["INVITATION_TTL_HOURS"]),
+        public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
+    )
+    return jsonify(out)
 
 
 def _member_body(m: Membership) -> dict[str, Any]:

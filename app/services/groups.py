@@ -108,15 +108,19 @@ def links(session: Session, group: Group, relation: str | None = None) -> list[G
     return list(session.scalars(stmt.order_by(GroupMember.id)).unique())
 
 
-def serialize(session: Session, group: Group) -> dict[str, Any]:
-    """A group/team with its people, JSON-ready."""
+def serialize(session: Session, group: Group, actor: User | None = None, ws: Workspace | None = None) -> dict[str, Any]:
+    """A group/team with its people, JSON-ready; with ``actor``, also what they may do to it."""
     manager_rel, member_rel = RELATIONS[group.kind]
     rows = links(session, group)
     people = {
-        rel: [{"user_id": gm.user_id, "email": gm.user.email} for gm in rows if gm.relation == rel]
+        rel: [
+            {"user_id": gm.user_id, "email": gm.user.email, "display_name": gm.user.display_name}
+            for gm in rows
+            if gm.relation == rel
+        ]
         for rel in (manager_rel, member_rel)
     }
-    return {
+    body: dict[str, Any] = {
         "name": group.name,
         "kind": group.kind,
         "description": group.description,
@@ -125,17 +129,92 @@ def serialize(session: Session, group: Group) -> dict[str, Any]:
         f"{manager_rel}s": people[manager_rel],
         f"{member_rel}s": people[member_rel],
     }
+    if actor is not None and ws is not None:
+        body["permissions"] = permissions(session, actor, ws, group)
+    return body
+
+
+def may_view(actor: User, ws: Workspace, kind: str, name: str | None = None) -> bool:
+    """Casbin's answer: may actor see the group/team ``name`` (or, without a name, groups at all)?
+
+    The pack's view operation (classroom ``view_assigned_groups``, skills ``view_team_members_list``
+    for the teams one manages) or its workspace-wide management operation: skills owners manage
+    every team without being a team's manager.
+    """
+    facts = access.unit_facts(kind, name) if name is not None else None
+    return access.allowed(actor, ws, ops(kind, "view"), facts) or access.allowed(actor, ws, f"manage_{kind}s")
+
+
+def require_view(actor: User, ws: Workspace, kind: str, name: str) -> None:
+    """ForbiddenError unless actor may see the group/team (see :func:`may_view`)."""
+    if not may_view(actor, ws, kind, name):
+        access.require(actor, ws, ops(kind, "view"), access.unit_facts(kind, name))
+
+
+def permissions(session: Session, actor: User, ws: Workspace, group: Group) -> dict[str, Any]:
+    """What actor may do to this group/team, as Casbin answers it (permissions for UI).
+
+    ``remove_member`` and ``remove_manager`` list the user ids actor may take out (the checks
+    name the person, so a teacher's rank bound applies); the API re-checks every request.
+    """
+    facts = access.unit_facts(group.kind, group.name)
+    out: dict[str, Any] = {
+        op: access.allowed(actor, ws, ops(group.kind, op), facts)
+        for op in ("edit", "archive", "capacity", "delete", "add_manager", "add_member", "move")
+    }
+    for op, rel in (("remove_member", RELATIONS[group.kind][1]), ("remove_manager", RELATIONS[group.kind][0])):
+        out[op] = [
+            gm.user_id
+            for gm in links(session, group, rel)
+            if access.allowed(actor, ws, ops(group.kind, op), access.unit_facts(group.kind, group.name, gm.user_id))
+        ]
+    return out
 
 
 def list_units(session: Session, actor: User, ws: Workspace, kind: str) -> list[dict[str, Any]]:
-    """Groups/teams the actor may see (Casbin decides per group)."""
+    """Groups/teams the actor may see (Casbin decides per group), each with the actor's permissions.
+
+    Someone with no group (a learner in none yet) gets an empty list, not a refusal: the page says so.
+    """
     check_kind(ws, kind)
+    access.require(actor, ws, "view_workspace")  # strangers are refused, not shown an empty list
+    return [serialize(session, g, actor, ws) for g in visible(session, actor, ws, kind)]
+
+
+def visible(session: Session, actor: User, ws: Workspace, kind: str) -> list[Group]:
+    """The groups/teams of ws that actor may see, by name (Casbin decides per group)."""
     rows = session.scalars(select(Group).where(Group.workspace_id == ws.id, Group.kind == kind).order_by(Group.name))
-    visible = [g for g in rows if access.allowed(actor, ws, ops(kind, "view"), access.unit_facts(kind, g.name))]
-    if not visible and not access.allowed(actor, ws, ops(kind, "view")):
-        # Nothing visible and no workspace-wide right: say "forbidden" rather than "empty".
-        access.require(actor, ws, ops(kind, "view"))
-    return [serialize(session, g) for g in visible]
+    return [g for g in rows if may_view(actor, ws, kind, g.name)]
+
+
+def candidates(
+    session: Session, actor: User, ws: Workspace, kind: str, name: str, relation_kind: str, q: str, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Workspace members actor may add to the group/team as ``relation_kind``, matching ``q``.
+
+    The people picker of a teacher: Casbin decides per person (``into_group`` bounds a teacher by
+    rank, so only learners are offered). Raises ForbiddenError, NotFoundError.
+    """
+    from .members import search_members
+
+    check_kind(ws, kind)
+    op = "add_manager" if relation_kind == "manager" else "add_member"
+    access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    g = get(session, ws, kind, name)
+    check_text(q, "q")
+    relation = RELATIONS[kind][0 if relation_kind == "manager" else 1]
+    present = {gm.user_id for gm in links(session, g, relation)}
+    out: list[dict[str, Any]] = []
+    for m in search_members(session, ws, q, limit=500):
+        if m.user_id in present:
+            continue
+        if access.allowed(actor, ws, ops(kind, op), access.unit_facts(kind, name, m.user_id)):
+            out.append(
+                {"user_id": m.user_id, "email": m.user.email, "display_name": m.user.display_name, "role": m.role}
+            )
+            if len(out) >= limit:
+                break
+    return out
 
 
 def _member_count(session: Session, group: Group, relation: str) -> int:

@@ -35,6 +35,17 @@ def parse_emails(raw: object, limit: int) -> list[str]:
     Raises ValidationError (wrong type, none, any invalid: every one is listed),
     PayloadTooLargeError (more than ``limit`` addresses).
     """
+    out, errors = split_emails(raw, limit)
+    if errors:
+        raise ValidationError(f"{len(errors)} invalid email address(es)", errors=errors)
+    return out
+
+
+def split_emails(raw: object, limit: int) -> tuple[list[str], list[dict[str, str]]]:
+    """The valid addresses of ``raw`` (normalised, deduplicated) and one problem per invalid one.
+
+    Raises ValidationError (wrong type, none given), PayloadTooLargeError (more than ``limit``).
+    """
     if isinstance(raw, str):
         parts = SEPARATORS.split(raw)
     elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
@@ -60,9 +71,7 @@ def parse_emails(raw: object, limit: int) -> list[str]:
             errors.append({"field": "emails", "value": c[:254], "message": "too long"})
         elif email not in out:
             out.append(email)
-    if errors:
-        raise ValidationError(f"{len(errors)} invalid email address(es)", errors=errors)
-    return out
+    return out, errors
 
 
 def open_invitation(session: Session, ws: Workspace, email: str) -> Invitation | None:
@@ -88,15 +97,18 @@ class InviteResult:
     tokens: dict[str, str] = field(default_factory=dict)  # email -> token (never returned by the API)
     emails: list[str] = field(default_factory=list)  # every invited address, in request order
     role: str = ""
+    skipped: list[dict[str, str]] = field(default_factory=list)  # partial requests: who was not invited, why
+    partial: bool = False
 
     def answer(self) -> dict[str, Any]:
         """The inviter's answer: the same for every address, whether or not it has an account
         anywhere (no user id, no "added" vs "sign-up link"), so an invitation tells nothing about
         other workspaces' people."""
-        return {
-            "invited": [{"email": e, "role": self.role, "status": "invited"} for e in self.emails],
-            "revision": self.revision,
-        }
+        invited = [{"email": e, "role": self.role, "status": "invited"} for e in self.emails]
+        answer: dict[str, Any] = {"invited": invited, "revision": self.revision}
+        if self.partial:
+            answer["results"] = invited + self.skipped
+        return answer
 
 
 def invite(
@@ -109,18 +121,29 @@ def invite(
     limit: int,
     ttl_hours: int,
     public_url: str,
+    partial: bool = False,
 ) -> InviteResult:
     """Invite one or many emails with a role the actor may grant, all or nothing.
 
-    Raises ForbiddenError, ValidationError, PayloadTooLargeError, ConflictError (already a
-    member, or an open invitation exists).
+    With ``partial`` (the invite dialog), invalid addresses, members and addresses with an open
+    invitation are reported per address (``status`` invalid / member / invited_before) and the
+    valid ones go through. Raises ForbiddenError, ValidationError, PayloadTooLargeError,
+    ConflictError (already a member, or an open invitation exists; not with ``partial``).
     """
     pack = access.pack_of(ws)
     access.require(actor, ws, "invite", access.member_facts(None))
-    emails = parse_emails(raw_emails, limit)
+    if partial:
+        emails, invalid = split_emails(raw_emails, limit)
+    else:
+        emails, invalid = parse_emails(raw_emails, limit), []
     role = access.workspace_role(pack, raw_role if raw_role is not None else pack.default_role)
     new_role = pack.role_key(role)
-    result = InviteResult(emails=list(emails), role=role)
+    result = InviteResult(emails=list(emails), role=role, partial=partial)
+    result.skipped = [
+        {"email": e.get("value", ""), "status": "invalid", "message": e.get("message", "")} for e in invalid
+    ]
+    if not emails:
+        return result
     try:
         handle = begin(session, actor, "member", f"invite {len(emails)} to {ws.key} as {role}")
         access.require(actor, ws, "invite", access.member_facts(None, new_role))
@@ -135,8 +158,19 @@ def invite(
                     conflicts.append({"email": email, "message": "already a member"})
             elif open_invitation(session, ws, email) is not None:
                 conflicts.append({"email": email, "message": "already invited"})
-        if conflicts:
+        if conflicts and not partial:
             raise ConflictError(f"{len(conflicts)} address(es) already member or invited", errors=conflicts)
+        if conflicts:
+            skip = {c["email"] for c in conflicts}
+            emails = [e for e in emails if e not in skip]
+            result.emails = list(emails)
+            result.skipped += [
+                {"email": c["email"], "status": "member" if c["message"] == "already a member" else "invited_before"}
+                for c in conflicts
+            ]
+            if not emails:
+                session.rollback()
+                return result
         changes: list[RuleChange] = []
         for email in emails:
             user = existing.get(email)
@@ -286,3 +320,78 @@ def pending_invitations(session: Session, actor: User, ws: Workspace) -> list[di
         }
         for i in rows
     ]
+
+
+def _open_by_id(session: Session, ws: Workspace, invitation_id: int) -> Invitation:
+    inv = session.get(Invitation, invitation_id) if isinstance(invitation_id, int) else None
+    if inv is None or inv.workspace_id != ws.id or inv.used_at is not None or inv.revoked_at is not None:
+        raise NotFoundError("no such pending invitation")
+    return inv
+
+
+def revoke(session: Session, actor: User, ws: Workspace, invitation_id: int) -> None:
+    """Revoke a pending sign-up invitation (its link stops working; the address may be invited again).
+
+    Checked like inviting with the invitation's role. Raises ForbiddenError, NotFoundError.
+    """
+    pack = access.pack_of(ws)
+    access.require(actor, ws, "invite", access.member_facts(None))
+    try:
+        handle = begin(session, actor, "member", f"revoke invitation {invitation_id} of {ws.key}")
+        inv = _open_by_id(session, ws, invitation_id)
+        access.require(actor, ws, "invite", access.member_facts(None, pack.role_key(inv.role)))
+        inv.revoked_at = utcnow()
+        audit.record(
+            session,
+            "member.invite_revoke",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target=f"email:{inv.email}",
+            before={"role": inv.role, "expires_at": inv.expires_at.isoformat()},
+            revision=handle.number,
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+
+
+def resend(
+    session: Session, actor: User, ws: Workspace, invitation_id: int, *, ttl_hours: int, public_url: str
+) -> dict[str, Any]:
+    """Replace a pending invitation's link with a new one (new expiry) and mail it again; the old
+    link stops working. Checked like inviting with its role. Raises ForbiddenError, NotFoundError."""
+    pack = access.pack_of(ws)
+    access.require(actor, ws, "invite", access.member_facts(None))
+    try:
+        handle = begin(session, actor, "member", f"resend invitation {invitation_id} of {ws.key}")
+        inv = _open_by_id(session, ws, invitation_id)
+        access.require(actor, ws, "invite", access.member_facts(None, pack.role_key(inv.role)))
+        token = secrets.token_urlsafe(32)
+        before = {"expires_at": inv.expires_at.isoformat()}
+        inv.token_hash = token_hash(token)
+        inv.expires_at = utcnow() + timedelta(hours=ttl_hours)
+        audit.record(
+            session,
+            "member.invite_resend",
+            workspace_id=ws.id,
+            actor_id=actor.id,
+            target=f"email:{inv.email}",
+            before=before,
+            after={"role": inv.role, "expires_at": inv.expires_at.isoformat()},
+            revision=handle.number,
+        )
+        notifications.queue(
+            session,
+            inv.email,
+            f"Join {ws.name}",
+            f"{actor.display_name} invited you to {ws.name} as {inv.role}.\n"
+            f"Create your account: {public_url}/signup?token={token}\n"
+            f"The link works once and expires in {ttl_hours} hours.",
+            "signup_link",
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return {"id": inv.id, "email": inv.email, "role": inv.role, "expires_at": inv.expires_at.isoformat()}

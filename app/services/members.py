@@ -17,7 +17,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.authz import Pack, RuleChange
-from app.errors import ConflictError, NotFoundError, PayloadTooLargeError, ValidationError
+from app.errors import ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.extensions import authz
 from app.models import Group, GroupMember, Membership, User, Workspace
 
@@ -98,6 +98,40 @@ def parse_user_id(raw: object, field: str = "user_id") -> int:
 
 
 # -- list -------------------------------------------------------------------------------------
+def _search(ws: Workspace, q: str) -> Any:
+    stmt = select(Membership).join(User, User.id == Membership.user_id).where(Membership.workspace_id == ws.id)
+    if q:
+        like = f"%{q.lower().replace('%', '').replace('_', '')}%"
+        stmt = stmt.where(
+            or_(
+                func.lower(User.email).like(like),
+                func.lower(User.display_name).like(like),
+                func.lower(func.coalesce(User.username, "")).like(like),
+            )
+        )
+    return stmt
+
+
+def search_members(session: Session, ws: Workspace, q: str, limit: int = 50) -> list[Membership]:
+    """Memberships of ws whose email, name or username contains q (no permission check: callers
+    filter each row through Casbin, e.g. the people picker of a group)."""
+    return list(session.scalars(_search(ws, q).order_by(User.email).limit(limit)).unique())
+
+
+def member_permissions(actor: User, ws: Workspace, target_id: int) -> dict[str, Any]:
+    """What actor may do to one member, as Casbin answers it (permissions for UI): the roles the
+    role picker offers, and whether Remove is shown. The API re-checks every request."""
+    pack = access.pack_of(ws)
+    roles = assignable_roles(actor, ws, target_id) if access.allowed(actor, ws, "change_role") else []
+    owner = access.member_facts(target_id, pack.role_key(pack.owner_role))
+    return {
+        "roles": roles,
+        "change_role": bool(roles),
+        "remove": access.allowed(actor, ws, "remove", access.member_facts(target_id)),
+        "transfer_ownership": access.allowed(actor, ws, "transfer_ownership", owner),
+    }
+
+
 @dataclass
 class Page:
     """One page of a listing."""
@@ -122,16 +156,7 @@ def list_members(
     access.require(actor, ws, "view_members")
     check_text(q, "q")
     pack = access.pack_of(ws)
-    stmt = select(Membership).join(User, User.id == Membership.user_id).where(Membership.workspace_id == ws.id)
-    if q:
-        like = f"%{q.lower().replace('%', '').replace('_', '')}%"
-        stmt = stmt.where(
-            or_(
-                func.lower(User.email).like(like),
-                func.lower(User.display_name).like(like),
-                func.lower(func.coalesce(User.username, "")).like(like),
-            )
-        )
+    stmt = _search(ws, q)
     if role is not None:
         stmt = stmt.where(Membership.role == access.workspace_role(pack, role))
     if status is not None:
@@ -233,7 +258,16 @@ def remove_members(session: Session, actor: User, ws: Workspace, raw_ids: object
         if missing:
             raise NotFoundError("not members of this workspace", user_ids=missing)
         for uid in ids:
-            access.require(actor, ws, "remove", access.member_facts(uid))
+            try:
+                access.require(actor, ws, "remove", access.member_facts(uid))
+            except ForbiddenError as exc:
+                # Name the member who blocks a bulk removal (the actor may see members: checked above).
+                raise ForbiddenError(
+                    f"you may not remove {rows[uid].user.email}",
+                    reason=exc.extra.get("reason", "not_permitted"),
+                    user_id=uid,
+                    email=rows[uid].user.email,
+                ) from exc
         if actor.id in rows and rows[actor.id].role == pack.owner_role:
             raise ConflictError("you cannot remove yourself as owner", invariant="self_owner")
         removed_owners = sum(1 for m in rows.values() if m.role == pack.owner_role and m.status == "accepted")

@@ -113,3 +113,36 @@ def grant(session: Session, actor: User, pack_id: object, role: object, target_i
 def revoke(session: Session, actor: User, pack_id: object, role: object, target_id: int) -> int:
     """Revoke a platform role; returns the revision. Raises ForbiddenError, ValidationError, NotFoundError."""
     return _change(session, actor, pack_id, role, target_id, "revoke")
+
+
+def console(session: Session, actor: User) -> list[dict[str, Any]]:
+    """The packs in which actor holds a platform role, each with the workspaces of the pack and
+    what Casbin lets actor do there (create a workspace, grant platform roles): the operator's home."""
+    from app.models import Workspace
+
+    mine = set(authz.engine.roles_of(actor.key, PLATFORM_DOMAIN))
+    out = []
+    for pack in sorted(authz.engine.packset.packs.values(), key=lambda p: p.id):
+        held = [r for r in pack.platform_roles if pack.role_key(r.id) in mine]
+        if not held:
+            continue
+        domain = platform_domain(pack.id)
+        may = {
+            op: access.has_operation(pack, ops)
+            and authz.check(actor.key, domain, access.action_for(pack, ops), access.member_facts(None)).allowed
+            for op, ops in (
+                ("create_workspace", ("create_workspace", "edit_settings")),
+                ("grant_platform_role", ("grant_platform_role",)),
+            )
+        }
+        rows = session.scalars(select(Workspace).where(Workspace.pack == pack.id).order_by(Workspace.slug))
+        out.append(
+            {
+                "pack": pack.id,
+                "title": pack.title,
+                "roles": [{"id": r.id, "label": r.label or r.id} for r in held],
+                "workspaces": [{"slug": w.slug, "name": w.name} for w in rows],
+                "permissions": may,
+            }
+        )
+    return out

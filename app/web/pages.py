@@ -17,9 +17,10 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.errors import AppError, NotFoundError
-from app.extensions import db
+from app.extensions import authz, db
 from app.models import User, Workspace
 from app.services import access, groups, workspaces
+from app.services import members as members_service
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 
@@ -135,15 +136,65 @@ def me() -> str | BaseResponse:
     return _page("me.html", "me", user)
 
 
+def _landing(slug: str) -> BaseResponse:
+    """The first page of a workspace the signed-in user may use (Casbin decides), never a refusal
+    for a member: members for those who manage them, groups/teams, else the overview."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    ws = workspaces.get_by_slug(db.session(), slug)
+    access.require(user, ws, "view_workspace")
+    if access.allowed(user, ws, "view_members"):
+        return redirect(url_for("web.members", slug=slug))
+    kind = unit_kind(ws)
+    if kind is not None and (groups.may_view(user, ws, kind) or groups.visible(db.session(), user, ws, kind)):
+        return redirect(url_for("web.units", slug=slug, kinds=f"{kind}s"))
+    return redirect(url_for("web.overview", slug=slug))
+
+
 @bp.get("/w/<slug>")
 def workspace(slug: str) -> BaseResponse:
-    """A workspace opens on its members."""
-    return redirect(url_for("web.members", slug=slug))
+    """A workspace opens on the first page its visitor may use."""
+    return _landing(slug)
+
+
+@bp.get("/w/<slug>/overview")
+def overview(slug: str) -> str | BaseResponse:
+    """Every member's page: their role, their platform roles, and what Casbin lets them do here."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    ws = workspaces.get_by_slug(db.session(), slug)
+    access.require(user, ws, "view_workspace")
+    pack = access.pack_of(ws)
+    mine = members_service.my_role(user, ws)
+    role = pack.role(mine["role"]) if mine["role"] else None
+    allowed = authz.engine.permissions(user.key, ws.key)
+    actions = [a for a in pack.actions if allowed.get(a.id) is not None and allowed[a.id].allowed]
+    platform = [pack.role(r) for r in mine["platform_roles"]]
+    return _page(
+        "overview.html",
+        "overview",
+        user,
+        ws=ws,
+        caps=capabilities(user, ws),
+        kind=unit_kind(ws),
+        pack=pack,
+        role=role,
+        platform_roles=[r for r in platform if r is not None],
+        actions=actions,
+    )
 
 
 @bp.get("/w/<slug>/members")
 def members(slug: str) -> str | BaseResponse:
-    """Members: search, pagination, roles, invitations, removal."""
+    """Members: search, pagination, roles, invitations, removal (others go to their landing page)."""
+    user = _signed_in()
+    if user is not None:
+        ws = workspaces.get_by_slug(db.session(), slug)
+        access.require(user, ws, "view_workspace")
+        if not access.allowed(user, ws, "view_members"):
+            return _landing(slug)
     return _workspace_page(slug, "members.html", "members")
 
 

@@ -85,20 +85,44 @@
     box.replaceChildren(el("div", { class: `msg ${kind}`, text }));
     box.hidden = false;
   }
+  // Refusals in words, one message per reason code (the code stays in data-reason for tools).
+  const REASONS = {
+    rank_limit: "Your role does not rank above theirs, or the role is above what you may grant.",
+    self_change: "Nobody changes their own role or removes themselves this way.",
+    unknown_member: "This person is not a member of the workspace.",
+    not_permitted: "Your role does not include this.",
+    no_role: "You have no role in this workspace.",
+    denied_by_policy: "The workspace's policy forbids this.",
+    outside_group: "This person is not in a group you teach.",
+    outside_team: "This person is not in a team you manage.",
+    not_assignee: "This is assigned to someone else.",
+    not_owner: "This belongs to someone else.",
+    feature_off: "This feature is switched off for the workspace.",
+    unknown_workspace: "There is no such workspace.",
+    last_owner: "A workspace keeps at least one owner: make someone else owner first.",
+    self_owner: "You cannot remove yourself as owner: transfer ownership first.",
+  };
+  function problemWords(err) {
+    if (!(err instanceof ApiError)) return `Something went wrong: ${err.message || err}`;
+    const p = err.problem;
+    const code = p.reason || p.invariant;
+    const words = (code && REASONS[code]) || (p.detail && p.detail !== p.title ? p.detail : "") || p.title || `HTTP ${err.status}`;
+    return p.email ? `${p.email}: ${words}` : words;
+  }
   function showError(err) {
     if (!(err instanceof ApiError)) {
       say(`Something went wrong: ${err.message || err}`, "error");
       return;
     }
     const p = err.problem;
+    const code = p.reason || p.invariant || "";
     const msg = el(
       "div",
-      { class: "msg error problem", "data-status": String(err.status) },
+      { class: "msg error problem", "data-status": String(err.status), "data-reason": code },
       el("strong", { class: "problem-title", text: p.title || `HTTP ${err.status}` }),
       " ",
-      el("span", { class: "problem-detail", text: p.detail && p.detail !== p.title ? p.detail : "" }),
+      el("span", { class: "problem-detail", text: code && REASONS[code] ? problemWords(err) : p.detail && p.detail !== p.title ? p.detail : "" }),
     );
-    if (p.reason) msg.append(" ", el("code", { class: "reason", text: p.reason }));
     if (Array.isArray(p.errors) && p.errors.length) {
       const list = el("ul");
       for (const e of p.errors.slice(0, 20)) {
@@ -177,16 +201,31 @@
     const res = await guarded(() => api("GET", "/api/workspaces"));
     if (!res) return;
     tbody.replaceChildren();
-    if (!res.items.length) tbody.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "No workspaces yet." })));
+    if (!res.items.length) tbody.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: res.platform && res.platform.length ? "You are a member of no workspace; your platform workspaces are below." : "No workspaces yet." })));
     for (const w of res.items) {
       tbody.append(
         el(
           "tr",
           { "data-slug": w.slug },
-          el("td", {}, el("a", { href: `/w/${encodeURIComponent(w.slug)}/members`, text: w.name }), " ", el("small", { class: "muted", text: w.slug })),
-          el("td", { text: w.pack }),
-          el("td", {}, el("span", { class: "badge", text: w.role })),
-          el("td", { class: `status ${w.status}`, text: w.status }),
+          el("td", { "data-label": "Workspace" }, el("a", { href: `/w/${encodeURIComponent(w.slug)}`, text: w.name }), " ", el("small", { class: "muted", text: w.slug })),
+          el("td", { "data-label": "Role model", text: w.pack_title || w.pack }),
+          el("td", { "data-label": "My role" }, el("span", { class: "badge", "data-role": w.role, text: w.role_label || w.role })),
+          el("td", { class: `status ${w.status}`, "data-label": "Status", text: w.status }),
+        ),
+      );
+    }
+    const card = $("#platform-card");
+    const list = $("#platform-packs");
+    if (card && res.platform && res.platform.length) {
+      card.hidden = false;
+      list.replaceChildren(
+        ...res.platform.map((p) =>
+          el(
+            "li",
+            { "data-pack": p.pack },
+            el("h3", {}, el("a", { href: `/platform/${encodeURIComponent(p.pack)}`, text: p.title })),
+            el("p", {}, "Your platform role: ", ...p.roles.map((r) => el("span", { class: "badge", text: r.label })), ` · ${p.workspaces.length} workspace(s)`),
+          ),
         ),
       );
     }
@@ -287,16 +326,53 @@
 
   // -- workspace roles (labels) ---------------------------------------------------------------------
   let roleLabels = {};
+  let roleRanks = {};
   async function loadRoleLabels() {
     const ws = await api("GET", wsApi).catch(() => null);
-    if (ws) roleLabels = Object.fromEntries(ws.roles.map((r) => [r.id, r.label || r.id]));
+    if (ws) {
+      roleLabels = Object.fromEntries(ws.roles.map((r) => [r.id, r.label || r.id]));
+      roleRanks = Object.fromEntries(ws.roles.map((r) => [r.id, r.rank]));
+    }
   }
   const roleLabel = (id) => roleLabels[id] || id;
+  const topRank = () => Math.max(...Object.values(roleRanks), 0);
   function roleOptions(select, roles, current) {
     select.replaceChildren();
     if (current && !roles.includes(current)) select.append(el("option", { value: current, text: roleLabel(current), disabled: true }));
     for (const r of roles) select.append(el("option", { value: r, text: roleLabel(r) }));
     if (current) select.value = current;
+  }
+
+  // -- confirmation dialog (never the browser's confirm()) ------------------------------------------
+  // Resolves true only on the confirm button (and, if asked, after typing the given word).
+  function confirmDialog({ title, text, ok, danger = false, typed = "" }) {
+    const dlg = $("#confirm-dialog");
+    $("#confirm-title").textContent = title;
+    $("#confirm-text").textContent = text;
+    const okBtn = $("#confirm-ok");
+    okBtn.textContent = ok;
+    okBtn.className = danger ? "primary danger" : "primary";
+    const typedLabel = $("#confirm-typed-label");
+    const typedInput = $("#confirm-typed");
+    typedLabel.hidden = !typed;
+    typedInput.value = "";
+    $("#confirm-typed-word").textContent = typed;
+    okBtn.disabled = Boolean(typed);
+    const onInput = () => (okBtn.disabled = typedInput.value.trim() !== typed);
+    typedInput.addEventListener("input", onInput);
+    dlg.returnValue = "";
+    dlg.showModal();
+    (typed ? typedInput : $("#confirm-cancel")).focus(); // Enter on open cancels
+    return new Promise((resolve) => {
+      dlg.addEventListener(
+        "close",
+        () => {
+          typedInput.removeEventListener("input", onInput);
+          resolve(dlg.returnValue === "ok" && (!typed || typedInput.value.trim() === typed));
+        },
+        { once: true },
+      );
+    });
   }
 
   // -- /w/<slug>/members ----------------------------------------------------------------------------
@@ -311,6 +387,7 @@
       perPage: int(url.get("per_page"), 20, 1, 200),
       total: 0,
       selected: new Map(),
+      assignable: [],
     };
     $("#search").value = state.q;
     const bulk = $("#bulk-remove");
@@ -326,18 +403,48 @@
       bulk.disabled = state.selected.size === 0;
     }
 
-    async function roleCell(m) {
-      const cell = el("td", { class: "role" }, el("span", { class: "badge", text: roleLabel(m.role) }));
-      if (!caps.change_role) return cell;
-      // The roles this actor may grant to this member, as Casbin computes them.
-      const res = await api("GET", `${wsApi}/assignable-roles?member=${m.user_id}`).catch(() => null);
-      if (!res || !res.roles.length) return cell;
+    function consequence(m, role) {
+      const who = m.display_name ? `${m.display_name} (${m.email})` : m.email;
+      const rank = roleRanks[role];
+      let text = `${who} goes from ${roleLabel(m.role)} to ${roleLabel(role)}.`;
+      if (rank !== undefined && rank >= topRank()) {
+        text += ` ${roleLabel(role)} is the top role: full control of this workspace, including other owners' roles and your own membership.`;
+      } else if (rank !== undefined && roleRanks[m.role] !== undefined) {
+        text += rank > roleRanks[m.role] ? " They gain every permission of the new role." : " They lose the permissions of their current role.";
+      }
+      return `${text} They are notified by email.`;
+    }
+
+    // The roles offered come with the row (member.permissions.roles: Casbin's answer for this actor
+    // and this member). Picking one only arms the Change button; the change happens after the dialog.
+    function roleCell(m) {
+      const cell = el("td", { class: "role", "data-label": "Role" });
+      const roles = (m.permissions && m.permissions.roles) || [];
+      if (!roles.length) {
+        cell.append(el("span", { class: "badge", text: roleLabel(m.role) }));
+        return cell;
+      }
       const select = el("select", { class: "role-select", "aria-label": `Role of ${m.email}`, "data-user-id": String(m.user_id) });
-      roleOptions(select, res.roles, m.role);
-      select.addEventListener("change", () => {
+      roleOptions(select, roles, m.role);
+      const apply = el("button", { type: "button", class: "small change-role", text: "Change", disabled: true, "aria-label": `Change role of ${m.email}` });
+      select.addEventListener("change", () => (apply.disabled = select.value === m.role));
+      apply.addEventListener("click", async () => {
         const role = select.value;
+        if (role === m.role) return;
+        const top = roleRanks[role] !== undefined && roleRanks[role] >= topRank();
+        const yes = await confirmDialog({
+          title: top ? `Make ${m.email} ${roleLabel(role)}?` : `Change the role of ${m.email}?`,
+          text: consequence(m, role),
+          ok: `Make ${roleLabel(role)}`,
+          danger: top,
+        });
+        if (!yes) {
+          select.value = m.role;
+          apply.disabled = true;
+          return;
+        }
         clearMessages();
-        select.disabled = true;
+        select.disabled = apply.disabled = true;
         guarded(async () => {
           const updated = await api("PATCH", `${wsApi}/members/${m.user_id}`, { role });
           m.role = updated.role;
@@ -345,14 +452,21 @@
         }).finally(() => {
           select.value = m.role; // back to the stored role if the server refused
           select.disabled = false;
+          apply.disabled = true;
         });
       });
-      cell.replaceChildren(select);
+      cell.append(el("span", { class: "role-cell" }, select, apply));
       return cell;
     }
 
-    function removeOne(m) {
-      if (!confirm(`Remove ${m.email} from this workspace?`)) return;
+    async function removeOne(m) {
+      const yes = await confirmDialog({
+        title: `Remove ${m.email}?`,
+        text: `${m.email} loses access to this workspace and leaves every group or team here. They are notified by email.`,
+        ok: "Remove",
+        danger: true,
+      });
+      if (!yes) return;
       clearMessages();
       guarded(async () => {
         await api("DELETE", `${wsApi}/members/${m.user_id}`);
@@ -361,6 +475,7 @@
       });
     }
 
+    let rowsById = new Map();
     async function load() {
       const params = new URLSearchParams({ page: String(state.page), per_page: String(state.perPage) });
       if (state.q) params.set("q", state.q);
@@ -378,32 +493,39 @@
         return load();
       }
       state.total = res.total;
+      state.assignable = res.assignable_roles || [];
       state.selected.clear();
+      rowsById = new Map(res.items.map((m) => [m.user_id, m]));
       if (selectAll) selectAll.checked = false;
-      const rows = await Promise.all(
-        res.items.map(async (m) => {
-          const tr = el("tr", { "data-user-id": String(m.user_id), "data-email": m.email });
-          if (caps.remove) {
+      const anyRemovable = res.items.some((m) => m.permissions && m.permissions.remove);
+      if (selectAll) selectAll.disabled = !anyRemovable;
+      const rows = res.items.map((m) => {
+        const perms = m.permissions || {};
+        const tr = el("tr", { "data-user-id": String(m.user_id), "data-email": m.email });
+        if (caps.remove) {
+          const cell = el("td", { class: "check" });
+          if (perms.remove) {
             const box = el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${m.email}` });
             box.addEventListener("change", () => {
               if (box.checked) state.selected.set(m.user_id, m.email);
               else state.selected.delete(m.user_id);
               updateBulk();
             });
-            tr.append(el("td", { class: "check" }, box));
+            cell.append(box);
           }
-          tr.append(
-            el("td", { class: "email" }, m.email, m.user_id === myId ? el("small", { class: "muted", text: " (you)" }) : null),
-            el("td", { text: m.display_name || "" }),
-            await roleCell(m),
-            el("td", { class: `status ${m.status}`, text: m.status }),
-          );
-          const actions = el("td", { class: "actions" });
-          if (caps.remove) actions.append(el("button", { type: "button", class: "remove danger small", text: "Remove", onclick: () => removeOne(m) }));
-          tr.append(actions);
-          return tr;
-        }),
-      );
+          tr.append(cell);
+        }
+        tr.append(
+          el("td", { class: "email", "data-label": "Email" }, m.email, m.user_id === myId ? el("small", { class: "muted", text: " (you)" }) : null),
+          el("td", { "data-label": "Name", text: m.display_name || "" }),
+          roleCell(m),
+          el("td", { class: `status ${m.status}`, "data-label": "Status", text: m.status }),
+        );
+        const actions = el("td", { class: "actions" });
+        if (perms.remove) actions.append(el("button", { type: "button", class: "remove danger small", text: "Remove", "aria-label": `Remove ${m.email}`, onclick: () => removeOne(m) }));
+        tr.append(actions);
+        return tr;
+      });
       tbody.replaceChildren(...rows);
       if (!rows.length) tbody.append(el("tr", {}, el("td", { colspan: String(cols), class: "muted", text: "No members match." })));
       const first = res.total ? (res.page - 1) * res.per_page + 1 : 0;
@@ -412,6 +534,9 @@
       prev.disabled = res.page <= 1;
       next.disabled = last >= res.total;
       updateBulk();
+      const openInvite = $("#open-invite");
+      if (openInvite) openInvite.hidden = !state.assignable.length;
+      fillTransfer(res.items);
     }
 
     $("#search-form").addEventListener("submit", (ev) => {
@@ -440,9 +565,17 @@
       });
     }
     if (bulk) {
-      bulk.addEventListener("click", () => {
+      bulk.addEventListener("click", async () => {
         const ids = [...state.selected.keys()];
-        if (!ids.length || !confirm(`Remove ${ids.length} member(s) from this workspace?`)) return;
+        if (!ids.length) return;
+        const names = [...state.selected.values()];
+        const yes = await confirmDialog({
+          title: `Remove ${ids.length} member(s)?`,
+          text: `${names.join(", ")} lose access to this workspace. All or nothing: if one of them may not be removed, nobody is.`,
+          ok: `Remove ${ids.length}`,
+          danger: true,
+        });
+        if (!yes) return;
         clearMessages();
         guarded(async () => {
           const res = await api("POST", `${wsApi}/members/remove`, { user_ids: ids });
@@ -452,28 +585,141 @@
       });
     }
 
-    // Invitations: offered only when Casbin lets this actor grant at least one role.
-    const inviteCard = $("#invite-card");
-    if (inviteCard) {
+    // -- invite dialog: per-address results; the valid addresses go through -------------------------
+    const dialog = $("#invite-dialog");
+    if (dialog) {
       const form = $("#invite-form");
-      const res = await api("GET", `${wsApi}/assignable-roles`).catch(() => null);
-      if (res && res.roles.length) {
-        roleOptions(form.role, res.roles, res.roles[0]);
-        inviteCard.hidden = false;
-      }
+      const results = $("#invite-results");
+      $("#open-invite").addEventListener("click", () => {
+        roleOptions(form.role, state.assignable, state.assignable[0]);
+        results.replaceChildren();
+        dialog.showModal();
+        form.emails.focus();
+      });
+      $("#invite-close").addEventListener("click", () => dialog.close());
       form.addEventListener("submit", (ev) => {
         ev.preventDefault();
-        clearMessages();
         busy(form, true);
+        results.replaceChildren();
+        api("POST", `${wsApi}/invitations`, { emails: form.emails.value, role: form.role.value, partial: true })
+          .then(async (out) => {
+            const list = el("ul", { class: "invite-results" });
+            const words = { invited: "invited", member: "already a member", invited_before: "already invited", invalid: "not a valid address" };
+            for (const r of out.results || out.invited) {
+              list.append(el("li", { class: r.status, "data-status": r.status }, el("strong", { text: r.email }), `: ${words[r.status] || r.status}${r.message ? ` (${r.message})` : ""}`));
+            }
+            results.replaceChildren(list);
+            const ok = (out.results || out.invited).filter((r) => r.status === "invited").map((r) => r.email);
+            form.emails.value = (out.results || []).filter((r) => r.status === "invalid").map((r) => r.email).join("\n");
+            await load();
+            await loadInvitations();
+            say(ok.length ? `Invited: ${ok.join(", ")}.` : "Nobody was invited.", ok.length ? "ok" : "info");
+          })
+          .catch((err) => {
+            results.replaceChildren(el("p", { class: "msg error", text: problemWords(err) }));
+          })
+          .finally(() => busy(form, false));
+      });
+    }
+
+    // -- pending invitations tab ------------------------------------------------------------------
+    const invBody = $("#invitations tbody");
+    async function loadInvitations() {
+      if (!invBody) return;
+      const res = await api("GET", `${wsApi}/invitations`);
+      invBody.replaceChildren(
+        ...res.items.map((i) => {
+          const tr = el("tr", { "data-email": i.email, "data-id": String(i.id) });
+          const acts = el("td", { class: "actions" });
+          acts.append(
+            el("button", {
+              type: "button",
+              class: "small resend",
+              text: "Resend",
+              "aria-label": `Resend the invitation of ${i.email}`,
+              onclick: () =>
+                guarded(async () => {
+                  const out = await api("POST", `${wsApi}/invitations/${i.id}/resend`);
+                  await loadInvitations();
+                  say(`A new sign-up link was sent to ${i.email} (expires ${fmtTime(out.expires_at)}).`);
+                }),
+            }),
+            " ",
+            el("button", {
+              type: "button",
+              class: "small danger revoke",
+              text: "Revoke",
+              "aria-label": `Revoke the invitation of ${i.email}`,
+              onclick: async () => {
+                const yes = await confirmDialog({ title: `Revoke the invitation of ${i.email}?`, text: "The sign-up link stops working at once. You can invite the address again afterwards.", ok: "Revoke", danger: true });
+                if (!yes) return;
+                guarded(async () => {
+                  await api("DELETE", `${wsApi}/invitations/${i.id}`);
+                  await loadInvitations();
+                  say(`Revoked the invitation of ${i.email}.`);
+                });
+              },
+            }),
+          );
+          tr.append(
+            el("td", { "data-label": "Email", text: i.email }),
+            el("td", { "data-label": "Role" }, el("span", { class: "badge", text: roleLabel(i.role) })),
+            el("td", { "data-label": "Expires", class: i.expired ? "status pending" : "", text: i.expired ? `expired ${fmtTime(i.expires_at)}` : fmtTime(i.expires_at) }),
+            acts,
+          );
+          return tr;
+        }),
+      );
+      if (!res.items.length) invBody.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "No pending invitations." })));
+    }
+    const tabs = [$("#tab-members"), $("#tab-invitations")].filter(Boolean);
+    for (const tab of tabs) {
+      tab.addEventListener("click", () => {
+        for (const t of tabs) {
+          const on = t === tab;
+          t.setAttribute("aria-selected", on ? "true" : "false");
+          t.tabIndex = on ? 0 : -1;
+          $(`#${t.getAttribute("aria-controls")}`).hidden = !on;
+        }
+        if (tab.id === "tab-invitations") guarded(loadInvitations);
+      });
+      tab.addEventListener("keydown", (ev) => {
+        if (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft") return;
+        const other = tabs[(tabs.indexOf(tab) + 1) % tabs.length];
+        other.focus();
+        other.click();
+      });
+    }
+
+    // -- danger zone: transfer ownership with a typed confirmation ---------------------------------
+    const transfer = $("#transfer-form");
+    function fillTransfer(items) {
+      if (!transfer) return;
+      const eligible = items.filter((m) => m.permissions && m.permissions.transfer_ownership && m.status === "accepted");
+      const select = $("#transfer-to");
+      select.replaceChildren(...eligible.map((m) => el("option", { value: String(m.user_id), text: m.email })));
+      $("#transfer-card").hidden = !eligible.length;
+    }
+    if (transfer) {
+      transfer.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const uid = Number(transfer.user_id.value);
+        const m = rowsById.get(uid);
+        if (!m) return;
+        const yes = await confirmDialog({
+          title: `Transfer ownership to ${m.email}?`,
+          text: `${m.email} becomes an owner of this workspace with full control. If you are an owner, you step down to the next role and cannot undo this yourself.`,
+          ok: "Transfer ownership",
+          danger: true,
+          typed: slug,
+        });
+        if (!yes) return;
+        clearMessages();
         guarded(async () => {
-          const out = await api("POST", `${wsApi}/invitations`, { emails: form.emails.value, role: form.role.value });
-          form.emails.value = "";
-          await load();
-          const parts = [];
-          // The same answer for every address (whether it has an account is not the inviter's to know).
-          if (out.invited.length) parts.push(`Invited: ${out.invited.map((a) => a.email).join(", ")}.`);
-          say(parts.join(" ") || "Nobody to invite.");
-        }).finally(() => busy(form, false));
+          await api("POST", `${wsApi}/ownership`, { user_id: uid });
+          say(`${m.email} now owns this workspace.`);
+          setTimeout(() => location.reload(), 600);
+        });
       });
     }
 
@@ -489,68 +735,200 @@
     const kinds = `${kind}s`;
     const rel = kind === "group" ? { manager: "teachers", member: "learners" } : { manager: "managers", member: "members" };
     const label = kind === "group" ? { teachers: "Teachers", learners: "Learners" } : { managers: "Managers", members: "Members" };
+    const one = { teachers: "teacher", learners: "learner", managers: "manager", members: "member" };
     const root = $("#units");
-    // People to pick from: the member list if this actor may see it, else a user id field.
-    let people = null;
-    if (caps.view_members) {
-      const res = await api("GET", `${wsApi}/members?per_page=200`).catch(() => null);
-      if (res) people = res.items;
-    }
+    let all = [];
 
-    function personPicker() {
-      if (!people) return el("input", { type: "number", name: "user_id", min: "1", placeholder: "user id", required: true, "aria-label": "User id" });
-      const select = el("select", { name: "user_id", "aria-label": "Person" });
-      for (const p of people) select.append(el("option", { value: String(p.user_id), text: p.email }));
-      return select;
-    }
-
-    function unitCard(u) {
+    // People picker: search by name or email; the server offers only whom Casbin lets this actor add.
+    function picker(u, r) {
       const base = `${wsApi}/${kinds}/${encodeURIComponent(u.name)}`;
-      const meta = [u.description, u.capacity ? `capacity ${u.capacity}` : "", u.archived ? "archived" : ""].filter(Boolean).join(" · ");
-      const card = el("article", { class: "unit", "data-name": u.name }, el("h2", { text: u.name }), meta ? el("p", { class: "muted", text: meta }) : null);
-      for (const r of [rel.manager, rel.member]) {
-        const list = el("ul", { class: `people ${r}` });
-        for (const p of u[r] || []) {
-          const drop = el("button", {
+      const id = `pick-${u.name}-${r}`;
+      const input = el("input", { type: "search", id, class: "pick-search", maxlength: "100", placeholder: "Name or email", autocomplete: "off" });
+      const results = el("ul", { class: "results", "aria-live": "polite", hidden: true });
+      const form = el("form", { class: `picker add-${r}`, role: "search" }, el("label", { for: id, text: `Add a ${one[r]}` }), el("div", { class: "row" }, input, el("button", { type: "submit", text: "Find" })), results);
+      async function search() {
+        const res = await api("GET", `${base}/${r}/candidates?q=${encodeURIComponent(input.value.trim())}`);
+        results.hidden = false;
+        results.replaceChildren(
+          ...res.items.map((p) =>
+            el(
+              "li",
+              { "data-user-id": String(p.user_id), "data-email": p.email },
+              el("span", { text: p.display_name && p.display_name !== p.email ? `${p.display_name} · ${p.email}` : p.email }),
+              el("button", {
+                type: "button",
+                class: "small add",
+                text: "Add",
+                "aria-label": `Add ${p.email} as ${one[r]}`,
+                onclick: () =>
+                  guarded(async () => {
+                    clearMessages();
+                    await api("POST", `${base}/${r}`, { user_ids: [p.user_id] });
+                    await load();
+                    say(`${p.email} is now a ${one[r]} of ${u.name}.`);
+                  }),
+              }),
+            ),
+          ),
+        );
+        if (!res.items.length) results.append(el("li", { class: "muted", text: "Nobody you may add matches." }));
+      }
+      form.addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        guarded(search);
+      });
+      return form;
+    }
+
+    function personRow(u, r, p) {
+      const base = `${wsApi}/${kinds}/${encodeURIComponent(u.name)}`;
+      const perms = u.permissions || {};
+      const removable = (r === rel.member ? perms.remove_member : perms.remove_manager) || [];
+      const li = el("li", { "data-user-id": String(p.user_id), "data-email": p.email }, el("span", { class: "who-name", text: p.email }));
+      if (r === rel.member && perms.move) {
+        const targets = all.filter((o) => o.name !== u.name && !o.archived && o.permissions && o.permissions.move);
+        if (targets.length) {
+          const sel = el("select", { class: "move-to", "aria-label": `Move ${p.email} to` }, el("option", { value: "", text: "Move to…" }), ...targets.map((o) => el("option", { value: o.name, text: o.name })));
+          sel.addEventListener("change", async () => {
+            const to = sel.value;
+            if (!to) return;
+            const yes = await confirmDialog({ title: `Move ${p.email} to ${to}?`, text: `${p.email} leaves ${u.name} and joins ${to}.`, ok: `Move to ${to}` });
+            sel.value = "";
+            if (!yes) return;
+            guarded(async () => {
+              clearMessages();
+              await api("POST", `${base}/${r}/${p.user_id}/move`, { to });
+              await load();
+              say(`${p.email} moved from ${u.name} to ${to}.`);
+            });
+          });
+          li.append(sel);
+        }
+      }
+      if (removable.includes(p.user_id)) {
+        li.append(
+          el("button", {
             type: "button",
-            class: "link danger",
-            text: "remove",
+            class: "link danger remove-person",
+            text: "Remove",
             "aria-label": `Remove ${p.email} from ${u.name}`,
-            onclick: () =>
+            onclick: async () => {
+              const yes = await confirmDialog({ title: `Remove ${p.email} from ${u.name}?`, text: `${p.email} stays a member of the workspace but is no longer a ${one[r]} of ${u.name}.`, ok: "Remove", danger: true });
+              if (!yes) return;
               guarded(async () => {
                 clearMessages();
                 await api("DELETE", `${base}/${r}/${p.user_id}`);
                 await load();
                 say(`${p.email} left ${u.name}.`);
-              }),
-          });
-          list.append(el("li", { "data-user-id": String(p.user_id) }, p.email, " ", drop));
-        }
-        if (!list.children.length) list.append(el("li", { class: "muted", text: "nobody" }));
-        card.append(el("h3", { text: label[r] }), list);
+              });
+            },
+          }),
+        );
       }
-      const which = el("select", { name: "relation", "aria-label": "As" });
-      which.append(el("option", { value: rel.member, text: `as ${label[rel.member].toLowerCase().replace(/s$/, "")}` }));
-      which.append(el("option", { value: rel.manager, text: `as ${label[rel.manager].toLowerCase().replace(/s$/, "")}` }));
-      const form = el("form", { class: "row add-person" }, personPicker(), which, el("button", { type: "submit", text: "Add" }));
+      return li;
+    }
+
+    function editForm(u, card) {
+      const base = `${wsApi}/${kinds}/${encodeURIComponent(u.name)}`;
+      const perms = u.permissions || {};
+      const form = el("form", { class: "row edit-unit", hidden: true });
+      const desc = el("input", { type: "text", name: "description", maxlength: "500", value: u.description || "" });
+      form.append(el("label", {}, "Description", desc));
+      let cap = null;
+      if (perms.capacity) {
+        cap = el("input", { type: "number", name: "capacity", min: "1", max: "100000", value: u.capacity ? String(u.capacity) : "" });
+        form.append(el("label", {}, "Capacity", cap));
+      }
+      form.append(el("button", { type: "submit", class: "primary", text: "Save" }), el("button", { type: "button", text: "Cancel", onclick: () => (form.hidden = true) }));
       form.addEventListener("submit", (ev) => {
         ev.preventDefault();
-        clearMessages();
-        const uid = Number(form.user_id.value);
+        const data = {};
+        if (desc.value !== (u.description || "")) data.description = desc.value;
+        if (cap && String(cap.value || "") !== String(u.capacity || "")) data.capacity = cap.value ? Number(cap.value) : null;
+        if (!Object.keys(data).length) {
+          form.hidden = true;
+          return;
+        }
         guarded(async () => {
-          await api("POST", `${base}/${which.value}`, { user_ids: [uid] });
+          clearMessages();
+          await api("PATCH", base, data);
           await load();
-          say(`Added to ${u.name}.`);
+          say(`Saved ${u.name}.`);
         });
       });
       card.append(form);
+      return form;
+    }
+
+    function unitCard(u) {
+      const base = `${wsApi}/${kinds}/${encodeURIComponent(u.name)}`;
+      const perms = u.permissions || {};
+      const members = u[rel.member] || [];
+      const meta = [u.description, u.capacity ? `${members.length} of ${u.capacity} places` : "", u.archived ? "archived" : ""].filter(Boolean).join(" · ");
+      const card = el("article", { class: `unit${u.archived ? " archived" : ""}`, "data-name": u.name, "aria-labelledby": `unit-${u.name}` }, el("h2", { id: `unit-${u.name}`, text: u.name }), meta ? el("p", { class: "muted", text: meta }) : null);
+      const bar = el("div", { class: "unit-actions" });
+      let form = null;
+      if (perms.edit || perms.capacity) bar.append(el("button", { type: "button", class: "small edit", text: "Edit", "aria-label": `Edit ${u.name}`, onclick: () => { form.hidden = !form.hidden; } }));
+      if (perms.archive) {
+        bar.append(
+          el("button", {
+            type: "button",
+            class: "small archive",
+            text: u.archived ? "Unarchive" : "Archive",
+            onclick: async () => {
+              const yes = await confirmDialog({ title: `${u.archived ? "Unarchive" : "Archive"} ${u.name}?`, text: u.archived ? `${u.name} accepts people again.` : `Nobody can be added to ${u.name} while it is archived; its people stay.`, ok: u.archived ? "Unarchive" : "Archive" });
+              if (!yes) return;
+              guarded(async () => {
+                clearMessages();
+                await api("PATCH", base, { archived: !u.archived });
+                await load();
+                say(`${u.name} is ${u.archived ? "active again" : "archived"}.`);
+              });
+            },
+          }),
+        );
+      }
+      if (perms.delete) {
+        const used = members.length + (u[rel.manager] || []).length;
+        bar.append(
+          el("button", {
+            type: "button",
+            class: "small danger delete",
+            text: "Delete",
+            disabled: used > 0,
+            title: used > 0 ? `Only an empty ${kind} can be deleted; archive it instead` : "",
+            "aria-label": used > 0 ? `Delete ${u.name} (only when nobody is in it)` : `Delete ${u.name}`,
+            onclick: async () => {
+              const yes = await confirmDialog({ title: `Delete ${u.name}?`, text: `The ${kind} disappears for good.`, ok: "Delete", danger: true, typed: u.name });
+              if (!yes) return;
+              guarded(async () => {
+                clearMessages();
+                await api("DELETE", base);
+                await load();
+                say(`Deleted ${u.name}.`);
+              });
+            },
+          }),
+        );
+      }
+      if (bar.children.length) card.append(bar);
+      if (perms.edit || perms.capacity) form = editForm(u, card);
+      for (const r of [rel.manager, rel.member]) {
+        const list = el("ul", { class: `people ${r}` });
+        for (const p of u[r] || []) list.append(personRow(u, r, p));
+        if (!list.children.length) list.append(el("li", { class: "muted", text: "nobody" }));
+        card.append(el("h3", { text: label[r] }), list);
+        const may = r === rel.member ? perms.add_member : perms.add_manager;
+        if (may && !u.archived) card.append(picker(u, r));
+      }
       return card;
     }
 
     async function load() {
       const res = await api("GET", `${wsApi}/${kinds}`);
+      all = res.items;
       root.replaceChildren(...res.items.map(unitCard));
-      if (!res.items.length) root.append(el("p", { class: "muted", text: `No ${kinds} yet.` }));
+      if (!res.items.length) root.append(el("p", { class: "muted empty", text: kind === "group" ? "You are in no group yet." : "You manage or belong to no team here." }));
       return true;
     }
 
@@ -607,9 +985,9 @@
   }
 
   // The workbench (static/policy.js) builds on the same helpers.
-  window.learnauthz = Object.freeze({ api, el, $, say, showError, clearMessages, guarded, busy, fmtTime, ApiError });
+  window.learnauthz = Object.freeze({ api, el, $, say, showError, clearMessages, guarded, busy, fmtTime, ApiError, confirmDialog, problemWords });
 
-  const inits = { login: initLogin, signup: initSignup, "verify-email": initVerifyEmail, home: initHome, me: initMe, members: initMembers, units: initUnits, audit: initAudit };
+  const inits = { login: initLogin, signup: initSignup, "verify-email": initVerifyEmail, home: initHome, me: initMe, members: initMembers, units: initUnits, audit: initAudit, overview: () => null };
   if (inits[page]) {
     Promise.resolve(inits[page]()).finally(() => body.setAttribute("data-ready", "1"));
   }

@@ -1,0 +1,290 @@
+"""Every role of the demo data (DESIGN.md §6) through its pages in headless Chromium (issue 13):
+teacher, learner, team manager, owner, admin and platform operator. Each page gets a screenshot
+(``test-artifacts/roles-*.png``) and the axe-core check (no serious or critical violation).
+
+The module's live app is shared: tests that change data run last and touch distinct people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser_support import axe, screenshot
+from tests.test_browser import Browser, driver, live_app  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def browser(driver: Any, live_app: Any) -> Iterator[Browser]:  # noqa: F811
+    b = Browser(driver, live_app[1])
+    driver.set_window_size(1280, 900)
+    driver.delete_all_cookies()
+    yield b
+    driver.delete_all_cookies()
+    driver.set_window_size(1280, 900)
+
+
+def sign_in(b: Browser, email: str) -> None:
+    b.sign_in(email)
+    b.wait_page("home")
+
+
+def check(b: Browser, name: str) -> None:
+    """A screenshot, then axe-core on the page as it is now."""
+    screenshot(b, f"roles-{name}")
+    axe(b)
+
+
+def no_horizontal_overflow(b: Browser) -> None:
+    width = b.d.execute_script("return document.documentElement.scrollWidth")
+    view = b.d.execute_script("return window.innerWidth")
+    assert width <= view + 1, (width, view)
+
+
+def dialog_open(b: Browser) -> bool:
+    return bool(b.d.execute_script("return document.querySelector('#confirm-dialog').open"))
+
+
+def test_teacher_adds_a_learner_with_the_people_picker(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "teacher@classroom.example")
+    assert b.css('#workspaces tr[data-slug="classroom-demo"] .badge').text == "Teacher"  # a label, not an id
+    check(b, "home-teacher")
+    b.css('#workspaces tr[data-slug="classroom-demo"] a').click()
+    b.wait_page("units")  # no Forbidden page: the teacher lands on the groups he teaches
+    assert "/w/classroom-demo/groups" in b.d.current_url
+    assert not b.all("#messages .problem")
+    assert [a.get_attribute("data-name") for a in b.all("#units article.unit")] == ["morning"]
+    assert not b.all('nav.wsnav a[href$="/members"]') and not b.all('nav.wsnav a[href$="/audit"]')
+    card = b.css('#units article[data-name="morning"]')
+    # Controls only where Casbin would allow: remove on the learner, nothing on the teacher, no edit/delete.
+    assert card.find_elements("css selector", "ul.learners button.remove-person")
+    assert not card.find_elements("css selector", "ul.teachers button")
+    assert not card.find_elements("css selector", "button.delete, button.edit, button.archive, form.add-teachers")
+    # The picker searches by name or email and offers learners only.
+    field = card.find_element("css selector", "form.add-learners input[type=search]")
+    field.send_keys("classroom")
+    card.find_element("css selector", "form.add-learners button[type=submit]").click()
+    b.wait(lambda d: b.all("#units form.add-learners ul.results li[data-email]"))
+    offered = [li.get_attribute("data-email") for li in b.all("#units form.add-learners ul.results li[data-email]")]
+    assert offered == ["learner2@classroom.example"], offered
+    check(b, "groups-teacher-picker")
+    b.css('#units form.add-learners li[data-email="learner2@classroom.example"] button.add').click()
+    b.wait_message("learner2@classroom.example is now a learner of morning")
+    learners = b.css('#units article[data-name="morning"] ul.learners').text
+    assert "learner2@classroom.example" in learners
+
+
+def test_learner_sees_own_groups_and_overview(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "learner@classroom.example")
+    b.go("/w/classroom-demo")
+    b.wait_page("units")
+    assert [a.get_attribute("data-name") for a in b.all("#units article.unit")] == ["morning"]
+    assert not b.all("#units button") and not b.all("#units form")
+    check(b, "groups-learner")
+    b.go("/w/classroom-demo/overview")
+    assert b.css("#my-role .badge").text == "Learner"
+    assert b.all('#my-actions li[data-action="personal_dashboard"]')
+    check(b, "overview-learner")
+    # The members page is not the learner's: he is sent to his landing page, not to a 403.
+    b.go("/w/classroom-demo/members")
+    b.wait_page("units")
+
+
+def test_team_manager_sees_his_team(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "manager@skills.example")
+    b.go("/w/skills-demo")
+    b.wait_page("units")
+    assert "/w/skills-demo/teams" in b.d.current_url
+    assert not b.all("#messages .problem")
+    card = b.css('#units article[data-name="sales"]')
+    members = card.find_element("css selector", "ul.members").text
+    assert "member@skills.example" in members and "author@skills.example" in members
+    assert not card.find_elements("css selector", "button")  # the pack gives managers views, not changes
+    status = b.d.execute_async_script(
+        "const done = arguments[0]; fetch('/api/workspaces/skills-demo/teams/sales').then(r => done(r.status))"
+    )
+    assert status == 200
+    check(b, "teams-manager")
+
+
+def test_platform_operator_finds_his_workspaces(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "operator@platform.example")
+    b.wait(lambda d: b.css("#platform-card").is_displayed())
+    pack = b.css('#platform-packs li[data-pack="academy"]')
+    assert "Operator" in pack.text and "1 workspace" in pack.text
+    check(b, "home-operator")
+
+
+def test_owner_changes_a_role_only_after_confirming(browser: Browser) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    b = browser
+    sign_in(b, "owner@classroom.example")
+    b.go("/w/classroom-demo/members")
+    row = b.row("learner2@classroom.example")
+    select = row.find_element("css selector", "select.role-select")
+    # Keyboard navigation on the dropdown never commits (reproduction 3).
+    select.send_keys(Keys.ARROW_DOWN)
+    select.send_keys(Keys.ARROW_DOWN)
+    assert not dialog_open(b)
+    role = b.d.execute_async_script(
+        "const done = arguments[0]; fetch('/api/workspaces/classroom-demo/members?q=learner2').then(r => r.json())"
+        ".then(j => done(j.items[0].role))"
+    )
+    assert role == "learner"
+    # Own row and other owners' rows carry no Remove for an admin; for the owner, not on himself.
+    me = b.row("owner@classroom.example")
+    assert not me.find_elements("css selector", "button.remove, input.pick, select.role-select")
+    # Select, press Change, read the consequence, cancel: nothing happens.
+    from selenium.webdriver.support.ui import Select
+
+    Select(select).select_by_value("owner")
+    row.find_element("css selector", "button.change-role").click()
+    b.wait(lambda d: dialog_open(b))
+    assert "top role" in b.css("#confirm-text").text
+    check(b, "members-owner-confirm")
+    b.css("#confirm-cancel").click()
+    b.wait(lambda d: not dialog_open(b))
+    assert (
+        Select(
+            b.row("learner2@classroom.example").find_element("css selector", "select")
+        ).first_selected_option.get_attribute("value")
+        == "learner"
+    )
+    # Now for real: teacher.
+    Select(b.row("learner2@classroom.example").find_element("css selector", "select")).select_by_value("teacher")
+    b.row("learner2@classroom.example").find_element("css selector", "button.change-role").click()
+    b.wait(lambda d: dialog_open(b))
+    assert "from Learner to Teacher" in b.css("#confirm-text").text
+    b.css("#confirm-ok").click()
+    b.wait_message("learner2@classroom.example is now Teacher")
+    check(b, "members-owner")
+
+
+def test_admin_sees_only_allowed_controls_and_refusals_in_words(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "admin@classroom.example")
+    b.go("/w/classroom-demo/members")
+    for who in ("owner@classroom.example", "owner2@classroom.example", "admin@classroom.example"):
+        row = b.row(who)
+        assert not row.find_elements("css selector", "button.remove, input.pick, select.role-select"), who
+    roles = [
+        o.get_attribute("value")
+        for o in b.row("learner@classroom.example").find_elements("css selector", "select.role-select option")
+    ]
+    assert roles == ["learner", "teacher"]
+    # A refusal arriving anyway (the policy changed meanwhile) is explained in words, not a code.
+    b.d.execute_script(
+        "window.learnauthz.showError(new window.learnauthz.ApiError(403, {title: 'Forbidden', reason: 'rank_limit',"
+        " email: 'owner@classroom.example', detail: 'you may not remove owner@classroom.example'}))"
+    )
+    text = b.css("#messages").text
+    assert "owner@classroom.example: Your role does not rank above theirs" in text and "rank_limit" not in text
+    check(b, "members-admin")
+
+
+def test_owner_invites_revokes_and_sees_per_address_results(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "owner@classroom.example")
+    b.go("/w/classroom-demo/members")
+    b.wait(lambda d: b.css("#open-invite").is_displayed())
+    b.css("#open-invite").click()
+    b.wait(lambda d: b.css("#invite-dialog").is_displayed())
+    b.css("#invite-emails").send_keys("learner@classroom.example, not@@valid, fresh.person@example.org")
+    b.css("#invite-form button[type=submit]").click()
+    b.wait(lambda d: b.all("#invite-results li[data-status]"))
+    status = {li.text.split(":")[0]: li.get_attribute("data-status") for li in b.all("#invite-results li")}
+    assert status == {
+        "learner@classroom.example": "member",
+        "not@@valid": "invalid",
+        "fresh.person@example.org": "invited",
+    }
+    check(b, "members-invite-dialog")
+    b.css("#invite-close").click()
+    b.css("#tab-invitations").click()
+    b.wait(lambda d: b.all('#invitations tr[data-email="fresh.person@example.org"]'))
+    check(b, "members-invitations")
+    b.css('#invitations tr[data-email="fresh.person@example.org"] button.resend').click()
+    b.wait_message("A new sign-up link was sent to fresh.person@example.org")
+    b.css('#invitations tr[data-email="fresh.person@example.org"] button.revoke').click()
+    b.wait(lambda d: dialog_open(b))
+    b.css("#confirm-ok").click()
+    b.wait_message("Revoked the invitation of fresh.person@example.org")
+    assert not b.all('#invitations tr[data-email="fresh.person@example.org"]')
+
+
+def test_owner_manages_groups_archive_capacity_move(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "owner@classroom.example")
+    b.go("/w/classroom-demo/groups")
+    b.css("#unit-form input[name=name]").send_keys("spare")
+    b.css("#unit-form button[type=submit]").click()
+    b.wait_message("Created spare")
+    # Edit with capacity.
+    card = b.css('#units article[data-name="spare"]')
+    card.find_element("css selector", "button.edit").click()
+    cap = card.find_element("css selector", "form.edit-unit input[name=capacity]")
+    cap.send_keys("5")
+    card.find_element("css selector", "form.edit-unit button[type=submit]").click()
+    b.wait_message("Saved spare")
+    assert "0 of 5 places" in b.css('#units article[data-name="spare"]').text
+    # Move a learner from morning to spare.
+    from selenium.webdriver.support.ui import Select
+
+    li = b.css('#units article[data-name="morning"] ul.learners li[data-email="learner@classroom.example"]')
+    Select(li.find_element("css selector", "select.move-to")).select_by_value("spare")
+    b.wait(lambda d: dialog_open(b))
+    b.css("#confirm-ok").click()
+    b.wait_message("moved from morning to spare")
+    assert "learner@classroom.example" in b.css('#units article[data-name="spare"] ul.learners').text
+    # In use: Delete is disabled and says why; archive instead.
+    assert not b.css('#units article[data-name="spare"] button.delete').is_enabled()
+    b.css('#units article[data-name="spare"] button.archive').click()
+    b.wait(lambda d: dialog_open(b))
+    b.css("#confirm-ok").click()
+    b.wait_message("spare is archived")
+    check(b, "groups-owner")
+    # An empty group is deleted after typing its name.
+    b.css("#unit-form input[name=name]").send_keys("empty1")
+    b.css("#unit-form button[type=submit]").click()
+    b.wait_message("Created empty1")
+    b.css('#units article[data-name="empty1"] button.delete').click()
+    b.wait(lambda d: dialog_open(b))
+    assert not b.css("#confirm-ok").is_enabled()
+    b.css("#confirm-typed").send_keys("empty1")
+    b.css("#confirm-ok").click()
+    b.wait_message("Deleted empty1")
+
+
+def test_pages_fit_a_phone(browser: Browser) -> None:
+    b = browser
+    b.d.set_window_size(390, 844)
+    sign_in(b, "owner@classroom.example")
+    no_horizontal_overflow(b)
+    for path, name in (("/w/classroom-demo/members", "members"), ("/w/classroom-demo/groups", "groups")):
+        b.go(path)
+        no_horizontal_overflow(b)
+        check(b, f"{name}-390px")
+
+
+def test_owner_transfers_ownership_with_typed_confirmation(browser: Browser) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    b = browser
+    sign_in(b, "owner2@classroom.example")
+    b.go("/w/classroom-demo/members")
+    b.wait(lambda d: b.css("#transfer-card").is_displayed())
+    Select(b.css("#transfer-to")).select_by_visible_text("admin@classroom.example")
+    b.css("#transfer-form button[type=submit]").click()
+    b.wait(lambda d: dialog_open(b))
+    assert not b.css("#confirm-ok").is_enabled()
+    b.css("#confirm-typed").send_keys("classroom-demo")
+    check(b, "members-transfer")
+    b.css("#confirm-ok").click()
+    b.wait_message("admin@classroom.example now owns this workspace")

@@ -1,0 +1,155 @@
+"""The JSON routes behind the member pages (issue 13), on both backends: team managers read their
+teams, the teacher's people picker offers learners only, permissions for UI come with each row,
+bulk refusals name the member, invitations are listed/revoked/resent, invites report per address."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from app.extensions import db
+from app.models import AuditEvent, Invitation
+from tests.factories import fast_password_hashing, seed_demo, uid, web_client
+
+CLS = "/api/workspaces/classroom-demo"
+SKL = "/api/workspaces/skills-demo"
+
+
+@pytest.fixture
+def demo(app: Flask) -> Iterator[Flask]:
+    """The app with DESIGN.md §6's demo data."""
+    fast_password_hashing()
+    seed_demo()
+    yield app
+
+
+def test_team_manager_reads_his_team(demo: Flask) -> None:
+    """Reproduction 1: GET /teams/sales was 403 not_permitted for manager@skills.example."""
+    wc = web_client(demo, "manager@skills.example")
+    resp = wc.get(f"{SKL}/teams/sales")
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert sorted(p["email"] for p in body["members"]) == ["author@skills.example", "member@skills.example"]
+    assert body["permissions"]["edit"] is False and body["permissions"]["remove_member"] == []
+    assert [t["name"] for t in wc.get(f"{SKL}/teams").get_json()["items"]] == ["sales"]
+    # Only his teams: the owner manages every team, a plain member sees none (an empty list, no 403).
+    assert web_client(demo, "owner@skills.example").get(f"{SKL}/teams/sales").status_code == 200
+    member = web_client(demo, "member@skills.example")
+    assert member.get(f"{SKL}/teams/sales").status_code == 403
+    assert member.get(f"{SKL}/teams").get_json()["items"] == []
+    # A stranger to the workspace is still refused.
+    assert web_client(demo, "owner@classroom.example").get(f"{SKL}/teams").status_code == 403
+
+
+def test_teacher_picker_offers_learners_only(demo: Flask) -> None:
+    wc = web_client(demo, "teacher@classroom.example")
+    items = wc.get(f"{CLS}/groups/morning/learners/candidates?q=").get_json()["items"]
+    assert [p["email"] for p in items] == ["learner2@classroom.example"]
+    assert all(p["role"] == "learner" for p in items)
+    assert wc.get(f"{CLS}/groups/morning/learners/candidates?q=owner").get_json()["items"] == []
+    # Search by name works too; not for groups the teacher does not teach, nor as teacher.
+    assert wc.get(f"{CLS}/groups/morning/learners/candidates?q=learner2").get_json()["items"]
+    assert wc.get(f"{CLS}/groups/evening/learners/candidates").status_code == 403
+    assert wc.get(f"{CLS}/groups/morning/teachers/candidates").status_code == 403
+    assert wc.get(f"{CLS}/groups/morning/learners/candidates?q=" + "x" * 101).status_code == 422
+    # The admin assigns teachers (scope any in the pack): the picker offers whom Casbin allows.
+    admin = web_client(demo, "admin@classroom.example")
+    offered = [p["email"] for p in admin.get(f"{CLS}/groups/evening/teachers/candidates").get_json()["items"]]
+    assert "teacher@classroom.example" in offered
+    # The teacher's group comes with what he may do: remove learners, not the teacher.
+    perms = wc.get(f"{CLS}/groups/morning").get_json()["permissions"]
+    assert perms["add_member"] is True and perms["add_manager"] is False and perms["delete"] is False
+    assert perms["remove_member"] == [uid("learner@classroom.example")] and perms["remove_manager"] == []
+
+
+def test_member_rows_carry_permissions_and_one_role_list(demo: Flask) -> None:
+    wc = web_client(demo, "admin@classroom.example")
+    body = wc.get(f"{CLS}/members?per_page=50").get_json()
+    rows = {m["email"]: m["permissions"] for m in body["items"]}
+    assert rows["learner@classroom.example"] == {
+        "roles": ["learner", "teacher"],
+        "change_role": True,
+        "remove": True,
+        "transfer_ownership": False,
+    }
+    for no in ("admin@classroom.example", "owner@classroom.example"):
+        assert rows[no]["remove"] is False and rows[no]["roles"] == [], no
+    assert body["assignable_roles"] == ["learner", "teacher"]
+
+
+def test_bulk_removal_names_the_blocking_member(demo: Flask) -> None:
+    wc = web_client(demo, "admin@classroom.example")
+    ids = [uid("learner@classroom.example"), uid("owner@classroom.example")]
+    resp = wc.post(f"{CLS}/members/remove", json={"user_ids": ids})
+    assert resp.status_code == 403
+    body = resp.get_json()
+    assert body["email"] == "owner@classroom.example" and body["reason"] == "rank_limit"
+    assert "owner@classroom.example" in body["detail"]
+
+
+def test_invite_reports_per_address(demo: Flask) -> None:
+    wc = web_client(demo, "owner@classroom.example")
+    emails = "learner@classroom.example, not@@valid, new.one@example.org"
+    resp = wc.post(f"{CLS}/invitations", json={"emails": emails, "role": "learner", "partial": True})
+    assert resp.status_code == 201, resp.get_json()
+    status = {r["email"]: r["status"] for r in resp.get_json()["results"]}
+    assert status == {"new.one@example.org": "invited", "learner@classroom.example": "member", "not@@valid": "invalid"}
+    again = wc.post(f"{CLS}/invitations", json={"emails": "new.one@example.org", "partial": True}).get_json()
+    assert again["results"] == [{"email": "new.one@example.org", "status": "invited_before"}]
+    # Without partial the request stays all or nothing.
+    assert wc.post(f"{CLS}/invitations", json={"emails": "new.one@example.org"}).status_code == 409
+
+
+def test_pending_invitations_revoke_and_resend(demo: Flask) -> None:
+    wc = web_client(demo, "owner@classroom.example")
+    assert wc.post(f"{CLS}/invitations", json={"emails": "typo@exmaple.org", "role": "teacher"}).status_code == 201
+    items = wc.get(f"{CLS}/invitations").get_json()["items"]
+    (inv,) = [i for i in items if i["email"] == "typo@exmaple.org"]
+    old_hash = db.session.get(Invitation, inv["id"]).token_hash
+    resp = wc.post(f"{CLS}/invitations/{inv['id']}/resend")
+    assert resp.status_code == 200 and resp.get_json()["email"] == "typo@exmaple.org"
+    db.session.expire_all()
+    assert db.session.get(Invitation, inv["id"]).token_hash != old_hash
+    # The teacher may not touch invitations; the admin may not revoke one for a role above his grant.
+    assert web_client(demo, "teacher@classroom.example").delete(f"{CLS}/invitations/{inv['id']}").status_code == 403
+    assert wc.delete(f"{CLS}/invitations/{inv['id']}").status_code == 204
+    assert wc.delete(f"{CLS}/invitations/{inv['id']}").status_code == 404
+    assert wc.post(f"{CLS}/invitations/999999/resend").status_code == 404
+    assert "typo@exmaple.org" not in [i["email"] for i in wc.get(f"{CLS}/invitations").get_json()["items"]]
+    # A mistyped address no longer blocks a new invitation for 72 hours.
+    assert wc.post(f"{CLS}/invitations", json={"emails": "typo@exmaple.org"}).status_code == 201
+    actions = [e.action for e in db.session.query(AuditEvent).order_by(AuditEvent.id)]
+    assert "member.invite_resend" in actions and "member.invite_revoke" in actions
+
+
+def test_home_lists_role_labels_and_platform_packs(demo: Flask) -> None:
+    body = web_client(demo, "teacher@classroom.example").get("/api/workspaces").get_json()
+    assert [(w["slug"], w["role"], w["role_label"]) for w in body["items"]] == [
+        ("classroom-demo", "teacher", "Teacher")
+    ]
+    assert body["platform"] == []
+    op = web_client(demo, "operator@platform.example").get("/api/workspaces").get_json()
+    assert op["items"] == []
+    (pack,) = op["platform"]
+    assert pack["pack"] == "academy" and [w["slug"] for w in pack["workspaces"]] == ["academy-demo"]
+
+
+def test_members_open_on_a_page_they_may_use(demo: Flask) -> None:
+    """Reproduction 1: teachers, learners and managers opened a workspace onto a 403 page."""
+    for email, ws, where in (
+        ("teacher@classroom.example", "classroom-demo", "/w/classroom-demo/groups"),
+        ("learner@classroom.example", "classroom-demo", "/w/classroom-demo/groups"),
+        ("learner@academy.example", "academy-demo", "/w/academy-demo/overview"),
+        ("manager@skills.example", "skills-demo", "/w/skills-demo/teams"),
+        ("owner@classroom.example", "classroom-demo", "/w/classroom-demo/members"),
+    ):
+        wc = web_client(demo, email)
+        resp = wc.get(f"/w/{ws}")
+        assert resp.status_code == 302 and resp.headers["Location"].endswith(where), (email, resp.headers)
+        assert wc.get(where).status_code == 200, email
+        if where != f"/w/{ws}/members":
+            assert wc.get(f"/w/{ws}/members").status_code == 302, email
+    page = web_client(demo, "learner@academy.example").get("/w/academy-demo/overview").get_data(as_text=True)
+    assert "Learner" in page and "Forbidden" not in page
