@@ -166,6 +166,8 @@ def test_async_client(live: Live) -> None:
             ] == [True]
             assert "create_groups" in await c.permissions("owner2@classroom.example")
             assert (await c.who_can("create_groups")).complete
+            paged = [p["user_id"] async for p in c.who_can_all("create_groups", limit=1)]
+            assert paged == [p["user_id"] for p in (await c.who_can("create_groups")).items]
             assert (
                 await c.evaluation("owner@classroom.example", "create_groups", {"type": "workspace", "id": "x"})
             ).decision

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,6 +365,21 @@ class AsyncClient(_Base):
             return WhoCanPage([], None, False, error=self._failed(exc))
         self.revisions.observe(body.get("revision"))
         return WhoCanPage(body["items"], body.get("next_cursor"), body.get("complete") is True, body.get("revision"))
+
+    async def who_can_all(
+        self, action: str, *, workspace: str | None = None, limit: int = 100
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """Every person allowed ``action``, page after page; raises LearnAuthzError if a page fails."""
+        cursor: str | None = None
+        while True:
+            page = await self.who_can(action, workspace=workspace, limit=limit, cursor=cursor)
+            if page.error is not None:
+                raise LearnAuthzError(page.error)
+            for item in page.items:
+                yield item
+            if page.complete or page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def evaluation(
         self, subject: Mapping[str, Any] | str, action: Mapping[str, Any] | str, resource: Mapping[str, Any], *,
