@@ -43,6 +43,7 @@ class PolicyRuntime:
         self._engines: weakref.WeakKeyDictionary[Flask, PolicyEngine] = weakref.WeakKeyDictionary()
         self._listeners: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
         self._verification: weakref.WeakKeyDictionary[Flask, tuple[str, ...]] = weakref.WeakKeyDictionary()
+        self._listener_started: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask, db: SQLAlchemy) -> None:
@@ -51,6 +52,21 @@ class PolicyRuntime:
         app.extensions["authz"] = self
         event.listen(db.session, "after_commit", self._after_commit)
         event.listen(db.session, "after_soft_rollback", self._after_rollback)
+        app.before_request(self._ensure_listener)
+
+    def _ensure_listener(self) -> None:
+        """A server that did not start this process's listener (``flask run``; gunicorn's
+        ``post_worker_init`` does) gets it at its first request, in the serving process."""
+        app = self._key()
+        if app.testing or app in self._listeners or app in self._listener_started:
+            return
+        with self._lock:
+            if app in self._listener_started:
+                return
+            self._listener_started.add(app)
+        from app.services.policy_sync import start_listener
+
+        start_listener(app)
 
     # -- engine lifecycle ------------------------------------------------------------------
     def _key(self) -> Flask:

@@ -158,11 +158,16 @@ class PolicyListener:
 
 
 def start_listener(app: Flask) -> PolicyListener | None:
-    """Start this process's listener as configured by ``POLICY_SYNC`` (auto | listen | poll | off)."""
+    """Start this process's listener as configured by ``POLICY_SYNC`` (auto | listen | poll | off).
+
+    ``auto`` listens on PostgreSQL and polls elsewhere (SQLite has no NOTIFY): a revision written
+    by another process — ``flask seed``, ``flask policy import`` beside a running ``make run`` —
+    reaches this one within ``POLICY_POLL_SECONDS``.
+    """
     mode = str(app.config.get("POLICY_SYNC", "auto"))
     uri = str(app.config["SQLALCHEMY_DATABASE_URI"])
     is_pg = uri.startswith("postgresql")
-    if mode == "off" or (mode == "auto" and not is_pg):
+    if mode == "off":
         return None
     listener = PolicyListener(app, listen=is_pg and mode in ("auto", "listen"))
     app.extensions["authz"].set_listener(app, listener)
