@@ -68,7 +68,24 @@ def explain(b: Browser, subject: str, workspace: str, action: str, draft: bool =
     return {k: b.css(f"#play-{k}").text for k in ("verdict", "reason", "rule", "path")}
 
 
-def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser) -> None:
+def decision_api(live: Any, action: str) -> dict[str, Any]:
+    """The reviewer's answer from the decision API itself (a service token, real HTTP)."""
+    import requests
+
+    app, base = live
+    with app.app_context():
+        from app.extensions import db
+        from app.services import tokens
+
+        _, secret = tokens.create_token(db.session(), f"workbench-{os.urandom(4).hex()}")
+        db.session.commit()
+    body = {"subject": "reviewer@simulations.example", "workspace": "simulations-demo", "action": action}
+    resp = requests.post(f"{base}/v1/check", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser, live_app: Any) -> None:  # noqa: F811
     b = browser
     sign_in(b, "policy_admin@service.example")
     assert b.css("nav.policynav a").text == "Policy"
@@ -108,6 +125,7 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser) -> None
     shot(b, "draft")
     axe(b)
     assert explain(b, "reviewer@simulations.example", "simulations-demo", "view_ai_spend")["verdict"] == "Denied"
+    assert decision_api(live_app, "view_ai_spend")["allowed"] is False  # the draft is not live
     assert explain(b, "reviewer@simulations.example", "simulations-demo", "view_ai_spend", draft=True)["verdict"] == (
         "Allowed on the draft"
     )
@@ -120,6 +138,7 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser) -> None
     b.wait_message("Applied as revision")
     b.wait(lambda d: cell(b, "view_ai_spend", "reviewer").get_attribute("data-value") == "✅")
     assert explain(b, "reviewer@simulations.example", "simulations-demo", "view_ai_spend")["verdict"] == "Allowed"
+    assert decision_api(live_app, "view_ai_spend")["allowed"] is True
 
     # History: the revision with its author and message; roll back, previewed first, confirmed in a dialog.
     b.go("/policy/history")
@@ -137,6 +156,7 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser) -> None
     b.css("#confirm-ok").click()
     b.wait_message("Rolled back to revision")
     assert explain(b, "reviewer@simulations.example", "simulations-demo", "view_ai_spend")["verdict"] == "Denied"
+    assert decision_api(live_app, "view_ai_spend")["allowed"] is False
 
 
 def test_editor_sees_failing_policy_tests_and_counterexamples_but_cannot_apply(browser: Browser) -> None:
