@@ -288,3 +288,56 @@ def test_owner_transfers_ownership_with_typed_confirmation(browser: Browser) -> 
     check(b, "members-transfer")
     b.css("#confirm-ok").click()
     b.wait_message("admin@classroom.example now owns this workspace")
+
+
+def test_owner_reads_and_filters_the_audit(browser: Browser) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    b = browser
+    sign_in(b, "owner@classroom.example")
+    b.go("/w/classroom-demo/groups")
+    b.css("#unit-form input[name=name]").send_keys("audited")
+    b.css("#unit-form button[type=submit]").click()
+    b.wait_message("Created audited")
+    b.go("/w/classroom-demo/audit")
+    b.wait(lambda d: b.all("#audit tbody tr[data-action]"))
+    # Labels, not codes; the table fits its card at 1280 px.
+    assert "group.create" not in b.css("#audit tbody").text
+    fits = b.d.execute_script(
+        "const c = document.querySelector('main .card'); return c.scrollWidth <= c.clientWidth + 1"
+    )
+    assert fits
+    Select(b.css("#audit-filters select[name=action]")).select_by_value("group.")
+    b.css("#audit-filters button[type=submit]").click()
+    rows = "#audit tbody tr[data-action]"
+    b.wait(lambda d: b.all(rows) and all(r.get_attribute("data-action").startswith("group.") for r in b.all(rows)))
+    assert "created group" in b.css("#audit tbody").text and "group audited" in b.css("#audit tbody").text
+    assert "action=group." in b.css("#audit-csv").get_attribute("href")
+    check(b, "audit-owner")
+
+
+def test_platform_consoles(browser: Browser) -> None:
+    b = browser
+    # The skills account manager switches a feature off in a workspace of his pack, after confirming.
+    sign_in(b, "account_manager@platform.example")
+    b.css('#platform-packs li[data-pack="skills"] a').click()
+    b.wait_page("platform")
+    box = b.css('fieldset[data-slug="skills-demo"] input[data-feature="leaderboard"]')
+    assert box.is_selected()
+    box.click()
+    b.wait(lambda d: dialog_open(b))
+    b.css("#confirm-ok").click()
+    b.wait_message("is off in skills-demo")
+    assert b.all('#platform-holders tr[data-email="account_manager@platform.example"]')
+    check(b, "platform-account-manager")
+    b.css("#signout").click()
+    b.wait(lambda d: "/login" in d.current_url)
+    # The academy operator creates a workspace of his pack.
+    sign_in(b, "operator@platform.example")
+    b.go("/platform/academy")
+    b.css("#create-workspace input[name=name]").send_keys("Academy Two")
+    b.css("#create-workspace input[name=slug]").send_keys("academy-two")
+    b.css("#create-workspace button[type=submit]").click()
+    b.wait_message("Created Academy Two")
+    b.wait(lambda d: b.all('#pack-workspaces tr[data-slug="academy-two"]'))
+    check(b, "platform-operator")

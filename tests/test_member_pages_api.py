@@ -153,3 +153,40 @@ def test_members_open_on_a_page_they_may_use(demo: Flask) -> None:
             assert wc.get(f"/w/{ws}/members").status_code == 302, email
     page = web_client(demo, "learner@academy.example").get("/w/academy-demo/overview").get_data(as_text=True)
     assert "Learner" in page and "Forbidden" not in page
+
+
+def test_audit_filters_labels_and_csv(demo: Flask) -> None:
+    wc = web_client(demo, "owner@classroom.example")
+    learner2 = uid("learner2@classroom.example")
+    assert wc.patch(f"{CLS}/members/{learner2}", json={"role": "teacher"}).status_code == 200
+    assert web_client(demo, "admin@classroom.example").post(f"{CLS}/groups", json={"name": "x1"}).status_code == 201
+    items = wc.get(f"{CLS}/audit?action=member.change_role").get_json()["items"]
+    assert items and {e["action"] for e in items} == {"member.change_role"}
+    assert items[0]["label"] == "changed the role of"
+    assert {e["action"] for e in wc.get(f"{CLS}/audit?action=group.").get_json()["items"]} == {"group.create"}
+    by_admin = wc.get(f"{CLS}/audit?actor=admin@classroom").get_json()["items"]
+    assert by_admin and all(e["actor"]["email"] == "admin@classroom.example" for e in by_admin)
+    assert wc.get(f"{CLS}/audit?since=2999-01-01").get_json()["items"] == []
+    assert wc.get(f"{CLS}/audit?until=2000-01-01").get_json()["items"] == []
+    assert wc.get(f"{CLS}/audit?since=yesterday").status_code == 422
+    resp = wc.get(f"{CLS}/audit.csv?action=member.change_role")
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    lines = resp.get_data(as_text=True).splitlines()
+    assert lines[0].startswith("id,at,actor,action,what") and "changed the role of" in lines[1]
+    assert web_client(demo, "teacher@classroom.example").get(f"{CLS}/audit.csv").status_code == 403
+
+
+def test_platform_role_granted_by_email(demo: Flask) -> None:
+    wc = web_client(demo, "account_manager@platform.example")
+    resp = wc.post("/api/platform/skills/roles", json={"email": "owner@skills.example", "role": "account_manager"})
+    assert resp.status_code == 201, resp.get_json()
+    assert (
+        wc.post("/api/platform/skills/roles", json={"email": "nobody@x.org", "role": "account_manager"}).status_code
+        == 404
+    )
+    # Someone without the platform role learns nothing about accounts.
+    other = web_client(demo, "owner@classroom.example")
+    assert (
+        other.post("/api/platform/skills/roles", json={"email": "nobody@x.org", "role": "account_manager"}).status_code
+        == 403
+    )

@@ -6,11 +6,16 @@ Also ``flask outbox send`` (deliver queued emails).
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.errors import ValidationError
 from app.extensions import authz, db
 from app.models import Membership, Workspace
 from app.services import access, audit, features, invitations, members, notifications, platform_roles, workspaces
@@ -213,18 +218,63 @@ def assignable(slug: str) -> Response:
     return jsonify(roles=members.assignable_roles(actor(), ws, target), revision=authz.engine.revision)
 
 
+def _audit_filters() -> dict[str, Any]:
+    """?action= (a code, or a family like ``member.``), ?actor= (email contains), ?since=/?until=
+    (dates, YYYY-MM-DD; until is inclusive)."""
+    out: dict[str, Any] = {"action": query_text("action", 64), "actor": query_text("actor", 100)}
+    for name in ("since", "until"):
+        raw = query_text(name, 10)
+        if not raw:
+            out[name] = None
+            continue
+        try:
+            day = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError as exc:
+            raise ValidationError(f"{name} must be a date", errors=[{"field": name, "message": "YYYY-MM-DD"}]) from exc
+        out[name] = day + timedelta(days=1) if name == "until" else day
+    return out
+
+
 @bp.get("/workspaces/<slug>/audit")
 def audit_trail(slug: str) -> Response:
-    """The workspace's audit trail, newest first (?limit ≤ 200, ?before=<id> for the next page)."""
-    from app.services import access
-
+    """The workspace's audit trail, newest first (?limit ≤ 200, ?before=<id> for the next page, filters)."""
     ws = _ws(slug)
     access.require(actor(), ws, "view_audit")
     limit = query_int("limit", 50, 1, 200)
     before = query_id("before") if request.args.get("before") else None
-    rows = audit.events(db.session(), ws.id, limit, before)
+    rows = audit.events(db.session(), ws.id, limit, before, **_audit_filters())
     items = [audit.serialize(db.session(), e) for e in rows]
     return jsonify(items=items, next_before=rows[-1].id if len(rows) == limit else None)
+
+
+@bp.get("/workspaces/<slug>/audit.csv")
+def audit_csv(slug: str) -> Response:
+    """The filtered audit trail as CSV (newest first, at most 10,000 rows), checked like the trail."""
+    ws = _ws(slug)
+    access.require(actor(), ws, "view_audit")
+    rows = audit.events(db.session(), ws.id, 10_000, None, **_audit_filters())
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at", "actor", "action", "what", "target_user", "target", "before", "after", "revision"])
+    for e in rows:
+        d = audit.serialize(db.session(), e)
+        cells = [
+            d["id"],
+            d["at"],
+            (d["actor"] or {}).get("email") or "",
+            d["action"],
+            d["label"],
+            (d["target_user"] or {}).get("email") or "",
+            d["target"],
+            json.dumps(d["before"]) if d["before"] is not None else "",
+            json.dumps(d["after"]) if d["after"] is not None else "",
+            d["revision"] if d["revision"] is not None else "",
+        ]
+        # Spreadsheets run cells starting with = + - @ as formulas: quote them (CSV injection).
+        writer.writerow([f"'{c}" if isinstance(c, str) and c[:1] in ("=", "+", "-", "@") else c for c in cells])
+    resp = Response(out.getvalue(), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f'attachment; filename="audit-{ws.slug}.csv"'
+    return resp
 
 
 # -- platform roles --------------------------------------------------------------------------------
@@ -238,7 +288,11 @@ def platform_holders(pack: str) -> Response:
 def grant_platform(pack: str) -> tuple[Response, int]:
     """Grant a platform role ({"user_id": 7, "role": "admin"}); only holders may."""
     data = json_body()
-    uid = members.parse_user_id(data.get("user_id"))
+    if "email" in data and "user_id" not in data:
+        # The console names people by email; only holders get this far (checked in grant).
+        uid = platform_roles.user_id_by_email(db.session(), actor(), pack, data.get("email"))
+    else:
+        uid = members.parse_user_id(data.get("user_id"))
     rev = platform_roles.grant(db.session(), actor(), pack, data.get("role"), uid)
     return jsonify(user_id=uid, role=data.get("role"), revision=rev), 201
 

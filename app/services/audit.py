@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import AuditEvent, User
@@ -39,9 +40,68 @@ def record(
     return event
 
 
-def events(session: Session, workspace_id: int, limit: int = 50, before_id: int | None = None) -> list[AuditEvent]:
-    """Newest-first audit rows of a workspace (keyset pagination by id)."""
+# What each action did, in words (the page and the CSV export say these, not the codes).
+LABELS = {
+    "member.invite": "added as pending member",
+    "member.invite_signup": "invited by email",
+    "member.invite_resend": "re-sent the invitation of",
+    "member.invite_revoke": "revoked the invitation of",
+    "member.signup": "signed up",
+    "member.accept": "accepted the membership",
+    "member.add_owner": "made owner at creation",
+    "member.change_role": "changed the role of",
+    "member.remove": "removed",
+    "member.transfer_ownership": "transferred ownership to",
+    "workspace.create": "created the workspace",
+    "workspace.settings": "changed the settings",
+    "workspace.feature": "switched a feature",
+    "group.create": "created group",
+    "group.update": "edited group",
+    "group.delete": "deleted group",
+    "group.add_teacher": "added a teacher to",
+    "group.add_learner": "added a learner to",
+    "group.remove_teacher": "removed a teacher from",
+    "group.remove_learner": "removed a learner from",
+    "group.move_learner": "moved a learner to",
+    "team.create": "created team",
+    "team.update": "edited team",
+    "team.delete": "deleted team",
+    "team.add_manager": "added a manager to",
+    "team.add_member": "added a member to",
+    "team.remove_manager": "removed a manager from",
+    "team.remove_member": "removed a member from",
+    "team.move_member": "moved a member to",
+}
+
+
+def label(action: str) -> str:
+    """The words for an audit action (the code itself when it has none)."""
+    return LABELS.get(action, action.replace("_", " ").replace(".", ": "))
+
+
+def events(
+    session: Session,
+    workspace_id: int,
+    limit: int = 50,
+    before_id: int | None = None,
+    *,
+    action: str = "",
+    actor: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[AuditEvent]:
+    """Newest-first audit rows of a workspace (keyset pagination by id), optionally filtered by
+    action code (``member.`` matches a family), actor email substring and a time window."""
     stmt = select(AuditEvent).where(AuditEvent.workspace_id == workspace_id)
+    if action:
+        stmt = stmt.where(AuditEvent.action.startswith(action) if action.endswith(".") else AuditEvent.action == action)
+    if actor:
+        like = f"%{actor.lower().replace('%', '').replace('_', '')}%"
+        stmt = stmt.where(AuditEvent.actor_id.in_(select(User.id).where(func.lower(User.email).like(like))))
+    if since is not None:
+        stmt = stmt.where(AuditEvent.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(AuditEvent.created_at < until)
     if before_id is not None and before_id < 1:
         return []
     # every id is at most MAX_ID: a larger bound selects everything (and would overflow INTEGER)
@@ -68,4 +128,5 @@ def serialize(session: Session, event: AuditEvent) -> dict[str, Any]:
         "before": event.before,
         "after": event.after,
         "revision": event.revision,
+        "label": label(event.action),
     }

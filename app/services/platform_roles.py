@@ -146,3 +146,19 @@ def console(session: Session, actor: User) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def user_id_by_email(session: Session, actor: User, pack_id: object, email: object) -> int:
+    """The id of the account with this email, for a holder granting a platform role by email.
+
+    Checked first (only those who may grant learn whether an account exists). Raises
+    ForbiddenError, NotFoundError.
+    """
+    from .users import by_email
+
+    pack = access.pack_by_id(pack_id)
+    authz.require(actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"))
+    user = by_email(session, email) if isinstance(email, str) and 0 < len(email) <= 254 else None
+    if user is None:
+        raise NotFoundError("no account with this email")
+    return user.id

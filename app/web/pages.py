@@ -19,7 +19,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from app.errors import AppError, NotFoundError
 from app.extensions import authz, db
 from app.models import User, Workspace
-from app.services import access, groups, workspaces
+from app.services import access, groups, platform_roles, workspaces
 from app.services import members as members_service
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
@@ -217,3 +217,25 @@ def units(slug: str, kinds: str) -> str | BaseResponse:
 def audit(slug: str) -> str | BaseResponse:
     """The workspace's audit trail."""
     return _workspace_page(slug, "audit.html", "audit")
+
+
+@bp.get("/platform/<pack>")
+def platform(pack: str) -> str | BaseResponse:
+    """The platform console of one pack for its platform-role holders: the pack's workspaces,
+    creating one, feature switches and platform roles (each control as Casbin allows it)."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    entry = next((p for p in platform_roles.console(db.session(), user) if p["pack"] == pack), None)
+    if entry is None:
+        raise NotFoundError("You hold no platform role of this pack.")
+    pack_def = access.pack_by_id(pack)
+    switches = []
+    for w in entry["workspaces"]:
+        ws = workspaces.get_by_slug(db.session(), w["slug"])
+        if access.allowed(user, ws, "toggle_features"):
+            off = authz.engine.features_off(ws.key)
+            switches.append(
+                {"slug": ws.slug, "name": ws.name, "features": [(f, f.id not in off) for f in pack_def.features]}
+            )
+    return _page("platform.html", "platform", user, entry=entry, pack_def=pack_def, switches=switches)

@@ -951,43 +951,178 @@
     if (!(await guarded(load))) root.replaceChildren(el("p", { class: "muted", text: `No ${kinds} to show.` }));
   }
 
+  // -- /platform/<pack> -------------------------------------------------------------------------------
+  async function initPlatform() {
+    const pack = $("#platform-console").dataset.pack;
+    const create = $("#create-workspace");
+    if (create) {
+      create.addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        clearMessages();
+        const data = { pack, name: create.name.value.trim(), slug: create.slug.value.trim() };
+        guarded(async () => {
+          const ws = await api("POST", "/api/workspaces", data);
+          say(`Created ${ws.name} (${ws.slug}).`);
+          setTimeout(() => location.reload(), 600);
+        });
+      });
+    }
+    for (const box of document.querySelectorAll("input.feature")) {
+      const slugOf = box.closest("fieldset").dataset.slug;
+      box.addEventListener("change", async () => {
+        const on = box.checked;
+        const name = box.parentElement.textContent.trim();
+        const yes = await confirmDialog({
+          title: `${on ? "Switch on" : "Switch off"} "${name}" in ${slugOf}?`,
+          text: on ? "Every role of the workspace that has this permission gets it back." : "The permission is denied to every role of the workspace until you switch it on again.",
+          ok: on ? "Switch on" : "Switch off",
+          danger: !on,
+        });
+        if (!yes) {
+          box.checked = !on;
+          return;
+        }
+        clearMessages();
+        guarded(async () => {
+          const res = await api("PUT", `/api/workspaces/${encodeURIComponent(slugOf)}/features/${encodeURIComponent(box.dataset.feature)}`, { enabled: on });
+          say(`"${name}" is ${res.enabled ? "on" : "off"} in ${slugOf}.`);
+          return true;
+        }).then((ok) => {
+          if (!ok) box.checked = !on; // refused: show the stored state
+        });
+      });
+    }
+    const holders = $("#platform-holders tbody");
+    async function loadHolders() {
+      const res = await api("GET", `/api/platform/${encodeURIComponent(pack)}/roles`);
+      holders.replaceChildren(
+        ...res.items.map((h) =>
+          el(
+            "tr",
+            { "data-email": h.email || "", "data-role": h.role },
+            el("td", { "data-label": "Person", text: h.email || `#${h.user_id}` }),
+            el("td", { "data-label": "Role" }, el("span", { class: "badge", text: h.role })),
+            el(
+              "td",
+              { class: "actions" },
+              h.user_id === myId
+                ? el("small", { class: "muted", text: "you" })
+                : el("button", {
+                    type: "button",
+                    class: "small danger revoke",
+                    text: "Revoke",
+                    "aria-label": `Revoke ${h.role} from ${h.email}`,
+                    onclick: async () => {
+                      const yes = await confirmDialog({ title: `Revoke ${h.role} from ${h.email}?`, text: `${h.email} loses the platform role in every workspace of this pack.`, ok: "Revoke", danger: true });
+                      if (!yes) return;
+                      guarded(async () => {
+                        await api("DELETE", `/api/platform/${encodeURIComponent(pack)}/roles/${encodeURIComponent(h.role)}/${h.user_id}`);
+                        await loadHolders();
+                        say(`Revoked ${h.role} from ${h.email}.`);
+                      });
+                    },
+                  }),
+            ),
+          ),
+        ),
+      );
+    }
+    const grant = $("#grant-platform");
+    if (grant) {
+      grant.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const email = grant.email.value.trim();
+        const role = grant.role.value;
+        const yes = await confirmDialog({ title: `Grant ${role} to ${email}?`, text: `${email} gets the platform role in every workspace of this pack, now and later.`, ok: "Grant", danger: true });
+        if (!yes) return;
+        clearMessages();
+        guarded(async () => {
+          await api("POST", `/api/platform/${encodeURIComponent(pack)}/roles`, { email, role });
+          grant.reset();
+          await loadHolders();
+          say(`${email} now holds ${role}.`);
+        });
+      });
+      await guarded(loadHolders);
+    }
+  }
+
   // -- /w/<slug>/audit ----------------------------------------------------------------------------------
   async function initAudit() {
     const tbody = $("#audit tbody");
     const more = $("#audit-more");
+    const filters = $("#audit-filters");
+    const csv = $("#audit-csv");
     let before = null;
-    const show = (v) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+    await loadRoleLabels().catch(() => null);
+    const who = (u) => (u ? u.email || `#${u.id}` : "");
+    // Before → after in words: role labels, group names, plain key: value otherwise.
+    function words(v) {
+      if (v === null || v === undefined) return "";
+      if (typeof v !== "object") return String(v);
+      return Object.entries(v)
+        .filter(([, x]) => x !== null && x !== undefined && x !== "")
+        .map(([k, x]) => {
+          const val = /role$/.test(k) ? roleLabel(String(x)) : Array.isArray(x) ? x.join(", ") || "none" : typeof x === "object" ? JSON.stringify(x) : String(x);
+          return `${k.replace(/_/g, " ")}: ${val}`;
+        })
+        .join("; ");
+    }
+    function where(e) {
+      const parts = [];
+      if (e.target_user) parts.push(who(e.target_user));
+      if (e.target && /^(group|team|email):/.test(e.target)) parts.push(e.target.replace(/^email:/, "").replace(/^(group|team):/, "$1 "));
+      return parts.join(" in ");
+    }
+    function params() {
+      const p = new URLSearchParams();
+      for (const k of ["actor", "action", "since", "until"]) if (filters[k].value) p.set(k, filters[k].value);
+      return p;
+    }
     async function load() {
-      const params = new URLSearchParams({ limit: "50" });
-      if (before) params.set("before", String(before));
-      const res = await api("GET", `${wsApi}/audit?${params}`);
+      const p = params();
+      p.set("limit", "50");
+      if (before) p.set("before", String(before));
+      const res = await api("GET", `${wsApi}/audit?${p}`);
       for (const e of res.items) {
-        const change = [show(e.before), show(e.after)].filter(Boolean).join(" → ");
+        const change = [words(e.before), words(e.after)].filter(Boolean).join(" → ");
         tbody.append(
           el(
             "tr",
             { "data-action": e.action },
-            el("td", { class: "when", text: fmtTime(e.at) }),
-            el("td", {}, el("code", { text: e.action })),
-            el("td", { text: e.actor ? e.actor.email || `#${e.actor.id}` : "system" }),
-            el("td", { text: e.target_user ? e.target_user.email || `#${e.target_user.id}` : e.target || "" }),
-            el("td", { class: "change", text: change }),
-            el("td", { text: e.revision === null || e.revision === undefined ? "" : String(e.revision) }),
+            el("td", { class: "when", "data-label": "When", text: fmtTime(e.at) }),
+            el("td", { "data-label": "Who", text: e.actor ? who(e.actor) : "system" }),
+            el("td", { "data-label": "What", title: e.action, text: e.label || e.action }),
+            el("td", { "data-label": "Whom / where", text: where(e) }),
+            el("td", { class: "change", "data-label": "Change", text: change }),
+            el("td", { "data-label": "Revision", text: e.revision === null || e.revision === undefined ? "" : String(e.revision) }),
           ),
         );
       }
-      if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "Nothing recorded yet." })));
+      if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "Nothing recorded." })));
       before = res.next_before;
       more.hidden = !before;
     }
+    function restart() {
+      const p = params();
+      csv.href = `${wsApi}/audit.csv${p.toString() ? `?${p}` : ""}`;
+      tbody.replaceChildren();
+      before = null;
+      return guarded(load);
+    }
+    filters.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      clearMessages();
+      restart();
+    });
     more.addEventListener("click", () => guarded(load));
-    await guarded(load);
+    await restart();
   }
 
   // The workbench (static/policy.js) builds on the same helpers.
   window.learnauthz = Object.freeze({ api, el, $, say, showError, clearMessages, guarded, busy, fmtTime, ApiError, confirmDialog, problemWords });
 
-  const inits = { login: initLogin, signup: initSignup, "verify-email": initVerifyEmail, home: initHome, me: initMe, members: initMembers, units: initUnits, audit: initAudit, overview: () => null };
+  const inits = { login: initLogin, signup: initSignup, "verify-email": initVerifyEmail, home: initHome, me: initMe, members: initMembers, units: initUnits, audit: initAudit, overview: () => null, platform: initPlatform };
   if (inits[page]) {
     Promise.resolve(inits[page]()).finally(() => body.setAttribute("data-ready", "1"));
   }
