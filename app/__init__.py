@@ -16,9 +16,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(load_config(test_config))
     logging.basicConfig(level=logging.INFO)
 
+    from . import database
     from .extensions import authz, csrf, db, login_manager
 
+    database.init_app(app)  # timeouts into the engine options, before the engines exist
     db.init_app(app)
+    with app.app_context():
+        database.bind(app, db.engines.values())
     login_manager.init_app(app)
     csrf.init_app(app)
     authz.init_app(app, db)

@@ -128,7 +128,14 @@ class PolicyListener:
         import psycopg
 
         url = libpq_url(self.app.config["SQLALCHEMY_DATABASE_URI"])
-        conn = psycopg.connect(url, autocommit=True, application_name=f"policy-listener-{os.getpid()}")
+        from app import database
+
+        guard = self.app.extensions.get(database.EXT)
+        conn: psycopg.Connection[Any]
+        if guard is not None:  # every wait bounded (DATABASE_WAIT_SECONDS): a frozen server is noticed
+            conn = database.connect(guard, url, autocommit=True, application_name=f"policy-listener-{os.getpid()}")
+        else:
+            conn = psycopg.connect(url, autocommit=True, application_name=f"policy-listener-{os.getpid()}")
         self._conn = conn
         try:
             conn.execute(f"LISTEN {CHANNEL}")

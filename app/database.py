@@ -1,0 +1,161 @@
+"""Bounded database waits: a deadline on every connect, pool checkout and round trip.
+
+PostgreSQL connections are made by :class:`BoundedConnection`, a psycopg connection whose every
+wait on the server has a client-side deadline (``DATABASE_REQUEST_WAIT_SECONDS`` inside a request,
+``DATABASE_WAIT_SECONDS`` elsewhere): a server-side ``statement_timeout`` cannot help when the
+server is frozen, a client deadline can. A connection that misses its deadline is closed (its
+transaction dies with it: a write is never half-applied) and the database is held *down* for
+``DATABASE_RETRY_SECONDS``: while it is, requests that need it fail at once instead of each
+waiting out the deadline again, and the response is 503 with ``Retry-After`` (``app.errors``).
+Work outside a request (the policy listener, the CLI) still tries, so the first success outside
+a request clears the state. SQLite connections get the pool timeout only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from flask import Flask, current_app, has_app_context, has_request_context
+from psycopg import errors as pg_errors
+
+EXT = "database"
+
+
+@dataclass
+class Guard:
+    """One app's deadlines and whether its database is held down right now."""
+
+    request_wait: float
+    wait: float
+    retry: float
+    down_until: float = 0.0
+    last_error: str = ""
+    failures: int = field(default=0)
+
+    def is_down(self) -> bool:
+        """True while a recent failure holds the database down."""
+        return self.down_until > time.monotonic()
+
+    def failed(self, message: str) -> None:
+        """Record a failure: hold the database down for ``retry`` seconds."""
+        self.down_until = time.monotonic() + self.retry
+        self.last_error = message[:300]
+        self.failures += 1
+
+    def answered(self) -> None:
+        """The database answered: it is up."""
+        if self.down_until:
+            self.down_until = 0.0
+
+    def limit(self) -> float:
+        """The deadline of one wait in the current context."""
+        return self.request_wait if has_request_context() else self.wait
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client should wait before retrying (whole, at least 1)."""
+        return max(1, math.ceil(self.retry))
+
+
+def guard() -> Guard | None:
+    """The current app's guard (None outside an app context or before init_app)."""
+    if not has_app_context():
+        return None
+    return current_app.extensions.get(EXT)  # type: ignore[no-any-return]
+
+
+def reachable() -> bool:
+    """False while the database is held down (the hot path then skips its queries)."""
+    g = guard()
+    return g is None or not g.is_down()
+
+
+class DatabaseDownError(psycopg.OperationalError):
+    """The database did not answer within the deadline, or is held down after such a failure."""
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose waits on the server have a deadline (see the module docstring)."""
+
+    guard: Guard | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        """Consume gen with the guard's deadline unless the caller gave one (LISTEN's notifies)."""
+        g = self.guard
+        if g is None or timeout is not None:
+            return super().wait(gen, interval, timeout)
+        if has_request_context() and g.is_down():
+            raise DatabaseDownError(f"the database is unavailable ({g.last_error})")
+        limit = g.limit()
+        try:
+            out = super().wait(gen, interval, limit)
+        except pg_errors._WaitTimeout:
+            self.pgconn.finish()  # the server may be frozen mid-statement: this connection is done
+            g.failed(f"no answer within {limit:g} s")
+            raise DatabaseDownError(f"the database did not answer within {limit:g} s") from None
+        except psycopg.OperationalError as exc:
+            if self.broken:  # the connection is lost (not a deadlock or a statement timeout)
+                g.failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise
+        g.answered()
+        return out
+
+
+def connect(g: Guard, conninfo: str = "", **kwargs: Any) -> BoundedConnection:
+    """A new bounded connection (refused at once inside a request while the database is held down)."""
+    if has_request_context() and g.is_down():
+        raise DatabaseDownError(f"the database is unavailable ({g.last_error})")
+    try:
+        conn = BoundedConnection.connect(conninfo, **kwargs)
+    except psycopg.OperationalError as exc:
+        g.failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    conn.guard = g
+    g.answered()
+    return conn
+
+
+def engine_options(config: dict[str, Any]) -> dict[str, Any]:
+    """SQLALCHEMY_ENGINE_OPTIONS with the configured pool, connect and statement timeouts filled in.
+
+    Options already set (``pool_timeout``, ``connect_args``) win over the ``DATABASE_*`` settings.
+    """
+    opts = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    opts.setdefault("pool_timeout", float(config["DATABASE_POOL_TIMEOUT_SECONDS"]))
+    if str(config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
+        args = dict(opts.get("connect_args") or {})
+        # libpq counts whole seconds and waits at least 2.
+        args.setdefault("connect_timeout", max(2, math.ceil(float(config["DATABASE_CONNECT_TIMEOUT_SECONDS"]))))
+        statement_ms = int(float(config["DATABASE_STATEMENT_TIMEOUT_SECONDS"]) * 1000)
+        if statement_ms > 0 and "options" not in args:
+            args["options"] = f"-c statement_timeout={statement_ms}"
+        opts["connect_args"] = args
+    return opts
+
+
+def init_app(app: Flask) -> None:
+    """Before ``db.init_app``: put the timeouts into the engine options and create the guard."""
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
+    app.extensions[EXT] = Guard(
+        request_wait=float(app.config["DATABASE_REQUEST_WAIT_SECONDS"]),
+        wait=float(app.config["DATABASE_WAIT_SECONDS"]),
+        retry=float(app.config["DATABASE_RETRY_SECONDS"]),
+    )
+
+
+def bind(app: Flask, engines: Any) -> None:
+    """After ``db.init_app``: PostgreSQL engines make bounded connections."""
+    from sqlalchemy import event
+
+    g: Guard = app.extensions[EXT]
+    for engine in engines:
+        if engine.dialect.name != "postgresql":
+            continue
+
+        @event.listens_for(engine, "do_connect")
+        def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> BoundedConnection:
+            return connect(g, *cargs, **cparams)

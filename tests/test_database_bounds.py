@@ -1,0 +1,92 @@
+"""Bounded database waits: a database that is gone or never answers is a quick 503, never a hang or a 500."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from app import database
+from app.config import DEFAULTS
+from tests.conftest import make_app
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word (a frozen server)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join()
+    for s in held:
+        s.close()
+    srv.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nobody listens on (a killed server)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def _url(port: int) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere"
+
+
+def test_engine_options_carry_every_timeout() -> None:
+    cfg = {**DEFAULTS, "SQLALCHEMY_DATABASE_URI": _url(5432), "DATABASE_STATEMENT_TIMEOUT_SECONDS": 1.5}
+    opts = database.engine_options(cfg)
+    assert opts["pool_pre_ping"] is True and opts["pool_timeout"] == 1.0
+    assert opts["connect_args"] == {"connect_timeout": 2, "options": "-c statement_timeout=1500"}
+    sqlite = database.engine_options({**DEFAULTS, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    assert "connect_args" not in sqlite and sqlite["pool_timeout"] == 1.0
+    mine = {**cfg, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_timeout": 9, "connect_args": {"connect_timeout": 7}}}
+    assert database.engine_options(mine)["connect_args"]["connect_timeout"] == 7
+    assert database.engine_options(mine)["pool_timeout"] == 9
+
+
+@pytest.mark.parametrize("kind", ["closed", "silent"])
+def test_unreachable_database_is_a_quick_503_with_retry_after(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    port = request.getfixturevalue(f"{kind}_port")
+    app = make_app(_url(port), PROPAGATE_UNEXPECTED=True, POLICY_SYNC="off")
+    client = app.test_client()
+    started = time.monotonic()
+    # An unknown token must be looked up: the database is needed and cannot answer.
+    resp = client.post("/v1/check", json={"subject": 1, "workspace": "w", "action": "a"},
+                       headers={"Authorization": "Bearer lat_" + "x" * 43})
+    first = time.monotonic() - started
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/problem+json" and resp.headers["Retry-After"] == "1"
+    assert first < 3.5  # connect_timeout is 2 s at least (libpq)
+    # Held down now: the next request needing the database does not wait again.
+    started = time.monotonic()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and time.monotonic() - started < 0.5
+    assert ready.get_json()["checks"]["database"] == "unreachable"
+    with app.app_context():
+        g = database.guard()
+        assert g is not None and g.is_down() and g.failures >= 1
