@@ -90,9 +90,9 @@ class WebClient:
         """PUT with CSRF."""
         return self._send("PUT", url, json, **kw)
 
-    def delete(self, url: str, **kw: Any) -> Any:
-        """DELETE with CSRF."""
-        return self._send("DELETE", url, None, **kw)
+    def delete(self, url: str, json: Any = None, **kw: Any) -> Any:
+        """DELETE with CSRF (and a JSON body, if given)."""
+        return self._send("DELETE", url, json, **kw)
 
 
 def web_client(app: Any, email: str | None = None, password: str = PASSWORD) -> WebClient:

@@ -171,6 +171,7 @@ def test_admin_sees_only_allowed_controls_and_refusals_in_words(browser: Browser
     b = browser
     sign_in(b, "admin@classroom.example")
     b.go("/w/classroom-demo/members")
+    assert not b.all("#delete-ws") and not b.all("#transfer-card")  # owners' actions (003)
     for who in ("owner@classroom.example", "owner2@classroom.example", "admin@classroom.example"):
         row = b.row(who)
         assert not row.find_elements("css selector", "button.remove, input.pick, select.role-select"), who
@@ -341,3 +342,18 @@ def test_platform_consoles(browser: Browser) -> None:
     b.wait_message("Created Academy Two")
     b.wait(lambda d: b.all('#pack-workspaces tr[data-slug="academy-two"]'))
     check(b, "platform-operator")
+
+
+def test_owner_deletes_the_workspace_last(browser: Browser) -> None:
+    """Runs last: classroom-demo is gone afterwards."""
+    b = browser
+    sign_in(b, "owner@classroom.example")
+    b.go("/w/classroom-demo/members")
+    b.css("#delete-ws").click()
+    b.wait(lambda d: dialog_open(b))
+    assert not b.css("#confirm-ok").is_enabled()
+    b.css("#confirm-typed").send_keys("classroom-demo")
+    check(b, "members-delete-workspace")
+    b.css("#confirm-ok").click()
+    b.wait_page("home")
+    assert not b.all('#workspaces tr[data-slug="classroom-demo"]')

@@ -190,3 +190,23 @@ def test_platform_role_granted_by_email(demo: Flask) -> None:
         other.post("/api/platform/skills/roles", json={"email": "nobody@x.org", "role": "account_manager"}).status_code
         == 403
     )
+
+
+def test_workspace_deletion_where_the_pack_has_it(demo: Flask) -> None:
+    from app.extensions import authz
+    from app.models import Membership, Workspace
+
+    admin = web_client(demo, "admin@classroom.example")
+    assert admin.delete(CLS, json={"confirm": "classroom-demo"}).status_code == 403  # owners only (003)
+    owner = web_client(demo, "owner@classroom.example")
+    assert owner.delete(CLS, json={"confirm": "wrong"}).status_code == 422
+    # skills has no delete action: refused for its owner too
+    assert web_client(demo, "owner@skills.example").delete(SKL, json={"confirm": "skills-demo"}).status_code == 403
+    resp = owner.delete(CLS, json={"confirm": "classroom-demo"})
+    assert resp.status_code == 200, resp.get_json()
+    assert db.session.query(Workspace).filter_by(slug="classroom-demo").one_or_none() is None
+    assert db.session.query(Membership).count() > 0  # other workspaces keep theirs
+    assert not authz.engine.roles_of(f"user:{uid('teacher@classroom.example')}", "ws:classroom-demo")
+    assert owner.get(CLS).status_code == 404
+    (row,) = db.session.query(AuditEvent).filter_by(action="workspace.delete").all()
+    assert row.target == "ws:classroom-demo" and row.before["members"] >= 7

@@ -86,6 +86,14 @@ def update_workspace(slug: str) -> Response:
     return jsonify(features.describe(actor(), ws))
 
 
+@bp.delete("/workspaces/<slug>")
+def delete_workspace(slug: str) -> Response:
+    """Delete a workspace (only where the pack has the action, e.g. classroom owners); the body
+    repeats the slug: {"confirm": "<slug>"}."""
+    rev = workspaces.delete_workspace(db.session(), actor(), _ws(slug), json_body().get("confirm"))
+    return jsonify(deleted=slug, revision=rev)
+
+
 @bp.put("/workspaces/<slug>/features/<feature>")
 def toggle_feature(slug: str, feature: str) -> Response:
     """Switch a feature on or off ({"enabled": bool}); only the platform role the pack names."""

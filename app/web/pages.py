@@ -25,7 +25,7 @@ from app.services import members as members_service
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 
 # Workspace operations whose answer decides which controls a shell shows (the API re-checks each).
-MEMBER_OPS = ("view_members", "invite", "change_role", "remove", "transfer_ownership", "view_audit")
+MEMBER_OPS = ("view_members", "invite", "change_role", "remove", "transfer_ownership", "view_audit", "delete_workspace")
 
 
 @bp.errorhandler(AppError)

@@ -723,6 +723,25 @@
       });
     }
 
+    const del = $("#delete-ws");
+    if (del) {
+      del.addEventListener("click", async () => {
+        const yes = await confirmDialog({
+          title: `Delete ${slug}?`,
+          text: "Every membership, group and invitation of this workspace ends now; members are told by email. This cannot be undone.",
+          ok: "Delete workspace",
+          danger: true,
+          typed: slug,
+        });
+        if (!yes) return;
+        clearMessages();
+        guarded(async () => {
+          await api("DELETE", wsApi, { confirm: slug });
+          location.assign("/");
+        });
+      });
+    }
+
     await guarded(async () => {
       await loadRoleLabels();
       await load();
