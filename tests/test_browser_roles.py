@@ -105,6 +105,8 @@ def test_team_manager_sees_his_team(browser: Browser) -> None:
     members = card.find_element("css selector", "ul.members").text
     assert "member@skills.example" in members and "author@skills.example" in members
     assert not card.find_elements("css selector", "button")  # the pack gives managers views, not changes
+    card.find_element("css selector", "details.scoped summary").click()
+    assert card.find_elements("css selector", 'details.scoped li[data-action="view_team_members_list"]')
     status = b.d.execute_async_script(
         "const done = arguments[0]; fetch('/api/workspaces/skills-demo/teams/sales').then(r => done(r.status))"
     )
@@ -165,6 +167,10 @@ def test_owner_changes_a_role_only_after_confirming(browser: Browser) -> None:
     b.css("#confirm-ok").click()
     b.wait_message("learner2@classroom.example is now Teacher")
     check(b, "members-owner")
+    per_row = b.d.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.includes('assignable-roles')).length"
+    )
+    assert per_row == 0  # the roles come with the member page (reproduction 8)
 
 
 def test_admin_sees_only_allowed_controls_and_refusals_in_words(browser: Browser) -> None:
@@ -268,7 +274,8 @@ def test_pages_fit_a_phone(browser: Browser) -> None:
     b.d.set_window_size(390, 844)
     sign_in(b, "owner@classroom.example")
     no_horizontal_overflow(b)
-    for path, name in (("/w/classroom-demo/members", "members"), ("/w/classroom-demo/groups", "groups")):
+    pages = (("/", "home"), ("/w/classroom-demo/members", "members"), ("/w/classroom-demo/groups", "groups"))
+    for path, name in (*pages, ("/w/classroom-demo/audit", "audit")):
         b.go(path)
         no_horizontal_overflow(b)
         check(b, f"{name}-390px")

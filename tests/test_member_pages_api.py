@@ -34,6 +34,13 @@ def test_team_manager_reads_his_team(demo: Flask) -> None:
     assert sorted(p["email"] for p in body["members"]) == ["author@skills.example", "member@skills.example"]
     assert body["permissions"]["edit"] is False and body["permissions"]["remove_member"] == []
     assert [t["name"] for t in wc.get(f"{SKL}/teams").get_json()["items"]] == ["sales"]
+    views = {a["id"] for a in body["permissions"]["scoped_actions"]}
+    assert {"see_team_management_section", "view_team_members_list", "view_team_skill_report"} <= views
+    # The views follow the pack's toggles: the account manager switches the skill report off.
+    am = web_client(demo, "account_manager@platform.example")
+    assert am.put(f"{SKL}/features/team_skill_report", json={"enabled": False}).status_code == 200
+    views = {a["id"] for a in wc.get(f"{SKL}/teams/sales").get_json()["permissions"]["scoped_actions"]}
+    assert "view_team_skill_report" not in views and "view_team_members_list" in views
     # Only his teams: the owner manages every team, a plain member sees none (an empty list, no 403).
     assert web_client(demo, "owner@skills.example").get(f"{SKL}/teams/sales").status_code == 200
     member = web_client(demo, "member@skills.example")

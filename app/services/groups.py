@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.authz import RuleChange
 from app.errors import ConflictError, NotFoundError, ValidationError
+from app.extensions import authz
 from app.models import Group, GroupMember, User, Workspace
 
 from . import access, audit, notifications, policy_store
@@ -162,6 +163,7 @@ def permissions(session: Session, actor: User, ws: Workspace, group: Group) -> d
         op: access.allowed(actor, ws, ops(group.kind, op), facts)
         for op in ("edit", "archive", "capacity", "delete", "add_manager", "add_member", "move")
     }
+    out["scoped_actions"] = scoped_actions(actor, ws, group)
     for op, rel in (("remove_member", RELATIONS[group.kind][1]), ("remove_manager", RELATIONS[group.kind][0])):
         out[op] = [
             gm.user_id
@@ -169,6 +171,19 @@ def permissions(session: Session, actor: User, ws: Workspace, group: Group) -> d
             if access.allowed(actor, ws, ops(group.kind, op), access.unit_facts(group.kind, group.name, gm.user_id))
         ]
     return out
+
+
+def scoped_actions(actor: User, ws: Workspace, group: Group) -> list[dict[str, str]]:
+    """Actions Casbin allows actor on this group/team that it does not allow workspace-wide: what
+    being its teacher (skills: its manager) adds, after the workspace's feature switches."""
+    pack = access.pack_of(ws)
+    here = authz.engine.permissions(actor.key, ws.key, access.unit_facts(group.kind, group.name))
+    anywhere = authz.engine.permissions(actor.key, ws.key)
+    return [
+        {"id": a.id, "label": a.label}
+        for a in pack.actions
+        if here.get(a.id) is not None and here[a.id].allowed and not anywhere[a.id].allowed
+    ]
 
 
 def list_units(session: Session, actor: User, ws: Workspace, kind: str) -> list[dict[str, Any]]:

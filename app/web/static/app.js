@@ -931,6 +931,12 @@
         );
       }
       if (bar.children.length) card.append(bar);
+      const views = perms.scoped_actions || [];
+      if (views.length) {
+        const d = el("details", { class: "scoped" }, el("summary", { text: `What you may do in this ${kind} (${views.length})` }));
+        d.append(el("ul", {}, ...views.map((a) => el("li", { "data-action": a.id, text: a.label }))));
+        card.append(d);
+      }
       if (perms.edit || perms.capacity) form = editForm(u, card);
       for (const r of [rel.manager, rel.member]) {
         const list = el("ul", { class: `people ${r}` });
