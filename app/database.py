@@ -5,10 +5,12 @@ wait on the server has a client-side deadline (``DATABASE_REQUEST_WAIT_SECONDS``
 ``DATABASE_WAIT_SECONDS`` elsewhere): a server-side ``statement_timeout`` cannot help when the
 server is frozen, a client deadline can. A connection that misses its deadline is closed (its
 transaction dies with it: a write is never half-applied) and the database is held *down* for
-``DATABASE_RETRY_SECONDS``: while it is, requests that need it fail at once instead of each
-waiting out the deadline again, and the response is 503 with ``Retry-After`` (``app.errors``).
-Work outside a request (the policy listener, the CLI) still tries, so the first success outside
-a request clears the state. SQLite connections get the pool timeout only.
+``DATABASE_RETRY_SECONDS`` (or, while a policy listener keeps trying in the background, until
+the listener gets an answer, at most ``DATABASE_WAIT_SECONDS`` longer): meanwhile requests that
+need it fail at once instead of each waiting out the deadline again, the response is 503 with
+``Retry-After`` (``app.errors``), and the decision path answers from memory. Work outside a
+request (the listener, the CLI) still tries, and its first answer clears the state. SQLite is
+left as it is (a local file does not stall like a server).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class Guard:
     down_until: float = 0.0
     last_error: str = ""
     failures: int = field(default=0)
+    # True while a background task (the policy listener) keeps trying: it, not a request, then
+    # finds out when the database is back, so requests stay off it for up to ``wait + retry``.
+    probed: bool = False
 
     def is_down(self) -> bool:
         """True while a recent failure holds the database down."""
@@ -42,12 +47,12 @@ class Guard:
 
     def failed(self, message: str) -> None:
         """Record a failure: hold the database down for ``retry`` seconds."""
-        self.down_until = time.monotonic() + self.retry
+        self.down_until = time.monotonic() + (self.wait + self.retry if self.probed else self.retry)
         self.last_error = message[:300]
         self.failures += 1
 
     def answered(self) -> None:
-        """The database answered: it is up."""
+        """The database answered: it is up (requests may use it again)."""
         if self.down_until:
             self.down_until = 0.0
 
@@ -125,8 +130,8 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
     Options already set (``pool_timeout``, ``connect_args``) win over the ``DATABASE_*`` settings.
     """
     opts = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    opts.setdefault("pool_timeout", float(config["DATABASE_POOL_TIMEOUT_SECONDS"]))
     if str(config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
+        opts.setdefault("pool_timeout", float(config["DATABASE_POOL_TIMEOUT_SECONDS"]))
         args = dict(opts.get("connect_args") or {})
         # libpq counts whole seconds and waits at least 2.
         args.setdefault("connect_timeout", max(2, math.ceil(float(config["DATABASE_CONNECT_TIMEOUT_SECONDS"]))))

@@ -86,15 +86,34 @@ def test_revoke_over_http_is_refused_at_once(client: FlaskClient, world: World, 
     assert tokens.authenticate(db.session(), secret) is None
 
 
-def test_revoke_elsewhere_takes_effect_within_the_ttl(client: FlaskClient, world: World, clock: Clock) -> None:
-    """Another process revokes (a plain UPDATE, no cache of ours involved): refused once the entry expires."""
+def test_known_token_never_expires(client: FlaskClient, world: World, clock: Clock) -> None:
+    """No TTL: a known token needs no query however long ago it was learnt (revocation is a revision)."""
     body = {"subject": world.uid("simulations.owner"), **VIEW}
     assert post(client, "/v1/check", world.token, body)[0] == 200
-    db.session.execute(text("UPDATE service_tokens SET revoked_at = created_at WHERE name = 'svc'"))
-    db.session.commit()
-    clock.now += tokens.DEFAULT_CACHE_SECONDS - 0.5
-    assert post(client, "/v1/check", world.token, body)[0] == 200  # still within the TTL
-    clock.now += 1.0
+    clock.now += 10 * 24 * 3600
+    with Queries() as q:
+        assert post(client, "/v1/check", world.token, body)[0] == 200
+    assert q.on("service_tokens") == [], q.statements
+
+
+def test_revoke_elsewhere_reaches_this_process_with_the_revision(
+    client: FlaskClient, world: World, app: Flask, database_url: str
+) -> None:
+    """Another process (its own app and caches) revokes: refused here once this process syncs."""
+    from app.extensions import authz
+    from tests.conftest import make_app
+
+    body = {"subject": world.uid("simulations.owner"), **VIEW}
+    assert post(client, "/v1/check", world.token, body)[0] == 200  # known here now
+    before = authz.engine.revision
+    other = make_app(database_url)
+    with other.app_context():
+        tokens.revoke_token(db.session(), "svc")
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    assert post(client, "/v1/check", world.token, body)[0] == 200  # not synced yet
+    assert authz.sync() == before + 1
     status, out = post(client, "/v1/check", world.token, body)
     assert status == 401 and "revoked" in out["detail"]
 
@@ -273,3 +292,30 @@ def test_fast_path_answers_exactly_like_the_schema(
     slow = _answers(client, world.token, BODIES)
     assert fast == slow
     assert any(status == 422 for status, _ in fast) and any(status == 200 for status, _ in fast)
+
+
+# -- without the database --------------------------------------------------------------------------
+def test_database_held_down_decides_known_people_from_memory(
+    client: FlaskClient, world: World, clock: Clock
+) -> None:
+    """Known ids and emails seen before resolve without a query; anyone else is unknown_subject, not an error."""
+    from app import database
+
+    owner = world.uid("simulations.owner")
+    email = {"subject": world.users["simulations.owner"].email, **VIEW}
+    assert post(client, "/v1/check", world.token, email)[1]["allowed"] is True  # learnt by this process
+    clock.now += decision.DEFAULT_USER_CACHE_SECONDS + 60  # long expired
+    guard = database.guard()
+    assert guard is not None
+    guard.failed("test: held down")
+    try:
+        with Queries() as q:
+            assert post(client, "/v1/check", world.token, {"subject": owner, **VIEW})[1]["allowed"] is True
+            status, out = post(client, "/v1/check", world.token, email)
+            assert status == 200 and out["allowed"] is True
+            for nobody in ("nobody@example.com", 999_999, "ext-nobody"):
+                status, out = post(client, "/v1/check", world.token, {"subject": nobody, **VIEW})
+                assert status == 200 and (out["allowed"], out["reason"]) == (False, "unknown_subject")
+        assert q.statements == []
+    finally:
+        guard.answered()

@@ -21,12 +21,18 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
     resp = client.get("/readyz")
     assert resp.status_code == 200
     body = resp.get_json()
+    # seconds since the engine last read the revision log: the policy's staleness
+    staleness = body.pop("staleness_seconds")
+    assert isinstance(staleness, (int, float)) and 0 <= staleness < 60
+    assert body["sync"].pop("seconds_since_sync") == staleness
+    status = authz.sync_status()
+    status.pop("seconds_since_sync")
     assert body == {
         "status": "ready",
         "checks": {"database": "ok", "policy": "loaded", "verification": "pass"},
         "revision": authz.engine.revision,
         # the listener is off under tests (SQLite / POLICY_SYNC); its state is reported as is
-        "sync": authz.sync_status(),
+        "sync": status,
     }
     assert body["sync"]["loaded"] is True and body["sync"]["revision"] == authz.engine.revision
 

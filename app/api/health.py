@@ -32,7 +32,10 @@ def healthz() -> Response:
 @bp.get("/readyz")
 @api_doc("Readiness: policy loaded and database reachable (503 otherwise).", tags=["health"], response=Health)
 def readyz() -> tuple[Response, int]:
-    """Readiness: the database answers and the policy engine is loaded."""
+    """Readiness: the database answers and the policy engine is loaded; reports the policy's staleness.
+
+    Bounded: the database check waits at most DATABASE_REQUEST_WAIT_SECONDS (at once while the
+    database is held down), everything else is in memory."""
     from app.extensions import authz, db
 
     checks: dict[str, str] = {}
@@ -57,7 +60,9 @@ def readyz() -> tuple[Response, int]:
     body = Health(status="ready" if ready else "unavailable", checks=checks, revision=revision)
     out = body.model_dump(exclude_none=True)
     try:
-        out["sync"] = authz.sync_status()  # revision and the policy listener's state
+        out["sync"] = status = authz.sync_status()  # revision and the policy listener's state
+        # Seconds since the engine last read the revision log (decisions go on from memory meanwhile).
+        out["staleness_seconds"] = status.get("seconds_since_sync")
     except Exception as exc:  # noqa: BLE001 - informational: never turns a ready process unready
         log.warning("readiness: sync status unavailable: %s", exc)
     return jsonify(out), 200 if ready else 503

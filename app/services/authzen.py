@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event, select
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 
 from app.authz import Decision, Pack, PolicyEngine, Reason
 from app.errors import BadRequestError
@@ -161,7 +163,7 @@ def _invalid_json(message: str, revision: int) -> dict[str, Any]:
 # a catalog recognises only the resources it lists (any other type or id is ``unknown_resource``,
 # denied), and their properties are facts the PEP need not send (the request's properties win). A
 # workspace without one constrains no resource. Read once per workspace per USER_CACHE_SECONDS; a
-# change in this process is seen at once.
+# change in this process is seen at once; while the database is unreachable, the last one read.
 Catalog = dict[str, dict[str, Mapping[str, Any]]]
 
 
@@ -185,7 +187,16 @@ def catalog(slug: str) -> Catalog:
     if hit is not None:
         return hit
     generation = cache.generation if cache is not None else 0
-    settings = db.session.scalar(select(Workspace.settings).where(Workspace.slug == slug)) if len(slug) <= 64 else None
+    try:
+        query = select(Workspace.settings).where(Workspace.slug == slug)
+        settings = db.session.scalar(query) if len(slug) <= 64 else None
+    except (OperationalError, InterfaceError, TimeoutError):
+        stale = cache.get_stale(slug) if cache is not None else None
+        if stale is None:
+            raise  # never read: unknown without the database (503)
+        with contextlib.suppress(SQLAlchemyError):
+            db.session.rollback()
+        return stale  # the database is unreachable: the last catalog this process read
     entries = settings.get(CATALOG_KEY) if isinstance(settings, Mapping) else None
     out: Catalog = {}
     for e in entries if isinstance(entries, list) else []:

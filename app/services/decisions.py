@@ -9,12 +9,14 @@ decisions come from the engine. Blueprints never resolve users themselves.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import event, or_, select
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
 from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
@@ -148,6 +150,9 @@ Ref = tuple[str, int | str]
 # USER_CACHE_SECONDS (default 5 s): id → key, email → key and external id → key. Negative answers
 # are never cached, so a user created a moment ago is found at once. An email or external id change
 # in this process drops both values at once; one made by another process is seen here within the TTL.
+# When the database cannot be asked (app.database holds it down, or the query fails), references
+# resolve from memory instead: the last answer this process saw (expired or not), or an id the
+# policy holds a role for anywhere; any other reference is unknown (``unknown_subject``: denied).
 DEFAULT_USER_CACHE_SECONDS = 5.0
 USER_CACHE_MAX = 100_000
 _USER_CACHE = "decision_user_cache"
@@ -245,13 +250,44 @@ def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None =
             wanted.add(ref)
     if wanted:
         generation = cache.generation if cache is not None else 0
-        found = _query_users(wanted)
-        if cache is not None:
+        found = _query_users_if_reachable(wanted)
+        if found is None:
+            found = _from_memory(wanted, cache, eng)
+        elif cache is not None:
             cache.put_many(found, generation)
         for ref in wanted:
             got = found.get(ref)
             if got is not None:
                 out[ref] = got
+    return out
+
+
+def _query_users_if_reachable(wanted: set[Ref]) -> dict[Ref, str] | None:
+    """The users table's answer, or None when the database cannot be asked (held down or failing now)."""
+    from app import database
+    from app.extensions import db
+
+    if not database.reachable():
+        return None
+    try:
+        return _query_users(wanted)
+    except (OperationalError, InterfaceError, TimeoutError):
+        with contextlib.suppress(SQLAlchemyError):  # the connection may be gone with the database
+            db.session.rollback()
+        return None
+
+
+def _from_memory(wanted: set[Ref], cache: UserCache | None, eng: PolicyEngine | None) -> dict[Ref, str]:
+    """Without the database: the last answer this process saw, or a user id the policy holds a role for."""
+    out: dict[Ref, str] = {}
+    for ref in wanted:
+        hit = cache.get_stale(ref) if cache is not None else None
+        if hit is None and ref[0] == "id" and eng is not None:
+            key = f"user:{ref[1]}"
+            if any(key in users for users in eng.g.links.values()):
+                hit = key  # facts are only written for existing users, and users are never deleted
+        if hit is not None:
+            out[ref] = hit
     return out
 
 

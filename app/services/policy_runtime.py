@@ -20,14 +20,14 @@ from typing import Any
 
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
 from app.authz.packs import is_pack_rule, packset_from_documents
 from app.errors import ForbiddenError, UnavailableError, ValidationError
 
-from . import policy_store
+from . import policy_store, tokens
 
 log = logging.getLogger("app.authz")
 
@@ -43,6 +43,8 @@ class PolicyRuntime:
         self._engines: weakref.WeakKeyDictionary[Flask, PolicyEngine] = weakref.WeakKeyDictionary()
         self._listeners: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
         self._verification: weakref.WeakKeyDictionary[Flask, tuple[str, ...]] = weakref.WeakKeyDictionary()
+        # When the engine last read the revision log successfully (monotonic): its staleness.
+        self._synced: weakref.WeakKeyDictionary[Flask, float] = weakref.WeakKeyDictionary()
         self._listener_started: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._lock = threading.RLock()
 
@@ -106,6 +108,7 @@ class PolicyRuntime:
                 log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
             self._verification[self._key()] = problems
             self._engines[self._key()] = eng
+            self._synced[self._key()] = time.monotonic()
             log.info("policy loaded at revision %s", eng.revision)
             return eng
 
@@ -123,6 +126,8 @@ class PolicyRuntime:
                     batch = policy_store.revision_log_after(session, eng.revision)
                     if not batch:
                         break
+                    # Token revocations first: a rebuild below would return before reaching them.
+                    self._forget_revoked_tokens(session, [n for n, kind, _ in batch if kind == tokens.TOKEN_REVOKE])
                     for number, kind, changes in batch:
                         # A gap, a change to pack rules, or a revision that may have changed pack
                         # documents (new roles, actions, ranks): rebuild from the database.
@@ -133,7 +138,15 @@ class PolicyRuntime:
                         ):
                             return self.reload().revision
                         eng.apply(changes, number)
+            self._synced[self._key()] = time.monotonic()
             return eng.revision
+
+    def _forget_revoked_tokens(self, session: Session, numbers: list[int]) -> None:
+        if numbers:
+            from app.models import PolicyRevision
+
+            for message in session.scalars(select(PolicyRevision.message).where(PolicyRevision.id.in_(numbers))):
+                tokens.forget_revoked(str(message or ""))
 
     def wait_for(self, min_revision: int, timeout: float | None = None) -> PolicyEngine:
         """The engine once it has reached min_revision.
@@ -212,9 +225,11 @@ class PolicyRuntime:
         app = self._key()
         eng = self._engines.get(app)
         listener = self._listeners.get(app)
+        synced = self._synced.get(app)
         return {
             "loaded": eng is not None,
             "revision": eng.revision if eng is not None else None,
+            "seconds_since_sync": round(time.monotonic() - synced, 3) if synced is not None else None,
             "listener": listener.status() if listener is not None else None,
         }
 

@@ -133,6 +133,7 @@ class PolicyListener:
         guard = self.app.extensions.get(database.EXT)
         conn: psycopg.Connection[Any]
         if guard is not None:  # every wait bounded (DATABASE_WAIT_SECONDS): a frozen server is noticed
+            guard.probed = True  # this thread finds out when a lost database is back
             conn = database.connect(guard, url, autocommit=True, application_name=f"policy-listener-{os.getpid()}")
         else:
             conn = psycopg.connect(url, autocommit=True, application_name=f"policy-listener-{os.getpid()}")

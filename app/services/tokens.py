@@ -1,15 +1,19 @@
 """Service tokens for the decision API: random secrets shown once, stored as SHA-256, revocable.
 
-Authentication is cached per app (per process): SHA-256 of a live token → its id and name, for
-``TOKEN_CACHE_SECONDS`` (default 5 s). Only live tokens are cached, never unknown or revoked ones.
-A revoke in this process drops the entry at once (and again after its commit); a revoke made by
-another process (another gunicorn worker, ``flask token revoke``) takes effect here within the TTL.
-``TOKEN_CACHE_SECONDS = 0`` turns the cache off.
+Authentication is cached per app (per process) with no expiry: SHA-256 of a live token → its id
+and name, so a known token needs no database on the hot path (a database outage changes nothing
+for it). Only live tokens are cached, never unknown or revoked ones. A revoke drops the entry in
+this process at once (and again after its commit), and is logged as a ``token-revoke`` revision in
+the policy revision log, which every other process follows (``PolicyRuntime.sync``): it reaches
+them like a role change, within the listener's delay. ``TOKEN_CACHE_SECONDS`` (default: forever)
+bounds an entry's life; 0 turns the cache off. ``last_used_at`` is written when a process first
+learns a token (at most once a minute per token), not on every use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -28,7 +32,8 @@ PREFIX = "lat_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,79}")
 # last_used_at is a hint for operators; writing it on every request would serialise the API.
 TOUCH_EVERY = timedelta(minutes=1)
-DEFAULT_CACHE_SECONDS = 5.0
+DEFAULT_CACHE_SECONDS = math.inf  # revocation travels through the revision log, not an expiry
+TOKEN_REVOKE = "token-revoke"  # the revision kind of a revoke (its message names the token)
 CACHE_MAX_ENTRIES = 4096
 _EXT = "token_cache"
 _PENDING = "tokens_revoked"
@@ -112,10 +117,22 @@ def revoke_token(session: Session, name: str, actor_id: int | None = None) -> Se
     _forget(row.token_hash)  # refused in this process from now on
     session.info.setdefault(_PENDING, set()).add(row.token_hash)
     if row.revoked_at is None:
+        from . import policy_store
+
         row.revoked_at = utcnow()
         session.add(AuditEvent(actor_id=actor_id, action="token.revoke", target=f"token:{name}"))
+        # Every other process drops the token when it applies this revision.
+        policy_store.begin_write(session, TOKEN_REVOKE, actor_id, message=f"token:{name}")
         session.flush()
     return row
+
+
+def forget_revoked(message: str) -> None:
+    """Drop the token a ``token-revoke`` revision names (its message: ``token:<name>``) from this process's cache."""
+    c = cache()
+    if c is not None and message.startswith("token:"):
+        name = message[len("token:") :]
+        c.discard_values(lambda ident: ident.name == name)
 
 
 def list_tokens(session: Session) -> list[ServiceToken]:

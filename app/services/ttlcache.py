@@ -2,14 +2,16 @@
 
 Used for service tokens and for user references of the decision API. Only answers that name
 something are stored; an invalidation bumps ``generation`` so that a lookup which started before
-it never stores its (possibly stale) answer afterwards. Bounded: a full cache starts over.
+it never stores its (possibly stale) answer afterwards. An expired entry stays until replaced,
+discarded or the cache starts over, so a caller whose source is unreachable can still use the
+last answer (``get_stale``). Bounded: a full cache starts over.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
 from flask import current_app, has_app_context
@@ -31,16 +33,16 @@ class TTLCache(Generic[K, V]):
         self.generation = 0
 
     def get(self, key: K) -> V | None:
-        """The live value for key, or None (expired entries are dropped)."""
+        """The live value for key, or None (an expired entry is kept for :meth:`get_stale`)."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= _clock():
-            with self._lock:
-                if self._entries.get(key) is entry:
-                    del self._entries[key]
+        if entry is None or entry[0] <= _clock():
             return None
         return entry[1]
+
+    def get_stale(self, key: K) -> V | None:
+        """The last value stored for key, expired or not (for when the source cannot be asked)."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None else None
 
     def put_many(self, found: Mapping[K, V], generation: int) -> None:
         """Store answers looked up at ``generation`` (dropped if anything was invalidated since)."""
@@ -65,6 +67,13 @@ class TTLCache(Generic[K, V]):
             self.generation += 1
             for key in keys:
                 self._entries.pop(key, None)
+
+    def discard_values(self, predicate: Callable[[V], bool]) -> None:
+        """Forget every entry whose value satisfies predicate."""
+        with self._lock:
+            self.generation += 1
+            for key in [k for k, (_, v) in self._entries.items() if predicate(v)]:
+                del self._entries[key]
 
     def clear(self) -> None:
         """Forget everything."""
