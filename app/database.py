@@ -102,10 +102,8 @@ class BoundedConnection(psycopg.Connection[Any]):
             self.pgconn.finish()  # the server may be frozen mid-statement: this connection is done
             g.failed(f"no answer within {limit:g} s")
             raise DatabaseDownError(f"the database did not answer within {limit:g} s") from None
-        except psycopg.OperationalError as exc:
-            if self.broken:  # the connection is lost (not a deadlock or a statement timeout)
-                g.failed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise
+        # A lost connection alone is not a lost database (the pool's pre-ping reconnects, and
+        # connect() decides); a server that does not answer is.
         g.answered()
         return out
 
