@@ -190,7 +190,7 @@
       if (form.display_name.value.trim()) data.display_name = form.display_name.value.trim();
       guarded(async () => {
         const res = await api("POST", "/api/auth/signup", data);
-        location.assign(res.workspace ? `/w/${encodeURIComponent(res.workspace.slug)}/members` : "/");
+        location.assign(res.workspace ? `/w/${encodeURIComponent(res.workspace.slug)}` : "/");
       });
     });
   }
