@@ -86,7 +86,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     comps = _Components()
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static" or rule.endpoint.startswith("web."):  # HTML pages are not API
+        if rule.endpoint == "static" or rule.endpoint.startswith(("web.", "workbench.")):  # HTML pages are not API
             continue
         view = app.view_functions.get(rule.endpoint)
         if view is None:
