@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_WORKSPACE": "service",  # slug of the workspace holding the policy editors' roles (service pack)
     "POLICY_SYNC": "auto",  # auto | poll | listen | off
     "POLICY_POLL_SECONDS": 1.0,
+    # With a listener: past this many seconds without reading the revision log, decisions answer 503 (0: never).
+    "POLICY_MAX_STALENESS_SECONDS": 0.0,
     "MAX_INVITES_PER_REQUEST": 500,
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "SESSION_COOKIE_HTTPONLY": True,

@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 from app import database
 from app.config import DEFAULTS
@@ -61,7 +63,7 @@ def test_engine_options_carry_every_timeout() -> None:
     assert opts["pool_pre_ping"] is True and opts["pool_timeout"] == 1.0
     assert opts["connect_args"] == {"connect_timeout": 2, "options": "-c statement_timeout=1500"}
     sqlite = database.engine_options({**DEFAULTS, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
-    assert "connect_args" not in sqlite and sqlite["pool_timeout"] == 1.0
+    assert sqlite == {"pool_pre_ping": True}
     mine = {**cfg, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_timeout": 9, "connect_args": {"connect_timeout": 7}}}
     assert database.engine_options(mine)["connect_args"]["connect_timeout"] == 7
     assert database.engine_options(mine)["pool_timeout"] == 9
@@ -90,3 +92,43 @@ def test_unreachable_database_is_a_quick_503_with_retry_after(
     with app.app_context():
         g = database.guard()
         assert g is not None and g.is_down() and g.failures >= 1
+
+
+def test_readyz_first_on_a_silent_database_answers_within_its_bound(silent_port: int) -> None:
+    """The issue's reproduction: /readyz hung on a frozen database; now it is a 503 within connect_timeout."""
+    app = make_app(_url(silent_port), POLICY_SYNC="off")
+    started = time.monotonic()
+    resp = app.test_client().get("/readyz")
+    assert resp.status_code == 503 and time.monotonic() - started < 3.5
+    assert resp.get_json()["checks"]["database"] == "unreachable"
+
+
+class _Listening:
+    def status(self) -> dict[str, object]:
+        return {"mode": "listen", "connected": False}
+
+    def stop(self) -> None:
+        pass
+
+
+def test_past_the_staleness_bound_decisions_fail_closed(app: Flask, client: FlaskClient) -> None:
+    from app.extensions import authz, db
+    from app.services import tokens
+
+    _, secret = tokens.create_token(db.session(), "stale")
+    db.session.commit()
+    body = {"subject": 1, "workspace": "nowhere", "action": "view_dashboard"}
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert client.post("/v1/check", json=body, headers=auth).status_code == 200
+    assert authz.staleness() is None  # no listener: age says nothing
+    authz.set_listener(app, _Listening())
+    authz._synced[app] -= 120  # last read two minutes ago
+    assert authz.staleness() is not None and authz.staleness() > 100  # type: ignore[operator]
+    assert client.post("/v1/check", json=body, headers=auth).status_code == 200  # bound off: from memory
+    app.config["POLICY_MAX_STALENESS_SECONDS"] = 60.0
+    resp = client.post("/v1/check", json=body, headers=auth)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    assert resp.get_json()["staleness_seconds"] > 100
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["staleness"] == "stale"
+    assert ready.get_json()["staleness_seconds"] > 100

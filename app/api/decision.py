@@ -88,6 +88,7 @@ def engine_at(min_revision: int | None) -> PolicyEngine:
     503 problem with Retry-After after the bounded wait for one that does."""
     from app.extensions import authz
 
+    authz.require_fresh()  # POLICY_MAX_STALENESS_SECONDS: past it, 503 rather than an old policy
     if not min_revision:
         return authz.engine
     try:

@@ -56,7 +56,16 @@ def readyz() -> tuple[Response, int]:
     if checks["policy"] == "loaded":
         # A stored policy that fails the escalation verifier is not served silently.
         checks["verification"] = "fail" if authz.verification_problems() else "pass"
-    ready = checks.get("database") == "ok" and checks.get("policy") == "loaded" and checks.get("verification") == "pass"
+    try:
+        authz.require_fresh()
+    except Exception:  # noqa: BLE001 - past POLICY_MAX_STALENESS_SECONDS (or unknown): not ready
+        checks["staleness"] = "stale"
+    ready = (
+        checks.get("database") == "ok"
+        and checks.get("policy") == "loaded"
+        and checks.get("verification") == "pass"
+        and "staleness" not in checks
+    )
     body = Health(status="ready" if ready else "unavailable", checks=checks, revision=revision)
     out = body.model_dump(exclude_none=True)
     try:

@@ -233,6 +233,30 @@ class PolicyRuntime:
             "listener": listener.status() if listener is not None else None,
         }
 
+    def staleness(self) -> float | None:
+        """Seconds since the engine last read the revision log, when a listener keeps it current.
+
+        None without a listener (SQLite, ``POLICY_SYNC=off``): nothing refreshes the engine by
+        time there, so its age says nothing about missed changes.
+        """
+        app = self._key()
+        synced = self._synced.get(app)
+        if synced is None or self._listeners.get(app) is None:
+            return None
+        return time.monotonic() - synced
+
+    def require_fresh(self) -> None:
+        """UnavailableError when ``POLICY_MAX_STALENESS_SECONDS`` (> 0) is exceeded: fail closed."""
+        bound = float(current_app.config.get("POLICY_MAX_STALENESS_SECONDS") or 0)
+        if bound > 0:
+            age = self.staleness()
+            if age is not None and age > bound:
+                raise UnavailableError(
+                    f"the policy may be stale: last read from the database {age:.0f} s ago (bound {bound:g} s)",
+                    headers={"Retry-After": "1"},
+                    staleness_seconds=round(age, 3),
+                )
+
     def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
         session.info.pop("authz_pending", None)
 
