@@ -65,8 +65,8 @@ def list_workspaces() -> Response:
 @bp.post("/workspaces")
 def create_workspace() -> tuple[Response, int]:
     """Create a workspace from a pack (platform-role holders of that pack)."""
-    ws = features.create(db.session(), actor(), json_body())
-    return jsonify(features.describe(actor(), ws)), 201
+    ws = workspaces.create(db.session(), actor(), json_body())
+    return jsonify(workspaces.describe(actor(), ws)), 201
 
 
 @bp.get("/workspaces/<slug>")
@@ -74,7 +74,7 @@ def get_workspace(slug: str) -> Response:
     """A workspace: pack, roles, settings, features, and the caller's role there."""
     ws = _ws(slug)
     _require_some_role(ws)
-    body = features.describe(actor(), ws)
+    body = workspaces.describe(actor(), ws)
     body["me"] = members.my_role(actor(), ws)
     return jsonify(body)
 
@@ -82,8 +82,8 @@ def get_workspace(slug: str) -> Response:
 @bp.patch("/workspaces/<slug>")
 def update_workspace(slug: str) -> Response:
     """Rename a workspace and/or merge its settings."""
-    ws = features.update_settings(db.session(), actor(), _ws(slug), json_body())
-    return jsonify(features.describe(actor(), ws))
+    ws = workspaces.update_settings(db.session(), actor(), _ws(slug), json_body())
+    return jsonify(workspaces.describe(actor(), ws))
 
 
 @bp.delete("/workspaces/<slug>")
