@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from app import observability
-from app.api import api_doc, json_payload, parse_query, validate
+from app.api import api_doc
+from app.api.params import json_document, parse_query, validate
 from app.api.schemas import (
     AssignableQuery,
     AssignableResult,
@@ -39,7 +40,6 @@ from app.api.schemas import (
 )
 from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.errors import (
-    BadRequestError,
     PayloadTooLargeError,
     UnauthenticatedError,
     UnavailableError,
@@ -95,22 +95,6 @@ def engine_at(min_revision: int | None) -> PolicyEngine:
         return authz.wait_for(min_revision)
     except UnavailableError as exc:
         raise UnavailableError(exc.detail, headers={"Retry-After": "1"}, **exc.extra) from exc
-
-
-def request_json() -> Any:
-    """The JSON body (415/400 problems as json_payload); nesting too deep for the parser is a 400 too."""
-    try:
-        return json_payload()
-    except RecursionError:
-        raise BadRequestError("malformed JSON: nested too deeply") from None
-
-
-def parse_json_body(model: type[M]) -> M:
-    """The JSON object body validated by model (422 listing every problem)."""
-    data = request_json()
-    if not isinstance(data, dict):
-        raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
-    return validate(model, data)
 
 
 def _query_min_revision() -> int | None:
@@ -293,7 +277,7 @@ def _explain_flag_fast() -> bool:
 def check() -> Response:
     """Decide one request; ``?explain=true`` adds the matched rule and the role path."""
     explain = _explain_flag_fast()
-    item, min_revision = parse_check(request_json())
+    item, min_revision = parse_check(json_document())
     eng = engine_at(_freshest(min_revision, _query_min_revision()))
     started = time.perf_counter()
     decision = decide([item], eng, explain)[0]
@@ -314,7 +298,7 @@ def check() -> Response:
 def check_batch() -> Response:
     """Decide many requests in order; over BATCH_MAX_CHECKS is a 413 problem."""
     explain = _explain_flag_fast()
-    data = request_json()
+    data = json_document()
     limit = int(current_app.config["BATCH_MAX_CHECKS"])
     if isinstance(data, dict) and isinstance(data.get("checks"), list) and len(data["checks"]) > limit:
         raise PayloadTooLargeError(f"at most {limit} checks per batch; got {len(data['checks'])}", max_checks=limit)

@@ -1,4 +1,4 @@
-"""Request parsing shared by the web-client blueprints: JSON bodies, path ids, query parameters.
+"""Request parsing for every blueprint: JSON bodies, schema validation, path ids, query parameters.
 
 Every integer and every id read from a request goes through here (or through
 :mod:`app.services.inputs`, which these use), so the rules live in one place: ASCII digits only,
@@ -8,15 +8,58 @@ path ids that cannot exist do not match the route (404).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import request
+from flask import json, request
 from flask.blueprints import BlueprintSetupState
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 from werkzeug.routing import IntegerConverter
 
-from app.api import json_payload
-from app.errors import BadRequestError, NotFoundError, ValidationError
+from app.errors import BadRequestError, NotFoundError, UnsupportedMediaTypeError, ValidationError
 from app.services.inputs import MAX_ID, check_text, is_id, parse_int
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def pydantic_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors as JSON-safe problem entries (location, message, type)."""
+    out = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        out.append({"loc": [str(p) for p in err["loc"]], "message": err["msg"], "type": err["type"]})
+    return out
+
+
+def json_payload() -> Any:
+    """The request body parsed as JSON; 415 if not JSON, 400 if malformed."""
+    if not request.is_json:
+        raise UnsupportedMediaTypeError("send the body as application/json")
+    raw = request.get_data(cache=True)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from exc
+
+
+def validate(model: type[M], data: Any) -> M:
+    """data validated by model; ValidationError (422) listing every problem."""
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ValidationError("the request does not match its schema", errors=pydantic_errors(exc)) from exc
+
+
+def parse_body(model: type[M]) -> M:
+    """The JSON object body validated by model (415/400 as json_document, 422 listing every problem)."""
+    data = json_document()
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
+    return validate(model, data)
+
+
+def parse_query(model: type[M]) -> M:
+    """The query string validated by model (single values; unknown parameters refused)."""
+    return validate(model, {k: v for k, v in request.args.items()})
 
 
 class IdConverter(IntegerConverter):

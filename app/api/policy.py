@@ -18,8 +18,8 @@ from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from app import observability
-from app.api import api_doc, parse_query
-from app.api.decision import parse_json_body as parse_body
+from app.api import api_doc
+from app.api.params import parse_body, parse_query
 from app.api.schemas import (
     ApplyResult,
     ChangeIn,
