@@ -5,6 +5,10 @@ something are stored; an invalidation bumps ``generation`` so that a lookup whic
 it never stores its (possibly stale) answer afterwards. An expired entry stays until replaced,
 discarded or the cache starts over, so a caller whose source is unreachable can still use the
 last answer (``get_stale``). Bounded: a full cache starts over.
+
+Not ``cachetools.TTLCache``: it evicts an expired entry on access, so the last known answer
+would be gone exactly when the database is unreachable, and it has no generation guard against a
+lookup racing an invalidation; both would have to be written around it.
 """
 
 from __future__ import annotations
