@@ -15,6 +15,7 @@ left as it is (a local file does not stall like a server).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from flask import Flask, current_app, has_app_context, has_request_context
 from psycopg import errors as pg_errors
 
 EXT = "database"
+log = logging.getLogger("app.database")
 
 
 @dataclass
@@ -151,8 +153,21 @@ def init_app(app: Flask) -> None:
 
 
 def bind(app: Flask, engines: Any) -> None:
-    """After ``db.init_app``: PostgreSQL engines make bounded connections."""
+    """After ``db.init_app``: PostgreSQL engines make bounded connections, and the session's
+    end-of-request rollback survives a database that died under it (no error after the answer)."""
     from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.extensions import db
+
+    @app.teardown_appcontext
+    def _release_session(exc: BaseException | None) -> None:
+        # Runs before Flask-SQLAlchemy's own remove(), which then finds nothing left to do.
+        try:
+            db.session.remove()
+        except SQLAlchemyError as err:
+            log.warning("session closed with a lost database connection: %s", str(err).splitlines()[0])
+            db.session.registry.clear()
 
     g: Guard = app.extensions[EXT]
     for engine in engines:

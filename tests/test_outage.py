@@ -187,8 +187,9 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
                 r = http.request(method, url, json=body, headers=auth, timeout=5)
                 status, payload = r.status_code, (r.json() if r.content else {})
                 retry = r.headers.get("Retry-After")
-            except requests.RequestException:
+            except requests.RequestException as exc:
                 status, payload, retry = 0, {}, None
+                body = {"error": repr(exc), "body": body}
             right = True
             if status == 200 and expect is not None:
                 right = expect(payload)
@@ -251,7 +252,8 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
             assert writes and all(a.status == 503 and a.retry_after == "1" for a in writes[1:]), report
             assert writes[0].status in (200, 503), report  # the first may have started before the signal
             assert max(a.seconds for a in writes) < 2.5, report
-        assert not [a for a in answers if a.status in (0, 500)], report
+        assert not [a for a in answers if a.status in (0, 500)], report + "\n" + "\n".join(
+            a.what for a in answers if a.status in (0, 500))
         assert recovered < 15, report
 
         # Nothing acknowledged was lost, and the server caught up with the database.
