@@ -1,5 +1,6 @@
 # One entry point per task; every target creates .venv and installs what it needs.
 PY      ?= python3
+PORT    ?= 5000
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
@@ -29,7 +30,7 @@ seed: migrate
 	$(BIN)/flask seed
 
 run: seed
-	$(BIN)/flask run --host 127.0.0.1 --port 5000
+	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP) $(AXE)
 	$(BIN)/ruff check .
