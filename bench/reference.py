@@ -85,6 +85,12 @@ def main() -> None:
     # requests into distinct workspaces: each is a "first decision" in its workspace
     first_reqs = [random_request(world, rnd, [ws]) for ws in rnd.sample(wss, min(samples, len(wss)))]
     warm_reqs = [random_request(world, rnd, wss[:20]) for _ in range(samples)]
+    # Every enforcer gets the facts the core owns filled in (the target member's current role), as
+    # the service gives them to Casbin; a forged `role` would otherwise differ by construction.
+    resolver = PolicyEngine(packset, world.facts)
+    first_reqs = [resolver.resolve(r) for r in first_reqs]
+    warm_reqs = [resolver.resolve(r) for r in warm_reqs]
+    del resolver
     result: dict[str, Any] = {"workspaces": workspaces, "samples": samples}
     reference: list[bool] = []
     for name, build in (("plain", build_plain_enforcer), ("fast", build_fast_enforcer)):

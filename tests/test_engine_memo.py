@@ -29,7 +29,7 @@ def _agree(packset: PackSet, n: int, seed: int) -> tuple[PolicyEngine, int]:
     bad = 0
     for _ in range(n):
         req = random_request(world, rnd)
-        resolved = engine._resolve(req)
+        resolved = engine.resolve(req)
         want = bool(plain.enforce(req.subject, req.domain, resolved.obj, req.action))
         bad += engine.check(req).allowed != want
     return engine, bad

@@ -396,7 +396,7 @@ class PolicyEngine:
         """Features switched off in a workspace."""
         return frozenset(self.g5.direct(domain, ""))
 
-    def _resolve(self, req: AccessRequest) -> AccessRequest:
+    def resolve(self, req: AccessRequest) -> AccessRequest:
         """The request with facts the core owns filled in (target member's current role)."""
         role = self._current_role(req.obj, req.domain)
         if role == req.obj.role:
