@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.live_server import ROOT, flask_cli, flask_env, flask_server
 
 
 def tour_blocks() -> list[str]:
@@ -25,49 +20,17 @@ def tour_blocks() -> list[str]:
     return re.findall(r"```sh\n(.*?)```", section, flags=re.S)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     """`flask db-upgrade`, `flask seed`, `flask run` on a fresh SQLite file: what `make run` does."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    db = tmp_path_factory.mktemp("readme") / "app.db"
-    env = {
-        **os.environ,
-        "FLASK_SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}",
-        "FLASK_SECRET_KEY": "readme-test",
-        "FLASK_MAIL_BACKEND": "memory",
-        "FLASK_POLICY_SYNC": "off",
-    }
-    flask = [sys.executable, "-m", "flask", "--app", "app:create_app"]
+    env = flask_env(tmp_path_factory.mktemp("readme") / "app.db", POLICY_SYNC="off", SECRET_KEY="readme-test")
     for cmd in ("db-upgrade", "seed"):
-        subprocess.run([*flask, cmd], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [*flask, "run", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.05)
+        flask_cli(env, cmd)
+    with flask_server(env) as (base, log):
         yield base, env
-    finally:
-        proc.terminate()
-        out = proc.communicate(timeout=10)[0].decode(errors="replace")
-        assert " 500 " not in out, out[-4000:]
+    assert not any(" 500 " in line for line in log), "\n".join(log[-60:])
 
 
 def test_readme_tour_runs(server: tuple[str, dict[str, str]]) -> None:
