@@ -291,3 +291,26 @@ def test_demo_yaml_still_names_the_exceptions() -> None:
     doc = yaml.safe_load((ROOT / "policy" / "skills.yaml").read_text(encoding="utf-8"))
     am = next(g for g in doc["grants"] if g["role"] == "account_manager")
     assert "owner" in am["may_grant"] and am["why"].strip()
+
+
+def test_rollback_sees_every_later_revision_not_the_first_batch(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The revision log is read in batches elsewhere; a rollback must not stop at the first one."""
+    from pathlib import Path as _Path
+
+    from app.services import policy_edits
+
+    monkeypatch.setattr(policy_store.revision_log_after, "__defaults__", (3,))  # a batch of 3
+    session = db.session()
+    start = policy_store.current_revision(session)
+    for i in range(5):  # five fact revisions, then the edit to undo
+        handle = policy_store.begin_write(session, "test-setup", None, f"fact {i}")
+        policy_store.add_changes(session, handle, [RuleChange("add", ("g4", f"ws:batch{i}", "pack:classroom"))])
+        session.commit()
+    model = _Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+    rule = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
+    policy_edits.apply(session, [policy_edits.Edit("add", rule)], model, None, message="to undo")
+    session.commit()
+    d = policy_edits.rollback(session, start, model)
+    session.commit()
+    assert [c.op for c in d.changes] == ["remove"] and d.changes[0].rule[4] == "view_ai_spend"
+    assert not policy_store.rule_exists(session, tuple(x.strip() for x in rule.split(",")))

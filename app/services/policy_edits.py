@@ -507,7 +507,7 @@ def rollback(
     _, documents, rules = current_state(session)
     target = list(rules)
     present = set(rules)
-    later = [(n, chs) for n, chs in policy_store.revisions_after(session, to_revision) if n < handle.number]
+    later = [(n, chs) for n, _, chs in policy_store.revision_log_after(session, to_revision, None) if n < handle.number]
     for _, changes in reversed(later):
         for ch in reversed(changes):
             if not is_pack_rule(ch.rule):

@@ -156,29 +156,21 @@ def save_document(session: Session, pack_id: str, document: Mapping[str, Any], r
 DOCUMENT_KINDS = frozenset({"policy-edit", "policy-rollback", "import"})
 
 
-def revision_log_after(session: Session, revision: int, limit: int = 10_000) -> list[tuple[int, str, list[RuleChange]]]:
-    """Committed revisions newer than ``revision``, oldest first: (number, kind, changes)."""
-    rows = session.execute(
+def revision_log_after(
+    session: Session, revision: int, limit: int | None = 10_000
+) -> list[tuple[int, str, list[RuleChange]]]:
+    """Committed revisions newer than ``revision``, oldest first: (number, kind, changes); all of them
+    with ``limit=None`` (a rollback must see every later change, not the first batch)."""
+    stmt = (
         select(PolicyRevision.id, PolicyRevision.kind, PolicyRevision.changes)
         .where(PolicyRevision.id > revision)
         .order_by(PolicyRevision.id)
-        .limit(limit)
     )
+    rows = session.execute(stmt if limit is None else stmt.limit(limit))
     return [
         (int(rid), str(kind), [RuleChange(op, tuple(rule)) for op, rule in (changes or [])])
         for rid, kind, changes in rows
     ]
-
-
-def revisions_after(session: Session, revision: int, limit: int = 10_000) -> list[tuple[int, list[RuleChange]]]:
-    """Committed revisions newer than ``revision``, oldest first, with their changes."""
-    rows = session.execute(
-        select(PolicyRevision.id, PolicyRevision.changes)
-        .where(PolicyRevision.id > revision)
-        .order_by(PolicyRevision.id)
-        .limit(limit)
-    )
-    return [(int(rid), [RuleChange(op, tuple(rule)) for op, rule in (changes or [])]) for rid, changes in rows]
 
 
 def count_rules(session: Session) -> int:
