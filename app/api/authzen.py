@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import observability
 from app.api import api_doc
-from app.errors import BadRequestError, UnauthenticatedError
+from app.api.params import service_token
+from app.errors import BadRequestError
 from app.services import authzen
 from app.services.authzen import Action, Entity, Evaluation, Invalid, Page
 
@@ -167,18 +168,7 @@ class AzMetadata(BaseModel):
 def _authenticate() -> None:
     if request.path.startswith(WELL_KNOWN):
         return
-    from app.extensions import db
-    from app.services import tokens
-
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="authzen"'}
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise UnauthenticatedError("send a service token: Authorization: Bearer <token>", headers=challenge)
-    token = tokens.authenticate(db.session, secret.strip())  # type: ignore[arg-type]
-    if token is None:
-        raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
-    request.environ["learnauthz.service_token"] = token.name
-    g.authzen_workspace = token.workspace
+    g.authzen_workspace = service_token("authzen").workspace
 
 
 # -- reading the wire format -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from app import observability
 from app.api import api_doc
-from app.api.params import json_document, parse_query, validate
+from app.api.params import json_document, parse_query, service_token, validate
 from app.api.schemas import (
     AssignableQuery,
     AssignableResult,
@@ -41,7 +41,6 @@ from app.api.schemas import (
 from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.errors import (
     PayloadTooLargeError,
-    UnauthenticatedError,
     UnavailableError,
     ValidationError,
 )
@@ -69,17 +68,7 @@ WHO_CAN_MIN_SCAN = 2000
 # -- authentication ------------------------------------------------------------------------------
 @bp.before_request
 def _authenticate() -> None:
-    from app.extensions import db
-    from app.services import tokens
-
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="decision-api"'}
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise UnauthenticatedError("send a service token: Authorization: Bearer <token>", headers=challenge)
-    token = tokens.authenticate(db.session, secret.strip())  # type: ignore[arg-type]
-    if token is None:
-        raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
-    request.environ["learnauthz.service_token"] = token.name
+    service_token("decision-api")
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.routing import IntegerConverter
 
-from app.errors import BadRequestError, NotFoundError, UnsupportedMediaTypeError, ValidationError
+from app.errors import BadRequestError, NotFoundError, UnauthenticatedError, UnsupportedMediaTypeError, ValidationError
 from app.services.inputs import MAX_ID, check_text, is_id, parse_int
 
 M = TypeVar("M", bound=BaseModel)
@@ -60,6 +60,24 @@ def parse_body(model: type[M]) -> M:
 def parse_query(model: type[M]) -> M:
     """The query string validated by model (single values; unknown parameters refused)."""
     return validate(model, {k: v for k, v in request.args.items()})
+
+
+def service_token(realm: str) -> Any:
+    """The service token of ``Authorization: Bearer <token>`` (a ``tokens.TokenIdentity``); 401 with a
+    ``WWW-Authenticate`` challenge for ``realm`` when it is missing, unknown or revoked. Its name is
+    left in the WSGI environ for the decision log."""
+    from app.extensions import db
+    from app.services import tokens
+
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    challenge = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise UnauthenticatedError("send a service token: Authorization: Bearer <token>", headers=challenge)
+    token = tokens.authenticate(db.session, secret.strip())  # type: ignore[arg-type]
+    if token is None:
+        raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
+    request.environ["learnauthz.service_token"] = token.name
+    return token
 
 
 class IdConverter(IntegerConverter):
