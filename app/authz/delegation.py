@@ -227,6 +227,7 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
             exceptions_manage.setdefault(g.role, set()).update(g.may_manage)
     plain = situations(pack, granting=False)
     granting = situations(pack, granting=True)
+    order = {s.label: n for n, s in enumerate(granting)}
 
     def ask(role_id: str, action: str, sit: Situation, explain: bool = False) -> Decision:
         report.checks += 1
@@ -268,7 +269,6 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
                 if rank[other] >= rank[role.id]:
                     report.violations.append(Violation("grant_rank", role.id, action, other, rules=_sorted(lines)))
                 # One line per action the grantee would gain, in its first situation (widest first).
-                order = {s.label: n for n, s in enumerate(granting)}
                 first: dict[str, str] = {}
                 for act, label in sorted(holds[other] - holds[role.id], key=lambda x: (x[0], order[x[1]])):
                     first.setdefault(act, label)
