@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,14 +25,10 @@ from flask import Flask, g, request
 from learnauthz_client import CLIENT_ERROR, AsyncClient, Client, LearnAuthzError, Retry
 from learnauthz_client.flask import LearnAuthz
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.live_server import flask_cli, flask_env, flask_server
+from tests.live_server import free_port as _free_port
+
 PASSWORD = "demo-password-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -47,45 +39,14 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    tmp = tmp_path_factory.mktemp("client-live")
-    env = {
-        **os.environ,
-        "FLASK_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'app.db'}",
-        "FLASK_SECRET_KEY": "client-live",
-        "FLASK_MAIL_BACKEND": "memory",
-        "FLASK_POLICY_SYNC": "off",
-    }
-    flask = [sys.executable, "-m", "flask", "--app", "app:create_app"]
-
-    def run(*args: str) -> str:
-        proc = subprocess.run([*flask, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stdout.strip()
-
-    run("db-upgrade")
-    run("seed")
-    token = run("token", "create", "client-tests").splitlines()[-1]
-    port = _free_port()
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        [*flask, "run", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(400):
-            try:
-                httpx.get(base + "/healthz", timeout=1, trust_env=False)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    env = flask_env(tmp_path_factory.mktemp("client-live") / "app.db", POLICY_SYNC="off", SECRET_KEY="client-live")
+    flask_cli(env, "db-upgrade")
+    flask_cli(env, "seed")
+    token = flask_cli(env, "token", "create", "client-tests").strip().splitlines()[-1]
+    with flask_server(env) as (base, log):
         yield Live(base, token)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
-        text = (tmp / "server.log").read_text(errors="replace")
-        assert '" 500 ' not in text and "Traceback" not in text, text[-4000:]
+    text = "\n".join(log)
+    assert '" 500 ' not in text and "Traceback" not in text, text[-4000:]
 
 
 @pytest.fixture()
