@@ -1,6 +1,7 @@
 """The benchmark data set in PostgreSQL: W workspaces × 10 members of every pack, via COPY.
 
-One database per size (``bench_w<W>``), created, migrated and imported like production
+One database per size (``<BENCH_DB_PREFIX>w<W>``, default ``bench_w<W>``), created, migrated and
+imported like production
 (``upgrade_database``), then the facts are streamed in with ``COPY FROM STDIN`` behind a
 progress bar and logged as one revision. Users for the HTTP benchmark (the decision API resolves
 subjects in the users table) and a service token are added. A database that already holds the
@@ -25,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBERS = 10
 HTTP_USERS = 20_000  # users 1..N exist in the users table (the first 2,000 workspaces)
 SEED = 1
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")  # databases are <prefix>w<W>
 
 
 def db_url(name: str) -> str:
@@ -54,7 +56,7 @@ def _marker(url: str) -> dict[str, Any] | None:
 
 def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     """(url, metadata) of the data set for W workspaces, created if missing."""
-    name = f"bench_w{workspaces}"
+    name = f"{DB_PREFIX}w{workspaces}"
     url = db_url(name)
     if not fresh and _exists(name):
         meta = _marker(url)
@@ -115,5 +117,5 @@ def drop_database(workspaces: int) -> None:
     """Remove a data set."""
     eng = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with eng.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "bench_w{workspaces}" WITH (FORCE)'))
+        c.execute(text(f'DROP DATABASE IF EXISTS "{DB_PREFIX}w{workspaces}" WITH (FORCE)'))
     eng.dispose()

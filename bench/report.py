@@ -156,6 +156,8 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
             f"p50 {_fmt(prop.get('p50_ms'), ' ms')}, p99 {_fmt(prop.get('p99_ms'), ' ms')}, "
             f"max {_fmt(prop.get('max_ms'), ' ms')} over {prop.get('changes')} changes"
         )
+    if http.get("compare"):
+        lines += ["", *compare_lines(http["compare"])]
     big = sizes[str(max(int(w) for w in sizes))]["ours"]
     lines += [
         "",
@@ -204,6 +206,25 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
         fh.write(text)
     _plot(sizes, os.path.join(out_dir, "latency.png"))
     return text
+
+
+def compare_lines(cmp: dict[str, Any]) -> list[str]:
+    """The ours-vs-peers table (from ``bench.peer.compare``) as Markdown lines."""
+    lines = ["## HTTP on the realistic mix: ours vs peers, same gunicorn set-up, same run", ""]
+    if "error" in cmp:
+        return [*lines, f"Comparison failed: {cmp['error']}"]
+    lines.append(f"Mix: {cmp.get('mix')}. Peers: {', '.join(cmp.get('peers', []))}"
+                 + ("" if cmp.get("regorus") else " (regorus not installed: `pip install regorus`)") + ".")
+    lines += ["", "| pinning | connection | path | server | req/s | p50 | p99 | errors |", "|---" * 8 + "|"]
+    for r in cmp.get("runs", []):
+        lines.append(
+            f"| {r['pinning']} | {'keep-alive' if r['keepalive'] else 'close'} | `{r['path']}` | {r['server']} "
+            f"| {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} "
+            f"| {r['errors']} |"
+        )
+    lines += ["", "| ratio (throughput) | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f}× |" for k, v in cmp.get("ratios", {}).items()]
+    return lines
 
 
 def _plot(sizes: dict[str, Any], path: str) -> None:

@@ -3,7 +3,13 @@
 Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1,000 and 10,000,
 fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1`` reruns
 only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest size of
-the previous ``results.json`` and keeps its other figures. Each measurement runs in a
+the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS=compare`` runs only the
+peer comparison (``bench.peer``: ours vs regorus vs a plain dict behind the same gunicorn, realistic
+mix, keep-alive and ``Connection: close``, unpinned and pinned with taskset) on the largest of
+``BENCH_SIZES`` and writes ``bench/results/compare.json`` (default: everything, compare included).
+``BENCH_DB_PREFIX`` (default ``bench_``) names the databases, ``BENCH_PORT_BASE`` the first port the
+servers use (default: any free port), ``BENCH_HTTP_WORKERS`` the worker count (default
+``GUNICORN_WORKERS`` or 2; the worker class is the one ``gunicorn.conf.py`` ships). Each measurement runs in a
 fresh subprocess so that load time and RSS belong to one engine. Results go to
 ``bench/results/*.json``, ``bench/results/report.md`` and ``bench/results/latency.png``.
 """
@@ -32,6 +38,21 @@ WARM_N = 50_000 if QUICK else 200_000
 HTTP_SECONDS = 5.0 if QUICK else 15.0
 REF_TIMEOUT = 600
 HTTP_ONLY = os.environ.get("BENCH_HTTP_ONLY", "") not in ("", "0")
+PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.strip()}
+
+
+def run_compare(largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:
+    """Ours vs the peers on the realistic mix (``bench.peer``); also written to compare.json."""
+    from bench import peer
+
+    print(f"== ours vs peers, realistic mix (W = {largest:,})", flush=True)
+    try:
+        out = peer.compare(url, dbmeta["token"], largest, HTTP_SECONDS, RESULTS)
+    except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    with open(os.path.join(RESULTS, "compare.json"), "w", encoding="utf-8") as fh:
+        json.dump(out, fh, indent=2)
+    return out
 
 
 def run_http(largest: int, url: str, dbmeta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -79,6 +100,13 @@ def main() -> None:
         main_http_only()
         return
     os.makedirs(RESULTS, exist_ok=True)
+    if {"compare"} == PARTS:
+        largest = max(SIZES)
+        url, dbmeta = ensure_database(largest)
+        from bench.report import compare_lines
+
+        print("\n".join(compare_lines(run_compare(largest, url, dbmeta))))
+        return
     started = time.perf_counter()
     meta = {
         "quick": QUICK,
@@ -127,6 +155,7 @@ def main() -> None:
     largest = max(SIZES)
     url, dbmeta = urls[largest]
     http, prop = run_http(largest, url, dbmeta)
+    http["compare"] = run_compare(largest, url, dbmeta)
     meta["total_s"] = time.perf_counter() - started
     results = {"meta": meta, "sizes": sizes, "http": http, "propagation": prop}
     with open(os.path.join(RESULTS, "results.json"), "w", encoding="utf-8") as fh:
