@@ -61,6 +61,15 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_POLL_SECONDS": 1.0,
     # With a listener: past this many seconds without reading the revision log, decisions answer 503 (0: never).
     "POLICY_MAX_STALENESS_SECONDS": 0.0,
+    # The policy listener's own connection (LISTEN needs a session: direct or PgBouncer session mode);
+    # "" = the application's database URL. Without LISTEN the listener polls the revision head.
+    "POLICY_LISTEN_URL": "",
+    # Readiness (/readyz 503): more than this many revisions behind the database head (0: no bound) ...
+    "POLICY_READY_MAX_LAG_REVISIONS": 50,
+    # ... or, with a listener or poller running, no read of the revision log for this long (0: no bound).
+    "POLICY_READY_MAX_SYNC_AGE_SECONDS": 30.0,
+    # A pack change seen from another process is rebuilt in the background after a random 0..N s delay.
+    "POLICY_REBUILD_JITTER_SECONDS": 2.0,
     "MAX_INVITES_PER_REQUEST": 500,
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "SESSION_COOKIE_HTTPONLY": True,
