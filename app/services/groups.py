@@ -28,38 +28,30 @@ KINDS = ("group", "team")
 RELATIONS = {"group": ("teacher", "learner"), "team": ("manager", "member")}
 
 
+# op -> (group operation, team operation); each tried before manage_<kind>s, the pack's catch-all.
+_OPS = {
+    "view": ("view_groups", "view_teams"),
+    "create": ("create_groups", "create_teams"),
+    "archive": ("archive_groups", "archive_teams"),
+    "capacity": ("set_capacity", "set_team_capacity"),
+    "delete": ("delete_groups", "delete_teams"),
+    "add_manager": ("assign_teachers", "assign_team_managers"),
+    "remove_manager": ("remove_teachers", "remove_team_managers"),
+    "add_member": ("add_learners", "add_team_members"),
+    "remove_member": ("remove_learners", "remove_team_members"),
+    "move": ("move_learners", "move_team_members"),
+}
+
+
 def ops(kind: str, op: str) -> tuple[str, ...]:
     """Operation names to look up in the pack, most specific first, ending with manage_<kind>s."""
     base = f"manage_{kind}s"
-    table = {
-        "group": {
-            "view": ("view_groups", base),
-            "create": ("create_groups", base),
-            "edit": (base,),
-            "archive": ("archive_groups", base),
-            "capacity": ("set_capacity", base),
-            "delete": ("delete_groups", base),
-            "add_manager": ("assign_teachers", base),
-            "remove_manager": ("remove_teachers", "assign_teachers", base),
-            "add_member": ("add_learners", base),
-            "remove_member": ("remove_learners", base),
-            "move": ("move_learners", base),
-        },
-        "team": {
-            "view": ("view_teams", base),
-            "create": ("create_teams", base),
-            "edit": (base,),
-            "archive": ("archive_teams", base),
-            "capacity": ("set_team_capacity", base),
-            "delete": ("delete_teams", base),
-            "add_manager": ("assign_team_managers", base),
-            "remove_manager": ("remove_team_managers", "assign_team_managers", base),
-            "add_member": ("add_team_members", base),
-            "remove_member": ("remove_team_members", base),
-            "move": ("move_team_members", base),
-        },
-    }
-    return table[kind][op]
+    if op == "edit":
+        return (base,)
+    own = _OPS[op][KINDS.index(kind)]
+    if op == "remove_manager":  # whoever may assign managers may also remove them
+        return (own, _OPS["add_manager"][KINDS.index(kind)], base)
+    return (own, base)
 
 
 def check_kind(ws: Workspace, kind: str) -> None:
