@@ -1,13 +1,18 @@
-"""gunicorn settings: sync workers, and a policy listener per worker created after the fork.
+"""gunicorn settings: the policy loaded once in the master, a policy listener per worker after the fork.
 
-Run: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``. Every worker loads the policy before it
-accepts its first request (so it is ready when it serves), then starts its own LISTEN thread
-(``app.services.policy_sync``): a connection or thread created in the master before forking
-would be shared by every worker, which is how stock watchers go wrong.
+Run: ``gunicorn -c gunicorn.conf.py 'app:create_app()'``. With ``GUNICORN_PRELOAD=1`` (default)
+the master builds the app, loads the policy (``when_ready``), closes its database connections and
+``gc.freeze()``s the heap, so the workers it forks share the engine's pages copy-on-write instead
+of each loading its own. Every worker then drops the inherited connection pools, catches up the
+revisions committed since the master loaded (before its first request, so it is current when it
+serves), and starts its own LISTEN thread (``app.services.policy_sync``): a connection or thread
+created in the master before forking would be shared by every worker, which is how stock watchers
+go wrong. ``GUNICORN_PRELOAD=0``: each worker builds the app and loads the policy itself.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from typing import Any
@@ -18,7 +23,8 @@ worker_class = "sync"  # one request at a time per process: decisions never shar
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))  # a cold load of 1M memberships takes seconds
 keepalive = 5
 backlog = 2048
-preload_app = False  # the app (and its policy) is built in each worker, after fork
+# The app and its policy are built once in the master and shared copy-on-write (see when_ready).
+preload_app = os.environ.get("GUNICORN_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 
 log = logging.getLogger("gunicorn.policy")
@@ -36,13 +42,47 @@ def _flask_app(wsgi: Any) -> Any:
     return None
 
 
+def _dispose_pools(app: Any, close: bool) -> None:
+    """Drop the app's pooled database connections (close=False after fork: the master's sockets
+    are left alone, the child only forgets them)."""
+    from app.extensions import db
+
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose(close=close)
+
+
+def when_ready(server: Any) -> None:
+    """In the master, before the first fork (preload only): load the policy once and freeze it."""
+    if not server.cfg.preload_app:
+        return
+    from app.extensions import authz
+
+    app = _flask_app(server.app.wsgi())
+    if app is None:
+        return
+    try:
+        with app.app_context():
+            authz.reload()
+    except Exception:  # noqa: BLE001 - each worker tries again (and fails to boot the same way)
+        log.exception("policy not loaded in the master; the workers load it themselves")
+    _dispose_pools(app, close=True)  # no connection may be shared by the workers
+    gc.collect()
+    gc.freeze()  # the loaded heap leaves the collector's generations: the workers' GC never writes to it
+
+
 def post_fork(server: Any, worker: Any) -> None:
-    """In the new worker: nothing inherited from the master may carry a listener."""
+    """In the new worker: nothing inherited from the master may carry a listener or a connection."""
     worker.policy_listener = None
+    if server.cfg.preload_app:
+        app = _flask_app(server.app.wsgi())
+        if app is not None:
+            _dispose_pools(app, close=False)
 
 
 def post_worker_init(worker: Any) -> None:
-    """After the worker loaded the app (still after fork): load the policy, start the listener."""
+    """After the worker loaded the app (still after fork): bring the policy to the database's head
+    (load it, or catch up from the master's revision), then start the listener."""
     from app.extensions import authz
     from app.services.policy_sync import start_listener
 
@@ -51,7 +91,10 @@ def post_worker_init(worker: Any) -> None:
         log.warning("policy listener not started: no Flask app behind %r", worker.wsgi)
         return
     with app.app_context():
-        authz.reload()  # ready before the first request
+        if authz.loaded:
+            authz.sync(background=False)  # revisions committed since the master loaded, before serving
+        else:
+            authz.reload()  # ready before the first request
     worker.policy_listener = start_listener(app)
 
 

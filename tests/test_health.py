@@ -29,8 +29,11 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
     status.pop("seconds_since_sync")
     assert body == {
         "status": "ready",
-        "checks": {"database": "ok", "policy": "loaded", "verification": "pass"},
+        # sync: "off" — no listener under tests; "listen" or "poll" (with sync_reason) in servers
+        "checks": {"database": "ok", "policy": "loaded", "verification": "pass", "sync": "off"},
         "revision": authz.engine.revision,
+        "head": authz.engine.revision,
+        "lag_revisions": 0,
         # the listener is off under tests (SQLite / POLICY_SYNC); its state is reported as is
         "sync": status,
     }

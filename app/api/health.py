@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from flask.blueprints import BlueprintSetupState
-from sqlalchemy import text
 
 from app import observability
 from app.api import api_doc
@@ -30,29 +30,41 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-@api_doc("Readiness: policy loaded and database reachable (503 otherwise).", tags=["health"], response=Health)
+@api_doc(
+    "Readiness: database reachable, policy loaded, verified and in step with the database (503 otherwise).",
+    tags=["health"],
+    response=Health,
+)
 def readyz() -> tuple[Response, int]:
-    """Readiness: the database answers and the policy engine is loaded; reports the policy's staleness.
+    """Readiness: the database answers, the policy is loaded (never loaded here when a server
+    loads it at start: ``checks.policy: loading``), passes the verifier, is at most
+    POLICY_READY_MAX_LAG_REVISIONS behind the head and (with a listener) read the revision log
+    within POLICY_READY_MAX_SYNC_AGE_SECONDS. Reports revision, head, lag, sync mode, rebuild.
 
     Bounded: the database check waits at most DATABASE_REQUEST_WAIT_SECONDS (at once while the
     database is held down), everything else is in memory."""
     from app.extensions import authz, db
+    from app.services import policy_store
 
+    config = current_app.config
     checks: dict[str, str] = {}
-    revision = None
+    revision = head = None
     try:
-        db.session.execute(text("SELECT 1"))
+        head = policy_store.current_revision(db.session)  # type: ignore[arg-type]  # the scoped session proxies it
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness: database unreachable: %s", exc)
         checks["database"] = "unreachable"
         db.session.rollback()
-    try:
-        revision = authz.engine.revision
-        checks["policy"] = "loaded"
-    except Exception as exc:  # noqa: BLE001
-        log.warning("readiness: policy not loaded: %s", exc)
-        checks["policy"] = "not loaded"
+    if not authz.loaded and authz.loading:
+        checks["policy"] = "loading"  # the server's start-up load is under way
+    else:
+        try:
+            revision = authz.engine.revision  # loads only where no server loads at start (tests)
+            checks["policy"] = "loaded"
+        except Exception as exc:  # noqa: BLE001
+            log.warning("readiness: policy not loaded: %s", exc)
+            checks["policy"] = "not loaded"
     if checks["policy"] == "loaded":
         # A stored policy that fails the escalation verifier is not served silently.
         checks["verification"] = "fail" if authz.verification_problems() else "pass"
@@ -60,20 +72,39 @@ def readyz() -> tuple[Response, int]:
         authz.require_fresh()
     except Exception:  # noqa: BLE001 - past POLICY_MAX_STALENESS_SECONDS (or unknown): not ready
         checks["staleness"] = "stale"
+    lag = head - revision if head is not None and revision is not None else None
+    max_lag = int(config.get("POLICY_READY_MAX_LAG_REVISIONS") or 0)
+    if lag is not None and max_lag > 0 and lag > max_lag:
+        checks["lag"] = "behind"
+    status: dict[str, Any] = {}
+    try:
+        status = authz.sync_status()  # revision and the policy listener's state
+    except Exception as exc:  # noqa: BLE001 - informational: never turns a ready process unready
+        log.warning("readiness: sync status unavailable: %s", exc)
+    listener = status.get("listener")
+    checks["sync"] = listener["mode"] if listener else "off"
+    max_age = float(config.get("POLICY_READY_MAX_SYNC_AGE_SECONDS") or 0)
+    age = status.get("seconds_since_sync")
+    if listener and max_age > 0 and age is not None and age > max_age:
+        checks["sync_age"] = "stale"
     ready = (
         checks.get("database") == "ok"
         and checks.get("policy") == "loaded"
         and checks.get("verification") == "pass"
-        and "staleness" not in checks
+        and not {"staleness", "lag", "sync_age"} & checks.keys()
     )
     body = Health(status="ready" if ready else "unavailable", checks=checks, revision=revision)
     out = body.model_dump(exclude_none=True)
-    try:
-        out["sync"] = status = authz.sync_status()  # revision and the policy listener's state
+    out["head"] = head
+    out["lag_revisions"] = lag
+    if listener and listener.get("reason"):
+        out["sync_reason"] = listener["reason"]
+    if status:
+        out["sync"] = status
         # Seconds since the engine last read the revision log (decisions go on from memory meanwhile).
-        out["staleness_seconds"] = status.get("seconds_since_sync")
-    except Exception as exc:  # noqa: BLE001 - informational: never turns a ready process unready
-        log.warning("readiness: sync status unavailable: %s", exc)
+        out["staleness_seconds"] = age
+        if status.get("rebuild"):
+            out["rebuild"] = status["rebuild"]
     return jsonify(out), 200 if ready else 503
 
 

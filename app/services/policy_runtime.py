@@ -7,11 +7,19 @@ from this process's writes, or from the listener's hints — ``policy_sync``), r
 pack change, waits a bounded time for ``min_revision``, and runs the escalation verifier on every
 policy it loads (``/readyz`` fails when it does not pass). Decisions go through :meth:`check` and
 :meth:`require`, which never raise on a policy error: they deny.
+
+A pack change written by *another* process (seen through a listener) is not rebuilt in the
+request path: a background thread waits a random 0..``POLICY_REBUILD_JITTER_SECONDS`` (so many
+processes do not rebuild at once), builds the new engine while the old one keeps answering at its
+revision, applies what was committed meanwhile, and swaps it in under the lock. The process that
+wrote the change, and any process without a listener, rebuilds at once (read-your-writes).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
 import threading
 import time
 import weakref
@@ -46,6 +54,11 @@ class PolicyRuntime:
         # When the engine last read the revision log successfully (monotonic): its staleness.
         self._synced: weakref.WeakKeyDictionary[Flask, float] = weakref.WeakKeyDictionary()
         self._listener_started: weakref.WeakSet[Flask] = weakref.WeakSet()
+        # A background rebuild under way: {"state": "waiting" | "running", "from_revision", "started", "base"}.
+        self._rebuilds: weakref.WeakKeyDictionary[Flask, dict[str, Any]] = weakref.WeakKeyDictionary()
+        # The last revision whose token revocations were applied (they cannot wait for a rebuild).
+        self._revocations_through: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
+        self.last_rebuild: dict[str, Any] | None = None  # the last background rebuild (seconds, revisions)
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask, db: SQLAlchemy) -> None:
@@ -55,6 +68,29 @@ class PolicyRuntime:
         event.listen(db.session, "after_commit", self._after_commit)
         event.listen(db.session, "after_soft_rollback", self._after_rollback)
         app.before_request(self._ensure_listener)
+        if self._starts_with_server(app):
+            # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
+            self._listener_started.add(app)
+            from app.services.policy_sync import start_listener
+
+            start_listener(app)
+
+    @staticmethod
+    def _starts_with_server(app: Flask) -> bool:
+        """True when this app is being created by ``flask run`` (not tests, other CLI commands or
+        gunicorn, whose ``gunicorn.conf.py`` loads in the master or in each worker after the fork)."""
+        if app.testing or os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn"):
+            return False
+        import click
+
+        ctx = click.get_current_context(silent=True)
+        return ctx is not None and ctx.info_name == "run"
+
+    @property
+    def loading(self) -> bool:
+        """True while a start-up load runs in the background (the listener's first sync)."""
+        app = self._key()
+        return app not in self._engines and (app in self._listener_started or app in self._listeners)
 
     def _ensure_listener(self) -> None:
         """A server that did not start this process's listener (``flask run``; gunicorn's
@@ -97,18 +133,14 @@ class PolicyRuntime:
         return PolicyEngine(packset, facts, revision)
 
     def reload(self) -> PolicyEngine:
-        """Build a new engine from the database and swap it in."""
+        """Build a new engine from the database and swap it in (a pending background rebuild is dropped)."""
         with self._lock:
             with Session(self._db.engine) as session:
                 eng = self.build(session)
-            problems = tuple(delegation.problems(eng.packset))
-            if problems:
-                # Writers refuse such a policy; one that got into the database anyway is not served
-                # silently: logged, and /readyz answers 503 until it is fixed.
-                log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
-            self._verification[self._key()] = problems
-            self._engines[self._key()] = eng
-            self._synced[self._key()] = time.monotonic()
+            # Writers refuse a policy failing the verifier; one that got into the database anyway is
+            # not served silently: logged, and /readyz answers 503 until it is fixed.
+            self._swap(self._key(), eng, tuple(delegation.problems(eng.packset)))
+            self._rebuilds.pop(self._key(), None)
             log.info("policy loaded at revision %s", eng.revision)
             return eng
 
@@ -117,29 +149,129 @@ class PolicyRuntime:
         self.engine  # noqa: B018 - loads the engine (and its verdict) on first use
         return self._verification.get(self._key(), ())
 
-    def sync(self) -> int:
-        """Apply every committed revision newer than the engine's; returns the new revision."""
+    @staticmethod
+    def _needs_rebuild(eng: PolicyEngine, number: int, kind: str, changes: list[Any]) -> bool:
+        """A gap, a change to pack rules, or a revision that may have changed pack documents (new
+        roles, actions, ranks): the engine cannot apply it incrementally."""
+        return (
+            number != eng.revision + 1
+            or kind in policy_store.DOCUMENT_KINDS
+            or any(is_pack_rule(ch.rule) for ch in changes)
+        )
+
+    def sync(self, background: bool | None = None) -> int:
+        """Apply every committed revision newer than the engine's; returns the new revision.
+
+        A revision that needs a rebuild is rebuilt at once, or — ``background`` (default: when a
+        listener keeps this app in step) — by :meth:`_rebuild_later` while this engine keeps
+        answering at its revision; until that rebuild swaps, syncs only apply token revocations.
+        """
+        app = self._key()
+        if background is None:
+            background = app in self._listeners
         with self._lock:
             eng = self.engine
             with Session(self._db.engine) as session:
+                if app in self._rebuilds:
+                    if not background:
+                        return self.reload().revision  # read-your-writes: the rebuild's result is dropped
+                    self._revocations_after(session, max(eng.revision, self._revocations_through.get(app, 0)))
+                    self._synced[app] = time.monotonic()
+                    return eng.revision
                 while True:
                     batch = policy_store.revision_log_after(session, eng.revision)
                     if not batch:
                         break
                     # Token revocations first: a rebuild below would return before reaching them.
                     self._forget_revoked_tokens(session, [n for n, kind, _ in batch if kind == tokens.TOKEN_REVOKE])
+                    self._revocations_through[app] = batch[-1][0]
                     for number, kind, changes in batch:
-                        # A gap, a change to pack rules, or a revision that may have changed pack
-                        # documents (new roles, actions, ranks): rebuild from the database.
-                        if (
-                            number != eng.revision + 1
-                            or kind in policy_store.DOCUMENT_KINDS
-                            or any(is_pack_rule(ch.rule) for ch in changes)
-                        ):
+                        if self._needs_rebuild(eng, number, kind, changes):
+                            if background:
+                                self._rebuild_later(app, eng)
+                                self._synced[app] = time.monotonic()
+                                return eng.revision
                             return self.reload().revision
                         eng.apply(changes, number)
-            self._synced[self._key()] = time.monotonic()
+            self._synced[app] = time.monotonic()
             return eng.revision
+
+    def _revocations_after(self, session: Session, revision: int) -> None:
+        batch = policy_store.revision_log_after(session, revision)
+        if batch:
+            self._forget_revoked_tokens(session, [n for n, kind, _ in batch if kind == tokens.TOKEN_REVOKE])
+            self._revocations_through[self._key()] = batch[-1][0]
+
+    # -- background rebuilds (no stampede) -------------------------------------------------
+    def _rebuild_later(self, app: Flask, base: PolicyEngine) -> None:
+        # (base: the engine that keeps serving meanwhile; only its revision is recorded)
+        """Start the background rebuild of app's engine (called under the lock)."""
+        jitter = max(0.0, float(app.config.get("POLICY_REBUILD_JITTER_SECONDS") or 0))
+        delay = random.uniform(0, jitter)  # noqa: S311 - spreading load, not security
+        self._rebuilds[app] = {
+            "state": "waiting",
+            "from_revision": base.revision,
+            "started": time.monotonic(),
+            "delay": delay,
+        }
+        log.info("policy rebuild from revision %s scheduled in %.2f s", base.revision, delay)
+        threading.Thread(
+            target=self._rebuild_in_background, args=(app, delay), name="policy-rebuild", daemon=True
+        ).start()
+
+    def _rebuild_in_background(self, app: Flask, delay: float) -> None:
+        state = self._rebuilds.get(app)
+        if state is None:
+            return
+        try:
+            time.sleep(delay)
+            state["state"] = "running"
+            t0 = time.monotonic()
+            with app.app_context():
+                while True:
+                    with Session(self._db.engine) as session:
+                        new = self.build(session)  # outside the lock: the old engine keeps answering
+                    problems = tuple(delegation.problems(new.packset))
+                    with self._lock:
+                        if self._rebuilds.get(app) is not state:
+                            return  # a synchronous reload (a local write) got there first
+                        if not self._catch_up(new):
+                            continue  # another pack change came while building: build again
+                        self._swap(app, new, problems)
+                        self._rebuilds.pop(app, None)
+                        self.last_rebuild = {
+                            "from_revision": state["from_revision"],
+                            "to_revision": new.revision,
+                            "seconds": round(time.monotonic() - t0, 3),
+                            "delay": round(delay, 3),
+                        }
+                        log.info("policy rebuilt in the background: %s", self.last_rebuild)
+                        return
+        except Exception:  # noqa: BLE001 - the next sync schedules it again
+            log.exception("background policy rebuild failed; keeping revision %s", state["from_revision"])
+            with self._lock:
+                if self._rebuilds.get(app) is state:
+                    self._rebuilds.pop(app, None)
+
+    def _catch_up(self, eng: PolicyEngine) -> bool:
+        """Apply to eng (not yet serving) what was committed after it was read; False when a
+        revision needs another rebuild."""
+        with Session(self._db.engine) as session:
+            while True:
+                batch = policy_store.revision_log_after(session, eng.revision)
+                if not batch:
+                    return True
+                for number, kind, changes in batch:
+                    if self._needs_rebuild(eng, number, kind, changes):
+                        return False
+                    eng.apply(changes, number)
+
+    def _swap(self, app: Flask, eng: PolicyEngine, problems: tuple[str, ...]) -> None:
+        if problems:
+            log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
+        self._verification[app] = problems
+        self._engines[app] = eng
+        self._synced[app] = time.monotonic()
 
     def _forget_revoked_tokens(self, session: Session, numbers: list[int]) -> None:
         if numbers:
@@ -209,7 +341,7 @@ class PolicyRuntime:
                 ):
                     eng.apply(changes, number)
                 else:
-                    self.sync()
+                    self.sync(background=False)  # this process wrote it: rebuild now (read-your-writes)
                     eng = self.engine
 
     # -- cross-process sync ------------------------------------------------------------------
@@ -226,11 +358,19 @@ class PolicyRuntime:
         eng = self._engines.get(app)
         listener = self._listeners.get(app)
         synced = self._synced.get(app)
+        rebuild = self._rebuilds.get(app)
         return {
             "loaded": eng is not None,
             "revision": eng.revision if eng is not None else None,
             "seconds_since_sync": round(time.monotonic() - synced, 3) if synced is not None else None,
             "listener": listener.status() if listener is not None else None,
+            "rebuild": None
+            if rebuild is None
+            else {
+                "state": rebuild["state"],
+                "from_revision": rebuild["from_revision"],
+                "seconds": round(time.monotonic() - rebuild["started"], 3),
+            },
         }
 
     def staleness(self) -> float | None:

@@ -9,6 +9,12 @@ pack change means a rebuild). A dropped connection is retried with backoff, and 
 after reconnecting is a sync, so nothing sent while disconnected is lost: the revision log, not
 the notification, is the source of truth.
 
+The LISTEN connection has its own URL, ``POLICY_LISTEN_URL`` (default: the application's): behind
+PgBouncer in transaction mode, application queries go through the pooler while LISTEN needs a
+session of its own (PostgreSQL directly, or a session-mode pool). While LISTEN cannot be used the
+listener polls the revision head every ``POLICY_POLL_SECONDS`` through the application's pool and
+retries LISTEN with backoff; ``status()`` says which it does and why (``/readyz`` ``checks.sync``).
+
 One listener per process, started after the server forks (``gunicorn.conf.py``): a connection
 or thread created before ``fork`` would be shared by every worker.
 """
@@ -46,10 +52,14 @@ def notify_sql() -> str:
 class PolicyListener:
     """A daemon thread: LISTEN for revision hints, poll as a safety net, resync after reconnects."""
 
-    def __init__(self, app: Flask, poll_seconds: float | None = None, listen: bool = True) -> None:
+    def __init__(
+        self, app: Flask, poll_seconds: float | None = None, listen: bool = True, poll_reason: str = ""
+    ) -> None:
         self.app = app
         self.poll_seconds = float(poll_seconds if poll_seconds is not None else app.config["POLICY_POLL_SECONDS"])
         self.listen = listen
+        self.poll_reason = poll_reason  # why this listener never LISTENs (POLICY_SYNC=poll, SQLite)
+        self.listen_url = libpq_url(str(app.config.get("POLICY_LISTEN_URL") or app.config["SQLALCHEMY_DATABASE_URI"]))
         self.connected = False
         self.backend_pid: int | None = None
         self.reconnects = 0
@@ -79,10 +89,25 @@ class PolicyListener:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def mode(self) -> str:
+        """``listen`` while a LISTEN connection is up, ``poll`` otherwise (configured, or falling back)."""
+        return "listen" if self.listen and self.connected else "poll"
+
+    @property
+    def reason(self) -> str:
+        """Why the listener polls ("" while it listens)."""
+        if not self.listen:
+            return self.poll_reason or "configured to poll"
+        if self.connected:
+            return ""
+        return f"LISTEN unavailable: {self.last_error}" if self.last_error else "LISTEN connecting"
+
     def status(self) -> dict[str, Any]:
         """What readiness and metrics report about the listener."""
         return {
-            "mode": "listen" if self.listen else "poll",
+            "mode": self.mode,
+            "reason": self.reason,
             "connected": self.connected,
             "backend_pid": self.backend_pid,
             "reconnects": self.reconnects,
@@ -114,10 +139,23 @@ class PolicyListener:
                 self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 if self._stop.is_set():
                     break
-                log.warning("policy listener: %s; retrying in %.2fs", self.last_error, backoff)
-                self._stop.wait(backoff)
+                log.warning("policy listener: %s; polling, LISTEN again in %.2fs", self.last_error, backoff)
+                self._poll_for(backoff)
                 backoff = min(BACKOFF_MAX, backoff * 2)
                 self.reconnects += 1
+
+    def _poll_for(self, seconds: float) -> None:
+        """Without LISTEN: keep syncing every poll interval (through the application's pool) for
+        seconds; a failing sync (database down) is only remembered."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            if self.listen:
+                with contextlib.suppress(Exception):  # the database itself may be down: retried
+                    self.sync()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(self.poll_seconds, left))
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -127,7 +165,7 @@ class PolicyListener:
     def _listen_loop(self) -> None:
         import psycopg
 
-        url = libpq_url(self.app.config["SQLALCHEMY_DATABASE_URI"])
+        url = self.listen_url
         from app import database
 
         guard = self.app.extensions.get(database.EXT)
@@ -177,7 +215,8 @@ def start_listener(app: Flask) -> PolicyListener | None:
     is_pg = uri.startswith("postgresql")
     if mode == "off":
         return None
-    listener = PolicyListener(app, listen=is_pg and mode in ("auto", "listen"))
+    reason = "POLICY_SYNC=poll" if mode == "poll" else "" if is_pg else f"{uri.split(':', 1)[0]} has no LISTEN"
+    listener = PolicyListener(app, listen=is_pg and mode in ("auto", "listen"), poll_reason=reason)
     app.extensions["authz"].set_listener(app, listener)
     return listener.start()
 

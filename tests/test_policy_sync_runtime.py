@@ -1,0 +1,235 @@
+"""Two apps on one real PostgreSQL database, as two processes would be: honest readiness (lag, sync
+age, start-up loading), the listener's own URL with polling when LISTEN is unavailable, and pack
+changes rebuilt in the background while the previous engine keeps answering at its revision."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine, text
+
+from app.authz import RuleChange
+from tests.conftest import PG_ADMIN_URL, _upgrade, make_app, require_postgres
+
+pytestmark = pytest.mark.postgres
+
+WS = "ws:sync"
+USER = "user:4343"
+ROLE = "role:simulations:owner"
+ACTION = "view_ai_spend"  # owners only
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database with one simulations workspace, dropped at the end."""
+    require_postgres()
+    name = f"test_sync_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        _upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def apps(pg_url: str) -> Iterator[Callable[..., Flask]]:
+    """make(**settings): a testing app on the database; every one made is closed at the end."""
+    made: list[Flask] = []
+
+    def make(**settings: Any) -> Flask:
+        app = make_app(pg_url, **settings)
+        made.append(app)
+        return app
+
+    writer = make()
+    _write(writer, "test", [RuleChange("add", ("g4", WS, "pack:simulations"))])
+    yield make
+    from app.extensions import authz, db
+
+    for app in made:
+        listener = authz._listeners.get(app)
+        if listener is not None:
+            listener.stop(timeout=2)
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def _write(app: Flask, kind: str, changes: list[RuleChange]) -> int:
+    """One committed revision written through app (as another process would); its number."""
+    from app.extensions import db
+    from app.services import policy_store
+
+    with app.app_context():
+        session = db.session()
+        handle = policy_store.begin_write(session, kind, None, "sync test")
+        number = int(handle.number)
+        if changes:
+            policy_store.add_changes(session, handle, changes)
+        session.commit()
+        db.session.remove()
+        return number
+
+
+def _grant(app: Flask, op: str = "add") -> int:
+    return _write(app, "test", [RuleChange(op, ("g", USER, ROLE, WS))])
+
+
+def _readyz(app: Flask) -> tuple[int, dict[str, Any]]:
+    resp = app.test_client().get("/readyz")
+    return resp.status_code, resp.get_json()
+
+
+def _decide(app: Flask) -> tuple[bool, int]:
+    from app.extensions import authz
+
+    with app.app_context():
+        d = authz.check(USER, WS, ACTION)
+        return d.allowed, d.revision
+
+
+def _until(pred: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise TimeoutError("condition not reached")
+
+
+def _listen(app: Flask) -> Any:
+    from app.services.policy_sync import start_listener
+
+    return start_listener(app)
+
+
+def test_readyz_fails_when_behind_the_head_and_reports_the_lag(apps: Callable[..., Flask]) -> None:
+    """No listener in B: three revisions written elsewhere put it past a lag bound of 2 (503),
+    one sync makes it ready again."""
+    writer, b = apps(), apps(POLICY_READY_MAX_LAG_REVISIONS=2)
+    status, body = _readyz(b)
+    assert status == 200 and body["lag_revisions"] == 0 and body["head"] == body["revision"]
+    for op in ("add", "remove", "add"):
+        _grant(writer, op)
+    status, body = _readyz(b)
+    assert status == 503, body
+    assert body["checks"]["lag"] == "behind" and body["lag_revisions"] == 3
+    assert body["head"] == body["revision"] + 3
+    from app.extensions import authz
+
+    with b.app_context():
+        authz.sync()
+    status, body = _readyz(b)
+    assert status == 200 and body["lag_revisions"] == 0 and "lag" not in body["checks"]
+
+
+def test_readyz_fails_when_the_listener_has_not_synced_for_too_long(apps: Callable[..., Flask]) -> None:
+    b = apps(POLICY_SYNC="poll", POLICY_POLL_SECONDS=0.05, POLICY_READY_MAX_SYNC_AGE_SECONDS=0.5)
+    with b.app_context():
+        b.test_client().get("/readyz")  # loaded
+    listener = _listen(b)
+    _until(lambda: listener.syncs > 0)
+    status, body = _readyz(b)
+    assert status == 200 and body["checks"]["sync"] == "poll" and body["sync_reason"] == "POLICY_SYNC=poll"
+    listener.stop()  # registered but silent: its process no longer reads the revision log
+    time.sleep(0.7)
+    status, body = _readyz(b)
+    assert status == 503 and body["checks"]["sync_age"] == "stale" and body["staleness_seconds"] > 0.5
+
+
+def test_listener_on_its_own_url_listens(apps: Callable[..., Flask], pg_url: str) -> None:
+    """POLICY_LISTEN_URL (here: the same server by another spelling) is where LISTEN goes."""
+    writer = apps()
+    b = apps(POLICY_LISTEN_URL=pg_url.replace("postgresql+psycopg://", "postgresql://"), POLICY_POLL_SECONDS=30)
+    listener = _listen(b)
+    _until(lambda: listener.connected)
+    status, body = _readyz(b)
+    assert status == 200 and body["checks"]["sync"] == "listen" and "sync_reason" not in body
+    revision = _grant(writer)
+    assert _until(lambda: _decide(b) == (True, revision), timeout=3)  # the hint, not the 30 s poll
+
+
+def test_listen_unavailable_falls_back_to_polling(apps: Callable[..., Flask]) -> None:
+    """LISTEN's URL refuses connections (as a transaction-mode pooler's users would set it wrong,
+    or a direct port closed to the app): the listener polls the head through the application's
+    pool, /readyz says so and why, and changes still arrive within the poll interval."""
+    writer = apps()
+    b = apps(POLICY_LISTEN_URL="postgresql://postgres@127.0.0.1:1/nowhere", POLICY_POLL_SECONDS=0.1)
+    listener = _listen(b)
+    _until(lambda: listener.last_error and listener.syncs > 0)
+    status, body = _readyz(b)
+    assert status == 200, body
+    assert body["checks"]["sync"] == "poll" and body["sync_reason"].startswith("LISTEN unavailable:")
+    assert body["sync"]["listener"]["connected"] is False
+    revision = _grant(writer)
+    assert _until(lambda: _decide(b) == (True, revision), timeout=3)
+
+
+def test_pack_change_rebuilds_in_the_background_while_the_old_engine_answers(
+    apps: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack-document revision seen by B's listener: B keeps deciding from its engine at the old
+    revision while the new one is built (readiness reports the rebuild and stays ready); a role
+    change committed during the build is caught up before the swap; then B decides at the head."""
+    from app.services.policy_runtime import PolicyRuntime
+
+    writer = apps()
+    b = apps(POLICY_SYNC="poll", POLICY_POLL_SECONDS=0.05, POLICY_REBUILD_JITTER_SECONDS=0.2)
+    old_allowed, old_revision = _decide(b)
+    assert old_allowed is False
+    listener = _listen(b)
+    _until(lambda: listener.syncs > 0)
+
+    build = PolicyRuntime.build
+    building = []
+
+    def slow_build(self: PolicyRuntime, session: Any) -> Any:
+        building.append(time.monotonic())
+        time.sleep(1.0)  # a big policy: seconds at 1M memberships
+        return build(self, session)
+
+    monkeypatch.setattr(PolicyRuntime, "build", slow_build)
+    edit = _write(writer, "policy-edit", [])  # may change pack documents: a rebuild
+    _until(lambda: building)
+    grant = _grant(writer)  # committed during the build
+    assert grant == edit + 1
+    status, body = _readyz(b)
+    assert status == 200, body
+    assert body["rebuild"]["state"] == "running" and body["rebuild"]["from_revision"] == old_revision
+    assert body["revision"] == old_revision and body["lag_revisions"] == 2
+    assert _decide(b) == (False, old_revision)  # the old engine, at the old revision
+    assert _until(lambda: _decide(b)[1] != old_revision, timeout=5)
+    assert _decide(b) == (True, grant)  # the new engine, caught up past the edit
+    status, body = _readyz(b)
+    assert status == 200 and "rebuild" not in body and body["lag_revisions"] == 0
+    from app.extensions import authz
+
+    assert authz.last_rebuild is not None and authz.last_rebuild["to_revision"] == grant
+    assert len(building) == 1  # built once, the grant applied incrementally on top
+
+
+def test_writer_rebuilds_at_once(apps: Callable[..., Flask]) -> None:
+    """The process that wrote a pack change (no listener hint involved) rebuilds before it answers."""
+    a = apps(POLICY_REBUILD_JITTER_SECONDS=60)
+    _decide(a)
+    from app.extensions import authz, db
+    from app.services import policy_store
+
+    with a.app_context():
+        session = db.session()
+        number = policy_store.begin_write(session, "policy-edit", None, "local edit").number
+        session.commit()
+        assert authz.engine.revision == number and authz.sync_status()["rebuild"] is None
+        db.session.remove()
