@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export FLASK_APP := app:create_app
 
-.PHONY: run test lint typecheck check bench migrate seed policy-test clean
+.PHONY: run test test-deploy lint typecheck check bench migrate seed policy-test clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: $(STAMP) $(AXE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-deploy: $(STAMP)
+	@for t in haproxy pgbouncer; do command -v $$t >/dev/null || test -x /usr/sbin/$$t || (apt-get update -q && apt-get install -yq haproxy pgbouncer); done
+	$(BIN)/python -m pytest -m deploy tests/deploy -p no:xdist -q
 
 policy-test: $(STAMP) $(AXE)
 	$(BIN)/flask policy test
