@@ -9,6 +9,7 @@ are still to come. Run with ``make test-deploy`` (root). Skipped without root or
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -51,10 +52,8 @@ def cleanup() -> None:
     for ns in HOSTS:
         pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
         sh("ip", "netns", "del", ns, check=False)
     sh("ip", "link", "del", BRIDGE, check=False)
 
@@ -132,13 +131,13 @@ def hosts() -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-PROBE = """
-import sys, psycopg
+PROBE = f"""
+import psycopg
 for port, db in ((5432, "app"), (6432, "app"), (6432, "app_listen")):
-    with psycopg.connect(host="%s.10", port=port, user="postgres", dbname=db, prepare_threshold=None) as c:
+    with psycopg.connect(host="{NET}.10", port=port, user="postgres", dbname=db, prepare_threshold=None) as c:
         assert c.execute("select 1").fetchone() == (1,)
 print("ok")
-""" % NET
+"""
 
 
 def test_app_hosts_reach_postgres_and_pgbouncer(hosts: Path) -> None:
