@@ -609,8 +609,9 @@ class PolicyEngine:
 
     def members_of(self, domain: str) -> dict[str, str]:
         """user key → workspace role key, for every member of a workspace."""
-        bucket = self.g.links.get(domain, {})
-        return {user: min(roles) for user, roles in bucket.items() if roles}
+        with self._lock:  # the listener thread (and other request threads) apply changes
+            bucket = self.g.links.get(domain, {})
+            return {user: min(roles) for user, roles in bucket.items() if roles}
 
     def workspaces(self) -> Mapping[str, str]:
         """workspace key → pack id, for every known workspace."""

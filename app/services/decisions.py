@@ -284,7 +284,7 @@ def _from_memory(wanted: set[Ref], cache: UserCache | None, eng: PolicyEngine | 
         hit = cache.get_stale(ref) if cache is not None else None
         if hit is None and ref[0] == "id" and eng is not None:
             key = f"user:{ref[1]}"
-            if any(key in users for users in eng.g.links.values()):
+            if any(key in users for users in tuple(eng.g.links.values())):  # a snapshot: the listener applies changes
                 hit = key  # facts are only written for existing users, and users are never deleted
         if hit is not None:
             out[ref] = hit
@@ -406,7 +406,7 @@ def candidates(eng: PolicyEngine, domain: str) -> list[tuple[int, str]]:
         if user.startswith("user:") and user[5:].isdigit():
             found[int(user[5:])] = "workspace"
     prefix = f"role:{pack.id}:"
-    for user, roles in eng.g.links.get("*", {}).items():
+    for user, roles in tuple(eng.g.links.get("*", {}).items()):  # snapshot, as above
         if user.startswith("user:") and user[5:].isdigit() and any(r.startswith(prefix) for r in roles):
             found.setdefault(int(user[5:]), "platform")
     return sorted(found.items())
