@@ -55,6 +55,7 @@ def cleanup() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), 9)
         sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "link", "del", f"lzv{HOSTS[ns]}", check=False)  # the veth outlives a lazily deleted netns
     sh("ip", "link", "del", BRIDGE, check=False)
 
 

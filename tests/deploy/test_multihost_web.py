@@ -1,0 +1,115 @@
+"""Multi-host (issue 15), part (a): two gunicorn hosts behind HAProxy share a signed-in session."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.deploy.test_multihost import NET, hosts, in_ns  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.deploy]
+ROOT = Path(__file__).resolve().parents[2]
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "FLASK_SECRET_KEY": "deploy-test-" + "x" * 40,
+        "FLASK_SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@{NET}.10:6432/app",
+        "FLASK_POLICY_LISTEN_URL": f"postgresql+psycopg://postgres@{NET}.10:6432/app_listen",
+        "FLASK_SQLALCHEMY_ENGINE_OPTIONS": json.dumps(
+            {"pool_pre_ping": True, "connect_args": {"prepare_threshold": None}}),
+        "FLASK_TRUSTED_PROXIES": "1",
+        "GUNICORN_WORKERS": "2",
+    })
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def proxy(hosts: Path) -> Iterator[str]:  # noqa: F811
+    env = _env()
+    flask = str(ROOT / ".venv/bin/flask")
+    for cmd in ("db-upgrade", "seed"):
+        subprocess.run([flask, "--app", "app:create_app", cmd], env=env, cwd=ROOT, check=True,
+                       capture_output=True, timeout=120)
+    procs, logs = [], []
+    for ns, host in (("lz-a", 11), ("lz-b", 12)):
+        e = dict(env, GUNICORN_BIND=f"{NET}.{host}:8000")
+        log = open(hosts / f"{ns}.log", "w")  # noqa: SIM115
+        logs.append(log)
+        procs.append(subprocess.Popen(in_ns(ns, str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py",
+                                            "app:create_app()"), env=e, cwd=ROOT, stdout=log, stderr=log))
+    port = _free_port()
+    cfg = hosts / "haproxy.cfg"
+    cfg.write_text(f"""global
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option redispatch
+    retries 1
+listen app
+    bind 127.0.0.1:{port}
+    balance roundrobin
+    option forwardfor
+    option httpchk GET /readyz
+    http-response set-header X-Served-By %s
+    server a {NET}.11:8000 check inter 500 fall 2 rise 2
+    server b {NET}.12:8000 check inter 500 fall 2 rise 2
+""")
+    ha = subprocess.Popen([HAPROXY, "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    seen: set[str] = set()
+    while time.monotonic() < deadline and len(seen) < 2:
+        try:
+            r = requests.get(base + "/readyz", timeout=2)
+            if r.status_code == 200:
+                seen.add(r.headers.get("X-Served-By", ""))
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    try:
+        tail = (hosts / "lz-a.log").read_text()[-2000:]
+        assert len(seen) == 2, f"both hosts ready through HAProxy, saw {seen}: {tail}"
+        yield base
+    finally:
+        ha.kill()
+        for p in procs:
+            p.kill()
+            p.wait()
+        ha.wait()
+        for f in logs:
+            f.close()
+
+
+def test_signed_in_session_works_on_either_host(proxy: str) -> None:
+    s = requests.Session()
+    csrf = s.get(proxy + "/api/auth/csrf", timeout=5).json()["csrf_token"]
+    r = s.post(proxy + "/api/auth/signin", json={"email": "owner@simulations.example", "password": "demo-password-1"},
+               headers={"X-CSRFToken": csrf}, timeout=10)
+    assert r.status_code == 200, r.text
+    served: dict[str, int] = {}
+    for _ in range(10):
+        me = s.get(proxy + "/api/auth/me", timeout=5)
+        assert me.status_code == 200, me.text
+        served[me.headers["X-Served-By"]] = served.get(me.headers["X-Served-By"], 0) + 1
+    assert set(served) == {"a", "b"}, served
