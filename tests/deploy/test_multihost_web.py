@@ -18,6 +18,8 @@ from tests.deploy.test_multihost import NET, hosts, in_ns  # noqa: F401 - the fi
 
 pytestmark = [pytest.mark.deploy]
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN: list[str] = []
+FIGURES: dict[str, object] = {}
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
@@ -48,6 +50,8 @@ def proxy(hosts: Path) -> Iterator[str]:  # noqa: F811
     for cmd in ("db-upgrade", "seed"):
         subprocess.run([flask, "--app", "app:create_app", cmd], env=env, cwd=ROOT, check=True,
                        capture_output=True, timeout=120)
+    TOKEN.append(subprocess.run([flask, "--app", "app:create_app", "token", "create", "deploy"], env=env, cwd=ROOT,
+                                check=True, capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1])
     procs, logs = [], []
     for ns, host in (("lz-a", 11), ("lz-b", 12)):
         e = dict(env, GUNICORN_BIND=f"{NET}.{host}:8000")
@@ -113,3 +117,40 @@ def test_signed_in_session_works_on_either_host(proxy: str) -> None:
         assert me.status_code == 200, me.text
         served[me.headers["X-Served-By"]] = served.get(me.headers["X-Served-By"], 0) + 1
     assert set(served) == {"a", "b"}, served
+
+
+def test_role_change_on_a_is_decided_on_b(proxy: str) -> None:
+    """PATCH through host A, poll host B until the decision flips at the PATCH's revision or later."""
+    a, b = f"http://{NET}.11:8000", f"http://{NET}.12:8000"
+    s = requests.Session()
+    csrf = s.get(a + "/api/auth/csrf", timeout=5).json()["csrf_token"]
+    r = s.post(a + "/api/auth/signin", json={"email": "owner@simulations.example", "password": "demo-password-1"},
+               headers={"X-CSRFToken": csrf}, timeout=10)
+    assert r.status_code == 200, r.text
+    csrf = r.json()["csrf_token"]
+    hdr = {"X-CSRFToken": csrf}
+    uid = s.get(a + "/api/workspaces/simulations-demo/members?q=multi", timeout=5).json()["items"][0]["user_id"]
+    check = {"subject": "multi@example.com", "workspace": "simulations-demo", "action": "create_and_edit_courses"}
+    auth = {"Authorization": f"Bearer {TOKEN[0]}"}
+    times: list[float] = []
+    for i in range(20):
+        role = "trainer" if i % 2 == 0 else "learner"
+        t0 = time.perf_counter()
+        p = s.patch(f"{a}/api/workspaces/simulations-demo/members/{uid}", json={"role": role}, headers=hdr, timeout=10)
+        assert p.status_code == 200, p.text
+        rev = p.json()["revision"]
+        while True:
+            d = requests.post(b + "/v1/check", json=check, headers=auth, timeout=5).json()
+            if d["allowed"] == (role == "trainer"):
+                assert d["revision"] >= rev, (d, rev)
+                break
+            assert time.perf_counter() - t0 < 10, f"host B never flipped: {d}"
+            time.sleep(0.002)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    FIGURES["flip_ms"] = {"n": len(times), "p50": round(times[len(times) // 2], 1),
+                          "p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1)}
+    out = ROOT / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "deploy.json").write_text(json.dumps(FIGURES, indent=2))
+    print("deploy figures:", FIGURES)
