@@ -7,6 +7,7 @@ where a missing server is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -70,6 +71,24 @@ def _upgrade(url: str) -> None:
         upgrade_database()
         db.session.remove()
         db.engine.dispose()
+
+
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database named ``<prefix>_<random>``; its URL, dropped on exit."""
+    require_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        _upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

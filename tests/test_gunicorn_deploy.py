@@ -13,17 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import create_engine, text
 
-from tests.conftest import PG_ADMIN_URL, ROOT, _upgrade, make_app, require_postgres
-from tests.test_multiprocess import ACTION, ROLE, USER, WS, _free_port
+from tests.conftest import ROOT, fresh_pg_database
+from tests.test_multiprocess import ACTION, ROLE, USER, WS, _free_port, add_workspace
 
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "tests.mp_app:create()"]
 
@@ -57,62 +55,42 @@ def _workers(master: int) -> set[int]:
 @pytest.fixture(scope="module")
 def preloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A fresh database and one gunicorn (preload, 2 workers) on it; dropped at the end."""
-    require_postgres()
-    name = f"test_gd_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     proc = None
-    log = (tmp_path_factory.mktemp("gd") / "gunicorn.log").open("w")
-    try:
-        _upgrade(url)
-        app = make_app(url)
-        with app.app_context():
-            from app.authz import RuleChange
-            from app.extensions import db
-            from app.services import policy_store
-
-            session = db.session()
-            handle = policy_store.begin_write(session, "test", None, "gunicorn deploy workspace")
-            policy_store.add_changes(session, handle, [RuleChange("add", ("g4", WS, "pack:simulations"))])
-            session.commit()
-            db.session.remove()
-            db.engine.dispose()
-        port = _free_port()
-        env = _env(
-            FLASK_SQLALCHEMY_DATABASE_URI=url,
-            FLASK_SECRET_KEY="gd-test",
-            FLASK_POLICY_POLL_SECONDS="1.0",
-            GUNICORN_BIND=f"127.0.0.1:{port}",
-            GUNICORN_WORKERS="2",
-            GUNICORN_PRELOAD="1",
-        )
-        proc = subprocess.Popen(GUNICORN, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"gunicorn exited with {proc.returncode}; see {log.name}"
-            assert time.monotonic() < deadline, "gunicorn not ready"
-            try:
-                if len(_workers(proc.pid)) == 2 and requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        yield {"base": base, "master": proc.pid, "url": url}
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        log.close()
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_pg_database("test_gd") as url:
+        log = (tmp_path_factory.mktemp("gd") / "gunicorn.log").open("w")
+        try:
+            add_workspace(url, "gunicorn deploy workspace")
+            port = _free_port()
+            env = _env(
+                FLASK_SQLALCHEMY_DATABASE_URI=url,
+                FLASK_SECRET_KEY="gd-test",
+                FLASK_POLICY_POLL_SECONDS="1.0",
+                GUNICORN_BIND=f"127.0.0.1:{port}",
+                GUNICORN_WORKERS="2",
+                GUNICORN_PRELOAD="1",
+            )
+            proc = subprocess.Popen(GUNICORN, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, f"gunicorn exited with {proc.returncode}; see {log.name}"
+                assert time.monotonic() < deadline, "gunicorn not ready"
+                try:
+                    if len(_workers(proc.pid)) == 2 and requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)
+            yield {"base": base, "master": proc.pid, "url": url}
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            log.close()
 
 
 def _check(base: str) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.conftest import PG_ADMIN_URL, ROOT, _upgrade, make_app, require_postgres
+from tests.conftest import PG_ADMIN_URL, ROOT, fresh_pg_database, make_app
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -108,34 +107,28 @@ class Server:
         self.log.close()
 
 
+def add_workspace(url: str, message: str) -> None:
+    """Commit the revision that makes WS a simulations workspace."""
+    app = make_app(url)
+    with app.app_context():
+        from app.authz import RuleChange
+        from app.extensions import db
+        from app.services import policy_store
+
+        session = db.session()
+        handle = policy_store.begin_write(session, "test", None, message)
+        policy_store.add_changes(session, handle, [RuleChange("add", ("g4", WS, "pack:simulations"))])
+        session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
 @pytest.fixture(scope="module")
 def mp_database() -> Iterator[str]:
     """A fresh, migrated database with one simulations workspace, dropped at the end."""
-    require_postgres()
-    name = f"test_mp_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        _upgrade(url)
-        app = make_app(url)
-        with app.app_context():
-            from app.authz import RuleChange
-            from app.extensions import db
-            from app.services import policy_store
-
-            session = db.session()
-            handle = policy_store.begin_write(session, "test", None, "multiprocess workspace")
-            policy_store.add_changes(session, handle, [RuleChange("add", ("g4", WS, "pack:simulations"))])
-            session.commit()
-            db.session.remove()
-            db.engine.dispose()
+    with fresh_pg_database("test_mp") as url:
+        add_workspace(url, "multiprocess workspace")
         yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module")

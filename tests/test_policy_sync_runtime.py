@@ -5,16 +5,14 @@ changes rebuilt in the background while the previous engine keeps answering at i
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine, text
 
 from app.authz import RuleChange
-from tests.conftest import PG_ADMIN_URL, _upgrade, make_app, require_postgres
+from tests.conftest import fresh_pg_database, make_app
 
 pytestmark = pytest.mark.postgres
 
@@ -27,19 +25,8 @@ ACTION = "view_ai_spend"  # owners only
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database with one simulations workspace, dropped at the end."""
-    require_postgres()
-    name = f"test_sync_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    try:
-        _upgrade(url)
+    with fresh_pg_database("test_sync") as url:
         yield url
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
