@@ -1,12 +1,12 @@
 """A real PostgreSQL outage: a private cluster, frozen (SIGSTOP) and then killed (SIGKILL) under load.
 
-The test starts its own cluster (``initdb``/``pg_ctl`` of the Debian ``postgresql`` package, on a
-free loopback port, as the ``postgres`` user when run as root), a gunicorn server of the real app
-(``tests.mp_app``: the app plus a write endpoint through the real policy store), and keeps asking
-while the database is frozen and while it is dead: ``/v1/check`` for known people (by id and by
-email) and an AuthZEN evaluation must keep answering 200 with the decisions they had before, an
-unknown person ``unknown_subject``; writes must be 503 with ``Retry-After``; every acknowledged
-write is in the database afterwards, and the server catches up with it.
+The test starts its own cluster (``bench.pgcluster.Cluster``: ``initdb``/``pg_ctl`` of the Debian
+``postgresql`` package, on a free loopback port, as the ``postgres`` user when run as root), a
+gunicorn server of the real app (``tests.mp_app``: the app plus a write endpoint through the real
+policy store), and keeps asking while the database is frozen and while it is dead: ``/v1/check``
+for known people (by id and by email) and an AuthZEN evaluation must keep answering 200 with the
+decisions they had before, an unknown person ``unknown_subject``; writes must be 503 with
+``Retry-After``; every acknowledged write is in the database afterwards, and the server catches up with it.
 
 Skipped when the PostgreSQL server binaries are not installed; when they are, any failure fails
 (also under CI=true).
@@ -14,13 +14,7 @@ Skipped when the PostgreSQL server binaries are not installed; when they are, an
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -33,77 +27,20 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from bench.pgcluster import Cluster, ClusterUnavailableError
 from tests.conftest import _upgrade, make_app
-from tests.test_multiprocess import Server, _free_port
+from tests.test_multiprocess import Server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-
-
-class Cluster:
-    """A private PostgreSQL cluster in a temporary directory."""
-
-    def __init__(self) -> None:
-        self.bin = Path(BINARIES[-1]).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="outage-pg-"))
-        self.data = self.dir / "data"
-        self.port = _free_port()
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses root
-            if not shutil.which("runuser"):
-                pytest.skip("running as root without runuser: cannot start a private PostgreSQL")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-            shutil.chown(self.dir, "postgres")
-        self._run("initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D", str(self.data))
-        self.start()
-
-    def _run(self, tool: str, *args: str) -> None:
-        subprocess.run([*self.as_user, str(self.bin / tool), *args], check=True, capture_output=True, timeout=60)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/outage"
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "start", "-w", "-t", "30", "-D", str(self.data), "-l", str(self.dir / "log"), "-o", opts)
-
-    def pids(self) -> list[int]:
-        """The postmaster first, then every process it started."""
-        master = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = []
-        for stat in glob.glob("/proc/[0-9]*/stat"):
-            try:
-                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                children.append(int(stat.split("/")[2]))
-        return [master, *children]
-
-    def signal(self, sig: signal.Signals) -> None:
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def stop(self) -> None:
-        self.signal(signal.SIGCONT)
-        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "stop", "-m", "immediate", "-D", str(self.data)],
-                       capture_output=True, timeout=30)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    if not BINARIES:
-        pytest.skip("PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin/initdb)")
-    c = Cluster()
     try:
-        admin = create_engine(c.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE outage"))
-        admin.dispose()
+        c = Cluster("outage")
+    except ClusterUnavailableError as exc:
+        pytest.skip(str(exc))
+    try:
+        c.create_database()
         yield c
     finally:
         c.stop()
