@@ -257,6 +257,8 @@ BODIES: list[Any] = [
     {"subject": 1, **VIEW, "resource": {"attributes": {"owner": True}}},
     {"subject": 1, **VIEW, "resource": {"attributes": {"group": 5}}},
     {"subject": 1, **VIEW, "resource": {"attributes": {"new_role": LONG}}},
+    {"subject": 1, "workspace": "\U0001f600" * 254, "action": "a"},  # 254 characters, 1,016 bytes
+    {"subject": 1, "workspace": "\U0001f600" * 255, "action": "a"},
     {"subject": 1, **VIEW, "resource": {"attributes": {"colour": "red"}}},
     {"subject": 1, **VIEW, "resource": {"extra": 1}},
     {"subject": 1, **VIEW, "resource": []},
@@ -288,10 +290,42 @@ def test_fast_path_answers_exactly_like_the_schema(
     client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = _answers(client, world.token, BODIES)
-    monkeypatch.setattr(decision, "fast_item", lambda raw, keys=None: None)
+    monkeypatch.setattr(decision, "fast_body", lambda decoder: None)
     slow = _answers(client, world.token, BODIES)
     assert fast == slow
     assert any(status == 422 for status, _ in fast) and any(status == 200 for status, _ in fast)
+
+
+# Bodies the JSON encoder above cannot produce: duplicate keys (the last wins in both parsers), NaN
+# (the stdlib parser reads it, msgspec refuses), a lone surrogate, deep nesting, not JSON at all.
+RAW_BODIES: list[tuple[bytes, str]] = [
+    (b'{"subject": 999, "subject": 1, "workspace": "simulations-demo", "action": "view_dashboard"}', "application/json"),
+    (b'{"subject": NaN, "workspace": "simulations-demo", "action": "view_dashboard"}', "application/json"),
+    (b'{"subject": "\\ud800", "workspace": "simulations-demo", "action": "view_dashboard"}', "application/json"),
+    (b'{"subject": 1, "workspace": "w", "action": "a", "resource": ' + b"[" * 5000 + b"]" * 5000 + b"}", "application/json"),
+    (b'{"subject": 1, "workspace": "simulations-demo", "action": "view_dashboard"', "application/json"),
+    (b'{"subject": 1, "workspace": "simulations-demo", "action": "view_dashboard"}', "text/plain"),
+]
+
+
+def _raw_answers(client: FlaskClient, token: str) -> list[tuple[int, Any]]:
+    out = []
+    for body, ctype in RAW_BODIES:
+        for path, data in (("/v1/check", body), ("/v1/check/batch", b'{"checks": [' + body + b"]}")):
+            r = client.post(path, data=data, content_type=ctype, headers={"Authorization": f"Bearer {token}"})
+            out.append((r.status_code, r.get_json(silent=True)))
+    return out
+
+
+def test_fast_path_reads_raw_bodies_like_the_json_parser(
+    client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = _raw_answers(client, world.token)
+    monkeypatch.setattr(decision, "fast_body", lambda decoder: None)
+    slow = _raw_answers(client, world.token)
+    assert fast == slow
+    assert {status for status, _ in fast} >= {200, 400, 415}
+    assert fast[0] == (200, slow[0][1]) and fast[0][1]["allowed"] is True  # the last "subject" (1) decided
 
 
 # -- without the database --------------------------------------------------------------------------

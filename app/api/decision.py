@@ -13,11 +13,12 @@ import base64
 import binascii
 import time
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
-from pydantic import BaseModel
+from msgspec import Meta, Struct
 from sqlalchemy import select
 
 from app import observability
@@ -49,18 +50,13 @@ from app.models import User
 # Reference resolution and fact preparation live in app.services.decisions (shared with AuthZEN);
 # these names stay importable from here for existing callers.
 from app.services.decisions import DEFAULT_USER_CACHE_SECONDS as DEFAULT_USER_CACHE_SECONDS
-from app.services.decisions import NO_ATTRIBUTES as _NO_ATTRIBUTES
-from app.services.decisions import NOBODY, candidates, decide, resolve_users
-from app.services.decisions import Check as FastItem
-from app.services.decisions import CheckAttributes as FastAttributes
-from app.services.decisions import CheckResource as FastResource
+from app.services.decisions import NOBODY, Check, candidates, decide, resolve_users
 from app.services.decisions import UserCache as UserCache
 from app.services.decisions import domain_of as _domain
 from app.services.decisions import user_ref as _ref
 
 bp = Blueprint("decision", __name__, url_prefix="/v1")
 
-M = TypeVar("M", bound=BaseModel)
 WHO_CAN_SCAN_FACTOR = 20
 WHO_CAN_MIN_SCAN = 2000
 
@@ -108,112 +104,71 @@ def _freshest(*values: int | None) -> int | None:
     return max(present) if present else None
 
 
-# -- request bodies: a fast path equivalent to the schema -------------------------------------------
-# Pydantic builds three models per check; a batch of 1,000 spends most of its time there. The
-# common shapes are checked here by hand, rule for rule what the strict schema accepts (exact
-# types, bool is not an int, names at most 254 characters, no unknown or null-where-not-allowed
-# fields). Anything this does not accept goes through pydantic unchanged, so every refusal, and
-# every 422 message, still comes from the schema; tests/test_decision_cache.py compares both.
-_ITEM_KEYS = frozenset(("subject", "workspace", "action", "resource"))
-_CHECK_KEYS = _ITEM_KEYS | {"min_revision"}
-_RESOURCE_KEYS = frozenset(("type", "id", "attributes"))
-_PEOPLE = ("assignee", "owner", "member")
-_NAMES = ("group", "team", "new_role", "role")
-_ATTR_KEYS = frozenset(_PEOPLE + _NAMES)
-_MAX_NAME = 254
+# -- request bodies: msgspec first, the schema for everything it refuses -----------------------------
+# Measured on one /v1/check body (same run): the former hand-written checks 3.53 µs, pydantic's
+# CheckRequest.model_validate_json 2.21 µs, msgspec decoding into the Check structs 0.32 µs. The
+# structs carry the schema's limits, so what msgspec accepts the schema accepts; anything it
+# refuses (or cannot read) goes through the JSON parser and pydantic unchanged, so every 400, 415
+# and 422 — and its message — still comes from there (tests/test_decision_cache.py compares both).
+class CheckBody(Check, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/check``."""
+
+    min_revision: Annotated[int, Meta(ge=0)] | None = None
 
 
-Item = CheckItem | FastItem
+class BatchBody(Struct, frozen=True, forbid_unknown_fields=True):
+    """``POST /v1/check/batch``."""
+
+    checks: list[Check]
+    min_revision: Annotated[int, Meta(ge=0)] | None = None
 
 
-def _is_ref(v: object) -> bool:
-    t = type(v)
-    return t is int or t is str  # type(True) is bool: StrictInt refuses booleans
+_CHECK_BODY = msgspec.json.Decoder(CheckBody)
+_BATCH_BODY = msgspec.json.Decoder(BatchBody)
+B = TypeVar("B", CheckBody, BatchBody)
+Item = CheckItem | Check
 
 
-def _is_name(v: object) -> bool:
-    return type(v) is str and len(v) <= _MAX_NAME  # type: ignore[arg-type]
-
-
-def _fast_resource(raw: object) -> FastResource | None:
-    if type(raw) is not dict or not _RESOURCE_KEYS.issuperset(raw):
+def fast_body(decoder: msgspec.json.Decoder[B]) -> B | None:
+    """The JSON body decoded by msgspec, or None when the schema must answer it."""
+    if not request.is_json:
         return None
-    rtype = raw.get("type", "")
-    rid = raw.get("id", "")
-    if not _is_name(rtype) or not _is_ref(rid):
+    try:
+        return decoder.decode(request.get_data(cache=True))
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
-    attrs = _NO_ATTRIBUTES
-    if "attributes" in raw:
-        a = raw["attributes"]
-        if type(a) is not dict or not _ATTR_KEYS.issuperset(a):
-            return None
-        for k in _PEOPLE:
-            v = a.get(k)
-            if v is not None and not _is_ref(v):
-                return None
-        for k in _NAMES:
-            v = a.get(k)
-            if v is not None and not _is_name(v):
-                return None
-        if a:
-            attrs = FastAttributes(**a)
-    return FastResource(rtype, rid, attrs)
 
 
-def fast_item(raw: object, keys: frozenset[str] = _ITEM_KEYS) -> FastItem | None:
-    """The check as the schema would accept it, or None when the schema must decide."""
-    if type(raw) is not dict or not keys.issuperset(raw):
-        return None
-    subject = raw.get("subject")
-    workspace = raw.get("workspace")
-    action = raw.get("action")
-    if subject is None or not _is_ref(subject) or not _is_name(workspace) or not _is_name(action):
-        return None
-    res = raw.get("resource")
-    resource = None
-    if res is not None:
-        resource = _fast_resource(res)
-        if resource is None:
-            return None
-    return FastItem(subject, workspace, action, resource)  # type: ignore[arg-type]
-
-
-def _fast_revision(raw: dict[str, Any]) -> tuple[bool, int | None]:
-    value = raw.get("min_revision")
-    if value is None:
-        return True, None
-    return (type(value) is int and value >= 0), value
-
-
-def parse_check(data: object) -> tuple[Item, int | None]:
-    """A /v1/check body: (the check, min_revision); 422 problems from the schema."""
-    if isinstance(data, dict):
-        item = fast_item(data, _CHECK_KEYS)
-        ok, rev = _fast_revision(data)
-        if item is not None and ok:
-            return item, rev
-    else:
+def _json_object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
-    body = validate(CheckRequest, data)
+    return data
+
+
+def parse_check() -> tuple[Item, int | None]:
+    """The /v1/check body: (the check, min_revision); 400/415/422 problems from the schema."""
+    fast = fast_body(_CHECK_BODY)
+    if fast is not None:
+        return fast, fast.min_revision
+    body = validate(CheckRequest, _json_object(json_document()))
     return body, body.min_revision
 
 
-def parse_batch(data: dict[str, Any]) -> tuple[list[Item], int | None]:
-    """A /v1/check/batch body: (the checks, min_revision); 422 problems from the schema."""
-    checks = data.get("checks")
-    if type(checks) is list and len(data) <= 2 and ("min_revision" in data or len(data) == 1):
-        ok, rev = _fast_revision(data)
-        if ok:
-            items: list[Item] = []
-            for raw in checks:
-                it = fast_item(raw)
-                if it is None:
-                    break
-                items.append(it)
-            else:
-                return items, rev
-    body = validate(BatchRequest, data)
-    return list(body.checks), body.min_revision
+def parse_batch(limit: int) -> tuple[list[Item], int | None]:
+    """The /v1/check/batch body: (the checks, min_revision); 413 over limit checks, else as parse_check."""
+    fast = fast_body(_BATCH_BODY)
+    if fast is not None:
+        checks: list[Item] = list(fast.checks)
+        min_revision = fast.min_revision
+    else:
+        data = json_document()
+        if isinstance(data, dict) and isinstance(data.get("checks"), list) and len(data["checks"]) > limit:
+            raise PayloadTooLargeError(f"at most {limit} checks per batch; got {len(data['checks'])}", max_checks=limit)
+        body = validate(BatchRequest, _json_object(data))
+        checks, min_revision = list(body.checks), body.min_revision
+    if len(checks) > limit:
+        raise PayloadTooLargeError(f"at most {limit} checks per batch; got {len(checks)}", max_checks=limit)
+    return checks, min_revision
 
 
 def _record(endpoint: str, items: Sequence[Item], decisions: Sequence[Decision], seconds: float) -> None:
@@ -266,7 +221,7 @@ def _explain_flag_fast() -> bool:
 def check() -> Response:
     """Decide one request; ``?explain=true`` adds the matched rule and the role path."""
     explain = _explain_flag_fast()
-    item, min_revision = parse_check(json_document())
+    item, min_revision = parse_check()
     eng = engine_at(_freshest(min_revision, _query_min_revision()))
     started = time.perf_counter()
     decision = decide([item], eng, explain)[0]
@@ -287,13 +242,7 @@ def check() -> Response:
 def check_batch() -> Response:
     """Decide many requests in order; over BATCH_MAX_CHECKS is a 413 problem."""
     explain = _explain_flag_fast()
-    data = json_document()
-    limit = int(current_app.config["BATCH_MAX_CHECKS"])
-    if isinstance(data, dict) and isinstance(data.get("checks"), list) and len(data["checks"]) > limit:
-        raise PayloadTooLargeError(f"at most {limit} checks per batch; got {len(data['checks'])}", max_checks=limit)
-    if not isinstance(data, dict):
-        raise ValidationError("the body must be a JSON object", errors=[{"loc": [], "message": "expected an object"}])
-    items, min_revision = parse_batch(data)
+    items, min_revision = parse_batch(int(current_app.config["BATCH_MAX_CHECKS"]))
     eng = engine_at(_freshest(min_revision, _query_min_revision()))
     started = time.perf_counter()
     decisions = decide(items, eng, explain)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
+from msgspec import Meta, Struct
 from sqlalchemy import event, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
@@ -77,38 +78,41 @@ class CheckLike(Protocol):
     def resource(self) -> ResourceLike | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class CheckAttributes:
+# The wire types of the decision API, decoded by msgspec (``app.api.decision``) with the limits the
+# pydantic schema states (``app.api.schemas``: exact types, bool is not an int, names at most 254
+# characters, no unknown fields). Other surfaces (AuthZEN) construct them directly.
+Name = Annotated[str, Meta(max_length=254)]
+
+
+class CheckAttributes(Struct, frozen=True, forbid_unknown_fields=True):
     """Resource facts (people as user references, scopes as names)."""
 
     assignee: int | str | None = None
     owner: int | str | None = None
     member: int | str | None = None
-    group: str | None = None
-    team: str | None = None
-    new_role: str | None = None
-    role: str | None = None
+    group: Name | None = None
+    team: Name | None = None
+    new_role: Name | None = None
+    role: Name | None = None
 
 
 NO_ATTRIBUTES = CheckAttributes()
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResource:
+class CheckResource(Struct, frozen=True, forbid_unknown_fields=True):
     """The resource acted upon."""
 
-    type: str = ""
+    type: Name = ""
     id: str | int = ""
-    attributes: CheckAttributes = field(default=NO_ATTRIBUTES)
+    attributes: CheckAttributes = NO_ATTRIBUTES
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(Struct, frozen=True, forbid_unknown_fields=True):
     """One question, as a surface parsed it (before any reference is resolved)."""
 
     subject: int | str
-    workspace: str
-    action: str
+    workspace: Name
+    action: Name
     resource: CheckResource | None = None
 
 
