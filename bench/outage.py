@@ -1,0 +1,488 @@
+"""The outage drill: freeze and kill a private PostgreSQL under load, count every answer.
+
+A private cluster (``bench.pgcluster``) holds a modest data set (``build``: a few hundred
+workspaces of every pack with members, users with emails, one service token, an operator who owns
+the simulations workspaces and signs in with a password). The real app runs under gunicorn
+(``gunicorn.conf.py``, 2 workers, default settings except ``USER_CACHE_SECONDS=2`` so that cached
+user lookups expire during the outage and only what the process keeps in memory can answer).
+Load threads keep asking ``POST /v1/check``, ``POST /v1/check/batch`` and AuthZEN
+``POST /access/v1/evaluation`` about KNOWN people (by user id and by email; the expected answer
+of each question is taken before the drill) while a writer signed in through ``/api/auth/signin``
+promotes one learner after another to reviewer (``PATCH /api/workspaces/<slug>/members/<id>``,
+each target once). A probe polls ``/readyz``.
+
+Phases: ``before`` (normal), ``frozen`` (every PostgreSQL process SIGSTOPped), ``thawed`` (SIGCONT,
+normal), ``killed`` (SIGKILL, down), ``restarted`` (``pg_ctl start``, normal). After the drill every
+acknowledged write (2xx) must be in the database and decided by the service at the head revision
+(``/v1/check/batch?min_revision=<head>``); writes while the database is frozen or dead must be 503
+with ``Retry-After`` only.
+
+Run alone: ``python -m bench.outage [out.json]`` (``BENCH_PORT_BASE`` chooses the ports,
+``BENCH_DB_PREFIX`` the database name, ``BENCH_OUTAGE_SECONDS=normal,freeze,kill`` the phases).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from bench.pgcluster import Cluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PHASES = ("before", "frozen", "thawed", "killed", "restarted")
+OUTAGE = ("frozen", "killed")
+PASSWORD = "outage-drill-password"
+OPERATOR = "operator@outage.example"
+WRITE_PACK, LOW, HIGH, HIGH_ACTION = "simulations", "learner", "reviewer", "review_scores"  # reviewers only
+
+
+@dataclass
+class World:
+    """What the drill asks about: service token, known-people questions with their answers, targets."""
+
+    token: str
+    checks: list[dict[str, Any]] = field(default_factory=list)  # /v1/check bodies
+    expected: list[tuple[bool, str]] = field(default_factory=list)  # (allowed, reason) per check
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # AuthZEN bodies
+    decisions: list[bool] = field(default_factory=list)  # per evaluation
+    targets: list[tuple[str, int]] = field(default_factory=list)  # (slug, user id) learners to promote
+    users: int = 0
+    workspaces: int = 0
+    memberships: int = 0
+
+
+def build(url: str, workspaces: int = 300, members: int = 6, seed: int = 5) -> World:
+    """Migrate, then one revision with ``workspaces`` workspaces (half simulations, owned by the
+    operator, the rest round-robin over the other packs) of ``members`` members each."""
+    from app import create_app
+    from app.authz import RuleChange
+    from app.extensions import db
+    from app.models import Membership, User, Workspace
+    from app.services import policy_store, tokens, users
+    from app.services.policy_files import file_packs
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory"})
+    rnd = random.Random(seed)
+    with app.app_context():
+        from app.cli import upgrade_database
+
+        upgrade_database()
+        packs = file_packs()
+        others = sorted(k for k in packs.packs if k != WRITE_PACK)
+        session = db.session()
+        operator = User(email=OPERATOR, display_name="Operator", password_hash=users.hash_password(PASSWORD))
+        people = [
+            User(email=f"p{i}@outage.example", display_name=f"P{i}", password_hash="!")
+            for i in range(workspaces * members)
+        ]
+        session.add_all([operator, *people])
+        session.flush()
+        handle = policy_store.begin_write(session, "bench", None, "outage drill data set")
+        changes: list[RuleChange] = []
+        world = World("", users=len(people) + 1, workspaces=workspaces)
+        plan: list[tuple[Workspace, list[tuple[User, str]]]] = []
+        for w in range(workspaces):
+            name = WRITE_PACK if w % 2 == 0 else others[(w // 2) % len(others)]
+            pack = packs.packs[name]
+            ws = Workspace(slug=f"o{w}", name=f"Outage {w}", pack=name)
+            session.add(ws)
+            crew = people[w * members : (w + 1) * members]
+            roles = [r.id for r in pack.workspace_roles]
+            if ws.pack == WRITE_PACK:
+                assigned = [(operator, pack.owner_role)] + [(u, LOW) for u in crew]
+            else:
+                assigned = [(crew[0], pack.owner_role or roles[-1])] + [(u, rnd.choice(roles)) for u in crew[1:]]
+            plan.append((ws, assigned))
+        session.flush()
+        for ws, assigned in plan:
+            changes.append(RuleChange("add", ("g4", ws.key, f"pack:{ws.pack}")))
+            for user, role in assigned:
+                session.add(Membership(workspace_id=ws.id, user_id=user.id, role=role, status="accepted"))
+                changes.append(RuleChange("add", ("g", user.key, f"role:{ws.pack}:{role}", ws.key)))
+        policy_store.add_changes(session, handle, changes)
+        world.memberships = sum(len(a) for _, a in plan)
+        _, world.token = tokens.create_token(session, "outage-drill")
+        session.commit()
+        # Questions about people nobody changes (owners and members of the other packs, the operator);
+        # targets: every simulations learner, promoted once each in a shuffled order.
+        for ws, assigned in plan:
+            pack = packs.packs[ws.pack]
+            actions = [a.id for a in pack.actions]
+            for user, _role in assigned:
+                if ws.pack == WRITE_PACK and user is not operator:
+                    world.targets.append((ws.slug, user.id))
+                    continue
+                for ref in (user.id, user.email):
+                    world.checks.append({"subject": ref, "workspace": ws.slug, "action": rnd.choice(actions)})
+                world.evaluations.append(
+                    {
+                        "subject": {"type": "user", "id": rnd.choice([str(user.id), user.email])},
+                        "action": {"name": rnd.choice(actions)},
+                        "resource": {"type": "workspace", "id": ws.slug},
+                        "context": {"workspace": ws.slug},
+                    }
+                )
+        rnd.shuffle(world.targets)
+        rnd.shuffle(world.checks)
+        rnd.shuffle(world.evaluations)
+        db.session.remove()
+        db.engine.dispose()
+    return world
+
+
+@dataclass
+class Answer:
+    """One request of the drill."""
+
+    phase: str
+    kind: str  # check | batch | authzen | write | readyz
+    status: int  # 0: no answer within the client's timeout (or a refused connection)
+    seconds: float
+    right: bool = True
+    retry_after: str | None = None
+    target: tuple[str, int] | None = None
+
+
+class Drill:
+    """The load, the writer and the readiness probe, recording into one list."""
+
+    def __init__(self, base: str, world: World) -> None:
+        self.base = base
+        self.world = world
+        self.phase = "before"
+        self.answers: list[Answer] = []
+        self.stop = threading.Event()
+        self.auth = {"Authorization": f"Bearer {world.token}"}
+        self._lock = threading.Lock()
+
+    def _record(self, a: Answer) -> None:
+        with self._lock:
+            self.answers.append(a)
+
+    def _ask(self, http: requests.Session, kind: str, method: str, path: str, body: Any = None,
+             headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, Any, Answer]:
+        at = self.phase
+        t = time.perf_counter()
+        try:
+            r = http.request(method, self.base + path, json=body, headers=headers or self.auth, timeout=timeout)
+            status, retry = r.status_code, r.headers.get("Retry-After")
+            try:
+                payload = r.json() if r.content else {}
+            except ValueError:
+                payload = {}
+        except requests.RequestException:
+            status, payload, retry = 0, {}, None
+        a = Answer(at, kind, status, time.perf_counter() - t, retry_after=retry)
+        return status, payload, a
+
+    def baseline(self) -> None:
+        """The answer to every question before anything happens."""
+        http = requests.Session()
+        w = self.world
+        for i in range(0, len(w.checks), 200):
+            chunk = w.checks[i : i + 200]
+            status, out, _ = self._ask(http, "batch", "POST", "/v1/check/batch", {"checks": chunk})
+            if status != 200:
+                raise RuntimeError(f"baseline batch: {status} {out}")
+            w.expected += [(r["allowed"], r["reason"]) for r in out["results"]]
+        for ev in w.evaluations:
+            status, out, _ = self._ask(http, "authzen", "POST", "/access/v1/evaluation", ev)
+            if status != 200:
+                raise RuntimeError(f"baseline evaluation: {status} {out}")
+            w.decisions.append(bool(out["decision"]))
+
+    def load(self, seed: int) -> None:
+        """Single checks, batches of 20 and AuthZEN evaluations, round and round."""
+        http = requests.Session()
+        w = self.world
+        rnd = random.Random(seed)
+        n = len(w.checks)
+        while not self.stop.is_set():
+            i = rnd.randrange(n)
+            status, out, a = self._ask(http, "check", "POST", "/v1/check", w.checks[i])
+            if status == 200:
+                a.right = (out.get("allowed"), out.get("reason")) == w.expected[i]
+            self._record(a)
+            idx = [rnd.randrange(n) for _ in range(20)]
+            status, out, a = self._ask(http, "batch", "POST", "/v1/check/batch", {"checks": [w.checks[j] for j in idx]})
+            if status == 200:
+                got = [(r.get("allowed"), r.get("reason")) for r in out.get("results", [])]
+                a.right = got == [w.expected[j] for j in idx]
+            self._record(a)
+            k = rnd.randrange(len(w.evaluations))
+            status, out, a = self._ask(http, "authzen", "POST", "/access/v1/evaluation", w.evaluations[k])
+            if status == 200:
+                a.right = out.get("decision") is w.decisions[k]
+            self._record(a)
+
+    def sign_in(self) -> tuple[requests.Session, str]:
+        """The operator's web session and CSRF token."""
+        http = requests.Session()
+        token = http.get(self.base + "/api/auth/csrf", timeout=10).json()["csrf_token"]
+        r = http.post(self.base + "/api/auth/signin", json={"email": OPERATOR, "password": PASSWORD},
+                      headers={"X-CSRFToken": token}, timeout=10)
+        r.raise_for_status()
+        return http, str(r.json()["csrf_token"])
+
+    def write(self, every: float) -> None:
+        """Promote the next learner every ``every`` seconds (each target once)."""
+        http, csrf = self.sign_in()
+        targets = iter(self.world.targets)
+        while not self.stop.is_set():
+            target = next(targets, None)
+            if target is None:
+                return
+            slug, uid = target
+            _, _, a = self._ask(http, "write", "PATCH", f"/api/workspaces/{slug}/members/{uid}", {"role": HIGH},
+                                headers={"X-CSRFToken": csrf})
+            a.target = target
+            self._record(a)
+            self.stop.wait(max(0.0, every - a.seconds))
+
+    def probe(self, every: float) -> None:
+        """GET /readyz every ``every`` seconds."""
+        http = requests.Session()
+        while not self.stop.is_set():
+            _, _, a = self._ask(http, "readyz", "GET", "/readyz", headers={}, timeout=10)
+            self._record(a)
+            self.stop.wait(max(0.0, every - a.seconds))
+
+
+def _durations() -> tuple[float, float, float]:
+    raw = os.environ.get("BENCH_OUTAGE_SECONDS", "")
+    if raw:
+        a, b, c = (float(x) for x in raw.split(","))
+        return a, b, c
+    return 6.0, 10.0, 10.0
+
+
+def _ms(xs: list[float]) -> dict[str, float]:
+    s = sorted(xs)
+    if not s:
+        return {}
+    return {"p50_ms": s[len(s) // 2] * 1000, "p99_ms": s[min(len(s) - 1, int(len(s) * 0.99))] * 1000,
+            "max_ms": s[-1] * 1000}
+
+
+def run(
+    log_dir: str,
+    normal_s: float | None = None,
+    freeze_s: float | None = None,
+    kill_s: float | None = None,
+    workspaces: int = 300,
+    load_threads: int = 3,
+    write_every_s: float = 0.2,
+) -> dict[str, Any]:
+    """The whole drill (private cluster, server, load, freeze, kill, verification); the figures."""
+    from bench import http as hb
+
+    d_normal, d_freeze, d_kill = _durations()
+    normal_s = d_normal if normal_s is None else normal_s
+    freeze_s = d_freeze if freeze_s is None else freeze_s
+    kill_s = d_kill if kill_s is None else kill_s
+    started = time.monotonic()
+    os.makedirs(log_dir, exist_ok=True)
+    cluster = Cluster(os.environ.get("BENCH_DB_PREFIX", "bench_") + "outage")
+    out: dict[str, Any] = {"phases_s": {"normal": normal_s, "freeze": freeze_s, "kill": kill_s}}
+    try:
+        url = cluster.create_database()
+        t = time.monotonic()
+        world = build(url, workspaces=workspaces)
+        out["data"] = {"workspaces": world.workspaces, "users": world.users, "memberships": world.memberships,
+                       "questions": len(world.checks), "evaluations": len(world.evaluations),
+                       "targets": len(world.targets), "build_s": time.monotonic() - t}
+        env = {"FLASK_USER_CACHE_SECONDS": "2.0"}
+        out["settings"] = {"workers": 2, **env}
+        with hb.gunicorn(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-outage.log"),
+                         extra_env=env) as port:
+            drill = Drill(f"http://127.0.0.1:{port}", world)
+            drill.baseline()
+            threads = [threading.Thread(target=drill.load, args=(i,), daemon=True) for i in range(load_threads)]
+            threads += [threading.Thread(target=drill.write, args=(write_every_s,), daemon=True),
+                        threading.Thread(target=drill.probe, args=(0.25,), daemon=True)]
+            for th in threads:
+                th.start()
+            marks: dict[str, float] = {}
+
+            def enter(phase: str) -> None:
+                drill.phase = phase
+                marks[phase] = time.monotonic()
+
+            enter("before")
+            time.sleep(normal_s)
+            enter("frozen")
+            cluster.signal(signal.SIGSTOP)
+            time.sleep(freeze_s)
+            cluster.signal(signal.SIGCONT)
+            enter("thawed")
+            time.sleep(normal_s)
+            enter("killed")
+            cluster.signal(signal.SIGKILL)
+            time.sleep(kill_s)
+            enter("restarted")
+            cluster.start()
+            restarted = time.monotonic()
+            recovered = None
+            while time.monotonic() - restarted < 30:
+                if any(a.phase == "restarted" and a.kind == "write" and 200 <= a.status < 300 for a in drill.answers):
+                    recovered = time.monotonic() - restarted
+                    break
+                time.sleep(0.05)
+            time.sleep(normal_s)
+            drill.stop.set()
+            for th in threads:
+                th.join(15)
+            marks["end"] = time.monotonic()
+            out["recovered_s"] = recovered
+            out["phase_s"] = {p: marks[n] - marks[p] for p, n in zip(PHASES, [*PHASES[1:], "end"], strict=True)}
+            out.update(_summarise(drill.answers))
+            out.update(_verify(cluster.url, drill, world))
+    finally:
+        cluster.stop()
+    out["total_s"] = time.monotonic() - started
+    return out
+
+
+def _summarise(answers: list[Answer]) -> dict[str, Any]:
+    by: Counter[tuple[str, str, int]] = Counter((a.phase, a.kind, a.status) for a in answers)
+    table: dict[str, dict[str, dict[str, int]]] = {}
+    for (p, k, s), n in sorted(by.items()):
+        table.setdefault(p, {}).setdefault(k, {})[str(s)] = n
+    decisions: dict[str, Any] = {}
+    writes: dict[str, Any] = {}
+    readyz: dict[str, Any] = {}
+    for p in PHASES:
+        ds = [a for a in answers if a.phase == p and a.kind in ("check", "batch", "authzen")]
+        good = [a for a in ds if a.status == 200 and a.right]
+        decisions[p] = {
+            "requests": len(ds),
+            "answered_right": len(good),
+            "wrong": len([a for a in ds if a.status == 200 and not a.right]),
+            "answered_pct": 100.0 * len(good) / len(ds) if ds else None,
+            **_ms([a.seconds for a in ds]),
+        }
+        ws = [a for a in answers if a.phase == p and a.kind == "write"]
+        writes[p] = {
+            "statuses": dict(Counter(str(a.status) for a in ws)),
+            "retry_after_on_503": sum(1 for a in ws if a.status == 503 and a.retry_after),
+            **_ms([a.seconds for a in ws]),
+        }
+        rs = [a for a in answers if a.phase == p and a.kind == "readyz"]
+        readyz[p] = {"statuses": dict(Counter(str(a.status) for a in rs)), **_ms([a.seconds for a in rs])}
+    return {"answers": table, "decisions": decisions, "writes": writes, "readyz": readyz}
+
+
+def _verify(url: str, drill: Drill, world: World) -> dict[str, Any]:
+    """Every acknowledged write in the database and decided by the service at the head revision."""
+    from sqlalchemy import create_engine, text
+
+    writes = [a for a in drill.answers if a.kind == "write" and a.target is not None]
+    acked: set[tuple[str, int]] = {a.target for a in writes if a.target and 200 <= a.status < 300}
+    refused = {a.target for a in writes if a.target and (a.status >= 300 or a.status == 0)} - acked
+    eng = create_engine(url)
+    with eng.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT w.slug, m.user_id FROM memberships m JOIN workspaces w ON w.id = m.workspace_id "
+            "WHERE m.role = :role AND w.pack = :pack"), {"role": HIGH, "pack": WRITE_PACK})
+        promoted = {(r[0], int(r[1])) for r in rows}
+        rules = conn.execute(text("SELECT v0, v2 FROM casbin_rule WHERE ptype = 'g' AND v1 = :r AND v0 LIKE 'user:%'"),
+                             {"r": f"role:{WRITE_PACK}:{HIGH}"})
+        granted = {(r[1][3:], int(r[0][5:])) for r in rules}
+        head = int(conn.execute(text("SELECT revision FROM policy_head")).scalar() or 0)
+    eng.dispose()
+    lost_db = sorted(t for t in acked if t not in promoted or t not in granted)
+    http = requests.Session()
+    targets = sorted(acked)
+    undecided: list[tuple[str, int]] = []
+    status_ok = True
+    for i in range(0, len(targets), 500):
+        chunk = targets[i : i + 500]
+        checks = [{"subject": uid, "workspace": slug, "action": HIGH_ACTION} for slug, uid in chunk]
+        body: dict[str, Any] = {"checks": checks}
+        r = http.post(f"{drill.base}/v1/check/batch?min_revision={head}", json=body, headers=drill.auth, timeout=30)
+        if r.status_code != 200:
+            status_ok = False
+            undecided += chunk
+            continue
+        undecided += [t for t, res in zip(chunk, r.json()["results"], strict=True) if res["allowed"] is not True]
+    return {
+        "head": head,
+        "acknowledged": len(acked),
+        "acknowledged_lost": len(lost_db),
+        "acknowledged_not_decided": len(undecided),
+        "verify_status_ok": status_ok,
+        "refused": len(refused),
+        "refused_but_applied": len([t for t in refused if t in promoted]),
+        "lost_examples": [list(t) for t in lost_db[:5]],
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}%"
+
+
+def _statuses(d: dict[str, int]) -> str:
+    return ", ".join(f"{s}: {n}" for s, n in sorted(d.items())) or "—"
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """Markdown lines for the report."""
+    out = ["## Outage drill: a private PostgreSQL frozen and killed under load", ""]
+    if "error" in result:
+        return [*out, f"Not measured: {result['error']}", ""]
+    d, ph = result.get("data", {}), result.get("phases_s", {})
+    out.append(
+        f"{d.get('workspaces', 0):,} workspaces, {d.get('users', 0):,} users, {d.get('memberships', 0):,} "
+        f"memberships; gunicorn -w 2 (gunicorn.conf.py; USER_CACHE_SECONDS=2); load: /v1/check, batches of 20, "
+        f"AuthZEN evaluations about known people (by id and email) and a writer promoting one member at a time "
+        f"through the members API. Phases: normal {ph.get('normal', 0):.0f} s, frozen (SIGSTOP) "
+        f"{ph.get('freeze', 0):.0f} s, normal, killed (SIGKILL) {ph.get('kill', 0):.0f} s, restarted. "
+        f"Whole drill {result.get('total_s', 0):.0f} s."
+    )
+    out += ["", "| phase | decisions answered right (target 100%) | wrong | decision p99 / max | writes by status "
+            "| 503 with Retry-After | /readyz statuses | /readyz p50 / max |", "|---|---|---|---|---|---|---|---|"]
+    for p in PHASES:
+        dec = result["decisions"].get(p, {})
+        wr = result["writes"].get(p, {})
+        rz = result["readyz"].get(p, {})
+        n503 = wr.get("statuses", {}).get("503", 0)
+        out.append(
+            f"| {p} | {_pct(dec.get('answered_pct'))} of {dec.get('requests', 0):,} | {dec.get('wrong', 0)} "
+            f"| {dec.get('p99_ms', 0):.1f} / {dec.get('max_ms', 0):.0f} ms | {_statuses(wr.get('statuses', {}))} "
+            f"| {wr.get('retry_after_on_503', 0)} of {n503} | {_statuses(rz.get('statuses', {}))} "
+            f"| {rz.get('p50_ms', 0):.1f} / {rz.get('max_ms', 0):.0f} ms |"
+        )
+    rec = result.get("recovered_s")
+    out += [
+        "",
+        f"Acknowledged writes: {result.get('acknowledged', 0)}; lost (not in the database): "
+        f"**{result.get('acknowledged_lost', '—')}** (target 0); not decided by the service at the head revision "
+        f"{result.get('head')}: **{result.get('acknowledged_not_decided', '—')}** (target 0). Refused writes: "
+        f"{result.get('refused', 0)}, of which applied anyway: {result.get('refused_but_applied', 0)}. First write "
+        f"acknowledged {'—' if rec is None else f'{rec:.2f} s'} after the restart.",
+        "",
+    ]
+    return out
+
+
+def main() -> None:
+    """Run the drill alone; print the report lines, write the JSON (argv[1], default bench/results/outage.json)."""
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "bench", "results", "outage.json")
+    result = run(os.path.dirname(os.path.abspath(path)))
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+    print("\n".join(lines(result)))
+
+
+if __name__ == "__main__":
+    main()
