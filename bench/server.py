@@ -1,0 +1,201 @@
+"""A gunicorn server of the real app whose processes the benchmark can see (master and worker pids),
+and requests that reach *every* sync worker, for ``bench.memory`` and ``bench.packedit``.
+
+A sync worker serves one connection at a time and blocks reading a request from the connection it
+accepted. So ``n`` connections, each held by a different worker (the accepted socket found in
+``/proc/<worker>/fd``), ask every worker once when one request is sent on each (:func:`each_worker`).
+That is how readiness, warm-up and "every worker is at revision r" are checked without a worker id
+in the response. gunicorn runs ``gthread`` instead of ``sync`` when ``threads > 1`` (which
+``gunicorn.conf.py`` defaults to), so the server here sets ``GUNICORN_THREADS=1``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench.http import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of pid (gunicorn's workers of its master)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    out = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                out.add(int(link[8:-1]))
+    except OSError:
+        pass
+    return out
+
+
+def _server_inodes(port: int) -> dict[int, int]:
+    """Server-side sockets of loopback connections to port: {client port: inode}."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                next(fh)
+                for line in fh:
+                    f = line.split()
+                    local_port = int(f[1].rsplit(":", 1)[1], 16)
+                    if local_port == port and f[3] == "01":  # ESTABLISHED
+                        out[int(f[2].rsplit(":", 1)[1], 16)] = int(f[9])
+        except OSError:
+            continue
+    return out
+
+
+def each_worker(
+    port: int, pids: list[int], method: str, path: str, body: bytes | None = None,
+    headers: dict[str, str] | None = None, timeout: float = 600.0,
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """One request answered by each worker in pids: (pid, status, json) each.
+
+    Opens one connection per worker and waits (up to timeout) until each is held by a different
+    worker (read from /proc), so a worker still loading is waited for, not skipped."""
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=timeout) for _ in pids]
+    try:
+        for c in conns:
+            c.connect()
+        owner: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            inodes = _server_inodes(port)
+            held = {pid: _socket_inodes(pid) for pid in pids}
+            owner = {}
+            for i, c in enumerate(conns):
+                ino = inodes.get(c.sock.getsockname()[1])
+                for pid, socks in held.items():
+                    if ino is not None and ino in socks:
+                        owner[i] = pid
+            if len(owner) == len(conns) and len(set(owner.values())) == len(conns):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"connections not held by distinct workers: {owner}")
+            time.sleep(0.05)
+        for c in conns:
+            c.request(method, path, body=body, headers=headers or {})
+        out = []
+        for i, c in enumerate(conns):
+            r = c.getresponse()
+            raw = r.read()
+            try:
+                data = json.loads(raw or b"{}")
+            except ValueError:
+                data = {"raw": raw[:200].decode(errors="replace")}
+            out.append((owner[i], r.status, data if isinstance(data, dict) else {"value": data}))
+        return out
+    finally:
+        for c in conns:
+            c.close()
+
+
+def wait_ready(port: int, workers: int, proc: subprocess.Popen[bytes], timeout: float = 600.0) -> float:
+    """Until /readyz answers 200 on every worker; returns the seconds it took."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early ({proc.returncode})")
+        try:
+            pids = children(proc.pid)
+            if len(pids) == workers and all(
+                s == 200 for _, s, _ in each_worker(port, pids, "GET", "/readyz", timeout=timeout)
+            ):
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError("not every worker became ready")
+
+
+def source_tree(commit: str, dest: str) -> str:
+    """The project's files at ``commit`` (``git archive``) under dest, for a figure before a change."""
+    os.makedirs(dest, exist_ok=True)
+    with tempfile.TemporaryFile() as fh:
+        subprocess.run(["git", "-C", ROOT, "archive", commit], stdout=fh, check=True, timeout=120)
+        fh.seek(0)
+        with tarfile.open(fileobj=fh) as tar:
+            tar.extractall(dest, filter="data")
+    return dest
+
+
+@contextmanager
+def serve(
+    url: str,
+    workers: int,
+    log_path: str,
+    extra_env: dict[str, str] | None = None,
+    root: str = ROOT,
+    app: str = "app:create_app()",
+) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
+    """gunicorn (``<root>/gunicorn.conf.py``) serving the app of ``root`` on a free port; yields
+    (master process, port, seconds until every worker was ready)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLASK_SQLALCHEMY_DATABASE_URI": url,
+        "FLASK_SECRET_KEY": "bench-" + "x" * 32,
+        "FLASK_MAIL_BACKEND": "memory",
+        "FLASK_BATCH_MAX_CHECKS": "1000",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_WORKER_CLASS": "sync",
+        "GUNICORN_THREADS": "1",  # threads > 1 turns gunicorn's sync class into gthread
+        "PYTHONPATH": root,
+        **(extra_env or {}),
+    }
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"), app],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_bound(port, proc)
+            ready_s = wait_ready(port, workers, proc)
+            yield proc, port, ready_s
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait_bound(port: int, proc: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
+    """Until the port accepts connections (with preload the master loads the policy first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited early ({proc.returncode})")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError("gunicorn never listened")
