@@ -151,6 +151,7 @@ class Answer:
     right: bool = True
     retry_after: str | None = None
     target: tuple[str, int] | None = None
+    detail: str = ""  # what a failed or wrong answer said
 
 
 class Drill:
@@ -183,6 +184,8 @@ class Drill:
         except requests.RequestException:
             status, payload, retry = 0, {}, None
         a = Answer(at, kind, status, time.perf_counter() - t, retry_after=retry)
+        if status != 200:
+            a.detail = f"{path} {json.dumps(body)[:160]} -> {json.dumps(payload)[:240]}"
         return status, payload, a
 
     def baseline(self) -> None:
@@ -212,17 +215,25 @@ class Drill:
             status, out, a = self._ask(http, "check", "POST", "/v1/check", w.checks[i])
             if status == 200:
                 a.right = (out.get("allowed"), out.get("reason")) == w.expected[i]
+                if not a.right:
+                    a.detail = f"{w.checks[i]}: {out} expected {w.expected[i]}"
             self._record(a)
             idx = [rnd.randrange(n) for _ in range(20)]
             status, out, a = self._ask(http, "batch", "POST", "/v1/check/batch", {"checks": [w.checks[j] for j in idx]})
             if status == 200:
                 got = [(r.get("allowed"), r.get("reason")) for r in out.get("results", [])]
-                a.right = got == [w.expected[j] for j in idx]
+                want = [w.expected[j] for j in idx]
+                a.right = got == want
+                if not a.right:
+                    a.detail = "; ".join(f"{w.checks[j]}: {g} expected {e}" for j, g, e in zip(idx, got, want,
+                                         strict=False) if g != e)[:400]
             self._record(a)
             k = rnd.randrange(len(w.evaluations))
             status, out, a = self._ask(http, "authzen", "POST", "/access/v1/evaluation", w.evaluations[k])
             if status == 200:
                 a.right = out.get("decision") is w.decisions[k]
+                if not a.right:
+                    a.detail = f"{w.evaluations[k]}: {out} expected {w.decisions[k]}"
             self._record(a)
 
     def sign_in(self) -> tuple[requests.Session, str]:
@@ -379,7 +390,13 @@ def _summarise(answers: list[Answer]) -> dict[str, Any]:
         }
         rs = [a for a in answers if a.phase == p and a.kind == "readyz"]
         readyz[p] = {"statuses": dict(Counter(str(a.status) for a in rs)), **_ms([a.seconds for a in rs])}
-    return {"answers": table, "decisions": decisions, "writes": writes, "readyz": readyz}
+    failures: dict[str, list[str]] = {}
+    for a in answers:
+        if a.kind != "readyz" and (a.detail and (a.status != 200 or not a.right)):
+            shown = failures.setdefault(f"{a.phase} {a.kind} {a.status}{'' if a.right else ' wrong'}", [])
+            if len(shown) < 3:
+                shown.append(a.detail)
+    return {"answers": table, "decisions": decisions, "writes": writes, "readyz": readyz, "failures": failures}
 
 
 def _verify(url: str, drill: Drill, world: World) -> dict[str, Any]:
@@ -462,6 +479,11 @@ def lines(result: dict[str, Any]) -> list[str]:
             f"| {wr.get('retry_after_on_503', 0)} of {n503} | {_statuses(rz.get('statuses', {}))} "
             f"| {rz.get('p50_ms', 0):.1f} / {rz.get('max_ms', 0):.0f} ms |"
         )
+    out += ["", "Answers by endpoint and status (200 includes wrong answers, counted above):", "",
+            "| phase | /v1/check | /v1/check/batch | AuthZEN evaluation |", "|---|---|---|---|"]
+    for p in PHASES:
+        kinds = result["answers"].get(p, {})
+        out.append(f"| {p} | " + " | ".join(_statuses(kinds.get(k, {})) for k in ("check", "batch", "authzen")) + " |")
     rec = result.get("recovered_s")
     out += [
         "",
