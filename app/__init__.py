@@ -39,6 +39,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     security.init_app(app)  # after the blueprints: its rate limits wrap registered views
 
+    from .api import decision_wsgi
+
+    decision_wsgi.install(app)  # outermost: the common decision requests skip Flask's machinery
+
     from .cli import register_cli
 
     register_cli(app)

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_MAX_CHECKS": 1000,
     "MIN_REVISION_WAIT_SECONDS": 2.0,
     "DECISION_LOG_SAMPLE": 0.0,
+    "DECISION_FAST_PATH": True,  # plain /v1/check and batch requests answered in front of Flask (app.api.decision_wsgi)
     "POLICY_WORKSPACE": "service",  # slug of the workspace holding the policy editors' roles (service pack)
     "POLICY_SYNC": "auto",  # auto | poll | listen | off
     "POLICY_POLL_SECONDS": 1.0,

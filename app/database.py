@@ -15,6 +15,7 @@ left as it is (a local file does not stall like a server).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import time
@@ -27,6 +28,13 @@ from psycopg import errors as pg_errors
 
 EXT = "database"
 log = logging.getLogger("app.database")
+# Set while a request is answered outside Flask's request context (app.api.decision_wsgi).
+SERVING = contextvars.ContextVar("learnauthz_serving_request", default=False)
+
+
+def in_request() -> bool:
+    """True while this thread answers a request (request deadlines apply)."""
+    return has_request_context() or SERVING.get()
 
 
 @dataclass
@@ -60,7 +68,7 @@ class Guard:
 
     def limit(self) -> float:
         """The deadline of one wait in the current context."""
-        return self.request_wait if has_request_context() else self.wait
+        return self.request_wait if in_request() else self.wait
 
     @property
     def retry_after(self) -> int:
@@ -95,7 +103,7 @@ class BoundedConnection(psycopg.Connection[Any]):
         g = self.guard
         if g is None or timeout is not None:
             return super().wait(gen, interval, timeout)
-        if has_request_context() and g.is_down():
+        if in_request() and g.is_down():
             raise DatabaseDownError(f"the database is unavailable ({g.last_error})")
         limit = g.limit()
         try:
@@ -112,7 +120,7 @@ class BoundedConnection(psycopg.Connection[Any]):
 
 def connect(g: Guard, conninfo: str = "", **kwargs: Any) -> BoundedConnection:
     """A new bounded connection (refused at once inside a request while the database is held down)."""
-    if has_request_context() and g.is_down():
+    if in_request() and g.is_down():
         raise DatabaseDownError(f"the database is unavailable ({g.last_error})")
     try:
         conn = BoundedConnection.connect(conninfo, **kwargs)

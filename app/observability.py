@@ -85,13 +85,18 @@ def get() -> Observability:
 
 def request_id() -> str:
     """The current request's id: the caller's X-Request-ID if safe, else a generated one."""
+    return request_id_of(request.environ)
+
+
+def request_id_of(environ: dict[str, Any]) -> str:
+    """The id of the request with this WSGI environ (kept there, decided once)."""
     # Kept in the WSGI environ, not in flask.g: g belongs to the app context, which can outlive
     # one request (tests, CLI) and would leak an id into the next request.
-    rid = request.environ.get(_ENV_ID)
+    rid = environ.get(_ENV_ID)
     if rid is None:
-        raw = request.headers.get(REQUEST_ID_HEADER, "")
+        raw = environ.get("HTTP_X_REQUEST_ID", "")
         rid = raw if _REQUEST_ID.fullmatch(raw) else uuid.uuid4().hex
-        request.environ[_ENV_ID] = rid
+        environ[_ENV_ID] = rid
     return str(rid)
 
 

@@ -179,6 +179,15 @@ def _retry_after() -> int:
     return max(1, math.ceil(current.window[0] - time.time()))
 
 
+def response_headers(app: Flask) -> list[tuple[str, str]]:
+    """The security headers every response carries (HSTS when the app is https-only)."""
+    out = list(HEADERS.items())
+    if https_only(app):
+        hsts = f"max-age={int(app.config.get('HSTS_SECONDS', 31536000))}; includeSubDomains"
+        out.append(("Strict-Transport-Security", hsts))
+    return out
+
+
 def init_app(app: Flask) -> None:
     """Trusted proxies, Secure cookies, the limiter, its 429 problem, and the security headers.
 
@@ -210,14 +219,13 @@ def init_app(app: Flask) -> None:
         resp.headers["Retry-After"] = str(retry)
         return resp
 
-    hsts = f"max-age={int(app.config.get('HSTS_SECONDS', 31536000))}; includeSubDomains"
+    headers = response_headers(app)
+    app.extensions["security"]["headers"] = headers
 
     @app.after_request
     def _headers(response: Response) -> Response:
-        for name, value in HEADERS.items():
+        for name, value in headers:
             response.headers.setdefault(name, value)
-        if secure:
-            response.headers.setdefault("Strict-Transport-Security", hsts)
         if response.mimetype == "text/html" or request.path.startswith("/api/"):
             response.headers.setdefault("Cache-Control", "no-store")  # pages and profiles hold personal data
         return response

@@ -123,8 +123,8 @@ class BatchBody(Struct, frozen=True, forbid_unknown_fields=True):
     min_revision: Annotated[int, Meta(ge=0)] | None = None
 
 
-_CHECK_BODY = msgspec.json.Decoder(CheckBody)
-_BATCH_BODY = msgspec.json.Decoder(BatchBody)
+CHECK_BODY = msgspec.json.Decoder(CheckBody)
+BATCH_BODY = msgspec.json.Decoder(BatchBody)
 B = TypeVar("B", CheckBody, BatchBody)
 Item = CheckItem | Check
 
@@ -133,8 +133,13 @@ def fast_body(decoder: msgspec.json.Decoder[B]) -> B | None:
     """The JSON body decoded by msgspec, or None when the schema must answer it."""
     if not request.is_json:
         return None
+    return fast_decode(decoder, request.get_data(cache=True))
+
+
+def fast_decode(decoder: msgspec.json.Decoder[B], body: bytes) -> B | None:
+    """body decoded by msgspec, or None when the schema must answer it."""
     try:
-        return decoder.decode(request.get_data(cache=True))
+        return decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
 
@@ -147,7 +152,7 @@ def _json_object(data: Any) -> dict[str, Any]:
 
 def parse_check() -> tuple[Item, int | None]:
     """The /v1/check body: (the check, min_revision); 400/415/422 problems from the schema."""
-    fast = fast_body(_CHECK_BODY)
+    fast = fast_body(CHECK_BODY)
     if fast is not None:
         return fast, fast.min_revision
     body = validate(CheckRequest, _json_object(json_document()))
@@ -156,7 +161,7 @@ def parse_check() -> tuple[Item, int | None]:
 
 def parse_batch(limit: int) -> tuple[list[Item], int | None]:
     """The /v1/check/batch body: (the checks, min_revision); 413 over limit checks, else as parse_check."""
-    fast = fast_body(_BATCH_BODY)
+    fast = fast_body(BATCH_BODY)
     if fast is not None:
         checks: list[Item] = list(fast.checks)
         min_revision = fast.min_revision
@@ -196,6 +201,11 @@ def _record(endpoint: str, items: Sequence[Item], decisions: Sequence[Decision],
 
 def _as_result(d: Decision, explain: bool) -> dict[str, Any]:
     return d.as_dict(explain)
+
+
+def batch_payload(decisions: Sequence[Decision], revision: int, explain: bool) -> dict[str, Any]:
+    """The /v1/check/batch answer."""
+    return {"results": [d.as_dict(explain) for d in decisions], "revision": revision}
 
 
 def json_response(payload: Any) -> Response:
@@ -247,7 +257,7 @@ def check_batch() -> Response:
     started = time.perf_counter()
     decisions = decide(items, eng, explain)
     _record("batch", items, decisions, time.perf_counter() - started)
-    return json_response({"results": [d.as_dict(explain) for d in decisions], "revision": eng.revision})
+    return json_response(batch_payload(decisions, eng.revision, explain))
 
 
 @bp.get("/permissions")

@@ -67,7 +67,7 @@ class PolicyRuntime:
         app.extensions["authz"] = self
         event.listen(db.session, "after_commit", self._after_commit)
         event.listen(db.session, "after_soft_rollback", self._after_rollback)
-        app.before_request(self._ensure_listener)
+        app.before_request(self.ensure_listener)
         if self._starts_with_server(app):
             # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
             self._listener_started.add(app)
@@ -92,7 +92,7 @@ class PolicyRuntime:
         app = self._key()
         return app not in self._engines and (app in self._listener_started or app in self._listeners)
 
-    def _ensure_listener(self) -> None:
+    def ensure_listener(self) -> None:
         """A server that did not start this process's listener (``flask run``; gunicorn's
         ``post_worker_init`` does) gets it at its first request, in the serving process."""
         app = self._key()

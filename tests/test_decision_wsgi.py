@@ -1,0 +1,125 @@
+"""The WSGI-level fast path of the decision API answers exactly like the Flask views (both backends)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.api import decision_wsgi
+from tests.test_decision_api import World, make_token
+from tests.test_decision_api import world as world  # noqa: F401 - the fixture
+
+VIEW = {"workspace": "simulations-demo", "action": "view_dashboard"}
+JSON = "application/json"
+
+
+def _requests(world: World) -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """(path, content type, body, extra headers): plain ones the fast path takes, and everything else."""
+    owner, learner = world.uid("simulations.owner"), world.uid("simulations.learner")
+    good = {"Authorization": f"Bearer {world.token}"}
+    one = {"subject": owner, **VIEW}
+    batch = {"checks": [one, {"subject": learner, **VIEW}, {"subject": "nobody@example.com", **VIEW}]}
+    out: list[tuple[str, str, bytes, dict[str, str]]] = []
+    for body in (
+        one,
+        {"subject": world.email("simulations.owner"), **VIEW},
+        {"subject": learner, "workspace": "simulations-demo", "action": "manage_billing_and_subscription"},
+        {"subject": 999_999, **VIEW},
+        {"subject": owner, "workspace": "no-such-workspace", "action": "view_dashboard"},
+        {"subject": owner, "workspace": "Bad Slug!", "action": "view_dashboard"},
+        {"subject": owner, **VIEW, "resource": {"type": "scenario", "id": 7, "attributes": {"owner": owner}}},
+        {"subject": owner, **VIEW, "min_revision": 0},
+        {"subject": owner, **VIEW, "min_revision": 10**9},  # past the head: the view's 422
+        {"subject": True, **VIEW},  # the schema's 422
+        {"subject": owner, **VIEW, "extra": 1},
+    ):
+        out.append(("/v1/check", JSON, orjson.dumps(body), good))
+    out += [
+        ("/v1/check/batch", JSON, orjson.dumps(batch), good),
+        ("/v1/check/batch", JSON, orjson.dumps({"checks": [one] * 1001}), good),  # over BATCH_MAX_CHECKS: 413
+        ("/v1/check/batch", JSON, orjson.dumps({"checks": [], "min_revision": 0}), good),
+        ("/v1/check", "application/problem+json", orjson.dumps(one), good),
+        ("/v1/check", "text/plain", orjson.dumps(one), good),  # 415
+        ("/v1/check", JSON, b'{"subject": 1,', good),  # 400
+        ("/v1/check", JSON, orjson.dumps(one), {}),  # 401
+        ("/v1/check", JSON, orjson.dumps(one), {"Authorization": "Bearer lat_nope"}),
+        ("/v1/check", JSON, orjson.dumps(one), {"Authorization": "Basic abc"}),
+        ("/v1/check", JSON, orjson.dumps(one), {**good, "X-Request-ID": "trace-42"}),
+        ("/v1/check", JSON, orjson.dumps(one), {**good, "X-Request-ID": "bad id with spaces"}),
+        ("/v1/check?explain=true", JSON, orjson.dumps(one), good),
+    ]
+    return out
+
+
+def _answers(client: FlaskClient, world: World) -> list[tuple[int, Any, dict[str, str]]]:
+    out = []
+    for path, ctype, body, headers in _requests(world):
+        r = client.post(path, data=body, content_type=ctype, headers=headers)
+        got = dict(r.headers)
+        rid = got.pop("X-Request-ID")
+        if headers.get("X-Request-ID") != "trace-42":
+            assert re.fullmatch(r"[0-9a-f]{32}", rid), rid  # generated
+        else:
+            got["X-Request-ID"] = rid
+        out.append((r.status_code, r.get_json(silent=True), got))
+    return out
+
+
+def test_fast_path_answers_exactly_like_the_views(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(app.wsgi_app, decision_wsgi.DecisionFastPath)
+    taken: list[str] = []
+    answer = decision_wsgi.DecisionFastPath._answer
+
+    def spy(self: Any, endpoint: str, environ: dict[str, Any], body: bytes) -> bytes | None:
+        got = answer(self, endpoint, environ, body)
+        if got is not None:
+            taken.append(environ["PATH_INFO"])
+        return got
+
+    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "_answer", spy)
+    fast = _answers(client, world)
+    plain = len(taken)
+    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
+    slow = _answers(client, world)
+    assert len(taken) == plain
+    for f, s in zip(fast, slow):
+        assert f == s, sorted(set(f[2].items()) ^ set(s[2].items()))
+    statuses = [status for status, _, _ in fast]
+    assert {200, 400, 401, 413, 415, 422} <= set(statuses)
+    # The plain ones (8 checks, 2 batches, the problem+json body, the two X-Request-ID variants) skipped Flask.
+    assert plain == 13, taken
+    assert fast[0][1]["allowed"] is True and fast[0][2]["Content-Security-Policy"]
+
+
+def test_fast_path_records_the_views_metrics(app: Flask, client: FlaskClient, world: World) -> None:
+    def count() -> float:
+        text = client.get("/metrics").get_data(as_text=True)
+        pattern = r'authz_http_request_seconds_count\{endpoint="decision.check",status="200"\} ([0-9.e+]+)'
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else 0.0
+
+    token = make_token("metrics")
+    before = count()
+    body = orjson.dumps({"subject": world.uid("simulations.owner"), **VIEW})
+    for _ in range(3):
+        assert (
+            client.post(
+                "/v1/check", data=body, content_type=JSON, headers={"Authorization": f"Bearer {token}"}
+            ).status_code
+            == 200
+        )
+    assert count() == before + 3
+
+
+def test_switched_off_every_request_goes_through_flask(database_url: str) -> None:
+    from tests.conftest import make_app
+
+    app = make_app(database_url, DECISION_FAST_PATH=False)
+    assert not isinstance(app.wsgi_app, decision_wsgi.DecisionFastPath)
