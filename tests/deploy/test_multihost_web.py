@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.deploy.test_multihost import NET, hosts, in_ns  # noqa: F401 - the fixture
+from bench.netns import app_env
+from tests.deploy.test_multihost import NET, TOPO, hosts  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.deploy]
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,17 +28,7 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "FLASK_SECRET_KEY": "deploy-test-" + "x" * 40,
-        "FLASK_SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@{NET}.10:6432/app",
-        "FLASK_POLICY_LISTEN_URL": f"postgresql+psycopg://postgres@{NET}.10:6432/app_listen",
-        "FLASK_SQLALCHEMY_ENGINE_OPTIONS": json.dumps(
-            {"pool_pre_ping": True, "connect_args": {"prepare_threshold": None}}),
-        "FLASK_TRUSTED_PROXIES": "1",
-        "GUNICORN_WORKERS": "2",
-    })
-    return env
+    return app_env(f"{NET}.10", "deploy-test-" + "x" * 40, workers=2)
 
 
 def _free_port() -> int:
@@ -56,12 +47,10 @@ def proxy(hosts: Path) -> Iterator[str]:  # noqa: F811
     TOKEN.append(subprocess.run([flask, "--app", "app:create_app", "token", "create", "deploy"], env=env, cwd=ROOT,
                                 check=True, capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1])
     procs, logs = PROCS, []
-    for ns, host in (("lz-a", 11), ("lz-b", 12)):
-        e = dict(env, GUNICORN_BIND=f"{NET}.{host}:8000")
+    for ns in ("lz-a", "lz-b"):
         log = open(hosts / f"{ns}.log", "w")  # noqa: SIM115
         logs.append(log)
-        procs.append(subprocess.Popen(in_ns(ns, str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py",
-                                            "app:create_app()"), env=e, cwd=ROOT, stdout=log, stderr=log))
+        procs.append(TOPO.start_host(ns, env, log))
     port = _free_port()
     cfg = hosts / "haproxy.cfg"
     cfg.write_text(f"""global
@@ -188,9 +177,9 @@ def test_killing_a_under_load_then_restart_catches_up(proxy: str, hosts: Path) -
     for t in threads:
         t.start()
     time.sleep(1.5)
-    for pid in subprocess.run(["ip", "netns", "pids", "lz-a"], capture_output=True, text=True).stdout.split():
+    for pid in TOPO.pids("lz-a"):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
     time.sleep(2.5)
     stop.set()
     for t in threads:
@@ -203,9 +192,7 @@ def test_killing_a_under_load_then_restart_catches_up(proxy: str, hosts: Path) -
     head = requests.get(b + "/readyz", timeout=5).json().get("head")
     t0 = time.perf_counter()
     log = open(hosts / "lz-a-restart.log", "w")  # noqa: SIM115
-    PROCS.append(subprocess.Popen(in_ns("lz-a", str(ROOT / ".venv/bin/gunicorn"), "-c", "gunicorn.conf.py",
-                                        "app:create_app()"), env=dict(_env(), GUNICORN_BIND=f"{NET}.11:8000"),
-                                  cwd=ROOT, stdout=log, stderr=log))
+    PROCS.append(TOPO.start_host("lz-a", _env(), log))
     a = f"http://{NET}.11:8000"
     ready = None
     while time.perf_counter() - t0 < 60:
