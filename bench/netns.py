@@ -131,8 +131,8 @@ class Topology:
 
 
 def start_pgbouncer(tmp: Path, listen: str, backend: str, backend_port: int, dbname: str,
-                    ns: str | None = None, alias: str = "app") -> None:
-    """PgBouncer on listen:6432 in front of backend:backend_port/dbname: pool ``<alias>`` in
+                    ns: str | None = None, alias: str = "app", port: int = 6432) -> None:
+    """PgBouncer on listen:port in front of backend:backend_port/dbname: pool ``<alias>`` in
     transaction mode, ``<alias>_listen`` in session mode (LISTEN needs a session). Runs as postgres,
     in namespace ns when given (else here); its files under tmp."""
     # options: psycopg/SQLAlchemy may send "-c statement_timeout=..." at connect; PgBouncer refuses
@@ -143,7 +143,7 @@ def start_pgbouncer(tmp: Path, listen: str, backend: str, backend_port: int, dbn
 {alias}_listen = host={backend} port={backend_port} dbname={dbname} pool_mode=session
 [pgbouncer]
 listen_addr = {listen}
-listen_port = 6432
+listen_port = {port}
 unix_socket_dir =
 auth_type = trust
 auth_file = {tmp}/users.txt
@@ -168,14 +168,14 @@ def stop_pgbouncer(tmp: Path) -> None:
         os.kill(int((tmp / "pgbouncer.pid").read_text().strip()), 15)
 
 
-def app_env(db_host: str, secret: str, workers: int = 2, alias: str = "app") -> dict[str, str]:
+def app_env(db_host: str, secret: str, workers: int = 2, alias: str = "app", port: int = 6432) -> dict[str, str]:
     """The environment of an app host: queries through PgBouncer's transaction pool, LISTEN through
     its session pool, no prepared statements (transaction pooling), ProxyFix for one proxy."""
     env = dict(os.environ)
     env.update({
         "FLASK_SECRET_KEY": secret,
-        "FLASK_SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@{db_host}:6432/{alias}",
-        "FLASK_POLICY_LISTEN_URL": f"postgresql+psycopg://postgres@{db_host}:6432/{alias}_listen",
+        "FLASK_SQLALCHEMY_DATABASE_URI": f"postgresql+psycopg://postgres@{db_host}:{port}/{alias}",
+        "FLASK_POLICY_LISTEN_URL": f"postgresql+psycopg://postgres@{db_host}:{port}/{alias}_listen",
         "FLASK_SQLALCHEMY_ENGINE_OPTIONS": json.dumps(
             {"pool_pre_ping": True, "connect_args": {"prepare_threshold": None}}),
         "FLASK_TRUSTED_PROXIES": "1",

@@ -9,7 +9,7 @@ windows: *before* (the seconds before the commit), *during* (from the commit unt
 at the old revision: every worker has swapped), *after* (the seconds after that), each with
 p50/p99/max and errors. The edit is undone (and rebuilt) before the next variant.
 
-Variants, one after the other on a copy of the data set (``<name>_packedit``, dropped at the end):
+Variants, one after the other on a copy of the data set (``h15b_<name>_packedit``, dropped at the end):
 
 * ``before``: the code before the change (``git archive`` of :data:`BEFORE_COMMIT`, the commit before
   "Production sync and readiness"): each worker's listener thread rebuilds at once, under the
@@ -36,11 +36,9 @@ import tempfile
 import time
 from typing import Any
 
-import psycopg
-
 from bench.http import _items, workers_default
 from bench.probe import percentiles
-from bench.server import ROOT, children, each_worker, serve, source_tree
+from bench.server import ROOT, children, copy_database, drop_database, each_worker, serve, source_tree
 
 BEFORE_COMMIT = "d3dc786^"
 RULE = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
@@ -171,31 +169,10 @@ def _variant(name: str, url: str, token: str, workspaces: int, root: str, env: d
     return res
 
 
-def _copy_database(url: str) -> tuple[str, bool]:
-    """A copy of the data set (so the edits touch no shared database); (url, copied)."""
-    base, name = url.rsplit("/", 1)
-    copy = f"{os.environ.get('BENCH_PACKEDIT_PREFIX', 'h15b_')}{name}_packedit"
-    admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    try:
-        with psycopg.connect(admin, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-            c.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
-    except psycopg.Error:
-        return url, False  # someone is connected to the original: edit it (and undo the edit)
-    return f"{base}/{copy}", True
-
-
-def _drop_database(url: str) -> None:
-    base, name = url.rsplit("/", 1)
-    admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def run(url: str, token: str, workspaces: int, log_dir: str) -> dict[str, Any]:
     """The three variants (``BENCH_PACKEDIT_VARIANTS``: a comma list of before, poll, listen)."""
     names = [v.strip() for v in os.environ.get("BENCH_PACKEDIT_VARIANTS", "before,poll,listen").split(",") if v.strip()]
-    db, copied = _copy_database(url)
+    db, copied = copy_database(url, "packedit")
     out: dict[str, Any] = {"workspaces": workspaces, "rule": RULE, "copied_database": copied,
                            "window_s": WINDOW_S, "variants": {}}
     old_tree = tempfile.mkdtemp(prefix="h15b-before-")
@@ -216,7 +193,7 @@ def run(url: str, token: str, workspaces: int, log_dir: str) -> dict[str, Any]:
     finally:
         shutil.rmtree(old_tree, ignore_errors=True)
         if copied:
-            _drop_database(db)
+            drop_database(db)
     return out
 
 

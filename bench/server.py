@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+
 from bench.http import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,3 +201,27 @@ def _wait_bound(port: int, proc: subprocess.Popen[bytes], timeout: float = 600.0
                 return
         time.sleep(0.2)
     raise TimeoutError("gunicorn never listened")
+
+
+def copy_database(url: str, suffix: str) -> tuple[str, bool]:
+    """A copy of the data set at url (``CREATE DATABASE ... TEMPLATE``), so that a benchmark's writes
+    touch no shared database: (url of the copy, True), or (url, False) when someone is connected to
+    the original (a template must have no other session)."""
+    base, name = url.rsplit("/", 1)
+    copy = f"{os.environ.get('BENCH_COPY_PREFIX', 'h15b_')}{name}_{suffix}"
+    admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    try:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+            c.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
+    except psycopg.Error:
+        return url, False
+    return f"{base}/{copy}", True
+
+
+def drop_database(url: str) -> None:
+    """Drop the database at url (a copy made by :func:`copy_database`)."""
+    base, name = url.rsplit("/", 1)
+    admin = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
