@@ -52,7 +52,7 @@ def _ok(v: Any, limit: float, higher_is_better: bool = False) -> str:
     return "met" if good else "**not met**"
 
 
-def write_report(results: dict[str, Any], out_dir: str) -> str:
+def write_report(results: dict[str, Any], out_dir: str, extra: list[str] | None = None) -> str:
     """Write report.md and latency.png; returns the Markdown."""
     sizes = results["sizes"]
     lines = ["# Benchmark report", ""]
@@ -200,6 +200,7 @@ def write_report(results: dict[str, Any], out_dir: str) -> str:
         "",
         "![latency vs workspaces](latency.png)",
         "",
+        *(extra or []),
     ]
     text = "\n".join(lines)
     with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as fh:

@@ -3,10 +3,12 @@
 Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1,000 and 10,000,
 fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1`` reruns
 only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest size of
-the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS=compare`` runs only the
-peer comparison (``bench.peer``: ours vs regorus vs a plain dict behind the same gunicorn, realistic
-mix, keep-alive and ``Connection: close``, unpinned and pinned with taskset) on the largest of
-``BENCH_SIZES`` and writes ``bench/results/compare.json`` (default: everything, compare included).
+the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of ``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``,
+``crosshost``, ``outage``) runs only those parts on the largest of ``BENCH_SIZES`` and merges them
+into the previous ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs
+regorus vs a plain dict behind the same gunicorn, realistic mix, keep-alive and
+``Connection: close``, unpinned and pinned with taskset), the others are described in
+:data:`EXTRA_PARTS` (default: everything).
 ``BENCH_DB_PREFIX`` (default ``bench_``) names the databases, ``BENCH_PORT_BASE`` the first port the
 servers use (default: any free port), ``BENCH_HTTP_WORKERS`` the worker count (default
 ``GUNICORN_WORKERS`` or 2; the worker class is the one ``gunicorn.conf.py`` ships). Each measurement runs in a
@@ -39,6 +41,67 @@ HTTP_SECONDS = 5.0 if QUICK else 15.0
 REF_TIMEOUT = 600
 HTTP_ONLY = os.environ.get("BENCH_HTTP_ONLY", "") not in ("", "0")
 PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.strip()}
+# Parts measured on the largest size, each a module with run() and lines() (their own docstrings
+# say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
+# background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
+# end to end under load, cross-host propagation (network namespaces), the outage drill.
+EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage")
+
+
+def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:
+    """One extra part (bench.<name>); its result is also written to <name>.json."""
+    import importlib
+
+    print(f"== {name} (W = {largest:,})", flush=True)
+    try:
+        mod = importlib.import_module(f"bench.{name}")
+        if name == "outage":  # its own private PostgreSQL and data set
+            out = mod.run(RESULTS)
+        else:
+            out = mod.run(url, dbmeta["token"], largest, RESULTS)
+    except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    with open(os.path.join(RESULTS, f"{name}.json"), "w", encoding="utf-8") as fh:
+        json.dump(out, fh, indent=2)
+    return out
+
+
+def extra_lines(parts: dict[str, Any]) -> list[str]:
+    """The extra parts' report sections, in EXTRA_PARTS order."""
+    import importlib
+
+    out: list[str] = []
+    for name in EXTRA_PARTS:
+        if name in parts:
+            out += ["", *importlib.import_module(f"bench.{name}").lines(parts[name])]
+    return out
+
+
+def main_parts(names: list[str]) -> None:
+    """Only the named parts (BENCH_PARTS), on the largest of BENCH_SIZES; merged into results.json."""
+    largest = max(SIZES)
+    url, dbmeta = ensure_database(largest)
+    path = os.path.join(RESULTS, "results.json")
+    results: dict[str, Any] | None = None
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            results = json.load(fh)
+    text: list[str] = []
+    if "compare" in names:
+        cmp = run_compare(largest, url, dbmeta)
+        if results is not None:
+            results["http"]["compare"] = cmp
+        from bench.report import compare_lines
+
+        text += compare_lines(cmp)
+    parts = {n: run_extra(n, largest, url, dbmeta) for n in EXTRA_PARTS if n in names}
+    text += extra_lines(parts)
+    if results is not None:
+        results.setdefault("parts", {}).update(parts)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+        write_report(results, RESULTS, extra_lines(results["parts"]))
+    print("\n".join(text))
 
 
 def run_compare(largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:
@@ -91,7 +154,7 @@ def main_http_only() -> None:
     }
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
-    print(write_report(results, RESULTS))
+    print(write_report(results, RESULTS, extra_lines(results.get("parts", {}))))
 
 
 def main() -> None:
@@ -100,12 +163,11 @@ def main() -> None:
         main_http_only()
         return
     os.makedirs(RESULTS, exist_ok=True)
-    if {"compare"} == PARTS:
-        largest = max(SIZES)
-        url, dbmeta = ensure_database(largest)
-        from bench.report import compare_lines
-
-        print("\n".join(compare_lines(run_compare(largest, url, dbmeta))))
+    if PARTS:
+        unknown = PARTS - {"compare", *EXTRA_PARTS}
+        if unknown:
+            raise SystemExit(f"BENCH_PARTS: unknown {sorted(unknown)}; choose from compare, {', '.join(EXTRA_PARTS)}")
+        main_parts(sorted(PARTS))
         return
     started = time.perf_counter()
     meta = {
@@ -156,11 +218,12 @@ def main() -> None:
     url, dbmeta = urls[largest]
     http, prop = run_http(largest, url, dbmeta)
     http["compare"] = run_compare(largest, url, dbmeta)
+    parts = {name: run_extra(name, largest, url, dbmeta) for name in EXTRA_PARTS}
     meta["total_s"] = time.perf_counter() - started
-    results = {"meta": meta, "sizes": sizes, "http": http, "propagation": prop}
+    results = {"meta": meta, "sizes": sizes, "http": http, "propagation": prop, "parts": parts}
     with open(os.path.join(RESULTS, "results.json"), "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
-    report = write_report(results, RESULTS)
+    report = write_report(results, RESULTS, extra_lines(parts))
     print(report)
 
 
