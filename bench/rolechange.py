@@ -192,8 +192,65 @@ def _stats(ns: list[int]) -> dict[str, Any]:
     return {"n": s["n"], "p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000, "max_ms": s["max_us"] / 1000}
 
 
-def run(url: str, token: str, workspaces: int, log_dir: str, changes: int = 100, clients: int = 4) -> dict[str, Any]:
-    """N role changes through the members API under /v1/check load; PATCH and visibility latencies."""
+class Changer:
+    """Role changes through the members API as the signed-in operator, each learner up and down in turn."""
+
+    def __init__(self, web: requests.Session, base: str, csrf: str, port: int, token: str, ids: list[int]) -> None:
+        self.web, self.base, self.csrf, self.port, self.token = web, base, csrf, port, token
+        self.ids = ids
+        self.role = {uid: LOW for uid in ids}
+        self.i = 0
+
+    def _patch(self, uid: int, role: str) -> requests.Response:
+        return self.web.patch(f"{self.base}/api/workspaces/{SLUG}/members/{uid}", json={"role": role},
+                              headers={"X-CSRFToken": self.csrf}, timeout=30)
+
+    def series(self, n: int) -> dict[str, Any]:
+        """n changes; PATCH, visibility and min_revision latencies."""
+        patch_ns: list[int] = []
+        minrev_ns: list[int] = []
+        visible_ns: list[int] = []
+        minrev_wrong = failed = 0
+        for _ in range(n):
+            uid = self.ids[self.i % len(self.ids)]
+            self.i += 1
+            new = HIGH if self.role[uid] == LOW else LOW
+            t = time.perf_counter_ns()
+            resp = self._patch(uid, new)
+            done = time.perf_counter_ns()
+            if resp.status_code != 200:
+                failed += 1
+                continue
+            patch_ns.append(done - t)
+            self.role[uid] = new
+            want = new == HIGH
+            question = {"subject": uid, "workspace": SLUG, "action": HIGH_ACTION}
+            while True:
+                status, got = _check(self.port, self.token, question)
+                if status == 200 and got.get("allowed") is want:
+                    visible_ns.append(time.perf_counter_ns() - done)
+                    break
+                if time.perf_counter_ns() - done > 10e9:
+                    raise TimeoutError(f"role change of user {uid} not visible in 10 s")
+            t = time.perf_counter_ns()
+            status, got = _check(self.port, self.token, {**question, "min_revision": int(resp.json()["revision"])})
+            minrev_ns.append(time.perf_counter_ns() - t)
+            minrev_wrong += not (status == 200 and got.get("allowed") is want)
+        return {"patch": _stats(patch_ns), "visible": _stats(visible_ns), "min_revision": _stats(minrev_ns),
+                "min_revision_wrong": minrev_wrong, "failed": failed}
+
+    def reset(self) -> None:
+        """Everyone back to learner (the workspace is removed afterwards anyway)."""
+        for uid in [u for u, r in self.role.items() if r != LOW]:
+            self._patch(uid, LOW)
+            self.role[uid] = LOW
+
+
+def run(
+    url: str, token: str, workspaces: int, log_dir: str, changes: int = 100, clients: int = 4, idle_changes: int = 20
+) -> dict[str, Any]:
+    """N role changes through the members API under /v1/check load (after ``idle_changes`` without
+    load, for comparison); PATCH and visibility latencies."""
     from bench import http as hb
     from bench.peer import mix_items
 
@@ -211,48 +268,16 @@ def run(url: str, token: str, workspaces: int, log_dir: str, changes: int = 100,
                          headers={"X-CSRFToken": csrf}, timeout=30)
             r.raise_for_status()
             csrf = r.json()["csrf_token"]
+            changer = Changer(web, base, csrf, port, token, ids)
+            out["idle"] = changer.series(idle_changes)  # the same steps with nothing else running
             load = Load(port, token, bodies, clients)
             load.start()
             time.sleep(1.0)  # the load is on
-            role = {uid: LOW for uid in ids}
-            patch_ns: list[int] = []
-            minrev_ns: list[int] = []
-            visible_ns: list[int] = []
-            minrev_wrong = failed = 0
             try:
-                for i in range(changes):
-                    uid = ids[i % len(ids)]
-                    new = HIGH if role[uid] == LOW else LOW
-                    t = time.perf_counter_ns()
-                    resp = web.patch(f"{base}/api/workspaces/{SLUG}/members/{uid}", json={"role": new},
-                                     headers={"X-CSRFToken": csrf}, timeout=30)
-                    done = time.perf_counter_ns()
-                    if resp.status_code != 200:
-                        failed += 1
-                        continue
-                    patch_ns.append(done - t)
-                    role[uid] = new
-                    want = new == HIGH
-                    question = {"subject": uid, "workspace": SLUG, "action": HIGH_ACTION}
-                    while True:
-                        status, got = _check(port, token, question)
-                        if status == 200 and got.get("allowed") is want:
-                            visible_ns.append(time.perf_counter_ns() - done)
-                            break
-                        if time.perf_counter_ns() - done > 10e9:
-                            raise TimeoutError(f"change {i} not visible in 10 s")
-                    t = time.perf_counter_ns()
-                    status, got = _check(port, token, {**question, "min_revision": int(resp.json()["revision"])})
-                    minrev_ns.append(time.perf_counter_ns() - t)
-                    minrev_wrong += not (status == 200 and got.get("allowed") is want)
+                out.update(changer.series(changes))
             finally:
                 out["load"] = load.finish()
-                # back to learners, so the workspace is left as set up (it is removed anyway)
-                for uid in [u for u, r in role.items() if r != LOW]:
-                    web.patch(f"{base}/api/workspaces/{SLUG}/members/{uid}", json={"role": LOW},
-                              headers={"X-CSRFToken": csrf}, timeout=30)
-            out.update(patch=_stats(patch_ns), visible=_stats(visible_ns), min_revision=_stats(minrev_ns),
-                       min_revision_wrong=minrev_wrong, failed=failed)
+                changer.reset()
     finally:
         cleanup(url)
     return out
@@ -281,6 +306,8 @@ def lines(result: dict[str, Any]) -> list[str]:
             f"| PATCH answered (committed, writing worker updated) | {_pp(result.get('patch'))} |",
             f"| PATCH answered → a plain `/v1/check` (any worker) decides anew | {_pp(result.get('visible'))} |",
             f"| `/v1/check` with `min_revision` = the PATCH's revision | {_pp(result.get('min_revision'))} |",
+            f"| without load ({(result.get('idle') or {}).get('patch', {}).get('n', 0)} changes): PATCH answered "
+            f"| {_pp((result.get('idle') or {}).get('patch'))} |",
             "",
             f"Failed PATCHes: {result.get('failed', 0)}; `min_revision` answers without the new decision: "
             f"{result.get('min_revision_wrong', 0)} (target 0). In memory, `engine.apply` alone: see the role "
