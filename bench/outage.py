@@ -245,9 +245,8 @@ class Drill:
         r.raise_for_status()
         return http, str(r.json()["csrf_token"])
 
-    def write(self, every: float) -> None:
-        """Promote the next learner every ``every`` seconds (each target once)."""
-        http, csrf = self.sign_in()
+    def write(self, every: float, http: requests.Session, csrf: str) -> None:
+        """Promote the next learner every ``every`` seconds (each target once), signed in as the operator."""
         targets = iter(self.world.targets)
         while not self.stop.is_set():
             target = next(targets, None)
@@ -318,8 +317,9 @@ def run(
                          extra_env=env) as port:
             drill = Drill(f"http://127.0.0.1:{port}", world)
             drill.baseline()
+            web, csrf = drill.sign_in()
             threads = [threading.Thread(target=drill.load, args=(i,), daemon=True) for i in range(load_threads)]
-            threads += [threading.Thread(target=drill.write, args=(write_every_s,), daemon=True),
+            threads += [threading.Thread(target=drill.write, args=(write_every_s, web, csrf), daemon=True),
                         threading.Thread(target=drill.probe, args=(0.25,), daemon=True)]
             for th in threads:
                 th.start()
