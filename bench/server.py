@@ -127,11 +127,11 @@ def wait_ready(port: int, workers: int, proc: subprocess.Popen[bytes], timeout: 
         try:
             pids = children(proc.pid)
             if len(pids) == workers and all(
-                s == 200 for _, s, _ in each_worker(port, pids, "GET", "/readyz", timeout=timeout)
+                s == 200 for _, s, _ in each_worker(port, pids, "GET", "/readyz", timeout=20)
             ):
                 return time.monotonic() - t0
-        except OSError:
-            pass
+        except (OSError, TimeoutError):
+            pass  # a worker still loading (or re-forked): ask again
         time.sleep(0.3)
     raise TimeoutError("not every worker became ready")
 
@@ -170,6 +170,10 @@ def serve(
         "GUNICORN_WORKER_CLASS": "sync",
         "GUNICORN_THREADS": "1",  # threads > 1 turns gunicorn's sync class into gthread
         "PYTHONPATH": root,
+        # The policy load is one COPY statement that lasts as long as the engine build consuming it:
+        # at 1M memberships with two workers loading at once on a busy machine it passed the default
+        # 30 s statement_timeout (QueryCanceled, "Worker failed to boot").
+        "FLASK_DATABASE_STATEMENT_TIMEOUT_SECONDS": "600",
         **(extra_env or {}),
     }
     with open(log_path, "w") as log:
