@@ -139,7 +139,8 @@ class DecisionFastPath:
         timer = self._timers.get(endpoint)
         if timer is None:
             with self.app.app_context():
-                timer = observability.get().request_seconds.labels(endpoint, "200")
+                obs = observability.get()
+                timer = obs.child(obs.request_seconds, endpoint, "200")
             self._timers[endpoint] = timer
         return timer
 
