@@ -49,10 +49,10 @@ def test_packedit_windows_split_at_the_commit_and_the_last_old_decision() -> Non
 def test_crosshost_table_and_skip() -> None:
     res = {"workspaces": 1000, "changes": 4, "workers_per_host": 1,
            "same_host": {"p50_ms": 1.0, "p99_ms": 2.0, "max_ms": 3.0},
-           "cross_host": {"p50_ms": 1.5, "p99_ms": 4.25, "max_ms": 5.0, "topology": "T"}}
+           "cross_host": {"p50_ms": 1.5, "p90_ms": 2.0, "p99_ms": 4.25, "max_ms": 5.0, "over_50ms": 0, "topology": "T"}}
     text = "\n".join(crosshost.lines(res))
-    assert "| before: same host, two processes | 1.0 ms | 2.0 ms | 3.0 ms |" in text
-    assert "| after: two hosts, PgBouncer, LISTEN via session pool | 1.5 ms | 4.2 ms | 5.0 ms |" in text
+    assert "| before: same host, two processes | 1.0 ms | — | 2.0 ms | 3.0 ms | — |" in text
+    assert "| after: two hosts, PgBouncer, LISTEN via session pool | 1.5 ms | 2.0 ms | 4.2 ms | 5.0 ms | 0 |" in text
     assert "Not measured: not root" in "\n".join(crosshost.lines({"skipped": "not root"}))
 
 
