@@ -510,3 +510,60 @@ def test_seed_fixtures_are_idempotent(app: Flask) -> None:
     out = runner.invoke(args=["seed", "authzen-cert"]).output
     assert "authzen-cert" in out and "2 users" in out
     assert runner.invoke(args=["seed", "nope"]).exit_code != 0
+
+
+# -- decisions from memory (app.services.directory) ----------------------------------------------------
+def _token_known(client: FlaskClient, token: str) -> None:
+    """This process authenticates the token once (a decision API call: no subject, no catalog read)."""
+    resp = client.post(
+        "/v1/check",
+        json={"subject": 1, "workspace": TODO, "action": "read"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status_code == 200
+
+
+def test_evaluations_decide_from_memory_with_the_database_held_down(client: FlaskClient, todo: str) -> None:
+    """The interop vectors, subjects never asked for before, with the database held down: same decisions, no query."""
+    from tests.test_decision_cache import Queries, held_down
+
+    data = vectors()
+    _token_known(client, todo)
+    with held_down(), Queries() as q:
+        for case in data["evaluation"]:
+            status, out = call(client, EVAL, todo, case["request"])
+            assert status == 200 and out["decision"] is case["expected"], (case["request"], out)
+        for case in data["evaluations"]:
+            status, out = call(client, EVALS, todo, case["request"])
+            assert status == 200, out
+            assert [d["decision"] for d in out["evaluations"]] == [e["decision"] for e in case["expected"]]
+        status, out = call(client, EVAL, todo, ev("nobody@example.com", "can_read_todos"))
+        assert status == 200 and out["context"]["reason"] == "unknown_subject"
+    assert q.statements == []
+
+
+def test_a_catalog_never_read_comes_from_memory(client: FlaskClient, todo: str) -> None:
+    """A workspace created after the policy was loaded: its catalog is fetched with its revision, and
+    a catalog change in this process is kept there too, for when the database cannot be asked."""
+    from tests.test_decision_cache import Queries, held_down
+
+    _token_known(client, todo)  # the policy is loaded before the workspace exists
+    load_fixture("authzen-cert")
+    _, secret = tokens.create_token(db.session(), "cert", workspace="authzen-cert")
+    db.session.commit()
+    _token_known(client, secret)
+    read = {"subject": {"type": "user", "id": "alice"}, "action": {"name": "read"}}
+    listed = {**read, "resource": {"type": "record", "id": "record-1"}}
+    unlisted = {**read, "resource": {"type": "record", "id": "record-9"}}
+    with held_down(), Queries() as q:
+        assert call(client, EVAL, secret, listed)[1]["decision"] is True
+        out = call(client, EVAL, secret, unlisted)[1]
+        assert out["decision"] is False and out["context"]["reason"] == "unknown_resource"
+    assert q.statements == []
+    ws = db.session.scalar(db.select(Workspace).where(Workspace.slug == "authzen-cert"))
+    assert ws is not None
+    ws.settings = {**ws.settings, "authzen_resources": [{"type": "record", "id": "record-9"}]}
+    db.session.commit()
+    with held_down():
+        assert call(client, EVAL, secret, unlisted)[1]["decision"] is True
+        assert call(client, EVAL, secret, listed)[1]["context"]["reason"] == "unknown_resource"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import event, text
 
 from app.api import decision
 from app.extensions import db
-from app.models import User
+from app.models import User, Workspace
 from app.services import tokens, ttlcache
 from tests.test_decision_api import CASES, World, create_user, make_token, post
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
@@ -199,14 +201,16 @@ def test_email_cache_hit_and_change_in_this_process(client: FlaskClient, world: 
 
 
 def test_email_change_elsewhere_is_seen_within_the_ttl(client: FlaskClient, world: World, clock: Clock) -> None:
-    email = world.email("simulations.owner")
+    """Someone the policy does not know comes from the users table, cached for the TTL (a change of
+    someone it knows travels as a revision: test_email_change_through_the_service_reaches_another_app)."""
+    email = world.email("outsider")
     body = {"subject": email, **VIEW}
-    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "granted"
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "no_role"
     db.session.execute(
-        text("UPDATE users SET email = 'moved@example.com' WHERE id = :id"), {"id": world.uid("simulations.owner")}
+        text("UPDATE users SET email = 'moved@example.com' WHERE id = :id"), {"id": world.uid("outsider")}
     )
     db.session.commit()
-    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "granted"  # within the TTL
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "no_role"  # within the TTL
     clock.now += decision.DEFAULT_USER_CACHE_SECONDS + 0.1
     assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
 
@@ -330,9 +334,7 @@ def test_fast_path_reads_raw_bodies_like_the_json_parser(
 
 
 # -- without the database --------------------------------------------------------------------------
-def test_database_held_down_decides_known_people_from_memory(
-    client: FlaskClient, world: World, clock: Clock
-) -> None:
+def test_database_held_down_decides_known_people_from_memory(client: FlaskClient, world: World, clock: Clock) -> None:
     """Known ids and emails seen before resolve without a query; anyone else is unknown_subject, not an error."""
     from app import database
 
@@ -354,3 +356,118 @@ def test_database_held_down_decides_known_people_from_memory(
         assert q.statements == []
     finally:
         guard.answered()
+
+
+# -- the directory of users the policy knows (app.services.directory) --------------------------------
+@contextlib.contextmanager
+def held_down() -> Iterator[None]:
+    """The database held down for this app, as after a failed wait: the hot path must not ask it."""
+    from app import database
+
+    guard = database.guard()
+    assert guard is not None
+    guard.failed("test: held down")
+    try:
+        yield
+    finally:
+        guard.answered()
+
+
+def _known(world: World) -> list[str]:
+    return [name for name in world.users if name != "outsider"]
+
+
+def test_email_never_seen_resolves_with_the_database_held_down(client: FlaskClient, world: World) -> None:
+    """Every email and external id the policy knows answers without a query, never asked for before."""
+    want = {}
+    emails = {name: world.email(name) for name in world.users}  # read now: any query clears the guard
+    for name in _known(world):  # by id: the engine knows them, no user lookup by email
+        status, out = post(client, "/v1/check", world.token, {"subject": world.uid(name), **VIEW})
+        want[name] = (status, out["allowed"], out["reason"])
+    with held_down(), Queries() as q:
+        for name in _known(world):
+            status, out = post(client, "/v1/check", world.token, {"subject": emails[name].upper(), **VIEW})
+            assert (status, out["allowed"], out["reason"]) == want[name], name
+        status, out = post(client, "/v1/check", world.token, {"subject": emails["outsider"], **VIEW})
+        assert (status, out["reason"]) == (200, "unknown_subject")  # not known to the policy: no query either
+    assert q.statements == []
+
+
+def test_new_user_granted_a_role_resolves_by_email_after_the_grant(client: FlaskClient, world: World) -> None:
+    """The grant's commit fetches the user it names into this process's directory (not a decision)."""
+    from tests.factories import add_member
+
+    assert post(client, "/v1/check", world.token, {"subject": 1, **VIEW})[0] == 200  # the engine is loaded
+    newcomer = create_user("newcomer@example.com")
+    add_member(world.ws["simulations"], newcomer, "owner")
+    with held_down(), Queries() as q:
+        status, out = post(client, "/v1/check", world.token, {"subject": "NEWCOMER@example.com", **VIEW})
+    assert (status, out["allowed"], out["reason"]) == (200, True, "granted")
+    assert q.statements == []
+
+
+def _other_app(database_url: str) -> Flask:
+    from tests.conftest import make_app
+
+    return make_app(database_url)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_email_change_through_the_service_reaches_another_app(
+    client: FlaskClient, world: World, database_url: str
+) -> None:
+    """Another process confirms an email change and sets an external id: seen here once this process syncs."""
+    from app.extensions import authz
+    from app.services import email_changes, users
+
+    uid = world.uid("simulations.owner")
+    old = world.email("simulations.owner")
+    assert post(client, "/v1/check", world.token, {"subject": old, **VIEW})[1]["reason"] == "granted"
+    other = _other_app(database_url)
+    with other.app_context():
+        session = db.session()
+        user = session.get(User, uid)
+        assert user is not None
+        token = email_changes.request(session, user, "moved@simulations.example", ttl_hours=1, public_url="http://t")
+        session.commit()
+        email_changes.confirm(session, token)
+        users.set_external_id(session, user, "idp-owner-1", actor_id=uid)
+        session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    assert post(client, "/v1/check", world.token, {"subject": old, **VIEW})[1]["reason"] == "granted"  # not synced
+    authz.sync()
+    with held_down(), Queries() as q:
+        for subject, reason in (
+            (old, "unknown_subject"),
+            ("moved@simulations.example", "granted"),
+            ("idp-owner-1", "granted"),
+        ):
+            status, out = post(client, "/v1/check", world.token, {"subject": subject, **VIEW})
+            assert (status, out["reason"]) == (200, reason), subject
+    assert q.statements == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_new_user_granted_elsewhere_resolves_by_email_after_sync(
+    client: FlaskClient, world: World, database_url: str
+) -> None:
+    """The grant's revision, applied by this process's sync, fetches the new user by id."""
+    from app.extensions import authz
+    from tests.factories import add_member
+
+    assert post(client, "/v1/check", world.token, {"subject": 1, **VIEW})[0] == 200  # the engine is loaded
+    ws_id = world.ws["simulations"].id  # read here: in the other app's context it would use that app's engine
+    other = _other_app(database_url)
+    with other.app_context():
+        newcomer = create_user("elsewhere@example.com")
+        add_member(db.session.get(Workspace, ws_id), newcomer, "owner")
+        db.session.remove()
+        db.engine.dispose()
+    authz.sync()
+    with held_down(), Queries() as q:
+        status, out = post(client, "/v1/check", world.token, {"subject": "elsewhere@example.com", **VIEW})
+    assert (status, out["allowed"], out["reason"]) == (200, True, "granted")
+    assert q.statements == []

@@ -21,9 +21,10 @@ from typing import Any
 import orjson
 from sqlalchemy import event, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
+from sqlalchemy.orm import Session, object_session
 
 from app.authz import Decision, Pack, PolicyEngine, Reason
-from app.errors import BadRequestError
+from app.errors import BadRequestError, UnavailableError
 from app.models import Workspace
 
 from .decisions import (
@@ -47,6 +48,7 @@ SCAN_BUDGET = 5000  # candidates examined per search page at most (a page may ho
 CATALOG_KEY = "authzen_resources"  # workspace settings: the resources the PDP recognises
 UNKNOWN_RESOURCE = "unknown_resource"
 _CATALOG_CACHE = "authzen_catalog_cache"
+_PENDING_SETTINGS = "authzen_settings_changed"
 
 
 @dataclass(frozen=True)
@@ -176,36 +178,82 @@ def _settings_set(target: Workspace, value: object, oldvalue: object, initiator:
     cache = _catalog_cache()
     if cache is not None and isinstance(target.slug, str):
         cache.discard(target.slug)
+    session = object_session(target)
+    if session is not None and isinstance(target.slug, str):
+        session.info.setdefault(_PENDING_SETTINGS, {})[target.slug] = value
 
 
-def catalog(slug: str) -> Catalog:
-    """The workspace's catalog, type → id → properties (malformed entries skipped; {} if none)."""
-    from app.extensions import db
+@event.listens_for(Session, "after_commit")
+def _settings_committed(session: Session) -> None:
+    # This process's directory holds the committed catalog too (what an outage falls back to).
+    pending = session.info.pop(_PENDING_SETTINGS, None)
+    if pending:
+        from app.extensions import authz
 
-    cache = _catalog_cache()
-    hit = cache.get(slug) if cache is not None else None
-    if hit is not None:
-        return hit
-    generation = cache.generation if cache is not None else 0
-    try:
-        query = select(Workspace.settings).where(Workspace.slug == slug)
-        settings = db.session.scalar(query) if len(slug) <= 64 else None
-    except (OperationalError, InterfaceError, TimeoutError):
-        stale = cache.get_stale(slug) if cache is not None else None
-        if stale is None:
-            raise  # never read: unknown without the database (503)
-        with contextlib.suppress(SQLAlchemyError):
-            db.session.rollback()
-        return stale  # the database is unreachable: the last catalog this process read
+        directory = authz.directory
+        if directory is not None:
+            for slug, settings in pending.items():
+                directory.catalogs[slug] = parse_catalog(settings)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _settings_rolled_back(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_PENDING_SETTINGS, None)
+
+
+def parse_catalog(settings: object) -> Catalog:
+    """A workspace's settings → its catalog, type → id → properties (malformed entries skipped; {} if none)."""
     entries = settings.get(CATALOG_KEY) if isinstance(settings, Mapping) else None
     out: Catalog = {}
     for e in entries if isinstance(entries, list) else []:
         if isinstance(e, Mapping) and isinstance(e.get("type"), str) and isinstance(e.get("id"), str):
             props = e.get("properties")
             out.setdefault(e["type"], {})[e["id"]] = props if isinstance(props, Mapping) else {}
-    if cache is not None:
-        cache.put(slug, out, generation)
     return out
+
+
+def catalog(slug: str) -> Catalog:
+    """The workspace's catalog, type → id → properties (malformed entries skipped; {} if none).
+
+    Without the database (held down, or failing now): the last one this process read, else the one
+    loaded with the policy (``app.services.directory``); UnavailableError only before any load.
+    """
+    from app import database
+    from app.extensions import authz, db
+
+    cache = _catalog_cache()
+    hit = cache.get(slug) if cache is not None else None
+    if hit is not None:
+        return hit
+    if len(slug) > 64:
+        return {}  # no such workspace (slugs are at most 64 characters)
+    generation = cache.generation if cache is not None else 0
+    if database.reachable():
+        try:
+            settings = db.session.scalar(select(Workspace.settings).where(Workspace.slug == slug))
+        except (OperationalError, InterfaceError, TimeoutError):
+            with contextlib.suppress(SQLAlchemyError):  # the connection may be gone with the database
+                db.session.rollback()
+        else:
+            out = parse_catalog(settings)
+            if cache is not None:
+                cache.put(slug, out, generation)
+            directory = authz.directory
+            if directory is not None and settings is not None:
+                directory.catalogs[slug] = out  # the newest this process knows, for an outage
+            return out
+    stale = cache.get_stale(slug) if cache is not None else None
+    if stale is not None:
+        return stale
+    directory = authz.directory
+    held = directory.catalogs.get(slug) if directory is not None else None
+    if held is not None:
+        return held  # type: ignore[no-any-return]
+    if directory is not None and authz.engine.pack_of(domain_of(slug)) is None:
+        return {}  # no such workspace in the policy: every decision there is a denial anyway
+    raise UnavailableError(
+        "the database is unavailable and this workspace's catalog was never read", headers={"Retry-After": "1"}
+    )
 
 
 def known(resource: Entity, cat: Catalog) -> Entity | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from msgspec import Meta, Struct
-from sqlalchemy import event, or_, select
+from sqlalchemy import event, inspect, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
@@ -149,8 +149,11 @@ Ref = tuple[str, int | str]
 # -- user resolution, cached -----------------------------------------------------------------------
 # Users are never deleted and ids never reused, and facts (memberships, scopes) are only ever
 # written for existing users; so a ``user:<id>`` the engine holds a role for in the request's
-# workspace (or a platform role) is a real user, and needs no query. Everything else goes to the
-# users table once (one query per request), and positive answers are cached for
+# workspace (or a platform role) is a real user, and needs no query. Next, the directory loaded
+# with the engine (``app.services.directory``: id, email and external id of every user the policy
+# knows, kept current through the revision log) answers without a query. Everything else (people
+# without facts, users created a moment ago) goes to the users table once (one query per request),
+# and positive answers are cached for
 # USER_CACHE_SECONDS (default 5 s): id → key, email → key and external id → key. Negative answers
 # are never cached, so a user created a moment ago is found at once. An email or external id change
 # in this process drops both values at once; one made by another process is seen here within the TTL.
@@ -161,6 +164,7 @@ DEFAULT_USER_CACHE_SECONDS = 5.0
 USER_CACHE_MAX = 100_000
 _USER_CACHE = "decision_user_cache"
 _PENDING_EMAILS = "decision_emails_changed"
+_PENDING_HANDLES = "decision_handles_changed"
 
 
 UserCache = TTLCache[Ref, str]
@@ -184,6 +188,11 @@ def _ref_changed(kind: str, target: User, value: object, oldvalue: object) -> No
     session = object_session(target)
     if session is not None:
         session.info.setdefault(_PENDING_EMAILS, set()).update(changed)
+        # (id,) of a persistent user, read without loading anything
+        identity: tuple[Any, ...] | None = inspect(target).identity
+        if identity and (value is None or isinstance(value, str)):
+            # This process's directory follows at commit (other processes: the user-change revision).
+            session.info.setdefault(_PENDING_HANDLES, []).append((int(identity[0]), kind, value))
 
 
 @event.listens_for(User.email, "set")
@@ -200,11 +209,20 @@ def _external_id_set(target: User, value: object, oldvalue: object, initiator: A
 def _emails_committed(session: Session) -> None:
     # A lookup between the change and its commit read the old row: drop it again.
     _forget_refs(session.info.pop(_PENDING_EMAILS, ()))
+    handles = session.info.pop(_PENDING_HANDLES, ())
+    if handles:
+        from app.extensions import authz
+
+        directory = authz.directory
+        if directory is not None:
+            for uid, kind, value in handles:
+                directory.changed(uid, kind, value)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _emails_rolled_back(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_PENDING_EMAILS, None)
+    session.info.pop(_PENDING_HANDLES, None)
 
 
 def _query_users(wanted: set[Ref]) -> dict[Ref, str]:
@@ -233,8 +251,12 @@ def _query_users(wanted: set[Ref]) -> dict[Ref, str]:
 def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None = None) -> dict[Ref, str]:
     """(user reference, domain) pairs → {ref: user key}; unknown references are absent.
 
-    Known to the engine in that domain (or by a platform role), then the cache, then one query.
+    Known to the engine in that domain (or by a platform role), then the directory of the users the
+    policy knows, then the cache, then one query (none while the database is held down).
     """
+    from app.extensions import authz
+
+    directory = authz.directory
     cache = user_cache()
     out: dict[Ref, str] = {}
     wanted: set[Ref] = set()
@@ -246,6 +268,11 @@ def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None =
             key = f"user:{ref[1]}"
             if eng.roles_of(key, domain):
                 out[ref] = key
+                continue
+        if directory is not None:
+            known = directory.key(ref)
+            if known is not None:
+                out[ref] = known
                 continue
         hit = cache.get(ref) if cache is not None else None
         if hit is not None:

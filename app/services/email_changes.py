@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from app.errors import ConflictError, GoneError, NotFoundError, ValidationError
 from app.models import EmailChange, User, utcnow
 
-from . import audit, notifications, users
+from . import audit, directory, notifications, users
 
 
 def token_hash(token: str) -> str:
@@ -135,6 +135,7 @@ def confirm(session: Session, token: object, keep_session: str | None = None) ->
         raise ConflictError("this address has an account by now; nothing was changed")
     old = user.email
     user.email = row.new_email
+    directory.record_change(session, user, user.id)  # every process refetches the user when it syncs
     row.used_at = utcnow()
     user.session_token = keep_session
     sessions.end_others(session, user)

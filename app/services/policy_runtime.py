@@ -26,16 +26,17 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
 from app.authz.packs import is_pack_rule, packset_from_documents
 from app.errors import ForbiddenError, UnavailableError, ValidationError
 
-from . import policy_store, tokens
+from . import directory, policy_store, tokens
+from .directory import Directory
 
 log = logging.getLogger("app.authz")
 
@@ -49,6 +50,8 @@ class PolicyRuntime:
 
     def __init__(self) -> None:
         self._engines: weakref.WeakKeyDictionary[Flask, PolicyEngine] = weakref.WeakKeyDictionary()
+        # The users the policy knows (and the AuthZEN catalogs), loaded and swapped with the engine.
+        self._directories: weakref.WeakKeyDictionary[Flask, Directory] = weakref.WeakKeyDictionary()
         self._listeners: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
         self._verification: weakref.WeakKeyDictionary[Flask, tuple[str, ...]] = weakref.WeakKeyDictionary()
         # When the engine last read the revision log successfully (monotonic): its staleness.
@@ -123,6 +126,12 @@ class PolicyRuntime:
             eng = self.reload()
         return eng
 
+    @property
+    def directory(self) -> Directory | None:
+        """The directory loaded with the current engine (None before the first load or outside an
+        app context; never loads)."""
+        return self._directories.get(self._key()) if has_app_context() else None
+
     def build(self, session: Session) -> PolicyEngine:
         """A fresh engine from the database (pack documents and rules) at the committed head."""
         revision, documents, pack_rules, facts = policy_store.read_policy(session)
@@ -137,11 +146,12 @@ class PolicyRuntime:
         with self._lock:
             with Session(self._db.engine) as session:
                 eng = self.build(session)
+                users = directory.load(session, eng)  # the same snapshot
             # Writers refuse a policy failing the verifier; one that got into the database anyway is
             # not served silently: logged, and /readyz answers 503 until it is fixed.
-            self._swap(self._key(), eng, tuple(delegation.problems(eng.packset)))
+            self._swap(self._key(), eng, tuple(delegation.problems(eng.packset)), users)
             self._rebuilds.pop(self._key(), None)
-            log.info("policy loaded at revision %s", eng.revision)
+            log.info("policy loaded at revision %s (%s users in the directory)", eng.revision, len(users))
             return eng
 
     def verification_problems(self) -> tuple[str, ...]:
@@ -150,11 +160,11 @@ class PolicyRuntime:
         return self._verification.get(self._key(), ())
 
     @staticmethod
-    def _needs_rebuild(eng: PolicyEngine, number: int, kind: str, changes: list[Any]) -> bool:
-        """A gap, a change to pack rules, or a revision that may have changed pack documents (new
-        roles, actions, ranks): the engine cannot apply it incrementally."""
+    def _needs_rebuild(at: int, number: int, kind: str, changes: list[Any]) -> bool:
+        """A gap (after revision ``at``), a change to pack rules, or a revision that may have changed
+        pack documents (new roles, actions, ranks): the engine cannot apply it incrementally."""
         return (
-            number != eng.revision + 1
+            number != at + 1
             or kind in policy_store.DOCUMENT_KINDS
             or any(is_pack_rule(ch.rule) for ch in changes)
         )
@@ -183,23 +193,36 @@ class PolicyRuntime:
                     if not batch:
                         break
                     # Token revocations first: a rebuild below would return before reaching them.
-                    self._forget_revoked_tokens(session, [n for n, kind, _ in batch if kind == tokens.TOKEN_REVOKE])
+                    notes = self._forget_revoked_tokens(session, batch)
                     self._revocations_through[app] = batch[-1][0]
+                    incremental: list[tuple[int, str, list[Any]]] = []
+                    at = eng.revision
                     for number, kind, changes in batch:
-                        if self._needs_rebuild(eng, number, kind, changes):
-                            if background:
-                                self._rebuild_later(app, eng)
-                                self._synced[app] = time.monotonic()
-                                return eng.revision
-                            return self.reload().revision
+                        if self._needs_rebuild(at, number, kind, changes):
+                            break
+                        incremental.append((number, kind, changes))
+                        at = number
+                    # The directory before the engine: if its fetch fails nothing is applied, and the
+                    # next sync reads the same revisions again (a rebuild loads a directory of its own).
+                    self._follow_users(session, self._directories.get(app), incremental, notes)
+                    for number, _, changes in incremental:
                         eng.apply(changes, number)
+                    if len(incremental) < len(batch):
+                        if background:
+                            self._rebuild_later(app, eng)
+                            self._synced[app] = time.monotonic()
+                            return eng.revision
+                        return self.reload().revision
             self._synced[app] = time.monotonic()
             return eng.revision
 
     def _revocations_after(self, session: Session, revision: int) -> None:
+        # While a rebuild is under way: token revocations and user changes cannot wait for it.
         batch = policy_store.revision_log_after(session, revision)
         if batch:
-            self._forget_revoked_tokens(session, [n for n, kind, _ in batch if kind == tokens.TOKEN_REVOKE])
+            notes = self._forget_revoked_tokens(session, batch)
+            changed = [r for r in batch if r[1] == directory.USER_CHANGE]
+            self._follow_users(session, self._directories.get(self._key()), changed, notes)
             self._revocations_through[self._key()] = batch[-1][0]
 
     # -- background rebuilds (no stampede) -------------------------------------------------
@@ -231,13 +254,14 @@ class PolicyRuntime:
                 while True:
                     with Session(self._db.engine) as session:
                         new = self.build(session)  # outside the lock: the old engine keeps answering
+                        users = directory.load(session, new)
                     problems = tuple(delegation.problems(new.packset))
                     with self._lock:
                         if self._rebuilds.get(app) is not state:
                             return  # a synchronous reload (a local write) got there first
-                        if not self._catch_up(new):
+                        if not self._catch_up(new, users):
                             continue  # another pack change came while building: build again
-                        self._swap(app, new, problems)
+                        self._swap(app, new, problems, users)
                         self._rebuilds.pop(app, None)
                         self.last_rebuild = {
                             "from_revision": state["from_revision"],
@@ -253,32 +277,52 @@ class PolicyRuntime:
                 if self._rebuilds.get(app) is state:
                     self._rebuilds.pop(app, None)
 
-    def _catch_up(self, eng: PolicyEngine) -> bool:
-        """Apply to eng (not yet serving) what was committed after it was read; False when a
-        revision needs another rebuild."""
+    def _catch_up(self, eng: PolicyEngine, users: Directory) -> bool:
+        """Apply to eng and its directory (not yet serving) what was committed after they were read;
+        False when a revision needs another rebuild."""
         with Session(self._db.engine) as session:
             while True:
                 batch = policy_store.revision_log_after(session, eng.revision)
                 if not batch:
                     return True
                 for number, kind, changes in batch:
-                    if self._needs_rebuild(eng, number, kind, changes):
+                    if self._needs_rebuild(eng.revision, number, kind, changes):
                         return False
+                    step = [(number, kind, changes)]
+                    notes = directory.messages(session, [number]) if kind == directory.USER_CHANGE else {}
+                    self._follow_users(session, users, step, notes)
                     eng.apply(changes, number)
 
-    def _swap(self, app: Flask, eng: PolicyEngine, problems: tuple[str, ...]) -> None:
+    def _swap(self, app: Flask, eng: PolicyEngine, problems: tuple[str, ...], users: Directory) -> None:
         if problems:
             log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
         self._verification[app] = problems
+        self._directories[app] = users
         self._engines[app] = eng
         self._synced[app] = time.monotonic()
 
-    def _forget_revoked_tokens(self, session: Session, numbers: list[int]) -> None:
-        if numbers:
-            from app.models import PolicyRevision
+    def _forget_revoked_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
+        """Drop the tokens the batch's revocations name; the messages of its revocations and user changes."""
+        kinds = (tokens.TOKEN_REVOKE, directory.USER_CHANGE)
+        notes = directory.messages(session, [n for n, kind, _ in batch if kind in kinds])
+        for number, kind, _ in batch:
+            if kind == tokens.TOKEN_REVOKE:
+                tokens.forget_revoked(notes.get(number, ""))
+        return notes
 
-            for message in session.scalars(select(PolicyRevision.message).where(PolicyRevision.id.in_(numbers))):
-                tokens.forget_revoked(str(message or ""))
+    @staticmethod
+    def _follow_users(
+        session: Session,
+        users: Directory | None,
+        revisions: list[tuple[int, str, list[Any]]],
+        notes: dict[int, str],
+    ) -> None:
+        """Fetch into the directory the users these revisions add facts for or change (one query)."""
+        if users is None:
+            return
+        ids = directory.wanted(users, revisions, notes)
+        if ids:
+            directory.fetch(session, users, ids)
 
     def wait_for(self, min_revision: int, timeout: float | None = None) -> PolicyEngine:
         """The engine once it has reached min_revision.
@@ -329,6 +373,9 @@ class PolicyRuntime:
         # Under the lock: the listener thread may be applying the same revisions right now.
         with self._lock:
             eng = self.engine
+            users = self._directories.get(self._key())
+            applied: list[tuple[int, str, list[Any]]] = []
+            notes: dict[int, str] = {}
             for row in pending:
                 number = int(row.id)
                 if number <= eng.revision:
@@ -340,9 +387,28 @@ class PolicyRuntime:
                     and not any(is_pack_rule(c.rule) for c in changes)
                 ):
                     eng.apply(changes, number)
+                    applied.append((number, str(row.kind), changes))
+                    notes[number] = str(row.message or "")
                 else:
                     self.sync(background=False)  # this process wrote it: rebuild now (read-your-writes)
                     eng = self.engine
+                    users = self._directories.get(self._key())
+                    applied = [r for r in applied if r[0] > eng.revision]  # (none: the rebuild loaded them)
+            if users is not None and applied:
+                ids = directory.wanted(users, applied, notes)
+                if ids:
+                    self._fetch_users(users, ids)
+
+    def _fetch_users(self, users: Directory, ids: set[int | str]) -> None:
+        """Fetch users into the directory after a commit; when that fails the next sync retries."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with Session(self._db.engine) as session:
+                directory.fetch(session, users, ids)
+        except SQLAlchemyError as exc:
+            users.pending.update(ids)
+            log.warning("users %s not fetched into the directory (retried at the next sync): %s", sorted(ids)[:5], exc)
 
     # -- cross-process sync ------------------------------------------------------------------
     def set_listener(self, app: Flask, listener: Any) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.errors import ConflictError, ValidationError
 from app.models import User
 
-from . import inputs
+from . import directory, inputs
 
 _hasher = PasswordHasher()
 MIN_PASSWORD = 10
@@ -110,11 +110,13 @@ def resolve_subject(session: Session, subject: object) -> User | None:
     return None
 
 
-def set_external_id(session: Session, user: User, external_id: str | None) -> None:
+def set_external_id(session: Session, user: User, external_id: str | None, actor_id: int | None = None) -> None:
     """Set (or clear, with None) the id another system knows the user by, e.g. an IdP's ``sub``.
 
-    Raises ValidationError (not printable ASCII, holds ``,*@``, all digits, over 254 characters:
-    such a value would read as a user id or an email) and ConflictError (another user has it).
+    A change is a ``user-change`` revision of the caller's transaction (by ``actor_id``), so every
+    process's directory of users follows it. Raises ValidationError (not printable ASCII, holds
+    ``,*@``, all digits, over 254 characters: such a value would read as a user id or an email) and
+    ConflictError (another user has it).
     """
     from .decisions import EXTERNAL_ID
 
@@ -126,5 +128,8 @@ def set_external_id(session: Session, user: User, external_id: str | None) -> No
         other = session.scalar(select(User.id).where(User.external_id == external_id))
         if other is not None and other != user.id:
             raise ConflictError("another user has this external id")
+    if user.external_id == external_id:
+        return
     user.external_id = external_id
+    directory.record_change(session, user, actor_id)  # every process refetches the user when it syncs
     session.flush()

@@ -1,0 +1,197 @@
+"""What decisions need from the database besides the engine, held in memory beside it.
+
+A :class:`Directory` is loaded with every engine (``PolicyRuntime.reload`` and background
+rebuilds, from the same snapshot as the policy) and swapped in with it:
+
+* **users the policy knows**: every user with a ``g``/``g2``/``g3`` fact (workspace roles, platform
+  roles in ``*``, scopes): id → (email, external id), and email → id, external id → id. A
+  reference found here needs no query, so a database outage changes nothing for known people.
+  It is kept current through the revision log: a revision adding facts for a user it does not
+  hold yet fetches that user by id (in the sync or after-commit path, never on a decision), and a
+  change of a user's email or external id is itself a revision (``user-change``, message
+  ``user:<id>``, written by :func:`record_change` in the changing transaction), so every process
+  refetches that user when it syncs, like a role change.
+* **AuthZEN resource catalogs** (``settings.authzen_resources``) of every workspace ({} for one
+  without), as loaded, as fetched when a revision gives a new workspace its pack, and as last read
+  by ``authzen.catalog``, which falls back to them when the database cannot be asked. A settings
+  change is not a revision: one made by another process after that is not seen here during an
+  outage.
+
+Users are never deleted and ids never reused, so an entry never names the wrong person; one
+whose facts are all removed stays until the next load (it still resolves to the same user, as
+the users table would).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.models import PolicyRevision, User, Workspace
+
+if TYPE_CHECKING:
+    from app.authz import PolicyEngine
+    from app.authz.engine import RuleChange
+
+USER_CHANGE = "user-change"  # the revision kind of an email or external id change (message: user:<id>)
+USER_FACTS = ("g", "g2", "g3")  # fact types whose first field may be a user
+FETCH_CHUNK = 5000  # ids per query (SQLite binds at most 32,766 parameters)
+
+
+class Directory:
+    """The users the policy knows (and the catalogs at load), for decisions without a query.
+
+    Written under its own lock (the runtime's sync, and this process's commits); read without
+    one (single dict lookups).
+    """
+
+    __slots__ = ("_ids", "_emails", "_externals", "catalogs", "pending", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[int, tuple[str, str, str | None]] = {}  # id → (key, email, external id)
+        self._emails: dict[str, str] = {}  # lower-cased email → key
+        self._externals: dict[str, str] = {}  # external id → key
+        self.catalogs: dict[str, Any] = {}  # workspace slug → parsed AuthZEN catalog ({}: none)
+        self.pending: set[int | str] = set()  # user ids and workspace slugs not fetched yet
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._ids
+
+    def key(self, ref: tuple[str, int | str]) -> str | None:
+        """The user key of a reference ("id", n) / ("email", lower-cased) / ("ext", value), or None."""
+        kind, value = ref
+        if isinstance(value, int):
+            entry = self._ids.get(value)
+            return entry[0] if entry is not None else None
+        return (self._emails if kind == "email" else self._externals).get(value)
+
+    def put(self, uid: int, email: str, external_id: str | None) -> None:
+        """Hold (or update) one user: the old email and external id stop naming them."""
+        key = f"user:{uid}"
+        email = email.lower()
+        with self._lock:
+            old = self._ids.get(uid)
+            self._ids[uid] = (key, email, external_id)
+            self._emails[email] = key
+            if external_id is not None:
+                self._externals[external_id] = key
+            if old is not None:
+                if old[1] != email and self._emails.get(old[1]) == key:
+                    del self._emails[old[1]]
+                if old[2] is not None and old[2] != external_id and self._externals.get(old[2]) == key:
+                    del self._externals[old[2]]
+
+    def changed(self, uid: int, kind: str, value: str | None) -> None:
+        """A committed change of a held user's email (kind "email") or external id ("ext") in this process."""
+        old = self._ids.get(uid)
+        if old is None or (kind == "email" and not isinstance(value, str)):
+            return
+        self.put(uid, value if kind == "email" else old[1], value if kind == "ext" else old[2])  # type: ignore[arg-type]
+
+
+def _user_id(value: str) -> int | None:
+    body = value[5:]
+    return int(body) if value.startswith("user:") and body.isascii() and body.isdigit() and len(body) < 19 else None
+
+
+def user_ids(eng: PolicyEngine) -> set[int]:
+    """Ids of every user with a g/g2/g3 fact in the engine (any domain, platform roles included)."""
+    out: set[int] = set()
+    for rm in (eng.g, eng.g2, eng.g3):
+        for bucket in tuple(rm.links.values()):
+            for name in tuple(bucket):
+                if name.startswith("user:"):
+                    uid = _user_id(name)
+                    if uid is not None:
+                        out.add(uid)
+    return out
+
+
+def load(session: Session, eng: PolicyEngine) -> Directory:
+    """The directory for eng, read through session (the policy's own snapshot, after the facts).
+
+    Reads every user and keeps those the policy knows, rather than sending their ids: one
+    sequential read of three columns, the same on both backends and without a parameter limit
+    (the outage drill's 1,801 users: 4 ms; 100,000 users: 0.15 s, beside seconds for the facts).
+    """
+    from .authzen import parse_catalog
+
+    wanted = user_ids(eng)
+    d = Directory()
+    if wanted:
+        rows = session.execute(select(User.id, User.email, User.external_id))
+        for uid, email, ext in rows:
+            if uid in wanted:
+                d.put(int(uid), str(email), ext)
+    for slug, settings in session.execute(select(Workspace.slug, Workspace.settings)):
+        d.catalogs[str(slug)] = parse_catalog(settings)
+    return d
+
+
+def wanted(
+    d: Directory, revisions: Iterable[tuple[int, str, Sequence[RuleChange]]], messages: Mapping[int, str]
+) -> set[int | str]:
+    """What to fetch after revisions: ids of users their facts add that d does not hold and of users
+    a ``user-change`` names that d holds, slugs of workspaces given a pack that d does not hold, and
+    whatever an earlier fetch could not get."""
+    out = set(d.pending)
+    for number, kind, changes in revisions:
+        if kind == USER_CHANGE:
+            uid = _user_id(messages.get(number, ""))
+            if uid is not None and uid in d:
+                out.add(uid)
+            continue
+        for ch in changes:
+            if ch.op != "add":
+                continue
+            if ch.rule[0] in USER_FACTS and ch.rule[1].startswith("user:"):
+                uid = _user_id(ch.rule[1])
+                if uid is not None and uid not in d:
+                    out.add(uid)
+            elif ch.rule[0] == "g4" and ch.rule[1].startswith("ws:") and ch.rule[1][3:] not in d.catalogs:
+                out.add(ch.rule[1][3:])
+    return out
+
+
+def fetch(session: Session, d: Directory, wanted: set[int | str]) -> None:
+    """Read users (by id) and workspace catalogs (by slug) into d, a few queries at most; clears
+    them from ``pending``."""
+    from .authzen import parse_catalog
+
+    ids = sorted(w for w in wanted if isinstance(w, int))
+    slugs = sorted(w for w in wanted if isinstance(w, str))
+    for i in range(0, len(ids), FETCH_CHUNK):
+        chunk = ids[i : i + FETCH_CHUNK]
+        for uid, email, ext in session.execute(select(User.id, User.email, User.external_id).where(User.id.in_(chunk))):
+            d.put(int(uid), str(email), ext)
+    for i in range(0, len(slugs), FETCH_CHUNK):
+        rows = session.execute(
+            select(Workspace.slug, Workspace.settings).where(Workspace.slug.in_(slugs[i : i + FETCH_CHUNK]))
+        )
+        for slug, settings in rows:
+            d.catalogs[str(slug)] = parse_catalog(settings)
+    d.pending.difference_update(wanted)
+
+
+def messages(session: Session, numbers: Sequence[int]) -> dict[int, str]:
+    """Revision number → message, for the revisions whose message carries what they changed."""
+    if not numbers:
+        return {}
+    rows = session.execute(select(PolicyRevision.id, PolicyRevision.message).where(PolicyRevision.id.in_(numbers)))
+    return {int(n): str(m or "") for n, m in rows}
+
+
+def record_change(session: Session, user: User, actor_id: int | None) -> None:
+    """Log a change of user's email or external id as a revision of the caller's transaction, so
+    every process refetches the user when it applies it (``PolicyRuntime.sync``)."""
+    from . import policy_store
+
+    policy_store.begin_write(session, USER_CHANGE, actor_id, message=f"user:{user.id}")
