@@ -119,8 +119,10 @@ def load(session: Session, eng: PolicyEngine) -> Directory:
     """The directory for eng, read through session (the policy's own snapshot, after the facts).
 
     Reads every user and keeps those the policy knows, rather than sending their ids: one
-    sequential read of three columns, the same on both backends and without a parameter limit
-    (the outage drill's 1,801 users: 4 ms; 100,000 users: 0.15 s, beside seconds for the facts).
+    sequential read of three columns, the same on both backends and without a parameter limit.
+    Measured on PostgreSQL (whole load, catalogs included, vs ``WHERE id = ANY(ids)``): the outage
+    drill's 1,801 users 3.8 ms (ANY 7.6 ms); 100,000 users all known 0.20 s (ANY 0.25 s); 100,000
+    users of whom 20,000 known 0.11 s (ANY 0.04 s), beside seconds for the facts themselves.
     """
     from .authzen import parse_catalog
 
