@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_CONNECT_TIMEOUT_SECONDS": 2.0,  # libpq connect_timeout (whole seconds, at least 2)
     "DATABASE_POOL_TIMEOUT_SECONDS": 1.0,  # waiting for a free pooled connection
     "DATABASE_STATEMENT_TIMEOUT_SECONDS": 30.0,  # PostgreSQL statement_timeout (0: none)
+    "POLICY_LOAD_STATEMENT_TIMEOUT_SECONDS": 600.0,  # statement_timeout of a full policy load (0: none)
     "DATABASE_REQUEST_WAIT_SECONDS": 2.0,  # client-side deadline of one server round trip in a request
     "DATABASE_WAIT_SECONDS": 60.0,  # the same outside requests (policy listener, engine loads in threads, CLI)
     "DATABASE_RETRY_SECONDS": 1.0,  # after a failure: requests needing the database fail at once; Retry-After

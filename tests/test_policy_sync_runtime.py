@@ -141,7 +141,7 @@ def test_listener_on_its_own_url_listens(apps: Callable[..., Flask], pg_url: str
     writer = apps()
     b = apps(POLICY_LISTEN_URL=pg_url.replace("postgresql+psycopg://", "postgresql://"), POLICY_POLL_SECONDS=30)
     listener = _listen(b)
-    _until(lambda: listener.connected)
+    _until(lambda: listener.connected and listener.syncs > 0)  # connected comes before the first load ends
     status, body = _readyz(b)
     assert status == 200 and body["checks"]["sync"] == "listen" and "sync_reason" not in body
     revision = _grant(writer)
@@ -220,3 +220,20 @@ def test_writer_rebuilds_at_once(apps: Callable[..., Flask]) -> None:
         session.commit()
         assert authz.engine.revision == number and authz.sync_status()["rebuild"] is None
         db.session.remove()
+
+
+def test_a_full_load_has_its_own_statement_timeout(apps: Callable[..., Flask]) -> None:
+    """The load's snapshot runs under POLICY_LOAD_STATEMENT_TIMEOUT_SECONDS, not the request bound."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from app.extensions import authz, db
+
+    app = apps(DATABASE_STATEMENT_TIMEOUT_SECONDS=30, POLICY_LOAD_STATEMENT_TIMEOUT_SECONDS=42)
+    with app.app_context(), Session(db.engine) as session:
+        eng = authz.build(session)
+        assert eng.revision >= 1
+        assert session.scalar(text("SHOW statement_timeout")) == "42s"
+        assert session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
+    with app.app_context(), Session(db.engine) as session:
+        assert session.scalar(text("SHOW statement_timeout")) == "30s"  # SET LOCAL: this connection's own again

@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
@@ -134,6 +134,12 @@ class PolicyRuntime:
 
     def build(self, session: Session) -> PolicyEngine:
         """A fresh engine from the database (pack documents and rules) at the committed head."""
+        if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
+            # One snapshot (as read_policy would open it), under the load's own statement timeout:
+            # at 1M memberships two workers loading at once passed the 30 s request bound.
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            ms = int(float(current_app.config["POLICY_LOAD_STATEMENT_TIMEOUT_SECONDS"]) * 1000)
+            session.execute(text(f"SET LOCAL statement_timeout = {max(ms, 0)}"))
         revision, documents, pack_rules, facts = policy_store.read_policy(session)
         if not documents:
             raise UnavailableError("policy not imported; run `flask db-upgrade`")
