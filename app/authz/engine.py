@@ -251,6 +251,8 @@ class PolicyEngine:
                 if len(rule) == 4 and ptype in ("g4", "g5") and rule[3] == "":
                     rule = rule[:3]
                 check(rule)
+                if ptype == "g4" and rule[1].startswith("pack:"):
+                    structural = True  # a pack → role link (normally a pack rule, loaded with the packs)
                 if ptype == "g4" and rule[1].startswith("ws:"):
                     packs = g4.direct(rule[1], "")
                     if packs and rule[2] not in packs:
@@ -304,8 +306,9 @@ class PolicyEngine:
             rm.add_link(*rule[1:])
         else:
             rm.delete_link(*rule[1:])
-        # Only role inheritance changes what direct roles reach (shapes: g holds no other links).
-        return ptype == "g" and rule[1].startswith("role:")
+        # Only role inheritance changes what direct roles reach (shapes: g holds no other links), and
+        # only pack → role links what a workspace's pack reaches (the memo keys by both, see memo).
+        return (ptype == "g" and rule[1].startswith("role:")) or (ptype == "g4" and rule[1].startswith("pack:"))
 
     def _rebuild_p(self) -> None:
         self.enforcer.set_p_rules(self._p_rules)
@@ -471,7 +474,7 @@ class PolicyEngine:
                 hit = self._decide(req, roles, revision)
             else:
                 all_roles = (*direct, *platform) if platform else direct
-                memo_key = (act, key_fn(sub, dom, obj, all_roles))
+                memo_key = (act, key_fn(sub, dom, obj, all_roles, packs or _NONE))
                 memo = self._memo
                 cached = memo.get(memo_key)
                 if cached is not None:
