@@ -1,12 +1,14 @@
 """Embedded, read-only enforcement for Python services that cannot afford a network hop.
 
-Stock Casbin reads the live policy: ``casbin.Enforcer("model.conf", sqlalchemy_adapter.Adapter(url,
-db_class=CasbinRule))`` plus what the service registers on its own enforcer (the rank functions
-``rankAbove``/``mayGrant`` from the stored pack documents, and the ``*`` domain pattern of ``g``).
-The table is the adapter's ``casbin_rule`` (``id, ptype, v0..v5``) with one more column, ``v6``: our
-p-rule has seven fields (``priority, sub, pack, act, scope, feature, eft``); ``CasbinRule.__str__`` is
-the policy line the adapter loads. Rules load in id order (the adapter's filtered load), the order the
-service applies them, which decides between equal priorities.
+Stock Casbin reads the live policy: ``casbin.Enforcer("model.conf", sqlalchemy_adapter.Adapter(url))``,
+the adapter with its own row class, plus what the service registers on its own enforcer (the rank
+functions ``rankAbove``/``mayGrant`` from the stored pack documents, the ``*`` domain pattern of ``g``,
+and the platform domains' packs). The table is the adapter's ``casbin_rule`` (``id, ptype, v0..v5``):
+the p-rule has six values (``priority, sub, act, scope, feature, eft``), and the pack check is
+``g4(r.dom, p.sub)`` over ``g4, ws:<slug>, pack:<id>`` and ``g4, pack:<id>, <role>`` rows. The stock row
+class prints two- and three-value rules with trailing empty values; pycasbin cuts them to the role
+definition's arity. Rules load in id order (the adapter's filtered load), the order the service applies
+them, which decides between equal priorities.
 
 It decides exactly like the service (``tests/test_embedded.py`` compares them on the demo data), on a
 snapshot: :meth:`EmbeddedEnforcer.refresh` builds a new enforcer when the policy revision moved
@@ -29,20 +31,24 @@ from sqlalchemy_adapter.adapter import Filter
 from app.authz import AccessRequest, ResourceFacts, validate_request
 from app.authz.enforcer import rank_functions
 from app.authz.identifiers import PLATFORM_DOMAIN
-from app.authz.packs import Pack, packset_from_documents
+from app.authz.packs import Pack, is_pack_rule, packset_from_documents
 from app.models import CasbinRule, PolicyHead, PolicyPack
 
 MODEL = Path(__file__).resolve().parent.parent / "model.conf"
 
 
-def _packs(engine: Engine, model_text: str) -> dict[str, Pack]:
-    """The live packs: stored documents with their stored pack rules (ranks and grant exceptions)."""
-    from app.authz.packs import is_pack_rule
-
-    with Session(engine) as session:
-        documents = {p.pack: dict(p.document) for p in session.scalars(select(PolicyPack))}
-        rows = session.scalars(select(CasbinRule).order_by(CasbinRule.id)).all()
-        rules = [r.as_rule() for r in rows if is_pack_rule(r.as_rule())]
+def live_packs(url_or_engine: str | Engine, model_path: Path | str = MODEL) -> dict[str, Pack]:
+    """The live packs: stored documents with their stored pack rules (what the rank functions read)."""
+    model_text = Path(model_path).read_text(encoding="utf-8")
+    engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    try:
+        with Session(engine) as session:
+            documents = {p.pack: dict(p.document) for p in session.scalars(select(PolicyPack))}
+            rows = session.scalars(select(CasbinRule).order_by(CasbinRule.id)).all()
+            rules = [r.as_rule() for r in rows if is_pack_rule(r.as_rule())]
+    finally:
+        if isinstance(url_or_engine, str):
+            engine.dispose()
     return dict(packset_from_documents(documents, rules, model_text).packs)
 
 
@@ -56,12 +62,11 @@ def stock_enforcer(url_or_engine: str | Engine, model_path: Path | str = MODEL) 
     """Stock ``casbin.Enforcer`` over the live ``casbin_rule`` table through ``sqlalchemy_adapter``,
     with the service's matcher functions registered; auto-save off (read-only)."""
     engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-    model_text = Path(model_path).read_text(encoding="utf-8")
     disabled_logging()
-    adapter = sqlalchemy_adapter.Adapter(engine, db_class=CasbinRule, filtered=True, create_table=False)
+    adapter = sqlalchemy_adapter.Adapter(engine, filtered=True, create_table=False)
     e = casbin.Enforcer(str(model_path), adapter)
     e.enable_auto_save(False)
-    packs = _packs(engine, model_text)
+    packs = live_packs(engine, model_path)
     for name, fn in rank_functions(packs).items():
         e.add_function(name, fn)
     e.add_named_domain_matching_func("g", key_match)

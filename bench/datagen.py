@@ -80,10 +80,10 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
     expected = workspaces * (MEMBERS + 1) + workspaces * MEMBERS // 2
     rules = 0
     with psycopg.connect(_libpq(url)) as c:
-        with c.cursor() as cur, cur.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4, v5, v6) FROM STDIN") as copy:
+        with c.cursor() as cur, cur.copy("COPY casbin_rule (ptype, v0, v1, v2, v3, v4, v5) FROM STDIN") as copy:
             bar = tqdm(total=expected, unit="rule", desc=f"W={workspaces:,} facts", unit_scale=True, leave=True)
             for rule in iter_world(packset, workspaces, MEMBERS, SEED):
-                copy.write_row((rule[0], rule[1], rule[2], rule[3] if len(rule) > 3 else "", "", "", "", ""))
+                copy.write_row((rule[0], rule[1], rule[2], rule[3] if len(rule) > 3 else "", "", "", ""))
                 rules += 1
                 if rules % 10_000 == 0:
                     bar.update(10_000)

@@ -344,7 +344,7 @@ def propagation(url: str, changes: int, log_dir: str) -> dict[str, Any]:
     action = next(
         a.id
         for a in pack.actions
-        if any(r[0] == "p" and r[2] == pack.role_key(top.id) and r[4] == a.id and r[5] == "any" for r in pack.rules)
+        if any(r[0] == "p" and r[2] == pack.role_key(top.id) and r[3] == a.id and r[4] == "any" for r in pack.rules)
     )
     rule = ["g", user, pack.role_key(top.id), ws]
     check = f"/_mp/check?sub={user}&dom={ws}&act={action}"

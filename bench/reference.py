@@ -33,14 +33,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def build_fast_enforcer(model_text: str, packs: Any, rules: list[tuple[str, ...]]) -> casbin.FastEnforcer:
     """pycasbin's FastEnforcer (p-rules filtered by action before evaluation), same rules."""
     _model(model_text)  # silences pycasbin's per-denial logging, as for the plain enforcer
-    # Only position 3 (act) lines up between r and p; FastPolicy needs two key levels, hence
-    # [3, 3]. FastPolicy keeps rules in sets: priority order is lost, so answers may differ.
+    # The policy is keyed by p's act (index 2), each request by r's act (index 3): FastModel and
+    # FastEnforcer take their key orders separately. FastPolicy needs two key levels, hence
+    # [2, 2] / [3, 3]. FastPolicy keeps rules in sets: priority order is lost, so answers may differ.
     # FastModel.add_def returns None, so FastModel's loader stops after the first role
     # definition (pycasbin 2.8.0 bug: g2..g5 missing): load a plain Model and move it over.
     plain = _model(model_text)
-    m = FastModel([3, 3])
+    m = FastModel([2, 2])
     m.model = plain.model
-    m.model["p"]["p"].policy = FastPolicy([3, 3])
+    m.model["p"]["p"].policy = FastPolicy([2, 2])
     e = casbin.FastEnforcer(m, cache_key_order=[3, 3])
     for fname, fn in rank_functions(packs).items():
         e.add_function(fname, fn)

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from app.authz.packs import Pack, PackSet, Rule
+from app.authz.packs import P_SCOPE, Pack, PackSet, Rule
 from app.authz.types import RESOURCE_FIELDS, AccessRequest, ResourceFacts
 
 GROUPS_PER_WS = 2
@@ -31,7 +31,7 @@ class World:
 
 
 def _scope_prefix(pack: Pack) -> str:
-    return "team" if any(r[0] == "p" and r[5] == "team" for r in pack.rules) else "group"
+    return "team" if any(r[0] == "p" and r[P_SCOPE] == "team" for r in pack.rules) else "group"
 
 
 def iter_world(packset: PackSet, workspaces: int, members: int = 10, seed: int = 1) -> Iterator[Rule]:

@@ -174,7 +174,7 @@ def test_editor_sees_failing_policy_tests_and_counterexamples_but_cannot_apply(b
 
     # An escalating edit typed as a rule line: the verifier's counterexample is shown.
     b.go("/policy/packs/classroom")
-    b.css("#rule-line").send_keys("p, 90, role:classroom:teacher, pack:classroom, change_user_roles, any, -, allow")
+    b.css("#rule-line").send_keys("p, 90, role:classroom:teacher, change_user_roles, any, -, allow")
     b.css("#rule-form button[type=submit]").click()
     wait_status(b, "problem")
     problems = b.css("#draft-problems").text

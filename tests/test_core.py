@@ -57,7 +57,7 @@ def test_decisions_carry_the_revision(engine: PolicyEngine) -> None:
 def test_explain_gives_rule_and_role_path(engine: PolicyEngine) -> None:
     d = engine.explain(req("user:1", "ws:a", "view_dashboard"))
     assert d.allowed
-    assert d.rule == ("p", "90", "role:simulations:learner", "pack:simulations", "view_dashboard", "any", "-", "allow")
+    assert d.rule == ("p", "90", "role:simulations:learner", "view_dashboard", "any", "-", "allow")
     assert d.role_path[0] == "user:1" and d.role_path[-1] == "role:simulations:learner"
     assert d.role_path[1] == "role:simulations:owner"
     assert len(d.role_path) == 4  # user → owner → (trainer|reviewer) → learner
@@ -88,7 +88,7 @@ def test_role_change_applies_incrementally(engine: PolicyEngine) -> None:
 
 def test_p_rule_change_clears_the_memo(engine: PolicyEngine) -> None:
     assert engine.check(req("user:3", "ws:a", "create_and_edit_courses")).allowed
-    rule = ("p", "80", "role:simulations:trainer", "pack:simulations", "create_and_edit_courses", "any", "-", "allow")
+    rule = ("p", "80", "role:simulations:trainer", "create_and_edit_courses", "any", "-", "allow")
     engine.apply([RuleChange("remove", rule)], 8)
     assert not engine.check(req("user:3", "ws:a", "create_and_edit_courses")).allowed
     # the owner still has it? No: owners inherit it from trainer only.
@@ -124,8 +124,8 @@ def test_pack_validation_lists_every_problem() -> None:
     doc = dict(SIM.document)
     rules = [
         *SIM.rules,
-        ("p", "70", "role:simulations:ghost", "pack:simulations", "view_dashboard", "any", "-", "allow"),
-        ("p", "70", "role:simulations:owner", "pack:simulations", "fly", "any", "-", "allow"),
+        ("p", "70", "role:simulations:ghost", "view_dashboard", "any", "-", "allow"),
+        ("p", "70", "role:simulations:owner", "fly", "any", "-", "allow"),
         ("g", "role:simulations:learner", "role:simulations:owner", "*"),
     ]
     with pytest.raises(PackError) as err:

@@ -232,7 +232,7 @@ def test_explain_adds_rule_and_role_path(client: FlaskClient, world: World) -> N
     body = {"subject": f"user:{uid}", "workspace": "simulations-demo", "action": "view_dashboard"}
     status, out = post(client, "/v1/check?explain=true", world.token, body)
     assert status == 200 and out["allowed"] is True
-    assert out["rule"][:4] == ["p", "90", "role:simulations:learner", "pack:simulations"]
+    assert out["rule"][:4] == ["p", "90", "role:simulations:learner", "view_dashboard"]
     assert out["role_path"][0] == f"user:{uid}" and out["role_path"][-1] == "role:simulations:learner"
     _, plain = post(client, "/v1/check", world.token, body)
     assert "rule" not in plain and "role_path" not in plain

@@ -245,7 +245,8 @@ def test_the_search_finds_what_the_verifier_refuses() -> None:
     docs = {pid: dict(p.document) for pid, p in PACKS.packs.items()}
     docs["classroom"]["roles"] = [*docs["classroom"]["roles"], {"id": "cohost", "rank": 0}]
     rules = PACKS.all_rules() + [
-        ("p", "100", "role:classroom:cohost", "pack:classroom", "delete_organization", "any", "-", "allow")
+        ("g4", "pack:classroom", "role:classroom:cohost"),
+        ("p", "100", "role:classroom:cohost", "delete_organization", "any", "-", "allow"),
     ]
     bad = packset_from_documents(docs, rules, PACKS.model_text)
     assert delegation.problems(bad, ["classroom"])

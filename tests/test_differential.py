@@ -87,7 +87,9 @@ class State:
             elif change.op == "remove" and rule in self.p_rules:
                 self.p_rules.remove(rule)
             return
-        target = self.hierarchy if rule[0] == "g" and rule[1].startswith("role:") else self.facts
+        inheritance = rule[0] == "g" and rule[1].startswith("role:")
+        structural = inheritance or (rule[0] == "g4" and rule[1].startswith("pack:"))
+        target = self.hierarchy if structural else self.facts
         if change.op == "add":
             target.add(rule)
         else:
@@ -105,7 +107,7 @@ def _initial_state(facts: Iterable[Rule]) -> State:
     facts = set(facts)
     return State(
         p_rules=[r for r in PACKSET.all_rules() if r[0] == "p"],
-        hierarchy={r for r in PACKSET.all_rules() if r[0] == "g"},
+        hierarchy={r for r in PACKSET.all_rules() if r[0] in ("g", "g4")},  # inheritance, pack → role links
         facts=facts,
         home={r[1]: r[2] for r in facts if r[0] == "g4"},
     )
@@ -155,32 +157,33 @@ def _reference_reason(plain: Any, index: Index, req: AccessRequest, allowed: boo
     direct = [*index.roles.get((sub, dom), ()), *index.roles.get((sub, "*"), ())]
     if not any(r.startswith(prefix) for r in direct):
         return Reason.NO_ROLE.value
-    g, g2, g3, g5 = (plain.rm_map[t] for t in ("g", "g2", "g3", "g5"))
-    rows = [list(r) for r in plain.model["p"]["p"].policy]  # priority order (stable)
-    candidates = [r for r in rows if r[3] == act and r[2] == pack.key and g.has_link(sub, r[1], dom)]
+    g, g2, g3, g4, g5 = (plain.rm_map[t] for t in ("g", "g2", "g3", "g4", "g5"))
+    # priority order (stable); each row: priority, sub, act, scope, feature, eft
+    rows = [list(r) for r in plain.model["p"]["p"].policy]
+    candidates = [r for r in rows if r[2] == act and g4.has_link(dom, r[1]) and g.has_link(sub, r[1], dom)]
     if not candidates:
         return Reason.NOT_PERMITTED.value
-    live = [r for r in candidates if r[5] == "-" or not g5.has_link(dom, r[5])]
+    live = [r for r in candidates if r[4] == "-" or not g5.has_link(dom, r[4])]
     if not live:
         return Reason.FEATURE_OFF.value
     if obj.member and not obj.role:  # model.conf: a target member with no current role names nobody
         return Reason.UNKNOWN_MEMBER.value
     if matched:
         live = [r for r in live if int(r[0]) < int(matched[0])]
-        if not any(r[6] == "allow" and r[4] != "any" for r in live):
+        if not any(r[5] == "allow" and r[3] != "any" for r in live):
             return Reason.DENIED_BY_POLICY.value
     for r in live:
-        if r[6] == "allow" and r[4] != "any":
-            if r[4] == "rank" and obj.member == sub:
+        if r[5] == "allow" and r[3] != "any":
+            if r[3] == "rank" and obj.member == sub:
                 return Reason.SELF_CHANGE.value
             if (
-                r[4] in ("group", "into_group")
+                r[3] in ("group", "into_group")
                 and obj.member
                 and g2.has_link(sub, obj.group, dom)
-                and (r[4] == "into_group" or g3.has_link(obj.member, obj.group, dom))
+                and (r[3] == "into_group" or g3.has_link(obj.member, obj.group, dom))
             ):
                 return Reason.RANK_LIMIT.value
-            return _SCOPE_REASON.get(r[4], Reason.NOT_PERMITTED.value)
+            return _SCOPE_REASON.get(r[3], Reason.NOT_PERMITTED.value)
     return Reason.NOT_PERMITTED.value
 
 
@@ -241,20 +244,21 @@ def _random_change(world: World, state: State, rnd: random.Random) -> RuleChange
         gone = [r for r in PACKSET.all_rules() if r[0] == "p" and r not in state.p_rules]
         if gone:
             return RuleChange("add", rnd.choice(gone))
-    if roll < 0.86:  # an invented p-rule
+    if roll < 0.82:  # an invented p-rule
         prio = str(rnd.choice([1, 5, 50, 70, 80, 85, 90, 100, 200]))
         feature = rnd.choice(pack.features).id if pack.features and rnd.random() < 0.25 else "-"
         rule = (
             "p",
             prio,
             pack.role_key(rnd.choice(pack.roles).id),
-            pack.key,
             rnd.choice(pack.actions).id,
             rnd.choice(SCOPES),
             feature,
             "deny" if rnd.random() < 0.3 else "allow",
         )
         return _toggle(state, rule)
+    if roll < 0.86:  # a pack → role link removed or added (the transitive g4 of the matcher)
+        return _toggle(state, ("g4", pack.key, pack.role_key(rnd.choice([*pack.roles, *pack.roles[:1]]).id)))
     # the role hierarchy: a pack line removed, or a new line between two roles of one pack
     if rnd.random() < 0.45 and state.hierarchy:
         return RuleChange("remove", rnd.choice(sorted(state.hierarchy)))
@@ -264,7 +268,7 @@ def _random_change(world: World, state: State, rnd: random.Random) -> RuleChange
 
 # Per pack: actions with a scoped or feature-gated rule, where the rarer reasons live.
 _FOCUS = {
-    p.id: sorted({r[4] for r in p.rules if r[0] == "p" and (r[5] not in ("any", "assignee", "owner") or r[6] != "-")})
+    p.id: sorted({r[3] for r in p.rules if r[0] == "p" and (r[4] not in ("any", "assignee", "owner") or r[5] != "-")})
     for p in PACKS
 }
 
@@ -311,7 +315,12 @@ def _refused_change(world: World, state: State, rnd: random.Random) -> tuple[Rul
         (("g2", user, user, ws), True),  # a user managing a user
         (("g4", ws, other_ws), True),  # a workspace under a workspace
         (("g5", ws, other_ws), True),
-        (("p", "1", foreign.role_key(foreign.roles[0].id), pack.key, pack.actions[0].id, "any", "-", "allow"), True),
+        (("p", "1", role, pack.key, pack.actions[0].id, "any", "-", "allow"), True),  # the old 7-value p-line
+        (("g4", ws, role), True),  # a workspace straight to a role
+        (("g4", pack.key, foreign.role_key(rnd.choice(foreign.roles).id)), True),  # a pack to a foreign role
+        (("g4", pack.key, foreign.key), True),  # a pack under a pack
+        (("g4", f"platform:{pack.id}", pack.key), True),  # platform domains' packs are the engine's own
+        (("g", user, role, pack.key), True),  # a role held in a pack "domain"
     ]
     if state.has(("g4", ws, state.home[ws])):
         kinds.append((("g4", ws, foreign.key), False))  # a second pack: refused by state, not by shape

@@ -1,9 +1,9 @@
-"""Casbin's own tooling reads our policy: stock ``casbin.Enforcer("model.conf", sqlalchemy_adapter.Adapter(url,
-db_class=CasbinRule))`` plus the service's registered functions loads the live ``casbin_rule`` table and
-decides exactly like the service's engine, on the demo data, for random requests (members, strangers,
-unknown workspaces, platform domains, every action of every pack, random resource facts), on SQLite and
-PostgreSQL, before and after a role change (``refresh``). The adapter's own row class cannot read the
-table (the measurement the design rests on): p-rules would lose their effect, g4 rows gain empty fields.
+"""Casbin's own tooling reads our policy: stock ``casbin.Enforcer("model.conf", sqlalchemy_adapter.Adapter(url))``
+(the adapter's own row class, no ``db_class``) plus the two rank functions (and the ``*`` domain pattern of
+``g`` and the platform domains' packs) loads the live ``casbin_rule`` table and decides exactly like the
+service's engine, on the demo data, for random requests (members, strangers, unknown workspaces, platform
+domains, every action of every pack, random resource facts), on SQLite and PostgreSQL, before and after a
+role change (``refresh``).
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ import random
 
 import casbin
 import sqlalchemy_adapter
+from casbin.util import key_match
 from flask import Flask
 from sqlalchemy import create_engine
 
 from app.authz import AccessRequest, ResourceFacts
-from app.embedded import MODEL, EmbeddedEnforcer, stock_enforcer
+from app.authz.enforcer import rank_functions
+from app.authz.identifiers import split_role
+from app.embedded import MODEL, EmbeddedEnforcer, live_packs, stock_enforcer
 from app.extensions import authz, db
 from app.models import CasbinRule, Membership, User, Workspace
 from app.services import members
@@ -35,13 +38,13 @@ def _random_requests(e: casbin.Enforcer, n: int, seed: int) -> list[AccessReques
     domains += sorted({r[0] for r in e.get_named_grouping_policy("g4") if r[0].startswith("platform:")})
     groups = sorted({r[1] for r in e.get_named_grouping_policy("g2") + e.get_named_grouping_policy("g3")})
     groups += ["group:nowhere", "team:nowhere"]
-    p = e.get_policy()
-    actions = sorted({r[3] for r in p}) + ["not_an_action"]
+    p = e.get_policy()  # priority, sub, act, scope, feature, eft
+    actions = sorted({r[2] for r in p}) + ["not_an_action"]
     roles = sorted({r[1] for r in p}) + [""]
-    pack_of = {r[0]: r[1] for r in e.get_named_grouping_policy("g4")}
+    pack_of = {r[0]: r[1] for r in e.get_named_grouping_policy("g4") if not r[0].startswith("pack:")}
     pack_actions: dict[str, list[str]] = {}
     for r in p:
-        pack_actions.setdefault(r[2], []).append(r[3])
+        pack_actions.setdefault(f"pack:{split_role(r[1])[0]}", []).append(r[2])
     memberships = sorted({(r[0], r[2]) for r in g if r[0].startswith("user:") and r[2].startswith("ws:")})
 
     def maybe(values: list[str]) -> str:
@@ -81,6 +84,15 @@ def _disagreements(emb: EmbeddedEnforcer, reqs: list[AccessRequest]) -> list[str
     return bad
 
 
+def _ask_plain(e: casbin.Enforcer, req: AccessRequest) -> bool:
+    """The request as the service gives it to Casbin: valid identifiers, the member's current role filled in."""
+    service = authz.engine
+    if service.check(req).reason == "invalid_request":
+        return False
+    resolved = service.resolve(req).obj
+    return bool(e.enforce(req.subject, req.domain, {n: getattr(resolved, n) for n in resolved.__slots__}, req.action))
+
+
 def test_stock_enforcer_through_the_adapter_decides_like_the_service(app: Flask, database_url: str) -> None:
     fast_password_hashing()
     load_demo()
@@ -93,8 +105,11 @@ def _compare(emb: EmbeddedEnforcer) -> None:
     e = emb.enforcer
     assert isinstance(e, casbin.Enforcer) and type(e) is casbin.Enforcer  # stock, not our subclass
     assert len(e.get_policy()) == sum(1 for r in authz.engine.p_rules() if r[0] == "p")
-    assert all(len(r) == 7 and r[6] in ("allow", "deny") for r in e.get_policy())
-    assert all(len(r) == 2 for r in e.get_named_grouping_policy("g4"))
+    assert all(len(r) == 6 and r[5] in ("allow", "deny") for r in e.get_policy())  # priority .. eft: v0..v5
+    g4 = {tuple(r[:2]) for r in e.get_named_grouping_policy("g4")}
+    assert ("pack:classroom", "role:classroom:admin") in g4 and ("ws:classroom-demo", "pack:classroom") in g4
+    assert e.rm_map["g4"].has_link("ws:classroom-demo", "role:classroom:admin")  # ws -> pack -> role
+    assert not e.rm_map["g4"].has_link("ws:classroom-demo", "role:simulations:owner")
 
     reqs = _random_requests(e, REQUESTS, seed=12)
     allowed = sum(authz.engine.check(r).allowed for r in reqs)
@@ -126,23 +141,39 @@ def _compare(emb: EmbeddedEnforcer) -> None:
 
     # Read-only: nothing the embedded enforcer does is written back.
     rows = db.session.query(CasbinRule).count()
-    emb.enforcer.add_policy("1", "role:classroom:learner", "pack:classroom", "delete_organization", "any", "-", "allow")
+    emb.enforcer.add_policy("1", "role:classroom:learner", "delete_organization", "any", "-", "allow")
     assert db.session.query(CasbinRule).count() == rows
 
 
-def test_the_adapters_own_row_class_cannot_read_the_table(app: Flask, database_url: str) -> None:
-    """Why ``db_class=CasbinRule``: the stock row class knows v0..v5 only and keeps empty trailing values."""
+def test_the_plainest_stock_enforcer_decides_like_the_service(app: Flask, database_url: str) -> None:
+    """The README's lines, literally: ``casbin.Enforcer("model.conf", sqlalchemy_adapter.Adapter(url))`` with the
+    adapter's unfiltered ``load_policy`` and its own row class, plus rankAbove/mayGrant, the ``*`` domain
+    pattern of ``g`` and the platform domains' packs."""
     fast_password_hashing()
     load_demo()
+    adapter = sqlalchemy_adapter.Adapter(database_url)
+    try:
+        e = casbin.Enforcer(str(MODEL), adapter)
+        e.enable_auto_save(False)
+        for name, fn in rank_functions(live_packs(database_url)).items():
+            e.add_function(name, fn)
+        e.add_named_domain_matching_func("g", key_match)
+        for pack in authz.engine.packset.packs.values():
+            e.add_named_grouping_policy("g4", f"platform:{pack.id}", pack.key)
+        assert type(e) is casbin.Enforcer
+        assert len(e.get_policy()) == sum(1 for r in authz.engine.p_rules() if r[0] == "p")
+        reqs = _random_requests(e, REQUESTS, seed=21)
+        bad = [r for r in reqs if _ask_plain(e, r) != authz.engine.check(r).allowed]
+        assert bad == [], bad[:5]
+        assert sum(authz.engine.check(r).allowed for r in reqs) > REQUESTS // 10
+        assert db.session.query(CasbinRule).filter(CasbinRule.v0.like("platform:%")).count() == 0  # nothing written
+    finally:
+        adapter._engine.dispose()
+
+    # The same table, read through the embedded helper's filtered (id-ordered) load: the same rules.
     engine = create_engine(database_url)
     try:
-        plain = casbin.Enforcer(str(MODEL), sqlalchemy_adapter.Adapter(engine, create_table=False))
-        p = plain.get_policy()
-        assert p and all(len(r) == 6 for r in p)  # priority..feature: the effect (v6) is lost
-        g4 = plain.get_named_grouping_policy("g4")
-        assert g4 and all(r[2:] == ["", "", "", ""] for r in g4)
         ours = stock_enforcer(engine)
-        assert {tuple(r[:6]) for r in ours.get_policy()} == {tuple(r) for r in p}
-        assert {tuple(r) for r in ours.get_named_grouping_policy("g4")} >= {tuple(r[:2]) for r in g4}
+        assert sorted(map(tuple, ours.get_policy())) == sorted(map(tuple, e.get_policy()))
     finally:
         engine.dispose()

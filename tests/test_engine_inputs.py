@@ -83,9 +83,15 @@ DIVERGING: dict[str, list[Rule]] = {
         ("g", "role:simulations:owner", "role:classroom:admin", "*"),
         ("g", "user:7", "role:simulations:owner", "ws:a"),
     ],
-    # a p-rule of pack classroom whose subject is a simulations role: Casbin allows, engine no_role
-    "p-rule of a foreign role": [
-        ("p", "1", "role:simulations:owner", "pack:classroom", "create_groups", "any", "-", "allow"),
+    # (was a p-rule of pack classroom with a simulations subject; p-rules carry no pack since the
+    # six-value p-line) a classroom pack reaching a simulations role: its rules would apply in ws:a
+    "pack linked to a foreign role": [
+        ("g4", "pack:classroom", "role:simulations:owner"),
+        ("g", "user:7", "role:simulations:owner", "ws:a"),
+    ],
+    # a workspace straight to a role: that role's rules would apply there whatever the pack
+    "workspace linked to a role": [
+        ("g4", "ws:a", "role:simulations:owner"),
         ("g", "user:7", "role:simulations:owner", "ws:a"),
     ],
     # the engine's role manager treats '*' as every domain for g2 too; stock Casbin only for g (fail-open)
@@ -204,7 +210,7 @@ _VALID: list[Rule] = [
     ("g3", "user:2", "team:t", "ws:b"),
     ("g4", "ws:a", "pack:classroom"),
     ("g5", "ws:b", "leaderboard"),
-    ("p", "1", "role:classroom:admin", "pack:classroom", "create_groups", "any", "-", "allow"),
+    ("p", "1", "role:classroom:admin", "create_groups", "any", "-", "allow"),
 ]
 
 

@@ -120,3 +120,20 @@ def test_checks_and_changes_from_two_threads_stay_consistent() -> None:
     stop.set()
     threads[0].join()
     assert not errors, errors[:3]
+
+
+def test_a_changed_pack_to_role_link_throws_the_memo_away() -> None:
+    """The memo keys ``g4(r.dom, <role>)`` by the workspace's pack: removing or restoring ``g4, pack:<id>, <role>``
+    must change the answer of a request already memoized (and agree with stock pycasbin both times)."""
+    facts = [("g4", "ws:a", "pack:classroom"), ("g", "user:1", "role:classroom:admin", "ws:a")]
+    engine = PolicyEngine(PACKSET, facts, revision=1)
+    req = AccessRequest("user:1", "ws:a", ResourceFacts(), "create_groups")  # an admin rule (priority 80)
+    link = ("g4", "pack:classroom", "role:classroom:admin")
+    assert engine.check(req).allowed and engine._memo
+    engine.apply([RuleChange("remove", link)], 2)
+    assert not engine.check(req).allowed
+    rules = [r for r in PACKSET.all_rules() if r != link] + facts
+    plain = build_plain_enforcer(PACKSET.model_text, PACKSET.packs, rules)
+    assert not plain.enforce(req.subject, req.domain, req.obj, req.action)
+    engine.apply([RuleChange("add", link)], 3)
+    assert engine.check(req).allowed

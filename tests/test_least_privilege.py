@@ -40,9 +40,10 @@ from tests.test_policy_api import (  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = load_packs(ROOT / "policy", ROOT / "model.conf")
-COHOST_BILLING = "p, 100, role:classroom:cohost, pack:classroom, manage_billing, any, -, allow"
-COHOST_DELETE = "p, 100, role:classroom:cohost, pack:classroom, delete_organization, any, -, allow"
-REVIEWER_GROUP_ASSIGN = "p, 85, role:simulations:reviewer, pack:simulations, assign_roles, group, -, allow"
+COHOST_BILLING = "p, 100, role:classroom:cohost, manage_billing, any, -, allow"
+COHOST_DELETE = "p, 100, role:classroom:cohost, delete_organization, any, -, allow"
+COHOST_LINK = "g4, pack:classroom, role:classroom:cohost"  # a new role's rules apply where its pack reaches it
+REVIEWER_GROUP_ASSIGN = "p, 85, role:simulations:reviewer, assign_roles, group, -, allow"
 
 
 def edited(packset: PackSet, pack_id: str, add: list[str] = (), roles: list[dict] = ()) -> PackSet:  # type: ignore[assignment]
@@ -69,7 +70,7 @@ def test_shipped_packs_pass_the_verifier() -> None:
 
 def test_delegation_of_rights_the_granter_lacks_is_a_counterexample() -> None:
     """Reproduction 1: a rank-0 'cohost' with billing and deletion; admins may grant rank 0."""
-    bad = edited(PACKS, "classroom", [COHOST_BILLING, COHOST_DELETE], [{"id": "cohost", "rank": 0}])
+    bad = edited(PACKS, "classroom", [COHOST_LINK, COHOST_BILLING, COHOST_DELETE], [{"id": "cohost", "rank": 0}])
     report = delegation.verify_pack(bad, "classroom")
     found = [v for v in report.violations if v.kind == "delegation" and v.role == "admin" and v.other == "cohost"]
     assert found, [v.describe(bad.packs["classroom"]) for v in report.violations]
@@ -129,7 +130,7 @@ def test_import_refuses_files_whose_policy_tests_fail(app: Flask, tmp_path: Path
     pdir = tmp_path / "policy"
     shutil.copytree(Path(app.config["POLICY_DIR"]), pdir)
     csv = pdir / "simulations.csv"
-    line = "p, 90, role:simulations:learner, pack:simulations, view_dashboard, any, -, allow\n"
+    line = "p, 90, role:simulations:learner, view_dashboard, any, -, allow\n"
     csv.write_text(csv.read_text(encoding="utf-8").replace(line, ""), encoding="utf-8")
     app.config["POLICY_DIR"] = str(pdir)
     result = app.test_cli_runner().invoke(args=["policy", "import"])
@@ -142,6 +143,7 @@ def test_validate_and_apply_refuse_the_cohost_edit(client: FlaskClient, editors:
     proposal = {
         "changes": [
             {"op": "add_role", "pack": "classroom", "role": {"id": "cohost", "rank": 0}},
+            change("add", COHOST_LINK),
             change("add", COHOST_BILLING),
             change("add", COHOST_DELETE),
         ]
@@ -307,10 +309,10 @@ def test_rollback_sees_every_later_revision_not_the_first_batch(app: Flask, monk
         policy_store.add_changes(session, handle, [RuleChange("add", ("g4", f"ws:batch{i}", "pack:classroom"))])
         session.commit()
     model = _Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")
-    rule = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
+    rule = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
     policy_edits.apply(session, [policy_edits.Edit("add", rule)], model, None, message="to undo")
     session.commit()
     d = policy_edits.rollback(session, start, model)
     session.commit()
-    assert [c.op for c in d.changes] == ["remove"] and d.changes[0].rule[4] == "view_ai_spend"
+    assert [c.op for c in d.changes] == ["remove"] and d.changes[0].rule[3] == "view_ai_spend"
     assert not policy_store.rule_exists(session, tuple(x.strip() for x in rule.split(",")))

@@ -65,7 +65,7 @@ def test_matrix_equals_seed_table(pack: str, seed: str, header: str) -> None:
 def test_matrix_is_computed_not_copied() -> None:
     """Removing a rule changes the printed matrix (the table comes from decisions)."""
     pack = PACKSET.packs["simulations"]
-    rule = next(r for r in pack.rules if r[0] == "p" and r[4] == "review_scores")
+    rule = next(r for r in pack.rules if r[0] == "p" and r[3] == "review_scores")
     changed = PACKSET.with_pack_rules("simulations", [r for r in pack.rules if r != rule])
     before = matrix_markdown(PACKSET, "simulations")
     after = matrix_markdown(changed, "simulations")

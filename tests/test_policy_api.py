@@ -18,8 +18,8 @@ from app.models import AuditEvent, CasbinRule, Membership, PolicyPack, User, Wor
 from app.services import policy_store, sessions, tokens
 from tests.factories import create_workspace
 
-REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
-TEACHER_ANY_ROLE = "p, 90, role:classroom:teacher, pack:classroom, change_user_roles, any, -, allow"
+REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
+TEACHER_ANY_ROLE = "p, 90, role:classroom:teacher, change_user_roles, any, -, allow"
 
 
 @pytest.fixture(autouse=True)
@@ -167,12 +167,12 @@ def test_validate_lists_every_problem(client: FlaskClient, editors: Editors) -> 
     headers = as_user(client, editors.users["editor"])
     proposal = {
         "changes": [
-            change("add", "p, 90, role:classroom:wizard, pack:classroom, create_groups, any, -, allow"),
-            change("add", "p, 90, role:classroom:teacher, pack:classroom, cast_spells, any, -, allow"),
+            change("add", "p, 90, role:classroom:wizard, create_groups, any, -, allow"),
+            change("add", "p, 90, role:classroom:teacher, cast_spells, any, -, allow"),
             change("add", ["g", "role:classroom:learner", "role:classroom:owner", "*"]),
-            change("remove", "p, 1, role:classroom:owner, pack:classroom, create_groups, any, -, allow"),
+            change("remove", "p, 1, role:classroom:owner, create_groups, any, -, allow"),
             change("add", "g, user:1, role:classroom:owner, ws:cls"),
-            change("add", "p, 90, role:classroom:teacher, pack:classroom, create_groups, anywhere, -, allow"),
+            change("add", "p, 90, role:classroom:teacher, create_groups, anywhere, -, allow"),
         ]
     }
     status, out = post(client, "/v1/policy/validate", headers, proposal)
@@ -222,7 +222,7 @@ def test_inheritance_escalation_is_refused(client: FlaskClient, editors: Editors
 
 def test_change_breaking_policy_tests_is_refused(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["editor"])
-    rule = "p, 90, role:simulations:learner, pack:simulations, view_dashboard, any, -, allow"
+    rule = "p, 90, role:simulations:learner, view_dashboard, any, -, allow"
     status, out = post(client, "/v1/policy/validate", headers, {"changes": [change("remove", rule)]})
     assert out["valid"] is False
     assert any(p.startswith("policy test fails: simulations_test::table view_dashboard") for p in out["problems"])
@@ -247,7 +247,7 @@ def test_preview_flips_and_impact(client: FlaskClient, editors: Editors) -> None
         }
     ]
     # Removing a reviewer permission: reviewers lose it, and so do owners (they inherit reviewer).
-    rule = "p, 80, role:simulations:reviewer, pack:simulations, override_grades, any, -, allow"
+    rule = "p, 80, role:simulations:reviewer, override_grades, any, -, allow"
     status, out = post(client, "/v1/policy/preview", headers, {"changes": [change("remove", rule)]})
     if status == 200:  # the packs' tests may pin this cell; then the refusal is the right answer
         lost = {(f["role"], f["change"]) for f in out["flips"]}
@@ -304,15 +304,15 @@ def test_apply_is_one_audited_revision_seen_by_decisions(client: FlaskClient, ed
 def test_replace_and_new_action_then_rollback(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["admin"])
     start = authz.engine.revision
-    new_rule = "p, 70, role:simulations:owner, pack:simulations, export_reports, any, -, allow"
+    new_rule = "p, 70, role:simulations:owner, export_reports, any, -, allow"
     proposal = {
         "changes": [
             {"op": "add_action", "pack": "simulations", "action": {"id": "export_reports", "label": "Export reports"}},
             change("add", new_rule),
             change(
                 "replace",
-                "p, 80, role:simulations:reviewer, pack:simulations, override_grades, any, -, allow",
-                **{"with": "p, 75, role:simulations:reviewer, pack:simulations, override_grades, any, -, allow"},
+                "p, 80, role:simulations:reviewer, override_grades, any, -, allow",
+                **{"with": "p, 75, role:simulations:reviewer, override_grades, any, -, allow"},
             ),
         ],
         "message": "reports",
@@ -333,7 +333,7 @@ def test_replace_and_new_action_then_rollback(client: FlaskClient, editors: Edit
     eng = authz.engine
     assert eng.revision == start + 2 and eng.packset.packs["simulations"].action("export_reports") is None
     rules = {tuple(r) for r in eng.packset.packs["simulations"].rules}
-    assert ("p", "80", "role:simulations:reviewer", "pack:simulations", "override_grades", "any", "-", "allow") in rules
+    assert ("p", "80", "role:simulations:reviewer", "override_grades", "any", "-", "allow") in rules
     assert authz.check(own1, "ws:sim-a", "export_reports").reason == "unknown_action"
     status, out = post(client, "/v1/policy/rollback", headers, {"to_revision": start + 5})
     assert status == 422

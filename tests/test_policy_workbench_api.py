@@ -11,8 +11,8 @@ from app.extensions import authz, db
 from app.services import policy_store
 from tests.factories import WebClient, fast_password_hashing, seed_demo, web_client
 
-REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
-TEACHER_ANY_ROLE = "p, 90, role:classroom:teacher, pack:classroom, change_user_roles, any, -, allow"
+REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
+TEACHER_ANY_ROLE = "p, 90, role:classroom:teacher, change_user_roles, any, -, allow"
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_explain_live_and_on_a_draft(demo: Flask) -> None:
     # A malformed change is left out of the draft and named.
     resp = wc.post("/v1/policy/explain", json={**check, "changes": [{"op": "add", "rule": "p, x"}]}, headers=csrf(wc))
     assert resp.status_code == 200 and resp.get_json()["allowed"] is False
-    assert any("p rule needs 7 fields" in p for p in resp.get_json()["problems"]), resp.get_json()
+    assert any("p rule needs 6 fields" in p for p in resp.get_json()["problems"]), resp.get_json()
     assert wc.post("/v1/policy/explain", json={"subject": 1}, headers=csrf(wc)).status_code == 422
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.live_server import ROOT, flask_cli, flask_env, flask_server
 
-RULE = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
+RULE = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
 APPLY = f"""
 from app import create_app
 from app.extensions import db

@@ -188,7 +188,7 @@ def model() -> Response:
 )
 @requires("read_policy")
 def rules() -> Response:
-    """Pack rules (p and role inheritance); ``role`` matches a rule's subject or either end of a g link."""
+    """Pack rules (p, role inheritance, pack → role links); ``role`` matches a rule's subject or an end of a link."""
     q = parse_query(RulesQuery)
     eng = _engine(q.min_revision)
     out = []
@@ -201,7 +201,7 @@ def rules() -> Response:
         for r in pack.rules:
             if q.type and r[0] != q.type:
                 continue
-            if role and not ((r[0] == "p" and r[2] == role) or (r[0] == "g" and role in (r[1], r[2]))):
+            if role and not ((r[0] in ("p", "g4") and r[2] == role) or (r[0] == "g" and role in (r[1], r[2]))):
                 continue
             out.append(list(r))
     return jsonify({"revision": eng.revision, "count": len(out), "rules": out})

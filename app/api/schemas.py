@@ -239,13 +239,13 @@ class RulesQuery(QueryModel):
     """``GET /v1/policy/rules`` filters."""
 
     pack: str | None = None
-    type: Literal["p", "g"] | None = None
+    type: Literal["p", "g", "g4"] | None = None
     role: str | None = Field(None, description="role id (with pack) or role key role:<pack>:<role>")
     min_revision: Annotated[int, Field(ge=0)] | None = None
 
 
 class RulesResult(BaseModel):
-    """Pack rules (p permissions and g role inheritance)."""
+    """Pack rules (p permissions, g role inheritance, g4 pack → role links)."""
 
     revision: int
     count: int

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .engine import PolicyEngine
-from .packs import Pack, PackSet, Rule, format_rule
+from .packs import P_ACT, P_FIELDS, P_SCOPE, Pack, PackSet, Rule, format_rule
 from .types import AccessRequest, Decision, ResourceFacts
 
 WS = "ws:verify"
@@ -125,7 +125,7 @@ class Report:
 
 def grant_actions(pack: Pack) -> set[str]:
     """Actions that grant roles: the assign action, mapped grant operations, rank-scoped actions."""
-    out = {r[4] for r in pack.rules if r[0] == "p" and len(r) == 8 and r[5] == "rank"}
+    out = {r[P_ACT] for r in pack.rules if r[0] == "p" and len(r) == 1 + len(P_FIELDS) and r[P_SCOPE] == "rank"}
     ops = pack.meta.get("operations") or {}
     ops = ops if isinstance(ops, Mapping) else {}
     declared = {str(ops[k]) for k in GRANT_OPERATIONS if k in ops}
@@ -252,7 +252,7 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
                 if (action, sit.label) not in holds[role.id]:
                     continue
                 d = ask(role.id, action, sit, explain=True)
-                scope = d.rule[5] if d.rule and len(d.rule) > 5 else "?"
+                scope = d.rule[P_SCOPE] if d.rule and len(d.rule) > P_SCOPE else "?"
                 if sit.new_role and action in grants:
                     scopes, lines = granted.setdefault(sit.new_role, (set(), set()))
                     scopes.add(scope)

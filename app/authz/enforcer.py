@@ -22,7 +22,7 @@ from casbin.util import key_match
 from casbin.util.log import disabled_logging
 
 from .identifiers import PLATFORM_DOMAIN, split_role
-from .packs import Pack, Rule
+from .packs import P_ACT, Pack, Rule
 from .rolemanager import IndexedRoleManager
 
 
@@ -139,7 +139,7 @@ class IndexedEnforcer(casbin.Enforcer):  # type: ignore[misc]
         rows.sort(key=lambda row: int(row[0]))
         by_act: dict[str, list[list[str]]] = {}
         for row in rows:
-            by_act.setdefault(row[3], []).append(row)
+            by_act.setdefault(row[P_ACT - 1], []).append(row)
         with self._lock:
             self._all_p = rows
             self._by_act = by_act

@@ -251,7 +251,9 @@ class PolicyEngine:
                 if len(rule) == 4 and ptype in ("g4", "g5") and rule[3] == "":
                     rule = rule[:3]
                 check(rule)
-                if ptype == "g4":
+                if ptype == "g4" and rule[1].startswith("pack:"):
+                    structural = True  # a pack → role link (normally a pack rule, loaded with the packs)
+                if ptype == "g4" and rule[1].startswith("ws:"):
                     packs = g4.direct(rule[1], "")
                     if packs and rule[2] not in packs:
                         self._one_pack(rule[1], rule[2], {})  # raises: a second pack
@@ -278,7 +280,7 @@ class PolicyEngine:
 
     @property
     def g4(self) -> Any:
-        """workspace → pack."""
+        """workspace → pack, platform domain → pack, pack → its roles with p-rules."""
         return self.enforcer.rm("g4")
 
     @property
@@ -304,8 +306,9 @@ class PolicyEngine:
             rm.add_link(*rule[1:])
         else:
             rm.delete_link(*rule[1:])
-        # Only role inheritance changes what direct roles reach (shapes: g holds no other links).
-        return ptype == "g" and rule[1].startswith("role:")
+        # Only role inheritance changes what direct roles reach (shapes: g holds no other links), and
+        # only pack → role links what a workspace's pack reaches (the memo keys by both, see memo).
+        return (ptype == "g" and rule[1].startswith("role:")) or (ptype == "g4" and rule[1].startswith("pack:"))
 
     def _rebuild_p(self) -> None:
         self.enforcer.set_p_rules(self._p_rules)
@@ -347,7 +350,7 @@ class PolicyEngine:
                 continue
             found = rule_problems(rule)
             problems.extend(found)
-            if not found and rule[0] == "g4":
+            if not found and rule[0] == "g4" and rule[1].startswith("ws:"):
                 try:
                     self._one_pack(rule[1], rule[2], packs, change.op == "remove")
                 except InvalidRuleError as exc:
@@ -471,7 +474,7 @@ class PolicyEngine:
                 hit = self._decide(req, roles, revision)
             else:
                 all_roles = (*direct, *platform) if platform else direct
-                memo_key = (act, key_fn(sub, dom, obj, all_roles))
+                memo_key = (act, key_fn(sub, dom, obj, all_roles, packs or _NONE))
                 memo = self._memo
                 cached = memo.get(memo_key)
                 if cached is not None:
@@ -528,30 +531,34 @@ class PolicyEngine:
         reachable = set(roles)
         for r in roles:
             reachable |= self.g.reachable(r, req.domain)
-        candidates = [row for row in self.enforcer.p_rules(req.action) if row[1] in reachable]
-        pack = self.pack_of(req.domain)
-        candidates = [row for row in candidates if pack is not None and row[2] == pack.key]
+        # Rows without the ptype: priority, sub, act, scope, feature, eft (model.conf).
+        g4 = self._rms["g4"]
+        candidates = [
+            row
+            for row in self.enforcer.p_rules(req.action)
+            if row[1] in reachable and g4.has_link(req.domain, row[1])  # g4(r.dom, p.sub)
+        ]
         if not candidates:
             return Reason.NOT_PERMITTED.value
         off = self.features_off(req.domain)
-        if all(row[5] != "-" and row[5] in off for row in candidates):
+        if all(row[4] != "-" and row[4] in off for row in candidates):
             return Reason.FEATURE_OFF.value
         if req.obj.member and not req.obj.role:
             # model.conf: a target member with no current role names nobody.
             return Reason.UNKNOWN_MEMBER.value
-        live = [row for row in candidates if row[5] == "-" or row[5] not in off]
+        live = [row for row in candidates if row[4] == "-" or row[4] not in off]
         if matched is not None:
             # An explicit deny decided; an allow checked before it that failed its scope explains more.
             live = [row for row in live if int(row[0]) < int(matched[0])]
-            if not any(row[6] == "allow" and row[4] != "any" for row in live):
+            if not any(row[5] == "allow" and row[3] != "any" for row in live):
                 return Reason.DENIED_BY_POLICY.value
         for row in live:
-            if row[6] == "allow" and row[4] != "any":
-                if row[4] == "rank" and req.obj.member == req.subject:
+            if row[5] == "allow" and row[3] != "any":
+                if row[3] == "rank" and req.obj.member == req.subject:
                     return Reason.SELF_CHANGE.value
-                if row[4] in ("group", "into_group") and self._outranked_in_group(req, row[4]):
+                if row[3] in ("group", "into_group") and self._outranked_in_group(req, row[3]):
                     return Reason.RANK_LIMIT.value
-                return _SCOPE_REASON.get(row[4], Reason.NOT_PERMITTED).value
+                return _SCOPE_REASON.get(row[3], Reason.NOT_PERMITTED).value
         return Reason.NOT_PERMITTED.value
 
     def _outranked_in_group(self, req: AccessRequest, scope: str) -> bool:

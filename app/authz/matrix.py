@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .engine import PolicyEngine
-from .packs import STARRED_SCOPES, Pack, PackSet, Rule
+from .packs import P_ACT, P_FIELDS, P_SCOPE, P_SUB, STARRED_SCOPES, Pack, PackSet, Rule
 from .types import AccessRequest, ResourceFacts
 
 _WS = "ws:matrix-probe"
@@ -28,7 +28,7 @@ def probe_engine(packset: PackSet, pack: Pack) -> PolicyEngine:
 def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
     """``✅`` if allowed unscoped, ``✅*`` if allowed only within a managed scope, else ``—``."""
     user = f"user:probe-{role_id}"
-    if any(r[4] == "rank" for r in engine.enforcer.p_rules(action)):
+    if any(r[P_SCOPE - 1] == "rank" for r in engine.enforcer.p_rules(action)):
         # Rank-limited actions: compare what each column may do to whom (an empty probe
         # would pass the rank functions trivially).
         mine = rank_pairs(engine, pack, role_id, action)
@@ -54,7 +54,7 @@ def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
     ]
     for obj in scoped:
         if engine.check(AccessRequest(user, _WS, obj, action)).allowed:
-            rows = [r for r in engine.enforcer.p_rules(action) if r[4] in STARRED_SCOPES]
+            rows = [r for r in engine.enforcer.p_rules(action) if r[P_SCOPE - 1] in STARRED_SCOPES]
             return "✅*" if rows else "✅"
     return "—"
 
@@ -95,8 +95,8 @@ def matrix_rows(packset: PackSet, pack_id: str) -> list[dict[str, object]]:
     engine = probe_engine(packset, pack)
     direct: dict[tuple[str, str], list[str]] = {}
     for rule in pack.rules:
-        if rule[0] == "p" and len(rule) == 8:
-            direct.setdefault((rule[2], rule[4]), []).append(", ".join(rule))
+        if rule[0] == "p" and len(rule) == 1 + len(P_FIELDS):
+            direct.setdefault((rule[P_SUB], rule[P_ACT]), []).append(", ".join(rule))
     rows: list[dict[str, object]] = []
     for action in pack.actions:
         rows.append(

@@ -9,10 +9,12 @@ for the action is a function of the atoms' values (the rules, their order and ef
 fixed), so the tuple of atom values is an exact memo key. The one abstraction on top:
 ``g(r.sub, <role>, r.dom)`` atoms are replaced by the subject's direct roles (in the domain and in
 ``*``), which decide reachability as long as the hierarchy is role → role links of one pack in
-``*``, the same in every workspace. The engine holds no other ``g`` links (``shapes`` refuses
-them, for the writers and for ``PolicyEngine.apply`` alike); a change to the hierarchy or to
-p-rules throws the memo away. ``roles_exact=False`` keeps every ``g`` atom in the key, for a
-caller that cannot promise that shape.
+``*``, the same in every workspace. Likewise ``g4(r.dom, <role>)`` atoms are replaced by the
+domain's direct ``g4`` parents (its pack), which decide them as long as ``g4`` is workspace →
+pack → role and nothing longer. The engine holds no other ``g``/``g4`` links (``shapes`` refuses
+them, for the writers and for ``PolicyEngine.apply`` alike); a change to the hierarchy, to the
+pack → role links or to p-rules throws the memo away. ``roles_exact=False`` keeps every ``g`` and
+``g4`` atom in the key, for a caller that cannot promise those shapes.
 
 Nothing here hard-codes the model: change ``model.conf`` and the keys follow. A construct the
 planner does not understand (a p-field attribute, ...) disables the memo for that action:
@@ -27,11 +29,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-KeyFn = Callable[[str, str, Any, tuple[str, ...]], tuple[Any, ...]]
+KeyFn = Callable[[str, str, Any, tuple[str, ...], tuple[str, ...]], tuple[Any, ...]]
 
 # Folding and compiling cost ~1 ms per action; engines are rebuilt with the same matcher and
 # mostly the same rules, so both are cached per process (bounded).
-_FOLD_CACHE: dict[tuple[str, tuple[str, ...], str], tuple[dict[str, ast.expr], bool]] = {}
+_FOLD_CACHE: dict[tuple[str, tuple[str, ...], str], tuple[dict[str, ast.expr], bool, bool]] = {}
 _CACHE_LIMIT = 20_000
 _CODE_CACHE: dict[str, Any] = {}
 
@@ -124,6 +126,19 @@ def _is_role_atom(node: ast.expr) -> bool:
     )
 
 
+def _is_pack_atom(node: ast.expr) -> bool:
+    """``g4(r_dom, <constant>)``: replaced by the domain's direct g4 parents (its pack)."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "g4"
+        and len(node.args) == 2
+        and isinstance(node.args[0], ast.Name)
+        and node.args[0].id == "r_dom"
+        and isinstance(node.args[1], ast.Constant)
+    )
+
+
 class MatcherPlan:
     """Per-action key functions compiled from the matcher and the p-rules."""
 
@@ -152,8 +167,8 @@ class MatcherPlan:
         """The key function of an action (None: do not memoize this action)."""
         return self.keys.get(act, self.no_rules)
 
-    def _fold(self, act: str, row: Sequence[str]) -> tuple[dict[str, ast.expr], bool]:
-        """The atoms one rule leaves after folding, and whether it has a role atom."""
+    def _fold(self, act: str, row: Sequence[str]) -> tuple[dict[str, ast.expr], bool, bool]:
+        """The atoms one rule leaves after folding, and whether it has a role atom and a pack atom."""
         ckey = (self.matcher_text, tuple(row), act + ("/exact" if self.roles_exact else ""))
         cached = _FOLD_CACHE.get(ckey)
         if cached is not None:
@@ -164,29 +179,34 @@ class MatcherPlan:
         found: dict[str, ast.expr] = {}
         _atoms(body, found)
         atoms: dict[str, ast.expr] = {}
-        role_atom = False
+        role_atom = pack_atom = False
         for k, node in found.items():
             if self.roles_exact and _is_role_atom(node):
                 role_atom = True
+            elif self.roles_exact and _is_pack_atom(node):
+                pack_atom = True
             else:
                 atoms[k] = node
         if len(_FOLD_CACHE) >= _CACHE_LIMIT:
             _FOLD_CACHE.clear()
-        _FOLD_CACHE[ckey] = (atoms, role_atom)
-        return atoms, role_atom
+        _FOLD_CACHE[ckey] = (atoms, role_atom, pack_atom)
+        return atoms, role_atom, pack_atom
 
     def _compile(self, act: str, rows: Sequence[Sequence[str]]) -> KeyFn | None:
         try:
             atoms: dict[str, ast.expr] = {}
-            uses_roles = False
+            uses_roles = uses_packs = False
             for row in rows:
-                found, role_atom = self._fold(act, row)
+                found, role_atom, pack_atom = self._fold(act, row)
                 uses_roles = uses_roles or role_atom
+                uses_packs = uses_packs or pack_atom
                 atoms.update(found)
             parts = [ast.unparse(n) for n in atoms.values()]
+            if uses_packs:
+                parts.insert(0, "packs")
             if uses_roles:
                 parts.insert(0, "roles")
-            src = f"lambda r_sub, r_dom, r_obj, roles: ({', '.join(parts)}{',' if parts else ''})"
+            src = f"lambda r_sub, r_dom, r_obj, roles, packs: ({', '.join(parts)}{',' if parts else ''})"
             for name in re.findall(r"\b(\w+)\(", src):
                 if name not in self.functions:
                     raise UnsupportedMatcherError(f"unknown function {name}")

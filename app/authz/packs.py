@@ -3,7 +3,8 @@
 The YAML file holds what Casbin does not need to decide but everyone else does: roles with
 ranks and labels, actions with the seed's row text, grant exceptions, feature switches and the
 decisions taken where the seeds contradict each other. The CSV file holds the Casbin rules of
-the pack (``p`` permissions and ``g`` role inheritance), in Casbin's own line format.
+the pack (``p`` permissions, ``g`` role inheritance, and ``g4, pack:<id>, role:<id>:<role>`` for
+each role with p-rules: how a workspace's pack reaches its rules), in Casbin's own line format.
 Adding a pack is adding two files; no Python changes.
 """
 
@@ -30,7 +31,9 @@ from .identifiers import (
 
 Rule = tuple[str, ...]
 
-P_FIELDS = ("priority", "sub", "pack", "act", "scope", "feature", "eft")
+P_FIELDS = ("priority", "sub", "act", "scope", "feature", "eft")
+# Positions in a p-rule tuple ("p", *P_FIELDS): the p-line has six values, the adapter's v0..v5.
+P_SUB, P_ACT, P_SCOPE, P_FEATURE, P_EFT = 2, 3, 4, 5, 6
 SCOPES = ("any", "assignee", "owner", "member_of", "group", "into_group", "team", "rank")
 # Scopes that limit a cell to the units a person manages print as "✅*" in the matrix.
 STARRED_SCOPES = ("group", "into_group", "team")
@@ -171,15 +174,13 @@ def validate_rule(rule: Rule, problems: list[str], where: str = "") -> None:
         if len(rule) != 1 + len(P_FIELDS):
             problems.append(f"{where}p rule needs {len(P_FIELDS)} fields: {format_rule(rule)}")
             return
-        prio, sub, pack, act, scope, feature, eft = rule[1:]
+        prio, sub, act, scope, feature, eft = rule[1:]
         if not prio.isdigit():
             problems.append(f"{where}priority must be a non-negative integer: {format_rule(rule)}")
         try:
             split_role(sub)
         except InvalidIdentifierError:
             problems.append(f"{where}p subject must be a role key: {format_rule(rule)}")
-        if not pack.startswith("pack:") or not valid_pack(pack[5:]):
-            problems.append(f"{where}p pack must be pack:<id>: {format_rule(rule)}")
         if not valid_action(act):
             problems.append(f"{where}action must be snake_case: {format_rule(rule)}")
         if scope not in SCOPES:
@@ -306,19 +307,21 @@ def build_pack(data: Mapping[str, Any], rules: Iterable[Rule]) -> Pack:
 
 
 def check_pack_rules(pack: Pack, rules: Iterable[Rule]) -> list[str]:
-    """Semantic problems of a pack's rules: unknown roles/actions/features, foreign packs, cycles."""
+    """Semantic problems of a pack's rules: unknown roles/actions/features, foreign packs, cycles,
+    roles with p-rules that the pack does not reach (``g4, pack:<id>, <role>``)."""
     problems: list[str] = []
     role_keys = {pack.role_key(r.id) for r in pack.roles}
     actions = {a.id for a in pack.actions}
     features = {f.id for f in pack.features}
     edges: dict[str, set[str]] = {}
+    reached: set[str] = set()
+    ruled: dict[str, Rule] = {}
     for rule in rules:
-        if rule[0] == "p" and len(rule) == 8:
-            _, _, sub, pk, act, _, feature, _ = rule
+        if rule[0] == "p" and len(rule) == 1 + len(P_FIELDS):
+            _, _, sub, act, _, feature, _ = rule
             if sub not in role_keys:
                 problems.append(f"{pack.id}: unknown role {sub} in {format_rule(rule)}")
-            if pk != pack.key:
-                problems.append(f"{pack.id}: rule belongs to another pack: {format_rule(rule)}")
+            ruled.setdefault(sub, rule)
             if act not in actions:
                 problems.append(f"{pack.id}: unknown action {act} in {format_rule(rule)}")
             if feature != "-" and feature not in features:
@@ -328,8 +331,20 @@ def check_pack_rules(pack: Pack, rules: Iterable[Rule]) -> list[str]:
             if dom != PLATFORM_DOMAIN or child not in role_keys or parent not in role_keys:
                 problems.append(f"{pack.id}: pack g rules link two of its roles in domain '*': {format_rule(rule)}")
             edges.setdefault(child, set()).add(parent)
+        elif rule[0] == "g4" and len(rule) == 3:
+            if rule[1] != pack.key or rule[2] not in role_keys:
+                problems.append(f"{pack.id}: pack g4 rules link {pack.key} to its roles: {format_rule(rule)}")
+            reached.add(rule[2])
         else:
-            problems.append(f"{pack.id}: a pack holds only p rules and g role inheritance: {format_rule(rule)}")
+            problems.append(
+                f"{pack.id}: a pack holds only p rules, g role inheritance and g4 {pack.key} -> its roles: "
+                f"{format_rule(rule)}"
+            )
+    for sub, rule in ruled.items():
+        if sub in role_keys and sub not in reached:
+            problems.append(
+                f"{pack.id}: role {sub} has p rules but no 'g4, {pack.key}, {sub}' line: {format_rule(rule)}"
+            )
     cycle = find_cycle(edges)
     if cycle:
         problems.append(f"{pack.id}: inheritance cycle {' -> '.join(cycle)}")
@@ -411,15 +426,20 @@ def packset_from_documents(
 
 def rule_pack(rule: Rule) -> str:
     """The pack a pack-level rule belongs to ("" if it is not a pack rule)."""
-    if rule[0] == "p" and len(rule) > 3 and rule[3].startswith("pack:"):
-        return rule[3][5:]
+    if rule[0] == "p" and len(rule) > P_SUB:
+        try:
+            return split_role(rule[P_SUB])[0]
+        except InvalidIdentifierError:
+            return ""
+    if rule[0] == "g4" and len(rule) == 3 and rule[1].startswith("pack:"):
+        return rule[1][5:]
     if rule[0] == "g" and len(rule) == 4 and rule[3] == PLATFORM_DOMAIN and rule[1].startswith("role:"):
         return rule[1].split(":")[1] if rule[1].count(":") == 2 else ""
     return ""
 
 
 def is_pack_rule(rule: Rule) -> bool:
-    """True for p-rules and role-to-role inheritance; False for facts (memberships, groups, ...)."""
+    """True for p-rules, role-to-role inheritance and pack → role links; False for facts (memberships, ...)."""
     return rule_pack(rule) != ""
 
 

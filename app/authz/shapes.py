@@ -22,20 +22,24 @@ refuse what the writers never write. We refuse, because
 Accepted shapes (anything else is refused):
 
 ==========  ==============================================================================
-``p``       priority, ``role:<pack>:<role>``, ``pack:<pack>`` of the same pack, action, scope,
-            feature, effect (field rules: :func:`app.authz.packs.validate_rule`)
+``p``       priority, ``role:<pack>:<role>``, action, scope, feature, effect (field rules:
+            :func:`app.authz.packs.validate_rule`); the role's pack is the rule's pack
 ``g``       ``user:<id>`` → ``role:<pack>:<role>`` in ``ws:<slug>`` (membership) or ``*``
             (platform role); ``role:<pack>:<a>`` → ``role:<pack>:<b>`` in ``*`` (inheritance)
 ``g2 g3``   ``user:<id>`` → ``group:<name>`` or ``team:<name>`` in ``ws:<slug>``
-``g4``      ``ws:<slug>`` → ``pack:<pack>``; one pack per workspace (a state check, in the engine)
+``g4``      ``ws:<slug>`` → ``pack:<pack>``; one pack per workspace (a state check, in the engine);
+            ``pack:<pack>`` → ``role:<pack>:<role>`` of the same pack (the pack's CSV: which roles
+            a workspace of the pack reaches; that the role is declared is the pack loader's check)
 ``g5``      ``ws:<slug>`` → a feature id
 ==========  ==============================================================================
 
 Why the domains are so strict: only ``g`` has a domain-matching function in stock Casbin, and it
 is ``key_match``, for which *any* stored domain containing ``*`` is a prefix pattern
 (``ws:a*`` grants in every ``ws:a…``); the engine's role manager knows only the exact ``*``, and
-for every role type. Why ``g4``/``g5`` name a workspace: Casbin follows those links
-transitively, the engine reads a workspace's pack and features directly.
+for every role type. Why ``g4``/``g5`` name a workspace (or, for ``g4``, a pack and one of its
+roles): Casbin follows those links transitively, ``g4(r.dom, p.sub)`` walks ws → pack → role, and a
+``ws → role`` link or a role of another pack under ``pack:<pack>`` would open a pack's rules in
+workspaces of another pack.
 """
 
 from __future__ import annotations
@@ -89,7 +93,10 @@ def _link_problem(rule: Rule) -> str:
         if not is_prefixed(dom, "ws"):
             return f"{ptype} links hold in one workspace (ws:<slug>)"
     elif ptype == "g4":
-        if not is_prefixed(a, "ws") or not b.startswith("pack:") or not valid_pack(b[5:]):
+        if a.startswith("pack:") and valid_pack(a[5:]):
+            if _role_pack(b) != a[5:]:
+                return "g4 links a pack (pack:<id>) to one of its roles (role:<id>:<role>)"
+        elif not is_prefixed(a, "ws") or not b.startswith("pack:") or not valid_pack(b[5:]):
             return "g4 links a workspace (ws:<slug>) to a pack (pack:<id>)"
     elif ptype == "g5" and (not is_prefixed(a, "ws") or not valid_action(b)):
         return "g5 links a workspace (ws:<slug>) to a feature id"
@@ -105,8 +112,6 @@ def rule_problems(rule: Rule) -> list[str]:
     if problems:
         return problems
     if rule[0] == "p":
-        if _role_pack(rule[2]) != rule[3][len("pack:") :]:
-            problems.append(f"p subject must be a role of the rule's pack: {format_rule(rule)}")
         return problems
     problem = _link_problem(rule)
     if problem:
@@ -158,6 +163,8 @@ class FactCheck:
             raise InvalidRuleError(problems)
         ptype = rule[0]
         if ptype in ("g4", "g5"):
+            if not rule[1].startswith("ws:"):
+                return  # a pack → role row: its target must never admit a ws → role row
             self._packs_features[ptype].add(rule[2])
             self._ws.add(rule[1])
         elif ptype != "p" and rule[1].startswith("user:"):

@@ -10,14 +10,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
 
-RULE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5", "v6")
+RULE_COLUMNS = ("v0", "v1", "v2", "v3", "v4", "v5")
 
 
 class CasbinRule(Base):
-    """One Casbin rule, in the adapter's table shape plus ``v6`` (our p-rules have 7 fields).
+    """One Casbin rule, in the stock ``sqlalchemy_adapter`` table shape (``id, ptype, v0..v5``).
 
     Unlike the stock adapter's table, a rule is unique and the domain columns are indexed. Stock
-    ``sqlalchemy_adapter.Adapter(url, db_class=CasbinRule)`` reads it (see ``app.embedded``).
+    ``sqlalchemy_adapter.Adapter(url)``, with its own row class, reads it (see ``app.embedded``).
     """
 
     __tablename__ = "casbin_rule"
@@ -36,18 +36,17 @@ class CasbinRule(Base):
     v3: Mapped[str] = mapped_column(String(255), default="")
     v4: Mapped[str] = mapped_column(String(255), default="")
     v5: Mapped[str] = mapped_column(String(255), default="")
-    v6: Mapped[str] = mapped_column(String(255), default="")
 
     def as_rule(self) -> tuple[str, ...]:
         """(ptype, v0, ...) without trailing empty fields."""
-        values = [self.v0, self.v1, self.v2, self.v3, self.v4, self.v5, self.v6]
+        values = [self.v0, self.v1, self.v2, self.v3, self.v4, self.v5]
         while values and values[-1] == "":
             values.pop()
         return (self.ptype, *values)
 
     def __str__(self) -> str:
-        """The rule as a Casbin policy line (what ``sqlalchemy_adapter.Adapter`` loads with ``db_class=CasbinRule``:
-        seven values, trailing empty ones left out; values never contain commas, the writers refuse them)."""
+        """The rule as a Casbin policy line (what the adapter's own row class prints: trailing empty values left
+        out; values never contain commas, the writers refuse them)."""
         return ", ".join(self.as_rule())
 
 

@@ -10,7 +10,8 @@ after it. A rollback's target state goes through the same checks. :func:`preview
 flip, computed by two probe engines (before/after), and how many users in how many workspaces
 gain or lose each permission, from the live engine's memberships.
 
-Only pack rules are edited here (p rules and role-to-role inheritance in ``*``); memberships,
+Only pack rules are edited here (p rules, role-to-role inheritance in ``*``, and the ``g4`` links from a
+pack to its roles that give a role's p rules effect in the pack's workspaces); memberships,
 groups and features are facts that the member services own.
 """
 
@@ -143,7 +144,8 @@ def _pack_rule_problems(rule: Rule, where: str) -> list[str]:
     problems = [f"{where}: {p}" for p in policy_store.check_rule_shape(rule)]
     if not problems and not is_pack_rule(rule):
         problems.append(
-            f"{where}: only pack rules can be edited here (p rules, and g between two roles of a pack in '*'): "
+            f"{where}: only pack rules can be edited here (p rules, g between two roles of a pack in '*', "
+            f"g4 from a pack to one of its roles): "
             f"{format_rule(rule)}"
         )
     return problems
@@ -194,7 +196,7 @@ def current_state(session: Session) -> tuple[int, dict[str, dict[str, Any]], lis
     """(revision, documents, pack rules) as stored."""
     revision = policy_store.current_revision(session)
     documents = policy_store.load_documents(session)
-    rules = [r for r in policy_store.load_rules(session, ("p", "g")) if is_pack_rule(r)]
+    rules = [r for r in policy_store.load_rules(session, ("p", "g", "g4")) if is_pack_rule(r)]
     return revision, documents, rules
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.authz import delegation
 from app.authz.engine import RuleChange
-from app.authz.packs import PackSet, Rule, format_rule, is_pack_rule, load_packs
+from app.authz.packs import P_FIELDS, PackSet, Rule, format_rule, is_pack_rule, load_packs
 from app.authz.policytest import load_suite, run_suite, suite_files
 from app.errors import ValidationError
 
@@ -135,7 +135,7 @@ def export_files(session: Session, policy_dir: Path) -> list[str]:
         if cpath.exists():
             old = [r for r in (parse_rule_line(x) for x in cpath.read_text(encoding="utf-8").splitlines()) if r]
         if old != rules:
-            header = f"# {pid} pack: Casbin rules, exported from the database.\n"
+            header = f"# {pid} pack: Casbin rules, exported from the database. p = {', '.join(P_FIELDS)}\n"
             cpath.write_text(header + "\n".join(format_rule(r) for r in rules) + "\n", encoding="utf-8")
             written.append(str(cpath))
     return written

@@ -103,7 +103,7 @@ def add_changes(session: Session, handle: WriteHandle, changes: Sequence[RuleCha
         if ch.op == "add":
             if rule_exists(session, ch.rule):
                 raise ConflictError(f"rule already exists: {format_rule(ch.rule)}")
-            if ch.rule[0] == "g4" and session.execute(
+            if ch.rule[0] == "g4" and ch.rule[1].startswith("ws:") and session.execute(
                 select(CasbinRule.id).where(CasbinRule.ptype == "g4", CasbinRule.v0 == ch.rule[1]).limit(1)
             ).first():
                 # The engine refuses a second pack for a workspace too (PolicyEngine.apply).
@@ -179,7 +179,7 @@ def count_rules(session: Session) -> int:
 
 
 # -- loading the whole policy -------------------------------------------------------------------
-_PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*')"
+_PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*') OR (ptype = 'g4' AND v0 LIKE 'pack:%')"
 _FACT_COLUMNS = "ptype, v0, v1, v2"
 
 
@@ -206,7 +206,7 @@ def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]
             iter([r for r in rules if not is_pack_rule(r)]),
         )
     head = session.execute(
-        text(f"SELECT ptype, v0, v1, v2, v3, v4, v5, v6 FROM casbin_rule WHERE {_PACK_RULES_WHERE} ORDER BY id")
+        text(f"SELECT ptype, v0, v1, v2, v3, v4, v5 FROM casbin_rule WHERE {_PACK_RULES_WHERE} ORDER BY id")
     ).all()
     pack_rules: list[tuple[str, ...]] = []
     strays: list[tuple[str, ...]] = []

@@ -181,10 +181,13 @@
 
   async function initPack() {
     const packId = body.dataset.packId;
-    const [model, gRules] = await Promise.all([
+    const [model, gRules, g4Rules] = await Promise.all([
       api("GET", `${P}/model`),
       api("GET", `${P}/rules?pack=${encodeURIComponent(packId)}&type=g`),
+      api("GET", `${P}/rules?pack=${encodeURIComponent(packId)}&type=g4`),
     ]);
+    // Roles the pack reaches (g4, pack:<id>, <role>): a p rule of any other role needs that line too.
+    const reached = new Set(g4Rules.rules.map((r) => r[2]));
     const info = model.packs[packId];
     $("#pack-title").textContent = info.title;
     const edges = gRules.rules.map((r) => [r[1].split(":")[2], r[2].split(":")[2]]);
@@ -251,20 +254,25 @@
     function toggle(row, role, value) {
       const mine = row.rules[role] || [];
       const prio = rolePriority(matrix.rows, role);
-      const base = `p, ${prio}, role:${packId}:${role}, pack:${packId}, ${row.action}, any, -`;
+      const base = `p, ${prio}, role:${packId}:${role}, ${row.action}, any, -`;
+      const link = `g4, pack:${packId}, role:${packId}:${role}`;
       const allows = mine.filter((l) => l.endsWith("allow"));
       const denies = mine.filter((l) => l.endsWith("deny"));
       // Pending changes for this cell are undone first.
       const list = draft.list();
       const idx = list.findIndex((c) => c.rule.includes(`role:${packId}:${role},`) && c.rule.includes(`, ${row.action},`));
       if (idx >= 0) return draft.removeAt(idx);
+      const addRule = (line) => {
+        if (!reached.has(`role:${packId}:${role}`) && !draft.list().some((c) => c.rule === link)) draft.add("add", link);
+        draft.add("add", line);
+      };
       if (value === "—") {
         if (denies.length) denies.forEach((l) => draft.add("remove", l));
-        else draft.add("add", `${base}, allow`);
+        else addRule(`${base}, allow`);
       } else if (allows.length) {
         allows.forEach((l) => draft.add("remove", l));
       } else {
-        draft.add("add", `${base}, deny`);
+        addRule(`${base}, deny`);
       }
     }
     await loadMatrix();
