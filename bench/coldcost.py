@@ -31,7 +31,7 @@ from typing import Any
 from bench.probe import percentiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EDITED = ("p", "90", "role:simulations:learner", "pack:simulations", "view_debrief_and_scores", "any", "-", "allow")
+EDITED = ("p", "90", "role:simulations:learner", "view_debrief_and_scores", "any", "-", "allow")
 
 
 def _stats(ns: list[int]) -> dict[str, Any]:

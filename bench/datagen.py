@@ -54,6 +54,17 @@ def _marker(url: str) -> dict[str, Any] | None:
     return {"workspaces": row[0], "members": row[1], "seed": row[2], "rules": row[3], "token": row[4]}
 
 
+def _upgrade(url: str) -> None:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory"})
+    with app.app_context():
+        from app.cli import upgrade_database
+        from app.extensions import db
+
+        upgrade_database()
+        db.session.remove()
+        db.engine.dispose()
+
+
 def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     """(url, metadata) of the data set for W workspaces, created if missing."""
     name = f"{DB_PREFIX}w{workspaces}"
@@ -61,6 +72,7 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
     if not fresh and _exists(name):
         meta = _marker(url)
         if meta and meta["workspaces"] == workspaces and meta["members"] == MEMBERS and meta["seed"] == SEED:
+            _upgrade(url)  # a data set made before a migration gets it, like production
             return url, meta
     with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -41,7 +41,7 @@ from bench.probe import percentiles
 from bench.server import ROOT, children, copy_database, drop_database, each_worker, serve, source_tree
 
 BEFORE_COMMIT = "d3dc786^"
-RULE = "p, 80, role:simulations:reviewer, pack:simulations, view_ai_spend, any, -, allow"
+RULE = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
 CLIENTS = 2
 WINDOW_S = 5.0  # the before and after windows
 EDIT = """

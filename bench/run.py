@@ -1,14 +1,14 @@
 """``make bench``: data sets, decision latency vs stock pycasbin, load, role changes, HTTP, propagation.
 
 Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1,000 and 10,000,
-fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1`` reruns
-only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest size of
-the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of ``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``,
-``crosshost``, ``outage``) runs only those parts on the largest of ``BENCH_SIZES`` and merges them
-into the previous ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs
-regorus vs a plain dict behind the same gunicorn, realistic mix, keep-alive and
-``Connection: close``, unpinned and pinned with taskset), the others are described in
-:data:`EXTRA_PARTS` (default: everything).
+fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1``
+reruns only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest
+size of the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of
+``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``) runs
+only those parts on the largest of ``BENCH_SIZES`` and merges them into the previous
+``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs regorus vs a plain
+dict behind the same gunicorn, realistic mix, keep-alive and ``Connection: close``, unpinned and
+pinned with taskset), the others are described in :data:`EXTRA_PARTS` (default: everything).
 ``BENCH_DB_PREFIX`` (default ``bench_``) names the databases, ``BENCH_PORT_BASE`` the first port the
 servers use (default: any free port), ``BENCH_HTTP_WORKERS`` the worker count (default
 ``GUNICORN_WORKERS`` or 2; the worker class is the one ``gunicorn.conf.py`` ships). Each measurement runs in a
