@@ -24,21 +24,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import sys
 import time
 from typing import Any
 
-from bench.probe import percentiles
+from bench import parts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDITED = ("p", "90", "role:simulations:learner", "view_debrief_and_scores", "any", "-", "allow")
-
-
-def _stats(ns: list[int]) -> dict[str, Any]:
-    s = percentiles(ns)
-    if not s:
-        return {"n": 0}
-    return {"n": s["n"], "p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000, "max_ms": s["max_us"] / 1000}
 
 
 class Client:
@@ -122,8 +113,8 @@ def _after_edit(client: Client, revision: int, op: str, n: int, timeout: float =
         "edit": op,
         "first_new_s": None if first_new is None else (first_new - committed) / 1e9,
         "all_new_s": 0.0 if last_old is None else (last_old - committed) / 1e9,
-        "cold": _stats(new),
-        "meanwhile": _stats(old),
+        "cold": parts.stats_ms(new),
+        "meanwhile": parts.stats_ms(old),
     }
 
 
@@ -140,9 +131,9 @@ def run(url: str, token: str, workspaces: int, log_dir: str, n: int = 200) -> di
     with hb.gunicorn(url, "app:create_app()", hb.workers_default(), os.path.join(log_dir, "gunicorn-cold.log")) as port:
         out["ready_s"] = time.monotonic() - t
         client = Client(port, token, bodies)
-        out["after_start"] = _stats(client.series(n))
+        out["after_start"] = parts.stats_ms(client.series(n))
         client.series(n * 10)
-        out["warm"] = _stats(client.series(n * 10))
+        out["warm"] = parts.stats_ms(client.series(n * 10))
         removed = _edit(url, "remove")
         try:
             out["after_edit"] = _after_edit(client, removed, "remove", n)
@@ -153,9 +144,7 @@ def run(url: str, token: str, workspaces: int, log_dir: str, n: int = 200) -> di
 
 
 def _pp(s: dict[str, Any] | None) -> str:
-    if not s or not s.get("n"):
-        return "—"
-    return f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f} ms (max {s['max_ms']:.0f} ms, n={s['n']})"
+    return parts.p50_p99(s, digits=2, count=True)
 
 
 def lines(result: dict[str, Any]) -> list[str]:
@@ -170,9 +159,10 @@ def lines(result: dict[str, Any]) -> list[str]:
         f"(/readyz 200) {result.get('ready_s', 0):.1f} s after start. Pack edit: `{result['edited_rule']}` "
         "removed, then restored, committed by another process (the workers rebuild in the background)."
     )
-    out += ["", "| requests | p50 / p99 |", "|---|---|",
-            f"| first {result['n']} after start (policy just loaded) | {_pp(result.get('after_start'))} |",
-            f"| warm ({result.get('warm', {}).get('n', 0):,} after warm-up) | {_pp(result.get('warm'))} |"]
+    out += parts.table(["requests", "p50 / p99"], [
+        f"| first {result['n']} after start (policy just loaded) | {_pp(result.get('after_start'))} |",
+        f"| warm ({result.get('warm', {}).get('n', 0):,} after warm-up) | {_pp(result.get('warm'))} |",
+    ])
     for key, label in (("after_edit", "pack edit (rule removed)"), ("after_restore", "pack edit (rule restored)")):
         e = result.get(key) or {}
         out.append(f"| first {result['n']} at the new revision after a {label} | {_pp(e.get('cold'))} |")
@@ -187,18 +177,5 @@ def lines(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def main() -> None:
-    """Run alone on the W data set; print the report lines, write the JSON."""
-    from bench.datagen import ensure_database
-
-    w = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "bench", "results", f"coldcost_w{w}.json")
-    url, meta = ensure_database(w)
-    result = run(url, meta["token"], w, os.path.dirname(os.path.abspath(path)))
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    print("\n".join(lines(result)))
-
-
 if __name__ == "__main__":
-    main()
+    parts.main("coldcost", run, lines)

@@ -14,7 +14,7 @@ The figure before the change is the same-host cross-process propagation (the ser
 ``bench.http.propagation``: two gunicorn servers on loopback, straight to PostgreSQL; timed by the
 same code as the cross-host pair), measured in the same run on the same copy of the data set
 (``h15b_<name>_crosshost``, dropped at the end). Without root or PgBouncer: ``{"skipped": reason}``.
-Run alone: ``.venv/bin/python -m bench.crosshost 1000``.
+Run alone: ``python -m bench.crosshost [W] [out.json]`` (default W = 1,000).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ import http.client
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import http as http_bench
+from bench import parts
 from bench.netns import Topology, app_env, missing, start_pgbouncer, stop_pgbouncer
 from bench.probe import percentiles
 from bench.server import copy_database, drop_database
@@ -201,7 +201,7 @@ def lines(result: dict[str, Any]) -> list[str]:
         "After: two hosts "
         f"(network namespaces), PostgreSQL through PgBouncer — {cross.get('topology', 'see bench.crosshost')}."
     )
-    head += ["", "| | p50 | p90 | p99 | max | > 50 ms |", "|---|---|---|---|---|---|"]
+    head += parts.table(["", "p50", "p90", "p99", "max", "> 50 ms"])
     for key, label in (("same_host", "before: same host, two processes"),
                        ("cross_host", "after: two hosts, PgBouncer, LISTEN via session pool")):
         v = result.get(key, {})
@@ -215,13 +215,4 @@ def lines(result: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from bench.datagen import ensure_database
-
-    W = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    db_url, meta = ensure_database(W)
-    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(results, exist_ok=True)
-    res = run(db_url, meta["token"], W, results)
-    with open(os.path.join(results, "crosshost.json"), "w", encoding="utf-8") as fh:
-        json.dump(res, fh, indent=2)
-    print("\n".join(lines(res)))
+    parts.main("crosshost", run, lines)

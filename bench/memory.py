@@ -8,17 +8,17 @@ until /readyz is 200 on every worker, sends warm-up decisions through every work
 processes sharing them), USS (``Private_Clean + Private_Dirty``: what the process alone holds). The
 honest total is the sum of PSS; the sum of RSS counts shared pages once per process.
 
-Run alone: ``.venv/bin/python -m bench.memory 1000``.
+Run alone: ``python -m bench.memory [W] [out.json]`` (default W = 1,000).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any
 
+from bench import parts
 from bench.http import _items, workers_default
 from bench.server import children, each_worker, serve
 
@@ -30,9 +30,9 @@ def smaps(pid: int) -> dict[str, float]:
     kb: dict[str, int] = {}
     with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
         for line in fh:
-            parts = line.split()
-            if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
-                kb[parts[0][:-1]] = int(parts[1])
+            cells = line.split()
+            if len(cells) >= 3 and cells[0].endswith(":") and cells[2] == "kB":
+                kb[cells[0][:-1]] = int(cells[1])
     return {
         "rss_mb": kb.get("Rss", 0) / 1024,
         "pss_mb": kb.get("Pss", 0) / 1024,
@@ -98,12 +98,8 @@ def lines(result: dict[str, Any]) -> list[str]:
         "decisions per worker first; `/proc/<pid>/smaps_rollup`. PSS shares each page among the processes "
         "mapping it, so the total PSS is the server's real footprint; USS is what a process alone holds."
     )
-    head += [
-        "",
-        "| | before: each worker loads (`GUNICORN_PRELOAD=0`) | after: master loads, workers share (`=1`) "
-        "| after/before |",
-        "|---|---|---|---|",
-    ]
+    head += parts.table(["", "before: each worker loads (`GUNICORN_PRELOAD=0`)",
+                         "after: master loads, workers share (`=1`)", "after/before"])
     b, a = result["before"], result["after"]
 
     def row(label: str, x: float, y: float) -> str:
@@ -122,13 +118,4 @@ def lines(result: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from bench.datagen import ensure_database
-
-    W = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    db_url, meta = ensure_database(W)
-    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(results, exist_ok=True)
-    res = run(db_url, meta["token"], W, results)
-    with open(os.path.join(results, "memory.json"), "w", encoding="utf-8") as fh:
-        json.dump(res, fh, indent=2)
-    print("\n".join(lines(res)))
+    parts.main("memory", run, lines)

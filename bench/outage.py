@@ -36,6 +36,7 @@ from typing import Any
 
 import requests
 
+from bench import parts
 from bench.pgcluster import Cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,14 +57,18 @@ class World:
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # AuthZEN bodies
     decisions: list[bool] = field(default_factory=list)  # per evaluation
     targets: list[tuple[str, int]] = field(default_factory=list)  # (slug, user id) learners to promote
+    operator: int = 0  # the operator's user id
     users: int = 0
     workspaces: int = 0
     memberships: int = 0
 
 
-def build(url: str, workspaces: int = 300, members: int = 6, seed: int = 5) -> World:
-    """Migrate, then one revision with ``workspaces`` workspaces (half simulations, owned by the
-    operator, the rest round-robin over the other packs) of ``members`` members each."""
+def build(
+    url: str, workspaces: int = 300, members: int = 6, seed: int = 5, token_workspace: str | None = None
+) -> World:
+    """Migrate, then one revision with ``workspaces`` workspaces ``o0``, ``o1``... (the even ones
+    simulations, owned by the operator, the rest round-robin over the other packs) of ``members``
+    members each; the service token (placed in ``token_workspace``, a slug, if given)."""
     from app import create_app
     from app.authz import RuleChange
     from app.extensions import db
@@ -111,7 +116,8 @@ def build(url: str, workspaces: int = 300, members: int = 6, seed: int = 5) -> W
                 changes.append(RuleChange("add", ("g", user.key, f"role:{ws.pack}:{role}", ws.key)))
         policy_store.add_changes(session, handle, changes)
         world.memberships = sum(len(a) for _, a in plan)
-        _, world.token = tokens.create_token(session, "outage-drill")
+        world.operator = operator.id
+        _, world.token = tokens.create_token(session, "outage-drill", workspace=token_workspace)
         session.commit()
         # Questions about people nobody changes (owners and members of the other packs, the operator);
         # targets: every simulations learner, promoted once each in a shuffled order.
@@ -466,8 +472,8 @@ def lines(result: dict[str, Any]) -> list[str]:
         f"{ph.get('freeze', 0):.0f} s, normal, killed (SIGKILL) {ph.get('kill', 0):.0f} s, restarted. "
         f"Whole drill {result.get('total_s', 0):.0f} s."
     )
-    out += ["", "| phase | decisions answered right (target 100%) | wrong | decision p99 / max | writes by status "
-            "| 503 with Retry-After | /readyz statuses | /readyz p50 / max |", "|---|---|---|---|---|---|---|---|"]
+    out += parts.table(["phase", "decisions answered right (target 100%)", "wrong", "decision p99 / max",
+                        "writes by status", "503 with Retry-After", "/readyz statuses", "/readyz p50 / max"])
     for p in PHASES:
         dec = result["decisions"].get(p, {})
         wr = result["writes"].get(p, {})
@@ -479,8 +485,8 @@ def lines(result: dict[str, Any]) -> list[str]:
             f"| {wr.get('retry_after_on_503', 0)} of {n503} | {_statuses(rz.get('statuses', {}))} "
             f"| {rz.get('p50_ms', 0):.1f} / {rz.get('max_ms', 0):.0f} ms |"
         )
-    out += ["", "Answers by endpoint and status (200 includes wrong answers, counted above):", "",
-            "| phase | /v1/check | /v1/check/batch | AuthZEN evaluation |", "|---|---|---|---|"]
+    out += ["", "Answers by endpoint and status (200 includes wrong answers, counted above):",
+            *parts.table(["phase", "/v1/check", "/v1/check/batch", "AuthZEN evaluation"])]
     for p in PHASES:
         kinds = result["answers"].get(p, {})
         out.append(f"| {p} | " + " | ".join(_statuses(kinds.get(k, {})) for k in ("check", "batch", "authzen")) + " |")

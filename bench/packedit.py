@@ -20,7 +20,7 @@ Variants, one after the other on a copy of the data set (``h15b_<name>_packedit`
   background thread rebuilds after a random 0..``POLICY_REBUILD_JITTER_SECONDS`` delay.
 
 Both of today's variants run preloaded (``gunicorn.conf.py`` default). Run alone:
-``.venv/bin/python -m bench.packedit 1000``.
+``python -m bench.packedit [W] [out.json]`` (default W = 1,000).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import tempfile
 import time
 from typing import Any
 
+from bench import parts
 from bench.http import _items, workers_default
 from bench.probe import percentiles
 from bench.server import ROOT, children, copy_database, drop_database, each_worker, serve, source_tree
@@ -220,13 +221,8 @@ def lines(result: dict[str, Any]) -> list[str]:
         f"revision (every worker swapped), the {result['window_s']:.0f} s after."
         + (f" Before = the code at {result['before_commit']}." if result.get("before_commit") else "")
     )
-    head += [
-        "",
-        "| variant | window | decisions | p50 | p99 | max | errors |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    tail = ["", "| variant | commit → first decision at the new revision | commit → every worker at it |",
-            "|---|---|---|"]
+    head += parts.table(["variant", "window", "decisions", "p50", "p99", "max", "errors"])
+    tail = parts.table(["variant", "commit → first decision at the new revision", "commit → every worker at it"])
     for name, v in result.get("variants", {}).items():
         label = LABELS.get(name, name)
         if "error" in v:
@@ -241,13 +237,4 @@ def lines(result: dict[str, Any]) -> list[str]:
 
 
 if __name__ == "__main__":
-    from bench.datagen import ensure_database
-
-    W = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    db_url, meta = ensure_database(W)
-    results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(results, exist_ok=True)
-    res = run(db_url, meta["token"], W, results)
-    with open(os.path.join(results, "packedit.json"), "w", encoding="utf-8") as fh:
-        json.dump(res, fh, indent=2)
-    print("\n".join(lines(res)))
+    parts.main("packedit", run, lines)

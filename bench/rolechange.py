@@ -26,16 +26,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import sys
 import threading
 import time
 from typing import Any
 
 import requests
 
-from bench.probe import percentiles
+from bench import parts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLUG = "bench-rolechange"
 PACK, LOW, HIGH, HIGH_ACTION = "simulations", "learner", "reviewer", "review_scores"  # reviewers only
 OPERATOR = "operator@rolechange.bench"
@@ -185,13 +183,6 @@ def _check(port: int, token: str, body: dict[str, Any]) -> tuple[int, dict[str, 
     return r.status, out
 
 
-def _stats(ns: list[int]) -> dict[str, Any]:
-    s = percentiles(ns)
-    if not s:
-        return {"n": 0}
-    return {"n": s["n"], "p50_ms": s["p50_us"] / 1000, "p99_ms": s["p99_us"] / 1000, "max_ms": s["max_us"] / 1000}
-
-
 class Changer:
     """Role changes through the members API as the signed-in operator, each learner up and down in turn."""
 
@@ -236,8 +227,8 @@ class Changer:
             status, got = _check(self.port, self.token, {**question, "min_revision": int(resp.json()["revision"])})
             minrev_ns.append(time.perf_counter_ns() - t)
             minrev_wrong += not (status == 200 and got.get("allowed") is want)
-        return {"patch": _stats(patch_ns), "visible": _stats(visible_ns), "min_revision": _stats(minrev_ns),
-                "min_revision_wrong": minrev_wrong, "failed": failed}
+        return {"patch": parts.stats_ms(patch_ns), "visible": parts.stats_ms(visible_ns),
+                "min_revision": parts.stats_ms(minrev_ns), "min_revision_wrong": minrev_wrong, "failed": failed}
 
     def reset(self) -> None:
         """Everyone back to learner (the workspace is removed afterwards anyway)."""
@@ -283,12 +274,6 @@ def run(
     return out
 
 
-def _pp(s: dict[str, Any] | None) -> str:
-    if not s or not s.get("n"):
-        return "—"
-    return f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms (max {s['max_ms']:.0f} ms)"
-
-
 def lines(result: dict[str, Any]) -> list[str]:
     """Markdown lines for the report."""
     out = ["## Role change end to end, under load", ""]
@@ -302,31 +287,20 @@ def lines(result: dict[str, Any]) -> list[str]:
         f"{ld.get('generator', '?')} keeps `/v1/check` busy ({ld.get('clients', '?')} connections, {rate}, "
         f"{ld.get('errors', 0)} errors)."
     )
-    out += ["", "| step | p50 / p99 |", "|---|---|",
-            f"| PATCH answered (committed, writing worker updated) | {_pp(result.get('patch'))} |",
-            f"| PATCH answered → a plain `/v1/check` (any worker) decides anew | {_pp(result.get('visible'))} |",
-            f"| `/v1/check` with `min_revision` = the PATCH's revision | {_pp(result.get('min_revision'))} |",
-            f"| without load ({(result.get('idle') or {}).get('patch', {}).get('n', 0)} changes): PATCH answered "
-            f"| {_pp((result.get('idle') or {}).get('patch'))} |",
-            "",
+    idle = result.get("idle") or {}
+    out += parts.table(["step", "p50 / p99"], [
+        f"| PATCH answered (committed, writing worker updated) | {parts.p50_p99(result.get('patch'))} |",
+        f"| PATCH answered → a plain `/v1/check` (any worker) decides anew | {parts.p50_p99(result.get('visible'))} |",
+        f"| `/v1/check` with `min_revision` = the PATCH's revision | {parts.p50_p99(result.get('min_revision'))} |",
+        f"| without load ({idle.get('patch', {}).get('n', 0)} changes): PATCH answered "
+        f"| {parts.p50_p99(idle.get('patch'))} |",
+    ])
+    out += ["",
             f"Failed PATCHes: {result.get('failed', 0)}; `min_revision` answers without the new decision: "
             f"{result.get('min_revision_wrong', 0)} (target 0). In memory, `engine.apply` alone: see the role "
             "change row of the decision table.", ""]
     return out
 
 
-def main() -> None:
-    """Run alone on the W data set; print the report lines, write the JSON."""
-    from bench.datagen import ensure_database
-
-    w = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "bench", "results", f"rolechange_w{w}.json")
-    url, meta = ensure_database(w)
-    result = run(url, meta["token"], w, os.path.dirname(os.path.abspath(path)))
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
-    print("\n".join(lines(result)))
-
-
 if __name__ == "__main__":
-    main()
+    parts.main("rolechange", run, lines)

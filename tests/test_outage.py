@@ -19,7 +19,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +26,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from bench.outage import OPERATOR, Answer, World, build
 from bench.pgcluster import Cluster, ClusterUnavailableError
-from tests.conftest import _upgrade, make_app
 from tests.test_multiprocess import Server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -46,53 +45,24 @@ def cluster() -> Iterator[Cluster]:
         c.stop()
 
 
-@dataclass
-class World:
-    token: str
-    checks: list[tuple[dict[str, Any], bool, str]] = field(default_factory=list)  # body, allowed, reason
-    evaluation: dict[str, Any] = field(default_factory=dict)
+def _world(url: str) -> World:
+    """The drill's data set, small (``bench.outage.build``: ``o0`` of the simulations pack, the operator's,
+    with two learners; ``o1`` of another pack with two members; the token placed in ``o0``). Asked about:
+    the operator first (by id and by email), then the drill's known people, last someone unknown."""
+    world = build(url, workspaces=2, members=2, token_workspace="o0")
 
+    def about(*subjects: Any) -> list[dict[str, Any]]:
+        actions = ("view_dashboard", "view_ai_spend")
+        return [{"subject": s, "workspace": "o0", "action": a} for s in subjects for a in actions]
 
-def _build(url: str) -> World:
-    """Users, a workspace with an owner, a viewer known by email only in requests, a token."""
-    from app.extensions import db
-    from app.services import tokens
-    from tests.factories import add_member, create_workspace
-    from tests.test_decision_api import create_user
-
-    _upgrade(url)
-    app = make_app(url)
-    with app.app_context():
-        ws = create_workspace("sim", "simulations")
-        owner, viewer = create_user("owner@outage.example"), create_user("viewer@outage.example")
-        add_member(ws, owner, "owner")
-        add_member(ws, viewer, "viewer")
-        _, secret = tokens.create_token(db.session(), "svc", workspace="sim")
-        db.session.commit()
-        world = World(secret)
-        for subject in (owner.id, "owner@outage.example", viewer.id, "viewer@outage.example", "nobody@outage.example"):
-            for action in ("view_dashboard", "view_ai_spend"):
-                world.checks.append(({"subject": subject, "workspace": "sim", "action": action}, False, ""))
-        db.session.remove()
-        db.engine.dispose()
+    world.checks = [*about(world.operator, OPERATOR), *world.checks, *about("nobody@outage.example")]
     return world
-
-
-@dataclass
-class Answer:
-    phase: str
-    kind: str
-    status: int  # 0: no answer within the client's timeout
-    seconds: float
-    right: bool = True
-    retry_after: str | None = None
-    what: str = ""
 
 
 def test_decisions_go_on_through_a_frozen_and_a_killed_database(
     cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = _build(cluster.url)
+    world = _world(cluster.url)
     monkeypatch.setenv("FLASK_DATABASE_REQUEST_WAIT_SECONDS", "1.0")
     monkeypatch.setenv("FLASK_DATABASE_WAIT_SECONDS", "2.0")
     monkeypatch.setenv("FLASK_USER_CACHE_SECONDS", "2.0")  # entries expire during the outage: memory answers
@@ -102,13 +72,13 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
         http = requests.Session()
         auth = {"Authorization": f"Bearer {world.token}"}
         # Before the outage: the decisions every later answer must repeat.
-        for i, (body, _, _) in enumerate(world.checks):
+        for body in world.checks:
             out = http.post(f"{server.base}/v1/check", json=body, headers=auth, timeout=5).json()
-            world.checks[i] = (body, out["allowed"], out["reason"])
-        assert [a for _, a, _ in world.checks][:4] == [True, True, True, True]  # the owner, by id and by email
-        assert world.checks[-1][2] == "unknown_subject"
-        evaluation = {"subject": {"type": "user", "id": "owner@outage.example"}, "action": {"name": "view_ai_spend"},
-                      "resource": {"type": "workspace", "id": "sim"}}
+            world.expected.append((out["allowed"], out["reason"]))
+        assert [a for a, _ in world.expected][:4] == [True, True, True, True]  # the owner, by id and by email
+        assert world.expected[-1][1] == "unknown_subject"
+        evaluation = {"subject": {"type": "user", "id": OPERATOR}, "action": {"name": "view_ai_spend"},
+                      "resource": {"type": "workspace", "id": "o0"}}  # placed in o0 by the token
         first = http.post(f"{server.base}/access/v1/evaluation", json=evaluation, headers=auth, timeout=5)
         assert first.status_code == 200 and first.json()["decision"] is True, first.text
 
@@ -130,20 +100,20 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
             right = True
             if status == 200 and expect is not None:
                 right = expect(payload)
-            answers.append(Answer(at, kind, status, time.monotonic() - started, right, retry, str(body)))
+            answers.append(Answer(at, kind, status, time.monotonic() - started, right, retry, detail=str(body)))
             if kind == "write" and status == 200:
                 acknowledged.append(tuple(body["rule"]))
 
         def load() -> None:
             n = 0
             while not stop.is_set():
-                for body, allowed, reason in world.checks:
+                for body, (allowed, reason) in zip(world.checks, world.expected, strict=True):
                     ask("check", "POST", f"{server.base}/v1/check", body,
                         lambda p, a=allowed, r=reason: p["allowed"] == a and p["reason"] == r)
                 ask("authzen", "POST", f"{server.base}/access/v1/evaluation", evaluation,
                     lambda p: p["decision"] is True)
                 n += 1
-                rule = ("g3", f"user:{900000 + n}", "group:outage", "ws:sim")
+                rule = ("g3", f"user:{900000 + n}", "group:outage", "ws:o0")
                 ask("write", "POST", f"{server.base}/_mp/link", {"op": "add", "rule": list(rule)})
                 time.sleep(0.01)
 
@@ -175,7 +145,7 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
         table = Counter((a.phase, a.kind, a.status) for a in answers)
         report = "\n".join(f"{p:9} {k:7} {s}: {n}" for (p, k, s), n in sorted(table.items()))
         slow = sorted(answers, key=lambda a: -a.seconds)[:5]
-        report += "\nslowest: " + "; ".join(f"{a.phase} {a.kind} {a.status} {a.seconds:.3f}s {a.what}" for a in slow)
+        report += "\nslowest: " + "; ".join(f"{a.phase} {a.kind} {a.status} {a.seconds:.3f}s {a.detail}" for a in slow)
         print(f"\nanswers by phase, kind and status (recovered {recovered:.2f} s after restart):\n{report}")
         for p in ("frozen", "killed"):
             decisions = [a for a in answers if a.phase == p and a.kind != "write"]
@@ -190,7 +160,7 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
             assert writes[0].status in (200, 503), report  # the first may have started before the signal
             assert max(a.seconds for a in writes) < 2.5, report
         assert not [a for a in answers if a.status in (0, 500)], report + "\n" + "\n".join(
-            a.what for a in answers if a.status in (0, 500))
+            a.detail for a in answers if a.status in (0, 500))
         assert recovered < 15, report
 
         # Nothing acknowledged was lost, and the server caught up with the database.
