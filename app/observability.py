@@ -7,20 +7,23 @@ process (tests) never share counters. :func:`init_app` is idempotent.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import os
 import random
 import re
+import threading
 import time
-from collections import Counter as TallyCounter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 decision_log = logging.getLogger("app.decisions")
 
@@ -31,26 +34,107 @@ _ENV_STARTED = "learnauthz.request_started"
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+class _Shard:
+    """One thread's tallies: written by that thread only, so no increment is ever lost."""
+
+    __slots__ = ("counts", "hists")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], float] = {}
+        self.hists: dict[tuple[str, ...], list[float]] = {}  # labels → [count per bucket..., sum]
+
+
+class HotMetrics(Collector):
+    """The per-request counters and histograms, as plain per-thread tallies merged at scrape.
+
+    prometheus_client's own instruments lock on every update: measured in-process, a labelled
+    child's ``inc`` 1.3 µs and ``observe`` 2.0 µs, three of them a request (~5 µs, more than the
+    decision's engine call). Here an update is a dict increment in the calling thread's shard
+    (~0.2 µs); ``collect`` sums the shards into the same Prometheus families (names, labels,
+    buckets) for ``generate_latest``.
+    """
+
+    def __init__(
+        self,
+        counters: Mapping[str, tuple[str, Sequence[str]]],
+        histograms: Mapping[str, tuple[str, Sequence[str]]],
+        buckets: Sequence[float],
+    ) -> None:
+        self._counters = dict(counters)  # name → (help, label names)
+        self._histograms = dict(histograms)
+        self._buckets = tuple(buckets)
+        self._local = threading.local()
+        self._shards: list[_Shard] = []
+        self._lock = threading.Lock()
+
+    def _shard(self) -> _Shard:
+        shard: _Shard | None = getattr(self._local, "shard", None)
+        if shard is None:
+            shard = self._local.shard = _Shard()
+            with self._lock:
+                self._shards.append(shard)
+        return shard
+
+    def inc(self, name: str, labels: tuple[str, ...], n: float = 1) -> None:
+        """Add n to counter name at these label values."""
+        counts = self._shard().counts
+        key = (name, *labels)
+        counts[key] = counts.get(key, 0) + n
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float, n: int = 1) -> None:
+        """n observations of value in histogram name at these label values."""
+        hists = self._shard().hists
+        key = (name, *labels)
+        row = hists.get(key)
+        if row is None:
+            row = hists[key] = [0.0] * (len(self._buckets) + 2)  # buckets, +Inf, sum
+        row[bisect.bisect_left(self._buckets, value)] += n  # the first bucket with value <= bound
+        row[-1] += value * n
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            shards = list(self._shards)
+        counts: dict[tuple[str, ...], float] = {}
+        hists: dict[tuple[str, ...], list[float]] = {}
+        for shard in shards:
+            for key, v in list(shard.counts.items()):
+                counts[key] = counts.get(key, 0) + v
+            for key, row in list(shard.hists.items()):
+                acc = hists.setdefault(key, [0.0] * len(row))
+                for i, v in enumerate(row):
+                    acc[i] += v
+        for name, (doc, labels) in self._counters.items():
+            fam = CounterMetricFamily(name, doc, labels=list(labels))
+            for key, v in sorted(counts.items()):
+                if key[0] == name:
+                    fam.add_metric(list(key[1:]), v)
+            yield fam
+        bounds = [*(repr(float(b)) for b in self._buckets), "+Inf"]
+        for name, (doc, labels) in self._histograms.items():
+            hfam = HistogramMetricFamily(name, doc, labels=list(labels))
+            for key, row in sorted(hists.items()):
+                if key[0] == name:
+                    cumulative, total = [], 0.0
+                    for le, c in zip(bounds, row[:-1], strict=True):
+                        total += c
+                        cumulative.append((le, total))
+                    hfam.add_metric(list(key[1:]), cumulative, row[-1])
+            yield hfam
+
+
 @dataclass
 class Observability:
     """The per-app metrics registry and its instruments."""
 
     registry: CollectorRegistry
-    decisions: Counter
-    decision_seconds: Histogram
-    request_seconds: Histogram
+    hot: HotMetrics  # authz_decisions, authz_decision_seconds, authz_http_request_seconds
     revision: Gauge
     policy_edits: Counter
-    # Labelled children by label values: ``labels()`` costs ~1.5 µs a call, as much as a decision.
-    children: dict[tuple[str, ...], Any] = field(default_factory=dict, repr=False)
 
-    def child(self, metric: Counter | Histogram, *values: str) -> Any:
-        """metric's child for these label values (looked up once)."""
-        key = (str(id(metric)), *values)
-        got = self.children.get(key)
-        if got is None:
-            got = self.children[key] = metric.labels(*values)
-        return got
+
+DECISIONS = "authz_decisions"
+DECISION_SECONDS = "authz_decision_seconds"
+REQUEST_SECONDS = "authz_http_request_seconds"
 
 
 def init_app(app: Flask) -> Observability:
@@ -60,25 +144,18 @@ def init_app(app: Flask) -> Observability:
         return existing
     app.config.setdefault("DECISION_LOG_SAMPLE", 0.0)
     registry = CollectorRegistry(auto_describe=True)
+    hot = HotMetrics(
+        {DECISIONS: ("Decisions answered, by result and reason.", ("result", "reason"))},
+        {
+            DECISION_SECONDS: ("Time to decide one check (resolution + engine), in seconds.", ("endpoint",)),
+            REQUEST_SECONDS: ("HTTP request latency of the API, in seconds.", ("endpoint", "status")),
+        },
+        LATENCY_BUCKETS,
+    )
+    registry.register(hot)
     obs = Observability(
         registry=registry,
-        decisions=Counter(
-            "authz_decisions", "Decisions answered, by result and reason.", ["result", "reason"], registry=registry
-        ),
-        decision_seconds=Histogram(
-            "authz_decision_seconds",
-            "Time to decide one check (resolution + engine), in seconds.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        ),
-        request_seconds=Histogram(
-            "authz_http_request_seconds",
-            "HTTP request latency of the API, in seconds.",
-            ["endpoint", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        ),
+        hot=hot,
         revision=Gauge("authz_policy_revision", "Policy revision of this process's engine.", registry=registry),
         policy_edits=Counter("authz_policy_edits", "Policy edits applied, by kind.", ["kind"], registry=registry),
     )
@@ -105,9 +182,28 @@ def request_id_of(environ: dict[str, Any]) -> str:
     rid = environ.get(_ENV_ID)
     if rid is None:
         raw = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = raw if _REQUEST_ID.fullmatch(raw) else os.urandom(16).hex()  # as uuid4().hex, a third of the cost
+        rid = raw if _REQUEST_ID.fullmatch(raw) else _new_request_id()
         environ[_ENV_ID] = rid
     return str(rid)
+
+
+class _RequestIds:
+    """32 hex digits: a random per-process prefix and a counter (unique without a system call per
+    request: ``os.urandom(16).hex()`` cost 1.1 µs a request); a forked child draws a new prefix."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_new_request_id = _RequestIds()
 
 
 def _start_request() -> None:
@@ -121,46 +217,20 @@ def _finish_request(response: Response) -> Response:
     endpoint = request.endpoint or "unmatched"
     if started is not None and endpoint.startswith(("decision.", "policy.")):
         obs = get()
-        obs.child(obs.request_seconds, endpoint, str(response.status_code)).observe(time.perf_counter() - started)
+        obs.hot.observe(REQUEST_SECONDS, (endpoint, str(response.status_code)), time.perf_counter() - started)
     return response
 
 
-def record_decisions(outcomes: Iterable[tuple[bool, str]]) -> None:
-    """Count decisions by result and reason (aggregated, one increment per label pair)."""
-    tally = TallyCounter(("allow" if allowed else "deny", reason) for allowed, reason in outcomes)
-    obs = get()
-    for (result, reason), n in tally.items():
-        obs.child(obs.decisions, result, reason).inc(n)
+def record_decisions(outcomes: Sequence[tuple[bool, str]], obs: Observability | None = None) -> None:
+    """Count decisions by result and reason."""
+    hot = (obs or get()).hot
+    for allowed, reason in outcomes:
+        hot.inc(DECISIONS, ("allow" if allowed else "deny", reason))
 
 
-def observe_decision_time(endpoint: str, seconds: float, n: int = 1) -> None:
+def observe_decision_time(endpoint: str, seconds: float, n: int = 1, obs: Observability | None = None) -> None:
     """Record per-decision latency; a batch records its mean once per item."""
-    obs = get()
-    hist = obs.child(obs.decision_seconds, endpoint)
-    per = seconds / max(n, 1)
-    if n > 1 and _observe_many(hist, per, n):
-        return
-    for _ in range(n):
-        hist.observe(per)
-
-
-def _observe_many(hist: Any, amount: float, n: int) -> bool:
-    """n observations of amount in two increments (what n ``observe`` calls would record).
-
-    A batch of 1,000 would otherwise take 1,000 locked increments. Uses prometheus_client's
-    histogram internals (``_upper_bounds``, ``_buckets``, ``_sum``); False if they are not there.
-    """
-    bounds = getattr(hist, "_upper_bounds", None)
-    buckets = getattr(hist, "_buckets", None)
-    total = getattr(hist, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
-        return False
-    i = bisect.bisect_left(bounds, amount)  # observe() counts the first bucket with amount <= bound
-    if i >= len(buckets):
-        return False
-    total.inc(amount * n)
-    buckets[i].inc(n)
-    return True
+    (obs or get()).hot.observe(DECISION_SECONDS, (endpoint,), seconds / max(n, 1), n)
 
 
 def log_decisions(entries: Iterable[Mapping[str, Any]]) -> int:

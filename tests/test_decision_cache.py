@@ -200,9 +200,11 @@ def test_email_cache_hit_and_change_in_this_process(client: FlaskClient, world: 
     assert post(client, "/v1/check", world.token, renamed)[1]["reason"] == "granted"
 
 
-def test_email_change_elsewhere_is_seen_within_the_ttl(client: FlaskClient, world: World, clock: Clock) -> None:
-    """Someone the policy does not know comes from the users table, cached for the TTL (a change of
-    someone it knows travels as a revision: test_email_change_through_the_service_reaches_another_app)."""
+def test_change_outside_the_services_is_seen_at_the_next_load(client: FlaskClient, world: World) -> None:
+    """A raw UPDATE writes no revision: the directory keeps the old email until the policy is reloaded
+    (through the services, a change is a revision: test_email_change_through_the_service_reaches_another_app)."""
+    from app.extensions import authz
+
     email = world.email("outsider")
     body = {"subject": email, **VIEW}
     assert post(client, "/v1/check", world.token, body)[1]["reason"] == "no_role"
@@ -210,20 +212,22 @@ def test_email_change_elsewhere_is_seen_within_the_ttl(client: FlaskClient, worl
         text("UPDATE users SET email = 'moved@example.com' WHERE id = :id"), {"id": world.uid("outsider")}
     )
     db.session.commit()
-    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "no_role"  # within the TTL
-    clock.now += decision.DEFAULT_USER_CACHE_SECONDS + 0.1
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "no_role"  # as of the load
+    authz.reload()
     assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
+    assert post(client, "/v1/check", world.token, {"subject": "moved@example.com", **VIEW})[1]["reason"] == "no_role"
 
 
-def test_user_cache_is_bounded() -> None:
-    cache = decision.UserCache(ttl=60, max_entries=10)
-    for i in range(25):
-        cache.put_many({("id", i): f"user:{i}"}, cache.generation)
-    assert len(cache) <= 10
-    gen = cache.generation
-    cache.discard(("email", "a@b.c"))
-    cache.put_many({("id", 99): "user:99"}, gen)  # a lookup that started before an invalidation
-    assert cache.get(("id", 99)) is None
+def test_unknown_people_cost_no_query(client: FlaskClient, world: World) -> None:
+    """Nobody is looked up on a decision: ids, emails and external ids nobody has answer from memory."""
+    post(client, "/v1/check", world.token, {"subject": 1, **VIEW})  # token cached, engine loaded
+    checks = [{"subject": s, **VIEW} for s in (999_999, "user:999998", "nobody@example.com", "ext-nobody")]
+    with Queries() as q:
+        for body in checks:
+            assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
+        status, out = post(client, "/v1/check/batch", world.token, {"checks": checks})
+        assert status == 200 and {r["reason"] for r in out["results"]} == {"unknown_subject"}
+    assert q.statements == []
 
 
 def test_batch_after_warmup_needs_no_query(client: FlaskClient, world: World) -> None:
@@ -340,8 +344,8 @@ def test_database_held_down_decides_known_people_from_memory(client: FlaskClient
 
     owner = world.uid("simulations.owner")
     email = {"subject": world.users["simulations.owner"].email, **VIEW}
-    assert post(client, "/v1/check", world.token, email)[1]["allowed"] is True  # learnt by this process
-    clock.now += decision.DEFAULT_USER_CACHE_SECONDS + 60  # long expired
+    assert post(client, "/v1/check", world.token, email)[1]["allowed"] is True
+    clock.now += 10 * 24 * 3600  # no entry expires
     guard = database.guard()
     assert guard is not None
     guard.failed("test: held down")
@@ -358,7 +362,7 @@ def test_database_held_down_decides_known_people_from_memory(client: FlaskClient
         guard.answered()
 
 
-# -- the directory of users the policy knows (app.services.directory) --------------------------------
+# -- the directory of every user (app.services.directory) --------------------------------
 @contextlib.contextmanager
 def held_down() -> Iterator[None]:
     """The database held down for this app, as after a failed wait: the hot path must not ask it."""
@@ -389,7 +393,7 @@ def test_email_never_seen_resolves_with_the_database_held_down(client: FlaskClie
             status, out = post(client, "/v1/check", world.token, {"subject": emails[name].upper(), **VIEW})
             assert (status, out["allowed"], out["reason"]) == want[name], name
         status, out = post(client, "/v1/check", world.token, {"subject": emails["outsider"], **VIEW})
-        assert (status, out["reason"]) == (200, "unknown_subject")  # not known to the policy: no query either
+        assert (status, out["reason"]) == (200, "no_role")  # a user without any role is held too
     assert q.statements == []
 
 
@@ -470,4 +474,27 @@ def test_new_user_granted_elsewhere_resolves_by_email_after_sync(
     with held_down(), Queries() as q:
         status, out = post(client, "/v1/check", world.token, {"subject": "elsewhere@example.com", **VIEW})
     assert (status, out["allowed"], out["reason"]) == (200, True, "granted")
+    assert q.statements == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_user_created_elsewhere_is_found_after_sync(client: FlaskClient, world: World, database_url: str) -> None:
+    """Creating a user is a revision: another process holds the user (no role yet) once it syncs."""
+    from app.extensions import authz
+    from app.services import users
+
+    body = {"subject": "signed-up@example.com", **VIEW}
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
+    other = _other_app(database_url)
+    with other.app_context():
+        users.create_user(db.session(), "signed-up@example.com", "correct horse battery")
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"  # not synced yet
+    authz.sync()
+    with held_down(), Queries() as q:
+        status, out = post(client, "/v1/check", world.token, body)
+    assert (status, out["reason"]) == (200, "no_role")
     assert q.statements == []

@@ -261,7 +261,7 @@ def _default_workspace() -> str | None:
 
 
 def _record(results: list[dict[str, Any]], endpoint: str, started: float) -> None:
-    observability.record_decisions((r["decision"], str(r["context"]["reason"])) for r in results)
+    observability.record_decisions([(r["decision"], str(r["context"]["reason"])) for r in results])
     observability.observe_decision_time(endpoint, time.perf_counter() - started, len(results))
 
 

@@ -49,9 +49,7 @@ from app.models import User
 
 # Reference resolution and fact preparation live in app.services.decisions (shared with AuthZEN);
 # these names stay importable from here for existing callers.
-from app.services.decisions import DEFAULT_USER_CACHE_SECONDS as DEFAULT_USER_CACHE_SECONDS
 from app.services.decisions import NOBODY, Check, candidates, decide, resolve_users
-from app.services.decisions import UserCache as UserCache
 from app.services.decisions import domain_of as _domain
 from app.services.decisions import user_ref as _ref
 
@@ -177,7 +175,7 @@ def parse_batch(limit: int) -> tuple[list[Item], int | None]:
 
 
 def _record(endpoint: str, items: Sequence[Item], decisions: Sequence[Decision], seconds: float) -> None:
-    observability.record_decisions((d.allowed, d.reason) for d in decisions)
+    observability.record_decisions([(d.allowed, d.reason) for d in decisions])
     observability.observe_decision_time(endpoint, seconds, len(decisions))
     if float(current_app.config.get("DECISION_LOG_SAMPLE", 0.0) or 0.0) <= 0.0:
         return
@@ -285,7 +283,7 @@ def permissions() -> Response:
         decisions = {a.id: Decision(False, Reason.UNKNOWN_SUBJECT.value, eng.revision) for a in pack.actions}
     else:
         decisions = eng.permissions(subject, domain)
-    observability.record_decisions((d.allowed, d.reason) for d in decisions.values())
+    observability.record_decisions([(d.allowed, d.reason) for d in decisions.values()])
     reason = Reason.UNKNOWN_WORKSPACE.value if pack is None else (None if subject else Reason.UNKNOWN_SUBJECT.value)
     return jsonify(
         {

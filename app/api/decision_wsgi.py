@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from app import database, observability
+from app import observability
 from app.api import decision
 from app.errors import AppError
 from app.services import tokens
@@ -43,7 +43,11 @@ class DecisionFastPath:
     def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
-        self._timers: dict[str, Any] = {}
+        self._obs: observability.Observability | None = None
+        self._headers: list[tuple[str, str]] | None = None  # the fixed headers of every answer
+        from app.extensions import authz
+
+        self._runtime = authz
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         endpoint = _ENDPOINTS.get(environ.get("PATH_INFO", ""))
@@ -61,20 +65,32 @@ class DecisionFastPath:
                 log.debug("decision fast path fell back", exc_info=True)
                 answer = None
         if answer is None:
+            if body is not None:
+                environ["wsgi.input"] = io.BytesIO(body)  # the view reads the body again
+                environ["CONTENT_LENGTH"] = str(len(body))
             return self.wsgi_app(environ, start_response)
-        headers = [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(answer))),
-            *self.app.extensions["security"]["headers"],
-            (observability.REQUEST_ID_HEADER, observability.request_id_of(environ)),
-            ("Vary", "Cookie"),  # as Flask's: its hooks look at the (absent) session of every request
-        ]
-        start_response("200 OK", headers)
-        self._timer(endpoint).observe(time.perf_counter() - started)
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = [
+                ("Content-Type", "application/json"),
+                *self.app.extensions["security"]["headers"],
+                ("Vary", "Cookie"),  # as Flask's: its hooks look at the (absent) session of every request
+            ]
+        start_response(
+            "200 OK",
+            [
+                *headers,
+                ("Content-Length", str(len(answer))),
+                (observability.REQUEST_ID_HEADER, observability.request_id_of(environ)),
+            ],
+        )
+        obs = self._obs
+        if obs is not None:
+            obs.hot.observe(observability.REQUEST_SECONDS, (endpoint, "200"), time.perf_counter() - started)
         return [answer]
 
     def _body(self, environ: dict[str, Any]) -> bytes | None:
-        """The JSON body (put back for the fallback), or None when Flask must read it."""
+        """The JSON body (put back by the caller for the fallback), or None when Flask must read it."""
         ctype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
             return None
@@ -82,34 +98,26 @@ class DecisionFastPath:
         limit = self.app.config.get("MAX_CONTENT_LENGTH")
         if not (raw.isascii() and raw.isdigit()) or (limit is not None and int(raw) > int(limit)):
             return None  # chunked, malformed or too large: werkzeug's answers
-        body = environ["wsgi.input"].read(int(raw))
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        return bytes(body)
+        return bytes(environ["wsgi.input"].read(int(raw)))
 
     def _answer(self, endpoint: str, environ: dict[str, Any], body: bytes) -> bytes | None:
-        """The view's JSON for this request, or None when the view must answer it."""
-        config = self.app.config
+        """The view's JSON for this request, or None when the view must answer it.
+
+        No app context, no database: the token must be one this process knows (a miss goes to the
+        view, which looks it up and caches it), the engine and directory are the ones the runtime
+        serves (``PolicyRuntime.serving``), so nothing here can wait on the database.
+        """
+        app = self.app
+        config = app.config
         if config.get("DECISION_RATE_LIMIT") or float(config.get("DECISION_LOG_SAMPLE") or 0) > 0:
             return None
         scheme, _, secret = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        if scheme.lower() != "bearer" or tokens.cached_identity(app, secret.strip()) is None:
             return None
-        serving = database.SERVING.set(True)  # request deadlines on the database, as in a request
-        try:
-            with self.app.app_context():
-                return self._decide(endpoint, body, secret.strip())
-        finally:
-            database.SERVING.reset(serving)
-
-    def _decide(self, endpoint: str, body: bytes, secret: str) -> bytes | None:
-        """The decisions' JSON, in the app context; None when the view must answer."""
-        from app.extensions import authz, db
-
-        config = self.app.config
-        authz.ensure_listener()
-        if tokens.authenticate(db.session, secret) is None:  # type: ignore[arg-type]
+        serving = self._runtime.serving(app)
+        if serving is None:
             return None
+        eng, users = serving
         if endpoint == "decision.check":
             one = decision.fast_decode(decision.CHECK_BODY, body)
             if one is None:
@@ -121,28 +129,20 @@ class DecisionFastPath:
             if many is None or len(many.checks) > int(config["BATCH_MAX_CHECKS"]):
                 return None
             items, min_revision = list(many.checks), many.min_revision
-        authz.require_fresh()
-        eng = authz.engine
         if min_revision and min_revision > eng.revision:
             return None  # the view waits for it (or refuses a revision past the head)
         t = time.perf_counter()
-        decisions = decide(items, eng, False)
+        decisions = decide(items, eng, False, users)
         seconds = time.perf_counter() - t
-        observability.record_decisions((d.allowed, d.reason) for d in decisions)
+        obs = self._obs
+        if obs is None:
+            obs = self._obs = app.extensions["observability"]
+        observability.record_decisions([(d.allowed, d.reason) for d in decisions], obs)
         kind = "check" if endpoint == "decision.check" else "batch"
-        observability.observe_decision_time(kind, seconds, len(items))
+        observability.observe_decision_time(kind, seconds, len(items), obs)
         if endpoint == "decision.check":
             return orjson.dumps(decisions[0].as_dict(False))
         return orjson.dumps(decision.batch_payload(decisions, eng.revision, False))
-
-    def _timer(self, endpoint: str) -> Any:
-        timer = self._timers.get(endpoint)
-        if timer is None:
-            with self.app.app_context():
-                obs = observability.get()
-                timer = obs.child(obs.request_seconds, endpoint, "200")
-            self._timers[endpoint] = timer
-        return timer
 
 
 def install(app: Flask) -> None:

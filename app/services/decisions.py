@@ -10,8 +10,7 @@ decisions come from the engine. Blueprints never resolve users themselves.
 from __future__ import annotations
 
 import contextlib
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
@@ -23,17 +22,16 @@ from sqlalchemy.orm import Session, object_session
 from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.models import User
-from app.services.ttlcache import TTLCache, app_cache
+from app.services.directory import Directory
+from app.services.refs import EXTERNAL_ID as EXTERNAL_ID
+from app.services.refs import MAX_USER_ID as MAX_USER_ID
+from app.services.refs import Ref as Ref
+from app.services.refs import user_ref as user_ref
 
 # A user reference that never names a real user (real keys are user:<digits>): unknown people
 # in resource attributes simply match nothing.
 NOBODY = "user:unknown"
-# A user reference never holds whitespace, control characters, commas or "*": such a value names
-# nobody (it is not trimmed into a real user), so a malformed subject can never be allowed.
-_BAD_REF = re.compile(r"[\s\x00-\x1f\x7f,*]")
-MAX_USER_ID = 2**31 - 1  # users.id is an INTEGER column: larger ids name nobody (PostgreSQL refuses to compare them)
-# An external id: printable ASCII without ",", "*" or "@", not all digits, at most 254 characters.
-EXTERNAL_ID = re.compile(r"(?![0-9]+\Z)[\x21-\x29\x2b\x2d-\x3f\x41-\x7e]{1,254}")
+NO_FACTS = ResourceFacts()  # the resource of a check that names none (frozen: shared)
 
 
 # -- what a surface hands over ---------------------------------------------------------------------
@@ -116,99 +114,48 @@ class Check(Struct, frozen=True, forbid_unknown_fields=True):
     resource: CheckResource | None = None
 
 
-def user_ref(value: object) -> tuple[str, int | str] | None:
-    """("id", n), ("email", address) or ("ext", external id) for a user reference; None if it names nobody.
+Lookup = Callable[[object], "str | None"]  # a user reference → its user key, or None (names nobody)
 
-    ASCII digits (or ``user:<digits>``) are a user id, a value with ``@`` is an email (any case),
-    anything else is an external id (exact match). External ids are therefore never all digits
-    and never hold ``@`` (``users.set_external_id`` refuses them).
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return ("id", value) if 0 < value <= MAX_USER_ID else None
-    if not isinstance(value, str) or not value or len(value) > 254 or _BAD_REF.search(value):
-        return None
-    body = value[5:] if value.startswith("user:") else value
-    if body.isascii() and body.isdigit():  # str.isdigit() alone admits "²" (int() fails) and "٣" (int() = 3)
-        return ("id", int(body)) if len(body) < 19 and 0 < int(body) <= MAX_USER_ID else None
-    if "@" in body:
-        if not body.isascii():
-            try:
-                body.encode("utf-8")  # a lone surrogate ("\ud800", valid in JSON) is nobody's address
-            except UnicodeEncodeError:
-                return None
-        return ("email", body.lower())
-    if body is value and EXTERNAL_ID.fullmatch(value):
-        return ("ext", value)
-    return None
-
-
-Ref = tuple[str, int | str]
-
-# -- user resolution, cached -----------------------------------------------------------------------
-# Users are never deleted and ids never reused, and facts (memberships, scopes) are only ever
-# written for existing users; so a ``user:<id>`` the engine holds a role for in the request's
-# workspace (or a platform role) is a real user, and needs no query. Next, the directory loaded
-# with the engine (``app.services.directory``: id, email and external id of every user the policy
-# knows, kept current through the revision log) answers without a query. Everything else (people
-# without facts, users created a moment ago) goes to the users table once (one query per request),
-# and positive answers are cached for
-# USER_CACHE_SECONDS (default 5 s): id → key, email → key and external id → key. Negative answers
-# are never cached, so a user created a moment ago is found at once. An email or external id change
-# in this process drops both values at once; one made by another process is seen here within the TTL.
-# When the database cannot be asked (app.database holds it down, or the query fails), references
-# resolve from memory instead: the last answer this process saw (expired or not), or an id the
-# policy holds a role for anywhere; any other reference is unknown (``unknown_subject``: denied).
-DEFAULT_USER_CACHE_SECONDS = 5.0
-USER_CACHE_MAX = 100_000
-_USER_CACHE = "decision_user_cache"
-_PENDING_EMAILS = "decision_emails_changed"
+# -- user resolution, from memory -----------------------------------------------------------------
+# Every reference is answered from the directory loaded with the engine (``app.services.directory``:
+# id, email and external id of every user, kept current through the revision log), without a
+# query: a reference it does not hold names nobody at the engine's revision (``unknown_subject``:
+# denied). A user another process created a moment ago is found once this process applies that
+# revision (``min_revision`` waits for it); one inserted in this process is held from its commit.
+# Only before the first load (no directory) is the users table asked, once per request.
 _PENDING_HANDLES = "decision_handles_changed"
 
 
-UserCache = TTLCache[Ref, str]
-
-
-def user_cache() -> UserCache | None:
-    """The current app's user cache (None outside an app context)."""
-    return app_cache(_USER_CACHE, "USER_CACHE_SECONDS", DEFAULT_USER_CACHE_SECONDS, USER_CACHE_MAX)
-
-
-def _forget_refs(refs: Iterable[Ref]) -> None:
-    cache = user_cache()
-    if cache is not None:
-        for r in refs:
-            cache.discard(r)
-
-
-def _ref_changed(kind: str, target: User, value: object, oldvalue: object) -> None:
-    changed = [(kind, v.lower() if kind == "email" else v) for v in (value, oldvalue) if isinstance(v, str)]
-    _forget_refs(changed)
+def _ref_changed(kind: str, target: User, value: object) -> None:
     session = object_session(target)
-    if session is not None:
-        session.info.setdefault(_PENDING_EMAILS, set()).update(changed)
-        # (id,) of a persistent user, read without loading anything
-        identity: tuple[Any, ...] | None = inspect(target).identity
-        if identity and (value is None or isinstance(value, str)):
-            # This process's directory follows at commit (other processes: the user-change revision).
-            session.info.setdefault(_PENDING_HANDLES, []).append((int(identity[0]), kind, value))
+    # (id,) of a persistent user, read without loading anything
+    identity: tuple[Any, ...] | None = inspect(target).identity if session is not None else None
+    if session is not None and identity and (value is None or isinstance(value, str)):
+        # This process's directory follows at commit (other processes: the user-change revision).
+        session.info.setdefault(_PENDING_HANDLES, []).append((int(identity[0]), kind, value))
 
 
 @event.listens_for(User.email, "set")
 def _email_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
-    _ref_changed("email", target, value, oldvalue)
+    _ref_changed("email", target, value)
 
 
 @event.listens_for(User.external_id, "set")
 def _external_id_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
-    _ref_changed("ext", target, value, oldvalue)
+    _ref_changed("ext", target, value)
+
+
+@event.listens_for(User, "after_insert")
+def _user_inserted(mapper: Any, connection: Any, target: User) -> None:
+    session = object_session(target)
+    if session is not None:
+        # the values now: after the commit the object is expired (reading it would query)
+        new = (int(target.id), "new", (target.email, target.external_id))
+        session.info.setdefault(_PENDING_HANDLES, []).append(new)
 
 
 @event.listens_for(Session, "after_commit")
-def _emails_committed(session: Session) -> None:
-    # A lookup between the change and its commit read the old row: drop it again.
-    _forget_refs(session.info.pop(_PENDING_EMAILS, ()))
+def _users_committed(session: Session) -> None:
     handles = session.info.pop(_PENDING_HANDLES, ())
     if handles:
         from app.extensions import authz
@@ -216,12 +163,14 @@ def _emails_committed(session: Session) -> None:
         directory = authz.directory
         if directory is not None:
             for uid, kind, value in handles:
-                directory.changed(uid, kind, value)
+                if kind == "new":
+                    directory.put(uid, *value)
+                else:
+                    directory.changed(uid, kind, value)
 
 
 @event.listens_for(Session, "after_soft_rollback")
-def _emails_rolled_back(session: Session, previous_transaction: Any) -> None:
-    session.info.pop(_PENDING_EMAILS, None)
+def _users_rolled_back(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_PENDING_HANDLES, None)
 
 
@@ -251,45 +200,34 @@ def _query_users(wanted: set[Ref]) -> dict[Ref, str]:
 def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None = None) -> dict[Ref, str]:
     """(user reference, domain) pairs → {ref: user key}; unknown references are absent.
 
-    Known to the engine in that domain (or by a platform role), then the directory of the users the
-    policy knows, then the cache, then one query (none while the database is held down).
+    From the directory of every user; before the first load, a user id the engine holds a role
+    for in that domain, then one query (none while the database cannot be asked).
     """
     from app.extensions import authz
 
     directory = authz.directory
-    cache = user_cache()
     out: dict[Ref, str] = {}
+    if directory is not None:
+        for value, _domain in pairs:
+            ref = user_ref(value)
+            if ref is not None:
+                known = directory.key(ref)
+                if known is not None:
+                    out[ref] = known
+        return out
     wanted: set[Ref] = set()
     for value, domain in pairs:
         ref = user_ref(value)
         if ref is None or ref in out:
             continue
-        if ref[0] == "id" and eng is not None:
-            key = f"user:{ref[1]}"
-            if eng.roles_of(key, domain):
-                out[ref] = key
-                continue
-        if directory is not None:
-            known = directory.key(ref)
-            if known is not None:
-                out[ref] = known
-                continue
-        hit = cache.get(ref) if cache is not None else None
-        if hit is not None:
-            out[ref] = hit
+        key = f"user:{ref[1]}"
+        if ref[0] == "id" and eng is not None and eng.roles_of(key, domain):
+            out[ref] = key
         else:
             wanted.add(ref)
     if wanted:
-        generation = cache.generation if cache is not None else 0
-        found = _query_users_if_reachable(wanted)
-        if found is None:
-            found = _from_memory(wanted, cache, eng)
-        elif cache is not None:
-            cache.put_many(found, generation)
-        for ref in wanted:
-            got = found.get(ref)
-            if got is not None:
-                out[ref] = got
+        found = _query_users_if_reachable(wanted) or {}
+        out.update((ref, found[ref]) for ref in wanted if ref in found)
     return out
 
 
@@ -306,20 +244,6 @@ def _query_users_if_reachable(wanted: set[Ref]) -> dict[Ref, str] | None:
         with contextlib.suppress(SQLAlchemyError):  # the connection may be gone with the database
             db.session.rollback()
         return None
-
-
-def _from_memory(wanted: set[Ref], cache: UserCache | None, eng: PolicyEngine | None) -> dict[Ref, str]:
-    """Without the database: the last answer this process saw, or a user id the policy holds a role for."""
-    out: dict[Ref, str] = {}
-    for ref in wanted:
-        hit = cache.get_stale(ref) if cache is not None else None
-        if hit is None and ref[0] == "id" and eng is not None:
-            key = f"user:{ref[1]}"
-            if any(key in users for users in tuple(eng.g.links.values())):  # a snapshot: the listener applies changes
-                hit = key  # facts are only written for existing users, and users are never deleted
-        if hit is not None:
-            out[ref] = hit
-    return out
 
 
 def resolve_users(refs: Iterable[object], eng: PolicyEngine | None = None, domain: str = "") -> dict[Ref, str]:
@@ -356,23 +280,22 @@ class Prepared:
     early: str | None = None  # reason when decided before the engine
 
 
-def prepare(item: CheckLike, users: dict[Ref, str], eng: PolicyEngine) -> Prepared:
-    """Turn an API check into an AccessRequest (ids → keys); unknown subject and bad values decided here."""
-    sref = user_ref(item.subject)
-    subject = users.get(sref) if sref else None
+def prepare(item: CheckLike, person_of: Lookup, eng: PolicyEngine) -> Prepared:
+    """Turn an API check into an AccessRequest (references → keys through ``person_of``); unknown
+    subject and bad values decided here."""
+    subject = person_of(item.subject)
     if subject is None:
         return Prepared(None, Reason.UNKNOWN_SUBJECT.value)
     domain = domain_of(item.workspace)
     res = item.resource
     if res is None:
-        return Prepared(AccessRequest(subject, domain, ResourceFacts(), item.action))
+        return Prepared(AccessRequest(subject, domain, NO_FACTS, item.action))
     attrs = res.attributes
 
     def person(value: object) -> str:
         if value is None:
             return ""
-        ref = user_ref(value)
-        return users.get(ref, NOBODY) if ref else NOBODY
+        return person_of(value) or NOBODY
 
     try:
         group = _scope_key(attrs.group, "group")
@@ -413,13 +336,28 @@ def _item_refs(items: Sequence[CheckLike]) -> list[tuple[object, str]]:
     return refs
 
 
-def decide(items: Sequence[CheckLike], eng: PolicyEngine, explain: bool = False) -> list[Decision]:
-    """Decisions for items, in order: at most one user query for all of them, then the engine."""
-    users = resolve_refs(_item_refs(items), eng)
+def decide(
+    items: Sequence[CheckLike], eng: PolicyEngine, explain: bool = False, directory: Directory | None = None
+) -> list[Decision]:
+    """Decisions for items, in order: people from ``directory`` (default: the one loaded with the
+    current engine; before the first load, at most one user query for all of them), then the engine."""
+    if directory is None:
+        from app.extensions import authz
+
+        directory = authz.directory
+    if directory is not None:
+        person_of: Lookup = directory.lookup
+    else:
+        users = resolve_refs(_item_refs(items), eng)
+
+        def person_of(value: object) -> str | None:
+            ref = user_ref(value)
+            return users.get(ref) if ref else None
+
     out = []
     decide_one = eng.explain if explain else eng.check
     for it in items:
-        prep = prepare(it, users, eng)
+        prep = prepare(it, person_of, eng)
         if prep.request is None:
             out.append(Decision(False, prep.early or Reason.INVALID_REQUEST.value, eng.revision))
         else:

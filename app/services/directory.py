@@ -3,23 +3,22 @@
 A :class:`Directory` is loaded with every engine (``PolicyRuntime.reload`` and background
 rebuilds, from the same snapshot as the policy) and swapped in with it:
 
-* **users the policy knows**: every user with a ``g``/``g2``/``g3`` fact (workspace roles, platform
-  roles in ``*``, scopes): id → (email, external id), and email → id, external id → id. A
-  reference found here needs no query, so a database outage changes nothing for known people.
-  It is kept current through the revision log: a revision adding facts for a user it does not
-  hold yet fetches that user by id (in the sync or after-commit path, never on a decision), and a
-  change of a user's email or external id is itself a revision (``user-change``, message
-  ``user:<id>``, written by :func:`record_change` in the changing transaction), so every process
-  refetches that user when it syncs, like a role change.
+* **every user**: id → (email, external id), and email → id, external id → id. Every reference
+  is answered from here, so no decision queries the users table and a database outage changes
+  nothing for anyone: a reference not held names nobody at this revision (``unknown_subject``).
+  It is kept current through the revision log: creating a user and changing a user's email or
+  external id is a revision (``user-change``, message ``user:<id>``, written by
+  :func:`record_change` in the changing transaction), so every process fetches that user when it
+  syncs, like a role change; a revision adding facts for a user it does not hold (one written
+  outside the app's services) fetches that user too. Both happen in the sync or after-commit
+  path, never on a decision. A user inserted in this process is held from its commit on.
 * **AuthZEN resource catalogs** (``settings.authzen_resources``) of every workspace ({} for one
   without), as loaded, as fetched when a revision gives a new workspace its pack, and as last read
   by ``authzen.catalog``, which falls back to them when the database cannot be asked. A settings
   change is not a revision: one made by another process after that is not seen here during an
   outage.
 
-Users are never deleted and ids never reused, so an entry never names the wrong person; one
-whose facts are all removed stays until the next load (it still resolves to the same user, as
-the users table would).
+Users are never deleted and ids never reused, so an entry never names the wrong person.
 """
 
 from __future__ import annotations
@@ -33,27 +32,29 @@ from sqlalchemy.orm import Session
 
 from app.models import PolicyRevision, User, Workspace
 
+from .refs import user_ref
+
 if TYPE_CHECKING:
-    from app.authz import PolicyEngine
     from app.authz.engine import RuleChange
 
-USER_CHANGE = "user-change"  # the revision kind of an email or external id change (message: user:<id>)
+USER_CHANGE = "user-change"  # the revision kind of a new user, an email or external id change (message: user:<id>)
 USER_FACTS = ("g", "g2", "g3")  # fact types whose first field may be a user
 FETCH_CHUNK = 5000  # ids per query (SQLite binds at most 32,766 parameters)
 
 
 class Directory:
-    """The users the policy knows (and the catalogs at load), for decisions without a query.
+    """Every user (and the catalogs at load), for decisions without a query.
 
     Written under its own lock (the runtime's sync, and this process's commits); read without
     one (single dict lookups).
     """
 
-    __slots__ = ("_ids", "_emails", "_externals", "catalogs", "pending", "_lock")
+    __slots__ = ("_ids", "_keys", "_emails", "_externals", "catalogs", "pending", "_lock")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: dict[int, tuple[str, str, str | None]] = {}  # id → (key, email, external id)
+        self._keys: dict[str, str] = {}  # "user:<id>" → the same key (a decision's commonest subject)
         self._emails: dict[str, str] = {}  # lower-cased email → key
         self._externals: dict[str, str] = {}  # external id → key
         self.catalogs: dict[str, Any] = {}  # workspace slug → parsed AuthZEN catalog ({}: none)
@@ -73,6 +74,18 @@ class Directory:
             return entry[0] if entry is not None else None
         return (self._emails if kind == "email" else self._externals).get(value)
 
+    def lookup(self, value: object) -> str | None:
+        """The user key of a raw reference (id, ``user:<id>``, email, external id), or None.
+
+        ``user:<id>`` as held is one dict lookup; anything else is read by ``refs.user_ref``.
+        """
+        if value.__class__ is str:
+            hit = self._keys.get(value)  # type: ignore[call-overload]
+            if hit is not None:
+                return hit
+        ref = user_ref(value)
+        return self.key(ref) if ref is not None else None
+
     def put(self, uid: int, email: str, external_id: str | None) -> None:
         """Hold (or update) one user: the old email and external id stop naming them."""
         key = f"user:{uid}"
@@ -80,6 +93,7 @@ class Directory:
         with self._lock:
             old = self._ids.get(uid)
             self._ids[uid] = (key, email, external_id)
+            self._keys[key] = key
             self._emails[email] = key
             if external_id is not None:
                 self._externals[external_id] = key
@@ -102,37 +116,15 @@ def _user_id(value: str) -> int | None:
     return int(body) if value.startswith("user:") and body.isascii() and body.isdigit() and len(body) < 19 else None
 
 
-def user_ids(eng: PolicyEngine) -> set[int]:
-    """Ids of every user with a g/g2/g3 fact in the engine (any domain, platform roles included)."""
-    out: set[int] = set()
-    for rm in (eng.g, eng.g2, eng.g3):
-        for bucket in tuple(rm.links.values()):
-            for name in tuple(bucket):
-                if name.startswith("user:"):
-                    uid = _user_id(name)
-                    if uid is not None:
-                        out.add(uid)
-    return out
-
-
-def load(session: Session, eng: PolicyEngine) -> Directory:
-    """The directory for eng, read through session (the policy's own snapshot, after the facts).
-
-    Reads every user and keeps those the policy knows, rather than sending their ids: one
-    sequential read of three columns, the same on both backends and without a parameter limit.
-    Measured on PostgreSQL (whole load, catalogs included, vs ``WHERE id = ANY(ids)``): the outage
-    drill's 1,801 users 3.8 ms (ANY 7.6 ms); 100,000 users all known 0.20 s (ANY 0.25 s); 100,000
-    users of whom 20,000 known 0.11 s (ANY 0.04 s), beside seconds for the facts themselves.
-    """
+def load(session: Session) -> Directory:
+    """The directory read through session (the policy's own snapshot, after the facts): every user,
+    one sequential read of three columns (PostgreSQL: 100,000 users 0.20 s, beside seconds for the
+    facts themselves), and every workspace's catalog."""
     from .authzen import parse_catalog
 
-    wanted = user_ids(eng)
     d = Directory()
-    if wanted:
-        rows = session.execute(select(User.id, User.email, User.external_id))
-        for uid, email, ext in rows:
-            if uid in wanted:
-                d.put(int(uid), str(email), ext)
+    for uid, email, ext in session.execute(select(User.id, User.email, User.external_id)):
+        d.put(int(uid), str(email), ext)
     for slug, settings in session.execute(select(Workspace.slug, Workspace.settings)):
         d.catalogs[str(slug)] = parse_catalog(settings)
     return d
@@ -142,13 +134,13 @@ def wanted(
     d: Directory, revisions: Iterable[tuple[int, str, Sequence[RuleChange]]], messages: Mapping[int, str]
 ) -> set[int | str]:
     """What to fetch after revisions: ids of users their facts add that d does not hold and of users
-    a ``user-change`` names that d holds, slugs of workspaces given a pack that d does not hold, and
+    a ``user-change`` names (created or changed), slugs of workspaces given a pack that d does not hold, and
     whatever an earlier fetch could not get."""
     out = set(d.pending)
     for number, kind, changes in revisions:
         if kind == USER_CHANGE:
             uid = _user_id(messages.get(number, ""))
-            if uid is not None and uid in d:
+            if uid is not None:
                 out.add(uid)
             continue
         for ch in changes:
@@ -192,8 +184,8 @@ def messages(session: Session, numbers: Sequence[int]) -> dict[int, str]:
 
 
 def record_change(session: Session, user: User, actor_id: int | None) -> None:
-    """Log a change of user's email or external id as a revision of the caller's transaction, so
-    every process refetches the user when it applies it (``PolicyRuntime.sync``)."""
+    """Log the creation of user, or a change of their email or external id, as a revision of the
+    caller's transaction, so every process (re)fetches the user when it applies it (``PolicyRuntime.sync``)."""
     from . import policy_store
 
     policy_store.begin_write(session, USER_CHANGE, actor_id, message=f"user:{user.id}")

@@ -152,7 +152,7 @@ class PolicyRuntime:
         with self._lock:
             with Session(self._db.engine) as session:
                 eng = self.build(session)
-                users = directory.load(session, eng)  # the same snapshot
+                users = directory.load(session)  # the same snapshot
             # Writers refuse a policy failing the verifier; one that got into the database anyway is
             # not served silently: logged, and /readyz answers 503 until it is fixed.
             self._swap(self._key(), eng, tuple(delegation.problems(eng.packset)), users)
@@ -169,11 +169,7 @@ class PolicyRuntime:
     def _needs_rebuild(at: int, number: int, kind: str, changes: list[Any]) -> bool:
         """A gap (after revision ``at``), a change to pack rules, or a revision that may have changed
         pack documents (new roles, actions, ranks): the engine cannot apply it incrementally."""
-        return (
-            number != at + 1
-            or kind in policy_store.DOCUMENT_KINDS
-            or any(is_pack_rule(ch.rule) for ch in changes)
-        )
+        return number != at + 1 or kind in policy_store.DOCUMENT_KINDS or any(is_pack_rule(ch.rule) for ch in changes)
 
     def sync(self, background: bool | None = None) -> int:
         """Apply every committed revision newer than the engine's; returns the new revision.
@@ -260,7 +256,7 @@ class PolicyRuntime:
                 while True:
                     with Session(self._db.engine) as session:
                         new = self.build(session)  # outside the lock: the old engine keeps answering
-                        users = directory.load(session, new)
+                        users = directory.load(session)
                     problems = tuple(delegation.problems(new.packset))
                     with self._lock:
                         if self._rebuilds.get(app) is not state:
@@ -376,6 +372,7 @@ class PolicyRuntime:
         if not pending or not self.loaded:
             return
         from app.authz.engine import RuleChange
+
         # Under the lock: the listener thread may be applying the same revisions right now.
         with self._lock:
             eng = self.engine
@@ -456,6 +453,23 @@ class PolicyRuntime:
         if synced is None or self._listeners.get(app) is None:
             return None
         return time.monotonic() - synced
+
+    def serving(self, app: Flask) -> tuple[PolicyEngine, Directory] | None:
+        """(engine, directory) app decides with now, read without an app context (the decision
+        fast path); None when only the full path may answer: not loaded yet, its listener not
+        started, or past ``POLICY_MAX_STALENESS_SECONDS``."""
+        eng = self._engines.get(app)
+        users = self._directories.get(app)
+        if eng is None or users is None:
+            return None
+        if not (app.testing or app in self._listeners or app in self._listener_started):
+            return None
+        bound = float(app.config.get("POLICY_MAX_STALENESS_SECONDS") or 0)
+        if bound > 0:
+            synced = self._synced.get(app)
+            if synced is not None and self._listeners.get(app) is not None and time.monotonic() - synced > bound:
+                return None
+        return eng, users
 
     def require_fresh(self) -> None:
         """UnavailableError when ``POLICY_MAX_STALENESS_SECONDS`` (> 0) is exceeded: fail closed."""

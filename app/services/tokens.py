@@ -140,6 +140,15 @@ def list_tokens(session: Session) -> list[ServiceToken]:
     return list(session.scalars(select(ServiceToken).order_by(ServiceToken.id)))
 
 
+def cached_identity(app: Any, secret: str) -> TokenIdentity | None:
+    """The live token with this secret if app's process already knows it (no query, no app
+    context); None otherwise (then :func:`authenticate` decides)."""
+    c = app.extensions.get(_EXT)
+    if c is None or not secret.startswith(PREFIX) or len(secret) > 200:
+        return None
+    return c.get(hash_token(secret))  # type: ignore[no-any-return]
+
+
 def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     """The live token with this secret, or None (unknown or revoked).
 

@@ -90,6 +90,7 @@ def create_user(
     )
     session.add(user)
     session.flush()
+    directory.record_change(session, user, None)  # every process's directory holds the user from this revision
     return user
 
 
