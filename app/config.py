@@ -130,13 +130,13 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
             "postgresql+psycopg://" + cfg["SQLALCHEMY_DATABASE_URI"][len("postgresql://") :]
         )
     if not cfg["SECRET_KEY"]:
-        if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") and not cfg.get("TESTING"):
+        if os.environ.get("SERVER_SOFTWARE", "").startswith(("gunicorn", "granian")) and not cfg.get("TESTING"):
             # A production server: several workers and hosts must sign with one key, and a
             # per-host random file would break sessions and CSRF tokens behind a load balancer.
             raise RuntimeError(
                 "SECRET_KEY is not configured: set FLASK_SECRET_KEY to the same random value on every "
-                "host (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); gunicorn "
-                "does not start with a per-host instance/secret_key"
+                "host (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); a production "
+                "server (gunicorn, app.serve) does not start with a per-host instance/secret_key"
             )
         cfg["SECRET_KEY"] = _instance_secret()
     return cfg

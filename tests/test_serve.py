@@ -1,0 +1,179 @@
+"""``python -m app.serve`` (granian) as deployed: its refusals, keep-alive, and two workers that
+decide at the head after a change committed elsewhere, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, fresh_pg_database, make_app
+from tests.test_multiprocess import _free_port
+
+SERVE = [sys.executable, "-m", "app.serve"]
+ACTION = "view_ai_spend"  # simulations owners only
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FLASK_SECRET_KEY", "SECRET_KEY")}
+    env.update({"FLASK_MAIL_BACKEND": "memory", "PYTHONPATH": str(ROOT), **extra})
+    return env
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, "SECRET_KEY is not configured"),
+        ({"FLASK_SECRET_KEY": "k", "SERVE_WORKERS": "0"}, "SERVE_WORKERS must be a positive integer"),
+        ({"FLASK_SECRET_KEY": "k", "SERVE_BIND": "8000"}, "SERVE_BIND must be host:port"),
+    ],
+)
+def test_serve_refuses_a_bad_configuration(tmp_path: Path, extra: dict[str, str], message: str) -> None:
+    env = _env(FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}", **extra)
+    proc = subprocess.run(SERVE, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
+def _world(url: str) -> dict[str, Any]:
+    """A simulations workspace, its owner, a learner and a service token, committed."""
+    from app.extensions import db
+    from app.services import tokens
+    from tests.factories import add_member, create_user, create_workspace
+
+    app = make_app(url)
+    with app.app_context():
+        ws = create_workspace("serve-ws", "simulations")
+        owner, learner = create_user("owner@serve.example"), create_user("learner@serve.example")
+        add_member(ws, owner, "owner")
+        add_member(ws, learner, "learner")
+        _, secret = tokens.create_token(db.session(), "serve-test")
+        db.session.commit()
+        out = {"owner": owner.id, "learner": learner.id, "ws_id": ws.id, "token": secret}
+        db.session.remove()
+        db.engine.dispose()
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A fresh database and ``python -m app.serve`` (2 workers) on it; stopped at the end."""
+    proc = None
+    with fresh_pg_database("test_serve") as url:
+        log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
+        try:
+            world = _world(url)
+            port = _free_port()
+            env = _env(
+                FLASK_SQLALCHEMY_DATABASE_URI=url,
+                FLASK_SECRET_KEY="serve-test",
+                SERVE_BIND=f"127.0.0.1:{port}",
+                SERVE_WORKERS="2",
+            )
+            proc = subprocess.Popen(SERVE, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 90
+            while True:
+                assert proc.poll() is None, f"app.serve exited with {proc.returncode}; see {log.name}"
+                assert time.monotonic() < deadline, "app.serve not ready"
+                try:
+                    if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.2)
+            yield {**world, "base": base, "port": port, "url": url}
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            log.close()
+
+
+def _check(conn: http.client.HTTPConnection, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    conn.request(
+        "POST",
+        "/v1/check",
+        body=json.dumps(body),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    r = conn.getresponse()
+    return r.status, json.loads(r.read()), r
+
+
+@pytest.mark.postgres
+def test_one_connection_carries_many_decisions(served: dict[str, Any]) -> None:
+    """Keep-alive: 30 decisions on one connection, the same answers as asked one by one."""
+    conn = http.client.HTTPConnection("127.0.0.1", served["port"], timeout=10)
+    owner = {"subject": served["owner"], "workspace": "serve-ws", "action": ACTION}
+    learner = {**owner, "subject": "learner@serve.example"}
+    nobody = {**owner, "subject": "nobody@serve.example"}
+    want = {0: (True, "granted"), 1: (False, "not_permitted"), 2: (False, "unknown_subject")}
+    local_ports = set()
+    for i in range(30):
+        status, out, r = _check(conn, served["token"], (owner, learner, nobody)[i % 3])
+        assert status == 200 and (out["allowed"], out["reason"]) == want[i % 3], out
+        assert r.getheader("Connection", "").lower() != "close"
+        assert r.getheader("X-Content-Type-Options") == "nosniff" and len(r.getheader("X-Request-ID", "")) == 32
+        assert conn.sock is not None  # http.client closes it after a response that ends the connection
+        local_ports.add(conn.sock.getsockname()[1])
+    assert len(local_ports) == 1  # one connection throughout (a reconnect would take a new port)
+    conn.close()
+
+
+@pytest.mark.postgres
+def test_both_workers_decide_at_the_head_after_a_change_elsewhere(served: dict[str, Any]) -> None:
+    """A role change committed by another process reaches both workers through their listeners."""
+    from app.extensions import db
+    from app.models import Membership
+    from app.services import policy_store
+
+    app = make_app(served["url"])
+    body = {"subject": f"user:{served['learner']}", "workspace": "serve-ws", "action": ACTION}
+    with app.app_context():
+        from app.authz import RuleChange
+
+        session = db.session()
+        handle = policy_store.begin_write(session, "test", None, "learner becomes owner")
+        m = session.query(Membership).filter_by(user_id=served["learner"], workspace_id=served["ws_id"]).one()
+        m.role = "owner"
+        policy_store.add_changes(
+            session,
+            handle,
+            [
+                RuleChange("remove", ("g", f"user:{served['learner']}", "role:simulations:learner", "ws:serve-ws")),
+                RuleChange("add", ("g", f"user:{served['learner']}", "role:simulations:owner", "ws:serve-ws")),
+            ],
+        )
+        session.commit()
+        head = policy_store.current_revision(session)
+        db.session.remove()
+        db.engine.dispose()
+    deadline = time.monotonic() + 10
+    fresh = 0
+    while fresh < 20:  # 20 answers in a row at the head, each on a new connection (either worker)
+        assert time.monotonic() < deadline, "a worker did not reach the head"
+        conn = http.client.HTTPConnection("127.0.0.1", served["port"], timeout=10)
+        status, out, _ = _check(conn, served["token"], body)
+        conn.close()
+        assert status == 200
+        if out["revision"] >= head:
+            assert out["allowed"] is True, out
+            fresh += 1
+        else:
+            assert out["allowed"] is False, out  # below the head: the old role, never a mix
+            fresh = 0
