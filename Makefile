@@ -56,7 +56,12 @@ test-newest-casbin: pyproject.toml
 policy-test: $(STAMP) $(AXE)
 	$(BIN)/flask policy test
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	@command -v wrk >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1) || echo "wrk not available: HTTP numbers use the Python load generator"
 	$(BIN)/python -m bench.run
 

@@ -61,6 +61,67 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def app_env(url: str, root: str = ROOT, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark server of the real app (of the tree at root) on url."""
+    return {
+        **os.environ,
+        "FLASK_SQLALCHEMY_DATABASE_URI": url,
+        "FLASK_SECRET_KEY": "bench-" + "x" * 32,
+        "FLASK_MAIL_BACKEND": "memory",
+        "FLASK_BATCH_MAX_CHECKS": "1000",
+        # The policy load is one COPY statement that lasts as long as the engine build consuming it:
+        # at 1M memberships with two workers loading at once on a busy machine it passed the default
+        # 30 s statement_timeout (QueryCanceled, "Worker failed to boot").
+        "FLASK_DATABASE_STATEMENT_TIMEOUT_SECONDS": "600",
+        "PYTHONPATH": root,
+        **extra,
+    }
+
+
+@contextmanager
+def process(cmd: list[str], env: dict[str, str], log_path: str, cwd: str = ROOT) -> Iterator[subprocess.Popen[bytes]]:
+    """cmd running with its output in log_path; SIGTERM on exit (SIGKILL after 30 s)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+# The servers a benchmark can put the app behind: gunicorn (gunicorn.conf.py) with its worker class
+# from the environment, or forced to sync / gthread, and granian (``app.serve`` for the real app,
+# granian's own command for another WSGI app).
+SERVERS = ("gunicorn", "gunicorn-sync", "gunicorn-gthread", "granian")
+
+
+def server_command(
+    server: str, app: str, port: int, workers: int, root: str = ROOT
+) -> tuple[list[str], dict[str, str]]:
+    """(argv, extra environment) of ``server`` serving the WSGI ``app`` (``module:factory()``) on port."""
+    if server == "granian":
+        if app == "app:create_app()":
+            serve_env = {"SERVE_BIND": f"127.0.0.1:{port}", "SERVE_WORKERS": str(workers)}
+            return [sys.executable, "-m", "app.serve"], serve_env
+        target = app[:-2] if app.endswith("()") else app
+        cmd = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers),
+               "--blocking-threads", "1", "--host", "127.0.0.1", "--port", str(port), "--no-log"]
+        return [*cmd, *(["--factory"] if app.endswith("()") else []), target], {}
+    env = {"GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+    if server == "gunicorn-sync":
+        env.update(GUNICORN_WORKER_CLASS="sync", GUNICORN_THREADS="1")  # threads > 1 makes sync gthread
+    elif server == "gunicorn-gthread":
+        env["GUNICORN_WORKER_CLASS"] = "gthread"
+    elif server != "gunicorn":
+        raise ValueError(f"unknown server {server!r}; one of {', '.join(SERVERS)}")
+    return [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"), app], env
+
+
 @contextmanager
 def gunicorn(
     url: str,
@@ -70,41 +131,17 @@ def gunicorn(
     sync: str = "auto",
     cpu: str | None = None,
     extra_env: dict[str, str] | None = None,
+    server: str = "gunicorn",
 ) -> Iterator[int]:
-    """A gunicorn server (``gunicorn.conf.py``, its worker class) on a free port, pinned to ``cpu``
+    """A server of app (gunicorn by default, any of ``SERVERS``) on a free port, pinned to ``cpu``
     with taskset when given; yields the port once /readyz answers (any answer for a peer app)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "FLASK_SQLALCHEMY_DATABASE_URI": url,
-        "FLASK_SECRET_KEY": "bench",
-        "FLASK_POLICY_SYNC": sync,
-        "FLASK_MAIL_BACKEND": "memory",
-        "FLASK_BATCH_MAX_CHECKS": "1000",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": str(workers),
-        "PYTHONPATH": ROOT,
-        **(extra_env or {}),
-    }
+    cmd, server_env = server_command(server, app, port, workers)
+    env = app_env(url, FLASK_POLICY_SYNC=sync, **server_env, **(extra_env or {}))
     pin = ["taskset", "-c", cpu] if cpu is not None and shutil.which("taskset") else []
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*pin, sys.executable, "-m", "gunicorn", "-c", os.path.join(ROOT, "gunicorn.conf.py"), app],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_listening(port, proc, workers, any_answer=app.startswith("bench.peer"))
-            yield port
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    with process([*pin, *cmd], env, log_path) as proc:
+        _wait_listening(port, proc, workers, any_answer=app.startswith("bench.peer"))
+        yield port
 
 
 def _wait_listening(
@@ -114,7 +151,7 @@ def _wait_listening(
     ready: set[int] = set()
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("gunicorn exited early")
+            raise RuntimeError(f"server exited early ({proc.returncode})")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/readyz")

@@ -1,13 +1,19 @@
-"""The HTTP comparison on a realistic mix: ours vs a peer engine vs a plain dict, same gunicorn set-up.
+"""The HTTP comparison on a realistic mix: ours vs regorus vs a plain dict, behind the same servers.
 
 The mix (``mix_items``): members of the workspace, non-members, subjects given by email and unknown
-people (about 17% need a users-table lookup on our side), sent as single ``POST /v1/check`` and as
-batches. The peers are minimal WSGI apps (``peer_app``) over the same memberships: ``regorus`` (the
-Rego engine in Rust, when the PyPI package is installed; the Rego policy is ``REGO``) and a plain
-dict (the ceiling of a Python WSGI app). Each is served by gunicorn with the worker class and count
-of ``gunicorn.conf.py`` and measured with wrk with keep-alive and with ``Connection: close``,
-unpinned and pinned (server on core 0, wrk on core 1) when the machine has 2 cores or more;
-the runs are interleaved (ours, peers, ours) so the ratio is from one run.
+people, sent as single ``POST /v1/check`` and as batches. The peers are minimal WSGI apps
+(``peer_app``) over the same memberships, JSON by orjson: ``regorus`` (microsoft/regorus, the Rego
+engine in Rust, through its Python binding as built on PyPI by ``hobofan-regorus`` 0.2.5: ~6 µs an
+evaluation here), ``regorus-0.13`` (the newer ``gordon-to-regorus`` fork: ~35 µs), both from the
+``bench`` extra, with the Rego policy ``REGO``, and a plain dict (the ceiling of a Python WSGI app).
+Each peer builds its engine in the thread that serves (a regorus engine is "unsendable": used from
+another thread it panics). They have no authentication, metrics, request ids or security headers.
+
+Every app is measured behind each server of ``BENCH_SERVERS`` (default: gunicorn sync with
+``Connection: close``, the issue's set-up; gunicorn gthread with keep-alive; granian, ``app.serve``
+for ours, with keep-alive and with close), with the worker count of ``bench.http.workers_default``,
+unpinned and pinned (server on core 0, wrk on core 1) when the machine has 2 cores or more. Per
+server the runs are interleaved (ours, peers, ours) so each ratio is from one run.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any
 
 from app.authz.packs import load_packs
@@ -78,20 +85,35 @@ def peer_data(workspaces: int) -> dict[str, Any]:
     return {"members": members, "perms": perms, "emails": emails}
 
 
+# peer name → the module of its regorus build
+REGORUS = {"regorus": "hobofan_regorus", "regorus-0.13": "regorus"}
+
+
+def _engine(kind: str, data: dict[str, Any]) -> Any:
+    import importlib
+
+    engine = importlib.import_module(REGORUS[kind]).Engine()
+    engine.add_policy("authz.rego", REGO)
+    engine.add_data(data)
+    return engine
+
+
 def peer_app() -> Any:
-    """WSGI app of the peer named by BENCH_PEER (``dict`` or ``regorus``) over BENCH_PEER_DATA."""
+    """WSGI app of the peer named by BENCH_PEER (``dict`` or a ``REGORUS`` name) over BENCH_PEER_DATA."""
+    import orjson
+
     with open(os.environ["BENCH_PEER_DATA"], encoding="utf-8") as fh:
         data = json.load(fh)
     members, perms, emails = data["members"], data["perms"], data.pop("emails")
     kind = os.environ.get("BENCH_PEER", "dict")
-    if kind == "regorus":
-        import regorus  # type: ignore[import-not-found]
+    engines = threading.local()  # an engine per serving thread: regorus engines are unsendable (pyo3)
 
-        engine = regorus.Engine()
-        engine.add_policy("authz.rego", REGO)
-        engine.add_data(data)
+    if kind in REGORUS:
 
         def decide(item: dict[str, Any]) -> bool:
+            engine = getattr(engines, "engine", None)
+            if engine is None:
+                engine = engines.engine = _engine(kind, data)
             engine.set_input(item)
             return bool(engine.eval_rule("data.authz.allow"))
     else:
@@ -111,12 +133,12 @@ def peer_app() -> Any:
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         try:
-            body = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+            body = orjson.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
             if environ.get("PATH_INFO", "").endswith("/batch"):
                 out: Any = {"results": [one(c) for c in body["checks"]]}
             else:
                 out = one(body)
-            payload, status = json.dumps(out).encode(), "200 OK"
+            payload, status = orjson.dumps(out), "200 OK"
         except Exception:  # noqa: BLE001 - a bad body is a 400, never a crash
             payload, status = b'{"error": "bad request"}', "400 Bad Request"
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
@@ -125,13 +147,26 @@ def peer_app() -> Any:
     return app
 
 
-def regorus_available() -> bool:
-    """Whether the regorus package can be imported."""
-    return subprocess.run([sys.executable, "-c", "import regorus"], capture_output=True).returncode == 0
+def peers_available() -> list[str]:
+    """The regorus peers whose module imports here."""
+    found = []
+    for name, module in REGORUS.items():
+        if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0:
+            found.append(name)
+    return found
+
+
+# (server, keep-alive) cases: sync gunicorn closes every connection, so it is measured with close only.
+CASES = {
+    "gunicorn-sync": (False,),
+    "gunicorn-gthread": (True,),
+    "granian": (True, False),
+}
+MIX = "70% members, 13% non-members, 12% by email, 5% unknown"
 
 
 def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str) -> dict[str, Any]:
-    """Interleaved wrk runs of ours and the peers, keep-alive and close, unpinned and pinned."""
+    """Interleaved wrk runs of ours and the peers behind each server, unpinned and pinned."""
     from bench import http as hb
 
     wrk = hb.wrk_path()
@@ -142,40 +177,55 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
     data_path = os.path.join(tempfile.gettempdir(), f"bench_peer_data_w{workspaces}_{os.getpid()}.json")
     with open(data_path, "w", encoding="utf-8") as fh:
         json.dump(peer_data(workspaces), fh)
-    peers = ["dict"] + (["regorus"] if regorus_available() else [])
+    peers = ["dict", *peers_available()]
+    servers = [x for x in os.environ.get("BENCH_SERVERS", ",".join(CASES)).split(",") if x]
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
-    out: dict[str, Any] = {"peers": peers, "regorus": "regorus" in peers, "mix": "70% members, 13% non-members, "
-                           "12% by email, 5% unknown (17% need a users lookup)", "runs": []}
+    out: dict[str, Any] = {"peers": peers, "regorus": any(p in REGORUS for p in peers), "mix": MIX,
+                           "servers": servers, "workers": hb.workers_default(), "runs": []}
     for pin in pinnings:
         server_cpu = "0" if pin == "pinned" else None
         wrk_cpu = "1" if pin == "pinned" else None
-        for name in ["ours", *peers, "ours"]:
-            env = {"BENCH_PEER": name, "BENCH_PEER_DATA": data_path}
-            app = "app:create_app()" if name == "ours" else "bench.peer:peer_app()"
-            log = os.path.join(log_dir, f"gunicorn-{name}-{pin}.log")
-            with hb.gunicorn(url, app, hb.workers_default(), log, cpu=server_cpu, extra_env=env) as port:
-                hb.load_wrk(wrk, port, token, "/v1/check", singles, 4, 1.0, cpu=wrk_cpu)  # warm
-                for keep in (True, False):
-                    for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
-                        r = hb.load_wrk(wrk, port, token, path, bodies, clients, seconds, keepalive=keep, cpu=wrk_cpu)
-                        r.update(server=name, pinning=pin, keepalive=keep, path=path)
-                        out["runs"].append(r)
-                        print(f"   {pin:8} {name:8} {'keep-alive' if keep else 'close':10} {path:16} "
-                              f"{r['requests_per_s']:8.0f}/s p99 {r['p99_ms']:.1f} ms", flush=True)
+        for server in servers:
+            for name in ["ours", *peers, "ours"]:
+                env = {"BENCH_PEER": name, "BENCH_PEER_DATA": data_path}
+                app = "app:create_app()" if name == "ours" else "bench.peer:peer_app()"
+                log = os.path.join(log_dir, f"server-{server}-{name}-{pin}.log")
+                with hb.gunicorn(url, app, hb.workers_default(), log, cpu=server_cpu, extra_env=env,
+                                 server=server) as port:
+                    for path, bodies in (("/v1/check", singles), ("/v1/check/batch", batches)):
+                        hb.load_wrk(wrk, port, token, path, bodies, 4, 2.0, cpu=wrk_cpu)  # warm every worker
+                    for keep in CASES.get(server, (True, False)):
+                        for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
+                            r = hb.load_wrk(wrk, port, token, path, bodies, clients, seconds, keepalive=keep,
+                                            cpu=wrk_cpu)
+                            r.update(app=name, server=server, pinning=pin, keepalive=keep, path=path)
+                            out["runs"].append(r)
+                            print(f"   {pin:8} {server:16} {name:12} {'keep-alive' if keep else 'close':10} "
+                                  f"{path:16} {r['requests_per_s']:8.0f}/s p99 {r['p99_ms']:.1f} ms", flush=True)
     out["ratios"] = ratios(out["runs"])
     return out
 
 
 def ratios(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """ours/peer throughput per (pinning, keep-alive, path); ours = mean of its interleaved runs."""
-    res: dict[str, float] = {}
-    groups: dict[tuple[str, bool, str], dict[str, list[float]]] = {}
+    """Throughput ratios, ours = the mean of its interleaved runs: ours/peer behind the same server
+    (per pinning, connection and path), and ours behind each server over each peer behind gunicorn
+    (the issue's baseline: regorus behind gunicorn)."""
+    mean: dict[tuple[str, str, str, bool, str], float] = {}
+    groups: dict[tuple[str, str, str, bool, str], list[float]] = {}
     for r in runs:
-        groups.setdefault((r["pinning"], r["keepalive"], r["path"]), {}).setdefault(r["server"], []).append(
-            r["requests_per_s"])
-    for (pin, keep, path), by in groups.items():
-        ours = sum(by.get("ours", [0])) / max(1, len(by.get("ours", [])))
-        for peer, vals in by.items():
-            if peer != "ours" and vals and vals[0]:
-                res[f"{pin} {'keep-alive' if keep else 'close'} {path} ours/{peer}"] = ours / vals[0]
+        key = (r["app"], r["server"], r["pinning"], r["keepalive"], r["path"])
+        groups.setdefault(key, []).append(r["requests_per_s"])
+    mean = {k: sum(v) / len(v) for k, v in groups.items()}
+    res: dict[str, float] = {}
+    for (name, via, pin, keep, path), value in mean.items():
+        if name == "ours":
+            continue
+        conn = "keep-alive" if keep else "close"
+        ours = mean.get(("ours", via, pin, keep, path))
+        if ours and value:
+            res[f"{pin} {via} {conn} {path} ours/{name}"] = ours / value
+        if via.startswith("gunicorn") and value:
+            for (o_name, o_via, o_pin, o_keep, o_path), o_value in mean.items():
+                if o_name == "ours" and o_via == "granian" and (o_pin, o_keep, o_path) == (pin, True, path):
+                    res[f"{pin} {path} ours@granian keep-alive / {name}@{via} {conn}"] = o_value / value
     return res

@@ -211,16 +211,17 @@ def write_report(results: dict[str, Any], out_dir: str, extra: list[str] | None 
 
 def compare_lines(cmp: dict[str, Any]) -> list[str]:
     """The ours-vs-peers table (from ``bench.peer.compare``) as Markdown lines."""
-    lines = ["## HTTP on the realistic mix: ours vs peers, same gunicorn set-up, same run", ""]
+    lines = ["## HTTP on the realistic mix: ours vs peers, behind the same servers, same run", ""]
     if "error" in cmp:
         return [*lines, f"Comparison failed: {cmp['error']}"]
     lines.append(f"Mix: {cmp.get('mix')}. Peers: {', '.join(cmp.get('peers', []))}"
-                 + ("" if cmp.get("regorus") else " (regorus not installed: `pip install regorus`)") + ".")
-    lines += ["", "| pinning | connection | path | server | req/s | p50 | p99 | errors |", "|---" * 8 + "|"]
+                 + ("" if cmp.get("regorus") else " (regorus not installed: `pip install -e '.[bench]'`)")
+                 + f". Servers: {', '.join(cmp.get('servers', []))}, {cmp.get('workers', 2)} workers each.")
+    lines += ["", "| pinning | server | connection | path | app | req/s | p50 | p99 | errors |", "|---" * 9 + "|"]
     for r in cmp.get("runs", []):
         lines.append(
-            f"| {r['pinning']} | {'keep-alive' if r['keepalive'] else 'close'} | `{r['path']}` | {r['server']} "
-            f"| {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} "
+            f"| {r['pinning']} | {r['server']} | {'keep-alive' if r['keepalive'] else 'close'} | `{r['path']}` "
+            f"| {r['app']} | {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} "
             f"| {r['errors']} |"
         )
     lines += ["", "| ratio (throughput) | value |", "|---|---|"]

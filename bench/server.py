@@ -14,10 +14,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -27,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from bench.http import free_port
+from bench.http import app_env, free_port, process, server_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,42 +154,13 @@ def serve(
     root: str = ROOT,
     app: str = "app:create_app()",
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, float]]:
-    """gunicorn (``<root>/gunicorn.conf.py``) serving the app of ``root`` on a free port; yields
-    (master process, port, seconds until every worker was ready)."""
+    """gunicorn (``<root>/gunicorn.conf.py``, sync workers) serving the app of ``root`` on a free
+    port; yields (master process, port, seconds until every worker was ready)."""
     port = free_port()
-    env = {
-        **os.environ,
-        "FLASK_SQLALCHEMY_DATABASE_URI": url,
-        "FLASK_SECRET_KEY": "bench-" + "x" * 32,
-        "FLASK_MAIL_BACKEND": "memory",
-        "FLASK_BATCH_MAX_CHECKS": "1000",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_WORKERS": str(workers),
-        "GUNICORN_WORKER_CLASS": "sync",
-        "GUNICORN_THREADS": "1",  # threads > 1 turns gunicorn's sync class into gthread
-        "PYTHONPATH": root,
-        # The policy load is one COPY statement that lasts as long as the engine build consuming it:
-        # at 1M memberships with two workers loading at once on a busy machine it passed the default
-        # 30 s statement_timeout (QueryCanceled, "Worker failed to boot").
-        "FLASK_DATABASE_STATEMENT_TIMEOUT_SECONDS": "600",
-        **(extra_env or {}),
-    }
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"), app],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_bound(port, proc)
-            ready_s = wait_ready(port, workers, proc)
-            yield proc, port, ready_s
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+    cmd, server_env = server_command("gunicorn-sync", app, port, workers, root)
+    with process(cmd, app_env(url, root, **server_env, **(extra_env or {})), log_path, cwd=root) as proc:
+        _wait_bound(port, proc)
+        yield proc, port, wait_ready(port, workers, proc)
 
 
 def _wait_bound(port: int, proc: subprocess.Popen[bytes], timeout: float = 600.0) -> None:
