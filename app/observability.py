@@ -81,6 +81,13 @@ class HotMetrics(Collector):
         key = (name, *labels)
         counts[key] = counts.get(key, 0) + n
 
+    def inc_each(self, name: str, labels: Iterable[tuple[str, ...]]) -> None:
+        """Add 1 to counter name at each of these label values (a batch's decisions)."""
+        counts = self._shard().counts
+        for values in labels:
+            key = (name, *values)
+            counts[key] = counts.get(key, 0) + 1
+
     def observe(self, name: str, labels: tuple[str, ...], value: float, n: int = 1) -> None:
         """n observations of value in histogram name at these label values."""
         hists = self._shard().hists
@@ -223,9 +230,7 @@ def _finish_request(response: Response) -> Response:
 
 def record_decisions(outcomes: Sequence[tuple[bool, str]], obs: Observability | None = None) -> None:
     """Count decisions by result and reason."""
-    hot = (obs or get()).hot
-    for allowed, reason in outcomes:
-        hot.inc(DECISIONS, ("allow" if allowed else "deny", reason))
+    (obs or get()).hot.inc_each(DECISIONS, (("allow" if allowed else "deny", reason) for allowed, reason in outcomes))
 
 
 def observe_decision_time(endpoint: str, seconds: float, n: int = 1, obs: Observability | None = None) -> None:

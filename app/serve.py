@@ -17,6 +17,7 @@ cost a gunicorn worker more than the decision itself done outside Python (``make
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -36,6 +37,8 @@ def worker_app() -> Flask:
     with app.app_context():
         authz.reload()
     app.extensions["serve_listener"] = start_listener(app)
+    gc.collect()
+    gc.freeze()  # the loaded engine leaves the collector's generations: no full collection rescans it
     return app
 
 
