@@ -13,7 +13,9 @@ Every app is measured behind each server of ``BENCH_SERVERS`` (default: gunicorn
 ``Connection: close``, the issue's set-up; gunicorn gthread with keep-alive; granian, ``app.serve``
 for ours, with keep-alive and with close), with the worker count of ``bench.http.workers_default``,
 unpinned and pinned (server on core 0, wrk on core 1) when the machine has 2 cores or more. Per
-server the runs are interleaved (ours, peers, ours) so each ratio is from one run.
+server the runs are interleaved (ours, peers, ours) so each ratio is from one run. Each server and
+app also answers single checks paced at ``BENCH_PACED_RATE`` (default 2,000/s in all, below every
+saturation measured) for latency at one offered load.
 """
 
 from __future__ import annotations
@@ -180,8 +182,10 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
     peers = ["dict", *peers_available()]
     servers = [x for x in os.environ.get("BENCH_SERVERS", ",".join(CASES)).split(",") if x]
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
+    rate = float(os.environ.get("BENCH_PACED_RATE", "2000"))
     out: dict[str, Any] = {"peers": peers, "regorus": any(p in REGORUS for p in peers), "mix": MIX,
-                           "servers": servers, "workers": hb.workers_default(), "runs": []}
+                           "servers": servers, "workers": hb.workers_default(), "runs": [], "paced": [],
+                           "paced_rate": rate}
     for pin in pinnings:
         server_cpu = "0" if pin == "pinned" else None
         wrk_cpu = "1" if pin == "pinned" else None
@@ -200,10 +204,23 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
                                             cpu=wrk_cpu)
                             r.update(app=name, server=server, pinning=pin, keepalive=keep, path=path)
                             out["runs"].append(r)
-                            print(f"   {pin:8} {server:16} {name:12} {'keep-alive' if keep else 'close':10} "
-                                  f"{path:16} {r['requests_per_s']:8.0f}/s p99 {r['p99_ms']:.1f} ms", flush=True)
+                            _show(r)
+                    # latency at one offered load for every server and app (below every saturation)
+                    keep = CASES.get(server, (True, False))[0]
+                    r = hb.load_wrk(wrk, port, token, "/v1/check", singles, 8, seconds, keepalive=keep, cpu=wrk_cpu,
+                                    rate=rate)
+                    r.update(app=name, server=server, pinning=pin, keepalive=keep, path="/v1/check", paced=rate)
+                    out["paced"].append(r)
+                    _show(r)
     out["ratios"] = ratios(out["runs"])
     return out
+
+
+def _show(r: dict[str, Any]) -> None:
+    paced = f" paced at {r['paced']:.0f}/s" if r.get("paced") else ""
+    print(f"   {r['pinning']:8} {r['server']:16} {r['app']:12} {'keep-alive' if r['keepalive'] else 'close':10} "
+          f"{r['path']:16} {r['requests_per_s']:8.0f}/s p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms{paced}",
+          flush=True)
 
 
 def ratios(runs: list[dict[str, Any]]) -> dict[str, float]:

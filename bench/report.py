@@ -226,6 +226,15 @@ def compare_lines(cmp: dict[str, Any]) -> list[str]:
         )
     lines += ["", "| ratio (throughput) | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f}× |" for k, v in cmp.get("ratios", {}).items()]
+    if cmp.get("paced"):
+        lines += ["", f"Latency at one offered load ({_fmt(cmp.get('paced_rate'))} single checks/s in all, wrk paced):",
+                  "", "| pinning | server | connection | app | req/s | p50 | p99 | errors |", "|---" * 8 + "|"]
+        for r in cmp["paced"]:
+            lines.append(
+                f"| {r['pinning']} | {r['server']} | {'keep-alive' if r['keepalive'] else 'close'} | {r['app']} "
+                f"| {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} "
+                f"| {r['errors']} |"
+            )
     return lines
 
 

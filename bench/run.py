@@ -7,10 +7,12 @@ size of the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS
 ``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``) runs
 only those parts on the largest of ``BENCH_SIZES`` and merges them into the previous
 ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs regorus vs a plain
-dict behind the same gunicorn, realistic mix, keep-alive and ``Connection: close``, unpinned and
-pinned with taskset), the others are described in :data:`EXTRA_PARTS` (default: everything).
+dict behind gunicorn sync and gthread and granian, realistic mix, keep-alive and ``Connection:
+close``, unpinned and pinned with taskset; ``BENCH_SERVERS`` to choose), the others are described
+in :data:`EXTRA_PARTS` (default: everything).
 ``BENCH_DB_PREFIX`` (default ``bench_``) names the databases, ``BENCH_PORT_BASE`` the first port the
-servers use (default: any free port), ``BENCH_HTTP_WORKERS`` the worker count (default
+servers use (default: any free port), ``BENCH_HTTP_SECONDS`` one wrk run's length (5 s quick, else
+15 s), ``BENCH_HTTP_WORKERS`` the worker count (default
 ``GUNICORN_WORKERS`` or 2; the worker class is the one ``gunicorn.conf.py`` ships). Each measurement runs in a
 fresh subprocess so that load time and RSS belong to one engine. Results go to
 ``bench/results/*.json``, ``bench/results/report.md`` and ``bench/results/latency.png``.
@@ -37,7 +39,7 @@ SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "1000,10000" if QUICK els
 # Stock pycasbin is milliseconds per decision (and tens of ms for a first decision at 100k).
 REF_SAMPLES = {1000: 300, 10000: 200, 100000: 60} if not QUICK else {1000: 100, 10000: 50}
 WARM_N = 50_000 if QUICK else 200_000
-HTTP_SECONDS = 5.0 if QUICK else 15.0
+HTTP_SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS") or (5.0 if QUICK else 15.0))  # one wrk run
 REF_TIMEOUT = 600
 HTTP_ONLY = os.environ.get("BENCH_HTTP_ONLY", "") not in ("", "0")
 PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.strip()}

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,32 @@ def fresh_pg_database(prefix: str) -> Iterator[str]:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def server_process(
+    cmd: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    ready: Callable[[subprocess.Popen[bytes]], bool],
+    timeout: float = 90,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """cmd (a server) started with its output in log_path, yielded once ready(process) holds; stopped
+    (SIGTERM, then SIGKILL) at exit. Fails if it exits or is not ready within timeout seconds."""
+    from bench.http import process
+
+    with process(cmd, env, str(log_path), cwd=str(ROOT)) as proc:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, f"{cmd[2:4]} exited with {proc.returncode}; see {log_path}"
+            assert time.monotonic() < deadline, f"{cmd[2:4]} not ready; see {log_path}"
+            try:
+                if ready(proc):
+                    break
+            except OSError:  # not listening yet (requests' errors are OSErrors too)
+                pass
+            time.sleep(0.1)
+        yield proc
 
 
 @pytest.fixture(scope="session")

@@ -32,3 +32,10 @@ def test_ours_behind_granian_is_also_set_against_each_peer_behind_gunicorn() -> 
     assert r["pinned /v1/check ours@granian keep-alive / regorus@gunicorn-sync close"] == 2.5
     assert not any("@granian keep-alive / regorus@granian" in k for k in r)
     assert "Comparison failed: boom" in "\n".join(compare_lines({"error": "boom"}))
+
+
+def test_paced_runs_get_their_own_latency_table() -> None:
+    paced = [{**_run("ours", 1990.0, "granian"), "paced": 2000.0}, {**_run("regorus", 1995.0), "paced": 2000.0}]
+    text = "\n".join(compare_lines({"mix": "m", "peers": ["regorus"], "runs": [], "paced": paced, "paced_rate": 2000}))
+    assert "Latency at one offered load (2,000 single checks/s in all, wrk paced):" in text
+    assert "| pinned | granian | keep-alive | ours | 1,990 | 1.00 ms | 2.00 ms | 0 |" in text

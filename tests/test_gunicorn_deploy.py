@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, fresh_pg_database
+from tests.conftest import ROOT, fresh_pg_database, server_process
 from tests.test_multiprocess import ACTION, ROLE, USER, WS, _free_port, add_workspace
 
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "tests.mp_app:create()"]
@@ -55,42 +55,25 @@ def _workers(master: int) -> set[int]:
 @pytest.fixture(scope="module")
 def preloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A fresh database and one gunicorn (preload, 2 workers) on it; dropped at the end."""
-    proc = None
     with fresh_pg_database("test_gd") as url:
-        log = (tmp_path_factory.mktemp("gd") / "gunicorn.log").open("w")
-        try:
-            add_workspace(url, "gunicorn deploy workspace")
-            port = _free_port()
-            env = _env(
-                FLASK_SQLALCHEMY_DATABASE_URI=url,
-                FLASK_SECRET_KEY="gd-test",
-                FLASK_POLICY_POLL_SECONDS="1.0",
-                GUNICORN_BIND=f"127.0.0.1:{port}",
-                GUNICORN_WORKERS="2",
-                GUNICORN_PRELOAD="1",
-            )
-            proc = subprocess.Popen(GUNICORN, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, f"gunicorn exited with {proc.returncode}; see {log.name}"
-                assert time.monotonic() < deadline, "gunicorn not ready"
-                try:
-                    if len(_workers(proc.pid)) == 2 and requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.1)
+        add_workspace(url, "gunicorn deploy workspace")
+        port = _free_port()
+        env = _env(
+            FLASK_SQLALCHEMY_DATABASE_URI=url,
+            FLASK_SECRET_KEY="gd-test",
+            FLASK_POLICY_POLL_SECONDS="1.0",
+            GUNICORN_BIND=f"127.0.0.1:{port}",
+            GUNICORN_WORKERS="2",
+            GUNICORN_PRELOAD="1",
+        )
+        base = f"http://127.0.0.1:{port}"
+
+        def ready(proc: subprocess.Popen[bytes]) -> bool:
+            return len(_workers(proc.pid)) == 2 and requests.get(f"{base}/readyz", timeout=2).status_code == 200
+
+        log = tmp_path_factory.mktemp("gd") / "gunicorn.log"
+        with server_process(GUNICORN, env, log, ready, timeout=60) as proc:
             yield {"base": base, "master": proc.pid, "url": url}
-        finally:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            log.close()
 
 
 def _check(base: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, fresh_pg_database, make_app
+from tests.conftest import ROOT, fresh_pg_database, make_app, server_process
 from tests.test_multiprocess import _free_port
 
 SERVE = [sys.executable, "-m", "app.serve"]
@@ -68,40 +67,19 @@ def _world(url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A fresh database and ``python -m app.serve`` (2 workers) on it; stopped at the end."""
-    proc = None
     with fresh_pg_database("test_serve") as url:
-        log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w")
-        try:
-            world = _world(url)
-            port = _free_port()
-            env = _env(
-                FLASK_SQLALCHEMY_DATABASE_URI=url,
-                FLASK_SECRET_KEY="serve-test",
-                SERVE_BIND=f"127.0.0.1:{port}",
-                SERVE_WORKERS="2",
-            )
-            proc = subprocess.Popen(SERVE, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, f"app.serve exited with {proc.returncode}; see {log.name}"
-                assert time.monotonic() < deadline, "app.serve not ready"
-                try:
-                    if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.2)
+        world = _world(url)
+        port = _free_port()
+        env = _env(
+            FLASK_SQLALCHEMY_DATABASE_URI=url,
+            FLASK_SECRET_KEY="serve-test",
+            SERVE_BIND=f"127.0.0.1:{port}",
+            SERVE_WORKERS="2",
+        )
+        base = f"http://127.0.0.1:{port}"
+        log = tmp_path_factory.mktemp("serve") / "serve.log"
+        with server_process(SERVE, env, log, lambda _: requests.get(f"{base}/readyz", timeout=2).status_code == 200):
             yield {**world, "base": base, "port": port, "url": url}
-        finally:
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            log.close()
 
 
 def _check(conn: http.client.HTTPConnection, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
