@@ -19,11 +19,13 @@ from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# Worker class: sync by default. gthread keeps connections alive (sync answers ``Connection: close``),
-# but measured in one run (bench BENCH_PARTS=compare, W = 1,000, realistic mix, wrk keep-alive, same
-# 2 cores, 2026-12-02) it did not pay: /v1/check 2,155/s p99 14.4 ms with gthread×4 vs 2,127/s p99
-# 12.9 ms with sync. ``GUNICORN_WORKER_CLASS=gthread`` is safe: the engine serialises check/apply under
-# its lock, swaps are one reference assignment, and readers outside the lock iterate snapshots.
+# Worker class: sync by default (it answers ``Connection: close``). gthread keeps connections alive:
+# measured in one run (make bench, part compare, 1M memberships, realistic mix, 2 workers, wrk on the
+# same 2 cores, 2026-12-03) /v1/check 6,051-6,854/s with gthread (one request thread, keep-alive)
+# vs 4,044-4,337/s with sync (close), and 19,416-25,220/s behind granian (``python -m app.serve``),
+# the server to use for keep-alive clients. ``GUNICORN_WORKER_CLASS=gthread`` is safe: the engine
+# serialises check/apply under its lock, swaps are one reference assignment, and readers outside the
+# lock iterate snapshots.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))  # a cold load of 1M memberships takes seconds

@@ -3,11 +3,10 @@
 A private cluster (``bench.pgcluster``) holds a modest data set (``build``: a few hundred
 workspaces of every pack with members, users with emails, one service token, an operator who owns
 the simulations workspaces and signs in with a password). The real app runs under gunicorn
-(``gunicorn.conf.py``, 2 workers, default settings except ``USER_CACHE_SECONDS=2`` so that cached
-user lookups expire during the outage and only what the process keeps in memory can answer).
-Load threads keep asking ``POST /v1/check``, ``POST /v1/check/batch`` and AuthZEN
-``POST /access/v1/evaluation`` about KNOWN people (by user id and by email; the expected answer
-of each question is taken before the drill) while a writer signed in through ``/api/auth/signin``
+(``gunicorn.conf.py``, 2 workers, default settings). Load threads keep asking ``POST /v1/check``,
+``POST /v1/check/batch`` and AuthZEN ``POST /access/v1/evaluation`` about known people (by user id
+and by email) and about unknown ones (emails and ids nobody has: ``unknown_subject``); the expected
+answer of each question is taken before the drill while a writer signed in through ``/api/auth/signin``
 promotes one learner after another to reviewer (``PATCH /api/workspaces/<slug>/members/<id>``,
 each target once). A probe polls ``/readyz``.
 
@@ -119,8 +118,8 @@ def build(
         world.operator = operator.id
         _, world.token = tokens.create_token(session, "outage-drill", workspace=token_workspace)
         session.commit()
-        # Questions about people nobody changes (owners and members of the other packs, the operator);
-        # targets: every simulations learner, promoted once each in a shuffled order.
+        # Questions about people nobody changes (owners and members of the other packs, the operator)
+        # and about nobody at all; targets: every simulations learner, promoted once each in a shuffled order.
         for ws, assigned in plan:
             pack = packs.packs[ws.pack]
             actions = [a.id for a in pack.actions]
@@ -138,6 +137,11 @@ def build(
                         "context": {"workspace": ws.slug},
                     }
                 )
+        for i in range(max(4, len(world.checks) // 20)):  # about 5% unknown people, as in the bench mix
+            ws, _ = rnd.choice(plan)
+            nobody: str | int = f"nobody{i}@outage.example" if i % 2 else 2_000_000_000 - i
+            action = rnd.choice(packs.packs[ws.pack].actions).id
+            world.checks.append({"subject": nobody, "workspace": ws.slug, "action": action})
         rnd.shuffle(world.targets)
         rnd.shuffle(world.checks)
         rnd.shuffle(world.evaluations)
@@ -317,10 +321,8 @@ def run(
         out["data"] = {"workspaces": world.workspaces, "users": world.users, "memberships": world.memberships,
                        "questions": len(world.checks), "evaluations": len(world.evaluations),
                        "targets": len(world.targets), "build_s": time.monotonic() - t}
-        env = {"FLASK_USER_CACHE_SECONDS": "2.0"}
-        out["settings"] = {"workers": 2, **env}
-        with hb.gunicorn(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-outage.log"),
-                         extra_env=env) as port:
+        out["settings"] = {"workers": 2}
+        with hb.gunicorn(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-outage.log")) as port:
             drill = Drill(f"http://127.0.0.1:{port}", world)
             drill.baseline()
             web, csrf = drill.sign_in()
@@ -466,9 +468,9 @@ def lines(result: dict[str, Any]) -> list[str]:
     d, ph = result.get("data", {}), result.get("phases_s", {})
     out.append(
         f"{d.get('workspaces', 0):,} workspaces, {d.get('users', 0):,} users, {d.get('memberships', 0):,} "
-        f"memberships; gunicorn -w 2 (gunicorn.conf.py; USER_CACHE_SECONDS=2); load: /v1/check, batches of 20, "
-        f"AuthZEN evaluations about known people (by id and email) and a writer promoting one member at a time "
-        f"through the members API. Phases: normal {ph.get('normal', 0):.0f} s, frozen (SIGSTOP) "
+        f"memberships; gunicorn -w 2 (gunicorn.conf.py); load: /v1/check, batches of 20, "
+        f"AuthZEN evaluations about known people (by id and email) and unknown ones, and a writer promoting "
+        f"one member at a time through the members API. Phases: normal {ph.get('normal', 0):.0f} s, frozen (SIGSTOP) "
         f"{ph.get('freeze', 0):.0f} s, normal, killed (SIGKILL) {ph.get('kill', 0):.0f} s, restarted. "
         f"Whole drill {result.get('total_s', 0):.0f} s."
     )

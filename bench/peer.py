@@ -183,9 +183,17 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
     servers = [x for x in os.environ.get("BENCH_SERVERS", ",".join(CASES)).split(",") if x]
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
     rate = float(os.environ.get("BENCH_PACED_RATE", "2000"))
-    out: dict[str, Any] = {"peers": peers, "regorus": any(p in REGORUS for p in peers), "mix": MIX,
-                           "servers": servers, "workers": hb.workers_default(), "runs": [], "paced": [],
-                           "paced_rate": rate}
+    out: dict[str, Any] = {
+        "workspaces": workspaces,
+        "peers": peers,
+        "regorus": any(p in REGORUS for p in peers),
+        "mix": MIX,
+        "servers": servers,
+        "workers": hb.workers_default(),
+        "runs": [],
+        "paced": [],
+        "paced_rate": rate,
+    }
     for pin in pinnings:
         server_cpu = "0" if pin == "pinned" else None
         wrk_cpu = "1" if pin == "pinned" else None
@@ -194,21 +202,24 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
                 env = {"BENCH_PEER": name, "BENCH_PEER_DATA": data_path}
                 app = "app:create_app()" if name == "ours" else "bench.peer:peer_app()"
                 log = os.path.join(log_dir, f"server-{server}-{name}-{pin}.log")
-                with hb.gunicorn(url, app, hb.workers_default(), log, cpu=server_cpu, extra_env=env,
-                                 server=server) as port:
+                with hb.gunicorn(
+                    url, app, hb.workers_default(), log, cpu=server_cpu, extra_env=env, server=server
+                ) as port:
                     for path, bodies in (("/v1/check", singles), ("/v1/check/batch", batches)):
                         hb.load_wrk(wrk, port, token, path, bodies, 4, 2.0, cpu=wrk_cpu)  # warm every worker
                     for keep in CASES.get(server, (True, False)):
                         for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
-                            r = hb.load_wrk(wrk, port, token, path, bodies, clients, seconds, keepalive=keep,
-                                            cpu=wrk_cpu)
+                            r = hb.load_wrk(
+                                wrk, port, token, path, bodies, clients, seconds, keepalive=keep, cpu=wrk_cpu
+                            )
                             r.update(app=name, server=server, pinning=pin, keepalive=keep, path=path)
                             out["runs"].append(r)
                             _show(r)
                     # latency at one offered load for every server and app (below every saturation)
                     keep = CASES.get(server, (True, False))[0]
-                    r = hb.load_wrk(wrk, port, token, "/v1/check", singles, 8, seconds, keepalive=keep, cpu=wrk_cpu,
-                                    rate=rate)
+                    r = hb.load_wrk(
+                        wrk, port, token, "/v1/check", singles, 8, seconds, keepalive=keep, cpu=wrk_cpu, rate=rate
+                    )
                     r.update(app=name, server=server, pinning=pin, keepalive=keep, path="/v1/check", paced=rate)
                     out["paced"].append(r)
                     _show(r)
@@ -218,9 +229,11 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
 
 def _show(r: dict[str, Any]) -> None:
     paced = f" paced at {r['paced']:.0f}/s" if r.get("paced") else ""
-    print(f"   {r['pinning']:8} {r['server']:16} {r['app']:12} {'keep-alive' if r['keepalive'] else 'close':10} "
-          f"{r['path']:16} {r['requests_per_s']:8.0f}/s p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms{paced}",
-          flush=True)
+    print(
+        f"   {r['pinning']:8} {r['server']:16} {r['app']:12} {'keep-alive' if r['keepalive'] else 'close':10} "
+        f"{r['path']:16} {r['requests_per_s']:8.0f}/s p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms{paced}",
+        flush=True,
+    )
 
 
 def ratios(runs: list[dict[str, Any]]) -> dict[str, float]:

@@ -214,9 +214,12 @@ def compare_lines(cmp: dict[str, Any]) -> list[str]:
     lines = ["## HTTP on the realistic mix: ours vs peers, behind the same servers, same run", ""]
     if "error" in cmp:
         return [*lines, f"Comparison failed: {cmp['error']}"]
-    lines.append(f"Mix: {cmp.get('mix')}. Peers: {', '.join(cmp.get('peers', []))}"
-                 + ("" if cmp.get("regorus") else " (regorus not installed: `pip install -e '.[bench]'`)")
-                 + f". Servers: {', '.join(cmp.get('servers', []))}, {cmp.get('workers', 2)} workers each.")
+    size = f"W = {cmp['workspaces']:,} workspaces × 10 members. " if cmp.get("workspaces") else ""
+    lines.append(
+        f"{size}Mix: {cmp.get('mix')}. Peers: {', '.join(cmp.get('peers', []))}"
+        + ("" if cmp.get("regorus") else " (regorus not installed: `pip install -e '.[bench]'`)")
+        + f". Servers: {', '.join(cmp.get('servers', []))}, {cmp.get('workers', 2)} workers each."
+    )
     lines += ["", "| pinning | server | connection | path | app | req/s | p50 | p99 | errors |", "|---" * 9 + "|"]
     for r in cmp.get("runs", []):
         lines.append(
@@ -227,8 +230,13 @@ def compare_lines(cmp: dict[str, Any]) -> list[str]:
     lines += ["", "| ratio (throughput) | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f}× |" for k, v in cmp.get("ratios", {}).items()]
     if cmp.get("paced"):
-        lines += ["", f"Latency at one offered load ({_fmt(cmp.get('paced_rate'))} single checks/s in all, wrk paced):",
-                  "", "| pinning | server | connection | app | req/s | p50 | p99 | errors |", "|---" * 8 + "|"]
+        lines += [
+            "",
+            f"Latency at one offered load ({_fmt(cmp.get('paced_rate'))} single checks/s in all, wrk paced):",
+            "",
+            "| pinning | server | connection | app | req/s | p50 | p99 | errors |",
+            "|---" * 8 + "|",
+        ]
         for r in cmp["paced"]:
             lines.append(
                 f"| {r['pinning']} | {r['server']} | {'keep-alive' if r['keepalive'] else 'close'} | {r['app']} "

@@ -65,7 +65,6 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
     world = _world(cluster.url)
     monkeypatch.setenv("FLASK_DATABASE_REQUEST_WAIT_SECONDS", "1.0")
     monkeypatch.setenv("FLASK_DATABASE_WAIT_SECONDS", "2.0")
-    monkeypatch.setenv("FLASK_USER_CACHE_SECONDS", "2.0")  # entries expire during the outage: memory answers
     server = Server(cluster.url, "outage", tmp_path)
     try:
         server.wait_ready()
