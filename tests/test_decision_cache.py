@@ -498,3 +498,32 @@ def test_user_created_elsewhere_is_found_after_sync(client: FlaskClient, world: 
         status, out = post(client, "/v1/check", world.token, body)
     assert (status, out["reason"]) == (200, "no_role")
     assert q.statements == []
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_settings_change_elsewhere_reaches_the_catalog_here(
+    client: FlaskClient, world: World, database_url: str
+) -> None:
+    """A catalog changed through the service in another process is this process's once it syncs:
+    AuthZEN reads catalogs from the directory, never the table."""
+    from app.extensions import authz
+    from app.services import authzen, workspaces
+
+    assert post(client, "/v1/check", world.token, {"subject": 1, **VIEW})[0] == 200  # the engine is loaded
+    owner_id, ws_id = world.uid("simulations.owner"), world.ws["simulations"].id
+    assert authzen.catalog("simulations-demo") == {}
+    other = _other_app(database_url)
+    with other.app_context():
+        session = db.session()
+        owner, ws = session.get(User, owner_id), session.get(Workspace, ws_id)
+        assert owner is not None and ws is not None
+        listed = [{"type": "scenario", "id": "s-1", "properties": {"owner": owner_id}}]
+        workspaces.update_settings(session, owner, ws, {"settings": {"authzen_resources": listed}})
+        db.session.remove()
+        db.engine.dispose()
+    assert authzen.catalog("simulations-demo") == {}  # not synced yet
+    authz.sync()
+    with held_down(), Queries() as q:
+        assert authzen.catalog("simulations-demo") == {"scenario": {"s-1": {"owner": owner_id}}}
+    assert q.statements == []

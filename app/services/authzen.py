@@ -164,8 +164,11 @@ def _invalid_json(message: str, revision: int) -> dict[str, Any]:
 # ``settings.authzen_resources`` of a workspace: [{"type", "id", "properties"}]. A workspace that keeps
 # a catalog recognises only the resources it lists (any other type or id is ``unknown_resource``,
 # denied), and their properties are facts the PEP need not send (the request's properties win). A
-# workspace without one constrains no resource. Read once per workspace per USER_CACHE_SECONDS; a
-# change in this process is seen at once; while the database is unreachable, the last one read.
+# workspace without one constrains no resource. Read from the directory loaded with the policy
+# (``app.services.directory``: every workspace's catalog, refetched by every process when it applies
+# a settings revision; this process's own change at its commit), so no evaluation queries the
+# database. Only a workspace the directory does not hold is read from the table (once per
+# USER_CACHE_SECONDS), or the last one read while the database is unreachable.
 Catalog = dict[str, dict[str, Mapping[str, Any]]]
 
 
@@ -215,12 +218,16 @@ def parse_catalog(settings: object) -> Catalog:
 def catalog(slug: str) -> Catalog:
     """The workspace's catalog, type → id → properties (malformed entries skipped; {} if none).
 
-    Without the database (held down, or failing now): the last one this process read, else the one
-    loaded with the policy (``app.services.directory``); UnavailableError only before any load.
+    From the directory loaded with the policy; a workspace it does not hold from the table, or
+    without the database the last one read; UnavailableError only before any load.
     """
     from app import database
     from app.extensions import authz, db
 
+    directory = authz.directory
+    held = directory.catalogs.get(slug) if directory is not None else None
+    if held is not None:
+        return held  # type: ignore[no-any-return]
     cache = _catalog_cache()
     hit = cache.get(slug) if cache is not None else None
     if hit is not None:
@@ -238,17 +245,12 @@ def catalog(slug: str) -> Catalog:
             out = parse_catalog(settings)
             if cache is not None:
                 cache.put(slug, out, generation)
-            directory = authz.directory
             if directory is not None and settings is not None:
                 directory.catalogs[slug] = out  # the newest this process knows, for an outage
             return out
     stale = cache.get_stale(slug) if cache is not None else None
     if stale is not None:
         return stale
-    directory = authz.directory
-    held = directory.catalogs.get(slug) if directory is not None else None
-    if held is not None:
-        return held  # type: ignore[no-any-return]
     if directory is not None and authz.engine.pack_of(domain_of(slug)) is None:
         return {}  # no such workspace in the policy: every decision there is a denial anyway
     raise UnavailableError(

@@ -13,10 +13,9 @@ rebuilds, from the same snapshot as the policy) and swapped in with it:
   outside the app's services) fetches that user too. Both happen in the sync or after-commit
   path, never on a decision. A user inserted in this process is held from its commit on.
 * **AuthZEN resource catalogs** (``settings.authzen_resources``) of every workspace ({} for one
-  without), as loaded, as fetched when a revision gives a new workspace its pack, and as last read
-  by ``authzen.catalog``, which falls back to them when the database cannot be asked. A settings
-  change is not a revision: one made by another process after that is not seen here during an
-  outage.
+  without), as loaded, as fetched when a revision gives a new workspace its pack or changes a
+  workspace's settings (``workspaces.update_settings``: kind ``workspace``, message ``settings of
+  ws:<slug>``), and as committed by this process: ``authzen.catalog`` reads them, not the database.
 
 Users are never deleted and ids never reused, so an entry never names the wrong person.
 """
@@ -37,8 +36,11 @@ from .refs import user_ref
 if TYPE_CHECKING:
     from app.authz.engine import RuleChange
 
+SETTINGS_OF = "settings of "  # the message of a workspace settings revision: "settings of ws:<slug>"
+WORKSPACE_KIND = "workspace"  # the revision kind of workspace changes (settings among them)
 USER_CHANGE = "user-change"  # the revision kind of a new user, an email or external id change (message: user:<id>)
 USER_FACTS = ("g", "g2", "g3")  # fact types whose first field may be a user
+MESSAGE_KINDS = (USER_CHANGE, WORKSPACE_KIND)  # revisions whose message names what to refetch
 FETCH_CHUNK = 5000  # ids per query (SQLite binds at most 32,766 parameters)
 
 
@@ -138,8 +140,11 @@ def wanted(
     whatever an earlier fetch could not get."""
     out = set(d.pending)
     for number, kind, changes in revisions:
+        note = messages.get(number, "")
+        if kind == WORKSPACE_KIND and note.startswith(SETTINGS_OF + "ws:"):
+            out.add(note[len(SETTINGS_OF) + 3 :])  # a settings change: the catalog again
         if kind == USER_CHANGE:
-            uid = _user_id(messages.get(number, ""))
+            uid = _user_id(note)
             if uid is not None:
                 out.add(uid)
             continue

@@ -219,11 +219,11 @@ class PolicyRuntime:
             return eng.revision
 
     def _revocations_after(self, session: Session, revision: int) -> None:
-        # While a rebuild is under way: token revocations and user changes cannot wait for it.
+        # While a rebuild is under way: token revocations, user and settings changes cannot wait for it.
         batch = policy_store.revision_log_after(session, revision)
         if batch:
             notes = self._forget_revoked_tokens(session, batch)
-            changed = [r for r in batch if r[1] == directory.USER_CHANGE]
+            changed = [r for r in batch if r[1] in directory.MESSAGE_KINDS]
             self._follow_users(session, self._directories.get(self._key()), changed, notes)
             self._revocations_through[self._key()] = batch[-1][0]
 
@@ -291,7 +291,7 @@ class PolicyRuntime:
                     if self._needs_rebuild(eng.revision, number, kind, changes):
                         return False
                     step = [(number, kind, changes)]
-                    notes = directory.messages(session, [number]) if kind == directory.USER_CHANGE else {}
+                    notes = directory.messages(session, [number]) if kind in directory.MESSAGE_KINDS else {}
                     self._follow_users(session, users, step, notes)
                     eng.apply(changes, number)
 
@@ -304,8 +304,8 @@ class PolicyRuntime:
         self._synced[app] = time.monotonic()
 
     def _forget_revoked_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
-        """Drop the tokens the batch's revocations name; the messages of its revocations and user changes."""
-        kinds = (tokens.TOKEN_REVOKE, directory.USER_CHANGE)
+        """Drop the tokens the batch's revocations name; the messages of its revocations, user and workspace changes."""
+        kinds = (tokens.TOKEN_REVOKE, *directory.MESSAGE_KINDS)
         notes = directory.messages(session, [n for n, kind, _ in batch if kind in kinds])
         for number, kind, _ in batch:
             if kind == tokens.TOKEN_REVOKE:

@@ -17,7 +17,7 @@ from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
 from app.models import AuditEvent, Membership, User, Workspace
 
-from . import access, audit, policy_store
+from . import access, audit, directory, policy_store
 from .inputs import MAX_ID, check_text, is_id
 from .members import begin, g_rule
 from .policy_files import file_packs
@@ -233,7 +233,8 @@ def update_settings(session: Session, actor: User, ws: Workspace, data: object) 
     if not isinstance(settings, dict) or len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         raise ValidationError("settings must be an object under 16 kB", errors=[{"field": "settings"}])
     try:
-        handle = begin(session, actor, "workspace", f"settings of {ws.key}")
+        # other processes refetch the catalog when they apply it (app.services.directory.wanted)
+        handle = begin(session, actor, directory.WORKSPACE_KIND, f"{directory.SETTINGS_OF}{ws.key}")
         before = {"name": ws.name, "settings": dict(ws.settings or {})}
         ws.name = name.strip()
         ws.settings = {**(ws.settings or {}), **settings}
