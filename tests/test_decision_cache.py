@@ -103,17 +103,13 @@ def test_revoke_elsewhere_reaches_this_process_with_the_revision(
 ) -> None:
     """Another process (its own app and caches) revokes: refused here once this process syncs."""
     from app.extensions import authz
-    from tests.conftest import make_app
 
     body = {"subject": world.uid("simulations.owner"), **VIEW}
     assert post(client, "/v1/check", world.token, body)[0] == 200  # known here now
     before = authz.engine.revision
-    other = make_app(database_url)
-    with other.app_context():
-        tokens.revoke_token(db.session(), "svc")
-        db.session.commit()
-        db.session.remove()
-        db.engine.dispose()
+    with other_process(database_url) as session:
+        tokens.revoke_token(session, "svc")
+        session.commit()
     assert post(client, "/v1/check", world.token, body)[0] == 200  # not synced yet
     assert authz.sync() == before + 1
     status, out = post(client, "/v1/check", world.token, body)
@@ -410,10 +406,18 @@ def test_new_user_granted_a_role_resolves_by_email_after_the_grant(client: Flask
     assert q.statements == []
 
 
-def _other_app(database_url: str) -> Flask:
+@contextlib.contextmanager
+def other_process(database_url: str) -> Iterator[Any]:
+    """Another process's app on the same database (its own engine, caches and directory): its
+    session, inside its app context; its connections closed at the end."""
     from tests.conftest import make_app
 
-    return make_app(database_url)
+    with make_app(database_url).app_context():
+        try:
+            yield db.session()
+        finally:
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.mark.postgres
@@ -428,9 +432,7 @@ def test_email_change_through_the_service_reaches_another_app(
     uid = world.uid("simulations.owner")
     old = world.email("simulations.owner")
     assert post(client, "/v1/check", world.token, {"subject": old, **VIEW})[1]["reason"] == "granted"
-    other = _other_app(database_url)
-    with other.app_context():
-        session = db.session()
+    with other_process(database_url) as session:
         user = session.get(User, uid)
         assert user is not None
         token = email_changes.request(session, user, "moved@simulations.example", ttl_hours=1, public_url="http://t")
@@ -438,8 +440,6 @@ def test_email_change_through_the_service_reaches_another_app(
         email_changes.confirm(session, token)
         users.set_external_id(session, user, "idp-owner-1", actor_id=uid)
         session.commit()
-        db.session.remove()
-        db.engine.dispose()
     assert post(client, "/v1/check", world.token, {"subject": old, **VIEW})[1]["reason"] == "granted"  # not synced
     authz.sync()
     with held_down(), Queries() as q:
@@ -464,12 +464,9 @@ def test_new_user_granted_elsewhere_resolves_by_email_after_sync(
 
     assert post(client, "/v1/check", world.token, {"subject": 1, **VIEW})[0] == 200  # the engine is loaded
     ws_id = world.ws["simulations"].id  # read here: in the other app's context it would use that app's engine
-    other = _other_app(database_url)
-    with other.app_context():
+    with other_process(database_url):
         newcomer = create_user("elsewhere@example.com")
         add_member(db.session.get(Workspace, ws_id), newcomer, "owner")
-        db.session.remove()
-        db.engine.dispose()
     authz.sync()
     with held_down(), Queries() as q:
         status, out = post(client, "/v1/check", world.token, {"subject": "elsewhere@example.com", **VIEW})
@@ -486,12 +483,9 @@ def test_user_created_elsewhere_is_found_after_sync(client: FlaskClient, world: 
 
     body = {"subject": "signed-up@example.com", **VIEW}
     assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
-    other = _other_app(database_url)
-    with other.app_context():
-        users.create_user(db.session(), "signed-up@example.com", "correct horse battery")
-        db.session.commit()
-        db.session.remove()
-        db.engine.dispose()
+    with other_process(database_url) as session:
+        users.create_user(session, "signed-up@example.com", "correct horse battery")
+        session.commit()
     assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"  # not synced yet
     authz.sync()
     with held_down(), Queries() as q:
@@ -513,15 +507,11 @@ def test_settings_change_elsewhere_reaches_the_catalog_here(
     assert post(client, "/v1/check", world.token, {"subject": 1, **VIEW})[0] == 200  # the engine is loaded
     owner_id, ws_id = world.uid("simulations.owner"), world.ws["simulations"].id
     assert authzen.catalog("simulations-demo") == {}
-    other = _other_app(database_url)
-    with other.app_context():
-        session = db.session()
+    with other_process(database_url) as session:
         owner, ws = session.get(User, owner_id), session.get(Workspace, ws_id)
         assert owner is not None and ws is not None
         listed = [{"type": "scenario", "id": "s-1", "properties": {"owner": owner_id}}]
         workspaces.update_settings(session, owner, ws, {"settings": {"authzen_resources": listed}})
-        db.session.remove()
-        db.engine.dispose()
     assert authzen.catalog("simulations-demo") == {}  # not synced yet
     authz.sync()
     with held_down(), Queries() as q:

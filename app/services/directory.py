@@ -17,7 +17,9 @@ rebuilds, from the same snapshot as the policy) and swapped in with it:
   workspace's settings (``workspaces.update_settings``: kind ``workspace``, message ``settings of
   ws:<slug>``), and as committed by this process: ``authzen.catalog`` reads them, not the database.
 
-Users are never deleted and ids never reused, so an entry never names the wrong person.
+Users are never deleted and ids never reused, so an entry never names the wrong person. Memory:
+~420 bytes a user (measured with tracemalloc, 100,000 users, half with an external id), so 1M
+users are ~420 MB a process, shared copy-on-write by gunicorn's preloaded workers.
 """
 
 from __future__ import annotations
