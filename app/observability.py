@@ -75,12 +75,6 @@ class HotMetrics(Collector):
                 self._shards.append(shard)
         return shard
 
-    def inc(self, name: str, labels: tuple[str, ...], n: float = 1) -> None:
-        """Add n to counter name at these label values."""
-        counts = self._shard().counts
-        key = (name, *labels)
-        counts[key] = counts.get(key, 0) + n
-
     def inc_each(self, name: str, labels: Iterable[tuple[str, ...]]) -> None:
         """Add 1 to counter name at each of these label values (a batch's decisions)."""
         counts = self._shard().counts

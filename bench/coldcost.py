@@ -128,7 +128,8 @@ def run(url: str, token: str, workspaces: int, log_dir: str, n: int = 200) -> di
                            "edited_rule": ", ".join(EDITED)}
     os.makedirs(log_dir, exist_ok=True)
     t = time.monotonic()
-    with hb.gunicorn(url, "app:create_app()", hb.workers_default(), os.path.join(log_dir, "gunicorn-cold.log")) as port:
+    log = os.path.join(log_dir, "gunicorn-cold.log")
+    with hb.app_server(url, "app:create_app()", hb.workers_default(), log) as port:
         out["ready_s"] = time.monotonic() - t
         client = Client(port, token, bodies)
         out["after_start"] = parts.stats_ms(client.series(n))

@@ -112,9 +112,9 @@ def _same_host(url: str, log_dir: str, changes: int) -> dict[str, Any]:
     """The servers of ``bench.http.propagation`` (two single-worker gunicorns of tests/mp_app.py on
     loopback, straight to PostgreSQL), timed by :func:`flips` like the cross-host pair."""
     with (
-        http_bench.gunicorn(url, "tests.mp_app:create()", WORKERS, os.path.join(log_dir, "gunicorn-samehost-a.log"))
+        http_bench.app_server(url, "tests.mp_app:create()", WORKERS, os.path.join(log_dir, "gunicorn-samehost-a.log"))
         as a,
-        http_bench.gunicorn(url, "tests.mp_app:create()", WORKERS, os.path.join(log_dir, "gunicorn-samehost-b.log"))
+        http_bench.app_server(url, "tests.mp_app:create()", WORKERS, os.path.join(log_dir, "gunicorn-samehost-b.log"))
         as b,
     ):
         for port in (a, b):

@@ -125,7 +125,7 @@ def server_command(
 
 
 @contextmanager
-def gunicorn(
+def app_server(
     url: str,
     app: str,
     workers: int,
@@ -349,7 +349,7 @@ def decision_api(url: str, token: str, workspaces: int, seconds: float, log_dir:
             return load_wrk(wrk, port, token, path, bodies, clients, secs)
         return load(port, token, path, bodies, clients, secs)
 
-    with gunicorn(url, "app:create_app()", workers, os.path.join(log_dir, "gunicorn-api.log")) as port:
+    with app_server(url, "app:create_app()", workers, os.path.join(log_dir, "gunicorn-api.log")) as port:
         # warm both workers' memos and connections
         run("/v1/check", singles, 2, 2.0)
         run("/v1/check/batch", batches, 2, 2.0)
@@ -396,8 +396,8 @@ def propagation(url: str, changes: int, log_dir: str) -> dict[str, Any]:
     check = f"/_mp/check?sub={user}&dom={ws}&act={action}"
     lat: list[int] = []
     with (
-        gunicorn(url, "tests.mp_app:create()", 1, os.path.join(log_dir, "gunicorn-a.log")) as a,
-        gunicorn(url, "tests.mp_app:create()", 1, os.path.join(log_dir, "gunicorn-b.log")) as b,
+        app_server(url, "tests.mp_app:create()", 1, os.path.join(log_dir, "gunicorn-a.log")) as a,
+        app_server(url, "tests.mp_app:create()", 1, os.path.join(log_dir, "gunicorn-b.log")) as b,
     ):
         for i in range(changes):
             op, want = ("add", True) if i % 2 == 0 else ("remove", False)

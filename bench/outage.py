@@ -322,7 +322,7 @@ def run(
                        "questions": len(world.checks), "evaluations": len(world.evaluations),
                        "targets": len(world.targets), "build_s": time.monotonic() - t}
         out["settings"] = {"workers": 2}
-        with hb.gunicorn(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-outage.log")) as port:
+        with hb.app_server(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-outage.log")) as port:
             drill = Drill(f"http://127.0.0.1:{port}", world)
             drill.baseline()
             web, csrf = drill.sign_in()

@@ -202,7 +202,7 @@ def compare(url: str, token: str, workspaces: int, seconds: float, log_dir: str)
                 env = {"BENCH_PEER": name, "BENCH_PEER_DATA": data_path}
                 app = "app:create_app()" if name == "ours" else "bench.peer:peer_app()"
                 log = os.path.join(log_dir, f"server-{server}-{name}-{pin}.log")
-                with hb.gunicorn(
+                with hb.app_server(
                     url, app, hb.workers_default(), log, cpu=server_cpu, extra_env=env, server=server
                 ) as port:
                     for path, bodies in (("/v1/check", singles), ("/v1/check/batch", batches)):

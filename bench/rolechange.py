@@ -250,7 +250,7 @@ def run(
     out: dict[str, Any] = {"workspaces": workspaces, "changes": changes, "workers": hb.workers_default()}
     bodies = [json.dumps(it).encode() for it in mix_items(workspaces, 5000, 31)]
     try:
-        with hb.gunicorn(url, "app:create_app()", hb.workers_default(),
+        with hb.app_server(url, "app:create_app()", hb.workers_default(),
                          os.path.join(log_dir, "gunicorn-rolechange.log")) as port:
             base = f"http://127.0.0.1:{port}"
             web = requests.Session()

@@ -38,7 +38,7 @@ from .refs import user_ref
 if TYPE_CHECKING:
     from app.authz.engine import RuleChange
 
-SETTINGS_OF = "settings of "  # the message of a workspace settings revision: "settings of ws:<slug>"
+SETTINGS_OF = "settings of ws:"  # the message of a workspace settings revision: "settings of ws:<slug>"
 WORKSPACE_KIND = "workspace"  # the revision kind of workspace changes (settings among them)
 USER_CHANGE = "user-change"  # the revision kind of a new user, an email or external id change (message: user:<id>)
 USER_FACTS = ("g", "g2", "g3")  # fact types whose first field may be a user
@@ -143,8 +143,8 @@ def wanted(
     out = set(d.pending)
     for number, kind, changes in revisions:
         note = messages.get(number, "")
-        if kind == WORKSPACE_KIND and note.startswith(SETTINGS_OF + "ws:"):
-            out.add(note[len(SETTINGS_OF) + 3 :])  # a settings change: the catalog again
+        if kind == WORKSPACE_KIND and note.startswith(SETTINGS_OF):
+            out.add(note[len(SETTINGS_OF) :])  # a settings change: the catalog again
         if kind == USER_CHANGE:
             uid = _user_id(note)
             if uid is not None:

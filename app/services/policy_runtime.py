@@ -448,7 +448,9 @@ class PolicyRuntime:
         None without a listener (SQLite, ``POLICY_SYNC=off``): nothing refreshes the engine by
         time there, so its age says nothing about missed changes.
         """
-        app = self._key()
+        return self._age(self._key())
+
+    def _age(self, app: Flask) -> float | None:
         synced = self._synced.get(app)
         if synced is None or self._listeners.get(app) is None:
             return None
@@ -465,10 +467,9 @@ class PolicyRuntime:
         if not (app.testing or app in self._listeners or app in self._listener_started):
             return None
         bound = float(app.config.get("POLICY_MAX_STALENESS_SECONDS") or 0)
-        if bound > 0:
-            synced = self._synced.get(app)
-            if synced is not None and self._listeners.get(app) is not None and time.monotonic() - synced > bound:
-                return None
+        age = self._age(app) if bound > 0 else None
+        if age is not None and age > bound:
+            return None  # the full path answers 503 (require_fresh)
         return eng, users
 
     def require_fresh(self) -> None:

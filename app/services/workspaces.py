@@ -234,7 +234,7 @@ def update_settings(session: Session, actor: User, ws: Workspace, data: object) 
         raise ValidationError("settings must be an object under 16 kB", errors=[{"field": "settings"}])
     try:
         # other processes refetch the catalog when they apply it (app.services.directory.wanted)
-        handle = begin(session, actor, directory.WORKSPACE_KIND, f"{directory.SETTINGS_OF}{ws.key}")
+        handle = begin(session, actor, directory.WORKSPACE_KIND, f"{directory.SETTINGS_OF}{ws.slug}")
         before = {"name": ws.name, "settings": dict(ws.settings or {})}
         ws.name = name.strip()
         ws.settings = {**(ws.settings or {}), **settings}
