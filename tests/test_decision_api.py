@@ -446,9 +446,23 @@ def test_assignable_roles(client: FlaskClient, world: World) -> None:
     _, out = get(
         client, "/v1/assignable-roles", world.token, actor=world.uid("classroom.admin"), workspace="classroom-demo"
     )
+    assert out["roles"] == []  # issue 21: no target, no grant (unless asked explicitly)
+    _, out = get(
+        client,
+        "/v1/assignable-roles",
+        world.token,
+        actor=world.uid("classroom.admin"),
+        workspace="classroom-demo",
+        any_target="true",
+    )
     assert out["roles"] == ["learner", "teacher"]
     _, out = get(
-        client, "/v1/assignable-roles", world.token, actor="owner@classroom.example", workspace="classroom-demo"
+        client,
+        "/v1/assignable-roles",
+        world.token,
+        actor="owner@classroom.example",
+        workspace="classroom-demo",
+        any_target="true",
     )
     assert set(out["roles"]) == {"learner", "teacher", "admin", "owner"}
     _, out = get(
@@ -490,6 +504,10 @@ def test_who_can_paginates_and_never_truncates(client: FlaskClient, world: World
     _, out = get(client, "/v1/who-can", world.token, workspace="skills-demo", action="configure_hr_integrations")
     assert [i["email"] for i in out["items"]] == ["owner@skills.example"] and out["complete"] is True
     _, out = get(client, "/v1/who-can", world.token, workspace="simulations-demo", action="assign_roles")
+    assert out["items"] == [] and out["complete"] is True  # issue 21: a rank-scoped action needs a target
+    _, out = get(
+        client, "/v1/who-can", world.token, workspace="simulations-demo", action="assign_roles", any_target="true"
+    )
     assert sorted((i["email"], i["via"]) for i in out["items"]) == [
         ("admin@platform.example", "platform"),
         ("owner@simulations.example", "workspace"),

@@ -168,6 +168,8 @@ def _reference_reason(plain: Any, index: Index, req: AccessRequest, allowed: boo
         return Reason.FEATURE_OFF.value
     if obj.member and not obj.role:  # model.conf: a target member with no current role names nobody
         return Reason.UNKNOWN_MEMBER.value
+    if obj.grantee == sub:  # model.conf: nobody grants themselves anything
+        return Reason.SELF_CHANGE.value
     if matched:
         live = [r for r in live if int(r[0]) < int(matched[0])]
         if not any(r[5] == "allow" and r[3] != "any" for r in live):
@@ -176,6 +178,8 @@ def _reference_reason(plain: Any, index: Index, req: AccessRequest, allowed: boo
         if r[5] == "allow" and r[3] != "any":
             if r[3] == "rank" and obj.member == sub:
                 return Reason.SELF_CHANGE.value
+            if r[3] == "rank" and not obj.member and not obj.grantee and obj.target != "any":
+                return "target_required"
             if (
                 r[3] in ("group", "into_group")
                 and obj.member
@@ -284,12 +288,23 @@ def _request(world: World, state: State, rnd: random.Random) -> AccessRequest:
     action = rnd.choice(_FOCUS[pack.id] or [a.id for a in pack.actions])
     scope = rnd.choice(world.scopes[ws] or ["group:s0"])
     member = subject if rnd.random() < 0.15 else rnd.choice([*people, "user:stranger1"])
+    roll = rnd.random()
+    if roll < 0.25:  # an invitation / a grant to someone who is not (or is) a member yet, or to oneself
+        member, grantee = "", rnd.choice([subject, "newcomer", "user:stranger1", *people])
+    elif roll < 0.35:  # a grant naming its member as grantee too (group/team links, role changes)
+        grantee = member
+    else:
+        grantee = ""
+    if roll > 0.85:
+        member = ""  # no target at all: rank rules need target "any", asked explicitly
     obj = ResourceFacts(
         type="member",
         member=member,
         group=scope if scope.startswith("group:") else "",
         team=scope if scope.startswith("team:") else "",
         new_role=pack.role_key(rnd.choice(pack.roles).id) if rnd.random() < 0.8 else "",
+        grantee=grantee,
+        target="any" if rnd.random() < 0.3 else "",
     )
     return AccessRequest(subject, ws, obj, action)
 
@@ -345,9 +360,21 @@ def _compare(engine: PolicyEngine, plain: Any, index: Index, reqs: Iterable[Acce
     for req in reqs:
         got = engine.check(req)
         obj = req.obj
-        role = index.current_role(obj.member, req.domain)
+        # The target's current role: the member's, else the grantee's (model.conf)
+        who = obj.member or (obj.grantee if obj.grantee != "newcomer" else "")
+        role = index.current_role(who, req.domain)
         resolved = ResourceFacts(
-            obj.type, obj.id, obj.assignee, obj.owner, obj.member, obj.group, obj.team, role, obj.new_role
+            obj.type,
+            obj.id,
+            obj.assignee,
+            obj.owner,
+            obj.member,
+            obj.group,
+            obj.team,
+            role,
+            obj.new_role,
+            obj.grantee,
+            obj.target,
         )
         allowed, matched = plain.enforce_ex(req.subject, req.domain, resolved, req.action)
         reason = _reference_reason(

@@ -82,7 +82,10 @@ def test_teachers_per_group_and_groups_per_teacher(demo: Flask) -> None:
     """Several teachers in one group (g2), one teacher in several groups; removal drops the rule."""
     wc = web_client(demo, "admin@classroom.example")
     teacher, admin = uid("teacher@classroom.example"), uid("admin@classroom.example")
-    assert wc.post(f"{CLS}/groups/morning/teachers", json={"user_ids": [admin]}).status_code == 200
+    # issue 21: nobody makes themselves a group's teacher; the owner appoints the admin
+    assert wc.post(f"{CLS}/groups/morning/teachers", json={"user_ids": [admin]}).status_code == 403
+    owner = web_client(demo, "owner@classroom.example")
+    assert owner.post(f"{CLS}/groups/morning/teachers", json={"user_ids": [admin]}).status_code == 200
     assert wc.post(f"{CLS}/groups/evening/teachers", json={"user_ids": [teacher]}).status_code == 200
     body = wc.get(f"{CLS}/groups/morning").get_json()
     assert {t["email"] for t in body["teachers"]} == {"teacher@classroom.example", "admin@classroom.example"}

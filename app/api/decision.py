@@ -39,7 +39,7 @@ from app.api.schemas import (
     WhoCanQuery,
     WhoCanResult,
 )
-from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
+from app.authz import ANY_TARGET, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.errors import (
     PayloadTooLargeError,
     UnavailableError,
@@ -282,7 +282,7 @@ def permissions() -> Response:
     elif subject is None:
         decisions = {a.id: Decision(False, Reason.UNKNOWN_SUBJECT.value, eng.revision) for a in pack.actions}
     else:
-        decisions = eng.permissions(subject, domain)
+        decisions = eng.permissions(subject, domain, any_target=q.any_target)
     observability.record_decisions([(d.allowed, d.reason) for d in decisions.values()])
     reason = Reason.UNKNOWN_WORKSPACE.value if pack is None else (None if subject else Reason.UNKNOWN_SUBJECT.value)
     return jsonify(
@@ -319,7 +319,7 @@ def assignable_roles() -> Response:
     if q.target:
         tref = _ref(q.target)
         target = users.get(tref, NOBODY) if tref else NOBODY
-    roles = eng.assignable_roles(actor, domain, target) if actor else []
+    roles = eng.assignable_roles(actor, domain, target, any_target=q.any_target) if actor else []
     reason = None
     if eng.pack_of(domain) is None:
         reason = Reason.UNKNOWN_WORKSPACE.value
@@ -378,12 +378,13 @@ def who_can() -> Response:
     found: list[tuple[int, str]] = []
     examined = 0
     last = after
+    res = ResourceFacts(target=ANY_TARGET) if q.any_target else ResourceFacts()
     for uid, via in pool:
         if len(found) >= q.limit or examined >= budget:
             break
         examined += 1
         last = uid
-        if eng.check(AccessRequest(f"user:{uid}", domain, ResourceFacts(), q.action)).allowed:
+        if eng.check(AccessRequest(f"user:{uid}", domain, res, q.action)).allowed:
             found.append((uid, via))
     complete = examined == len(pool)
     emails: dict[int, str] = {}

@@ -122,7 +122,7 @@ def list_members(slug: str) -> Response:
     for item in page.items:
         item["permissions"] = members.member_permissions(user, ws, item["user_id"])
     # The invite dialog's role picker comes with the page: one request, not one per row.
-    roles = members.assignable_roles(user, ws) if access.allowed(user, ws, "invite") else []
+    roles = members.assignable_roles(user, ws) if access.allowed(user, ws, "invite", access.member_facts(None)) else []
     return jsonify(items=page.items, total=page.total, page=page.page, per_page=page.per_page, assignable_roles=roles)
 
 

@@ -41,6 +41,16 @@ class Attributes(RequestModel):
     role: Name | None = Field(
         None, description="ignored: the member's current role always comes from the policy, never the caller"
     )
+    grantee: Ref | None = Field(
+        None,
+        description="who receives the grant (an invitee, a future platform role holder): a user reference, "
+        "or 'newcomer' for an address without an account; never the subject",
+    )
+    target: Literal["any"] | None = Field(
+        None,
+        description="'any' asks explicitly whether the subject may do this to anyone at all (for UIs); "
+        "without it a rank-scoped action needs a member or a grantee (else target_required)",
+    )
 
 
 class Resource(RequestModel):
@@ -102,6 +112,9 @@ class PermissionsQuery(QueryModel):
 
     subject: str
     workspace: str
+    any_target: bool = Field(
+        False, description="decide rank-scoped actions for 'anyone at all' (else they are target_required)"
+    )
     min_revision: Annotated[int, Field(ge=0)] | None = None
 
 
@@ -123,6 +136,7 @@ class AssignableQuery(QueryModel):
     actor: str
     workspace: str
     target: str | None = None
+    any_target: bool = Field(False, description="without a target: the roles the actor may grant to anyone at all")
     min_revision: Annotated[int, Field(ge=0)] | None = None
 
 
@@ -142,6 +156,7 @@ class WhoCanQuery(QueryModel):
 
     workspace: str
     action: str
+    any_target: bool = Field(False, description="ask rank-scoped actions for 'anyone at all' (else nobody can)")
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     cursor: str | None = None
     min_revision: Annotated[int, Field(ge=0)] | None = None

@@ -3,9 +3,11 @@
 from .engine import PolicyEngine, RuleChange, validate_request
 from .packs import Pack, PackError, PackSet, load_packs
 from .shapes import InvalidRuleError
-from .types import AccessRequest, Decision, Reason, ResourceFacts
+from .types import ANY_TARGET, NEWCOMER, AccessRequest, Decision, Reason, ResourceFacts
 
 __all__ = [
+    "ANY_TARGET",
+    "NEWCOMER",
     "AccessRequest",
     "Decision",
     "InvalidRuleError",

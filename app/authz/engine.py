@@ -21,6 +21,7 @@ Pure: no Flask, no HTTP, no ORM session.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +33,7 @@ from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action,
 from .memo import MatcherPlan
 from .packs import Pack, PackSet, Rule
 from .shapes import FactCheck, InvalidRuleError, rule_problems
-from .types import RESOURCE_FIELDS, AccessRequest, Decision, Reason, ResourceFacts
+from .types import ANY_TARGET, NEWCOMER, RESOURCE_FIELDS, AccessRequest, Decision, Reason, ResourceFacts
 
 log = logging.getLogger("authz")
 
@@ -94,6 +95,10 @@ def validate_request(req: AccessRequest) -> str | None:
                 return f"resource.{name} must be role:<pack>:<role>"
         if name in ("type", "id") and not valid_local(value):
             return f"resource.{name} is not a valid identifier"
+        if name == "grantee" and value != NEWCOMER and not is_prefixed(value, "user"):
+            return f"resource.grantee must be user:<id> or {NEWCOMER!r}"
+        if name == "target" and value != ANY_TARGET:
+            return f"resource.target must be {ANY_TARGET!r} or empty"
     return None
 
 
@@ -176,8 +181,27 @@ def _fast_valid(req: AccessRequest, cache: _ValidCache) -> bool:
             if type(value) is not str or not valid_local(value):
                 return False
             cache.remember(cache.local, value)
+    value = obj.grantee
+    if value and value != NEWCOMER and value not in users:
+        if type(value) is not str or not is_prefixed(value, "user"):
+            return False
+        cache.remember(users, value)
+    if obj.target and obj.target != ANY_TARGET:
+        return False
     # Falsy non-strings (0, None, b"") slipped past the probes above: reject them.
-    for value in (obj.assignee, obj.owner, obj.member, obj.group, obj.team, obj.role, obj.new_role, obj.type, obj.id):
+    for value in (
+        obj.assignee,
+        obj.owner,
+        obj.member,
+        obj.group,
+        obj.team,
+        obj.role,
+        obj.new_role,
+        obj.type,
+        obj.id,
+        obj.grantee,
+        obj.target,
+    ):
         if type(value) is not str:
             return False
     return True
@@ -192,7 +216,19 @@ _GRANTED = Reason.GRANTED.value
 
 
 def _with_role(obj: ResourceFacts, role: str) -> ResourceFacts:
-    return ResourceFacts(obj.type, obj.id, obj.assignee, obj.owner, obj.member, obj.group, obj.team, role, obj.new_role)
+    return ResourceFacts(
+        obj.type,
+        obj.id,
+        obj.assignee,
+        obj.owner,
+        obj.member,
+        obj.group,
+        obj.team,
+        role,
+        obj.new_role,
+        obj.grantee,
+        obj.target,
+    )
 
 
 class PolicyEngine:
@@ -508,22 +544,24 @@ class PolicyEngine:
         return decision
 
     def _current_role(self, obj: ResourceFacts, dom: str) -> str:
-        """The target member's current role, from the policy ("" if none).
+        """The target's current role, from the policy ("" if none): the member's, else the grantee's
+        (an invitee who is a member already is rank-checked against the role they hold).
 
         In a workspace: their workspace role. In a platform domain (``platform:<pack>``): the
         platform role of that pack they hold in ``*`` (platform roles live there).
         """
-        if not obj.member:
+        who = obj.member or (obj.grantee if obj.grantee != NEWCOMER else "")
+        if not who:
             return ""
         links = self._rms["g"].links
         if dom.startswith("platform:"):
             prefix = f"role:{dom[9:]}:"
             star = links.get(PLATFORM_DOMAIN)
-            mine = star.get(obj.member, _NONE) if star is not None else _NONE
+            mine = star.get(who, _NONE) if star is not None else _NONE
             held = sorted(r for r in mine if r.startswith(prefix))
             return held[0] if held else ""
         bucket = links.get(dom)
-        direct = bucket.get(obj.member) if bucket is not None else None
+        direct = bucket.get(who) if bucket is not None else None
         return direct[0] if direct else ""
 
     def _diagnose(self, req: AccessRequest, roles: tuple[str, ...], matched: tuple[str, ...] | None) -> str:
@@ -546,6 +584,9 @@ class PolicyEngine:
         if req.obj.member and not req.obj.role:
             # model.conf: a target member with no current role names nobody.
             return Reason.UNKNOWN_MEMBER.value
+        if req.obj.grantee == req.subject:
+            # model.conf: nobody grants themselves anything, whatever the scope.
+            return Reason.SELF_CHANGE.value
         live = [row for row in candidates if row[4] == "-" or row[4] not in off]
         if matched is not None:
             # An explicit deny decided; an allow checked before it that failed its scope explains more.
@@ -556,6 +597,8 @@ class PolicyEngine:
             if row[5] == "allow" and row[3] != "any":
                 if row[3] == "rank" and req.obj.member == req.subject:
                     return Reason.SELF_CHANGE.value
+                if row[3] == "rank" and not (req.obj.member or req.obj.grantee or req.obj.target == ANY_TARGET):
+                    return Reason.TARGET_REQUIRED.value
                 if row[3] in ("group", "into_group") and self._outranked_in_group(req, row[3]):
                     return Reason.RANK_LIMIT.value
                 return _SCOPE_REASON.get(row[3], Reason.NOT_PERMITTED).value
@@ -591,16 +634,27 @@ class PolicyEngine:
         return (subject,)
 
     # -- queries for UIs --------------------------------------------------------------------
-    def permissions(self, subject: str, domain: str, obj: ResourceFacts | None = None) -> dict[str, Decision]:
-        """Every action of the workspace's pack, decided for subject (unscoped resource)."""
+    def permissions(
+        self, subject: str, domain: str, obj: ResourceFacts | None = None, any_target: bool = False
+    ) -> dict[str, Decision]:
+        """Every action of the workspace's pack, decided for subject (unscoped resource).
+
+        Rank-scoped actions need a target: without one they are ``target_required``; ``any_target``
+        asks explicitly "to anyone at all?" (what pages need to show a button).
+        """
         pack = self.pack_of(domain)
         if pack is None:
             return {}
         res = obj or ResourceFacts()
+        if any_target:
+            res = dataclasses.replace(res, target=ANY_TARGET)
         return {a.id: self.check(AccessRequest(subject, domain, res, a.id)) for a in pack.actions}
 
-    def assignable_roles(self, subject: str, domain: str, target: str = "") -> list[str]:
-        """Role ids the subject may grant in domain (to target, if given) per the rank rules."""
+    def assignable_roles(self, subject: str, domain: str, target: str = "", any_target: bool = False) -> list[str]:
+        """Role ids the subject may grant in domain to target (a member), per the rank rules.
+
+        Without a target nothing is assignable, unless ``any_target`` asks "to anyone at all?".
+        """
         pack = self.pack_of(domain)
         if pack is None:
             return []
@@ -608,8 +662,9 @@ class PolicyEngine:
         if not isinstance(action, str):
             return []
         out = []
+        scope = ANY_TARGET if any_target and not target else ""
         for role in pack.roles:
-            obj = ResourceFacts(type="member", member=target, new_role=pack.role_key(role.id))
+            obj = ResourceFacts(type="member", member=target, new_role=pack.role_key(role.id), target=scope)
             if self.check(AccessRequest(subject, domain, obj, action)).allowed:
                 out.append(role.id)
         return out

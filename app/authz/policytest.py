@@ -108,7 +108,7 @@ def load_suite(path: Path) -> PolicySuite:
             v = str(v)
             if v == "$subject":
                 v = _user(subject)
-            elif k in ("assignee", "owner", "member") and v in principals:
+            elif k in ("assignee", "owner", "member", "grantee") and v in principals:
                 v = _user(v)
             elif k in ("role", "new_role") and v and not v.startswith("role:"):
                 v = f"role:{v}"

@@ -6,7 +6,24 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 # The resource fields the matcher reads; the core fills each one ("" when absent).
-RESOURCE_FIELDS = ("type", "id", "assignee", "owner", "member", "group", "team", "role", "new_role")
+RESOURCE_FIELDS = (
+    "type",
+    "id",
+    "assignee",
+    "owner",
+    "member",
+    "group",
+    "team",
+    "role",
+    "new_role",
+    "grantee",
+    "target",
+)
+# ``grantee`` of an invitation to an address without an account: somebody who does not exist yet,
+# so never the subject (a user key is ``user:<id>``, this is not).
+NEWCOMER = "newcomer"
+# ``target`` of the explicit question "may they do this to anyone at all?" (pages, pre-checks).
+ANY_TARGET = "any"
 
 
 class Reason(StrEnum):
@@ -22,6 +39,7 @@ class Reason(StrEnum):
     OUTSIDE_TEAM = "outside_team"
     RANK_LIMIT = "rank_limit"
     UNKNOWN_MEMBER = "unknown_member"
+    TARGET_REQUIRED = "target_required"
     SELF_CHANGE = "self_change"
     FEATURE_OFF = "feature_off"
     UNKNOWN_WORKSPACE = "unknown_workspace"
@@ -33,7 +51,13 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ResourceFacts:
-    """The resource as Casbin sees it (``r.obj``): every field a plain string."""
+    """The resource as Casbin sees it (``r.obj``): every field a plain string.
+
+    ``grantee`` is who receives something by the action (a role, a membership, a platform role, a
+    group or team link): ``user:<id>`` or NEWCOMER; the matcher refuses it when it is the subject.
+    ``target`` is "" or ANY_TARGET: a rank-scoped rule needs a member, a grantee, or this explicit
+    "anyone at all" (model.conf), so a caller that forgets the target is denied, not allowed.
+    """
 
     type: str = ""
     id: str = ""
@@ -44,6 +68,8 @@ class ResourceFacts:
     team: str = ""
     role: str = ""
     new_role: str = ""
+    grantee: str = ""
+    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from app.authz import Decision, Pack, Reason, ResourceFacts
+from app.authz import ANY_TARGET, NEWCOMER, Decision, Pack, Reason, ResourceFacts
 from app.authz.identifiers import group_key, team_key
 from app.errors import ForbiddenError, NotFoundError, ValidationError
 from app.extensions import authz
@@ -84,21 +84,41 @@ def allowed(actor: User, ws: Workspace, ops: str | Sequence[str], facts: Resourc
 
 
 def member_facts(target_id: int | None, new_role: str = "") -> ResourceFacts:
-    """Facts for an action on user ``target_id`` as a member (the core resolves its current role)."""
+    """Facts for an action on user ``target_id`` as a member (the core resolves its current role).
+
+    With a new role the member is also the grantee (model.conf: nobody grants themselves anything).
+    ``None`` asks explicitly whether the actor may do it to anyone at all (target ``any``): the
+    services' check before they know the target; the target is checked again once known.
+    """
     if target_id is None:
-        return ResourceFacts(type="member", new_role=new_role)
-    return ResourceFacts(type="member", id=str(target_id), member=f"user:{target_id}", new_role=new_role)
+        return ResourceFacts(type="member", new_role=new_role, target=ANY_TARGET)
+    key = f"user:{target_id}"
+    grantee = key if new_role else ""
+    return ResourceFacts(type="member", id=str(target_id), member=key, new_role=new_role, grantee=grantee)
 
 
-def unit_facts(kind: str, name: str, member_id: int | None = None) -> ResourceFacts:
-    """Facts for an action on a group (``group:<name>``) or team (``team:<name>``)."""
+def grant_facts(grantee_id: int | None, new_role: str) -> ResourceFacts:
+    """Facts for granting ``new_role`` to someone who is not a member (an invitee, a future platform
+    role holder): ``grantee_id`` names an existing user, ``None`` an address without an account."""
+    grantee = f"user:{grantee_id}" if grantee_id is not None else NEWCOMER
+    return ResourceFacts(type="member", grantee=grantee, new_role=new_role)
+
+
+def unit_facts(kind: str, name: str, member_id: int | None = None, grant: bool = False) -> ResourceFacts:
+    """Facts for an action on a group (``group:<name>``) or team (``team:<name>``).
+
+    ``grant``: the action gives ``member_id`` a link to the unit (manager or member), so they are
+    its grantee too and the actor can never be.
+    """
     key = group_key(name) if kind == "group" else team_key(name)
+    member = f"user:{member_id}" if member_id is not None else ""
     return ResourceFacts(
         type=kind,
         id=name,
         group=key if kind == "group" else "",
         team=key if kind == "team" else "",
-        member=f"user:{member_id}" if member_id is not None else "",
+        member=member,
+        grantee=member if grant else "",
     )
 
 

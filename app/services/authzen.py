@@ -41,6 +41,12 @@ from .ttlcache import TTLCache, app_cache
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 # Attributes a pack may map resource properties onto: people and scopes (never roles).
 MAPPABLE = ("assignee", "owner", "member", "group", "team")
+# The core's own vocabulary, read for every pack (docs/authzen.md, "Members and grants"): the member
+# acted upon, the role granted, who receives the grant, and the explicit "anyone at all?".
+CORE_PROPERTIES = ("member", "new_role", "grantee", "target")
+# A resource of this type is a member of the workspace: ``resource.id`` names them (a user
+# reference) unless ``properties.member`` does.
+MEMBER_TYPE = "member"
 USER_TYPE = "user"
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -128,12 +134,27 @@ def _attribute(name: str, value: Any) -> int | str:
     return value
 
 
+def _core_attribute(name: str, value: Any) -> int | str:
+    if name in ("new_role", "target"):
+        return value if isinstance(value, str) else "*"  # never a role id, never "any": invalid_request
+    return _attribute(name, value)
+
+
 def to_check(subject: Entity, action: str, resource: Entity, workspace: str, mapping: Mapping[str, str]) -> Check:
-    """The decision core's question for one AuthZEN (subject, action, resource) in a workspace."""
+    """The decision core's question for one AuthZEN (subject, action, resource) in a workspace.
+
+    A ``member`` resource names its member by ``id`` (or ``properties.member``): a rank-scoped action
+    then has its target, and one that names nobody is denied (``unknown_member``), never allowed.
+    """
     attrs: dict[str, int | str] = {}
     for prop, attr in mapping.items():
         if prop in resource.properties and resource.properties[prop] is not None:
             attrs[attr] = _attribute(attr, resource.properties[prop])
+    for name in CORE_PROPERTIES:
+        if resource.properties.get(name) is not None:
+            attrs[name] = _core_attribute(name, resource.properties[name])
+    if resource.type == MEMBER_TYPE and "member" not in attrs and resource.id is not None:
+        attrs["member"] = resource.id
     # Only user subjects are users; any other type names nobody (unknown_subject).
     sub = subject.id if subject.type == USER_TYPE and subject.id is not None else ""
     return Check(

@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from msgspec import Meta, Struct
 from sqlalchemy import event, inspect, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
-from app.authz import AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
+from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.models import User
 from app.services.directory import Directory
@@ -50,6 +50,10 @@ class AttributesLike(Protocol):
     def team(self) -> str | None: ...
     @property
     def new_role(self) -> str | None: ...
+    @property
+    def grantee(self) -> int | str | None: ...
+    @property
+    def target(self) -> str | None: ...
 
 
 class ResourceLike(Protocol):
@@ -92,6 +96,8 @@ class CheckAttributes(Struct, frozen=True, forbid_unknown_fields=True):
     team: Name | None = None
     new_role: Name | None = None
     role: Name | None = None
+    grantee: int | str | None = None  # who receives the grant: a user reference, or "newcomer"
+    target: Literal["any"] | None = None  # "may they do this to anyone at all?", asked explicitly
 
 
 NO_ATTRIBUTES = CheckAttributes()
@@ -302,6 +308,14 @@ def prepare(item: CheckLike, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         team = _scope_key(attrs.team, "team")
     except InvalidIdentifierError:
         return Prepared(None, Reason.INVALID_REQUEST.value)
+    grantee = ""
+    if attrs.grantee is not None:
+        grantee = NEWCOMER if attrs.grantee == NEWCOMER else (person_of(attrs.grantee) or "")
+        if not grantee:  # a grantee naming nobody (a wildcard, an unknown id or email) is no target
+            return Prepared(None, Reason.UNKNOWN_MEMBER.value)
+    target = attrs.target or ""
+    if target not in ("", "any"):
+        return Prepared(None, Reason.INVALID_REQUEST.value)
     new_role = ""
     if attrs.new_role:
         if attrs.new_role.startswith("role:"):
@@ -320,6 +334,8 @@ def prepare(item: CheckLike, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         group=group,
         team=team,
         new_role=new_role,
+        grantee=grantee,
+        target=target,
     )
     return Prepared(AccessRequest(subject, domain, obj, item.action))
 
@@ -332,7 +348,7 @@ def _item_refs(items: Sequence[CheckLike]) -> list[tuple[object, str]]:
         refs.append((it.subject, domain))
         if it.resource is not None:
             a = it.resource.attributes
-            refs.extend((v, domain) for v in (a.assignee, a.owner, a.member) if v is not None)
+            refs.extend((v, domain) for v in (a.assignee, a.owner, a.member, a.grantee) if v is not None)
     return refs
 
 

@@ -169,8 +169,8 @@ def scoped_actions(actor: User, ws: Workspace, group: Group) -> list[dict[str, s
     """Actions Casbin allows actor on this group/team that it does not allow workspace-wide: what
     being its teacher (skills: its manager) adds, after the workspace's feature switches."""
     pack = access.pack_of(ws)
-    here = authz.engine.permissions(actor.key, ws.key, access.unit_facts(group.kind, group.name))
-    anywhere = authz.engine.permissions(actor.key, ws.key)
+    here = authz.engine.permissions(actor.key, ws.key, access.unit_facts(group.kind, group.name), any_target=True)
+    anywhere = authz.engine.permissions(actor.key, ws.key, any_target=True)
     return [
         {"id": a.id, "label": a.label}
         for a in pack.actions
@@ -215,7 +215,7 @@ def candidates(
     for m in search_members(session, ws, q, limit=500):
         if m.user_id in present:
             continue
-        if access.allowed(actor, ws, ops(kind, op), access.unit_facts(kind, name, m.user_id)):
+        if access.allowed(actor, ws, ops(kind, op), access.unit_facts(kind, name, m.user_id, grant=True)):
             out.append(
                 {"user_id": m.user_id, "email": m.user.email, "display_name": m.user.display_name, "role": m.role}
             )
@@ -373,7 +373,8 @@ def add_people(
         people = _people(session, ws, ids)
         for uid in ids:
             # Each person is checked too: a teacher adds learners, not owners or other teachers (issue 8).
-            access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name, uid))
+            # ... and is the grantee of the link: nobody makes themselves a group's teacher (issue 21).
+            access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name, uid, grant=True))
         if g.archived:
             raise ConflictError(f"the {kind} is archived")
         present = {gm.user_id for gm in links(session, g, relation)}
@@ -462,7 +463,8 @@ def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, use
         raise NotFoundError(f"not a {relation} of this {kind}")
     try:
         handle = begin(session, actor, kind, f"move a {relation} from {kind} {name} to {to_name} in {ws.key}")
-        access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name, user_id))
+        # Moving gives the person a link to the destination: they are its grantee (never the actor).
+        access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name, user_id, grant=True))
         access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, to_name))
         src = get(session, ws, kind, name)
         dst = get(session, ws, kind, to_name)

@@ -14,8 +14,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.authz import RuleChange
+from app.authz import Pack, RuleChange
 from app.errors import ConflictError, GoneError, NotFoundError, PayloadTooLargeError, ValidationError
+from app.extensions import authz
 from app.models import Invitation, Membership, User, Workspace, utcnow
 
 from . import access, audit, notifications, policy_store, sessions, users
@@ -151,12 +152,14 @@ def invite(
         conflicts: list[dict[str, str]] = []
         for email in emails:
             user = existing.get(email)
-            if user is not None:
-                if membership(session, ws, user.id) is not None:
-                    # Acting on a member: the rank rules see their current role.
-                    access.require(actor, ws, "invite", access.member_facts(user.id, new_role))
-                    conflicts.append({"email": email, "message": "already a member"})
-            elif open_invitation(session, ws, email) is not None:
+            if user is not None and membership(session, ws, user.id) is not None:
+                # Acting on a member: the rank rules see their current role.
+                access.require(actor, ws, "invite", access.member_facts(user.id, new_role))
+                conflicts.append({"email": email, "message": "already a member"})
+                continue
+            # Each invitee is the grantee of the role: Casbin refuses the actor inviting themselves.
+            access.require(actor, ws, "invite", access.grant_facts(user.id if user is not None else None, new_role))
+            if user is None and open_invitation(session, ws, email) is not None:
                 conflicts.append({"email": email, "message": "already invited"})
         if conflicts and not partial:
             raise ConflictError(f"{len(conflicts)} address(es) already member or invited", errors=conflicts)
@@ -273,9 +276,10 @@ def signup(
             raise GoneError("this sign-up link has expired")
         if users.by_email(session, inv.email) is not None:
             raise ConflictError("an account with this email exists; sign in instead")
-        user = users.create_user(session, inv.email, password, display_name=display_name or "", username=username)
         ws = inv.workspace
         pack = access.pack_of(ws)
+        _inviter_may_still_grant(ws, pack, inv)
+        user = users.create_user(session, inv.email, password, display_name=display_name or "", username=username)
         m = Membership(
             workspace_id=ws.id, user_id=user.id, role=inv.role, status="accepted", invited_by_id=inv.invited_by_id
         )
@@ -299,6 +303,17 @@ def signup(
         session.rollback()
         raise
     return user, m
+
+
+def _inviter_may_still_grant(ws: Workspace, pack: Pack, inv: Invitation) -> None:
+    """The sign-up is the grant: it gives only what the inviter may still grant a newcomer now (a
+    revoked platform role or a demotion since the invitation lapses it). Raises GoneError."""
+    if inv.invited_by_id is None:
+        return  # invitations written by seeds or imports name no inviter
+    facts = access.grant_facts(None, pack.role_key(inv.role))
+    action = access.action_for(pack, "invite")
+    if not authz.check(f"user:{inv.invited_by_id}", ws.key, action, facts).allowed:
+        raise GoneError("this invitation lapsed: whoever sent it may no longer grant this role")
 
 
 def pending_invitations(session: Session, actor: User, ws: Workspace) -> list[dict[str, Any]]:

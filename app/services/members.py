@@ -122,7 +122,8 @@ def member_permissions(actor: User, ws: Workspace, target_id: int) -> dict[str, 
     """What actor may do to one member, as Casbin answers it (permissions for UI): the roles the
     role picker offers, and whether Remove is shown. The API re-checks every request."""
     pack = access.pack_of(ws)
-    roles = assignable_roles(actor, ws, target_id) if access.allowed(actor, ws, "change_role") else []
+    may_change = access.allowed(actor, ws, "change_role", access.member_facts(None))
+    roles = assignable_roles(actor, ws, target_id) if may_change else []
     owner = access.member_facts(target_id, pack.role_key(pack.owner_role))
     return {
         "roles": roles,
@@ -383,7 +384,9 @@ def assignable_roles(actor: User, ws: Workspace, target_id: int | None = None) -
     pack = access.pack_of(ws)
     target = f"user:{target_id}" if target_id is not None else ""
     platform = {r.id for r in pack.platform_roles}
-    return [r for r in authz.engine.assignable_roles(actor.key, ws.key, target) if r not in platform]
+    # No target: the role picker asks explicitly which roles the actor may grant to anyone at all.
+    roles = authz.engine.assignable_roles(actor.key, ws.key, target, any_target=target_id is None)
+    return [r for r in roles if r not in platform]
 
 
 def my_role(actor: User, ws: Workspace) -> dict[str, Any]:

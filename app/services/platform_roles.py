@@ -32,7 +32,9 @@ def rule(user_id: int, pack_id: str, role: str) -> tuple[str, ...]:
 def holders(session: Session, actor: User, pack_id: object) -> list[dict[str, Any]]:
     """Who holds the pack's platform roles (visible to holders only)."""
     pack = access.pack_by_id(pack_id)
-    authz.require(actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"))
+    authz.require(
+        actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"), access.member_facts(None)
+    )
     out = []
     for r in pack.platform_roles:
         rows = policy_store.load_rules(session, ["g"])
@@ -56,9 +58,12 @@ def _change(session: Session, actor: User, pack_id: object, raw_role: object, ta
         raise NotFoundError("no such user")
     try:
         handle = begin(session, actor, "platform", f"{op} platform role {role} of {pack.id} for user:{target_id}")
-        # A grant names no member (the target holds no role of the pack yet: the core would find
-        # nobody); a revoke acts on a holder, whose platform role the rank rules then see.
-        facts = access.member_facts(target_id if op == "revoke" else None, pack.role_key(role))
+        # A grant names the target as grantee (they hold no role of the pack yet, so no member; Casbin
+        # refuses granting oneself); a revoke acts on a holder, whose platform role the rank rules see.
+        if op == "grant":
+            facts = access.grant_facts(target_id, pack.role_key(role))
+        else:
+            facts = access.member_facts(target_id, pack.role_key(role))
         try:
             authz.require(actor.key, domain, action, facts)
         except ForbiddenError as exc:
@@ -157,7 +162,9 @@ def user_id_by_email(session: Session, actor: User, pack_id: object, email: obje
     from .users import by_email
 
     pack = access.pack_by_id(pack_id)
-    authz.require(actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"))
+    authz.require(
+        actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"), access.member_facts(None)
+    )
     user = by_email(session, email) if isinstance(email, str) and 0 < len(email) <= 254 else None
     if user is None:
         raise NotFoundError("no account with this email")

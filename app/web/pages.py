@@ -169,7 +169,8 @@ def overview(slug: str) -> str | BaseResponse:
     pack = access.pack_of(ws)
     mine = members_service.my_role(user, ws)
     role = pack.role(mine["role"]) if mine["role"] else None
-    allowed = authz.engine.permissions(user.key, ws.key)
+    # Buttons ask explicitly "may they do this to anyone at all?"; every request re-checks its target.
+    allowed = authz.engine.permissions(user.key, ws.key, any_target=True)
     actions = [a for a in pack.actions if allowed.get(a.id) is not None and allowed[a.id].allowed]
     platform = [pack.role(r) for r in mine["platform_roles"]]
     return _page(

@@ -115,9 +115,13 @@ class _Base:
             params["min_revision"] = floor
         return {k: v for k, v in params.items() if v is not None}
 
-    def _call_permissions(self, subject: str | int, workspace: str | None, min_revision: int | None) -> _Call:
-        params = self._params({"subject": subject, "workspace": self._ws(workspace)}, min_revision)
-        return _Call("GET", "/v1/permissions", params=params)
+    def _call_permissions(
+        self, subject: str | int, workspace: str | None, min_revision: int | None, any_target: bool = False
+    ) -> _Call:
+        query: dict[str, Any] = {"subject": subject, "workspace": self._ws(workspace)}
+        if any_target:
+            query["any_target"] = "true"
+        return _Call("GET", "/v1/permissions", params=self._params(query, min_revision))
 
     def _call_who_can(
         self, action: str, workspace: str | None, limit: int, cursor: str | None, min_revision: int | None
@@ -225,11 +229,17 @@ class Client(_Base):
             return [denied(error) for _ in checks]
 
     def permissions(
-        self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None
-    ) -> Permissions:
-        """Every action of the workspace's pack decided for ``subject``; on failure nothing is allowed."""
+        self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None,
+        any_target: bool = False,
+    ) -> Permissions:  # fmt: skip
+        """Every action of the workspace's pack decided for ``subject``; on failure nothing is allowed.
+
+        Actions on a member (rank-scoped) need a target: without one they are denied
+        (``target_required``); ``any_target=True`` asks "may they do it to anyone at all?" (for UIs).
+        """
         try:
-            return permissions_of(self._send(self._call_permissions(subject, workspace, min_revision)))
+            call = self._call_permissions(subject, workspace, min_revision, any_target)
+            return permissions_of(self._send(call))
         except FAILURES as exc:
             return Permissions(frozenset(), {}, error=self._failed(exc))
 
@@ -346,11 +356,14 @@ class AsyncClient(_Base):
             return [denied(error) for _ in checks]
 
     async def permissions(
-        self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None
-    ) -> Permissions:
-        """Every action of the workspace's pack decided for ``subject``; on failure nothing is allowed."""
+        self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None,
+        any_target: bool = False,
+    ) -> Permissions:  # fmt: skip
+        """Every action of the workspace's pack decided for ``subject`` (``any_target``: as the sync
+        client); on failure nothing is allowed."""
         try:
-            return permissions_of(await self._send(self._call_permissions(subject, workspace, min_revision)))
+            call = self._call_permissions(subject, workspace, min_revision, any_target)
+            return permissions_of(await self._send(call))
         except FAILURES as exc:
             return Permissions(frozenset(), {}, error=self._failed(exc))
 
