@@ -90,6 +90,13 @@ def test_check_batch_permissions_who_can(client: Client) -> None:
     assert "create_groups" in perms and perms.decisions["create_groups"].allowed and perms.error is None
     assert "create_groups" not in client.permissions("learner@classroom.example")
     assert client.permissions("nobody@example.org").reason == "unknown_subject"
+    # issue 21: actions on members need a target; "anyone at all?" is asked explicitly
+    assert perms.decisions["change_user_roles"].reason == "target_required" and "change_user_roles" not in perms
+    assert "change_user_roles" in client.permissions("owner@classroom.example", any_target=True)
+    forgot = client.check("owner@classroom.example", "change_user_roles")
+    assert not forgot and forgot.reason == "target_required"
+    named = {"type": "member", "attributes": {"member": "learner@classroom.example", "new_role": "teacher"}}
+    assert client.check("owner@classroom.example", "change_user_roles", named).allowed
 
     page = client.who_can("create_groups", limit=1)
     assert len(page.items) == 1 and page.next_cursor and not page.complete
@@ -126,6 +133,7 @@ def test_async_client(live: Live) -> None:
                 d.allowed for d in await c.batch([{"subject": "owner@classroom.example", "action": "create_groups"}])
             ] == [True]
             assert "create_groups" in await c.permissions("owner2@classroom.example")
+            assert "change_user_roles" in await c.permissions("owner2@classroom.example", any_target=True)
             assert (await c.who_can("create_groups")).complete
             paged = [p["user_id"] async for p in c.who_can_all("create_groups", limit=1)]
             assert paged == [p["user_id"] for p in (await c.who_can("create_groups")).items]

@@ -440,9 +440,12 @@ def test_fast_path_equals_plain_pycasbin(chunk: int) -> None:
     print(
         f"chunk {chunk}: {tally.requests} requests, {tally.allowed} allowed, {tally.states} states, "
         f"{tally.changes} changes, {tally.refused} refused, {len(tally.disagreements)} disagreements, "
-        f"{len(tally.reasons)} reasons, {elapsed:.1f}s"
+        f"{len(tally.reasons)} reasons (target_required {tally.reasons.get('target_required', 0)}, "
+        f"self_change {tally.reasons.get('self_change', 0)}), {elapsed:.1f}s"
     )
     assert not tally.disagreements, f"{len(tally.disagreements)} disagreements, first: {tally.disagreements[:5]}"
+    # the generator reaches the target contract's reasons (issue 21): grantee, target any, no target
+    assert tally.reasons.get("target_required", 0) > 0 and tally.reasons.get("self_change", 0) > 0, tally.reasons
     assert 0.05 * tally.requests < tally.allowed < 0.95 * tally.requests  # the sample exercises both answers
     assert len(tally.reasons) >= 8, tally.reasons  # and most reasons
 
