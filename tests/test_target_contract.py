@@ -449,3 +449,23 @@ def test_a_sign_up_link_lapses_with_its_inviters_right(demo: Flask) -> None:
         "/api/auth/signup", json={"token": token_for(demo, "ok@example.org"), "password": "a-new-password"}
     )
     assert resp.status_code == 201, resp.get_json()
+
+
+def test_pages_ask_explicitly_and_show_the_buttons(demo: Flask) -> None:
+    """Pages ask "anyone at all?" (any_target) for their buttons: the owner still sees Invite and the
+    role pickers, a learner does not; the list's role picker never offers the actor himself."""
+    owner = web_client(demo, "owner@classroom.example")
+    page = owner.get("/w/classroom-demo/members").get_data(as_text=True)
+    assert 'id="open-invite"' in page
+    body = owner.get("/api/workspaces/classroom-demo/members").get_json()
+    assert body["assignable_roles"] == ["learner", "teacher", "admin", "owner"], body
+    rows = {m["email"]: m["permissions"] for m in body["items"]}
+    assert rows["teacher@classroom.example"]["roles"] and rows["teacher@classroom.example"]["remove"]
+    assert rows["owner@classroom.example"] == {**rows["owner@classroom.example"], "roles": [], "remove": False}
+    learner = web_client(demo, "learner@classroom.example")
+    assert 'id="open-invite"' not in learner.get("/w/classroom-demo/members").get_data(as_text=True)
+    picker = web_client(demo, "admin@classroom.example").get(
+        "/api/workspaces/classroom-demo/groups/evening/teachers/candidates?q="
+    )
+    assert picker.status_code == 200, picker.get_json()
+    assert "admin@classroom.example" not in {c["email"] for c in picker.get_json()["items"]}
