@@ -150,10 +150,15 @@ def create(session: Session, actor: User, data: dict[str, Any]) -> Workspace:
     if unknown:
         raise ValidationError("unknown fields", errors=[{"field": f, "message": "not allowed"} for f in unknown])
     pack = access.pack_by_id(data.get("pack"))
-    authz.require(actor.key, platform_domain(pack.id), access.action_for(pack, ("create_workspace", "edit_settings")))
+    action = access.action_for(pack, ("create_workspace", "edit_settings"))
+    authz.require(actor.key, platform_domain(pack.id), action)
     owner_id = data.get("owner_id")
     if owner_id is not None and not is_id(owner_id):
         raise ValidationError(f"owner_id must be a user id (1-{MAX_ID})", errors=[{"field": "owner_id"}])
+    if owner_id is not None:
+        # Naming the owner grants them the owner role: Casbin refuses the actor naming himself.
+        owner_grant = access.grant_facts(owner_id, pack.role_key(pack.owner_role))
+        authz.require(actor.key, platform_domain(pack.id), action, owner_grant)
     check_text(data.get("name"), "name")
     try:
         ws, revision = create_workspace(
