@@ -432,7 +432,11 @@ def test_decision_fails_closed_on_malformed_identifiers(fz: Fuzz) -> None:
     looks like a privileged real one (the owner, its workspace, the teacher's group)."""
     owner = uid("owner@classroom.example")
     subjects = ["owner@classroom.example", str(owner), f"user:{owner}"]
-    owner_check = {"workspace": "classroom-demo", "action": "change_user_roles"}
+    owner_check = {  # an action on a member names its target (issue 21: else target_required)
+        "workspace": "classroom-demo",
+        "action": "change_user_roles",
+        "resource": {"type": "member", "attributes": {"member": "learner@classroom.example", "new_role": "teacher"}},
+    }
     teacher_check = {
         "subject": "teacher@classroom.example",
         "workspace": "classroom-demo",
