@@ -312,7 +312,7 @@ def fz(app: Flask) -> Iterator[Fuzz]:
     """Demo data, a service token, and 5xx answered (not raised) so the checks see them."""
     fast_password_hashing()
     seed_demo()
-    _, secret = tokens.create_token(db.session(), "fuzz-decision-service-7f3a")
+    _, secret = tokens.create_token(db.session(), "fuzz-decision-service-7f3a", all_workspaces=True)
     db.session.commit()
     app.config["PROPAGATE_UNEXPECTED"] = False
     app.config["MIN_REVISION_WAIT_SECONDS"] = 0.01  # future min_revision values: a quick documented 503

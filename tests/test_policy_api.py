@@ -269,7 +269,7 @@ def test_apply_is_one_audited_revision_seen_by_decisions(client: FlaskClient, ed
     assert status == 201, out
     assert out == {"revision": rev + 1, "changes": 1, "documents": []}
     assert policy_store.current_revision(db.session()) == rev + 1
-    token = tokens.create_token(db.session(), "svc")[1]
+    token = tokens.create_token(db.session(), "svc", all_workspaces=True)[1]
     db.session.commit()
     check = client.post(
         "/v1/check",
@@ -376,15 +376,20 @@ def test_malformed_proposals_are_422(client: FlaskClient, editors: Editors, body
 # -- tokens ------------------------------------------------------------------------------------------
 def test_tokens_over_the_policy_api(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["admin"])
-    status, out = post(client, "/v1/policy/tokens", headers, {"name": "billing"})
-    assert status == 201 and out["token"].startswith("lat_")
+    assert post(client, "/v1/policy/tokens", headers, {"name": "billing"})[0] == 422  # no binding
+    assert post(client, "/v1/policy/tokens", headers, {"name": "b", "platform": "x", "all_workspaces": True})[0] == 422
+    status, out = post(client, "/v1/policy/tokens", headers, {"name": "billing", "workspaces": ["sim-a"]})
+    assert status == 201 and out["token"].startswith("lat_") and out["binding"] == "ws:sim-a", out
     secret = out["token"]
     listed = client.get("/v1/policy/tokens").get_json()["items"]
     assert [t["name"] for t in listed] == ["billing"] and "token" not in listed[0]
-    assert post(client, "/v1/policy/tokens", headers, {"name": "billing"})[0] == 409
-    assert post(client, "/v1/policy/tokens", headers, {"name": "bad name!"})[0] == 422
+    assert listed[0]["binding"] == "ws:sim-a" and listed[0]["migrated"] is False
+    assert post(client, "/v1/policy/tokens", headers, {"name": "billing", "all_workspaces": True})[0] == 409
+    assert post(client, "/v1/policy/tokens", headers, {"name": "bad name!", "all_workspaces": True})[0] == 422
     body = {"subject": "own1@example.com", "workspace": "sim-a", "action": "view_ai_spend"}
     assert client.post("/v1/check", json=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    elsewhere = {**body, "workspace": "service"}
+    assert client.post("/v1/check", json=elsewhere, headers={"Authorization": f"Bearer {secret}"}).status_code == 403
     resp = client.delete("/v1/policy/tokens/billing", headers=headers)
     assert resp.status_code == 200 and resp.get_json()["revoked_at"]
     assert client.post("/v1/check", json=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 401

@@ -8,9 +8,10 @@ path ids that cannot exist do not match the route (404).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from flask import json, request
+from flask import g, json, request
 from flask.blueprints import BlueprintSetupState
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -65,7 +66,7 @@ def parse_query(model: type[M]) -> M:
 def service_token(realm: str) -> Any:
     """The service token of ``Authorization: Bearer <token>`` (a ``tokens.TokenIdentity``); 401 with a
     ``WWW-Authenticate`` challenge for ``realm`` when it is missing, unknown or revoked. Its name is
-    left in the WSGI environ for the decision log."""
+    left in the WSGI environ for the decision log, the identity (with its binding) in ``g.service_token``."""
     from app.extensions import db
     from app.services import tokens
 
@@ -77,7 +78,15 @@ def service_token(realm: str) -> Any:
     if token is None:
         raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
     request.environ["learnauthz.service_token"] = token.name
+    g.service_token = token
     return token
+
+
+def bound_to(workspaces: Sequence[str], eng: Any, where: Callable[[int], str] | None = None) -> None:
+    """403 problem unless the request's service token (``g.service_token``) is bound to every workspace."""
+    from app.services import tokens
+
+    tokens.require_bound(g.service_token, workspaces, eng, where)
 
 
 class IdConverter(IntegerConverter):

@@ -531,6 +531,8 @@ def _token_out(t: ServiceToken, secret: str | None = None) -> dict[str, Any]:
         created_at=_iso(t.created_at) or "",
         revoked_at=_iso(t.revoked_at),
         last_used_at=_iso(t.last_used_at),
+        binding=t.binding,
+        migrated=bool(t.migrated),
         token=secret,
     ).model_dump(exclude_none=True)
 
@@ -570,7 +572,14 @@ def create_token() -> tuple[Response, int]:
 
     body = parse_body(TokenIn)
     try:
-        row, secret = tokens.create_token(db.session(), body.name, actor_id=_editor().id)
+        row, secret = tokens.create_token(
+            db.session(),
+            body.name,
+            actor_id=_editor().id,
+            workspaces=body.workspaces,
+            platform=body.platform,
+            all_workspaces=body.all_workspaces,
+        )
         db.session.commit()
     except Exception:
         db.session.rollback()
