@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import observability
 from app.api import api_doc
-from app.api.params import bound_to, service_token
+from app.api.params import bound_to, parse_json, service_token
 from app.errors import BadRequestError
 from app.services import authzen
 from app.services.authzen import Action, Entity, Evaluation, Invalid, Page
@@ -173,16 +173,13 @@ def _authenticate() -> None:
 
 # -- reading the wire format -------------------------------------------------------------------------
 def _body() -> dict[str, Any]:
-    """The JSON object body; 400 for another content type, an empty or malformed body, a non-object."""
+    """The JSON object body; 400 for another content type, an empty or malformed body, a repeated key, a non-object."""
     if not request.is_json:
         raise BadRequestError("send the body as application/json")
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise BadRequestError("the body is empty: send a JSON object")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:  # also nesting deeper than orjson's limit
-        raise BadRequestError(f"malformed JSON: {exc}") from None
+    data = parse_json(raw)  # 400 for malformed JSON, too deep a nesting, a repeated key
     if not isinstance(data, dict):
         raise BadRequestError("the body must be a JSON object")
     return data

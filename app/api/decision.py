@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from app import observability
 from app.api import api_doc
-from app.api.params import bound_to, json_document, parse_query, service_token, validate
+from app.api.params import bound_to, json_document, members_unique, parse_query, service_token, validate
 from app.api.schemas import (
     AssignableQuery,
     AssignableResult,
@@ -49,7 +49,7 @@ from app.models import User
 
 # Reference resolution and fact preparation live in app.services.decisions (shared with AuthZEN);
 # these names stay importable from here for existing callers.
-from app.services.decisions import NOBODY, Check, candidates, decide, resolve_users
+from app.services.decisions import NOBODY, Check, CheckAttributes, candidates, decide, resolve_users
 from app.services.decisions import domain_of as _domain
 from app.services.decisions import user_ref as _ref
 
@@ -135,11 +135,31 @@ def fast_body(decoder: msgspec.json.Decoder[B]) -> B | None:
 
 
 def fast_decode(decoder: msgspec.json.Decoder[B], body: bytes) -> B | None:
-    """body decoded by msgspec, or None when the schema must answer it."""
+    """body decoded by msgspec, or None when the schema must answer it (also when the body may repeat
+    a key: msgspec keeps the last one, :func:`app.api.params.parse_json` refuses it with a 400)."""
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
+    counted = _members(decoded) if isinstance(decoded, CheckBody) else 1 + sum(map(_members, decoded.checks))
+    if decoded.min_revision is not None:
+        counted += 1
+    return decoded if members_unique(body, counted) else None
+
+
+_ATTRIBUTES = msgspec.structs.fields(CheckAttributes)
+assert all(f.default is None for f in _ATTRIBUTES), "_members counts attributes that are not None"
+
+
+def _members(check: Check) -> int:
+    """JSON members a decoded check provably had (subject, workspace, action, and every non-default
+    resource field): a lower bound for :func:`members_unique`, never counting what may be absent."""
+    r = check.resource
+    if r is None:
+        return 3
+    present = len(_ATTRIBUTES) - msgspec.structs.astuple(r.attributes).count(None)
+    # resource, its type and id when not the default "", attributes (with its members) when any is set
+    return 4 + (r.type != "") + (r.id != "") + (present + 1 if present else 0)
 
 
 def _json_object(data: Any) -> dict[str, Any]:
