@@ -220,6 +220,18 @@ def test_inheritance_escalation_is_refused(client: FlaskClient, editors: Editors
     ]
 
 
+def test_scoped_grant_on_a_denied_seed_cell_is_refused(client: FlaskClient, editors: Editors) -> None:
+    """Issue 21, reproduction 8: seed 003 has Teacher ❌ Remove Users; a group-scoped allow used to apply."""
+    headers = as_user(client, editors.users["admin"])
+    rule = "p, 90, role:classroom:teacher, remove_users, group, -, allow"
+    rev = authz.engine.revision
+    status, out = post(client, "/v1/policy/apply", headers, {"changes": [change("add", rule)], "message": "repro 8"})
+    assert status == 422, out
+    cell = "policy test fails: classroom_test::table remove_users [teacher] in every scope, a learner member"
+    assert any(p.startswith(cell) and p.endswith("expected deny, got allow (granted)") for p in out["problems"]), out
+    assert authz.engine.revision == rev  # nothing applied
+
+
 def test_change_breaking_policy_tests_is_refused(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["editor"])
     rule = "p, 90, role:simulations:learner, view_dashboard, any, -, allow"
