@@ -117,7 +117,7 @@ def build(
         world.memberships = sum(len(a) for _, a in plan)
         world.operator = operator.id
         _, world.token = tokens.create_token(
-            session, "outage-drill", workspace=token_workspace, all_workspaces=token_workspace is None
+            session, "outage-drill", all_workspaces=True, default_workspace=token_workspace
         )
         session.commit()
         # Questions about people nobody changes (owners and members of the other packs, the operator)

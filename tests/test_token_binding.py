@@ -202,6 +202,10 @@ def test_a_token_must_name_its_binding(app: Flask, world: World) -> None:
     assert row.binding == "ws:classroom-demo ws:skills-demo" and row.workspace is None  # no default with two
     row, _ = tokens.create_token(session, "one", workspaces=["ws:classroom-demo"])
     assert row.binding == "ws:classroom-demo" and row.workspace == "classroom-demo"
+    row, _ = tokens.create_token(session, "wide", all_workspaces=True, default_workspace="skills-demo")
+    assert row.binding == "*" and row.workspace == "skills-demo"
+    with pytest.raises(ValidationError):  # a default outside the binding
+        tokens.create_token(session, "t", platform="simulations", default_workspace="skills-demo")
 
 
 def test_unreadable_bindings_bind_nothing() -> None:

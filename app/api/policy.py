@@ -417,7 +417,8 @@ def explain() -> Response:
     body = parse_body(ExplainIn)
     probe = isinstance(body.subject, str) and body.subject.startswith("role:")
     attrs = body.resource.attributes if body.resource is not None else None
-    people = attrs is not None and any(v is not None for v in (attrs.assignee, attrs.owner, attrs.member))
+    named = ("assignee", "owner", "member", "grantee")  # every attribute that names a person
+    people = attrs is not None and any(getattr(attrs, k, None) is not None for k in named)
     if (people or not probe) and not _sees_people():
         raise ForbiddenError(
             "explaining a named person's decision needs view_people (policy admins): ask about a role instead, "

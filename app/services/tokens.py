@@ -159,15 +159,17 @@ def create_token(
     workspaces: Sequence[str] = (),
     platform: str | None = None,
     all_workspaces: bool = False,
+    default_workspace: str | None = None,
 ) -> tuple[ServiceToken, str]:
     """A new token row and its secret (returned once, never stored).
 
     The token must name what it may ask about, exactly one of: workspaces (``workspace`` and/or
     ``workspaces``, slugs or ``ws:<slug>``), one pack's ``platform`` (its platform domain and every
     workspace of the pack), or ``all_workspaces`` (every workspace except the service meta-pack's).
-    A token bound to exactly one workspace decides AuthZEN requests naming none there. Raises
-    ValidationError (bad name, no binding or more than one kind), NotFoundError (no such workspace
-    or pack), ConflictError (name taken).
+    A token bound to exactly one workspace decides AuthZEN requests naming none there; another
+    binding may name that ``default_workspace`` (inside the binding). Raises ValidationError (bad
+    name, no binding or more than one kind, a default outside the binding), NotFoundError (no such
+    workspace or pack), ConflictError (name taken).
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("token name: letters, digits, '.', '_' and '-', 1-80 characters")
@@ -191,6 +193,13 @@ def create_token(
         binding = " ".join(f"ws:{s}" for s in slugs)
     if len(binding) > 2000:
         raise ValidationError("too many workspaces for one token")
+    default = slugs[0] if len(slugs) == 1 else None
+    if default_workspace is not None:
+        chosen = _slug(session, default_workspace)
+        its_pack = session.scalar(select(Workspace.pack).where(Workspace.slug == chosen))
+        if not TokenIdentity(0, name, None, *parse_binding(binding)).may_ask(f"ws:{chosen}", its_pack):
+            raise ValidationError(f"the default workspace {chosen!r} is outside the token's binding")
+        default = chosen
     if session.scalar(select(ServiceToken.id).where(ServiceToken.name == name)) is not None:
         raise ConflictError(f"a token named {name!r} already exists")
     secret = PREFIX + secrets.token_urlsafe(32)
@@ -198,7 +207,7 @@ def create_token(
         name=name,
         token_hash=hash_token(secret),
         created_by_id=actor_id,
-        workspace=slugs[0] if len(slugs) == 1 else None,
+        workspace=default,
         binding=binding,
     )
     session.add(row)
