@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
@@ -147,8 +148,7 @@ def fast_decode(decoder: msgspec.json.Decoder[B], body: bytes) -> B | None:
     return decoded if members_unique(body, counted) else None
 
 
-_ATTRIBUTES = msgspec.structs.fields(CheckAttributes)
-assert all(f.default is None for f in _ATTRIBUTES), "_members counts attributes that are not None"
+_ATTRIBUTE_DEFAULTS = tuple(f.default for f in msgspec.structs.fields(CheckAttributes))
 
 
 def _members(check: Check) -> int:
@@ -157,7 +157,7 @@ def _members(check: Check) -> int:
     r = check.resource
     if r is None:
         return 3
-    present = len(_ATTRIBUTES) - msgspec.structs.astuple(r.attributes).count(None)
+    present = sum(map(operator.ne, msgspec.structs.astuple(r.attributes), _ATTRIBUTE_DEFAULTS))
     # resource, its type and id when not the default "", attributes (with its members) when any is set
     return 4 + (r.type != "") + (r.id != "") + (present + 1 if present else 0)
 
