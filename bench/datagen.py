@@ -84,7 +84,7 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
         from app.services import tokens
 
         upgrade_database()
-        _, token = tokens.create_token(db.session(), "bench")
+        _, token = tokens.create_token(db.session(), "bench", all_workspaces=True)
         db.session.commit()
         db.session.remove()
         db.engine.dispose()

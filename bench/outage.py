@@ -116,7 +116,9 @@ def build(
         policy_store.add_changes(session, handle, changes)
         world.memberships = sum(len(a) for _, a in plan)
         world.operator = operator.id
-        _, world.token = tokens.create_token(session, "outage-drill", workspace=token_workspace)
+        _, world.token = tokens.create_token(
+            session, "outage-drill", all_workspaces=True, default_workspace=token_workspace
+        )
         session.commit()
         # Questions about people nobody changes (owners and members of the other packs, the operator)
         # and about nobody at all; targets: every simulations learner, promoted once each in a shuffled order.

@@ -46,7 +46,7 @@ def todo(app: Flask) -> str:
 @pytest.fixture
 def bare(app: Flask, todo: str) -> str:
     """A token with no default workspace."""
-    _, secret = tokens.create_token(db.session(), "bare")
+    _, secret = tokens.create_token(db.session(), "bare", all_workspaces=True)
     db.session.commit()
     return secret
 
@@ -107,7 +107,7 @@ def test_subject_may_be_a_user_id_an_email_or_an_external_id(client: FlaskClient
 
 
 def test_the_decision_api_resolves_external_ids_too(client: FlaskClient, todo: str) -> None:
-    _, secret = tokens.create_token(db.session(), "svc")
+    _, secret = tokens.create_token(db.session(), "svc", all_workspaces=True)
     db.session.commit()
     resp = client.post(
         "/v1/check",
@@ -125,10 +125,15 @@ def test_workspace_comes_from_context_then_resource_then_token(client: FlaskClie
     assert call(client, EVAL, bare, ev(RICK, "can_delete_todo", workspace=TODO))[1]["decision"] is True
     assert call(client, EVAL, todo, body)[1]["decision"] is True  # the token's default
     # context wins over the resource, which wins over the token
-    _, out = call(client, EVAL, todo, {**ev(RICK, "can_delete_todo", workspace=TODO), "context": {"workspace": "nope"}})
+    _, out = call(client, EVAL, bare, {**ev(RICK, "can_delete_todo", workspace=TODO), "context": {"workspace": "nope"}})
     assert out["decision"] is False and out["context"]["reason"] == "unknown_workspace"
-    _, out = call(client, EVAL, todo, ev(RICK, "can_delete_todo", workspace="classroom-demo"))
+    _, out = call(client, EVAL, bare, ev(RICK, "can_delete_todo", workspace="classroom-demo"))
     assert out["decision"] is False
+    # the todo token is bound to its workspace: anywhere else is a 403 problem, known workspace or not
+    nope = {**ev(RICK, "can_delete_todo", workspace=TODO), "context": {"workspace": "nope"}}
+    status, out = call(client, EVAL, todo, nope)
+    assert status == 403 and out["status"] == 403
+    assert call(client, EVAL, todo, ev(RICK, "can_delete_todo", workspace="classroom-demo"))[0] == 403
     for bad in (5, "", ["x"], {"a": 1}):
         assert call(client, EVAL, todo, {**body, "context": {"workspace": bad}})[0] == 400, bad
 
@@ -513,11 +518,11 @@ def test_seed_fixtures_are_idempotent(app: Flask) -> None:
 
 
 # -- decisions from memory (app.services.directory) ----------------------------------------------------
-def _token_known(client: FlaskClient, token: str) -> None:
-    """This process authenticates the token once (a decision API call: no subject, no catalog read)."""
+def _token_known(client: FlaskClient, token: str, workspace: str = TODO) -> None:
+    """This process authenticates the token once (a decision API call in its workspace: no subject, no catalog read)."""
     resp = client.post(
         "/v1/check",
-        json={"subject": 1, "workspace": TODO, "action": "read"},
+        json={"subject": 1, "workspace": workspace, "action": "read"},
         headers={"Authorization": f"Bearer {token}"},
     )
     assert resp.status_code == 200
@@ -551,7 +556,7 @@ def test_a_catalog_never_read_comes_from_memory(client: FlaskClient, todo: str) 
     load_fixture("authzen-cert")
     _, secret = tokens.create_token(db.session(), "cert", workspace="authzen-cert")
     db.session.commit()
-    _token_known(client, secret)
+    _token_known(client, secret, "authzen-cert")
     read = {"subject": {"type": "user", "id": "alice"}, "action": {"name": "read"}}
     listed = {**read, "resource": {"type": "record", "id": "record-1"}}
     unlisted = {**read, "resource": {"type": "record", "id": "record-9"}}

@@ -77,7 +77,7 @@ def decision_api(live: Any, action: str) -> dict[str, Any]:
         from app.extensions import db
         from app.services import tokens
 
-        _, secret = tokens.create_token(db.session(), f"workbench-{os.urandom(4).hex()}")
+        _, secret = tokens.create_token(db.session(), f"workbench-{os.urandom(4).hex()}", all_workspaces=True)
         db.session.commit()
     body = {"subject": "reviewer@simulations.example", "workspace": "simulations-demo", "action": action}
     resp = requests.post(f"{base}/v1/check", json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=10)

@@ -42,7 +42,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     env = flask_env(tmp_path_factory.mktemp("client-live") / "app.db", POLICY_SYNC="off", SECRET_KEY="client-live")
     flask_cli(env, "db-upgrade")
     flask_cli(env, "seed")
-    token = flask_cli(env, "token", "create", "client-tests").strip().splitlines()[-1]
+    bound = ("--workspace", "classroom-demo", "--workspace", "simulations-demo", "--workspace", "academy-demo")
+    token = flask_cli(env, "token", "create", "client-tests", *bound).strip().splitlines()[-1]
     with flask_server(env) as (base, log):
         yield Live(base, token)
     text = "\n".join(log)
@@ -197,6 +198,16 @@ def test_fail_closed_by_default_and_raise_when_asked(live: Live) -> None:
         assert info.value.status == 401 and info.value.problem.get("status") == 401
     with Client(live.base, live.token) as no_default:
         assert no_default.check("owner@classroom.example", "create_groups").reason == CLIENT_ERROR  # no workspace
+    # The token is bound to three workspaces: asking about a fourth is a 403 the client denies on.
+    with Client(live.base, live.token, workspace="skills-demo") as foreign:
+        d = foreign.check("owner@skills.example", "create_edit_deactivate_users_assign_roles")
+        assert not d and d.reason == CLIENT_ERROR and "403" in (d.error or "")
+        assert not foreign.evaluation("owner@skills.example", "personal_dashboard", {"type": "workspace", "id": "x"})
+        assert foreign.permissions("owner@skills.example").allowed == frozenset()
+    with Client(live.base, live.token, workspace="service", raise_errors=True) as meta:
+        with pytest.raises(LearnAuthzError) as info:
+            meta.check("policy_admin@service.example", "apply_policy_change")
+        assert info.value.status == 403 and str(info.value.problem["type"]).endswith("/token-not-bound")
     started = time.monotonic()
     with Client(f"http://127.0.0.1:{_free_port()}", live.token, workspace="classroom-demo",
                 retry=Retry(attempts=2, backoff=0.05)) as down:  # fmt: skip

@@ -115,7 +115,7 @@ def test_past_the_staleness_bound_decisions_fail_closed(app: Flask, client: Flas
     from app.extensions import authz, db
     from app.services import tokens
 
-    _, secret = tokens.create_token(db.session(), "stale")
+    _, secret = tokens.create_token(db.session(), "stale", all_workspaces=True)
     db.session.commit()
     body = {"subject": 1, "workspace": "nowhere", "action": "view_dashboard"}
     auth = {"Authorization": f"Bearer {secret}"}

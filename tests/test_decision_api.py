@@ -38,7 +38,7 @@ def add_rules(*rules: tuple[str, ...]) -> int:
 
 def make_token(name: str = "svc") -> str:
     """A committed service token's secret."""
-    _, secret = tokens.create_token(db.session(), name)
+    _, secret = tokens.create_token(db.session(), name, all_workspaces=True)
     db.session.commit()
     return secret
 

@@ -220,6 +220,18 @@ def test_inheritance_escalation_is_refused(client: FlaskClient, editors: Editors
     ]
 
 
+def test_scoped_grant_on_a_denied_seed_cell_is_refused(client: FlaskClient, editors: Editors) -> None:
+    """Issue 21, reproduction 8: seed 003 has Teacher ❌ Remove Users; a group-scoped allow used to apply."""
+    headers = as_user(client, editors.users["admin"])
+    rule = "p, 90, role:classroom:teacher, remove_users, group, -, allow"
+    rev = authz.engine.revision
+    status, out = post(client, "/v1/policy/apply", headers, {"changes": [change("add", rule)], "message": "repro 8"})
+    assert status == 422, out
+    cell = "policy test fails: classroom_test::table remove_users [teacher] in every scope, a learner member"
+    assert any(p.startswith(cell) and p.endswith("expected deny, got allow (granted)") for p in out["problems"]), out
+    assert authz.engine.revision == rev  # nothing applied
+
+
 def test_change_breaking_policy_tests_is_refused(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["editor"])
     rule = "p, 90, role:simulations:learner, view_dashboard, any, -, allow"
@@ -269,7 +281,7 @@ def test_apply_is_one_audited_revision_seen_by_decisions(client: FlaskClient, ed
     assert status == 201, out
     assert out == {"revision": rev + 1, "changes": 1, "documents": []}
     assert policy_store.current_revision(db.session()) == rev + 1
-    token = tokens.create_token(db.session(), "svc")[1]
+    token = tokens.create_token(db.session(), "svc", all_workspaces=True)[1]
     db.session.commit()
     check = client.post(
         "/v1/check",
@@ -376,15 +388,20 @@ def test_malformed_proposals_are_422(client: FlaskClient, editors: Editors, body
 # -- tokens ------------------------------------------------------------------------------------------
 def test_tokens_over_the_policy_api(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["admin"])
-    status, out = post(client, "/v1/policy/tokens", headers, {"name": "billing"})
-    assert status == 201 and out["token"].startswith("lat_")
+    assert post(client, "/v1/policy/tokens", headers, {"name": "billing"})[0] == 422  # no binding
+    assert post(client, "/v1/policy/tokens", headers, {"name": "b", "platform": "x", "all_workspaces": True})[0] == 422
+    status, out = post(client, "/v1/policy/tokens", headers, {"name": "billing", "workspaces": ["sim-a"]})
+    assert status == 201 and out["token"].startswith("lat_") and out["binding"] == "ws:sim-a", out
     secret = out["token"]
     listed = client.get("/v1/policy/tokens").get_json()["items"]
     assert [t["name"] for t in listed] == ["billing"] and "token" not in listed[0]
-    assert post(client, "/v1/policy/tokens", headers, {"name": "billing"})[0] == 409
-    assert post(client, "/v1/policy/tokens", headers, {"name": "bad name!"})[0] == 422
+    assert listed[0]["binding"] == "ws:sim-a" and listed[0]["migrated"] is False
+    assert post(client, "/v1/policy/tokens", headers, {"name": "billing", "all_workspaces": True})[0] == 409
+    assert post(client, "/v1/policy/tokens", headers, {"name": "bad name!", "all_workspaces": True})[0] == 422
     body = {"subject": "own1@example.com", "workspace": "sim-a", "action": "view_ai_spend"}
     assert client.post("/v1/check", json=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    elsewhere = {**body, "workspace": "service"}
+    assert client.post("/v1/check", json=elsewhere, headers={"Authorization": f"Bearer {secret}"}).status_code == 403
     resp = client.delete("/v1/policy/tokens/billing", headers=headers)
     assert resp.status_code == 200 and resp.get_json()["revoked_at"]
     assert client.post("/v1/check", json=body, headers={"Authorization": f"Bearer {secret}"}).status_code == 401

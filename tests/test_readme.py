@@ -51,3 +51,4 @@ def test_readme_tour_runs(server: tuple[str, dict[str, str]]) -> None:
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert '"allowed"' in proc.stdout and "paths" in proc.stdout
+    assert proc.stdout.count("token-not-bound") == 2 and proc.stdout.count(" 403\n") == 2  # outside the bindings

@@ -29,7 +29,7 @@ REDIS_URL = "redis://127.0.0.1:6379"
 
 def service_token(name: str = "svc") -> str:
     """A committed service token's secret."""
-    _, secret = tokens.create_token(db.session(), name)
+    _, secret = tokens.create_token(db.session(), name, all_workspaces=True)
     db.session.commit()
     return secret
 

@@ -56,7 +56,7 @@ def _world(url: str) -> dict[str, Any]:
         owner, learner = create_user("owner@serve.example"), create_user("learner@serve.example")
         add_member(ws, owner, "owner")
         add_member(ws, learner, "learner")
-        _, secret = tokens.create_token(db.session(), "serve-test")
+        _, secret = tokens.create_token(db.session(), "serve-test", all_workspaces=True)
         db.session.commit()
         out = {"owner": owner.id, "learner": learner.id, "ws_id": ws.id, "token": secret}
         db.session.remove()

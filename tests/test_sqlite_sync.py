@@ -49,7 +49,7 @@ def test_a_cli_write_reaches_the_running_sqlite_server(tmp_path: Path) -> None:
     env = flask_env(tmp_path / "app.db", POLICY_POLL_SECONDS="0.2")
     flask_cli(env, "db-upgrade")
     flask_cli(env, "seed")
-    token = flask_cli(env, "token", "create", "sync-test").strip().splitlines()[-1]
+    token = flask_cli(env, "token", "create", "sync-test", "--all-workspaces").strip().splitlines()[-1]
     with flask_server(env) as (base, log):
         before = _check(base, token)
         assert before["allowed"] is False, before

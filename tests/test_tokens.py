@@ -12,7 +12,7 @@ from app.services import tokens
 
 
 def test_token_is_stored_hashed_and_authenticates(app: Flask) -> None:
-    row, secret = tokens.create_token(db.session(), "svc")
+    row, secret = tokens.create_token(db.session(), "svc", all_workspaces=True)
     db.session.commit()
     assert secret.startswith("lat_") and len(secret) > 40
     stored = db.session.get(ServiceToken, row.id)
@@ -27,23 +27,23 @@ def test_token_is_stored_hashed_and_authenticates(app: Flask) -> None:
 
 
 def test_token_errors(app: Flask) -> None:
-    tokens.create_token(db.session(), "svc")
+    tokens.create_token(db.session(), "svc", all_workspaces=True)
     db.session.commit()
     with pytest.raises(ConflictError):
-        tokens.create_token(db.session(), "svc")
+        tokens.create_token(db.session(), "svc", all_workspaces=True)
     with pytest.raises(ValidationError):
-        tokens.create_token(db.session(), "bad name")
+        tokens.create_token(db.session(), "bad name", all_workspaces=True)
     with pytest.raises(NotFoundError):
         tokens.revoke_token(db.session(), "nope")
 
 
 def test_token_cli(app: Flask) -> None:
     runner = app.test_cli_runner()
-    result = runner.invoke(args=["token", "create", "billing"])
+    result = runner.invoke(args=["token", "create", "billing", "--all-workspaces"])
     assert result.exit_code == 0, result.output
     secret = result.output.strip()
     assert secret.startswith("lat_") and tokens.authenticate(db.session(), secret) is not None
-    result = runner.invoke(args=["token", "create", "billing"])
+    result = runner.invoke(args=["token", "create", "billing", "--all-workspaces"])
     assert result.exit_code != 0 and "already exists" in result.output
     result = runner.invoke(args=["token", "list"])
     assert "billing\tactive" in result.output and secret not in result.output

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import observability
 from app.api import api_doc
-from app.api.params import service_token
+from app.api.params import bound_to, parse_json, service_token
 from app.errors import BadRequestError
 from app.services import authzen
 from app.services.authzen import Action, Entity, Evaluation, Invalid, Page
@@ -173,16 +173,13 @@ def _authenticate() -> None:
 
 # -- reading the wire format -------------------------------------------------------------------------
 def _body() -> dict[str, Any]:
-    """The JSON object body; 400 for another content type, an empty or malformed body, a non-object."""
+    """The JSON object body; 400 for another content type, an empty or malformed body, a repeated key, a non-object."""
     if not request.is_json:
         raise BadRequestError("send the body as application/json")
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise BadRequestError("the body is empty: send a JSON object")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:  # also nesting deeper than orjson's limit
-        raise BadRequestError(f"malformed JSON: {exc}") from None
+    data = parse_json(raw)  # 400 for malformed JSON, too deep a nesting, a repeated key
     if not isinstance(data, dict):
         raise BadRequestError("the body must be a JSON object")
     return data
@@ -273,14 +270,16 @@ def _record(results: list[dict[str, Any]], endpoint: str, started: float) -> Non
     body=AzEvaluationRequest,
     response=AzDecision,
     auth="token",
-    errors=(400, 401, 503),
+    errors=(400, 401, 403, 503),
 )
 def evaluation() -> Response:
     """One decision; ``context.reason`` says why (``granted``, ``not_owner``, ``unknown_subject``, ...)."""
     ev = _evaluation(_body())
     started = time.perf_counter()
     workspace = authzen.workspace_of(ev, ev.context, _default_workspace())  # 400 before deciding
-    result = authzen.evaluate([ev], _engine(), workspace)[0]
+    eng = _engine()
+    bound_to([workspace], eng)
+    result = authzen.evaluate([ev], eng, workspace)[0]
     _record([result], "authzen_evaluation", started)
     return _json(result)
 
@@ -296,6 +295,21 @@ def _merged(item: Any, defaults: Mapping[str, Any]) -> Evaluation | Invalid:
         return Invalid(exc.detail)
 
 
+def _bound_items(parsed: list[Evaluation | Invalid], eng: Any) -> None:
+    """403 problem if any readable item is placed outside the token's binding (the whole request: no
+    item is decided, whatever the semantic), naming its index; unplaceable items stay per-item errors."""
+    at: list[int] = []
+    workspaces: list[str] = []
+    for i, it in enumerate(parsed):
+        if isinstance(it, Evaluation):
+            try:
+                workspaces.append(authzen.workspace_of(it, it.context, _default_workspace()))
+            except BadRequestError:
+                continue
+            at.append(i)
+    bound_to(workspaces, eng, lambda j: f"evaluations[{at[j]}]")
+
+
 @bp.post("/access/v1/evaluations")
 @api_doc(
     "AuthZEN Access Evaluations: many decisions, defaults merged into each item, with evaluation semantics.",
@@ -303,7 +317,7 @@ def _merged(item: Any, defaults: Mapping[str, Any]) -> Evaluation | Invalid:
     body=AzEvaluationsRequest,
     response=AzEvaluationsResponse,
     auth="token",
-    errors=(400, 401, 503),
+    errors=(400, 401, 403, 503),
 )
 def evaluations() -> Response:
     """Decisions in request order; ``options.evaluations_semantic`` may stop at the first deny or permit."""
@@ -328,12 +342,14 @@ def evaluations() -> Response:
             defaults[key] = data[key]
     started = time.perf_counter()
     parsed = [_merged(it, defaults) for it in items]
-    results = authzen.evaluate(parsed, _engine(), _default_workspace(), semantic)
+    eng = _engine()
+    _bound_items(parsed, eng)
+    results = authzen.evaluate(parsed, eng, _default_workspace(), semantic)
     _record(results, "authzen_evaluations", started)
     return _json({"evaluations": results})
 
 
-_SEARCH_ERRORS = (400, 401, 503)
+_SEARCH_ERRORS = (400, 401, 403, 503)
 
 
 @bp.post("/access/v1/search/subject")
@@ -355,7 +371,9 @@ def search_subject() -> Response:
         _opt_obj(data.get("context"), "context"),
     )
     page = _page(data)
-    out = authzen.search_subjects(data, ev, _engine(), _default_workspace(), page)
+    eng = _engine()
+    bound_to([authzen.workspace_of(ev, ev.context, _default_workspace())], eng)
+    out = authzen.search_subjects(data, ev, eng, _default_workspace(), page)
     return _json(out.as_json())
 
 
@@ -378,7 +396,9 @@ def search_resource() -> Response:
         _opt_obj(data.get("context"), "context"),
     )
     page = _page(data)
-    out = authzen.search_resources(data, ev, _engine(), _default_workspace(), page)
+    eng = _engine()
+    bound_to([authzen.workspace_of(ev, ev.context, _default_workspace())], eng)
+    out = authzen.search_resources(data, ev, eng, _default_workspace(), page)
     return _json(out.as_json())
 
 
@@ -398,7 +418,9 @@ def search_action() -> Response:
     resource = _entity(data.get("resource"), "resource")
     context = _opt_obj(data.get("context"), "context")
     page = _page(data)
-    out = authzen.search_actions(data, subject, resource, context, _engine(), _default_workspace(), page)
+    eng = _engine()
+    bound_to([authzen.workspace_of(resource, context, _default_workspace())], eng)
+    out = authzen.search_actions(data, subject, resource, context, eng, _default_workspace(), page)
     return _json(out.as_json())
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import operator
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
@@ -23,7 +24,7 @@ from sqlalchemy import select
 
 from app import observability
 from app.api import api_doc
-from app.api.params import json_document, parse_query, service_token, validate
+from app.api.params import bound_to, json_document, members_unique, parse_query, service_token, validate
 from app.api.schemas import (
     AssignableQuery,
     AssignableResult,
@@ -49,7 +50,7 @@ from app.models import User
 
 # Reference resolution and fact preparation live in app.services.decisions (shared with AuthZEN);
 # these names stay importable from here for existing callers.
-from app.services.decisions import NOBODY, Check, candidates, decide, resolve_users
+from app.services.decisions import NOBODY, Check, CheckAttributes, candidates, decide, resolve_users
 from app.services.decisions import domain_of as _domain
 from app.services.decisions import user_ref as _ref
 
@@ -135,11 +136,30 @@ def fast_body(decoder: msgspec.json.Decoder[B]) -> B | None:
 
 
 def fast_decode(decoder: msgspec.json.Decoder[B], body: bytes) -> B | None:
-    """body decoded by msgspec, or None when the schema must answer it."""
+    """body decoded by msgspec, or None when the schema must answer it (also when the body may repeat
+    a key: msgspec keeps the last one, :func:`app.api.params.parse_json` refuses it with a 400)."""
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
+    counted = _members(decoded) if isinstance(decoded, CheckBody) else 1 + sum(map(_members, decoded.checks))
+    if decoded.min_revision is not None:
+        counted += 1
+    return decoded if members_unique(body, counted) else None
+
+
+_ATTRIBUTE_DEFAULTS = tuple(f.default for f in msgspec.structs.fields(CheckAttributes))
+
+
+def _members(check: Check) -> int:
+    """JSON members a decoded check provably had (subject, workspace, action, and every non-default
+    resource field): a lower bound for :func:`members_unique`, never counting what may be absent."""
+    r = check.resource
+    if r is None:
+        return 3
+    present = sum(map(operator.ne, msgspec.structs.astuple(r.attributes), _ATTRIBUTE_DEFAULTS))
+    # resource, its type and id when not the default "", attributes (with its members) when any is set
+    return 4 + (r.type != "") + (r.id != "") + (present + 1 if present else 0)
 
 
 def _json_object(data: Any) -> dict[str, Any]:
@@ -224,13 +244,14 @@ def _explain_flag_fast() -> bool:
     query=ExplainQuery,
     response=CheckResult,
     auth="token",
-    errors=(401, 415, 422, 503),
+    errors=(401, 403, 415, 422, 503),
 )
 def check() -> Response:
     """Decide one request; ``?explain=true`` adds the matched rule and the role path."""
     explain = _explain_flag_fast()
     item, min_revision = parse_check()
     eng = engine_at(_freshest(min_revision, _query_min_revision()))
+    bound_to([item.workspace], eng)
     started = time.perf_counter()
     decision = decide([item], eng, explain)[0]
     _record("check", [item], [decision], time.perf_counter() - started)
@@ -245,13 +266,14 @@ def check() -> Response:
     query=ExplainQuery,
     response=BatchResult,
     auth="token",
-    errors=(401, 413, 415, 422, 503),
+    errors=(401, 403, 413, 415, 422, 503),
 )
 def check_batch() -> Response:
     """Decide many requests in order; over BATCH_MAX_CHECKS is a 413 problem."""
     explain = _explain_flag_fast()
     items, min_revision = parse_batch(int(current_app.config["BATCH_MAX_CHECKS"]))
     eng = engine_at(_freshest(min_revision, _query_min_revision()))
+    bound_to([it.workspace for it in items], eng, lambda i: f"checks[{i}].workspace")  # one foreign item: 403
     started = time.perf_counter()
     decisions = decide(items, eng, explain)
     _record("batch", items, decisions, time.perf_counter() - started)
@@ -265,12 +287,13 @@ def check_batch() -> Response:
     query=PermissionsQuery,
     response=PermissionsResult,
     auth="token",
-    errors=(401, 422, 503),
+    errors=(401, 403, 422, 503),
 )
 def permissions() -> Response:
     """Every action of the workspace's pack, decided for the subject on no particular resource."""
     q = parse_query(PermissionsQuery)
     eng = engine_at(q.min_revision)
+    bound_to([q.workspace], eng)
     domain = _domain(q.workspace)
     pack = eng.pack_of(domain)
     users = resolve_users([q.subject], eng, domain)
@@ -305,12 +328,13 @@ def permissions() -> Response:
     query=AssignableQuery,
     response=AssignableResult,
     auth="token",
-    errors=(401, 422, 503),
+    errors=(401, 403, 422, 503),
 )
 def assignable_roles() -> Response:
     """Role ids of the workspace's pack the actor may grant, per the rank rules and grant exceptions."""
     q = parse_query(AssignableQuery)
     eng = engine_at(q.min_revision)
+    bound_to([q.workspace], eng)
     domain = _domain(q.workspace)
     users = resolve_users([q.actor] + ([q.target] if q.target else []), eng, domain)
     aref = _ref(q.actor)
@@ -361,7 +385,7 @@ def _decode_cursor(cursor: str) -> int:
     query=WhoCanQuery,
     response=WhoCanResult,
     auth="token",
-    errors=(401, 422, 503),
+    errors=(401, 403, 422, 503),
 )
 def who_can() -> Response:
     """Members and platform role holders allowed the action (on no particular resource), a page at a time.
@@ -371,6 +395,7 @@ def who_can() -> Response:
     """
     q = parse_query(WhoCanQuery)
     eng = engine_at(q.min_revision)
+    bound_to([q.workspace], eng)
     domain = _domain(q.workspace)
     after = _decode_cursor(q.cursor) if q.cursor else 0
     pool = [c for c in candidates(eng, domain) if c[0] > after]

@@ -2,7 +2,8 @@
 
 A plain ``POST /v1/check`` or ``POST /v1/check/batch`` (JSON, a known service token, a body the
 msgspec structs accept, no query string, no ``min_revision`` above the engine's) is decided here:
-the same token check, the same :func:`app.services.decisions.decide`, the same JSON, the same
+the same token check and binding check (a workspace outside the token's binding goes to the view,
+which answers the 403 problem), the same :func:`app.services.decisions.decide`, the same JSON, the same
 headers (security headers, ``X-Request-ID``) and metrics as the Flask view — without Flask's
 request context, URL routing and request/response hooks, which cost ~10 times the decision
 itself (measured in-process: ~560 µs a request through Flask at W = 1,000, most of it hooks,
@@ -112,7 +113,8 @@ class DecisionFastPath:
         if config.get("DECISION_RATE_LIMIT") or float(config.get("DECISION_LOG_SAMPLE") or 0) > 0:
             return None
         scheme, _, secret = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or tokens.cached_identity(app, secret.strip()) is None:
+        token = tokens.cached_identity(app, secret.strip()) if scheme.lower() == "bearer" else None
+        if token is None:
             return None
         serving = self._runtime.serving(app)
         if serving is None:
@@ -131,6 +133,8 @@ class DecisionFastPath:
             items, min_revision = list(many.checks), many.min_revision
         if min_revision and min_revision > eng.revision:
             return None  # the view waits for it (or refuses a revision past the head)
+        if tokens.first_outside(token, [it.workspace for it in items], eng) is not None:
+            return None  # outside the token's binding: the view's 403 problem
         t = time.perf_counter()
         decisions = decide(items, eng, False, users)
         seconds = time.perf_counter() - t

@@ -8,9 +8,12 @@ path ids that cannot exist do not match the route (404).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from flask import json, request
+import orjson
+from flask import g, request
 from flask.blueprints import BlueprintSetupState
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -30,15 +33,79 @@ def pydantic_errors(exc: PydanticValidationError) -> list[dict[str, Any]]:
     return out
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def parse_json(raw: bytes) -> Any:
+    """The one JSON parser of every request body, which must be I-JSON (RFC 7493): BadRequestError
+    (400) if malformed, not UTF-8, nested too deeply, holding a lone surrogate or NaN, or if any
+    object repeats a key. Parsers disagree on duplicates (msgspec and orjson keep the last, others
+    the first), so a PEP and this service could read two different requests: refuse them."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from None
+    if not members_unique(raw, _members(doc)):
+        try:
+            json.loads(raw, object_pairs_hook=_unique_pairs)  # the exact test, to name the key
+        except _DuplicateKey as exc:
+            raise BadRequestError(
+                f"duplicate key {exc.key!r} in a JSON object: send each key once",
+                errors=[{"loc": [], "message": f"duplicate key {exc.key!r}", "type": "duplicate_key"}],
+            ) from None
+        except RecursionError:
+            raise BadRequestError("malformed JSON: nested too deeply") from None
+    return doc
+
+
+def _members(doc: Any) -> int:
+    """Members of every object in a parsed document (without recursion: documents may be deep)."""
+    n = 0
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            n += len(x)
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return n
+
+
+def members_unique(raw: bytes, counted: int) -> bool:
+    """True when ``raw`` certainly has no duplicate key, given ``counted``: how many members its decoded
+    value provably holds (a lower bound: every member the decoder filled from a non-default value).
+
+    For the decision fast path, where msgspec keeps the last of two equal keys: ``counted`` ≤ distinct
+    keys ≤ members ≤ colons outside strings ≤ colons in ``raw``, so equal ends mean no duplicate. A
+    body with colons inside strings (``user:42``) and no backslash has its outside colons counted
+    exactly (every ``"`` then delimits a string). False means "not certain": parse_json decides."""
+    if raw.count(b":") == counted:
+        return True
+    if b"\\" in raw:
+        return False
+    return b"".join(raw.split(b'"')[::2]).count(b":") == counted
+
+
 def json_payload() -> Any:
-    """The request body parsed as JSON; 415 if not JSON, 400 if malformed."""
+    """The request body parsed as JSON (:func:`parse_json`); 415 if not JSON, 400 if malformed."""
     if not request.is_json:
         raise UnsupportedMediaTypeError("send the body as application/json")
-    raw = request.get_data(cache=True)
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequestError(f"malformed JSON: {exc}") from exc
+    return parse_json(request.get_data(cache=True))
 
 
 def validate(model: type[M], data: Any) -> M:
@@ -65,7 +132,7 @@ def parse_query(model: type[M]) -> M:
 def service_token(realm: str) -> Any:
     """The service token of ``Authorization: Bearer <token>`` (a ``tokens.TokenIdentity``); 401 with a
     ``WWW-Authenticate`` challenge for ``realm`` when it is missing, unknown or revoked. Its name is
-    left in the WSGI environ for the decision log."""
+    left in the WSGI environ for the decision log, the identity (with its binding) in ``g.service_token``."""
     from app.extensions import db
     from app.services import tokens
 
@@ -77,7 +144,15 @@ def service_token(realm: str) -> Any:
     if token is None:
         raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
     request.environ["learnauthz.service_token"] = token.name
+    g.service_token = token
     return token
+
+
+def bound_to(workspaces: Sequence[str], eng: Any, where: Callable[[int], str] | None = None) -> None:
+    """403 problem unless the request's service token (``g.service_token``) is bound to every workspace."""
+    from app.services import tokens
+
+    tokens.require_bound(g.service_token, workspaces, eng, where)
 
 
 class IdConverter(IntegerConverter):
@@ -103,11 +178,8 @@ def register_converters(state: BlueprintSetupState) -> None:
 
 
 def json_document() -> Any:
-    """The JSON body: 415 if not JSON, 400 if malformed or nested too deeply for the parser."""
-    try:
-        return json_payload()
-    except RecursionError:
-        raise BadRequestError("malformed JSON: nested too deeply") from None
+    """The JSON body: 415 if not JSON, 400 if malformed, nested too deeply or repeating a key."""
+    return json_payload()
 
 
 def json_object() -> dict[str, Any]:

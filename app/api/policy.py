@@ -42,14 +42,20 @@ from app.api.schemas import (
     TokensResult,
     ValidationResult,
 )
+from app.authz import Decision, Reason
 from app.authz.packs import rule_pack
-from app.errors import NotFoundError
+from app.errors import ForbiddenError, NotFoundError
 from app.models import PolicyRevision, ServiceToken, User
 from app.services import policy_edits, policy_store
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_ID = 2**31 - 1  # ids are INTEGER columns: larger ones name nothing (and PostgreSQL refuses to compare them)
+# Revisions of the policy itself: who changed a rule is part of the audit trail every viewer reads.
+# Every other revision (memberships, groups, workspaces, users, tokens) is about people: its actor,
+# message and the user keys of its rules are shown only with view_people.
+POLICY_KINDS = frozenset({"policy-edit", "policy-rollback", "import"})
+HIDDEN = "(hidden: needs view_people)"
 META_ACTIONS = (
     "read_policy",
     "read_policy_audit",
@@ -57,6 +63,7 @@ META_ACTIONS = (
     "apply_policy_change",
     "rollback_policy",
     "manage_service_tokens",
+    "view_people",
 )
 
 
@@ -97,6 +104,13 @@ def _editor() -> User:
     from app.api.auth import actor
 
     return actor()
+
+
+def _sees_people() -> bool:
+    """The signed-in editor may see people in the policy tools (``view_people``: policy admins)."""
+    from app.extensions import authz
+
+    return authz.check(_editor().key, policy_domain(), "view_people").allowed
 
 
 def _model_text() -> str:
@@ -226,13 +240,14 @@ def revisions() -> Response:
     if q.before and q.before <= MAX_ID:
         stmt = stmt.where(PolicyRevision.id < q.before)
     rows = list(db.session.scalars(stmt))
-    emails = _emails({r.actor_id for r in rows if r.actor_id is not None})
+    people = _sees_people()
+    emails = _emails({r.actor_id for r in rows if r.actor_id is not None and (people or r.kind in POLICY_KINDS)})
     items = [
         {
             "id": r.id,
             "kind": r.kind,
-            "message": r.message,
-            "actor_id": r.actor_id,
+            "message": r.message if people or r.kind in POLICY_KINDS else HIDDEN,
+            "actor_id": r.actor_id if people or r.kind in POLICY_KINDS else None,
             "actor": emails.get(r.actor_id) if r.actor_id is not None else None,
             "created_at": _iso(r.created_at),
             "changes": len(r.changes or []),
@@ -252,15 +267,21 @@ def revision(number: int) -> Response:
     row = db.session.get(PolicyRevision, number) if number <= MAX_ID else None
     if row is None:
         raise NotFoundError(f"no revision {number}")
+    shown = _sees_people() or row.kind in POLICY_KINDS
+
+    def rule_of(rule: list[str]) -> list[str]:
+        return rule if shown else [HIDDEN if v.startswith("user:") else v for v in rule]
+
     return jsonify(
         {
             "id": row.id,
             "kind": row.kind,
-            "message": row.message,
-            "actor_id": row.actor_id,
+            "message": row.message if shown else HIDDEN,
+            "actor_id": row.actor_id if shown else None,
             "created_at": _iso(row.created_at),
             "changes": [
-                {"op": op, "rule": rule, "pack": rule_pack(tuple(rule)) or None} for op, rule in row.changes or []
+                {"op": op, "rule": rule_of(rule), "pack": rule_pack(tuple(rule)) or None}
+                for op, rule in row.changes or []
             ],
         }
     )
@@ -329,14 +350,16 @@ def _emails(user_ids: set[int]) -> dict[int, str]:
 
 
 def _preview_payload(p: policy_edits.Preview) -> dict[str, Any]:
-    """A preview as JSON: flips with a sample of the people affected (emails), impact per action."""
+    """A preview as JSON: flips with how many people and workspaces they affect, impact per action;
+    a sample of the people (emails) only for those who may see people (``view_people``)."""
     d = p.draft
-    ids = {int(k[5:]) for f in p.flips for k in f.sample if k[5:].isdigit()}
+    people = _sees_people()
+    ids = {int(k[5:]) for f in p.flips for k in f.sample if k[5:].isdigit()} if people else set()
     emails = _emails(ids)
     flips = []
     for f in p.flips:
         out = dict(f.__dict__)
-        out["sample"] = [emails.get(int(k[5:]), k) if k[5:].isdigit() else k for k in f.sample]
+        out["sample"] = [emails.get(int(k[5:]), k) if k[5:].isdigit() else k for k in f.sample] if people else []
         flips.append(out)
     return {
         "valid": d.valid,
@@ -392,16 +415,50 @@ def explain() -> Response:
     from app.services import decisions
 
     body = parse_body(ExplainIn)
+    probe = isinstance(body.subject, str) and body.subject.startswith("role:")
+    attrs = body.resource.attributes if body.resource is not None else None
+    named = ("assignee", "owner", "member", "grantee")  # every attribute that names a person
+    people = attrs is not None and any(getattr(attrs, k, None) is not None for k in named)
+    if (people or not probe) and not _sees_people():
+        raise ForbiddenError(
+            "explaining a named person's decision needs view_people (policy admins): ask about a role instead, "
+            "subject role:<pack>:<role>, with no person in the resource",
+            reason="view_people",
+        )
     live = authz.engine
     eng = live
     problems: list[str] = []
+    domain = decisions.domain_of(body.workspace)
+    packs = live.packset
     if body.changes:
         d = _draft_of(body.changes)
         if d.after is None:
             raise ValidationError("the draft does not load", problems=d.problems, revision=d.revision)
         problems = [p for p in d.problems if p != "the change changes nothing"]
-        eng = policy_edits.draft_engine(d.after, live, decisions.domain_of(body.workspace))
-    decision = decisions.decide([body], eng, explain=True)[0]
+        packs = d.after
+        eng = policy_edits.draft_engine(d.after, live, domain)
+    if probe:  # a role, decided for a principal holding only it: no person's facts involved
+        role_eng = policy_edits.role_engine(packs, live, domain, str(body.subject))
+        if role_eng is None:
+            raise ValidationError(
+                f"{body.subject!s:.80} is not a role of the workspace's pack",
+                errors=[{"loc": ["subject"], "message": "a role of the workspace's pack", "type": "value_error"}],
+            )
+        directory = authz.directory
+        role = body.subject
+
+        def person_of(value: object) -> str | None:
+            if value == role:
+                return policy_edits.PROBE
+            return directory.lookup(value) if directory is not None else None
+
+        prep = decisions.prepare(body, person_of, role_eng)
+        if prep.request is None:
+            decision = Decision(False, prep.early or Reason.INVALID_REQUEST.value, live.revision)
+        else:
+            decision = role_eng.explain(prep.request)
+    else:
+        decision = decisions.decide([body], eng, explain=True)[0]
     out = decision.as_dict(explain=True)
     out.update({"draft": bool(body.changes), "problems": problems})
     return jsonify(out)
@@ -531,6 +588,8 @@ def _token_out(t: ServiceToken, secret: str | None = None) -> dict[str, Any]:
         created_at=_iso(t.created_at) or "",
         revoked_at=_iso(t.revoked_at),
         last_used_at=_iso(t.last_used_at),
+        binding=t.binding,
+        migrated=bool(t.migrated),
         token=secret,
     ).model_dump(exclude_none=True)
 
@@ -570,7 +629,14 @@ def create_token() -> tuple[Response, int]:
 
     body = parse_body(TokenIn)
     try:
-        row, secret = tokens.create_token(db.session(), body.name, actor_id=_editor().id)
+        row, secret = tokens.create_token(
+            db.session(),
+            body.name,
+            actor_id=_editor().id,
+            workspaces=body.workspaces,
+            platform=body.platform,
+            all_workspaces=body.all_workspaces,
+        )
         db.session.commit()
     except Exception:
         db.session.rollback()

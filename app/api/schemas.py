@@ -400,15 +400,21 @@ class TokenIn(RequestModel):
     """A new service token."""
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
+    # What the token may ask about: exactly one of the three (else 422).
+    workspaces: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=67)]], Field(max_length=100)] = []
+    platform: Annotated[StrictStr, Field(min_length=1, max_length=49)] | None = None
+    all_workspaces: StrictBool = False
 
 
 class TokenOut(BaseModel):
-    """A service token (the secret only on creation)."""
+    """A service token (the secret only on creation); ``binding`` says what it may ask about."""
 
     name: str
     created_at: str
     revoked_at: str | None
     last_used_at: str | None
+    binding: str
+    migrated: bool
     token: str | None = None
 
 

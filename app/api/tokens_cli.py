@@ -12,14 +12,33 @@ token_cli = AppGroup("token", help="Service tokens for the decision API.")
 
 @token_cli.command("create")
 @click.argument("name")
-@click.option("--workspace", default=None, metavar="SLUG", help="default workspace of AuthZEN requests naming none")
-def token_create(name: str, workspace: str | None) -> None:
-    """Create token NAME and print its secret (shown once; only its SHA-256 is stored)."""
+@click.option(
+    "--workspace",
+    "workspaces",
+    multiple=True,
+    metavar="SLUG",
+    help="a workspace the token may ask about (repeatable); with one, AuthZEN requests naming none decide there",
+)
+@click.option(
+    "--platform", default=None, metavar="PACK", help="the pack's platform domain and every workspace of the pack"
+)
+@click.option(
+    "--all-workspaces", is_flag=True, help="every workspace and platform domain except the service meta-pack's"
+)
+def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, all_workspaces: bool) -> None:
+    """Create token NAME bound to what it may ask about, and print its secret (shown once; only its SHA-256 is stored).
+
+    Exactly one of --workspace (repeatable), --platform or --all-workspaces: a token asking about
+    anything else gets a 403 problem. Only a token naming the service meta-pack (--workspace service,
+    --platform service) reaches it.
+    """
     from app.extensions import db
     from app.services import tokens
 
     try:
-        _, secret = tokens.create_token(db.session(), name, workspace=workspace)
+        _, secret = tokens.create_token(
+            db.session(), name, workspaces=workspaces, platform=platform, all_workspaces=all_workspaces
+        )
         db.session.commit()
     except AppError as exc:
         db.session.rollback()
@@ -45,7 +64,7 @@ def token_revoke(name: str) -> None:
 
 @token_cli.command("list")
 def token_list() -> None:
-    """List tokens: name, created, last used, revoked (never the secret)."""
+    """List tokens: name, state, created, last used, binding (never the secret); migrated tokens are flagged."""
     from app.extensions import db
     from app.services import tokens
 
@@ -55,5 +74,8 @@ def token_list() -> None:
     for t in rows:
         state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        where = f"\tworkspace {t.workspace}" if t.workspace else ""
-        click.echo(f"{t.name}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}{where}")
+        where = f"\tdefault workspace {t.workspace}" if t.workspace else ""
+        bound = tokens.describe_binding(t)
+        click.echo(
+            f"{t.name}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}\tbound to {bound}{where}"
+        )

@@ -25,11 +25,16 @@ File shape::
          expect: allow|deny, reason: outside_group}
 
 In resources, a value naming a principal becomes its user key; ``$subject`` is the subject.
+
+Every ``N`` cell of the table is also asked in every situation (:func:`_situations`): the facts
+of synthetic people ``user:situation-<role>`` (one per role the columns hold) and of every column
+principal managing ``group:situation`` and ``team:situation`` are added to the suite, so a grant of
+any scope on a ❌ cell makes one of those cases fail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +124,19 @@ def load_suite(path: Path) -> PolicySuite:
     if table:
         ws = table["workspace"]
         columns = table["columns"]
+        # Every situation of a denied cell: a member of each role the columns hold in the table's
+        # workspace, in a group and a team every column principal manages (facts added here).
+        held = {((principals.get(c) or {}).get("roles") or {}).get(ws) for c in columns} - {None}
+        roles = sorted(str(r) for r in held)
+        targets = {role: _user(f"{SITUATION}-{role}") for role in roles}
+        new_roles = [f"role:{pack_of[ws]}:{role}" for role in roles]
+        for role, target in targets.items():
+            suite.facts.append(("g", target, f"role:{pack_of[ws]}:{role}", _ws(ws)))
+            suite.facts.append(("g3", target, SITUATION_GROUP, _ws(ws)))
+            suite.facts.append(("g3", target, SITUATION_TEAM, _ws(ws)))
+        for col in columns:
+            suite.facts.append(("g2", _user(col), SITUATION_GROUP, _ws(ws)))
+            suite.facts.append(("g2", _user(col), SITUATION_TEAM, _ws(ws)))
         for action, row in (table.get("rows") or {}).items():
             if isinstance(row, list):
                 row = {"cells": row}
@@ -138,6 +156,11 @@ def load_suite(path: Path) -> PolicySuite:
                     )
                 else:
                     suite.cases.append(PolicyCase(str(path), f"table {action} [{col}]", col, ws, action, inside, kind))
+                    if kind == "deny":
+                        suite.cases.extend(
+                            PolicyCase(str(path), f"table {action} [{col}] {label}", col, ws, action, res, "deny")
+                            for label, res in _situations(col, inside, targets, new_roles)
+                        )
     for c in data.get("cases") or []:
         suite.cases.append(
             PolicyCase(
@@ -152,6 +175,47 @@ def load_suite(path: Path) -> PolicySuite:
             )
         )
     return suite
+
+
+SITUATION = "situation"  # the synthetic people of the denied cells' situations: user:situation-<role>
+SITUATION_GROUP = "group:situation"
+SITUATION_TEAM = "team:situation"
+
+
+def _situations(
+    actor: str, base: Mapping[str, str], targets: Mapping[str, str], new_roles: Sequence[str]
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every situation a denied table cell is asked in, beyond the row's own resource: every scope
+    fact at once — the actor manages the resource's group and team and is its assignee and owner —
+    with no target member, with the actor as target, or with a member of each role (in that group
+    and team), each with no role granted or any role of the pack granted. A scoped grant on a ❌
+    cell (``p, 90, role:classroom:teacher, remove_users, group, -, allow``) matches one of them.
+
+    ``grantee``/``target`` are set as a service would (the member receiving the new role; "any"
+    when no member is named): they reach the request once the model knows them (RESOURCE_FIELDS).
+    """
+    me = _user(actor)
+    members = [("no member", ""), ("the actor as member", me)]
+    members += [(f"a {role} member", user) for role, user in targets.items()]
+    for who, member in members:
+        for new_role in ["", *new_roles]:
+            res = {
+                **base,
+                "type": base.get("type") or "member",
+                "assignee": me,
+                "owner": me,
+                "group": SITUATION_GROUP,
+                "team": SITUATION_TEAM,
+                "member": member,
+                "new_role": new_role,
+            }
+            res.pop("role", None)  # the member's current role comes from the policy
+            if member and new_role:
+                res["grantee"] = member
+            elif not member:
+                res["target"] = "any"
+            granted = f", granting {new_role.split(':')[-1]}" if new_role else ""
+            yield f"in every scope, {who}{granted}", res
 
 
 def build_request(case: PolicyCase) -> AccessRequest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
@@ -99,3 +99,8 @@ class ServiceToken(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     # The workspace slug AuthZEN requests made with this token decide in when they name none.
     workspace: Mapped[str | None] = mapped_column(String(64), default=None)
+    # What the token may ask about (app.services.tokens.Binding): "ws:<slug> ws:<slug>…", "platform:<pack>"
+    # or "*" (every workspace but the service meta-pack's). Empty: nothing (fail closed).
+    binding: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    # True for a token that existed before bindings: its binding was derived by the migration.
+    migrated: Mapped[bool] = mapped_column(default=False, server_default=false())

@@ -439,6 +439,25 @@ def draft_engine(after: PackSet, live: PolicyEngine, domain: str) -> PolicyEngin
     return PolicyEngine(after, facts, live.revision)
 
 
+PROBE = "user:probe"  # the principal of a role probe: holds one role, in no group or team
+
+
+def role_engine(packs: PackSet, live: PolicyEngine, domain: str, role: str) -> PolicyEngine | None:
+    """An engine holding one workspace (its pack link and feature switches) and a single principal,
+    :data:`PROBE`, holding ``role`` there (or on the platform, for a platform role): how the policy
+    decides for a role, with no person's facts in it. None if the role is not of the workspace's pack."""
+    facts: list[Rule] = []
+    for ptype in ("g4", "g5"):
+        facts += [(ptype, domain, v) for v in live.enforcer.rm(ptype).links.get("", {}).get(domain, ())]
+    probe = PolicyEngine(packs, facts, live.revision)
+    pack = probe.pack_of(domain)
+    found = next((r for r in pack.roles if pack.role_key(r.id) == role), None) if pack is not None else None
+    if pack is None or found is None:
+        return None
+    facts.append(("g", PROBE, role, PLATFORM_DOMAIN if found.platform else domain))
+    return PolicyEngine(packs, facts, live.revision)
+
+
 def rollback_draft(session: Session, to_revision: int, model_text: str, policy_dir: Path | str | None) -> Draft:
     """What rolling back to ``to_revision`` would do, verified; nothing is written (caller rolls back).
 

@@ -8,6 +8,11 @@ the policy revision log, which every other process follows (``PolicyRuntime.sync
 them like a role change, within the listener's delay. ``TOKEN_CACHE_SECONDS`` (default: forever)
 bounds an entry's life; 0 turns the cache off. ``last_used_at`` is written when a process first
 learns a token (at most once a minute per token), not on every use.
+
+Every token is bound to what it may ask about (``binding``): workspaces, one pack's platform, or
+every workspace — never the service meta-pack unless named. The binding travels in the cached
+:class:`TokenIdentity`, so :func:`require_bound` costs a set lookup per decision and no query;
+the decision and AuthZEN surfaces call it before deciding anything (403 ``token-not-bound``).
 """
 
 from __future__ import annotations
@@ -16,16 +21,20 @@ import hashlib
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app.errors import ConflictError, NotFoundError, ValidationError
+from app.authz import PolicyEngine
+from app.authz.identifiers import valid_pack
+from app.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from app.models import AuditEvent, ServiceToken, Workspace, utcnow
 
+from .decisions import domain_of
 from .ttlcache import TTLCache, app_cache
 
 PREFIX = "lat_"
@@ -36,16 +45,69 @@ DEFAULT_CACHE_SECONDS = math.inf  # revocation travels through the revision log,
 TOKEN_REVOKE = "token-revoke"  # the revision kind of a revoke (its message names the token)
 CACHE_MAX_ENTRIES = 4096
 _EXT = "token_cache"
+WIDE = "*"  # the stored binding of an all-workspaces token
+META_PACK = "service"  # the policy's own pack: reached only by a token bound to it by name
 _PENDING = "tokens_revoked"
 
 
 @dataclass(frozen=True)
 class TokenIdentity:
-    """Who authenticated: the token's id, name and default workspace (what the decision APIs need)."""
+    """Who authenticated: the token's id, name, default workspace and binding (what the decision APIs need).
+
+    The binding is what the token may ask about, held in memory with the identity so that checking
+    it costs a set lookup per decision: ``domains`` (``ws:<slug>`` the token names), ``platform``
+    (a pack id: its platform domain and every workspace of that pack) or ``wide`` (every workspace
+    and platform domain, except the service meta-pack's, which only a binding naming it reaches).
+    """
 
     id: int
     name: str
     workspace: str | None = None  # slug AuthZEN requests naming no workspace decide in
+    domains: frozenset[str] = frozenset()
+    platform: str | None = None
+    wide: bool = False
+    # the bound domains as requests name them (``ws:<slug>`` or the bare slug): one set lookup per item
+    names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", self.domains | {d[3:] for d in self.domains})
+
+    def may_ask(self, domain: str, pack: str | None) -> bool:
+        """True if the token may ask about ``domain`` (whose pack is ``pack``, None if unknown)."""
+        if domain in self.domains:
+            return True
+        if pack is None:
+            return self.wide  # an unknown workspace: only a wide token may learn that it is unknown
+        if pack == self.platform:
+            return True
+        return self.wide and pack != META_PACK
+
+
+def parse_binding(text: str) -> tuple[frozenset[str], str | None, bool]:
+    """A stored binding → (domains, platform pack, wide); anything unreadable binds nothing."""
+    if text == WIDE:
+        return frozenset(), None, True
+    if text.startswith("platform:"):
+        pack = text[len("platform:") :]
+        return frozenset(), (pack if valid_pack(pack) else None), False
+    domains = text.split()
+    if not all(d.startswith("ws:") and len(d) > 3 for d in domains):
+        return frozenset(), None, False
+    return frozenset(domains), None, False
+
+
+def describe_binding(row: ServiceToken) -> str:
+    """What ``flask token list`` and the policy API show: the binding in words."""
+    domains, platform, wide = parse_binding(row.binding or "")
+    if wide:
+        text = "all workspaces (not service)"
+    elif platform:
+        text = f"platform {platform}"
+    elif domains:
+        text = "workspaces " + ",".join(sorted(d[3:] for d in domains))
+    else:
+        text = "nothing"
+    return text + (" [migrated]" if row.migrated else "")
 
 
 TokenCache = TTLCache[str, TokenIdentity]
@@ -79,28 +141,75 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _slug(session: Session, workspace: str) -> str:
+    slug = workspace[3:] if isinstance(workspace, str) and workspace.startswith("ws:") else workspace
+    if not isinstance(slug, str) or not 0 < len(slug) <= 64:
+        raise NotFoundError("no workspace by that slug")
+    if session.scalar(select(Workspace.id).where(Workspace.slug == slug)) is None:
+        raise NotFoundError(f"no workspace {slug!r}")
+    return slug
+
+
 def create_token(
-    session: Session, name: str, actor_id: int | None = None, workspace: str | None = None
+    session: Session,
+    name: str,
+    actor_id: int | None = None,
+    workspace: str | None = None,
+    *,
+    workspaces: Sequence[str] = (),
+    platform: str | None = None,
+    all_workspaces: bool = False,
+    default_workspace: str | None = None,
 ) -> tuple[ServiceToken, str]:
     """A new token row and its secret (returned once, never stored).
 
-    ``workspace`` (a slug, or ``ws:<slug>``) is where AuthZEN requests made with the token decide
-    when they name no workspace. Raises ValidationError (bad name), NotFoundError (no such
-    workspace), ConflictError (name taken).
+    The token must name what it may ask about, exactly one of: workspaces (``workspace`` and/or
+    ``workspaces``, slugs or ``ws:<slug>``), one pack's ``platform`` (its platform domain and every
+    workspace of the pack), or ``all_workspaces`` (every workspace except the service meta-pack's).
+    A token bound to exactly one workspace decides AuthZEN requests naming none there; another
+    binding may name that ``default_workspace`` (inside the binding). Raises ValidationError (bad
+    name, no binding or more than one kind, a default outside the binding), NotFoundError (no such
+    workspace or pack), ConflictError (name taken).
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise ValidationError("token name: letters, digits, '.', '_' and '-', 1-80 characters")
-    slug = None
-    if workspace is not None:
-        slug = workspace[3:] if isinstance(workspace, str) and workspace.startswith("ws:") else workspace
-        if not isinstance(slug, str) or not 0 < len(slug) <= 64:
-            raise NotFoundError("no workspace by that slug")
-        if session.scalar(select(Workspace.id).where(Workspace.slug == slug)) is None:
-            raise NotFoundError(f"no workspace {slug!r}")
+    named = [workspace] if workspace is not None else []
+    named += list(workspaces)
+    kinds = sum((bool(named), platform is not None, bool(all_workspaces)))
+    if kinds != 1:
+        raise ValidationError(
+            "a token names what it may ask about, one of: workspaces (--workspace SLUG, repeatable), "
+            "one pack's platform (--platform PACK) or every workspace (--all-workspaces)"
+        )
+    slugs = sorted({_slug(session, w) for w in named})
+    if platform is not None:
+        pack = platform[len("platform:") :] if platform.startswith("platform:") else platform
+        if not valid_pack(pack) or not session.scalar(select(Workspace.id).where(Workspace.pack == pack).limit(1)):
+            raise NotFoundError(f"no pack {platform!r} with a workspace")
+        binding = f"platform:{pack}"
+    elif all_workspaces:
+        binding = WIDE
+    else:
+        binding = " ".join(f"ws:{s}" for s in slugs)
+    if len(binding) > 2000:
+        raise ValidationError("too many workspaces for one token")
+    default = slugs[0] if len(slugs) == 1 else None
+    if default_workspace is not None:
+        chosen = _slug(session, default_workspace)
+        its_pack = session.scalar(select(Workspace.pack).where(Workspace.slug == chosen))
+        if not TokenIdentity(0, name, None, *parse_binding(binding)).may_ask(f"ws:{chosen}", its_pack):
+            raise ValidationError(f"the default workspace {chosen!r} is outside the token's binding")
+        default = chosen
     if session.scalar(select(ServiceToken.id).where(ServiceToken.name == name)) is not None:
         raise ConflictError(f"a token named {name!r} already exists")
     secret = PREFIX + secrets.token_urlsafe(32)
-    row = ServiceToken(name=name, token_hash=hash_token(secret), created_by_id=actor_id, workspace=slug)
+    row = ServiceToken(
+        name=name,
+        token_hash=hash_token(secret),
+        created_by_id=actor_id,
+        workspace=default,
+        binding=binding,
+    )
     session.add(row)
     session.add(AuditEvent(actor_id=actor_id, action="token.create", target=f"token:{name}"))
     session.flush()
@@ -168,7 +277,8 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == token_hash))
     if row is None or row.revoked_at is not None:
         return None
-    identity = TokenIdentity(int(row.id), str(row.name), row.workspace)
+    domains, platform, wide = parse_binding(row.binding or "")
+    identity = TokenIdentity(int(row.id), str(row.name), row.workspace, domains, platform, wide)
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         row.last_used_at = now
@@ -176,3 +286,38 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     if c is not None:
         c.put(token_hash, identity, generation)
     return identity
+
+
+class OutOfBindingError(ForbiddenError):
+    """The service token asked about a workspace outside its binding (403, whatever the answer would be)."""
+
+    slug = "token-not-bound"
+
+
+def first_outside(token: TokenIdentity, workspaces: Iterable[str], eng: PolicyEngine) -> int | None:
+    """Index of the first workspace (a slug or a domain) the token may not ask about, None if all are bound."""
+    names = token.names
+    for i, workspace in enumerate(workspaces):
+        if workspace in names:
+            continue
+        domain = domain_of(workspace) if isinstance(workspace, str) else ""
+        pack = eng.pack_of(domain)
+        if not token.may_ask(domain, pack.id if pack is not None else None):
+            return i
+    return None
+
+
+def require_bound(
+    token: TokenIdentity, workspaces: Sequence[str], eng: PolicyEngine, where: Callable[[int], str] | None = None
+) -> None:
+    """OutOfBindingError naming the first workspace outside the token's binding (and where the request
+    named it: ``where(index)``, e.g. ``checks[3].workspace``); nothing is decided then, not even the
+    items inside the binding, so a batch never answers half a question it may not ask."""
+    i = first_outside(token, workspaces, eng)
+    if i is None:
+        return
+    at = where(i) if where is not None else "workspace"
+    extra: dict[str, Any] = {"token": token.name, "workspace": workspaces[i], "at": at}
+    if where is not None:
+        extra["index"] = i
+    raise OutOfBindingError(f"service token {token.name!r} is not bound to workspace {workspaces[i]!r} ({at})", **extra)

@@ -44,7 +44,8 @@ def proxy(hosts: Path) -> Iterator[str]:  # noqa: F811
     for cmd in ("db-upgrade", "seed"):
         subprocess.run([flask, "--app", "app:create_app", cmd], env=env, cwd=ROOT, check=True,
                        capture_output=True, timeout=120)
-    TOKEN.append(subprocess.run([flask, "--app", "app:create_app", "token", "create", "deploy"], env=env, cwd=ROOT,
+    create = [flask, "--app", "app:create_app", "token", "create", "deploy", "--all-workspaces"]
+    TOKEN.append(subprocess.run(create, env=env, cwd=ROOT,
                                 check=True, capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1])
     procs, logs = PROCS, []
     for ns in ("lz-a", "lz-b"):
