@@ -322,7 +322,8 @@ def _representatives(pack: Pack, every_role: bool) -> tuple[list[str], list[str]
 def _domain(name: str, uses: set[str], pack: Pack, platform: bool, every_role: bool = True) -> list[str]:
     """Every value class of one field that can change an atom reading it."""
     consts = sorted({u[6:] for u in uses if u.startswith("const:")} - {""})
-    empty_read = any(u.startswith("const:") for u in uses)
+    # Compared with "": "" and the other values no longer fall into one class, so one more value.
+    empty_read = "const:" in uses
     kind = FIELD_KINDS.get(name, "user" if "sub" in uses else "const")
     if kind == "user":
         return ["", SUB, *([OTHER] if empty_read else []), *consts]
@@ -340,7 +341,7 @@ def _domain(name: str, uses: set[str], pack: Pack, platform: bool, every_role: b
         return [*([""] if empty_read else []), *(f"{name}:{n}" for n in names), *consts]
     if kind == "role":
         return ["", *(pack.role_key(r.id) for r in pack.roles), *consts]
-    return ["", *consts, "verify"]  # a constant-compared field: each constant and one other value
+    return ["", *consts, *(["verify"] if empty_read else [])]  # compared with constants: each, "" and one other
 
 
 def situations(reads: Reads, pack: Pack, platform: bool, every_role: bool = True) -> list[Facts]:
