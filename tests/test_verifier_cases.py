@@ -90,3 +90,58 @@ def test_every_case_file_is_collected() -> None:
         "scopes",
         "inheritance",
     }
+
+
+def test_verify_and_render_name_every_pack_and_the_verdict() -> None:
+    """`flask policy verify`'s output: a header per pack, the delegation table, PASS or FAIL with the lines."""
+    reports = delegation.verify(PACKS, ["classroom", "no-such-pack", "todo"])
+    assert [r.pack for r in reports] == ["classroom", "todo"]
+    assert [r.pack for r in delegation.verify(PACKS)] == list(PACKS.packs)
+    text = delegation.render(PACKS, reports)
+    classroom = reports[0]
+    assert text.startswith(
+        f"== classroom: {len(classroom.grants)} delegations, {classroom.checks} decisions asked "
+        f"over {classroom.situations} situations x feature states\n"
+    )
+    assert "  admin  may grant learner          via change_user_roles [rank]\n" in text
+    assert "  owner  may grant owner            via change_user_roles [rank] (grants: exception)\n" in text
+    assert "  admin  may grant teacher          via change_user_roles [rank]\n" in text
+    assert "(grants: exception)" not in text.split("owner  may grant owner")[0]
+    assert "  PASS classroom\n" in text and text.endswith("  PASS todo\n") and "== todo: 0 delegations" in text
+    bad = edited({"pack": "classroom", "add": ["p, 75, role:classroom:admin, remove_users, any, -, allow"]})
+    report = delegation.verify_pack(bad, "classroom")
+    out = delegation.render(bad, [report])
+    lines = [v.describe(bad.packs["classroom"]) for v in report.violations]
+    assert f"  FAIL classroom: {len(lines)} counterexample(s)\n" in out
+    assert out.endswith("".join(f"  - {line}\n" for line in lines))
+
+
+def test_problems_are_remembered_per_pack_content() -> None:
+    """The verdict is cached per (model, pack document, pack rules): equal content, same answer; any change, a new one."""
+    delegation._VERDICTS.clear()
+    assert delegation.problems(PACKS) == [] and len(delegation._VERDICTS) == len(PACKS.packs)
+    assert delegation.problems(PACKS, ["no-such-pack"]) == []
+    bad_rules = edited({"pack": "classroom", "add": ["p, 75, role:classroom:admin, remove_users, any, -, allow"]})
+    bad_doc = edited({"pack": "classroom", "grants": [{"role": "owner", "may_grant": ["owner"], "why": ""}]})
+    first = delegation.problems(bad_rules, ["classroom"])
+    assert first and delegation.problems(bad_rules, ["classroom"]) == first
+    assert delegation.problems(bad_doc, ["classroom"]) not in ([], first)
+    keys = {
+        delegation._fingerprint(PACKS, "classroom"),
+        delegation._fingerprint(bad_rules, "classroom"),
+        delegation._fingerprint(bad_doc, "classroom"),
+        delegation._fingerprint(PackSet(PACKS.packs, PACKS.model_text + "\n# another model"), "classroom"),
+        delegation._fingerprint(PACKS, "todo"),
+    }
+    assert len(keys) == 5 and delegation._fingerprint(PACKS, "classroom") == delegation._fingerprint(
+        load_packs(ROOT / "policy", ROOT / "model.conf"), "classroom"
+    )
+    # Bounded: a full cache is emptied before the next verdict is stored.
+    delegation._VERDICTS.clear()
+    delegation.problems(bad_rules, ["classroom"])
+    for n in range(delegation._VERDICTS_LIMIT - 1):
+        delegation._VERDICTS[f"filler-{n}"] = ()
+    assert delegation.problems(bad_rules, ["classroom"]) == first  # a hit: nothing stored, nothing cleared
+    assert len(delegation._VERDICTS) == delegation._VERDICTS_LIMIT
+    delegation.problems(bad_doc, ["classroom"])
+    assert len(delegation._VERDICTS) == 1
