@@ -117,7 +117,7 @@ def test_verify_and_render_name_every_pack_and_the_verdict() -> None:
 
 
 def test_problems_are_remembered_per_pack_content() -> None:
-    """The verdict is cached per (model, pack document, pack rules): equal content, same answer; any change, a new one."""
+    """The verdict is cached per (model, pack document, pack rules): same content, same answer; else a new one."""
     delegation._VERDICTS.clear()
     assert delegation.problems(PACKS) == [] and len(delegation._VERDICTS) == len(PACKS.packs)
     assert delegation.problems(PACKS, ["no-such-pack"]) == []

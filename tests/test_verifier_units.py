@@ -88,7 +88,8 @@ def test_field_values_are_the_classes_the_atoms_distinguish() -> None:
     assert d("target", {"const:", "const:any"}, CLASSROOM, False) == ["", "any", "verify"]
     # Targets: every role (or one), non-members, in and out of the units whose membership is read.
     every = d("member", {"const:"}, CLASSROOM, False, every_role=True)
-    assert every == ["", SUB, *(f"user:verify-target-{r}-00" for r in ("learner", "teacher", "admin", "owner", "nobody"))]
+    roles = ("learner", "teacher", "admin", "owner", "nobody")
+    assert every == ["", SUB, *(f"user:verify-target-{r}-00" for r in roles)]
     one = d("member", {"const:"}, CLASSROOM, False, every_role=False)
     assert one == ["", SUB, "user:verify-target-learner-00", "user:verify-target-nobody-00"]
     grouped = d("member", {"in:group"}, CLASSROOM, False, every_role=False)
@@ -115,12 +116,14 @@ def test_situations_are_the_product_simplest_first() -> None:
 
 def test_reads_of_refuses_too_many_features_and_unknown_fields() -> None:
     plan = delegation._Prober(PACKS, CLASSROOM, delegation.Report("classroom")).plan
-    many = [("10", "role:classroom:admin", "x", "any", f"f{n}", "allow") for n in range(delegation.FEATURES_LIMIT + 1)]
+    limit = delegation.FEATURES_LIMIT
+    many = [("10", "role:classroom:admin", "x", "any", f"f{n}", "allow") for n in range(limit + 1)]
     reads = delegation.reads_of(plan, "x", many)
     assert reads.problems == [f"its rules name 13 features (2^13 states; limit {delegation.FEATURES_LIMIT})"]
     ok = delegation.reads_of(plan, "x", many[: delegation.FEATURES_LIMIT])
     assert ok.problems == [] and len(ok.features) == delegation.FEATURES_LIMIT
-    rank = delegation.reads_of(plan, "change_user_roles", [("80", "role:classroom:admin", "change_user_roles", "rank", "-", "allow")])
+    rule = ("80", "role:classroom:admin", "change_user_roles", "rank", "-", "allow")
+    rank = delegation.reads_of(plan, "change_user_roles", [rule])
     assert rank.problems == [] and {"member", "role", "new_role"} <= set(rank.uses)
 
 
@@ -166,7 +169,9 @@ def test_counterexamples_print_exactly() -> None:
         "rank) (rule: a; b)"
     )
     v = Violation("grant_rank", "ghost", "x", "spook")
-    assert v.describe(CLASSROOM) == "classroom: escalation: ghost (rank ?) could x granting spook (rank ?: equal or higher rank)"
+    assert v.describe(CLASSROOM) == (
+        "classroom: escalation: ghost (rank ?) could x granting spook (rank ?: equal or higher rank)"
+    )
     v = Violation("manage_rank", "ghost", "x", "spook")
     assert v.describe(CLASSROOM).endswith("on members holding spook (rank ?: equal or higher rank)")
     missing = tuple((f"act{n}", f"sit{n}", f"line{n}") for n in range(2))
