@@ -37,6 +37,7 @@ import ast
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -451,6 +452,21 @@ class _Prober:
         return self.engine.resolve(req).obj.role
 
 
+def role_gated(matcher: str) -> bool:
+    """True if ``g(r.sub, p.sub, r.dom)`` is a top-level conjunct: a rule applies only to holders of its role.
+
+    Then a role that reaches no rule of an action is denied it in every situation, unasked.
+    """
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(matcher):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and matcher.startswith("&&", i):
+            parts.append(matcher[start:i])
+            start = i + 2
+    parts.append(matcher[start:])
+    return any(re.fullmatch(r"\s*g\(r[._]sub,\s*p[._]sub,\s*r[._]dom\)\s*", p) for p in parts)
+
+
 def _line(decision: Decision) -> str:
     return format_rule(decision.rule) if decision.rule else ""
 
@@ -479,6 +495,8 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
         if rule[0] == "p" and len(rule) == 1 + len(P_FIELDS):
             rows.setdefault(rule[P_ACT], []).append(tuple(rule[1:]))
     domains = [WS] + ([f"platform:{pack.id}"] if pack.platform_roles else [])
+    gated = role_gated(prober.plan.matcher_text)
+    reach = {r.id: {pack.role_key(r.id)} | prober.engine.g.reachable(pack.role_key(r.id), WS) for r in pack.roles}
 
     combos: dict[str, list[Combo]] = {}
     holds: dict[tuple[str, str], int] = {}  # (role, action) -> bit i set: allowed in combos[action][i]
@@ -508,6 +526,9 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
         combos[act] = todo
         report.situations += len(todo)
         for role in pack.roles:
+            if gated and not any(row[1] in reach[role.id] for row in rows.get(act, ())):
+                holds[(role.id, act)] = 0  # no rule of this action applies to the role
+                continue
             subject = _subject(role.id)
             flags = bytearray((len(todo) + 7) // 8)
             for i, combo in enumerate(todo):
