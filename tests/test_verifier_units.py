@@ -203,3 +203,39 @@ def test_grant_and_manage_actions_come_from_the_pack() -> None:
     assert delegation.grant_actions(skills) == {"create_edit_deactivate_users_assign_roles"}
     assert delegation.manage_actions(skills) == {"create_edit_deactivate_users_assign_roles"}
     assert delegation.grant_actions(PACKS.packs["todo"]) == set() == delegation.manage_actions(PACKS.packs["todo"])
+
+
+def test_the_first_witness_is_the_lowest_situation() -> None:
+    assert delegation._lowest(0b1000) == 3 and delegation._lowest(0b1010) == 1 and delegation._lowest(1) == 0
+
+
+def test_render_aligns_the_table_and_lists_every_scope() -> None:
+    grant = delegation.Grant("ab", "invite_users", "teacher", ("any", "rank"), ())
+    report = delegation.Report("classroom", grants=[grant])
+    out = delegation.render(PACKS, [report])
+    assert "\n  ab    may grant teacher          via invite_users [any, rank]\n  PASS classroom\n" in out
+
+
+def test_problems_skip_unknown_packs_and_go_on() -> None:
+    from app.authz.packs import packset_from_documents, parse_rule_line
+
+    rule = parse_rule_line("p, 75, role:classroom:admin, remove_users, any, -, allow")
+    assert rule is not None
+    docs = {pid: dict(p.document) for pid, p in PACKS.packs.items()}
+    bad = packset_from_documents(docs, [*PACKS.all_rules(), rule], PACKS.model_text)
+    lines = delegation.problems(bad, ["no-such-pack", "classroom"])
+    assert lines and all(line.startswith("classroom: escalation: admin") for line in lines)
+
+
+def test_the_cache_key_is_the_content_not_its_order() -> None:
+    import datetime
+
+    from app.authz.packs import Pack, PackSet
+
+    pack = PACKS.packs["todo"]
+    reordered = Pack(**{**pack.__dict__, "document": dict(reversed(list(pack.document.items())))})
+    other = PackSet({**PACKS.packs, "todo": reordered}, PACKS.model_text)
+    assert delegation._fingerprint(other, "todo") == delegation._fingerprint(PACKS, "todo")
+    dated = Pack(**{**pack.__dict__, "document": {**pack.document, "reviewed": datetime.date(2026, 12, 6)}})
+    key = delegation._fingerprint(PackSet({**PACKS.packs, "todo": dated}, PACKS.model_text), "todo")
+    assert key != delegation._fingerprint(PACKS, "todo")  # YAML dates and other values are part of the key
