@@ -99,6 +99,7 @@ def fields_by_scope(model_text: str) -> tuple[set[str], dict[str, set[str]]]:
 
 
 COMMON, PER_SCOPE = fields_by_scope(MODEL)
+MATCHER = _matcher(MODEL)
 
 
 # -- the oracle -----------------------------------------------------------------------------------------
@@ -160,23 +161,29 @@ def build_world(pack: Pack) -> OracleWorld:
     return w
 
 
-def _people(w: OracleWorld) -> list[str]:
-    return sorted({*w.role_in_ws, *w.platform, *(u for u, _ in w.in_unit)} - set(w.subjects.values()))
+def _people(w: OracleWorld, name: str, read: set[str]) -> list[str]:
+    """Everyone but the subjects; group or team membership varied only where the matcher's text tests
+    this field's person in that unit (``g3(r.obj.<name>, r.obj.<unit>``) and the action reads the unit."""
+    tests = {u for u in ("group", "team") if re.search(rf"g\d\(r\.obj\.{name},\s*r\.obj\.{u}\b", MATCHER)}
+    tested = tests & read
+    everyone = sorted({*w.role_in_ws, *w.platform, *(u for u, _ in w.in_unit)} - set(w.subjects.values()))
+    return [p for p in everyone if not any(w.in_unit.get((p, u)) for u in ("group", "team") if u not in tested)]
 
 
-def _values(name: str, w: OracleWorld, subject: str) -> list[str]:
+def _values(name: str, w: OracleWorld, subject: str, read: set[str]) -> list[str]:
     roles = [f"role:{w.pack.id}:{r.id}" for r in w.pack.roles]
     if name in ("assignee", "owner"):
         return ["", subject, OTHER]
     if name in ("member", "grantee"):
-        return ["", subject, *_people(w)]
+        return ["", subject, *_people(w, name, read)]
     if name in ("group", "team"):
         return ["", *(f"{name}:{g}" for g in GROUPS)]
     if name == "new_role":
         return ["", *roles]
     if name == "role":
         return [""]  # filled from the person acted on, as the service does
-    return ["", "any", "newcomer"]
+    # Another field: "" and every constant the matcher compares it with.
+    return ["", *sorted(set(re.findall(rf'r\.obj\.{name}\s*[!=]=\s*"([^"]+)"', MATCHER)))]
 
 
 def _current(w: OracleWorld, person: str, dom: str) -> str:
@@ -250,14 +257,19 @@ class Oracle:
         e.build_role_links()
         return e
 
-    def _resources(self, action: str, subject: str, dom: str) -> list[dict[str, str]]:
+    def _read(self, action: str) -> set[str]:
+        """The fields the matcher's text reads for the scopes of the action's rules (all if a scope is unknown)."""
         scopes = {r[4] for r in self.pack.rules if r[0] == "p" and r[3] == action}
         names = set(COMMON)
         for s in scopes:
-            names |= PER_SCOPE.get(s, set(re.findall(r"r\.obj\.(\w+)", _matcher(MODEL))))
-        names = sorted(names - {"role"})
+            names |= PER_SCOPE.get(s, set(re.findall(r"r\.obj\.(\w+)", MATCHER)))
+        return names - {"role"}
+
+    def _resources(self, action: str, subject: str, dom: str) -> list[dict[str, str]]:
+        read = self._read(action)
+        names = sorted(read)
         out = []
-        for values in itertools.product(*(_values(n, self.w, subject) for n in names)):
+        for values in itertools.product(*(_values(n, self.w, subject, read) for n in names)):
             facts = dict(zip(names, values))
             units = (facts.get("group", ""), facts.get("team", ""))
             if dom != WS and any(u not in ("", "group:n", "team:n") for u in units):
@@ -320,14 +332,21 @@ class Oracle:
             mine = held[(r, act.id)]
             for state, dom, key in held[(t, act.id)]:
                 facts = dict(key)
-                if any(v == "SELF" and k in ("member", "grantee") for k, v in facts.items()):
-                    ig = facts.get("group", "")[6:] in ("j", "b")
-                    it = facts.get("team", "")[5:] in ("j", "b")
+                for k, v in list(facts.items()):
+                    if v != "SELF" or k not in ("member", "grantee"):
+                        continue
+                    people = set(_people(self.w, k, self._read(act.id)))
+                    ig = int(facts.get("group", "")[6:] in ("j", "b"))
+                    it = int(facts.get("team", "")[5:] in ("j", "b"))
+                    who = "stranger" if t_platform else t
                     if dom != WS:
-                        person = f"user:o-holder-{t}" if t_platform else f"user:o-stranger-{int(ig)}{int(it)}"
+                        who = f"holder-{t}" if t_platform else "stranger"
+                    for person in (f"user:o-{who}-{ig}{it}", f"user:o-{who}-{ig}0", f"user:o-{who}-0{it}"):
+                        if person in people or who.startswith("holder-"):
+                            break
                     else:
-                        person = f"user:o-{'stranger' if t_platform else t}-{int(ig)}{int(it)}"
-                    facts = {k: person if v == "SELF" and k in ("member", "grantee") else v for k, v in facts.items()}
+                        person = f"user:o-{who}-00"
+                    facts[k] = f"user:o-{who}" if who.startswith("holder-") else person
                 if (state, dom, tuple(sorted(facts.items()))) not in mine:
                     return True
         return False
