@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from app.authz import delegation
 from app.authz.delegation import OTHER, SUB, WS, Reads, Violation
 from app.authz.packs import load_packs
@@ -239,3 +241,26 @@ def test_the_cache_key_is_the_content_not_its_order() -> None:
     dated = Pack(**{**pack.__dict__, "document": {**pack.document, "reviewed": datetime.date(2026, 12, 6)}})
     key = delegation._fingerprint(PackSet({**PACKS.packs, "todo": dated}, PACKS.model_text), "todo")
     assert key != delegation._fingerprint(PACKS, "todo")  # YAML dates and other values are part of the key
+
+
+def test_what_it_cannot_decide_is_a_counterexample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too many features on one action, or too many situations: refused (a problem), never sampled."""
+    from app.authz.packs import packset_from_documents
+
+    docs = {pid: dict(p.document) for pid, p in PACKS.packs.items()}
+    names = [f"f{n}" for n in range(delegation.FEATURES_LIMIT + 1)]
+    docs["classroom"]["features"] = [{"id": f, "label": f} for f in names]
+    rules = [("p", "60", "role:classroom:owner", "manage_billing", "any", f, "allow") for f in names]
+    packset = packset_from_documents(docs, [*PACKS.all_rules(), *rules], PACKS.model_text)
+    report = delegation.verify_pack(packset, "classroom")
+    assert [(v.kind, v.role, v.action, v.other) for v in report.violations] == [
+        ("undecidable", "", "manage_billing", "")
+    ]
+    assert delegation.problems(packset, ["classroom"]) == [
+        "classroom: verifier cannot decide manage_billing: its rules name 13 features (2^13 states; limit 12)"
+    ]
+    monkeypatch.setattr(delegation, "COMBOS_LIMIT", 3)
+    report = delegation.verify_pack(PACKS, "todo")
+    assert report.violations and all(v.kind == "undecidable" for v in report.violations)
+    assert report.violations[0].describe(PACKS.packs["todo"]).endswith("situations (limit 3)")
+    assert report.violations[0].describe(PACKS.packs["todo"]).startswith("todo: verifier cannot decide ")
