@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export FLASK_APP := app:create_app
 
-.PHONY: run test test-deploy test-newest-casbin lint typecheck check bench migrate seed policy-test clean
+.PHONY: run test test-deploy test-newest-casbin lint typecheck check bench migrate seed policy-test mutation clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,17 @@ test-newest-casbin: pyproject.toml
 
 policy-test: $(STAMP) $(AXE)
 	$(BIN)/flask policy test
+
+# Mutation testing of the escalation verifier (slow: not part of `make test`, which runs the same
+# targeted tests). Configuration: [tool.mutmut] in pyproject.toml; mutants are written to mutants/.
+MUTATION_STAMP := $(VENV)/.installed-mutation
+$(MUTATION_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,mutation]'
+	touch $(MUTATION_STAMP)
+
+mutation: $(MUTATION_STAMP)
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results --all true | tail -n 40
 
 BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): $(STAMP)

@@ -163,6 +163,17 @@ class MatcherPlan:
         self.keys: dict[str, KeyFn | None] = {act: self._compile(act, rows) for act, rows in by_act.items()}
         self.no_rules: KeyFn | None = self._compile("", [])
 
+    def atoms(self, act: str, rows: Iterable[Sequence[str]]) -> list[ast.expr]:
+        """What the matcher reads for an action with these rules (role and pack atoms abstracted).
+
+        The escalation verifier enumerates exactly these. Raises UnsupportedMatcherError when a
+        rule cannot be folded.
+        """
+        found: dict[str, ast.expr] = {}
+        for row in rows:
+            found.update(self._fold(act, row)[0])
+        return list(found.values())
+
     def key_fn(self, act: str) -> KeyFn | None:
         """The key function of an action (None: do not memoize this action)."""
         return self.keys.get(act, self.no_rules)
