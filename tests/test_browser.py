@@ -23,7 +23,7 @@ from tests.factories import fast_password_hashing, seed_demo
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
 PASSWORD = "demo-password-1"
-WAIT = 10.0
+WAIT = 20.0  # a loaded 2-core CI machine took over 10 s for a sign-in (scrypt) plus the home page
 # The machine's network is closed: without the background-networking switches Chromium stalls.
 CHROMIUM_ARGS = [
     "--headless=new",

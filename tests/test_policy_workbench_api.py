@@ -124,7 +124,10 @@ def test_viewers_and_editors_cannot_test_memberships_through_explain(demo: Flask
             assert resp.status_code == 403 and resp.content_type == "application/problem+json", body
             assert "role_path" not in body and "allowed" not in body and "view_people" in body["detail"]
         # people inside the resource are people too (the target's role would show in the answer)
-        probe = {"subject": "role:classroom:admin", "workspace": "classroom-demo", "action": "remove_users"}
+        # remove_users is rank-scoped: a role is asked "to anyone at all?" explicitly (target "any", no person)
+        anyone = {"type": "member", "attributes": {"target": "any"}}
+        probe = {"subject": "role:classroom:admin", "workspace": "classroom-demo", "action": "remove_users",
+                 "resource": anyone}  # fmt: skip
         people = {**probe, "resource": {"type": "member", "attributes": {"member": "owner@classroom.example"}}}
         assert wc.post("/v1/policy/explain", json=people, headers=csrf(wc)).status_code == 403
         # a role is answered, for a principal holding only that role: rules, no people

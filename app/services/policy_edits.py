@@ -271,11 +271,12 @@ def _net(changes: list[RuleChange]) -> list[RuleChange]:
 
 # -- checks ------------------------------------------------------------------------------------------
 def _verify(d: Draft, policy_dir: Path | str | None) -> None:
-    """The checks every target state passes (edit or rollback): the escalation verifier, then policy tests."""
+    """The checks every target state passes (edit or rollback): the escalation verifier and the policy
+    tests, both reported (an editor sees every reason at once, e.g. an escalation and the seed cell it breaks)."""
     if d.before is None or d.after is None or d.problems:
         return
     d.problems.extend(delegation.problems(d.after, sorted(p for p in d.packs if p in d.after.packs)))
-    if policy_dir is not None and not d.problems:
+    if policy_dir is not None:
         d.problems.extend(broken_tests(d.before, d.after, Path(policy_dir), d.packs))
 
 
