@@ -41,6 +41,7 @@ class Stats:
     """What the property run did (printed at the end of the module)."""
 
     edits: int = 0
+    malformed: int = 0  # edits the pack loader refused (the strategy's own fault: kept rare, asserted)
     refused: int = 0
     passed: int = 0
     states: int = 0
@@ -179,7 +180,7 @@ SEARCH_PACKS = ("classroom", "simulations", "academy")
 
 
 @st.composite
-def edits(draw: st.DrawFn) -> tuple[str, PackSet]:
+def edits(draw: st.DrawFn) -> tuple[str, PackSet | None]:
     pack_id = draw(st.sampled_from(SEARCH_PACKS))
     pack = PACKS.packs[pack_id]
     docs = {pid: dict(p.document) for pid, p in PACKS.packs.items()}
@@ -190,6 +191,7 @@ def edits(draw: st.DrawFn) -> tuple[str, PackSet]:
         rank = draw(st.integers(min_value=0, max_value=max(r.rank for r in pack.roles) + 1))
         docs[pack_id]["roles"] = [*docs[pack_id]["roles"], {"id": new, "rank": rank}]
         parent = draw(st.sampled_from([None, *role_ids]))
+        rules.append(("g4", pack.key, pack.role_key(new)))  # the pack reaches its new role
         if parent:
             rules.append(("g", pack.role_key(new), pack.role_key(parent), "*"))
         role_ids.append(new)
@@ -197,11 +199,11 @@ def edits(draw: st.DrawFn) -> tuple[str, PackSet]:
     actions = [a.id for a in pack.actions]
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         act = draw(st.sampled_from(grant_acts) if draw(st.booleans()) else st.sampled_from(actions))
+        # p = priority, sub, act, scope, feature, eft (model.conf's six values)
         rule = (
             "p",
             str(draw(st.sampled_from([55, 75, 85, 95]))),
             pack.role_key(draw(st.sampled_from(role_ids))),
-            pack.key,
             act,
             draw(st.sampled_from(SCOPES)),
             "-",
@@ -212,7 +214,7 @@ def edits(draw: st.DrawFn) -> tuple[str, PackSet]:
     try:
         return pack_id, packset_from_documents(docs, rules, PACKS.model_text)
     except PackError:
-        return pack_id, PACKS
+        return pack_id, None  # counted: the property must search real edits, not the shipped pack
 
 
 @pytest.mark.slow
@@ -223,9 +225,12 @@ def edits(draw: st.DrawFn) -> tuple[str, PackSet]:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(edits())
-def test_verified_packs_let_nobody_gain_what_no_granter_held(case: tuple[str, PackSet]) -> None:
+def test_verified_packs_let_nobody_gain_what_no_granter_held(case: tuple[str, PackSet | None]) -> None:
     pack_id, packset = case
     STATS.edits += 1
+    if packset is None:
+        STATS.malformed += 1
+        return
     if delegation.problems(packset, [pack_id]):
         STATS.refused += 1
         return
@@ -257,8 +262,11 @@ def test_the_search_finds_what_the_verifier_refuses() -> None:
 def test_zz_report() -> None:
     """The counts of this module's run (for the closing note); the property must have searched."""
     print(
-        f"\nsearch: {STATS.edits} random edits, {STATS.refused} refused by the verifier, {STATS.passed} passed; "
+        f"\nsearch: {STATS.edits} random edits ({STATS.malformed} malformed), {STATS.refused} refused by the verifier, "
+        f"{STATS.passed} passed; "
         f"{STATS.states} states searched, {STATS.grants} grants replayed, {len(STATS.violations)} violations"
     )
     if STATS.edits:
-        assert STATS.passed > 0 and STATS.states > 0 and not STATS.violations
+        # Until issue 21 every edit had 8 values and fell back to the shipped pack: nothing was searched.
+        assert STATS.malformed <= STATS.edits // 5, STATS
+        assert STATS.refused > 0 and STATS.passed > 0 and STATS.states > 0 and not STATS.violations, STATS
