@@ -5,7 +5,7 @@ the master builds the app, loads the policy (``when_ready``), closes its databas
 ``gc.freeze()``s the heap, so the workers it forks share the engine's pages copy-on-write instead
 of each loading its own. Every worker then drops the inherited connection pools, catches up the
 revisions committed since the master loaded (before its first request, so it is current when it
-serves), and starts its own LISTEN thread (``app.services.policy_sync``): a connection or thread
+serves), and starts its own LISTEN thread (``app.policy.sync``): a connection or thread
 created in the master before forking would be shared by every worker, which is how stock watchers
 go wrong. ``GUNICORN_PRELOAD=0``: each worker builds the app and loads the policy itself.
 """
@@ -92,7 +92,7 @@ def post_worker_init(worker: Any) -> None:
     """After the worker loaded the app (still after fork): bring the policy to the database's head
     (load it, or catch up from the master's revision), then start the listener."""
     from app.extensions import authz
-    from app.services.policy_sync import start_listener
+    from app.policy.sync import start_listener
 
     app = _flask_app(worker.wsgi)
     if app is None:

@@ -26,8 +26,9 @@ def upgrade_database() -> int:
     from alembic import command
 
     from app.extensions import db
-    from app.services import policy_files, policy_store
-    from app.services.policy_files import file_packs
+    from app.policy import files as policy_files
+    from app.policy import store as policy_store
+    from app.policy.files import file_packs
 
     command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
     if not policy_store.load_documents(db.session()):
@@ -104,7 +105,7 @@ def policy_test(policy_dir: str | None, verbose: bool) -> None:
 def policy_matrix(pack: str) -> None:
     """Print PACK's role × action table, computed by the engine, as Markdown."""
     from app.authz.matrix import matrix_markdown
-    from app.services.policy_files import file_packs
+    from app.policy.files import file_packs
 
     packset = file_packs()
     if pack not in packset.packs:
@@ -117,8 +118,8 @@ def policy_import() -> None:
     """Make the database equal to policy/ files, as one revision (refused if they fail verification)."""
     from app.errors import ValidationError
     from app.extensions import db
-    from app.services import policy_files
-    from app.services.policy_files import file_packs
+    from app.policy import files as policy_files
+    from app.policy.files import file_packs
 
     try:
         rev = policy_files.import_files(db.session(), file_packs(), policy_dir=current_app.config["POLICY_DIR"])
@@ -155,7 +156,7 @@ def policy_verify(pack: str | None, policy_dir: str | None) -> None:
 def policy_export() -> None:
     """Write the database's packs to policy/ files."""
     from app.extensions import db
-    from app.services import policy_files
+    from app.policy import files as policy_files
 
     written = policy_files.export_files(db.session(), Path(current_app.config["POLICY_DIR"]))
     for path in written:
@@ -169,8 +170,8 @@ def policy_diff() -> None:
     """Show rules that differ between policy/ files (+) and the database (-); exit 1 if any."""
     from app.authz.packs import format_rule
     from app.extensions import db
-    from app.services import policy_files
-    from app.services.policy_files import file_packs
+    from app.policy import files as policy_files
+    from app.policy.files import file_packs
 
     differs = False
     for d in policy_files.diff(db.session(), file_packs()):

@@ -1,6 +1,6 @@
 """Extensions, created unbound and bound by ``init_app``: db, login manager, CSRF, authz.
 
-``authz`` is the process's :class:`~app.services.policy_runtime.PolicyRuntime` (the engine's
+``authz`` is the process's :class:`~app.policy.runtime.PolicyRuntime` (the engine's
 life and cross-process sync live there).
 """
 
@@ -11,7 +11,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 
 from app.models import Base
-from app.services.policy_runtime import PolicyRuntime
+from app.policy.runtime import PolicyRuntime
 
 db = SQLAlchemy(model_class=Base)
 login_manager = LoginManager()

@@ -32,7 +32,7 @@ def worker_app() -> Flask:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
     from app import create_app
     from app.extensions import authz
-    from app.services.policy_sync import start_listener
+    from app.policy.sync import start_listener
 
     app = create_app()
     with app.app_context():

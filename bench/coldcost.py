@@ -71,7 +71,7 @@ def _edit(url: str, op: str) -> int:
     from app import create_app
     from app.authz import RuleChange
     from app.extensions import db
-    from app.services import policy_store
+    from app.policy import store as policy_store
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "POLICY_SYNC": "off"})
     with app.app_context():

@@ -81,7 +81,7 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
     with app.app_context():
         from app.cli import upgrade_database
         from app.extensions import db
-        from app.services import tokens
+        from app.policy import tokens
 
         upgrade_database()
         _, token = tokens.create_token(db.session(), "bench", all_workspaces=True)

@@ -424,7 +424,7 @@ def api_breakdown(url: str, token: str, workspaces: int, n: int = 1000) -> dict[
     from app.api.decision import resolve_users
     from app.authz import AccessRequest, ResourceFacts
     from app.extensions import authz, db
-    from app.services import tokens
+    from app.policy import tokens
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "POLICY_SYNC": "off"})
     items = _items(workspaces, n, 3)

@@ -71,9 +71,11 @@ def build(
     from app import create_app
     from app.authz import RuleChange
     from app.extensions import db
+    from app.identity import users
     from app.models import Membership, User, Workspace
-    from app.services import policy_store, tokens, users
-    from app.services.policy_files import file_packs
+    from app.policy import store as policy_store
+    from app.policy import tokens
+    from app.policy.files import file_packs
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory"})
     rnd = random.Random(seed)

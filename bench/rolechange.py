@@ -54,7 +54,7 @@ def cleanup(url: str) -> bool:
 
     from app.authz import RuleChange
     from app.extensions import db
-    from app.services import policy_store
+    from app.policy import store as policy_store
 
     app = _app(url)
     found = False
@@ -92,8 +92,9 @@ def setup(url: str) -> list[int]:
     """The workspace, its owner and MEMBERS learners, in one revision; the learners' user ids."""
     from app.authz import RuleChange
     from app.extensions import db
+    from app.identity import users
     from app.models import Membership, User, Workspace
-    from app.services import policy_store, users
+    from app.policy import store as policy_store
 
     cleanup(url)  # a run that died half-way
     app = _app(url)

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.authz.identifiers import PLATFORM_DOMAIN
+from app.decisions.authzen import CATALOG_KEY
 from app.extensions import authz, db
-from app.services import users
-from app.services.authzen import CATALOG_KEY
+from app.identity import users
 from seed.demo import PASSWORD, _Loader
 
 # (name, email, PID = external id, workspace role, platform roles) — todo-scenario.md "Subjects"
@@ -98,7 +98,7 @@ def load_fixture(name: str) -> str:
             session.rollback()
             return f"{name}: already loaded; nothing changed"
         if loader.changes:
-            from app.services import policy_store
+            from app.policy import store as policy_store
 
             policy_store.add_changes(session, loader.handle, loader.changes)
         session.commit()

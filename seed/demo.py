@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 from app.authz import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN
 from app.extensions import authz, db
+from app.identity import users
 from app.models import Group, GroupMember, Membership, User, Workspace
-from app.services import policy_store, users
+from app.policy import store as policy_store
 
 PASSWORD = "demo-password-1"
 WORKSPACES = {

@@ -6,9 +6,11 @@ from typing import Any
 
 from app.authz.engine import RuleChange
 from app.extensions import db
+from app.identity import users
+from app.membership import workspaces
 from app.models import Membership, User, Workspace
-from app.services import policy_store, users, workspaces
-from app.services.policy_files import file_packs
+from app.policy import store as policy_store
+from app.policy.files import file_packs
 
 PASSWORD = "demo-password-1"
 

@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, jsonify, request
 from app import create_app
 from app.authz import AccessRequest, ResourceFacts, RuleChange
 from app.extensions import authz, db
-from app.services import policy_store
+from app.policy import store as policy_store
 
 bp = Blueprint("mp", __name__, url_prefix="/_mp")
 

@@ -13,8 +13,8 @@ import pytest
 from flask import Flask
 
 from app.extensions import authz, db
+from app.identity import users
 from app.models import AuditEvent, EmailChange, UserSession, utcnow
-from app.services import users
 from tests.conftest import make_app
 from tests.factories import PASSWORD, WebClient, fast_password_hashing, seed_demo, uid, web_client
 

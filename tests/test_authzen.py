@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import db
+from app.identity import users
 from app.models import ServiceToken, User, Workspace
-from app.services import tokens, users
+from app.policy import tokens
 from seed.authzen import TODO_USERS, load_fixture
 
 # A copy of ../shared/authzen/todo-decisions-1_0.json (the AuthZEN WG's Todo interop decisions).
@@ -517,7 +518,7 @@ def test_seed_fixtures_are_idempotent(app: Flask) -> None:
     assert runner.invoke(args=["seed", "nope"]).exit_code != 0
 
 
-# -- decisions from memory (app.services.directory) ----------------------------------------------------
+# -- decisions from memory (app.policy.directory) ----------------------------------------------------
 def _token_known(client: FlaskClient, token: str, workspace: str = TODO) -> None:
     """This process authenticates the token once (a decision API call in its workspace: no subject, no catalog read)."""
     resp = client.post(

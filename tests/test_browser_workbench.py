@@ -75,7 +75,7 @@ def decision_api(live: Any, action: str) -> dict[str, Any]:
     app, base = live
     with app.app_context():
         from app.extensions import db
-        from app.services import tokens
+        from app.policy import tokens
 
         _, secret = tokens.create_token(db.session(), f"workbench-{os.urandom(4).hex()}", all_workspaces=True)
         db.session.commit()

@@ -11,8 +11,9 @@ from flask import Flask
 
 from app.errors import AppError
 from app.extensions import authz, db
+from app.membership import members
 from app.models import Membership, User, Workspace
-from app.services import members, policy_store
+from app.policy import store as policy_store
 from tests.conftest import require_postgres
 from tests.factories import add_member, create_user, create_workspace
 

@@ -178,7 +178,7 @@ def test_cli_policy_test_reports_counts() -> None:
 def test_resolve_subject_refuses_odd_digits_and_overflow(app: object) -> None:
     """Non-ASCII digits and ids beyond the id range name nobody (no exception, no query error)."""
     from app.extensions import db
-    from app.services.users import resolve_subject
+    from app.identity.users import resolve_subject
 
     session = db.session()
     for raw in ("²", "user:٣", "9223372036854775808", "2147483648", "0", "user:", "a\x00@b.c", -1, 2**40, True):

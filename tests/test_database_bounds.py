@@ -113,7 +113,7 @@ class _Listening:
 
 def test_past_the_staleness_bound_decisions_fail_closed(app: Flask, client: FlaskClient) -> None:
     from app.extensions import authz, db
-    from app.services import tokens
+    from app.policy import tokens
 
     _, secret = tokens.create_token(db.session(), "stale", all_workspaces=True)
     db.session.commit()

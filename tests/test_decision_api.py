@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from app.authz.engine import RuleChange
 from app.extensions import authz, db
 from app.models import Membership, User, Workspace
-from app.services import policy_store, tokens
+from app.policy import store as policy_store
+from app.policy import tokens
 from tests.factories import add_member, create_workspace
 
 

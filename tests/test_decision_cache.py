@@ -11,10 +11,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
+from app import ttlcache
 from app.api import decision
 from app.extensions import db
 from app.models import User, Workspace
-from app.services import tokens, ttlcache
+from app.policy import tokens
 from tests.test_decision_api import CASES, World, create_user, make_token, post
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
 
@@ -358,7 +359,7 @@ def test_database_held_down_decides_known_people_from_memory(client: FlaskClient
         guard.answered()
 
 
-# -- the directory of every user (app.services.directory) --------------------------------
+# -- the directory of every user (app.policy.directory) --------------------------------
 @contextlib.contextmanager
 def held_down() -> Iterator[None]:
     """The database held down for this app, as after a failed wait: the hot path must not ask it."""
@@ -427,7 +428,7 @@ def test_email_change_through_the_service_reaches_another_app(
 ) -> None:
     """Another process confirms an email change and sets an external id: seen here once this process syncs."""
     from app.extensions import authz
-    from app.services import email_changes, users
+    from app.identity import email_changes, users
 
     uid = world.uid("simulations.owner")
     old = world.email("simulations.owner")
@@ -479,7 +480,7 @@ def test_new_user_granted_elsewhere_resolves_by_email_after_sync(
 def test_user_created_elsewhere_is_found_after_sync(client: FlaskClient, world: World, database_url: str) -> None:
     """Creating a user is a revision: another process holds the user (no role yet) once it syncs."""
     from app.extensions import authz
-    from app.services import users
+    from app.identity import users
 
     body = {"subject": "signed-up@example.com", **VIEW}
     assert post(client, "/v1/check", world.token, body)[1]["reason"] == "unknown_subject"
@@ -501,8 +502,9 @@ def test_settings_change_elsewhere_reaches_the_catalog_here(
 ) -> None:
     """A catalog changed through the service in another process is this process's once it syncs:
     AuthZEN reads catalogs from the directory, never the table."""
+    from app.decisions import authzen
     from app.extensions import authz
-    from app.services import authzen, workspaces
+    from app.membership import workspaces
 
     assert post(client, "/v1/check", world.token, {"subject": 1, **VIEW})[0] == 200  # the engine is loaded
     owner_id, ws_id = world.uid("simulations.owner"), world.ws["simulations"].id

@@ -42,7 +42,7 @@ from app.authz import AccessRequest, InvalidRuleError, PolicyEngine, Reason, Rul
 from app.authz.enforcer import build_plain_enforcer
 from app.authz.packs import SCOPES, Pack, Rule, load_packs
 from app.authz.types import ResourceFacts
-from app.services.policy_store import check_rule_shape
+from app.policy.store import check_rule_shape
 from bench.world import World, build_world, random_request
 
 ROOT = Path(__file__).resolve().parent.parent

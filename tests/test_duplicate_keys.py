@@ -22,7 +22,7 @@ from app.api.decision import BATCH_BODY, CHECK_BODY, fast_decode
 from app.api.params import members_unique
 from app.extensions import db
 from app.models import Membership
-from app.services import tokens
+from app.policy import tokens
 from tests.factories import fast_password_hashing, seed_demo, uid, web_client
 
 PROBLEM = "application/problem+json"

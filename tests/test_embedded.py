@@ -21,8 +21,8 @@ from app.authz.enforcer import rank_functions
 from app.authz.identifiers import split_role
 from app.embedded import MODEL, EmbeddedEnforcer, live_packs, stock_enforcer
 from app.extensions import authz, db
+from app.membership import members
 from app.models import CasbinRule, Membership, User, Workspace
-from app.services import members
 from seed.demo import load_demo
 from tests.factories import fast_password_hashing
 

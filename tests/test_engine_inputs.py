@@ -18,7 +18,7 @@ import pytest
 from app.authz import AccessRequest, InvalidRuleError, PolicyEngine, ResourceFacts, RuleChange
 from app.authz.enforcer import build_plain_enforcer
 from app.authz.packs import Rule, load_packs
-from app.services.policy_store import check_rule_shape
+from app.policy.store import check_rule_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKSET = load_packs(ROOT / "policy", ROOT / "model.conf")
@@ -246,7 +246,7 @@ def test_the_store_refuses_them_before_anything_commits(app: object, name: str) 
     """Through policy_store.add_changes (every service's writer): 422 for a shape, 409 for a second pack."""
     from app.errors import ConflictError, ValidationError
     from app.extensions import authz, db
-    from app.services import policy_store
+    from app.policy import store as policy_store
     from tests.factories import create_workspace
 
     ws = create_workspace("aa", "classroom")

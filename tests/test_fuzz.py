@@ -37,7 +37,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from app.extensions import authz, db
 from app.models.base import Base
-from app.services import tokens
+from app.policy import tokens
 from tests.factories import fast_password_hashing, seed_demo, uid
 
 PROBLEM = "application/problem+json"
@@ -911,7 +911,7 @@ def test_sign_in_and_csrf(fz: Fuzz) -> None:
 
 # -- regressions of the web-client API (app/api/{auth,members,groups}.py, app/services/*) ----------
 # Inputs that were answered with a 500 (on the backends listed) before ids, integers and text were
-# checked in one place (app/services/inputs.py, app/api/params.py). Each must now be a 4xx problem,
+# checked in one place (app/inputs.py, app/api/params.py). Each must now be a 4xx problem,
 # of the status given, that changes nothing; the fuzz tests above draw such inputs too.
 BIG = 2**63  # past SQLite's INTEGER and PostgreSQL's int4/int8
 INT4 = 2**31  # past PostgreSQL's int4 (every id column)

@@ -9,8 +9,9 @@ import pytest
 from flask import Flask
 
 from app.extensions import authz, db
+from app.membership import access
 from app.models import AuditEvent, Group
-from app.services import access, policy_store
+from app.policy import store as policy_store
 from tests.factories import fast_password_hashing, seed_demo, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"

@@ -41,7 +41,7 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
 
 
 def test_readyz_without_policy_is_503(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.services.policy_runtime import PolicyRuntime as Authz
+    from app.policy.runtime import PolicyRuntime as Authz
 
     def broken(self: Authz) -> None:
         raise UnavailableError("policy not imported; run `flask db-upgrade`")

@@ -12,7 +12,7 @@ from flask import Flask
 
 from app.extensions import authz, db
 from app.models import AuditEvent, Invitation, Membership, OutboxEmail, User, utcnow
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import PASSWORD, fast_password_hashing, seed_demo, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"

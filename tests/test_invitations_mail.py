@@ -7,9 +7,9 @@ from pathlib import Path
 
 from flask import Flask
 
+from app import notifications
 from app.extensions import db
 from app.models import OutboxEmail
-from app.services import notifications
 from tests.factories import fast_password_hashing
 
 

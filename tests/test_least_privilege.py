@@ -24,7 +24,7 @@ from app.authz import delegation
 from app.authz.engine import RuleChange
 from app.authz.packs import PackSet, Rule, load_packs, parse_rule_line
 from app.extensions import authz, db
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import fast_password_hashing, seed_demo, uid, web_client
 from tests.test_decision_api import World, get, world  # noqa: F401 - fixture
 from tests.test_decision_api import post as api_post
@@ -301,7 +301,7 @@ def test_rollback_sees_every_later_revision_not_the_first_batch(app: Flask, monk
     """The revision log is read in batches elsewhere; a rollback must not stop at the first one."""
     from pathlib import Path as _Path
 
-    from app.services import policy_edits
+    from app.policy import edits as policy_edits
 
     monkeypatch.setattr(policy_store.revision_log_after, "__defaults__", (3,))  # a batch of 3
     session = db.session()

@@ -10,7 +10,7 @@ from flask import Flask
 
 from app.extensions import authz, db
 from app.models import AuditEvent, GroupMember, Membership
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import WebClient, fast_password_hashing, seed_demo, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"

@@ -10,7 +10,7 @@ from flask import Flask
 from app.authz import RuleChange
 from app.extensions import authz, db
 from app.models import AuditEvent
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import create_user, fast_password_hashing, seed_demo, uid, web_client
 
 

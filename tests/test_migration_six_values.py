@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.authz import AccessRequest, PolicyEngine, ResourceFacts
 from app.authz.packs import load_packs, packset_from_documents
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.conftest import ROOT, fresh_pg_database, make_app
 
 PREVIOUS = "c4f1a7e9d2b6"

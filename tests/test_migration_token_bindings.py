@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from app.services import tokens
+from app.policy import tokens
 from tests.conftest import make_app
 from tests.test_migration_six_values import _alembic, _database
 

@@ -113,7 +113,7 @@ def add_workspace(url: str, message: str) -> None:
     with app.app_context():
         from app.authz import RuleChange
         from app.extensions import db
-        from app.services import policy_store
+        from app.policy import store as policy_store
 
         session = db.session()
         handle = policy_store.begin_write(session, "test", None, message)

@@ -14,8 +14,10 @@ from sqlalchemy import and_, delete, insert, or_, select
 
 from app.authz.engine import RuleChange
 from app.extensions import authz, db
+from app.identity import sessions
 from app.models import AuditEvent, CasbinRule, Membership, PolicyPack, User, Workspace
-from app.services import policy_store, sessions, tokens
+from app.policy import store as policy_store
+from app.policy import tokens
 from tests.factories import create_workspace
 
 REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
@@ -411,7 +413,7 @@ def test_tokens_over_the_policy_api(client: FlaskClient, editors: Editors) -> No
 # -- CLI twins ---------------------------------------------------------------------------------------
 def test_policy_cli_diff_export_import(app: Flask, editors: Editors, tmp_path: Path) -> None:
     """diff (files vs database), export (database → files), import (files → database, one revision)."""
-    from app.services import policy_edits
+    from app.policy import edits as policy_edits
 
     src = Path(app.config["POLICY_DIR"])
     pdir = tmp_path / "policy"

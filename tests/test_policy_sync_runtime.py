@@ -56,7 +56,7 @@ def apps(pg_url: str) -> Iterator[Callable[..., Flask]]:
 def _write(app: Flask, kind: str, changes: list[RuleChange]) -> int:
     """One committed revision written through app (as another process would); its number."""
     from app.extensions import db
-    from app.services import policy_store
+    from app.policy import store as policy_store
 
     with app.app_context():
         session = db.session()
@@ -97,7 +97,7 @@ def _until(pred: Callable[[], Any], timeout: float = 5.0) -> Any:
 
 
 def _listen(app: Flask) -> Any:
-    from app.services.policy_sync import start_listener
+    from app.policy.sync import start_listener
 
     return start_listener(app)
 
@@ -170,7 +170,7 @@ def test_pack_change_rebuilds_in_the_background_while_the_old_engine_answers(
     """A pack-document revision seen by B's listener: B keeps deciding from its engine at the old
     revision while the new one is built (readiness reports the rebuild and stays ready); a role
     change committed during the build is caught up before the swap; then B decides at the head."""
-    from app.services.policy_runtime import PolicyRuntime
+    from app.policy.runtime import PolicyRuntime
 
     writer = apps()
     b = apps(POLICY_SYNC="poll", POLICY_POLL_SECONDS=0.05, POLICY_REBUILD_JITTER_SECONDS=0.2)
@@ -212,7 +212,7 @@ def test_writer_rebuilds_at_once(apps: Callable[..., Flask]) -> None:
     a = apps(POLICY_REBUILD_JITTER_SECONDS=60)
     _decide(a)
     from app.extensions import authz, db
-    from app.services import policy_store
+    from app.policy import store as policy_store
 
     with a.app_context():
         session = db.session()

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 
 from app.extensions import authz, db
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import WebClient, fast_password_hashing, seed_demo, web_client
 
 REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"

@@ -18,8 +18,8 @@ import pytest
 from flask import Flask
 
 from app.extensions import authz, db
+from app.policy import tokens
 from app.security import HEADERS
-from app.services import tokens
 from app.web.pages import safe_next
 from tests.conftest import make_app
 from tests.factories import PASSWORD, WebClient, create_user, fast_password_hashing

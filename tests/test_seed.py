@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask import Flask
 
 from app.extensions import authz, db
+from app.identity import users
 from app.models import Group, GroupMember, Membership, User, Workspace
-from app.services import policy_store, users
+from app.policy import store as policy_store
 from seed.demo import load_demo
 from tests.factories import fast_password_hashing
 

@@ -47,7 +47,7 @@ def test_serve_refuses_a_bad_configuration(tmp_path: Path, extra: dict[str, str]
 def _world(url: str) -> dict[str, Any]:
     """A simulations workspace, its owner, a learner and a service token, committed."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
     from tests.factories import add_member, create_user, create_workspace
 
     app = make_app(url)
@@ -118,7 +118,7 @@ def test_both_workers_decide_at_the_head_after_a_change_elsewhere(served: dict[s
     """A role change committed by another process reaches both workers through their listeners."""
     from app.extensions import db
     from app.models import Membership
-    from app.services import policy_store
+    from app.policy import store as policy_store
 
     app = make_app(served["url"])
     body = {"subject": f"user:{served['learner']}", "workspace": "serve-ws", "action": ACTION}

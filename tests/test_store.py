@@ -9,7 +9,7 @@ from app.authz import AccessRequest, ResourceFacts
 from app.authz.engine import RuleChange
 from app.errors import ConflictError, NotFoundError
 from app.extensions import authz, db
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import add_member, create_user, create_workspace
 
 

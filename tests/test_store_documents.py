@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from app.extensions import authz, db
-from app.services import policy_store
+from app.policy import store as policy_store
 
 
 def test_document_only_revision_triggers_rebuild(app: Flask) -> None:

@@ -26,7 +26,8 @@ from app.authz import ANY_TARGET, NEWCOMER, AccessRequest, PolicyEngine, Resourc
 from app.authz.packs import load_packs
 from app.extensions import authz, db
 from app.models import AuditEvent, GroupMember, Invitation, Membership, OutboxEmail
-from app.services import policy_store, tokens
+from app.policy import store as policy_store
+from app.policy import tokens
 from tests.factories import fast_password_hashing, seed_demo, uid, web_client
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from app.api import decision_wsgi
 from app.errors import NotFoundError, ValidationError
 from app.extensions import db
-from app.services import tokens
+from app.policy import tokens
 from tests.factories import create_workspace
 from tests.test_decision_api import World, get, post
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture

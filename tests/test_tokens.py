@@ -8,7 +8,7 @@ from flask import Flask
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import db
 from app.models import ServiceToken
-from app.services import tokens
+from app.policy import tokens
 
 
 def test_token_is_stored_hashed_and_authenticates(app: Flask) -> None:

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from app.extensions import authz, db
-from app.services import policy_store
+from app.policy import store as policy_store
 from tests.factories import WebClient, fast_password_hashing, seed_demo, web_client
 from tests.test_policy_api import restore_pack_rows  # noqa: F401 - fixture (PostgreSQL pack rows)
 

@@ -16,13 +16,15 @@ from flask.blueprints import BlueprintSetupState
 from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
 
+from app import notifications
 from app.api.params import json_object
 from app.errors import CSRFFailedError, UnauthenticatedError
 from app.extensions import csrf, db, login_manager
+from app.identity import email_changes, sessions
+from app.inputs import check_text
+from app.membership import invitations
 from app.models import Membership, User
 from app.security import client_address
-from app.services import email_changes, invitations, notifications, sessions
-from app.services.inputs import check_text
 
 log = logging.getLogger("app.api")
 bp = Blueprint("auth", __name__, url_prefix="/api/auth")

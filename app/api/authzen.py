@@ -2,7 +2,7 @@
 
 Same service tokens as the decision API (``Authorization: Bearer``), same decision core. This module
 reads the wire format — strictly where the spec requires a field, ignoring unknown fields as it
-demands — and serializes; :mod:`app.services.authzen` places requests in workspaces and decides.
+demands — and serializes; :mod:`app.decisions.authzen` places requests in workspaces and decides.
 A body that is not a JSON object, a missing or mistyped required field, is a 400 problem (the spec's
 "Bad Request"); one unreadable evaluation inside an otherwise valid batch is answered
 ``decision: false`` with the error in its ``context``. ``X-Request-ID`` is echoed (app-wide).
@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from app import observability
 from app.api import api_doc
 from app.api.params import bound_to, parse_json, service_token
+from app.decisions import authzen
+from app.decisions.authzen import Action, Entity, Evaluation, Invalid, Page
 from app.errors import BadRequestError
-from app.services import authzen
-from app.services.authzen import Action, Entity, Evaluation, Invalid, Page
 
 bp = Blueprint("authzen", __name__)
 

@@ -41,18 +41,18 @@ from app.api.schemas import (
     WhoCanResult,
 )
 from app.authz import ANY_TARGET, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
+
+# Reference resolution and fact preparation live in app.decisions.resolution (shared with AuthZEN);
+# these names stay importable from here for existing callers.
+from app.decisions.resolution import NOBODY, Check, CheckAttributes, candidates, decide, resolve_users
+from app.decisions.resolution import domain_of as _domain
+from app.decisions.resolution import user_ref as _ref
 from app.errors import (
     PayloadTooLargeError,
     UnavailableError,
     ValidationError,
 )
 from app.models import User
-
-# Reference resolution and fact preparation live in app.services.decisions (shared with AuthZEN);
-# these names stay importable from here for existing callers.
-from app.services.decisions import NOBODY, Check, CheckAttributes, candidates, decide, resolve_users
-from app.services.decisions import domain_of as _domain
-from app.services.decisions import user_ref as _ref
 
 bp = Blueprint("decision", __name__, url_prefix="/v1")
 

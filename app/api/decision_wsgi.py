@@ -3,7 +3,7 @@
 A plain ``POST /v1/check`` or ``POST /v1/check/batch`` (JSON, a known service token, a body the
 msgspec structs accept, no query string, no ``min_revision`` above the engine's) is decided here:
 the same token check and binding check (a workspace outside the token's binding goes to the view,
-which answers the 403 problem), the same :func:`app.services.decisions.decide`, the same JSON, the same
+which answers the 403 problem), the same :func:`app.decisions.resolution.decide`, the same JSON, the same
 headers (security headers, ``X-Request-ID``) and metrics as the Flask view — without Flask's
 request context, URL routing and request/response hooks, which cost ~10 times the decision
 itself (measured in-process: ~560 µs a request through Flask at W = 1,000, most of it hooks,
@@ -27,9 +27,9 @@ from flask import Flask
 
 from app import observability
 from app.api import decision
+from app.decisions.resolution import decide
 from app.errors import AppError
-from app.services import tokens
-from app.services.decisions import decide
+from app.policy import tokens
 
 log = logging.getLogger(__name__)
 

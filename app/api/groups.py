@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify
 
 from app.errors import NotFoundError
 from app.extensions import db
-from app.services import groups, workspaces
+from app.membership import groups, workspaces
 
 from .auth import actor, after_change, json_body, protect
 from .params import path_id, query_text, register_converters

@@ -44,7 +44,7 @@ def readyz() -> tuple[Response, int]:
     Bounded: the database check waits at most DATABASE_REQUEST_WAIT_SECONDS (at once while the
     database is held down), everything else is in memory."""
     from app.extensions import authz, db
-    from app.services import policy_store
+    from app.policy import store as policy_store
 
     config = current_app.config
     checks: dict[str, str] = {}

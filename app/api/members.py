@@ -15,10 +15,11 @@ from typing import Any
 import click
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app import audit, notifications
 from app.errors import ValidationError
 from app.extensions import authz, db
+from app.membership import access, features, invitations, members, platform_roles, workspaces
 from app.models import Membership, Workspace
-from app.services import access, audit, features, invitations, members, notifications, platform_roles, workspaces
 
 from .auth import actor, after_change, json_body, protect
 from .params import path_id, query_id, query_int, query_text, register_converters

@@ -1,7 +1,7 @@
 """Request parsing for every blueprint: JSON bodies, schema validation, path ids, query parameters.
 
 Every integer and every id read from a request goes through here (or through
-:mod:`app.services.inputs`, which these use), so the rules live in one place: ASCII digits only,
+:mod:`app.inputs`, which these use), so the rules live in one place: ASCII digits only,
 ids in 1..2^31-1 (PostgreSQL ``INTEGER``), text without NUL. Bad query values are 422 problems;
 path ids that cannot exist do not match the route (404).
 """
@@ -20,7 +20,7 @@ from pydantic import ValidationError as PydanticValidationError
 from werkzeug.routing import IntegerConverter
 
 from app.errors import BadRequestError, NotFoundError, UnauthenticatedError, UnsupportedMediaTypeError, ValidationError
-from app.services.inputs import MAX_ID, check_text, is_id, parse_int
+from app.inputs import MAX_ID, check_text, is_id, parse_int
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -134,7 +134,7 @@ def service_token(realm: str) -> Any:
     ``WWW-Authenticate`` challenge for ``realm`` when it is missing, unknown or revoked. Its name is
     left in the WSGI environ for the decision log, the identity (with its binding) in ``g.service_token``."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
@@ -150,7 +150,7 @@ def service_token(realm: str) -> Any:
 
 def bound_to(workspaces: Sequence[str], eng: Any, where: Callable[[int], str] | None = None) -> None:
     """403 problem unless the request's service token (``g.service_token``) is bound to every workspace."""
-    from app.services import tokens
+    from app.policy import tokens
 
     tokens.require_bound(g.service_token, workspaces, eng, where)
 

@@ -46,7 +46,8 @@ from app.authz import Decision, Reason
 from app.authz.packs import rule_pack
 from app.errors import ForbiddenError, NotFoundError
 from app.models import PolicyRevision, ServiceToken, User
-from app.services import policy_edits, policy_store
+from app.policy import edits as policy_edits
+from app.policy import store as policy_store
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -410,9 +411,9 @@ def matrix() -> Response:
 @requires("read_policy")
 def explain() -> Response:
     """The playground: a check as the decision API answers it with ``explain``, live or on a draft."""
+    from app.decisions import resolution as decisions
     from app.errors import ValidationError
     from app.extensions import authz
-    from app.services import decisions
 
     body = parse_body(ExplainIn)
     probe = isinstance(body.subject, str) and body.subject.startswith("role:")
@@ -606,7 +607,7 @@ def _token_out(t: ServiceToken, secret: str | None = None) -> dict[str, Any]:
 def list_tokens() -> Response:
     """Every service token."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     return jsonify({"items": [_token_out(t) for t in tokens.list_tokens(db.session())]})
 
@@ -625,7 +626,7 @@ def list_tokens() -> Response:
 def create_token() -> tuple[Response, int]:
     """Create a token; the secret is shown once."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     body = parse_body(TokenIn)
     try:
@@ -650,7 +651,7 @@ def create_token() -> tuple[Response, int]:
 def revoke_token(name: str) -> Response:
     """Revoke a token by name (idempotent)."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     try:
         row = tokens.revoke_token(db.session(), name, actor_id=_editor().id)

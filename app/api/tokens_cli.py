@@ -33,7 +33,7 @@ def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, a
     --platform service) reaches it.
     """
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     try:
         _, secret = tokens.create_token(
@@ -51,7 +51,7 @@ def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, a
 def token_revoke(name: str) -> None:
     """Revoke token NAME; requests with it are refused from now on."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     try:
         tokens.revoke_token(db.session(), name)
@@ -66,7 +66,7 @@ def token_revoke(name: str) -> None:
 def token_list() -> None:
     """List tokens: name, state, created, last used, binding (never the secret); migrated tokens are flagged."""
     from app.extensions import db
-    from app.services import tokens
+    from app.policy import tokens
 
     rows = tokens.list_tokens(db.session())
     if not rows:

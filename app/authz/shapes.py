@@ -16,7 +16,7 @@ refuse what the writers never write. We refuse, because
   user holds roles rather than other users, a workspace runs one pack;
 * refusing fails closed and loud. A change batch with a refused rule raises
   :class:`InvalidRuleError` before anything is applied; at start-up the engine is not built. The
-  writers (``app.services.policy_store.check_rule_shape``, used by every service) call the same
+  writers (``app.policy.store.check_rule_shape``, used by every service) call the same
   :func:`rule_problems`, so a committed revision always passes.
 
 Accepted shapes (anything else is refused):

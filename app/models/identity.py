@@ -20,7 +20,7 @@ class User(UserMixin, Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     username: Mapped[str | None] = mapped_column(String(64), unique=True)
     # An identifier another system knows the user by (an identity provider's ``sub``, an AuthZEN
-    # subject id); resolvable wherever a user id or email is (app/services/decisions.py).
+    # subject id); resolvable wherever a user id or email is (app/decisions/resolution.py).
     external_id: Mapped[str | None] = mapped_column(String(254), unique=True, default=None)
     display_name: Mapped[str] = mapped_column(String(120), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
@@ -99,7 +99,7 @@ class ServiceToken(Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     # The workspace slug AuthZEN requests made with this token decide in when they name none.
     workspace: Mapped[str | None] = mapped_column(String(64), default=None)
-    # What the token may ask about (app.services.tokens.Binding): "ws:<slug> ws:<slug>…", "platform:<pack>"
+    # What the token may ask about (app.policy.tokens.Binding): "ws:<slug> ws:<slug>…", "platform:<pack>"
     # or "*" (every workspace but the service meta-pack's). Empty: nothing (fail closed).
     binding: Mapped[str] = mapped_column(String(2000), default="", server_default="")
     # True for a token that existed before bindings: its binding was derived by the migration.

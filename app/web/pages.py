@@ -18,9 +18,9 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from app.errors import AppError, NotFoundError
 from app.extensions import authz, db
+from app.membership import access, groups, platform_roles, workspaces
+from app.membership import members as members_service
 from app.models import User, Workspace
-from app.services import access, groups, platform_roles, workspaces
-from app.services import members as members_service
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 

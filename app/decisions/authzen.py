@@ -2,7 +2,7 @@
 
 AuthZEN has no tenant, so each request is placed in a workspace: ``context.workspace``, else
 ``resource.properties.workspace``, else the service token's default workspace, else a 400. The
-subject is a user reference (id, email or external id, resolved by :mod:`app.services.decisions`
+subject is a user reference (id, email or external id, resolved by :mod:`app.decisions.resolution`
 like every other surface). ``resource.properties`` reach the policy only through the names the
 workspace's pack declares under ``authzen.resource_properties`` (e.g. ``ownerID: owner``): data,
 no per-pack Python. Casbin decides; a bad value is a denial (``invalid_request``), never a 500.
@@ -24,19 +24,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, Ti
 from sqlalchemy.orm import Session, object_session
 
 from app.authz import Decision, Pack, PolicyEngine, Reason
+from app.decisions.resolution import Check, CheckAttributes, CheckResource, candidates, decide, domain_of, user_handles
 from app.errors import BadRequestError, UnavailableError
 from app.models import Workspace
-
-from .decisions import (
-    Check,
-    CheckAttributes,
-    CheckResource,
-    candidates,
-    decide,
-    domain_of,
-    user_handles,
-)
-from .ttlcache import TTLCache, app_cache
+from app.ttlcache import TTLCache, app_cache
 
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
 # Attributes a pack may map resource properties onto: people and scopes (never roles).
@@ -186,7 +177,7 @@ def _invalid_json(message: str, revision: int) -> dict[str, Any]:
 # a catalog recognises only the resources it lists (any other type or id is ``unknown_resource``,
 # denied), and their properties are facts the PEP need not send (the request's properties win). A
 # workspace without one constrains no resource. Read from the directory loaded with the policy
-# (``app.services.directory``: every workspace's catalog, refetched by every process when it applies
+# (``app.policy.directory``: every workspace's catalog, refetched by every process when it applies
 # a settings revision; this process's own change at its commit), so no evaluation queries the
 # database. Only a workspace the directory does not hold is read from the table (once per
 # USER_CACHE_SECONDS), or the last one read while the database is unreachable.

@@ -13,14 +13,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import audit, notifications
 from app.authz import RuleChange
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
+from app.inputs import check_text, is_id
+from app.membership import access
+from app.membership.members import begin, membership, unit_rule
 from app.models import Group, GroupMember, User, Workspace
-
-from . import access, audit, notifications, policy_store
-from .inputs import check_text, is_id
-from .members import begin, membership, unit_rule
+from app.policy import store as policy_store
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KINDS = ("group", "team")
@@ -202,7 +203,7 @@ def candidates(
     The people picker of a teacher: Casbin decides per person (``into_group`` bounds a teacher by
     rank, so only learners are offered). Raises ForbiddenError, NotFoundError.
     """
-    from .members import search_members
+    from app.membership.members import search_members
 
     check_kind(ws, kind)
     op = "add_manager" if relation_kind == "manager" else "add_member"
@@ -359,7 +360,7 @@ def add_people(
 
     Raises ForbiddenError, ValidationError, NotFoundError, ConflictError (archived, full, already in).
     """
-    from .members import _user_ids
+    from app.membership.members import _user_ids
 
     check_kind(ws, kind)
     op = "add_manager" if relation_kind == "manager" else "add_member"

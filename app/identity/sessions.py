@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app import audit
 from app.errors import ConflictError, UnauthenticatedError, ValidationError
+from app.identity import email_changes, users
+from app.inputs import check_text, parse_id, text_problem
 from app.models import Membership, User, UserSession, utcnow
-
-from . import audit, email_changes, users
-from .inputs import check_text, parse_id, text_problem
 
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
 TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -223,7 +223,7 @@ def update_profile(
 
     Email and password changes need ``current_password``. A password change ends every other
     session. An email change takes effect only when the link mailed to the new address is
-    followed (:mod:`app.services.email_changes`); the answer is the same whether or not that
+    followed (:mod:`app.identity.email_changes`); the answer is the same whether or not that
     address has an account. Raises ValidationError, UnauthenticatedError (wrong current
     password), ConflictError (username taken).
     """

@@ -16,8 +16,7 @@ from app.authz.engine import RuleChange
 from app.authz.packs import P_FIELDS, PackSet, Rule, format_rule, is_pack_rule, load_packs
 from app.authz.policytest import load_suite, run_suite, suite_files
 from app.errors import ValidationError
-
-from . import policy_store
+from app.policy import store as policy_store
 
 
 @lru_cache(maxsize=8)

@@ -1,5 +1,5 @@
 """Workspaces: created from a pack (the Casbin domain ``ws:<slug>`` linked to it by g4), described,
-renamed and configured, deleted. Feature switches are in :mod:`app.services.features`."""
+renamed and configured, deleted. Feature switches are in :mod:`app.membership.features`."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import audit
 from app.authz.engine import RuleChange
 from app.authz.identifiers import platform_domain
 from app.authz.packs import PackSet
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
+from app.inputs import MAX_ID, check_text, is_id
+from app.membership import access
+from app.membership.members import begin, g_rule
 from app.models import AuditEvent, Membership, User, Workspace
-
-from . import access, audit, directory, policy_store
-from .inputs import MAX_ID, check_text, is_id
-from .members import begin, g_rule
-from .policy_files import file_packs
+from app.policy import directory
+from app.policy import store as policy_store
+from app.policy.files import file_packs
 
 MAX_SETTINGS_BYTES = 16_000
 
@@ -83,9 +85,8 @@ def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: obje
     """
     from sqlalchemy import and_, or_
 
+    from app import notifications
     from app.models import CasbinRule, Group, GroupMember, Invitation, Membership
-
-    from . import notifications
 
     access.require(actor, ws, "delete_workspace")
     if confirm != ws.slug:
@@ -238,7 +239,7 @@ def update_settings(session: Session, actor: User, ws: Workspace, data: object) 
     if not isinstance(settings, dict) or len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         raise ValidationError("settings must be an object under 16 kB", errors=[{"field": "settings"}])
     try:
-        # other processes refetch the catalog when they apply it (app.services.directory.wanted)
+        # other processes refetch the catalog when they apply it (app.policy.directory.wanted)
         handle = begin(session, actor, directory.WORKSPACE_KIND, f"{directory.SETTINGS_OF}{ws.slug}")
         before = {"name": ws.name, "settings": dict(ws.settings or {})}
         ws.name = name.strip()

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
 from app.authz.packs import is_pack_rule, packset_from_documents
 from app.errors import ForbiddenError, UnavailableError, ValidationError
-
-from . import directory, policy_store, tokens
-from .directory import Directory
+from app.policy import directory, tokens
+from app.policy import store as policy_store
+from app.policy.directory import Directory
 
 log = logging.getLogger("app.authz")
 
@@ -74,7 +74,7 @@ class PolicyRuntime:
         if self._starts_with_server(app):
             # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
             self._listener_started.add(app)
-            from app.services.policy_sync import start_listener
+            from app.policy.sync import start_listener
 
             start_listener(app)
 
@@ -105,7 +105,7 @@ class PolicyRuntime:
             if app in self._listener_started:
                 return
             self._listener_started.add(app)
-        from app.services.policy_sync import start_listener
+        from app.policy.sync import start_listener
 
         start_listener(app)
 

@@ -11,10 +11,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import inputs
 from app.errors import ConflictError, ValidationError
 from app.models import User
-
-from . import directory, inputs
+from app.policy import directory
 
 _hasher = PasswordHasher()
 MIN_PASSWORD = 10
@@ -119,7 +119,7 @@ def set_external_id(session: Session, user: User, external_id: str | None, actor
     ``,*@``, all digits, over 254 characters: such a value would read as a user id or an email) and
     ConflictError (another user has it).
     """
-    from .decisions import EXTERNAL_ID
+    from app.decisions.resolution import EXTERNAL_ID
 
     if external_id is not None:
         if not isinstance(external_id, str) or not EXTERNAL_ID.fullmatch(external_id):

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session, object_session
 
 from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
+from app.decisions.refs import EXTERNAL_ID as EXTERNAL_ID
+from app.decisions.refs import MAX_USER_ID as MAX_USER_ID
+from app.decisions.refs import Ref as Ref
+from app.decisions.refs import user_ref as user_ref
 from app.models import User
-from app.services.directory import Directory
-from app.services.refs import EXTERNAL_ID as EXTERNAL_ID
-from app.services.refs import MAX_USER_ID as MAX_USER_ID
-from app.services.refs import Ref as Ref
-from app.services.refs import user_ref as user_ref
+from app.policy.directory import Directory
 
 # A user reference that never names a real user (real keys are user:<digits>): unknown people
 # in resource attributes simply match nothing.
@@ -123,7 +123,7 @@ class Check(Struct, frozen=True, forbid_unknown_fields=True):
 Lookup = Callable[[object], "str | None"]  # a user reference → its user key, or None (names nobody)
 
 # -- user resolution, from memory -----------------------------------------------------------------
-# Every reference is answered from the directory loaded with the engine (``app.services.directory``:
+# Every reference is answered from the directory loaded with the engine (``app.policy.directory``:
 # id, email and external id of every user, kept current through the revision log), without a
 # query: a reference it does not hold names nobody at the engine's revision (``unknown_subject``:
 # denied). A user another process created a moment ago is found once this process applies that

@@ -16,10 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import audit, notifications
 from app.errors import ConflictError, GoneError, NotFoundError, ValidationError
+from app.identity import users
 from app.models import EmailChange, User, utcnow
-
-from . import audit, directory, notifications, users
+from app.policy import directory
 
 
 def token_hash(token: str) -> str:
@@ -117,7 +118,7 @@ def confirm(session: Session, token: object, keep_session: str | None = None) ->
     Raises ValidationError (not a token), NotFoundError (unknown link), GoneError (used,
     superseded or expired), ConflictError (the address got an account meanwhile).
     """
-    from . import sessions
+    from app.identity import sessions
 
     if not isinstance(token, str) or not token or len(token) > 200 or not token.isascii():
         raise ValidationError("token must be a string", errors=[{"field": "token"}])

@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.inputs import MAX_ID
 from app.models import AuditEvent, User
-
-from .inputs import MAX_ID
 
 
 def record(

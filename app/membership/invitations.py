@@ -14,13 +14,15 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import audit, notifications
 from app.authz import Pack, RuleChange
 from app.errors import ConflictError, GoneError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.extensions import authz
+from app.identity import sessions, users
+from app.membership import access
+from app.membership.members import begin, g_rule, membership
 from app.models import Invitation, Membership, User, Workspace, utcnow
-
-from . import access, audit, notifications, policy_store, sessions, users
-from .members import begin, g_rule, membership
+from app.policy import store as policy_store
 
 SEPARATORS = re.compile(r"[,\n\r;]+")
 

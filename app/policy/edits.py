@@ -46,8 +46,7 @@ from app.authz.packs import (
 from app.authz.policytest import PolicySuite, load_suite, run_suite, suite_files
 from app.errors import ConflictError, ValidationError
 from app.models import AuditEvent, PolicyPack
-
-from . import policy_store
+from app.policy import store as policy_store
 
 MAX_TEST_FAILURES_LISTED = 50
 SAMPLE = 5

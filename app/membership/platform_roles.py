@@ -13,15 +13,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import audit, notifications
 from app.authz import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, platform_domain
 from app.errors import ConflictError, ForbiddenError, NotFoundError
 from app.extensions import authz
+from app.inputs import is_id
+from app.membership import access
+from app.membership.members import begin
 from app.models import User
-
-from . import access, audit, notifications, policy_store
-from .inputs import is_id
-from .members import begin
+from app.policy import store as policy_store
 
 
 def rule(user_id: int, pack_id: str, role: str) -> tuple[str, ...]:
@@ -159,7 +160,7 @@ def user_id_by_email(session: Session, actor: User, pack_id: object, email: obje
     Checked first (only those who may grant learn whether an account exists). Raises
     ForbiddenError, NotFoundError.
     """
-    from .users import by_email
+    from app.identity.users import by_email
 
     pack = access.pack_by_id(pack_id)
     authz.require(

@@ -31,11 +31,10 @@ from sqlalchemy.orm import Session
 
 from app.authz import PolicyEngine
 from app.authz.identifiers import valid_pack
+from app.decisions.resolution import domain_of
 from app.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from app.models import AuditEvent, ServiceToken, Workspace, utcnow
-
-from .decisions import domain_of
-from .ttlcache import TTLCache, app_cache
+from app.ttlcache import TTLCache, app_cache
 
 PREFIX = "lat_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,79}")
@@ -226,7 +225,7 @@ def revoke_token(session: Session, name: str, actor_id: int | None = None) -> Se
     _forget(row.token_hash)  # refused in this process from now on
     session.info.setdefault(_PENDING, set()).add(row.token_hash)
     if row.revoked_at is None:
-        from . import policy_store
+        from app.policy import store as policy_store
 
         row.revoked_at = utcnow()
         session.add(AuditEvent(actor_id=actor_id, action="token.revoke", target=f"token:{name}"))

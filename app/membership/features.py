@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from app import audit
 from app.authz import RuleChange
 from app.errors import ValidationError
+from app.membership import access
+from app.membership.members import begin
 from app.models import User, Workspace
-
-from . import access, audit, policy_store
-from .members import begin
+from app.policy import store as policy_store
 
 
 def toggle(session: Session, actor: User, ws: Workspace, feature: str, enabled: object) -> bool:

@@ -16,14 +16,15 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from app import audit, notifications
 from app.authz import Pack, RuleChange
 from app.errors import ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.extensions import authz
+from app.inputs import MAX_ID, check_text, is_id
+from app.membership import access
 from app.models import Group, GroupMember, Membership, User, Workspace
-
-from . import access, audit, notifications, policy_store
-from .inputs import MAX_ID, check_text, is_id
-from .policy_store import WriteHandle
+from app.policy import store as policy_store
+from app.policy.store import WriteHandle
 
 MAX_BULK = 500
 

@@ -4,7 +4,7 @@ A service that changes the policy calls :func:`begin_write` first (it locks the 
 ``policy_head`` row, so writers serialise and revisions commit in order, without gaps), reads
 what its invariants need, then :func:`add_changes`. Rules are written through the caller's
 session, inside the caller's transaction; the in-memory engine sees them only after commit
-(see ``app.services.policy_runtime``).
+(see ``app.policy.runtime``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from app.authz.shapes import rule_problems
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.models import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
 from app.models.policy import RULE_COLUMNS
-from app.services.policy_sync import notify_revision
+from app.policy.sync import notify_revision
 
 PENDING_KEY = "authz_pending"
 

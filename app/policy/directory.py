@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.decisions.refs import user_ref
 from app.models import PolicyRevision, User, Workspace
-
-from .refs import user_ref
 
 if TYPE_CHECKING:
     from app.authz.engine import RuleChange
@@ -124,7 +123,7 @@ def load(session: Session) -> Directory:
     """The directory read through session (the policy's own snapshot, after the facts): every user,
     one sequential read of three columns (PostgreSQL: 100,000 users 0.20 s, beside seconds for the
     facts themselves), and every workspace's catalog."""
-    from .authzen import parse_catalog
+    from app.decisions.authzen import parse_catalog
 
     d = Directory()
     for uid, email, ext in session.execute(select(User.id, User.email, User.external_id)):
@@ -165,7 +164,7 @@ def wanted(
 def fetch(session: Session, d: Directory, wanted: set[int | str]) -> None:
     """Read users (by id) and workspace catalogs (by slug) into d, a few queries at most; clears
     them from ``pending``."""
-    from .authzen import parse_catalog
+    from app.decisions.authzen import parse_catalog
 
     ids = sorted(w for w in wanted if isinstance(w, int))
     slugs = sorted(w for w in wanted if isinstance(w, str))
@@ -193,6 +192,6 @@ def messages(session: Session, numbers: Sequence[int]) -> dict[int, str]:
 def record_change(session: Session, user: User, actor_id: int | None) -> None:
     """Log the creation of user, or a change of their email or external id, as a revision of the
     caller's transaction, so every process (re)fetches the user when it applies it (``PolicyRuntime.sync``)."""
-    from . import policy_store
+    from app.policy import store as policy_store
 
     policy_store.begin_write(session, USER_CHANGE, actor_id, message=f"user:{user.id}")

@@ -1,0 +1,1 @@
+"""Decision surfaces' shared path: user references, resolution and facts, the AuthZEN service."""

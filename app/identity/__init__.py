@@ -1,0 +1,1 @@
+"""Identity: users, sign-in sessions, email changes, the user's own profile."""

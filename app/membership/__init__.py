@@ -1,0 +1,1 @@
+"""Membership: workspaces, features, members, groups and teams, invitations, platform roles, access."""

@@ -1,1 +1,0 @@
-"""Services: one module per concern; each owns its invariants and its transaction."""
