@@ -19,10 +19,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import database
     from .extensions import authz, csrf, db, login_manager
 
-    database.init_app(app)  # timeouts into the engine options, before the engines exist
+    database.init_app(app, db)  # timeouts into the engine options, before the engines exist
     db.init_app(app)
     with app.app_context():
-        database.bind(app, db.engines.values())
+        database.bind(app, db)
     login_manager.init_app(app)
     csrf.init_app(app)
     authz.init_app(app, db)
@@ -31,9 +31,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
 
-    from . import blueprints
+    from .api import auth, authzen, decision, docs, groups, health, members, policy
+    from .web import pages, workbench
 
-    blueprints.register(app)
+    for blueprint in (
+        health.bp,
+        auth.bp,
+        members.bp,
+        groups.bp,
+        decision.bp,
+        authzen.bp,
+        policy.bp,
+        docs.bp,
+        pages.bp,
+        workbench.bp,
+    ):
+        app.register_blueprint(blueprint)
 
     from . import security
 

@@ -1,4 +1,5 @@
-"""Command line: ``flask db-upgrade``, ``flask seed``, ``flask policy ...``, ``flask token ...``."""
+"""Every ``flask …`` command, one group per concern: ``flask db-upgrade``, ``flask db-revision``,
+``flask seed``, ``flask policy …``, ``flask token …``, ``flask outbox send``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,21 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
+from app import notifications
+from app.authz import delegation
+from app.authz.matrix import matrix_markdown
+from app.authz.packs import format_rule, load_packs
+from app.authz.policytest import load_suite, run_suite, suite_files
+from app.errors import AppError, ValidationError
+from app.extensions import db
+from app.policy import files as policy_files
+from app.policy import store as policy_store
+from app.policy import tokens
+from app.policy.files import file_packs
+
 policy_cli = AppGroup("policy", help="Policy packs: test, verify, matrix, import, export, diff.")
+token_cli = AppGroup("token", help="Service tokens for the decision API.")
+outbox_cli = AppGroup("outbox", help="Queued emails.")
 
 
 def _alembic_config() -> object:
@@ -25,10 +40,6 @@ def upgrade_database() -> int:
     """Apply migrations, then import ``policy/`` if the database holds no packs; returns the revision."""
     from alembic import command
 
-    from app.extensions import db
-    from app.policy import files as policy_files
-    from app.policy import store as policy_store
-    from app.policy.files import file_packs
 
     command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
     if not policy_store.load_documents(db.session()):
@@ -77,8 +88,6 @@ def seed_cmd(fixture: str) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def policy_test(policy_dir: str | None, verbose: bool) -> None:
     """Run policy/tests/*_test.yaml against model.conf + the packs; ends with 'N passed, M failed'."""
-    from app.authz.packs import load_packs
-    from app.authz.policytest import load_suite, run_suite, suite_files
 
     pdir = Path(policy_dir or current_app.config["POLICY_DIR"])
     packset = load_packs(pdir, current_app.config["MODEL_PATH"])
@@ -104,8 +113,6 @@ def policy_test(policy_dir: str | None, verbose: bool) -> None:
 @click.argument("pack")
 def policy_matrix(pack: str) -> None:
     """Print PACK's role × action table, computed by the engine, as Markdown."""
-    from app.authz.matrix import matrix_markdown
-    from app.policy.files import file_packs
 
     packset = file_packs()
     if pack not in packset.packs:
@@ -116,10 +123,6 @@ def policy_matrix(pack: str) -> None:
 @policy_cli.command("import")
 def policy_import() -> None:
     """Make the database equal to policy/ files, as one revision (refused if they fail verification)."""
-    from app.errors import ValidationError
-    from app.extensions import db
-    from app.policy import files as policy_files
-    from app.policy.files import file_packs
 
     try:
         rev = policy_files.import_files(db.session(), file_packs(), policy_dir=current_app.config["POLICY_DIR"])
@@ -138,8 +141,6 @@ def policy_import() -> None:
 @click.option("--dir", "policy_dir", default=None, help="policy directory (default: the app's)")
 def policy_verify(pack: str | None, policy_dir: str | None) -> None:
     """The escalation verifier: per pack, who may grant what, then PASS or counterexamples (exit 1)."""
-    from app.authz import delegation
-    from app.authz.packs import load_packs
 
     packset = load_packs(Path(policy_dir or current_app.config["POLICY_DIR"]), current_app.config["MODEL_PATH"])
     if pack is not None and pack not in packset.packs:
@@ -155,8 +156,6 @@ def policy_verify(pack: str | None, policy_dir: str | None) -> None:
 @policy_cli.command("export")
 def policy_export() -> None:
     """Write the database's packs to policy/ files."""
-    from app.extensions import db
-    from app.policy import files as policy_files
 
     written = policy_files.export_files(db.session(), Path(current_app.config["POLICY_DIR"]))
     for path in written:
@@ -168,10 +167,6 @@ def policy_export() -> None:
 @policy_cli.command("diff")
 def policy_diff() -> None:
     """Show rules that differ between policy/ files (+) and the database (-); exit 1 if any."""
-    from app.authz.packs import format_rule
-    from app.extensions import db
-    from app.policy import files as policy_files
-    from app.policy.files import file_packs
 
     differs = False
     for d in policy_files.diff(db.session(), file_packs()):
@@ -191,23 +186,86 @@ def policy_diff() -> None:
         sys.exit(1)
 
 
+# -- service tokens ---------------------------------------------------------------------------------
+@token_cli.command("create")
+@click.argument("name")
+@click.option(
+    "--workspace",
+    "workspaces",
+    multiple=True,
+    metavar="SLUG",
+    help="a workspace the token may ask about (repeatable); with one, AuthZEN requests naming none decide there",
+)
+@click.option(
+    "--platform", default=None, metavar="PACK", help="the pack's platform domain and every workspace of the pack"
+)
+@click.option(
+    "--all-workspaces", is_flag=True, help="every workspace and platform domain except the service meta-pack's"
+)
+def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, all_workspaces: bool) -> None:
+    """Create token NAME bound to what it may ask about, and print its secret (shown once; only its SHA-256 is stored).
+
+    Exactly one of --workspace (repeatable), --platform or --all-workspaces: a token asking about
+    anything else gets a 403 problem. Only a token naming the service meta-pack (--workspace service,
+    --platform service) reaches it.
+    """
+
+    try:
+        _, secret = tokens.create_token(
+            db.session(), name, workspaces=workspaces, platform=platform, all_workspaces=all_workspaces
+        )
+        db.session.commit()
+    except AppError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.detail) from exc
+    click.echo(secret)
+
+
+@token_cli.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke token NAME; requests with it are refused from now on."""
+
+    try:
+        tokens.revoke_token(db.session(), name)
+        db.session.commit()
+    except AppError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"revoked {name}")
+
+
+@token_cli.command("list")
+def token_list() -> None:
+    """List tokens: name, state, created, last used, binding (never the secret); migrated tokens are flagged."""
+
+    rows = tokens.list_tokens(db.session())
+    if not rows:
+        click.echo("no tokens")
+    for t in rows:
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        where = f"\tdefault workspace {t.workspace}" if t.workspace else ""
+        bound = tokens.describe_binding(t)
+        click.echo(
+            f"{t.name}\t{state}\tcreated {t.created_at:%Y-%m-%d %H:%M}\tlast used {used}\tbound to {bound}{where}"
+        )
+
+
+# -- outbox ---------------------------------------------------------------------------------------
+@outbox_cli.command("send")
+def outbox_send() -> None:
+    """Deliver queued emails with the configured MAIL_BACKEND."""
+    sent = notifications.dispatch(db.session(), limit=10_000)
+    click.echo(f"sent {sent} email(s)")
+
+
 def register_cli(app: Flask) -> None:
     """Attach every command to the app."""
     app.cli.add_command(db_upgrade)
     app.cli.add_command(db_revision)
     app.cli.add_command(seed_cmd)
     app.cli.add_command(policy_cli)
-    try:
-        from app.api.tokens_cli import token_cli
-    except ModuleNotFoundError:
-        return
     app.cli.add_command(token_cli)
+    app.cli.add_command(outbox_cli)
 
-
-def main() -> None:
-    """Console entry point (``learnauthz``): the Flask CLI with this app."""
-    from flask.cli import FlaskGroup
-
-    from app import create_app
-
-    FlaskGroup(create_app=create_app)()

@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from flask import Flask, current_app, has_app_context, has_request_context
+from flask import Flask, Response, current_app, has_app_context, has_request_context, request
+from flask_sqlalchemy import SQLAlchemy
 from psycopg import errors as pg_errors
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.errors import problem
 
 EXT = "database"
 log = logging.getLogger("app.database")
@@ -150,8 +156,9 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def init_app(app: Flask) -> None:
-    """Before ``db.init_app``: put the timeouts into the engine options and create the guard."""
+def init_app(app: Flask, db: SQLAlchemy) -> None:
+    """Before ``db.init_app``: put the timeouts into the engine options, create the guard, and
+    answer 503 (with ``Retry-After``) when the database is unreachable, frozen or out of connections."""
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
     app.extensions[EXT] = Guard(
         request_wait=float(app.config["DATABASE_REQUEST_WAIT_SECONDS"]),
@@ -159,15 +166,26 @@ def init_app(app: Flask) -> None:
         retry=float(app.config["DATABASE_RETRY_SECONDS"]),
     )
 
+    @app.errorhandler(sa_exc.OperationalError)
+    @app.errorhandler(sa_exc.InterfaceError)
+    @app.errorhandler(sa_exc.TimeoutError)
+    def _database_unavailable(exc: Exception) -> Response:
+        # Nothing was committed: ask the client to retry (every wait here is bounded, so this
+        # comes within the deadline).
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the connection may already be gone
+            log.debug("rollback after a database failure failed", exc_info=True)
+        g = guard()
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, str(exc).splitlines()[0])
+        resp = problem(503, "Service unavailable", "The database is unavailable; retry shortly.", "unavailable")
+        resp.headers["Retry-After"] = str(g.retry_after if g is not None else 1)
+        return resp
 
-def bind(app: Flask, engines: Any) -> None:
+
+def bind(app: Flask, db: SQLAlchemy) -> None:
     """After ``db.init_app``: PostgreSQL engines make bounded connections, and the session's
     end-of-request rollback survives a database that died under it (no error after the answer)."""
-    from sqlalchemy import event
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from app.extensions import db
-
     @app.teardown_appcontext
     def _release_session(exc: BaseException | None) -> None:
         # Runs before Flask-SQLAlchemy's own remove(), which then finds nothing left to do.
@@ -178,7 +196,7 @@ def bind(app: Flask, engines: Any) -> None:
             db.session.registry.clear()
 
     g: Guard = app.extensions[EXT]
-    for engine in engines:
+    for engine in db.engines.values():
         if engine.dialect.name != "postgresql":
             continue
 

@@ -144,27 +144,6 @@ def register_error_handlers(app: Flask) -> None:
             resp.headers["Allow"] = exc.get_response().headers["Allow"]
         return resp
 
-    from sqlalchemy import exc as sa_exc
-
-    @app.errorhandler(sa_exc.OperationalError)
-    @app.errorhandler(sa_exc.InterfaceError)
-    @app.errorhandler(sa_exc.TimeoutError)
-    def _database_unavailable(exc: Exception) -> Response:
-        # The database is unreachable, frozen or out of connections: nothing was committed, ask
-        # the client to retry (app.database bounds every wait, so this comes within the deadline).
-        from app import database
-        from app.extensions import db
-
-        try:
-            db.session.rollback()
-        except Exception:  # noqa: BLE001 - the connection may already be gone
-            log.debug("rollback after a database failure failed", exc_info=True)
-        g = database.guard()
-        log.warning("database unavailable on %s %s: %s", request.method, request.path, str(exc).splitlines()[0])
-        resp = problem(503, "Service unavailable", "The database is unavailable; retry shortly.", "unavailable")
-        resp.headers["Retry-After"] = str(g.retry_after if g is not None else 1)
-        return resp
-
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         if current_app.testing and current_app.config.get("PROPAGATE_UNEXPECTED", True):

@@ -29,6 +29,7 @@ from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits.storage import MemoryStorage
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.api.params import json_document
 from app.errors import AppError, problem
 
 # Only our own files: no inline script or style, no third-party origin.
@@ -87,8 +88,6 @@ def _digest(value: str) -> str:
 
 def signin_account() -> str:
     """The account a sign-in names (the normalised email from the JSON body), hashed; '' if none."""
-    from app.api.params import json_document
-
     try:
         data = json_document()
     except (AppError, RecursionError, ValueError):

@@ -25,15 +25,16 @@ from typing import Any
 
 from flask import Flask
 
+from app import create_app
+from app.config import load_config
+from app.extensions import authz
+from app.policy.sync import start_listener
+
 SERVER = "granian"
 
 
 def worker_app() -> Flask:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
-    from app import create_app
-    from app.extensions import authz
-    from app.policy.sync import start_listener
-
     app = create_app()
     with app.app_context():
         authz.reload()
@@ -74,7 +75,6 @@ def main() -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
-    from app.config import load_config
 
     opts = options()
     os.environ["SERVER_SOFTWARE"] = SERVER  # a production server: no per-host secret (app.config)

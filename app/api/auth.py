@@ -20,7 +20,7 @@ from app import notifications
 from app.api.params import json_object
 from app.errors import CSRFFailedError, UnauthenticatedError
 from app.extensions import csrf, db, login_manager
-from app.identity import email_changes, sessions
+from app.identity import email_changes, profile, sessions
 from app.inputs import check_text
 from app.membership import invitations
 from app.models import Membership, User
@@ -105,7 +105,7 @@ def _signed_in(user: User) -> dict[str, Any]:
     login_user(user)
     session.pop("csrf_token", None)
     g.pop("csrf_token", None)
-    body = sessions.profile(user)
+    body = profile.profile(user)
     body["csrf_token"] = generate_csrf()
     return body
 
@@ -203,7 +203,7 @@ def me() -> Response:
     """Own profile and memberships."""
     user = actor()
     rows = db.session.scalars(db.select(Membership).where(Membership.user_id == user.id)).unique()
-    body = sessions.profile(user)
+    body = profile.profile(user)
     body["pending_email"] = email_changes.pending(db.session(), user)
     body["workspaces"] = [
         {
@@ -225,13 +225,13 @@ def update_me() -> Response:
     (``pending_email`` until then); a password change signs out every other session."""
     user = actor()
     cfg = current_app.config
-    user, _ = sessions.update_profile(
+    user, _ = profile.update_profile(
         db.session(),
         user,
         json_body(),
         email_ttl_hours=int(cfg["EMAIL_CHANGE_TTL_HOURS"]),
         public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
     )
-    body = sessions.profile(user)
+    body = profile.profile(user)
     body["pending_email"] = email_changes.pending(db.session(), user)
     return jsonify(body)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app import observability
 from app.api import api_doc
+from app.api.decision import engine_at
 from app.api.params import bound_to, parse_json, service_token
 from app.decisions import authzen
 from app.decisions.authzen import Action, Entity, Evaluation, Invalid, Page
@@ -248,8 +249,6 @@ def _json(payload: Any) -> Response:
 
 
 def _engine() -> Any:
-    from app.api.decision import engine_at
-
     return engine_at(None)
 
 

@@ -52,6 +52,7 @@ from app.errors import (
     UnavailableError,
     ValidationError,
 )
+from app.extensions import authz, db
 from app.models import User
 
 bp = Blueprint("decision", __name__, url_prefix="/v1")
@@ -70,8 +71,6 @@ def _authenticate() -> None:
 def engine_at(min_revision: int | None) -> PolicyEngine:
     """The engine, at least at min_revision: 422 at once for a revision that does not exist yet,
     503 problem with Retry-After after the bounded wait for one that does."""
-    from app.extensions import authz
-
     authz.require_fresh()  # POLICY_MAX_STALENESS_SECONDS: past it, 503 rather than an old policy
     if not min_revision:
         return authz.engine
@@ -414,8 +413,6 @@ def who_can() -> Response:
     complete = examined == len(pool)
     emails: dict[int, str] = {}
     if found:
-        from app.extensions import db
-
         rows = db.session.execute(select(User.id, User.email).where(User.id.in_([u for u, _ in found])))
         emails = {int(uid): str(email) for uid, email in rows}
     items = [Principal(subject=f"user:{u}", user_id=u, email=emails.get(u), via=via) for u, via in found]

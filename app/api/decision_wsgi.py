@@ -29,6 +29,7 @@ from app import observability
 from app.api import decision
 from app.decisions.resolution import decide
 from app.errors import AppError
+from app.extensions import authz
 from app.policy import tokens
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ class DecisionFastPath:
         self.wsgi_app = wsgi_app
         self._obs: observability.Observability | None = None
         self._headers: list[tuple[str, str]] | None = None  # the fixed headers of every answer
-        from app.extensions import authz
 
         self._runtime = authz
 

@@ -11,6 +11,8 @@ from flask.blueprints import BlueprintSetupState
 from app import observability
 from app.api import api_doc
 from app.api.schemas import Health
+from app.extensions import authz, db
+from app.policy import store as policy_store
 
 log = logging.getLogger("app.health")
 
@@ -43,9 +45,6 @@ def readyz() -> tuple[Response, int]:
 
     Bounded: the database check waits at most DATABASE_REQUEST_WAIT_SECONDS (at once while the
     database is held down), everything else is in memory."""
-    from app.extensions import authz, db
-    from app.policy import store as policy_store
-
     config = current_app.config
     checks: dict[str, str] = {}
     revision = head = None

@@ -1,7 +1,7 @@
 """Workspace administration for web clients: workspaces, members, invitations, roles, ownership,
 audit trail, feature toggles and platform roles. Thin: parse → service (Casbin + transaction) → JSON.
 
-Also ``flask outbox send`` (deliver queued emails).
+(``flask outbox send`` lives in app/cli.py.)
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import click
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app import audit, notifications
+from app import audit
 from app.errors import ValidationError
 from app.extensions import authz, db
 from app.membership import access, features, invitations, members, platform_roles, workspaces
@@ -24,7 +23,7 @@ from app.models import Membership, Workspace
 from .auth import actor, after_change, json_body, protect
 from .params import path_id, query_id, query_int, query_text, register_converters
 
-bp = Blueprint("members", __name__, url_prefix="/api", cli_group="outbox")
+bp = Blueprint("members", __name__, url_prefix="/api")
 bp.record_once(register_converters)  # before the routes: they use <id:...>
 bp.before_request(protect)
 bp.after_request(after_change)
@@ -313,10 +312,3 @@ def revoke_platform(pack: str, role: str, user_id: int) -> tuple[str, int]:
     platform_roles.revoke(db.session(), actor(), pack, role, user_id)
     return "", 204
 
-
-# -- CLI ------------------------------------------------------------------------------------------
-@bp.cli.command("send")
-def outbox_send() -> None:
-    """Deliver queued emails with the configured MAIL_BACKEND."""
-    sent = notifications.dispatch(db.session(), limit=10_000)
-    click.echo(f"sent {sent} email(s)")

@@ -20,7 +20,9 @@ from pydantic import ValidationError as PydanticValidationError
 from werkzeug.routing import IntegerConverter
 
 from app.errors import BadRequestError, NotFoundError, UnauthenticatedError, UnsupportedMediaTypeError, ValidationError
+from app.extensions import db
 from app.inputs import MAX_ID, check_text, is_id, parse_int
+from app.policy import tokens
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -133,9 +135,6 @@ def service_token(realm: str) -> Any:
     """The service token of ``Authorization: Bearer <token>`` (a ``tokens.TokenIdentity``); 401 with a
     ``WWW-Authenticate`` challenge for ``realm`` when it is missing, unknown or revoked. Its name is
     left in the WSGI environ for the decision log, the identity (with its binding) in ``g.service_token``."""
-    from app.extensions import db
-    from app.policy import tokens
-
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     challenge = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
     if scheme.lower() != "bearer" or not secret.strip():
@@ -150,8 +149,6 @@ def service_token(realm: str) -> Any:
 
 def bound_to(workspaces: Sequence[str], eng: Any, where: Callable[[int], str] | None = None) -> None:
     """403 problem unless the request's service token (``g.service_token``) is bound to every workspace."""
-    from app.policy import tokens
-
     tokens.require_bound(g.service_token, workspaces, eng, where)
 
 

@@ -19,6 +19,8 @@ from sqlalchemy import select
 
 from app import observability
 from app.api import api_doc
+from app.api.auth import actor, protect
+from app.api.decision import engine_at
 from app.api.params import parse_body, parse_query
 from app.api.schemas import (
     ApplyResult,
@@ -43,11 +45,15 @@ from app.api.schemas import (
     ValidationResult,
 )
 from app.authz import Decision, Reason
+from app.authz.matrix import matrix_rows
 from app.authz.packs import rule_pack
-from app.errors import ForbiddenError, NotFoundError
+from app.decisions import resolution as decisions
+from app.errors import ForbiddenError, NotFoundError, ValidationError
+from app.extensions import authz, db
 from app.models import PolicyRevision, ServiceToken, User
 from app.policy import edits as policy_edits
 from app.policy import store as policy_store
+from app.policy import tokens
 
 bp = Blueprint("policy", __name__, url_prefix="/v1/policy")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,8 +75,6 @@ META_ACTIONS = (
 
 
 def _protect() -> None:
-    from app.api.auth import protect
-
     protect()
 
 
@@ -88,9 +92,6 @@ def requires(action: str) -> Callable[[F], F]:
     def deco(fn: F) -> F:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from app.api.auth import actor
-            from app.extensions import authz
-
             user = actor()
             authz.require(user.key, policy_domain(), action)
             return fn(*args, **kwargs)
@@ -102,15 +103,11 @@ def requires(action: str) -> Callable[[F], F]:
 
 
 def _editor() -> User:
-    from app.api.auth import actor
-
     return actor()
 
 
 def _sees_people() -> bool:
     """The signed-in editor may see people in the policy tools (``view_people``: policy admins)."""
-    from app.extensions import authz
-
     return authz.check(_editor().key, policy_domain(), "view_people").allowed
 
 
@@ -133,8 +130,6 @@ def _edits(changes: list[ChangeIn]) -> list[policy_edits.Edit]:
 
 
 def _engine(min_revision: int | None) -> Any:
-    from app.api.decision import engine_at
-
     return engine_at(min_revision)
 
 
@@ -153,8 +148,6 @@ def _iso(value: Any) -> str | None:
 )
 def session_info() -> Response:
     """Who is signed in, what the meta-policy allows them, and the CSRF token for changes."""
-    from app.extensions import authz
-
     user = _editor()
     allowed = [a for a in META_ACTIONS if authz.check(user.key, policy_domain(), a).allowed]
     return jsonify(
@@ -234,8 +227,6 @@ def rules() -> Response:
 @requires("read_policy_audit")
 def revisions() -> Response:
     """Revisions (policy edits, rollbacks, imports, membership changes), newest first, paged by ``before``."""
-    from app.extensions import db
-
     q = parse_query(RevisionsQuery)
     stmt = select(PolicyRevision).order_by(PolicyRevision.id.desc()).limit(q.limit)
     if q.before and q.before <= MAX_ID:
@@ -263,8 +254,6 @@ def revisions() -> Response:
 @requires("read_policy_audit")
 def revision(number: int) -> Response:
     """One revision: kind, message, actor and the rules it added and removed."""
-    from app.extensions import db
-
     row = db.session.get(PolicyRevision, number) if number <= MAX_ID else None
     if row is None:
         raise NotFoundError(f"no revision {number}")
@@ -291,8 +280,6 @@ def revision(number: int) -> Response:
 # -- proposing -----------------------------------------------------------------------------------
 def _draft_of(changes: list[ChangeIn]) -> policy_edits.Draft:
     """Changes drafted on the live policy and validated (nothing written)."""
-    from app.extensions import db
-
     d = policy_edits.draft(db.session(), _edits(changes), _model_text(), current_app.config["POLICY_DIR"])
     db.session.rollback()
     return d
@@ -332,9 +319,6 @@ def validate_change() -> Response:
 @requires("propose_policy_change")
 def preview() -> Response:
     """The flips of an edit and its impact on users and workspaces; 422 problem if the edit is invalid."""
-    from app.errors import ValidationError
-    from app.extensions import authz
-
     d = _draft_of_body()
     if not d.valid:
         raise ValidationError("the change is invalid; nothing to preview", problems=d.problems, revision=d.revision)
@@ -342,8 +326,6 @@ def preview() -> Response:
 
 
 def _emails(user_ids: set[int]) -> dict[int, str]:
-    from app.extensions import db
-
     if not user_ids:
         return {}
     rows = db.session.execute(select(User.id, User.email).where(User.id.in_(user_ids))).all()
@@ -384,8 +366,6 @@ def _preview_payload(p: policy_edits.Preview) -> dict[str, Any]:
 @requires("read_policy")
 def matrix() -> Response:
     """The live matrix of one pack (what ``flask policy matrix`` prints), for the workbench."""
-    from app.authz.matrix import matrix_rows
-
     q = parse_query(MatrixQuery)
     eng = _engine(None)
     pack = eng.packset.packs.get(q.pack)
@@ -411,10 +391,6 @@ def matrix() -> Response:
 @requires("read_policy")
 def explain() -> Response:
     """The playground: a check as the decision API answers it with ``explain``, live or on a draft."""
-    from app.decisions import resolution as decisions
-    from app.errors import ValidationError
-    from app.extensions import authz
-
     body = parse_body(ExplainIn)
     probe = isinstance(body.subject, str) and body.subject.startswith("role:")
     attrs = body.resource.attributes if body.resource is not None else None
@@ -477,8 +453,6 @@ def explain() -> Response:
 @requires("propose_policy_change")
 def rollback_preview() -> Response:
     """The preview shown before a rollback; ``valid: false`` lists why it would be refused."""
-    from app.extensions import authz, db
-
     body = parse_body(RollbackIn)
     d = policy_edits.rollback_draft(db.session(), body.to_revision, _model_text(), current_app.config["POLICY_DIR"])
     if d.before is None and d.after is not None:
@@ -508,8 +482,6 @@ def rollback_preview() -> Response:
 @requires("apply_policy_change")
 def apply_change() -> tuple[Response, int]:
     """Validate and apply; every decision after it reports the new revision."""
-    from app.extensions import db
-
     body = parse_body(ProposalIn)
     user = _editor()
     session = db.session()
@@ -545,8 +517,6 @@ def apply_change() -> tuple[Response, int]:
 @requires("rollback_policy")
 def rollback() -> tuple[Response, int]:
     """Undo every pack-rule and document change after ``to_revision`` (memberships are kept)."""
-    from app.extensions import db
-
     body = parse_body(RollbackIn)
     user = _editor()
     session = db.session()
@@ -574,8 +544,6 @@ def _after_write(d: policy_edits.Draft) -> None:
     Rule changes to packs make the after-commit hook rebuild the engine; a revision that changes
     only pack documents (a new role or action) does not, so rebuild here.
     """
-    from app.extensions import authz
-
     if d.touched_documents and not d.changes:
         authz.reload()
     else:
@@ -606,9 +574,6 @@ def _token_out(t: ServiceToken, secret: str | None = None) -> dict[str, Any]:
 @requires("manage_service_tokens")
 def list_tokens() -> Response:
     """Every service token."""
-    from app.extensions import db
-    from app.policy import tokens
-
     return jsonify({"items": [_token_out(t) for t in tokens.list_tokens(db.session())]})
 
 
@@ -625,9 +590,6 @@ def list_tokens() -> Response:
 @requires("manage_service_tokens")
 def create_token() -> tuple[Response, int]:
     """Create a token; the secret is shown once."""
-    from app.extensions import db
-    from app.policy import tokens
-
     body = parse_body(TokenIn)
     try:
         row, secret = tokens.create_token(
@@ -650,9 +612,6 @@ def create_token() -> tuple[Response, int]:
 @requires("manage_service_tokens")
 def revoke_token(name: str) -> Response:
     """Revoke a token by name (idempotent)."""
-    from app.extensions import db
-    from app.policy import tokens
-
     try:
         row = tokens.revoke_token(db.session(), name, actor_id=_editor().id)
         db.session.commit()

@@ -99,3 +99,8 @@ def is_prefixed(value: object, prefix: str) -> bool:
     if not isinstance(value, str) or not value.startswith(prefix + ":"):
         return False
     return valid_local(value[len(prefix) + 1 :])
+
+
+def domain_of(workspace: str) -> str:
+    """The Casbin domain of a workspace slug (``ws:<slug>``; prefixed domains unchanged)."""
+    return workspace if workspace.startswith(("ws:", "platform:")) else f"ws:{workspace}"

@@ -23,10 +23,14 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
+from app import database
 from app.authz import Decision, Pack, PolicyEngine, Reason
 from app.decisions.resolution import Check, CheckAttributes, CheckResource, candidates, decide, domain_of, user_handles
 from app.errors import BadRequestError, UnavailableError
+from app.extensions import authz, db
 from app.models import Workspace
+from app.policy.directory import CATALOG_KEY as CATALOG_KEY
+from app.policy.directory import Catalog, parse_catalog
 from app.ttlcache import TTLCache, app_cache
 
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
@@ -42,7 +46,6 @@ USER_TYPE = "user"
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 SCAN_BUDGET = 5000  # candidates examined per search page at most (a page may hold fewer than limit)
-CATALOG_KEY = "authzen_resources"  # workspace settings: the resources the PDP recognises
 UNKNOWN_RESOURCE = "unknown_resource"
 _CATALOG_CACHE = "authzen_catalog_cache"
 _PENDING_SETTINGS = "authzen_settings_changed"
@@ -181,7 +184,6 @@ def _invalid_json(message: str, revision: int) -> dict[str, Any]:
 # a settings revision; this process's own change at its commit), so no evaluation queries the
 # database. Only a workspace the directory does not hold is read from the table (once per
 # USER_CACHE_SECONDS), or the last one read while the database is unreachable.
-Catalog = dict[str, dict[str, Mapping[str, Any]]]
 
 
 def _catalog_cache() -> TTLCache[str, Catalog] | None:
@@ -203,8 +205,6 @@ def _settings_committed(session: Session) -> None:
     # This process's directory holds the committed catalog too (what an outage falls back to).
     pending = session.info.pop(_PENDING_SETTINGS, None)
     if pending:
-        from app.extensions import authz
-
         directory = authz.directory
         if directory is not None:
             for slug, settings in pending.items():
@@ -216,26 +216,12 @@ def _settings_rolled_back(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_PENDING_SETTINGS, None)
 
 
-def parse_catalog(settings: object) -> Catalog:
-    """A workspace's settings → its catalog, type → id → properties (malformed entries skipped; {} if none)."""
-    entries = settings.get(CATALOG_KEY) if isinstance(settings, Mapping) else None
-    out: Catalog = {}
-    for e in entries if isinstance(entries, list) else []:
-        if isinstance(e, Mapping) and isinstance(e.get("type"), str) and isinstance(e.get("id"), str):
-            props = e.get("properties")
-            out.setdefault(e["type"], {})[e["id"]] = props if isinstance(props, Mapping) else {}
-    return out
-
-
 def catalog(slug: str) -> Catalog:
     """The workspace's catalog, type → id → properties (malformed entries skipped; {} if none).
 
     From the directory loaded with the policy; a workspace it does not hold from the table, or
     without the database the last one read; UnavailableError only before any load.
     """
-    from app import database
-    from app.extensions import authz, db
-
     directory = authz.directory
     held = directory.catalogs.get(slug) if directory is not None else None
     if held is not None:

@@ -19,12 +19,15 @@ from sqlalchemy import event, inspect, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
+from app import database
 from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
+from app.authz.identifiers import domain_of as domain_of
 from app.decisions.refs import EXTERNAL_ID as EXTERNAL_ID
 from app.decisions.refs import MAX_USER_ID as MAX_USER_ID
 from app.decisions.refs import Ref as Ref
 from app.decisions.refs import user_ref as user_ref
+from app.extensions import authz, db
 from app.models import User
 from app.policy.directory import Directory
 
@@ -164,8 +167,6 @@ def _user_inserted(mapper: Any, connection: Any, target: User) -> None:
 def _users_committed(session: Session) -> None:
     handles = session.info.pop(_PENDING_HANDLES, ())
     if handles:
-        from app.extensions import authz
-
         directory = authz.directory
         if directory is not None:
             for uid, kind, value in handles:
@@ -181,8 +182,6 @@ def _users_rolled_back(session: Session, previous_transaction: Any) -> None:
 
 
 def _query_users(wanted: set[Ref]) -> dict[Ref, str]:
-    from app.extensions import db
-
     ids = [v for k, v in wanted if k == "id"]
     emails = [v for k, v in wanted if k == "email"]
     externals = [v for k, v in wanted if k == "ext"]
@@ -209,8 +208,6 @@ def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None =
     From the directory of every user; before the first load, a user id the engine holds a role
     for in that domain, then one query (none while the database cannot be asked).
     """
-    from app.extensions import authz
-
     directory = authz.directory
     out: dict[Ref, str] = {}
     if directory is not None:
@@ -239,9 +236,6 @@ def resolve_refs(pairs: Iterable[tuple[object, str]], eng: PolicyEngine | None =
 
 def _query_users_if_reachable(wanted: set[Ref]) -> dict[Ref, str] | None:
     """The users table's answer, or None when the database cannot be asked (held down or failing now)."""
-    from app import database
-    from app.extensions import db
-
     if not database.reachable():
         return None
     try:
@@ -261,11 +255,6 @@ def resolve_user(value: object, eng: PolicyEngine | None = None, domain: str = "
     """One user reference → its user key, or None if it names nobody."""
     r = user_ref(value)
     return resolve_users([value], eng, domain).get(r) if r else None
-
-
-def domain_of(workspace: str) -> str:
-    """The Casbin domain of a workspace slug (``ws:<slug>``; prefixed domains unchanged)."""
-    return workspace if workspace.startswith(("ws:", "platform:")) else f"ws:{workspace}"
 
 
 def _scope_key(value: str | None, kind: str) -> str:
@@ -358,8 +347,6 @@ def decide(
     """Decisions for items, in order: people from ``directory`` (default: the one loaded with the
     current engine; before the first load, at most one user query for all of them), then the engine."""
     if directory is None:
-        from app.extensions import authz
-
         directory = authz.directory
     if directory is not None:
         person_of: Lookup = directory.lookup
@@ -399,8 +386,6 @@ def candidates(eng: PolicyEngine, domain: str) -> list[tuple[int, str]]:
 
 def user_handles(user_ids: Iterable[int]) -> dict[int, tuple[str, str | None]]:
     """user id → (email, external id) for existing users, in one query."""
-    from app.extensions import db
-
     ids = sorted(set(user_ids))
     if not ids:
         return {}

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, notifications
 from app.errors import ConflictError, GoneError, NotFoundError, ValidationError
-from app.identity import users
+from app.identity import sessions, users
 from app.models import EmailChange, User, utcnow
 from app.policy import directory
 
@@ -118,8 +118,6 @@ def confirm(session: Session, token: object, keep_session: str | None = None) ->
     Raises ValidationError (not a token), NotFoundError (unknown link), GoneError (used,
     superseded or expired), ConflictError (the address got an account meanwhile).
     """
-    from app.identity import sessions
-
     if not isinstance(token, str) or not token or len(token) > 200 or not token.isascii():
         raise ValidationError("token must be a string", errors=[{"field": "token"}])
     row = session.scalar(select(EmailChange).where(EmailChange.token_hash == token_hash(token)))

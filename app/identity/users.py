@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import inputs
+from app.decisions.refs import EXTERNAL_ID
 from app.errors import ConflictError, ValidationError
 from app.models import User
 from app.policy import directory
@@ -119,8 +120,6 @@ def set_external_id(session: Session, user: User, external_id: str | None, actor
     ``,*@``, all digits, over 254 characters: such a value would read as a user id or an email) and
     ConflictError (another user has it).
     """
-    from app.decisions.resolution import EXTERNAL_ID
-
     if external_id is not None:
         if not isinstance(external_id, str) or not EXTERNAL_ID.fullmatch(external_id):
             raise ValidationError(

@@ -19,7 +19,7 @@ from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
 from app.inputs import check_text, is_id
 from app.membership import access
-from app.membership.members import begin, membership, unit_rule
+from app.membership.members import _user_ids, begin, membership, search_members, unit_rule
 from app.models import Group, GroupMember, User, Workspace
 from app.policy import store as policy_store
 
@@ -203,8 +203,6 @@ def candidates(
     The people picker of a teacher: Casbin decides per person (``into_group`` bounds a teacher by
     rank, so only learners are offered). Raises ForbiddenError, NotFoundError.
     """
-    from app.membership.members import search_members
-
     check_kind(ws, kind)
     op = "add_manager" if relation_kind == "manager" else "add_member"
     access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
@@ -360,8 +358,6 @@ def add_people(
 
     Raises ForbiddenError, ValidationError, NotFoundError, ConflictError (archived, full, already in).
     """
-    from app.membership.members import _user_ids
-
     check_kind(ws, kind)
     op = "add_manager" if relation_kind == "manager" else "add_member"
     relation = RELATIONS[kind][0 if relation_kind == "manager" else 1]

@@ -18,10 +18,11 @@ from app.authz import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, platform_domain
 from app.errors import ConflictError, ForbiddenError, NotFoundError
 from app.extensions import authz
+from app.identity.users import by_email
 from app.inputs import is_id
 from app.membership import access
 from app.membership.members import begin
-from app.models import User
+from app.models import User, Workspace
 from app.policy import store as policy_store
 
 
@@ -124,8 +125,6 @@ def revoke(session: Session, actor: User, pack_id: object, role: object, target_
 def console(session: Session, actor: User) -> list[dict[str, Any]]:
     """The packs in which actor holds a platform role, each with the workspaces of the pack and
     what Casbin lets actor do there (create a workspace, grant platform roles): the operator's home."""
-    from app.models import Workspace
-
     mine = set(authz.engine.roles_of(actor.key, PLATFORM_DOMAIN))
     out = []
     for pack in sorted(authz.engine.packset.packs.values(), key=lambda p: p.id):
@@ -160,8 +159,6 @@ def user_id_by_email(session: Session, actor: User, pack_id: object, email: obje
     Checked first (only those who may grant learn whether an account exists). Raises
     ForbiddenError, NotFoundError.
     """
-    from app.identity.users import by_email
-
     pack = access.pack_by_id(pack_id)
     authz.require(
         actor.key, platform_domain(pack.id), access.action_for(pack, "grant_platform_role"), access.member_facts(None)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import audit
+from app import audit, notifications
 from app.authz.engine import RuleChange
 from app.authz.identifiers import platform_domain
 from app.authz.packs import PackSet
@@ -19,7 +19,7 @@ from app.extensions import authz
 from app.inputs import MAX_ID, check_text, is_id
 from app.membership import access
 from app.membership.members import begin, g_rule
-from app.models import AuditEvent, Membership, User, Workspace
+from app.models import AuditEvent, CasbinRule, Group, GroupMember, Invitation, Membership, User, Workspace
 from app.policy import directory
 from app.policy import store as policy_store
 from app.policy.files import file_packs
@@ -85,8 +85,6 @@ def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: obje
     """
     from sqlalchemy import and_, or_
 
-    from app import notifications
-    from app.models import CasbinRule, Group, GroupMember, Invitation, Membership
 
     access.require(actor, ws, "delete_workspace")
     if confirm != ws.slug:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.authz import delegation
 from app.authz.engine import RuleChange
-from app.authz.packs import P_FIELDS, PackSet, Rule, format_rule, is_pack_rule, load_packs
+from app.authz.packs import P_FIELDS, PackSet, Rule, format_rule, is_pack_rule, load_packs, parse_rule_line, rule_pack
 from app.authz.policytest import load_suite, run_suite, suite_files
 from app.errors import ValidationError
 from app.policy import store as policy_store
@@ -65,8 +65,6 @@ def diff(session: Session, files: PackSet) -> list[PackDiff]:
 
 
 def _pack_of(rule: Rule) -> str:
-    from app.authz.packs import rule_pack
-
     return rule_pack(rule)
 
 
@@ -128,7 +126,6 @@ def export_files(session: Session, policy_dir: Path) -> list[str]:
             ypath.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
             written.append(str(ypath))
         rules = [r for r in db_rules if _pack_of(r) == pid]
-        from app.authz.packs import parse_rule_line
 
         old = []
         if cpath.exists():

@@ -32,11 +32,13 @@ from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
+from app.authz.engine import RuleChange
 from app.authz.packs import is_pack_rule, packset_from_documents
 from app.errors import ForbiddenError, UnavailableError, ValidationError
 from app.policy import directory, tokens
 from app.policy import store as policy_store
 from app.policy.directory import Directory
+from app.policy.sync import start_listener
 
 log = logging.getLogger("app.authz")
 
@@ -74,7 +76,6 @@ class PolicyRuntime:
         if self._starts_with_server(app):
             # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
             self._listener_started.add(app)
-            from app.policy.sync import start_listener
 
             start_listener(app)
 
@@ -105,7 +106,6 @@ class PolicyRuntime:
             if app in self._listener_started:
                 return
             self._listener_started.add(app)
-        from app.policy.sync import start_listener
 
         start_listener(app)
 
@@ -371,7 +371,6 @@ class PolicyRuntime:
         pending = session.info.pop("authz_pending", None)
         if not pending or not self.loaded:
             return
-        from app.authz.engine import RuleChange
 
         # Under the lock: the listener thread may be applying the same revisions right now.
         with self._lock:

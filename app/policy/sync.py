@@ -28,8 +28,12 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 from flask import Flask
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+
+from app import database
 
 log = logging.getLogger("app.policy_sync")
 
@@ -163,11 +167,7 @@ class PolicyListener:
             self._stop.wait(self.poll_seconds)
 
     def _listen_loop(self) -> None:
-        import psycopg
-
         url = self.listen_url
-        from app import database
-
         guard = self.app.extensions.get(database.EXT)
         conn: psycopg.Connection[Any]
         if guard is not None:  # every wait bounded (DATABASE_WAIT_SECONDS): a frozen server is noticed
@@ -223,7 +223,5 @@ def start_listener(app: Flask) -> PolicyListener | None:
 
 def notify_revision(session: Any, revision: int) -> None:
     """Inside a writer's transaction: hint every listener at commit (PostgreSQL only)."""
-    from sqlalchemy import text
-
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(notify_sql()), {"revision": str(revision)})

@@ -30,10 +30,10 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app.authz import PolicyEngine
-from app.authz.identifiers import valid_pack
-from app.decisions.resolution import domain_of
+from app.authz.identifiers import domain_of, valid_pack
 from app.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from app.models import AuditEvent, ServiceToken, Workspace, utcnow
+from app.policy import store as policy_store
 from app.ttlcache import TTLCache, app_cache
 
 PREFIX = "lat_"
@@ -225,8 +225,6 @@ def revoke_token(session: Session, name: str, actor_id: int | None = None) -> Se
     _forget(row.token_hash)  # refused in this process from now on
     session.info.setdefault(_PENDING, set()).add(row.token_hash)
     if row.revoked_at is None:
-        from app.policy import store as policy_store
-
         row.revoked_at = utcnow()
         session.add(AuditEvent(actor_id=actor_id, action="token.revoke", target=f"token:{name}"))
         # Every other process drops the token when it applies this revision.
