@@ -27,6 +27,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     authz.init_app(app, db)
 
+    from . import after_commit
+
+    after_commit.init_app(app, db)  # the one after-commit path: policy, tokens, directory
+
     from .errors import register_error_handlers
 
     register_error_handlers(app)

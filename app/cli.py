@@ -15,6 +15,7 @@ from app.authz import delegation
 from app.authz.matrix import matrix_markdown
 from app.authz.packs import format_rule, load_packs
 from app.authz.policytest import load_suite, run_suite, suite_files
+from app.database import in_transaction
 from app.errors import AppError, ValidationError
 from app.extensions import db
 from app.policy import files as policy_files
@@ -43,10 +44,13 @@ def upgrade_database() -> int:
 
     command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
     if not policy_store.load_documents(db.session()):
-        policy_files.import_files(
-            db.session(), file_packs(), message="initial import of policy/", policy_dir=current_app.config["POLICY_DIR"]
-        )
-        db.session.commit()
+        with in_transaction(db.session()):
+            policy_files.import_files(
+                db.session(),
+                file_packs(),
+                message="initial import of policy/",
+                policy_dir=current_app.config["POLICY_DIR"],
+            )
     return policy_store.current_revision(db.session())
 
 
@@ -125,14 +129,13 @@ def policy_import() -> None:
     """Make the database equal to policy/ files, as one revision (refused if they fail verification)."""
 
     try:
-        rev = policy_files.import_files(db.session(), file_packs(), policy_dir=current_app.config["POLICY_DIR"])
+        with in_transaction(db.session()):
+            rev = policy_files.import_files(db.session(), file_packs(), policy_dir=current_app.config["POLICY_DIR"])
     except ValidationError as exc:
-        db.session.rollback()
         click.echo(f"error: {exc}", err=True)
         for problem in exc.extra.get("problems", []):
             click.echo(f"  {problem}", err=True)
         sys.exit(1)
-    db.session.commit()
     click.echo(f"imported as revision {rev}" if rev else "nothing to import: database equals policy/")
 
 
@@ -211,12 +214,11 @@ def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, a
     """
 
     try:
-        _, secret = tokens.create_token(
-            db.session(), name, workspaces=workspaces, platform=platform, all_workspaces=all_workspaces
-        )
-        db.session.commit()
+        with in_transaction(db.session()):
+            _, secret = tokens.create_token(
+                db.session(), name, workspaces=workspaces, platform=platform, all_workspaces=all_workspaces
+            )
     except AppError as exc:
-        db.session.rollback()
         raise click.ClickException(exc.detail) from exc
     click.echo(secret)
 
@@ -227,10 +229,9 @@ def token_revoke(name: str) -> None:
     """Revoke token NAME; requests with it are refused from now on."""
 
     try:
-        tokens.revoke_token(db.session(), name)
-        db.session.commit()
+        with in_transaction(db.session()):
+            tokens.revoke_token(db.session(), name)
     except AppError as exc:
-        db.session.rollback()
         raise click.ClickException(exc.detail) from exc
     click.echo(f"revoked {name}")
 

@@ -19,6 +19,8 @@ import contextvars
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from app.errors import problem
 
@@ -86,7 +89,7 @@ def guard() -> Guard | None:
     """The current app's guard (None outside an app context or before init_app)."""
     if not has_app_context():
         return None
-    return current_app.extensions.get(EXT)  # type: ignore[no-any-return]
+    return current_app.extensions.get(EXT)
 
 
 def reachable() -> bool:
@@ -154,6 +157,20 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
             args["options"] = f"-c statement_timeout={statement_ms}"
         opts["connect_args"] = args
     return opts
+
+
+@contextmanager
+def in_transaction(session: Session) -> Iterator[None]:
+    """The one transaction of a service write: commit when the block ends, roll back (and re-raise)
+    when it or the commit raises. A block that ends the transaction itself (``session.rollback()``
+    on a path that changes nothing) is not committed again."""
+    try:
+        yield
+        if session.in_transaction():
+            session.commit()
+    except Exception:
+        session.rollback()
+        raise
 
 
 def init_app(app: Flask, db: SQLAlchemy) -> None:

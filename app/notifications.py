@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.database import in_transaction
 from app.models import OutboxEmail, utcnow
 
 log = logging.getLogger("app.mail")
@@ -70,15 +71,15 @@ def dispatch(session: Session, limit: int = 200) -> int:
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    sent = 0
-    for row in session.scalars(stmt):
-        row.attempts += 1
-        try:
-            _deliver(row, current_app.config)
-        except Exception:  # noqa: BLE001 - a failed delivery is retried later; log it
-            log.exception("sending outbox email %s failed", row.id)
-            continue
-        row.sent_at = utcnow()
-        sent += 1
-    session.commit()
+    with in_transaction(session):
+        sent = 0
+        for row in session.scalars(stmt):
+            row.attempts += 1
+            try:
+                _deliver(row, current_app.config)
+            except Exception:  # noqa: BLE001 - a failed delivery is retried later; log it
+                log.exception("sending outbox email %s failed", row.id)
+                continue
+            row.sent_at = utcnow()
+            sent += 1
     return sent

@@ -139,7 +139,7 @@ def service_token(realm: str) -> Any:
     challenge = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
     if scheme.lower() != "bearer" or not secret.strip():
         raise UnauthenticatedError("send a service token: Authorization: Bearer <token>", headers=challenge)
-    token = tokens.authenticate(db.session, secret.strip())  # type: ignore[arg-type]
+    token = tokens.authenticate(db.session(), secret.strip())
     if token is None:
         raise UnauthenticatedError("the service token is invalid or revoked", headers=challenge)
     request.environ["learnauthz.service_token"] = token.name

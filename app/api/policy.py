@@ -47,6 +47,7 @@ from app.api.schemas import (
 from app.authz import Decision, Reason
 from app.authz.matrix import matrix_rows
 from app.authz.packs import rule_pack
+from app.database import in_transaction
 from app.decisions import resolution as decisions
 from app.errors import ForbiddenError, NotFoundError, ValidationError
 from app.extensions import authz, db
@@ -484,9 +485,10 @@ def apply_change() -> tuple[Response, int]:
     """Validate and apply; every decision after it reports the new revision."""
     body = parse_body(ProposalIn)
     user = _editor()
-    session = db.session()
-    try:
-        d = policy_edits.apply(
+    d = policy_edits.commit(
+        db.session(),
+        authz,
+        lambda session: policy_edits.apply(
             session,
             _edits(body.changes),
             _model_text(),
@@ -494,12 +496,8 @@ def apply_change() -> tuple[Response, int]:
             actor_id=user.id,
             message=body.message,
             expected_revision=body.expected_revision,
-        )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    _after_write(d)
+        ),
+    )
     observability.get().policy_edits.labels("edit").inc()
     return jsonify({"revision": d.revision, "changes": len(d.changes), "documents": sorted(d.touched_documents)}), 201
 
@@ -519,35 +517,20 @@ def rollback() -> tuple[Response, int]:
     """Undo every pack-rule and document change after ``to_revision`` (memberships are kept)."""
     body = parse_body(RollbackIn)
     user = _editor()
-    session = db.session()
-    try:
-        d = policy_edits.rollback(
+    d = policy_edits.commit(
+        db.session(),
+        authz,
+        lambda session: policy_edits.rollback(
             session,
             body.to_revision,
             _model_text(),
             actor_id=user.id,
             message=body.message,
             policy_dir=current_app.config["POLICY_DIR"],
-        )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    _after_write(d)
+        ),
+    )
     observability.get().policy_edits.labels("rollback").inc()
     return jsonify({"revision": d.revision, "changes": len(d.changes), "documents": sorted(d.touched_documents)}), 201
-
-
-def _after_write(d: policy_edits.Draft) -> None:
-    """Make this process's engine reflect a committed edit.
-
-    Rule changes to packs make the after-commit hook rebuild the engine; a revision that changes
-    only pack documents (a new role or action) does not, so rebuild here.
-    """
-    if d.touched_documents and not d.changes:
-        authz.reload()
-    else:
-        authz.sync()
 
 
 # -- service tokens ------------------------------------------------------------------------------
@@ -591,7 +574,7 @@ def list_tokens() -> Response:
 def create_token() -> tuple[Response, int]:
     """Create a token; the secret is shown once."""
     body = parse_body(TokenIn)
-    try:
+    with in_transaction(db.session()):
         row, secret = tokens.create_token(
             db.session(),
             body.name,
@@ -600,10 +583,6 @@ def create_token() -> tuple[Response, int]:
             platform=body.platform,
             all_workspaces=body.all_workspaces,
         )
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
     return jsonify(_token_out(row, secret)), 201
 
 
@@ -612,10 +591,6 @@ def create_token() -> tuple[Response, int]:
 @requires("manage_service_tokens")
 def revoke_token(name: str) -> Response:
     """Revoke a token by name (idempotent)."""
-    try:
+    with in_transaction(db.session()):
         row = tokens.revoke_token(db.session(), name, actor_id=_editor().id)
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
     return jsonify(_token_out(row))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
@@ -30,7 +30,7 @@ from app.errors import BadRequestError, UnavailableError
 from app.extensions import authz, db
 from app.models import Workspace
 from app.policy.directory import CATALOG_KEY as CATALOG_KEY
-from app.policy.directory import Catalog, parse_catalog
+from app.policy.directory import Catalog, Directory, parse_catalog
 from app.ttlcache import TTLCache, app_cache
 
 SEMANTICS = ("execute_all", "deny_on_first_deny", "permit_on_first_permit")
@@ -190,8 +190,7 @@ def _catalog_cache() -> TTLCache[str, Catalog] | None:
     return app_cache(_CATALOG_CACHE, "USER_CACHE_SECONDS", 5.0, 10_000)
 
 
-@event.listens_for(Workspace.settings, "set")
-def _settings_set(target: Workspace, value: object, oldvalue: object, initiator: Any) -> None:
+def settings_set(target: Workspace, value: object, oldvalue: object, initiator: Any) -> None:
     cache = _catalog_cache()
     if cache is not None and isinstance(target.slug, str):
         cache.discard(target.slug)
@@ -200,19 +199,17 @@ def _settings_set(target: Workspace, value: object, oldvalue: object, initiator:
         session.info.setdefault(_PENDING_SETTINGS, {})[target.slug] = value
 
 
-@event.listens_for(Session, "after_commit")
-def _settings_committed(session: Session) -> None:
-    # This process's directory holds the committed catalog too (what an outage falls back to).
+def apply_settings(session: Session, directory: Directory | None) -> None:
+    """After a commit: this process's directory holds the committed catalogs too (what an outage
+    falls back to)."""
     pending = session.info.pop(_PENDING_SETTINGS, None)
-    if pending:
-        directory = authz.directory
-        if directory is not None:
-            for slug, settings in pending.items():
-                directory.catalogs[slug] = parse_catalog(settings)
+    if pending and directory is not None:
+        for slug, settings in pending.items():
+            directory.catalogs[slug] = parse_catalog(settings)
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _settings_rolled_back(session: Session, previous_transaction: Any) -> None:
+def drop_settings(session: Session) -> None:
+    """After a rollback: no catalog changed."""
     session.info.pop(_PENDING_SETTINGS, None)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
 from msgspec import Meta, Struct
-from sqlalchemy import event, inspect, or_, select
+from sqlalchemy import inspect, or_, select
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, TimeoutError
 from sqlalchemy.orm import Session, object_session
 
@@ -23,13 +23,13 @@ from app import database
 from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.authz.identifiers import domain_of as domain_of
-from app.decisions.refs import EXTERNAL_ID as EXTERNAL_ID
-from app.decisions.refs import MAX_USER_ID as MAX_USER_ID
-from app.decisions.refs import Ref as Ref
-from app.decisions.refs import user_ref as user_ref
 from app.extensions import authz, db
 from app.models import User
 from app.policy.directory import Directory
+from app.policy.refs import EXTERNAL_ID as EXTERNAL_ID
+from app.policy.refs import MAX_USER_ID as MAX_USER_ID
+from app.policy.refs import Ref as Ref
+from app.policy.refs import user_ref as user_ref
 
 # A user reference that never names a real user (real keys are user:<digits>): unknown people
 # in resource attributes simply match nothing.
@@ -144,18 +144,15 @@ def _ref_changed(kind: str, target: User, value: object) -> None:
         session.info.setdefault(_PENDING_HANDLES, []).append((int(identity[0]), kind, value))
 
 
-@event.listens_for(User.email, "set")
-def _email_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
+def email_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
     _ref_changed("email", target, value)
 
 
-@event.listens_for(User.external_id, "set")
-def _external_id_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
+def external_id_set(target: User, value: object, oldvalue: object, initiator: Any) -> None:
     _ref_changed("ext", target, value)
 
 
-@event.listens_for(User, "after_insert")
-def _user_inserted(mapper: Any, connection: Any, target: User) -> None:
+def user_inserted(mapper: Any, connection: Any, target: User) -> None:
     session = object_session(target)
     if session is not None:
         # the values now: after the commit the object is expired (reading it would query)
@@ -163,21 +160,20 @@ def _user_inserted(mapper: Any, connection: Any, target: User) -> None:
         session.info.setdefault(_PENDING_HANDLES, []).append(new)
 
 
-@event.listens_for(Session, "after_commit")
-def _users_committed(session: Session) -> None:
+def apply_handles(session: Session, directory: Directory | None) -> None:
+    """After a commit: users inserted in it, and emails and external ids changed in it, reach this
+    process's directory."""
     handles = session.info.pop(_PENDING_HANDLES, ())
-    if handles:
-        directory = authz.directory
-        if directory is not None:
-            for uid, kind, value in handles:
-                if kind == "new":
-                    directory.put(uid, *value)
-                else:
-                    directory.changed(uid, kind, value)
+    if handles and directory is not None:
+        for uid, kind, value in handles:
+            if kind == "new":
+                directory.put(uid, *value)
+            else:
+                directory.changed(uid, kind, value)
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _users_rolled_back(session: Session, previous_transaction: Any) -> None:
+def drop_handles(session: Session) -> None:
+    """After a rollback: no user changed."""
     session.info.pop(_PENDING_HANDLES, None)
 
 
@@ -249,12 +245,6 @@ def _query_users_if_reachable(wanted: set[Ref]) -> dict[Ref, str] | None:
 def resolve_users(refs: Iterable[object], eng: PolicyEngine | None = None, domain: str = "") -> dict[Ref, str]:
     """User references → user keys, in at most one query; unknown references are absent."""
     return resolve_refs(((r, domain) for r in refs), eng)
-
-
-def resolve_user(value: object, eng: PolicyEngine | None = None, domain: str = "") -> str | None:
-    """One user reference → its user key, or None if it names nobody."""
-    r = user_ref(value)
-    return resolve_users([value], eng, domain).get(r) if r else None
 
 
 def _scope_key(value: str | None, kind: str) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import audit, notifications
+from app.database import in_transaction
 from app.errors import ConflictError, GoneError, NotFoundError, ValidationError
 from app.identity import sessions, users
 from app.models import EmailChange, User, utcnow
@@ -132,33 +133,32 @@ def confirm(session: Session, token: object, keep_session: str | None = None) ->
         raise NotFoundError("unknown confirmation link")
     if users.by_email(session, row.new_email) is not None:
         raise ConflictError("this address has an account by now; nothing was changed")
-    old = user.email
-    user.email = row.new_email
-    directory.record_change(session, user, user.id)  # every process refetches the user when it syncs
-    row.used_at = utcnow()
-    user.session_token = keep_session
-    sessions.end_others(session, user)
-    notifications.queue(
-        session,
-        old,
-        "Your email address was changed",
-        f"Your learnauthz account's email address is now {row.new_email}; every other session was signed out.\n"
-        "If this was not you, contact your workspace administrator.",
-        "email_changed",
-    )
-    audit.record(
-        session,
-        "profile.email_change",
-        workspace_id=None,
-        actor_id=user.id,
-        target_user_id=user.id,
-        target=user.key,
-        before={"email": old},
-        after={"email": row.new_email},
-    )
     try:
-        session.commit()
+        with in_transaction(session):
+            old = user.email
+            user.email = row.new_email
+            directory.record_change(session, user, user.id)  # every process refetches the user when it syncs
+            row.used_at = utcnow()
+            user.session_token = keep_session
+            sessions.end_others(session, user)
+            notifications.queue(
+                session,
+                old,
+                "Your email address was changed",
+                f"Your learnauthz account's email address is now {row.new_email}; every other session was signed out.\n"
+                "If this was not you, contact your workspace administrator.",
+                "email_changed",
+            )
+            audit.record(
+                session,
+                "profile.email_change",
+                workspace_id=None,
+                actor_id=user.id,
+                target_user_id=user.id,
+                target=user.key,
+                before={"email": old},
+                after={"email": row.new_email},
+            )
     except IntegrityError:
-        session.rollback()
         raise ConflictError("this address has an account by now; nothing was changed") from None
     return user

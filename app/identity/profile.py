@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import audit
+from app.database import in_transaction
 from app.errors import ConflictError, UnauthenticatedError, ValidationError
 from app.identity import email_changes, users
 from app.identity.sessions import end_others
@@ -80,28 +81,28 @@ def update_profile(
     uname = data.get("username", user.username)
     if uname != user.username and uname is not None and session.scalar(select(User.id).where(User.username == uname)):
         raise ConflictError("this username is taken")
-    if "display_name" in data:
-        user.display_name = data["display_name"].strip()
-    user.username = uname
-    pending = None
-    if email != user.email:
-        email_changes.request(session, user, email, ttl_hours=email_ttl_hours, public_url=public_url)
-        pending = email
-    bumped = new_hash is not None
-    if new_hash is not None:
-        user.password_hash = new_hash
-        end_others(session, user)
-    after = profile(user)
-    changed = {k: v for k, v in after.items() if before.get(k) != v}
-    audit.record(
-        session,
-        "profile.update",
-        workspace_id=None,
-        actor_id=user.id,
-        target_user_id=user.id,
-        target=user.key,
-        before={k: before[k] for k in changed},
-        after={**changed, **({"password": "changed"} if bumped else {})},
-    )
-    session.commit()
+    with in_transaction(session):
+        if "display_name" in data:
+            user.display_name = data["display_name"].strip()
+        user.username = uname
+        pending = None
+        if email != user.email:
+            email_changes.request(session, user, email, ttl_hours=email_ttl_hours, public_url=public_url)
+            pending = email
+        bumped = new_hash is not None
+        if new_hash is not None:
+            user.password_hash = new_hash
+            end_others(session, user)
+        after = profile(user)
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        audit.record(
+            session,
+            "profile.update",
+            workspace_id=None,
+            actor_id=user.id,
+            target_user_id=user.id,
+            target=user.key,
+            before={k: before[k] for k in changed},
+            after={**changed, **({"password": "changed"} if bumped else {})},
+        )
     return user, pending

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import audit
+from app.database import in_transaction
 from app.errors import UnauthenticatedError, ValidationError
 from app.identity import users
 from app.inputs import check_text, parse_id
@@ -85,10 +86,10 @@ def start(session: Session, user: User, ip: str = "", user_agent: str = "") -> s
 
 def sign_in(session: Session, email: object, password: object, ip: str = "", user_agent: str = "") -> User:
     """Authenticate, accept pending memberships, start a session, commit; returns the user."""
-    user = authenticate(session, email, password)
-    accept_pending(session, user)
-    start(session, user, ip, user_agent)
-    session.commit()
+    with in_transaction(session):
+        user = authenticate(session, email, password)
+        accept_pending(session, user)
+        start(session, user, ip, user_agent)
     return user
 
 
@@ -132,21 +133,21 @@ def load_session_user(session: Session, session_id: str, absolute: int, idle: in
 
 def touch(session: Session, row_id: int, every: int) -> None:
     """Record that a session was used now (at most once per ``every`` seconds); commits."""
-    now = utcnow()
-    session.execute(
-        update(UserSession)
-        .where(UserSession.id == row_id, UserSession.last_seen_at < now - timedelta(seconds=every))
-        .values(last_seen_at=now)
-    )
-    session.commit()
+    with in_transaction(session):
+        now = utcnow()
+        session.execute(
+            update(UserSession)
+            .where(UserSession.id == row_id, UserSession.last_seen_at < now - timedelta(seconds=every))
+            .values(last_seen_at=now)
+        )
 
 
 def end(session: Session, user: User) -> None:
     """End the session user was loaded with (sign-out); commits."""
-    row = current_row(session, user)
-    if row is not None and row.ended_at is None:
-        row.ended_at = utcnow()
-    session.commit()
+    with in_transaction(session):
+        row = current_row(session, user)
+        if row is not None and row.ended_at is None:
+            row.ended_at = utcnow()
 
 
 def end_others(session: Session, user: User) -> int:
@@ -162,17 +163,17 @@ def end_others(session: Session, user: User) -> int:
 
 def sign_out_others(session: Session, user: User) -> int:
     """End every other session of user, audited; commits; returns how many ended."""
-    ended = end_others(session, user)
-    audit.record(
-        session,
-        "profile.sign_out_others",
-        workspace_id=None,
-        actor_id=user.id,
-        target_user_id=user.id,
-        target=user.key,
-        after={"ended_sessions": ended},
-    )
-    session.commit()
+    with in_transaction(session):
+        ended = end_others(session, user)
+        audit.record(
+            session,
+            "profile.sign_out_others",
+            workspace_id=None,
+            actor_id=user.id,
+            target_user_id=user.id,
+            target=user.key,
+            after={"ended_sessions": ended},
+        )
     return ended
 
 

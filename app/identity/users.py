@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import inputs
-from app.decisions.refs import EXTERNAL_ID
 from app.errors import ConflictError, ValidationError
 from app.models import User
 from app.policy import directory
+from app.policy.refs import EXTERNAL_ID
 
 _hasher = PasswordHasher()
 MIN_PASSWORD = 10

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from app import audit
 from app.authz import RuleChange
+from app.database import in_transaction
 from app.errors import ValidationError
 from app.membership import access
 from app.membership.members import begin
@@ -28,7 +29,7 @@ def toggle(session: Session, actor: User, ws: Workspace, feature: str, enabled: 
             "unknown feature", errors=[{"field": "feature", "message": f"one of {[f.id for f in pack.features]}"}]
         )
     rule = ("g5", ws.key, feature)
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "feature", f"{'enable' if enabled else 'disable'} {feature} in {ws.key}")
         access.require(actor, ws, "toggle_features")
         is_off = policy_store.rule_exists(session, rule)
@@ -46,8 +47,4 @@ def toggle(session: Session, actor: User, ws: Workspace, feature: str, enabled: 
             after={"enabled": enabled},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return enabled

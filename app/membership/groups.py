@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, notifications
 from app.authz import RuleChange
+from app.database import in_transaction
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
 from app.inputs import check_text, is_id
@@ -244,7 +245,7 @@ def create(session: Session, actor: User, ws: Workspace, kind: str, data: dict[s
     capacity = _capacity(data.get("capacity"))
     if capacity is not None:
         access.require(actor, ws, ops(kind, "capacity"))
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, kind, f"create {kind} {name} in {ws.key}")
         if session.scalar(select(Group.id).where(Group.workspace_id == ws.id, Group.kind == kind, Group.name == name)):
             raise ConflictError(f"a {kind} with this name exists")
@@ -260,10 +261,6 @@ def create(session: Session, actor: User, ws: Workspace, kind: str, data: dict[s
             after={"description": description, "capacity": capacity},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return g
 
 
@@ -286,7 +283,7 @@ def update(session: Session, actor: User, ws: Workspace, kind: str, name: str, d
         if not isinstance(data["archived"], bool):
             raise ValidationError("archived must be a boolean", errors=[{"field": "archived"}])
         access.require(actor, ws, ops(kind, "archive"), access.unit_facts(kind, name))
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, kind, f"edit {kind} {name} in {ws.key}")
         g = get(session, ws, kind, name)
         before = {k: getattr(g, k) for k in data}
@@ -306,10 +303,6 @@ def update(session: Session, actor: User, ws: Workspace, kind: str, name: str, d
             after=dict(data),
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return g
 
 
@@ -317,7 +310,7 @@ def delete(session: Session, actor: User, ws: Workspace, kind: str, name: str) -
     """Delete a group/team that nobody is in. Raises ForbiddenError, NotFoundError, ConflictError (in use)."""
     check_kind(ws, kind)
     access.require(actor, ws, ops(kind, "delete"), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, kind, f"delete {kind} {name} in {ws.key}")
         g = get(session, ws, kind, name)
         in_use = links(session, g)
@@ -333,10 +326,6 @@ def delete(session: Session, actor: User, ws: Workspace, kind: str, name: str) -
             revision=handle.number,
         )
         session.delete(g)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
 
 
 def _people(session: Session, ws: Workspace, ids: list[int]) -> dict[int, User]:
@@ -363,7 +352,7 @@ def add_people(
     relation = RELATIONS[kind][0 if relation_kind == "manager" else 1]
     access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
     ids = _user_ids(raw_ids)
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, kind, f"add {relation}s to {kind} {name} in {ws.key}")
         access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name))
         g = get(session, ws, kind, name)
@@ -401,10 +390,6 @@ def add_people(
                 f"{actor.display_name} added you to the {kind} {g.name} in {ws.name} as {relation}.",
                 f"{kind}_add",
             )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return g
 
 
@@ -418,7 +403,7 @@ def remove_person(
     access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
     if not is_id(user_id):
         raise NotFoundError(f"not a {relation} of this {kind}")
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, kind, f"remove a {relation} from {kind} {name} in {ws.key}")
         access.require(actor, ws, ops(kind, op), access.unit_facts(kind, name, user_id))
         g = get(session, ws, kind, name)
@@ -441,10 +426,6 @@ def remove_person(
             before={"relation": relation},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
 
 
 def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, user_id: int, to: object) -> Group:
@@ -458,7 +439,7 @@ def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, use
     access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name) if facts_ok else None)
     if not is_id(user_id):
         raise NotFoundError(f"not a {relation} of this {kind}")
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, kind, f"move a {relation} from {kind} {name} to {to_name} in {ws.key}")
         # Moving gives the person a link to the destination: they are its grantee (never the actor).
         access.require(actor, ws, ops(kind, "move"), access.unit_facts(kind, name, user_id, grant=True))
@@ -499,8 +480,4 @@ def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, use
             after={kind: dst.name},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return dst

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, notifications
 from app.authz import Pack, RuleChange
+from app.database import in_transaction
 from app.errors import ConflictError, GoneError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.extensions import authz
 from app.identity import sessions, users
@@ -147,7 +148,7 @@ def invite(
     ]
     if not emails:
         return result
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "member", f"invite {len(emails)} to {ws.key} as {role}")
         access.require(actor, ws, "invite", access.member_facts(None, new_role))
         existing = {u.email.lower(): u for u in session.scalars(select(User).where(User.email.in_(emails)))}
@@ -235,11 +236,7 @@ def invite(
                 result.tokens[email] = token
         if changes:
             policy_store.add_changes(session, handle, changes)
-        session.commit()
         result.revision = handle.number
-    except Exception:
-        session.rollback()
-        raise
     return result
 
 
@@ -266,7 +263,7 @@ def signup(
         raise ValidationError("display_name must be a string", errors=[{"field": "display_name"}])
     if username is not None and not isinstance(username, str):
         raise ValidationError("username must be a string", errors=[{"field": "username"}])
-    try:
+    with in_transaction(session):
         # Lock first: two sign-ups racing with one token serialise here; the second finds it used.
         handle = begin(session, None, "member", "sign-up")
         inv = session.scalar(select(Invitation).where(Invitation.token_hash == token_hash(token)))
@@ -300,10 +297,6 @@ def signup(
             after={"role": inv.role, "status": "accepted"},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return user, m
 
 
@@ -353,7 +346,7 @@ def revoke(session: Session, actor: User, ws: Workspace, invitation_id: int) -> 
     """
     pack = access.pack_of(ws)
     access.require(actor, ws, "invite", access.member_facts(None))
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "member", f"revoke invitation {invitation_id} of {ws.key}")
         inv = _open_by_id(session, ws, invitation_id)
         access.require(actor, ws, "invite", access.member_facts(None, pack.role_key(inv.role)))
@@ -367,10 +360,6 @@ def revoke(session: Session, actor: User, ws: Workspace, invitation_id: int) -> 
             before={"role": inv.role, "expires_at": inv.expires_at.isoformat()},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
 
 
 def resend(
@@ -380,7 +369,7 @@ def resend(
     link stops working. Checked like inviting with its role. Raises ForbiddenError, NotFoundError."""
     pack = access.pack_of(ws)
     access.require(actor, ws, "invite", access.member_facts(None))
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "member", f"resend invitation {invitation_id} of {ws.key}")
         inv = _open_by_id(session, ws, invitation_id)
         access.require(actor, ws, "invite", access.member_facts(None, pack.role_key(inv.role)))
@@ -407,8 +396,4 @@ def resend(
             f"The link works once and expires in {ttl_hours} hours.",
             "signup_link",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return {"id": inv.id, "email": inv.email, "role": inv.role, "expires_at": inv.expires_at.isoformat()}

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, notifications
 from app.authz import Pack, RuleChange
+from app.database import in_transaction
 from app.errors import ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.extensions import authz
 from app.inputs import MAX_ID, check_text, is_id
@@ -176,7 +177,7 @@ def change_role(session: Session, actor: User, ws: Workspace, target_id: int, ne
     pack = access.pack_of(ws)
     access.require(actor, ws, "change_role", access.member_facts(None))
     role = access.workspace_role(pack, new_role)
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "member", f"change role of user:{target_id} in {ws.key}")
         access.require(actor, ws, "change_role", access.member_facts(target_id, pack.role_key(role)))
         m = membership(session, ws, target_id)
@@ -214,10 +215,6 @@ def change_role(session: Session, actor: User, ws: Workspace, target_id: int, ne
             f"{actor.display_name} changed your role in {ws.name} from {before['role']} to {role}.",
             "role_change",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return m
 
 
@@ -247,7 +244,7 @@ def remove_members(session: Session, actor: User, ws: Workspace, raw_ids: object
     pack = access.pack_of(ws)
     access.require(actor, ws, "remove", access.member_facts(None))
     ids = _user_ids(raw_ids)
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "member", f"remove {len(ids)} member(s) from {ws.key}")
         rows = {
             m.user_id: m
@@ -306,10 +303,6 @@ def remove_members(session: Session, actor: User, ws: Workspace, raw_ids: object
                 "member_removed",
             )
             session.delete(m)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return ids
 
 
@@ -330,7 +323,7 @@ def transfer_ownership(session: Session, actor: User, ws: Workspace, target_id: 
     pack = access.pack_of(ws)
     access.require(actor, ws, "transfer_ownership", access.member_facts(None))
     owner_key = pack.role_key(pack.owner_role)
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "member", f"transfer ownership of {ws.key} to user:{target_id}")
         access.require(actor, ws, "transfer_ownership", access.member_facts(target_id, owner_key))
         target = membership(session, ws, target_id)
@@ -373,10 +366,6 @@ def transfer_ownership(session: Session, actor: User, ws: Workspace, target_id: 
             f"{actor.display_name} transferred ownership of {ws.name} to you.",
             "ownership",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return target
 
 

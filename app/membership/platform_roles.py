@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app import audit, notifications
 from app.authz import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, platform_domain
+from app.database import in_transaction
 from app.errors import ConflictError, ForbiddenError, NotFoundError
 from app.extensions import authz
 from app.identity.users import by_email
@@ -58,7 +59,7 @@ def _change(session: Session, actor: User, pack_id: object, raw_role: object, ta
     role = access.platform_role(pack, raw_role)
     if not is_id(target_id):
         raise NotFoundError("no such user")
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "platform", f"{op} platform role {role} of {pack.id} for user:{target_id}")
         # A grant names the target as grantee (they hold no role of the pack yet, so no member; Casbin
         # refuses granting oneself); a revoke acts on a holder, whose platform role the rank rules see.
@@ -102,10 +103,6 @@ def _change(session: Session, actor: User, pack_id: object, raw_role: object, ta
             f"platform role {role} ({pack.title}).",
             "platform_role",
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return handle.number
 
 

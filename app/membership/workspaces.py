@@ -14,6 +14,7 @@ from app import audit, notifications
 from app.authz.engine import RuleChange
 from app.authz.identifiers import platform_domain
 from app.authz.packs import PackSet
+from app.database import in_transaction
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
 from app.inputs import MAX_ID, check_text, is_id
@@ -89,7 +90,7 @@ def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: obje
     access.require(actor, ws, "delete_workspace")
     if confirm != ws.slug:
         raise ValidationError("type the workspace's slug to confirm", errors=[{"field": "confirm", "message": ws.slug}])
-    try:
+    with in_transaction(session):
         handle = begin(session, actor, "workspace", f"delete workspace {ws.slug}")
         access.require(actor, ws, "delete_workspace")
         rows = session.execute(
@@ -132,10 +133,6 @@ def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: obje
             )
         )
         session.delete(ws)
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return handle.number
 
 
@@ -159,7 +156,7 @@ def create(session: Session, actor: User, data: dict[str, Any]) -> Workspace:
         owner_grant = access.grant_facts(owner_id, pack.role_key(pack.owner_role))
         authz.require(actor.key, platform_domain(pack.id), action, owner_grant)
     check_text(data.get("name"), "name")
-    try:
+    with in_transaction(session):
         ws, revision = create_workspace(
             session,
             file_packs(),
@@ -193,10 +190,6 @@ def create(session: Session, actor: User, data: dict[str, Any]) -> Workspace:
                 after={"role": pack.owner_role},
                 revision=revision,
             )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return ws
 
 
@@ -236,7 +229,7 @@ def update_settings(session: Session, actor: User, ws: Workspace, data: object) 
     settings = data.get("settings", {})
     if not isinstance(settings, dict) or len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         raise ValidationError("settings must be an object under 16 kB", errors=[{"field": "settings"}])
-    try:
+    with in_transaction(session):
         # other processes refetch the catalog when they apply it (app.policy.directory.wanted)
         handle = begin(session, actor, directory.WORKSPACE_KIND, f"{directory.SETTINGS_OF}{ws.slug}")
         before = {"name": ws.name, "settings": dict(ws.settings or {})}
@@ -252,8 +245,4 @@ def update_settings(session: Session, actor: User, ws: Workspace, data: object) 
             after={"name": ws.name, "settings": ws.settings},
             revision=handle.number,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
     return ws

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.decisions.refs import user_ref
 from app.models import PolicyRevision, User, Workspace
 from app.policy import store as policy_store
+from app.policy.refs import user_ref
 
 if TYPE_CHECKING:
     from app.authz.engine import RuleChange
@@ -84,7 +84,7 @@ class Directory:
         ``user:<id>`` as held is one dict lookup; anything else is read by ``refs.user_ref``.
         """
         if value.__class__ is str:
-            hit = self._keys.get(value)  # type: ignore[call-overload]
+            hit = self._keys.get(value)
             if hit is not None:
                 return hit
         ref = user_ref(value)

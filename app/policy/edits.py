@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,11 @@ from app.authz.packs import (
     rule_pack,
 )
 from app.authz.policytest import PolicySuite, load_suite, run_suite, suite_files
+from app.database import in_transaction
 from app.errors import ConflictError, ValidationError
 from app.models import AuditEvent, PolicyPack
 from app.policy import store as policy_store
+from app.policy.runtime import PolicyRuntime
 
 MAX_TEST_FAILURES_LISTED = 50
 SAMPLE = 5
@@ -622,3 +624,25 @@ def _write(
         )
     )
     session.flush()
+
+
+# -- committed writes (the policy API's) ---------------------------------------------------------------
+def commit(session: Session, runtime: PolicyRuntime, write: Callable[[Session], Draft]) -> Draft:
+    """Run one policy write (:func:`apply` or :func:`rollback`) as its own transaction, then bring
+    this process's engine to the new revision."""
+    with in_transaction(session):
+        d = write(session)
+    _engine_follows(runtime, d)
+    return d
+
+
+def _engine_follows(runtime: PolicyRuntime, d: Draft) -> None:
+    """Make this process's engine reflect a committed edit.
+
+    Rule changes to packs make the after-commit path rebuild the engine; a revision that changes
+    only pack documents (a new role or action) does not, so rebuild here.
+    """
+    if d.touched_documents and not d.changes:
+        runtime.reload()
+    else:
+        runtime.sync()

@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
@@ -67,11 +67,10 @@ class PolicyRuntime:
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask, db: SQLAlchemy) -> None:
-        """Register the extension (``app.extensions["authz"]``) and the after-commit hook of db's session."""
+        """Register the extension (``app.extensions["authz"]``); its after-commit step is called by
+        :mod:`app.after_commit`."""
         self._db = db
         app.extensions["authz"] = self
-        event.listen(db.session, "after_commit", self._after_commit)
-        event.listen(db.session, "after_soft_rollback", self._after_rollback)
         app.before_request(self.ensure_listener)
         if self._starts_with_server(app):
             # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
@@ -367,7 +366,9 @@ class PolicyRuntime:
                 )
             time.sleep(0.02)
 
-    def _after_commit(self, session: Session) -> None:
+    def apply_committed(self, session: Session) -> None:
+        """After a commit: the revisions the transaction wrote reach this process's engine (applied
+        in place, or rebuilt at once: read-your-writes), and the directory fetches the users they name."""
         pending = session.info.pop("authz_pending", None)
         if not pending or not self.loaded:
             return
@@ -483,7 +484,9 @@ class PolicyRuntime:
                     staleness_seconds=round(age, 3),
                 )
 
-    def _after_rollback(self, session: Session, previous_transaction: Any) -> None:
+    @staticmethod
+    def drop_pending(session: Session) -> None:
+        """After a rollback: forget the revisions the transaction had begun."""
         session.info.pop("authz_pending", None)
 
     # -- decisions -------------------------------------------------------------------------

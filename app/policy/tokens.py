@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.authz import PolicyEngine
 from app.authz.identifiers import domain_of, valid_pack
+from app.database import in_transaction
 from app.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from app.models import AuditEvent, ServiceToken, Workspace, utcnow
 from app.policy import store as policy_store
@@ -123,15 +124,15 @@ def _forget(token_hash: str) -> None:
         c.discard(token_hash)
 
 
-@event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    # A request that read the row between the revoke's flush and its commit may have cached it.
+def forget_committed(session: Session) -> None:
+    """After a commit: tokens revoked in it leave the cache (a request that read the row between the
+    revoke's flush and its commit may have cached it)."""
     for token_hash in session.info.pop(_PENDING, ()):
         _forget(token_hash)
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _after_rollback(session: Session, previous_transaction: Any) -> None:
+def drop_pending(session: Session) -> None:
+    """After a rollback: nothing was revoked."""
     session.info.pop(_PENDING, None)
 
 
@@ -278,8 +279,8 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     identity = TokenIdentity(int(row.id), str(row.name), row.workspace, domains, platform, wide)
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
-        row.last_used_at = now
-        session.commit()
+        with in_transaction(session):
+            row.last_used_at = now
     if c is not None:
         c.put(token_hash, identity, generation)
     return identity
