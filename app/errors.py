@@ -95,14 +95,6 @@ class UnsupportedMediaTypeError(AppError):
     slug = "unsupported-media-type"
 
 
-class TooManyRequestsError(AppError):
-    """Throttled (sign-in attempts)."""
-
-    status = 429
-    title = "Too many requests"
-    slug = "too-many-requests"
-
-
 class UnavailableError(AppError):
     """Not ready, or could not reach the requested policy revision in time."""
 

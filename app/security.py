@@ -175,7 +175,8 @@ def _retry_after() -> int:
     current = current_app.extensions["security"]["limiter"].current_limit
     if current is None:
         return 1
-    return max(1, math.ceil(current.window[0] - time.time()))
+    reset: float = current.window[0]  # when the current window ends (epoch seconds)
+    return max(1, math.ceil(reset - time.time()))
 
 
 def response_headers(app: Flask) -> list[tuple[str, str]]:

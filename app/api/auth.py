@@ -36,7 +36,7 @@ def actor() -> User:
     """The signed-in user; UnauthenticatedError otherwise."""
     if not current_user.is_authenticated:
         raise UnauthenticatedError("Sign in first (POST /api/auth/signin).")
-    user: User = current_user._get_current_object()  # type: ignore[attr-defined]
+    user: User = current_user._get_current_object()
     return user
 
 

@@ -337,7 +337,7 @@ def evaluations() -> Response:
     defaults: dict[str, Any] = {}
     for key, read in (("subject", _entity), ("resource", _entity), ("action", _action), ("context", _opt_obj)):
         if data.get(key) is not None:
-            read(data[key], key)  # type: ignore[operator]
+            read(data[key], key)
             defaults[key] = data[key]
     started = time.perf_counter()
     parsed = [_merged(it, defaults) for it in items]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-MAX_LOCAL = 128
 _LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+\-]{0,127}")
 _PACK = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,79}")

@@ -33,7 +33,7 @@ Rule = tuple[str, ...]
 
 P_FIELDS = ("priority", "sub", "act", "scope", "feature", "eft")
 # Positions in a p-rule tuple ("p", *P_FIELDS): the p-line has six values, the adapter's v0..v5.
-P_SUB, P_ACT, P_SCOPE, P_FEATURE, P_EFT = 2, 3, 4, 5, 6
+P_SUB, P_ACT, P_SCOPE = 2, 3, 4
 SCOPES = ("any", "assignee", "owner", "member_of", "group", "into_group", "team", "rank")
 # Scopes that limit a cell to the units a person manages print as "✅*" in the matrix.
 STARRED_SCOPES = ("group", "into_group", "team")

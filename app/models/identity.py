@@ -34,7 +34,7 @@ class User(UserMixin, Base):
         return f"user:{self.id}"
 
     @property
-    def is_active(self) -> bool:  # type: ignore[override]
+    def is_active(self) -> bool:
         """flask-login: deactivated users cannot sign in."""
         return bool(self.active)
 

@@ -55,7 +55,7 @@ def safe_next(raw: str | None) -> str:
 def _signed_in() -> User | None:
     if not current_user.is_authenticated:
         return None
-    user: User = current_user._get_current_object()  # type: ignore[attr-defined]
+    user: User = current_user._get_current_object()
     return user
 
 
