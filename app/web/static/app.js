@@ -170,6 +170,7 @@ Alpine.data("members", () => ({
   first: 0,
   last: 0,
   rows: [],
+  loaded: false,
   failed: false,
   selected: {},
   assignable: [],
@@ -206,6 +207,7 @@ Alpine.data("members", () => ({
       res = await api("GET", `${wsApi}/members?${params}`);
     } catch (err) {
       this.failed = true;
+      this.loaded = false;
       this.rows = [];
       throw err;
     }
@@ -214,6 +216,7 @@ Alpine.data("members", () => ({
       return this.load();
     }
     this.failed = false;
+    this.loaded = true;
     this.total = res.total;
     this.assignable = res.assignable_roles || [];
     this.selected = {};
@@ -242,7 +245,10 @@ Alpine.data("members", () => ({
     this.reload();
   },
   pageInfo() {
-    return this.rows.length || this.total ? `${this.first}–${this.last} of ${this.total}` : this.failed ? "" : `0–0 of ${this.total}`;
+    return this.loaded ? `${this.first}–${this.last} of ${this.total}` : "";
+  },
+  showEmpty() {
+    return (this.loaded || this.failed) && !this.rows.length;
   },
   emptyText() {
     return this.failed ? "Members are not available to you." : "No members match.";
@@ -688,6 +694,7 @@ Alpine.data("platform", () => ({
     guarded(async () => {
       await api("POST", `/api/platform/${enc(this.pack)}/roles`, { email, role });
       this.grant.email = "";
+      this.$refs.grantRole.selectedIndex = 0;
       await this.loadHolders();
       say(`${email} now holds ${role}.`);
     });
