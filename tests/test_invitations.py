@@ -4,7 +4,6 @@ emails get a single-use expiring sign-up link; parsing, limits, duplicates, all-
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,17 +12,10 @@ from flask import Flask
 from app.extensions import authz, db
 from app.models import AuditEvent, Invitation, Membership, OutboxEmail, User, utcnow
 from app.services import policy_store
-from tests.factories import PASSWORD, fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import PASSWORD, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def state() -> tuple[int, int, int, int, int]:
