@@ -1,6 +1,7 @@
 """JSON APIs. This module holds the OpenAPI metadata a view declares once with :func:`api_doc`;
-the same pydantic models validate its input through :mod:`app.api.params` (``parse_body``,
-``parse_query``) and describe it in ``/openapi.json``.
+the same schemas validate its input and describe it in ``/openapi.json``: msgspec structs for
+request bodies (:mod:`app.api.bodies`), pydantic models for the policy API's bodies, query strings
+and responses (:mod:`app.api.params`: ``parse_body``, ``parse_query``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from msgspec import Struct
 from pydantic import BaseModel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -20,7 +22,7 @@ class ApiDoc:
 
     summary: str
     tags: tuple[str, ...] = ()
-    body: type[BaseModel] | None = None
+    body: type[BaseModel] | type[Struct] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
@@ -33,7 +35,7 @@ def api_doc(
     summary: str,
     *,
     tags: Sequence[str] = (),
-    body: type[BaseModel] | None = None,
+    body: type[BaseModel] | type[Struct] | None = None,
     query: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     status: int = 200,
