@@ -20,7 +20,7 @@ import msgspec
 from flask import request
 
 from app.api.params import parse_json
-from app.errors import UnsupportedMediaTypeError, ValidationError
+from app.errors import BadRequestError, UnsupportedMediaTypeError, ValidationError
 
 T = TypeVar("T")
 
@@ -66,5 +66,9 @@ def raw_json() -> bytes:
 
 
 def parse(type_: type[T]) -> T:
-    """The request's JSON body as ``type_``: 415, 400 (not I-JSON, repeated keys) or 422 problems."""
-    return convert(parse_json(raw_json()), type_)
+    """The request's JSON object body as ``type_``: 415 unless JSON, 400 if not I-JSON (repeated keys)
+    or not an object (as every web-client API answered it), 422 what the struct refuses."""
+    doc = parse_json(raw_json())
+    if not isinstance(doc, dict):
+        raise BadRequestError("the body must be a JSON object")
+    return convert(doc, type_)
