@@ -341,7 +341,7 @@ def _people(session: Session, ws: Workspace, ids: list[int]) -> dict[int, User]:
 
 
 def add_people(
-    session: Session, actor: User, ws: Workspace, kind: str, name: str, relation_kind: str, raw_ids: object
+    session: Session, actor: User, ws: Workspace, kind: str, name: str, relation_kind: str, raw_ids: list[int]
 ) -> Group:
     """Add workspace members to a group/team as managers (``manager``) or members (``member``).
 
@@ -428,7 +428,7 @@ def remove_person(
         )
 
 
-def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, user_id: int, to: object) -> Group:
+def move(session: Session, actor: User, ws: Workspace, kind: str, name: str, user_id: int, to: str) -> Group:
     """Move a learner/member to another group/team (capacity and archive checked on the target)."""
     check_kind(ws, kind)
     relation = RELATIONS[kind][1]

@@ -77,7 +77,7 @@ def create_workspace(
     return ws, handle.number
 
 
-def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: object) -> int:
+def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: str) -> int:
     """Delete a workspace whose pack has the action (classroom ``delete_organization``, owners):
     every rule of its domain, its memberships, groups and invitations, in one transaction; its
     audit rows stay (detached) with a ``workspace.delete`` row. ``confirm`` must be the slug.
