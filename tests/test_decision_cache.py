@@ -513,7 +513,7 @@ def test_settings_change_elsewhere_reaches_the_catalog_here(
         owner, ws = session.get(User, owner_id), session.get(Workspace, ws_id)
         assert owner is not None and ws is not None
         listed = [{"type": "scenario", "id": "s-1", "properties": {"owner": owner_id}}]
-        workspaces.update_settings(session, owner, ws, {"settings": {"authzen_resources": listed}})
+        workspaces.update_settings(session, owner, ws, settings={"authzen_resources": listed})
     assert authzen.catalog("simulations-demo") == {}  # not synced yet
     authz.sync()
     with held_down(), Queries() as q:

@@ -13,9 +13,9 @@ from app.extensions import db
 from app.membership import groups, workspaces
 
 from . import bodies, body_doc
-from .auth import actor, after_change, json_body, protect
+from .auth import actor, after_change, protect
 from .params import path_id, query_text, register_converters
-from .web_bodies import Move, UserIds
+from .web_bodies import Move, UnitCreate, UnitUpdate, UserIds, present
 
 bp = Blueprint("groups", __name__, url_prefix="/api/workspaces/<slug>")
 bp.record_once(register_converters)  # before the routes: they use <id:...>
@@ -51,11 +51,13 @@ def list_units(slug: str, kinds: str) -> Response:
 
 
 @bp.post("/<kinds>")
+@body_doc(UnitCreate)
 def create(slug: str, kinds: str) -> tuple[Response, int]:
     """Create a group/team ({"name", "description"?, "capacity"?})."""
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
-    g = groups.create(db.session(), actor(), ws, kind, json_body())
+    body = bodies.parse(UnitCreate)
+    g = groups.create(db.session(), actor(), ws, kind, body.name, body.description, body.capacity)
     return jsonify(groups.serialize(db.session(), g, actor(), ws)), 201
 
 
@@ -83,11 +85,12 @@ def candidates(slug: str, kinds: str, name: str, rel: str) -> Response:
 
 
 @bp.patch("/<kinds>/<name>")
+@body_doc(UnitUpdate)
 def update(slug: str, kinds: str, name: str) -> Response:
     """Edit description, capacity, archived."""
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
-    g = groups.update(db.session(), actor(), ws, kind, name, json_body())
+    g = groups.update(db.session(), actor(), ws, kind, name, present(bodies.parse(UnitUpdate)))
     return jsonify(groups.serialize(db.session(), g, actor(), ws))
 
 

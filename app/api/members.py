@@ -21,9 +21,20 @@ from app.membership import access, features, invitations, members, platform_role
 from app.models import Membership, Workspace
 
 from . import bodies, body_doc
-from .auth import actor, after_change, json_body, protect
+from .auth import actor, after_change, protect
 from .params import path_id, query_id, query_int, query_text, register_converters
-from .web_bodies import DeleteWorkspace, FeatureSwitch, Invite, Ownership, PlatformGrant, RoleChange, UserIds
+from .web_bodies import (
+    DeleteWorkspace,
+    FeatureSwitch,
+    Invite,
+    Ownership,
+    PlatformGrant,
+    RoleChange,
+    UserIds,
+    WorkspaceCreate,
+    WorkspaceUpdate,
+    present,
+)
 
 bp = Blueprint("members", __name__, url_prefix="/api")
 bp.record_once(register_converters)  # before the routes: they use <id:...>
@@ -65,9 +76,11 @@ def list_workspaces() -> Response:
 
 
 @bp.post("/workspaces")
+@body_doc(WorkspaceCreate)
 def create_workspace() -> tuple[Response, int]:
     """Create a workspace from a pack (platform-role holders of that pack)."""
-    ws = workspaces.create(db.session(), actor(), json_body())
+    body = bodies.parse(WorkspaceCreate)
+    ws = workspaces.create(db.session(), actor(), body.slug, body.name, body.pack, body.owner_id)
     return jsonify(workspaces.describe(actor(), ws)), 201
 
 
@@ -82,9 +95,11 @@ def get_workspace(slug: str) -> Response:
 
 
 @bp.patch("/workspaces/<slug>")
+@body_doc(WorkspaceUpdate)
 def update_workspace(slug: str) -> Response:
     """Rename a workspace and/or merge its settings."""
-    ws = workspaces.update_settings(db.session(), actor(), _ws(slug), json_body())
+    body = present(bodies.parse(WorkspaceUpdate))
+    ws = workspaces.update_settings(db.session(), actor(), _ws(slug), body.get("name"), body.get("settings"))
     return jsonify(workspaces.describe(actor(), ws))
 
 

@@ -7,9 +7,9 @@ that need the database or the policy (which role, which address, who may).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from msgspec import Meta, Struct
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 from app.inputs import MAX_ID
 
@@ -80,6 +80,24 @@ class FeatureSwitch(WebBody, frozen=True):
     enabled: bool
 
 
+class WorkspaceCreate(WebBody, frozen=True):
+    """``POST /api/workspaces``: a workspace of a pack, with an optional owner."""
+
+    slug: Annotated[str, Meta(description="2-64 lowercase letters, digits and '-'")]
+    name: Annotated[str, Meta(description="the display name")]
+    pack: Annotated[str, Meta(description="a pack id: classroom, simulations, academy, skills")]
+    owner_id: UserId | None = None
+
+
+class WorkspaceUpdate(WebBody, frozen=True):
+    """``PATCH /api/workspaces/<slug>``: a new name and/or settings merged into the current ones."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=120, pattern=r"\S", description="1-120 characters")] | (
+        UnsetType
+    ) = UNSET
+    settings: Annotated[dict[str, Any], Meta(description="merged into the settings; under 16 kB")] | UnsetType = UNSET
+
+
 class DeleteWorkspace(WebBody, frozen=True):
     """``DELETE /api/workspaces/<slug>``: the body repeats the slug."""
 
@@ -99,3 +117,28 @@ class Move(WebBody, frozen=True):
     """``POST .../<kinds>/<name>/<rel>/<id>/move``: the group or team to move to."""
 
     to: str
+
+
+Capacity = Annotated[int, Meta(ge=1, le=100_000, description="null (no limit) or 1-100000")]
+Description = Annotated[str, Meta(max_length=500, description="0-500 characters")]
+
+
+class UnitCreate(WebBody, frozen=True):
+    """``POST .../<kinds>``: a new group or team."""
+
+    name: Annotated[str, Meta(description="1-64 letters, digits, '.', '_' or '-'")]
+    description: Description = ""
+    capacity: Capacity | None = None
+
+
+class UnitUpdate(WebBody, frozen=True):
+    """``PATCH .../<kinds>/<name>``: what to change (absent fields stay)."""
+
+    description: Description | UnsetType = UNSET
+    capacity: Capacity | None | UnsetType = UNSET
+    archived: bool | UnsetType = UNSET
+
+
+def present(body: Struct) -> dict[str, Any]:
+    """The fields a partial-update body carries (those not left ``UNSET``)."""
+    return {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}
