@@ -111,11 +111,11 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
         with (
             c.cursor() as cur,
             cur.copy(
-                "COPY users (id, email, display_name, password_hash, active, session_version, created_at) FROM STDIN"
+                "COPY users (id, email, display_name, password_hash, active, created_at) FROM STDIN"
             ) as copy,
         ):
             for uid in range(1, n_users + 1):
-                copy.write_row((uid, f"u{uid}@bench.example", f"U{uid}", "!", True, 0, "2026-01-01T00:00:00Z"))
+                copy.write_row((uid, f"u{uid}@bench.example", f"U{uid}", "!", True, "2026-01-01T00:00:00Z"))
         c.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (n_users + 1,))
         c.execute("CREATE TABLE bench_meta (workspaces int, members int, seed int, rules int, token text)")
         c.execute("INSERT INTO bench_meta VALUES (%s, %s, %s, %s, %s)", (workspaces, MEMBERS, SEED, rules, token))
