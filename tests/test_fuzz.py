@@ -937,7 +937,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         422,
     ),
     (
-        "services.members.membership: path user_id past INTEGER",
+        "membership.members.membership: path user_id past INTEGER",
         "PATCH",
         f"{WS}/members/{BIG}",
         {"role": "teacher"},
@@ -946,7 +946,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         404,
     ),
     (
-        "services.members.membership: path user_id past int4",
+        "membership.members.membership: path user_id past int4",
         "PATCH",
         f"{WS}/members/{INT4}",
         {"role": "teacher"},
@@ -955,7 +955,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         404,
     ),
     (
-        "services.members.remove_members: path user_id past int4",
+        "membership.members.remove_members: path user_id past int4",
         "DELETE",
         f"{WS}/members/{INT4}",
         None,
@@ -964,7 +964,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         404,
     ),
     (
-        "services.groups.remove_person: path user_id past INTEGER",
+        "membership.groups.remove_person: path user_id past INTEGER",
         "DELETE",
         f"{WS}/groups/morning/learners/{BIG}",
         None,
@@ -973,7 +973,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         404,
     ),
     (
-        "services.groups.move: path user_id past int4",
+        "membership.groups.move: path user_id past int4",
         "POST",
         f"{WS}/groups/morning/learners/{INT4}/move",
         {"to": "evening"},
@@ -982,7 +982,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         404,
     ),
     (
-        "services.platform_roles._change: path user_id past INTEGER",
+        "membership.platform_roles._change: path user_id past INTEGER",
         "DELETE",
         f"/api/platform/simulations/roles/admin/{BIG}",
         None,
@@ -1017,10 +1017,10 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         {"postgres"},
         422,
     ),
-    ("services.audit.events: before past int4", "GET", f"{WS}/audit?before={INT4}", None, OWNER, {"postgres"}, 422),
-    ("services.members.list_members: NUL in q", "GET", f"{WS}/members?q=%00", None, OWNER, {"postgres"}, 422),
+    ("audit.events: before past int4", "GET", f"{WS}/audit?before={INT4}", None, OWNER, {"postgres"}, 422),
+    ("membership.members.list_members: NUL in q", "GET", f"{WS}/members?q=%00", None, OWNER, {"postgres"}, 422),
     (
-        "services.sessions._recent_failures: NUL in sign-in email",
+        "identity.sessions._recent_failures: NUL in sign-in email",
         "POST",
         "/api/auth/signin",
         {"email": "a\x00@example.org", "password": "x"},
@@ -1029,7 +1029,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         422,
     ),
     (
-        "services.sessions.update_profile: NUL in display_name",
+        "identity.profile.update_profile: NUL in display_name",
         "PATCH",
         "/api/auth/me",
         {"display_name": "a\x00b"},
@@ -1038,7 +1038,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         422,
     ),
     (
-        "services.groups.create: NUL in description",
+        "membership.groups.create: NUL in description",
         "POST",
         f"{WS}/groups",
         {"name": "fuzz-nul", "description": "a\x00"},
@@ -1046,7 +1046,7 @@ WEB_REGRESSIONS: list[tuple[str, str, str, Any, str, set[str], int]] = [
         {"postgres"},
         422,
     ),
-    ("services.features.update_settings: NUL in name", "PATCH", WS, {"name": "a\x00b"}, OWNER, {"postgres"}, 422),
+    ("membership.workspaces.update_settings: NUL in name", "PATCH", WS, {"name": "a\x00b"}, OWNER, {"postgres"}, 422),
     # same causes, other inputs (found while fixing the above)
     ("path ids: ASCII digits only", "PATCH", f"{WS}/members/%D9%A3", {"role": "teacher"}, OWNER, set(), 404),
     ("path ids: zero", "DELETE", f"{WS}/groups/morning/learners/0", None, OWNER, set(), 404),
