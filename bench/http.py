@@ -13,6 +13,7 @@ committed through one, and the other is polled until its decision flips.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import multiprocessing as mp
@@ -80,9 +81,14 @@ def app_env(url: str, root: str = ROOT, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def process(cmd: list[str], env: dict[str, str], log_path: str, cwd: str = ROOT) -> Iterator[subprocess.Popen[bytes]]:
-    """cmd running with its output in log_path; SIGTERM on exit (SIGKILL after 30 s)."""
+    """cmd running with its output in log_path; SIGTERM on exit (SIGKILL after 30 s).
+
+    The server runs in its own process group: whatever of it is left once it has exited or been
+    killed (a worker whose master was killed) is killed with the group, so no server outlives a
+    test or a benchmark (a granian worker did, holding its port, when only the master was killed).
+    """
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield proc
         finally:
@@ -92,6 +98,8 @@ def process(cmd: list[str], env: dict[str, str], log_path: str, cwd: str = ROOT)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 # The servers a benchmark can put the app behind: gunicorn (gunicorn.conf.py) with its worker class
