@@ -70,23 +70,24 @@ def test_engine_options_carry_every_timeout() -> None:
 
 
 @pytest.mark.parametrize("kind", ["closed", "silent"])
-def test_unreachable_database_is_a_quick_503_with_retry_after(
-    kind: str, request: pytest.FixtureRequest
-) -> None:
+def test_unreachable_database_is_a_quick_503_with_retry_after(kind: str, request: pytest.FixtureRequest) -> None:
     port = request.getfixturevalue(f"{kind}_port")
     app = make_app(_url(port), PROPAGATE_UNEXPECTED=True, POLICY_SYNC="off")
     client = app.test_client()
     started = time.monotonic()
     # An unknown token must be looked up: the database is needed and cannot answer.
-    resp = client.post("/v1/check", json={"subject": 1, "workspace": "w", "action": "a"},
-                       headers={"Authorization": "Bearer lat_" + "x" * 43})
+    resp = client.post(
+        "/v1/check",
+        json={"subject": 1, "workspace": "w", "action": "a"},
+        headers={"Authorization": "Bearer lat_" + "x" * 43},
+    )
     first = time.monotonic() - started
     assert resp.status_code == 503, resp.get_data(as_text=True)
     assert resp.mimetype == "application/problem+json" and resp.headers["Retry-After"] == "1"
     assert first < 3.5  # connect_timeout is 2 s at least (libpq)
     # Held down now: the next request needing the database does not wait again.
     started = time.monotonic()
-    ready = client.get("/readyz")
+    ready = client.get("/readyz/writes")
     assert ready.status_code == 503 and time.monotonic() - started < 0.5
     assert ready.get_json()["checks"]["database"] == "unreachable"
     with app.app_context():
@@ -98,8 +99,8 @@ def test_readyz_first_on_a_silent_database_answers_within_its_bound(silent_port:
     """The issue's reproduction: /readyz hung on a frozen database; now it is a 503 within connect_timeout."""
     app = make_app(_url(silent_port), POLICY_SYNC="off")
     started = time.monotonic()
-    resp = app.test_client().get("/readyz")
-    assert resp.status_code == 503 and time.monotonic() - started < 3.5
+    resp = app.test_client().get("/readyz")  # never loaded: not ready to decide either
+    assert resp.status_code == 503 and time.monotonic() - started < 7.5
     assert resp.get_json()["checks"]["database"] == "unreachable"
 
 

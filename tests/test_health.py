@@ -51,17 +51,71 @@ def test_readyz_without_policy_is_503(client: FlaskClient, monkeypatch: pytest.M
     assert resp.status_code == 503 and resp.get_json()["checks"]["policy"] == "not loaded"
 
 
-def test_readyz_without_database_is_503(client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readyz_through_a_database_outage(client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Database down: still ready to decide (policy in memory, within the staleness bound), not
+    ready for writes (503 with Retry-After); liveness unaffected."""
     from sqlalchemy.exc import OperationalError
 
-    from app.extensions import db
+    from app.extensions import authz, db
+
+    assert client.get("/readyz").status_code == 200  # loaded while the database answered
+    assert client.get("/readyz/writes").status_code == 200
+    revision = authz.engine.revision
 
     def down(*args: object, **kwargs: object) -> None:
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     monkeypatch.setattr(db.session, "execute", down)
     resp = client.get("/readyz")
-    assert resp.status_code == 503 and resp.get_json()["checks"]["database"] == "unreachable"
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["status"] == "ready", body
+    assert body["checks"]["database"] == "unreachable" and body["checks"]["policy"] == "loaded"
+    assert body["revision"] == revision and body["head"] is None and "staleness_seconds" in body
+    writes = client.get("/readyz/writes")
+    assert writes.status_code == 503 and writes.headers["Retry-After"] == "1"
+    assert writes.get_json() == {"status": "unavailable", "checks": {"database": "unreachable"}}
+    assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_writes_when_the_database_answers(client: FlaskClient) -> None:
+    resp = client.get("/readyz/writes")
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["status"] == "ready" and body["checks"] == {"database": "ok"}
+    assert isinstance(body["head"], int)
+
+
+def test_readyz_through_an_outage_until_the_staleness_bound(
+    client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past POLICY_MAX_STALENESS_SECONDS during the outage: not ready to decide any more."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.extensions import authz, db
+
+    class Listening:
+        def status(self) -> dict[str, object]:
+            return {"mode": "listen", "connected": False}
+
+        def stop(self) -> None:
+            pass
+
+    assert client.get("/readyz").status_code == 200
+    authz.set_listener(app, Listening())
+    app.config["POLICY_MAX_STALENESS_SECONDS"] = 60.0
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(db.session, "execute", down)
+    authz._synced[app] -= 30  # 30 s into the outage: within the bound
+    within = client.get("/readyz")
+    assert within.status_code == 200, within.get_json()
+    assert 29 < within.get_json()["staleness_seconds"] < 60
+    authz._synced[app] -= 60  # 90 s: past it
+    past = client.get("/readyz")
+    assert past.status_code == 503 and past.get_json()["checks"]["staleness"] == "stale"
+    assert past.get_json()["staleness_seconds"] > 60
+    assert client.get("/readyz/writes").status_code == 503
 
 
 def test_metrics_exposition(client: FlaskClient) -> None:

@@ -114,6 +114,8 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
                 n += 1
                 rule = ("g3", f"user:{900000 + n}", "group:outage", "ws:o0")
                 ask("write", "POST", f"{server.base}/_mp/link", {"op": "add", "rule": list(rule)})
+                ask("readyz", "GET", f"{server.base}/readyz", None)
+                ask("readyz/writes", "GET", f"{server.base}/readyz/writes", None)
                 time.sleep(0.01)
 
         worker = threading.Thread(target=load, daemon=True)
@@ -142,12 +144,12 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
         worker.join(10)
 
         table = Counter((a.phase, a.kind, a.status) for a in answers)
-        report = "\n".join(f"{p:9} {k:7} {s}: {n}" for (p, k, s), n in sorted(table.items()))
+        report = "\n".join(f"{p:9} {k:13} {s}: {n}" for (p, k, s), n in sorted(table.items()))
         slow = sorted(answers, key=lambda a: -a.seconds)[:5]
         report += "\nslowest: " + "; ".join(f"{a.phase} {a.kind} {a.status} {a.seconds:.3f}s {a.detail}" for a in slow)
         print(f"\nanswers by phase, kind and status (recovered {recovered:.2f} s after restart):\n{report}")
         for p in ("frozen", "killed"):
-            decisions = [a for a in answers if a.phase == p and a.kind != "write"]
+            decisions = [a for a in answers if a.phase == p and a.kind in ("check", "authzen")]
             assert decisions and all(a.status == 200 for a in decisions), report
             assert all(a.right for a in decisions), "a decision changed during the outage"
             # Only a request that meets the stall first waits out its deadline (1 s here); after it the
@@ -158,6 +160,11 @@ def test_decisions_go_on_through_a_frozen_and_a_killed_database(
             assert writes and all(a.status == 503 and a.retry_after == "1" for a in writes[1:]), report
             assert writes[0].status in (200, 503), report  # the first may have started before the signal
             assert max(a.seconds for a in writes) < 2.5, report
+            # Ready to decide throughout (no staleness bound set); not ready for writes.
+            ready = [a for a in answers if a.phase == p and a.kind == "readyz"]
+            assert ready and all(a.status == 200 for a in ready), report
+            ready_w = [a for a in answers if a.phase == p and a.kind == "readyz/writes"]
+            assert ready_w and all(a.status == 503 and a.retry_after == "1" for a in ready_w[1:]), report
         assert not [a for a in answers if a.status in (0, 500)], report + "\n" + "\n".join(
             a.detail for a in answers if a.status in (0, 500))
         assert recovered < 15, report

@@ -33,15 +33,19 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 @api_doc(
-    "Readiness: database reachable, policy loaded, verified and in step with the database (503 otherwise).",
+    "Ready to decide: policy loaded, verified, in step and within POLICY_MAX_STALENESS_SECONDS "
+    "(200 through a database outage until that bound; 503 otherwise).",
     tags=["health"],
     response=Health,
 )
 def readyz() -> tuple[Response, int]:
-    """Readiness: the database answers, the policy is loaded (never loaded here when a server
-    loads it at start: ``checks.policy: loading``), passes the verifier, is at most
-    POLICY_READY_MAX_LAG_REVISIONS behind the head and (with a listener) read the revision log
-    within POLICY_READY_MAX_SYNC_AGE_SECONDS. Reports revision, head, lag, sync mode, rebuild.
+    """Ready to decide: the policy is loaded (never loaded here when a server loads it at start:
+    ``checks.policy: loading``), passes the verifier, is at most POLICY_READY_MAX_LAG_REVISIONS
+    behind the head, (with a listener) read the revision log within
+    POLICY_READY_MAX_SYNC_AGE_SECONDS and is not past POLICY_MAX_STALENESS_SECONDS. The database
+    is reported (``checks.database``) but does not gate: decisions are answered from memory
+    during an outage until the staleness bound. Reports revision, head, lag, staleness, sync mode,
+    rebuild. Writes: ``/readyz/writes``.
 
     Bounded: the database check waits at most DATABASE_REQUEST_WAIT_SECONDS (at once while the
     database is held down), everything else is in memory."""
@@ -84,11 +88,12 @@ def readyz() -> tuple[Response, int]:
     checks["sync"] = listener["mode"] if listener else "off"
     max_age = float(config.get("POLICY_READY_MAX_SYNC_AGE_SECONDS") or 0)
     age = status.get("seconds_since_sync")
-    if listener and max_age > 0 and age is not None and age > max_age:
+    # A listener behind while the database answers is out of step; during an outage the
+    # staleness bound (POLICY_MAX_STALENESS_SECONDS) decides instead.
+    if listener and max_age > 0 and age is not None and age > max_age and checks["database"] == "ok":
         checks["sync_age"] = "stale"
     ready = (
-        checks.get("database") == "ok"
-        and checks.get("policy") == "loaded"
+        checks.get("policy") == "loaded"
         and checks.get("verification") == "pass"
         and not {"staleness", "lag", "sync_age"} & checks.keys()
     )
@@ -104,7 +109,31 @@ def readyz() -> tuple[Response, int]:
         out["staleness_seconds"] = age
         if status.get("rebuild"):
             out["rebuild"] = status["rebuild"]
+    if "staleness_seconds" not in out:
+        age_now = authz.staleness()
+        out["staleness_seconds"] = round(age_now, 3) if age_now is not None else None
     return jsonify(out), 200 if ready else 503
+
+
+@bp.get("/readyz/writes")
+@api_doc(
+    "Ready to accept writes: the database answers (503 with Retry-After otherwise).", tags=["health"], response=Health
+)
+def readyz_writes() -> tuple[Response, int] | Response:
+    """Ready to accept writes: the database answers within DATABASE_REQUEST_WAIT_SECONDS (at once
+    while it is held down). Route state-changing traffic and pages on this; decisions on ``/readyz``."""
+    try:
+        head = policy_store.current_revision(db.session)  # type: ignore[arg-type]  # the scoped session proxies it
+    except Exception as exc:  # noqa: BLE001 - any failure means writes cannot be accepted
+        log.warning("write readiness: database unreachable: %s", exc)
+        db.session.rollback()
+        body = Health(status="unavailable", checks={"database": "unreachable"}).model_dump(exclude_none=True)
+        resp = jsonify(body)
+        resp.headers["Retry-After"] = "1"
+        return resp, 503
+    out = Health(status="ready", checks={"database": "ok"}).model_dump(exclude_none=True)
+    out["head"] = head
+    return jsonify(out), 200
 
 
 @bp.get("/metrics")
