@@ -50,7 +50,7 @@ import sys, time
 from pathlib import Path
 from app import create_app
 from app.extensions import db
-from app.services import policy_edits
+from app.policy import edits as policy_edits
 app = create_app()
 with app.app_context():
     model = Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")

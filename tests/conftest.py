@@ -207,6 +207,16 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def demo(app: Flask) -> Flask:
+    """The app with DESIGN.md §6's demo data (fast password hashing)."""
+    from tests.factories import fast_password_hashing, seed_demo
+
+    fast_password_hashing()
+    seed_demo()
+    return app
+
+
 @pytest.fixture(scope="session")
 def worker_id(request: pytest.FixtureRequest) -> str:
     """xdist worker id ('master' without xdist)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,17 +15,10 @@ from app.extensions import authz, db
 from app.identity import users
 from app.models import AuditEvent, EmailChange, UserSession, utcnow
 from tests.conftest import make_app
-from tests.factories import PASSWORD, WebClient, fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import PASSWORD, WebClient, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def signin(wc: WebClient, email: str, password: str, **kw: Any) -> Any:

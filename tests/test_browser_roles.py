@@ -187,11 +187,12 @@ def test_admin_sees_only_allowed_controls_and_refusals_in_words(browser: Browser
     ]
     assert roles == ["learner", "teacher"]
     # A refusal arriving anyway (the policy changed meanwhile) is explained in words, not a code.
-    b.d.execute_script(
-        "window.learnauthz.showError(new window.learnauthz.ApiError(403, {title: 'Forbidden', reason: 'rank_limit',"
-        " email: 'owner@classroom.example', detail: 'you may not remove owner@classroom.example'}))"
+    b.d.execute_async_script(
+        "const done = arguments[0]; import('/static/web/lib.js').then(m => {"
+        " m.showError(new m.ApiError(403, {title: 'Forbidden', reason: 'rank_limit',"
+        " email: 'owner@classroom.example', detail: 'you may not remove owner@classroom.example'})); done(); })"
     )
-    text = b.css("#messages").text
+    text = b.wait_message("owner@classroom.example:")
     assert "owner@classroom.example: Your role does not rank above theirs" in text and "rank_limit" not in text
     check(b, "members-admin")
 

@@ -152,7 +152,7 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser, live_ap
     axe(b)
     b.css("#rollback-message").send_keys("undo")
     b.css("#rollback").click()
-    b.wait(lambda d: b.css("#rollback-confirm").is_displayed())
+    b.wait(lambda d: b.css("#confirm-dialog").is_displayed())  # the pages' one confirm dialog
     b.css("#confirm-ok").click()
     b.wait_message("Rolled back to revision")
     assert explain(b, "reviewer@simulations.example", "simulations-demo", "view_ai_spend")["verdict"] == "Denied"

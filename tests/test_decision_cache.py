@@ -12,7 +12,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, text
 
 from app import ttlcache
-from app.api import decision
 from app.extensions import db
 from app.models import User, Workspace
 from app.policy import tokens
@@ -292,10 +291,11 @@ def _answers(client: FlaskClient, token: str, bodies: list[Any]) -> list[Any]:
 
 
 def test_fast_path_answers_exactly_like_the_schema(
-    client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The WSGI fast path and the Flask view share one parse: the same answers, problems included."""
     fast = _answers(client, world.token, BODIES)
-    monkeypatch.setattr(decision, "fast_body", lambda decoder: None)
+    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
     slow = _answers(client, world.token, BODIES)
     assert fast == slow
     assert any(status == 422 for status, _ in fast) and any(status == 200 for status, _ in fast)
@@ -324,10 +324,10 @@ def _raw_answers(client: FlaskClient, token: str) -> list[tuple[int, Any]]:
 
 
 def test_fast_path_reads_raw_bodies_like_the_json_parser(
-    client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = _raw_answers(client, world.token)
-    monkeypatch.setattr(decision, "fast_body", lambda decoder: None)
+    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
     slow = _raw_answers(client, world.token)
     assert fast == slow
     assert {status for status, _ in fast} == {400, 415}  # every body must be I-JSON: NaN, "\ud800" are 400 too
@@ -513,7 +513,7 @@ def test_settings_change_elsewhere_reaches_the_catalog_here(
         owner, ws = session.get(User, owner_id), session.get(Workspace, ws_id)
         assert owner is not None and ws is not None
         listed = [{"type": "scenario", "id": "s-1", "properties": {"owner": owner_id}}]
-        workspaces.update_settings(session, owner, ws, {"settings": {"authzen_resources": listed}})
+        workspaces.update_settings(session, owner, ws, settings={"authzen_resources": listed})
     assert authzen.catalog("simulations-demo") == {}  # not synced yet
     authz.sync()
     with held_down(), Queries() as q:

@@ -77,8 +77,8 @@ def test_fast_path_answers_exactly_like_the_views(
     taken: list[str] = []
     answer = decision_wsgi.DecisionFastPath._answer
 
-    def spy(self: Any, endpoint: str, environ: dict[str, Any], body: bytes) -> bytes | None:
-        got = answer(self, endpoint, environ, body)
+    def spy(self: Any, endpoint: str, environ: dict[str, Any]) -> bytes | None:
+        got = answer(self, endpoint, environ)
         if got is not None:
             taken.append(environ["PATH_INFO"])
         return got

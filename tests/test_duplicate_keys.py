@@ -17,13 +17,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.api import decision_wsgi
-from app.api.decision import BATCH_BODY, CHECK_BODY, fast_decode
-from app.api.params import members_unique
+from app.api import decision, decision_wsgi
+from app.api.params import members_unique, parse_json
+from app.errors import BadRequestError, PayloadTooLargeError, ValidationError
 from app.extensions import db
 from app.models import Membership
 from app.policy import tokens
-from tests.factories import fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import uid, web_client
 
 PROBLEM = "application/problem+json"
 REPRO_6 = (
@@ -42,10 +42,8 @@ ESCAPED = (  # "sub\u006aect" is "subject": the same key, spelt differently
 
 
 @pytest.fixture
-def demo(app: Flask) -> str:
-    """The demo data and a wide service token."""
-    fast_password_hashing()
-    seed_demo()
+def token(demo: Flask) -> str:
+    """A wide service token (on the demo data)."""
     _, secret = tokens.create_token(db.session(), "dups", all_workspaces=True)
     db.session.commit()
     return secret
@@ -62,28 +60,28 @@ def _refused(answer: tuple[int, dict[str, Any], str], key: str) -> bool:
 
 
 def test_decision_api_refuses_duplicates_on_both_paths(
-    client: FlaskClient, demo: str, monkeypatch: pytest.MonkeyPatch
+    client: FlaskClient, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken: list[str] = []
     answer = decision_wsgi.DecisionFastPath._answer
 
-    def spy(self: Any, endpoint: str, environ: dict[str, Any], body: bytes) -> bytes | None:
-        out = answer(self, endpoint, environ, body)
+    def spy(self: Any, endpoint: str, environ: dict[str, Any]) -> bytes | None:
+        out = answer(self, endpoint, environ)
         taken.append(endpoint if out is not None else "view")
         return out
 
     monkeypatch.setattr(decision_wsgi.DecisionFastPath, "_answer", spy)
     single = REPRO_6.replace(b',"subject":"owner@classroom.example"', b"")
     for _ in range(2):  # the second round: the token is known, the fast path is asked first
-        status, out, _ = _post(client, "/v1/check", demo, single)
+        status, out, _ = _post(client, "/v1/check", token, single)
         assert status == 200 and out["allowed"] is False  # the learner may not delete the organization
-        assert _refused(_post(client, "/v1/check", demo, REPRO_6), "subject")
-        assert _refused(_post(client, "/v1/check", demo, NESTED), "member")
-        assert _refused(_post(client, "/v1/check", demo, ESCAPED), "subject")
+        assert _refused(_post(client, "/v1/check", token, REPRO_6), "subject")
+        assert _refused(_post(client, "/v1/check", token, NESTED), "member")
+        assert _refused(_post(client, "/v1/check", token, ESCAPED), "subject")
         batch = b'{"checks":[' + single + b"," + NESTED + b"]}"
-        assert _refused(_post(client, "/v1/check/batch", demo, batch), "member")
+        assert _refused(_post(client, "/v1/check/batch", token, batch), "member")
         twice = b'{"checks":[' + single + b'],"checks":[' + single + b"]}"
-        assert _refused(_post(client, "/v1/check/batch", demo, twice), "checks")
+        assert _refused(_post(client, "/v1/check/batch", token, twice), "checks")
     assert taken.count("decision.check") == 1 and "decision.check_batch" not in taken  # only the clean check
     # Colons inside strings (prefixed ids) are not members: such bodies stay on the fast path.
     resource = {"type": "org", "attributes": {"group": "group:morning"}}
@@ -91,11 +89,11 @@ def test_decision_api_refuses_duplicates_on_both_paths(
     prefixed = orjson.dumps(
         {"subject": owner, "workspace": "ws:classroom-demo", "action": "delete_organization", "resource": resource}
     )
-    status, out, _ = _post(client, "/v1/check", demo, prefixed)
+    status, out, _ = _post(client, "/v1/check", token, prefixed)
     assert status == 200 and out["allowed"] is True and taken[-1] == "decision.check", out
 
 
-def test_authzen_refuses_duplicates(client: FlaskClient, demo: str) -> None:
+def test_authzen_refuses_duplicates(client: FlaskClient, token: str) -> None:
     ws = b'"context":{"workspace":"classroom-demo"}'
     top = (
         b'{"subject":{"type":"user","id":"learner@classroom.example"},"subject":{"type":"user","id":"owner@classroom.example"},'
@@ -105,23 +103,23 @@ def test_authzen_refuses_duplicates(client: FlaskClient, demo: str) -> None:
         b'{"subject":{"type":"user","id":"learner@classroom.example","id":"owner@classroom.example"},'
         b'"action":{"name":"delete_organization"},"resource":{"type":"workspace","id":"x"},' + ws + b"}"
     )
-    assert _refused(_post(client, "/access/v1/evaluation", demo, top), "subject")
-    assert _refused(_post(client, "/access/v1/evaluation", demo, nested), "id")
+    assert _refused(_post(client, "/access/v1/evaluation", token, top), "subject")
+    assert _refused(_post(client, "/access/v1/evaluation", token, nested), "id")
     items = b'{"evaluations":[' + nested + b"]}"
-    assert _refused(_post(client, "/access/v1/evaluations", demo, items), "id")
+    assert _refused(_post(client, "/access/v1/evaluations", token, items), "id")
     search = (
         b'{"subject":{"type":"user"},"action":{"name":"create_groups","name":"delete_organization"},'
         + ws
         + b',"resource":{"type":"workspace","id":"x"}}'
     )
-    assert _refused(_post(client, "/access/v1/search/subject", demo, search), "name")
+    assert _refused(_post(client, "/access/v1/search/subject", token, search), "name")
     status, out, _ = _post(
-        client, "/access/v1/evaluation", demo, nested.replace(b',"id":"owner@classroom.example"', b"")
+        client, "/access/v1/evaluation", token, nested.replace(b',"id":"owner@classroom.example"', b"")
     )
     assert status == 200 and out["decision"] is False
 
 
-def test_web_apis_refuse_duplicates(app: Flask, demo: str) -> None:
+def test_web_apis_refuse_duplicates(app: Flask, token: str) -> None:
     """Members, groups, auth and policy APIs: the same 400, and nothing changed."""
     wc = web_client(app)
     raw = b'{"email":"owner@classroom.example","email":"x@example.com","password":"demo-password-1"}'
@@ -198,19 +196,35 @@ def _random_body(rnd: random.Random) -> bytes:
     return obj([("checks", "[" + ",".join(check() for _ in range(rnd.randrange(4))) + "]")]).encode()
 
 
-def test_fast_path_accepts_no_duplicate_the_exact_parser_finds() -> None:
-    """10,000 random bodies: whatever the fast path decodes has no repeated key (the exact parser's word);
-    and most clean bodies msgspec reads stay on the fast path (the test is cheap, not merely safe)."""
+def test_fast_path_accepts_no_duplicate_the_exact_parser_finds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """10,000 random bodies: the decision API's one parse refuses every repeated key the exact parser finds
+    (400) and reads every clean body msgspec reads; most clean bodies are known clean without the exact
+    parser (the cheap test is cheap, not merely safe)."""
     rnd = random.Random(21)
-    decoded = readable = dup = 0
+    exact = 0
+
+    def counting(raw: bytes) -> Any:
+        nonlocal exact
+        exact += 1
+        return parse_json(raw)
+
+    monkeypatch.setattr(decision, "parse_json", counting)
+    parsed = readable = dup = cheap = 0
     for _ in range(10_000):
         raw = _random_body(rnd)
-        decoder: Any = BATCH_BODY if raw.startswith(b'{"checks"') else CHECK_BODY
+        batch = raw.startswith(b'{"checks"')
+        decoder: Any = decision.BATCH_BODY if batch else decision.CHECK_BODY
         has_dup = _exact_duplicates(raw)
         dup += has_dup
-        got = fast_decode(decoder, raw)
-        if got is not None:
-            decoded += 1
+        before = exact
+        try:
+            decision.parse("decision.check_batch" if batch else "decision.check", raw, 10**6)
+            parsed += 1
+            assert not has_dup, raw
+            cheap += exact == before
+        except BadRequestError as exc:
+            assert has_dup and "duplicate key" in exc.detail, (raw, exc.detail)
+        except (ValidationError, PayloadTooLargeError):
             assert not has_dup, raw
         if not has_dup:
             try:
@@ -218,7 +232,7 @@ def test_fast_path_accepts_no_duplicate_the_exact_parser_finds() -> None:
                 readable += 1
             except (msgspec.ValidationError, msgspec.DecodeError):
                 pass
-    # measured with seed 21: 5,853 with a duplicate, 3,050 clean and readable, 1,756 of them decoded
-    # (the others send null, "" or escapes, which the cheap test leaves to the exact parser)
-    assert dup > 2000 and readable > 2000 and decoded > readable / 2, (dup, readable, decoded)
+    # measured with seed 21: 5,853 with a duplicate, 3,050 clean and readable (all parsed), 1,756 of
+    # them without the exact parser (the others send null, "" or escapes, which the cheap test leaves to it)
+    assert dup > 2000 and readable > 2000 and parsed == readable and cheap > readable / 2, (dup, readable, cheap)
     assert members_unique(b'{"a":"b:c"}', 1) and not members_unique(b'{"a":"b\\":c"}', 1)

@@ -3,8 +3,6 @@ capacity, several teachers per group and groups per teacher, add/remove/move lea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from flask import Flask
 
@@ -12,18 +10,11 @@ from app.extensions import authz, db
 from app.membership import access
 from app.models import AuditEvent, Group
 from app.policy import store as policy_store
-from tests.factories import fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"
 SKL = "/api/workspaces/skills-demo"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def g3(email: str, unit: str, ws: str = "ws:classroom-demo") -> bool:

@@ -4,7 +4,6 @@ emails get a single-use expiring sign-up link; parsing, limits, duplicates, all-
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,17 +12,10 @@ from flask import Flask
 from app.extensions import authz, db
 from app.models import AuditEvent, Invitation, Membership, OutboxEmail, User, utcnow
 from app.policy import store as policy_store
-from tests.factories import PASSWORD, fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import PASSWORD, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def state() -> tuple[int, int, int, int, int]:
@@ -218,14 +210,17 @@ def test_invitation_answers_reveal_no_account(demo: Flask) -> None:
 
 
 def test_sign_up_binds_the_invited_address(demo: Flask) -> None:
-    """Sign-up creates the account with the invited address; an email field in the body is ignored
-    (the link proves control of the invited address only)."""
+    """Sign-up creates the account with the invited address; an email field in the body is refused
+    like every unknown field (the link proves control of the invited address only)."""
     wc = web_client(demo, "owner@classroom.example")
     wc.post(f"{CLS}/invitations", json={"emails": "bound@example.org"})
     token = token_for(demo, "bound@example.org")
     resp = web_client(demo).post(
         "/api/auth/signup", json={"token": token, "password": PASSWORD, "email": "x@evil.example"}
     )
+    assert resp.status_code == 422 and resp.get_json()["errors"][0]["loc"] == ["email"], resp.get_json()
+    assert db.session.query(User).filter_by(email="x@evil.example").count() == 0
+    resp = web_client(demo).post("/api/auth/signup", json={"token": token, "password": PASSWORD})
     assert resp.status_code == 201 and resp.get_json()["email"] == "bound@example.org"
     assert db.session.query(User).filter_by(email="x@evil.example").count() == 0
 

@@ -4,25 +4,15 @@ bulk refusals name the member, invitations are listed/revoked/resent, invites re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from flask import Flask
 
 from app.extensions import db
 from app.models import AuditEvent, Invitation
-from tests.factories import fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"
 SKL = "/api/workspaces/skills-demo"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def test_team_manager_reads_his_team(demo: Flask) -> None:

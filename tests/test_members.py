@@ -3,26 +3,17 @@ owner invariants, assignable roles, audit trail, deny-before-lookup, and bad inp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from flask import Flask
 
 from app.extensions import authz, db
 from app.models import AuditEvent, GroupMember, Membership
 from app.policy import store as policy_store
-from tests.factories import WebClient, fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import WebClient, uid, web_client
 
 CLS = "/api/workspaces/classroom-demo"
 SIM = "/api/workspaces/simulations-demo"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def role_of(slug: str, email: str) -> str | None:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from flask import Flask
 
 from app.authz import RuleChange
 from app.extensions import authz, db
 from app.models import AuditEvent
 from app.policy import store as policy_store
-from tests.factories import create_user, fast_password_hashing, seed_demo, uid, web_client
-
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
+from tests.factories import create_user, uid, web_client
 
 
 def test_only_holders_grant_platform_roles(demo: Flask) -> None:

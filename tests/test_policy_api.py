@@ -103,8 +103,10 @@ def signin(client: FlaskClient, user: User) -> str:
     # user in flask.g: forget the previous one.
     g.pop("_login_user", None)
     resp = client.get("/v1/policy/session")
-    assert resp.status_code in (200, 403), resp.get_json()
-    return str(resp.get_json()["csrf_token"]) if resp.status_code == 200 else ""
+    assert resp.status_code == 200, resp.get_json()
+    token = resp.get_json()["csrf_token"]
+    assert isinstance(token, str) and token
+    return token
 
 
 def as_user(client: FlaskClient, user: User) -> dict[str, str]:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from flask import Flask
 
 from app.extensions import authz, db
 from app.policy import store as policy_store
-from tests.factories import WebClient, fast_password_hashing, seed_demo, web_client
+from tests.factories import WebClient, web_client
 
 REVIEWER_AI_SPEND = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
 TEACHER_ANY_ROLE = "p, 90, role:classroom:teacher, change_user_roles, any, -, allow"
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def csrf(wc: WebClient) -> dict[str, str]:

@@ -21,7 +21,7 @@ RULE = "p, 80, role:simulations:reviewer, view_ai_spend, any, -, allow"
 APPLY = f"""
 from app import create_app
 from app.extensions import db
-from app.services import policy_edits
+from app.policy import edits as policy_edits
 from pathlib import Path
 app = create_app()
 with app.app_context():

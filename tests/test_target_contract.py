@@ -28,7 +28,7 @@ from app.extensions import authz, db
 from app.models import AuditEvent, GroupMember, Invitation, Membership, OutboxEmail
 from app.policy import store as policy_store
 from app.policy import tokens
-from tests.factories import fast_password_hashing, seed_demo, uid, web_client
+from tests.factories import uid, web_client
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKS = load_packs(ROOT / "policy", ROOT / "model.conf")
@@ -126,13 +126,6 @@ def test_permissions_ask_explicitly() -> None:
 
 
 # -- the HTTP surfaces (SQLite and PostgreSQL) -----------------------------------------------------------
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    """The app with DESIGN.md §6's demo data."""
-    fast_password_hashing()
-    seed_demo()
-    yield app
-
 
 def _token(workspace: str) -> str:
     _, secret = tokens.create_token(db.session(), "contract-pep", workspace=workspace)

@@ -42,8 +42,8 @@ def fast(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     taken: list[str] = []
     answer = decision_wsgi.DecisionFastPath._answer
 
-    def spy(self: Any, endpoint: str, environ: dict[str, Any], body: bytes) -> bytes | None:
-        out = answer(self, endpoint, environ, body)
+    def spy(self: Any, endpoint: str, environ: dict[str, Any]) -> bytes | None:
+        out = answer(self, endpoint, environ)
         if out is not None:
             taken.append(endpoint)
         return out

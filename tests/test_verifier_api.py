@@ -6,14 +6,12 @@ On SQLite and PostgreSQL (the ``app`` fixture's backends); the policy stays at i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from flask import Flask
 
 from app.extensions import authz, db
 from app.policy import store as policy_store
-from tests.factories import WebClient, fast_password_hashing, seed_demo, web_client
+from tests.factories import WebClient, web_client
 from tests.test_policy_api import restore_pack_rows  # noqa: F401 - fixture (PostgreSQL pack rows)
 
 ADMIN = "policy_admin@service.example"
@@ -44,12 +42,6 @@ REPRO_2_SERVICE = [
     {"op": "add", "rule": "p, 85, role:service:helper, apply_policy_change, assignee, -, allow"},
 ]
 
-
-@pytest.fixture
-def demo(app: Flask) -> Iterator[Flask]:
-    fast_password_hashing()
-    seed_demo()
-    yield app
 
 
 def _csrf(wc: WebClient) -> dict[str, str]:

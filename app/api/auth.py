@@ -17,7 +17,9 @@ from flask_login import current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFError, generate_csrf
 
 from app import notifications
+from app.api import bodies, body_doc
 from app.api.params import json_object
+from app.api.web_bodies import SignIn, SignUp, VerifyEmail
 from app.errors import CSRFFailedError, UnauthenticatedError
 from app.extensions import csrf, db, login_manager
 from app.identity import email_changes, profile, sessions
@@ -118,17 +120,18 @@ def csrf_token() -> Response:
 
 
 @bp.post("/signin")
+@body_doc(SignIn)
 def signin() -> Response:
     """Sign in with email + password; returns the profile and the new CSRF token.
 
     Failed attempts are limited per (account, client) and per client (429 with Retry-After;
     the limits wrap this view in ``app.security``); pending memberships become accepted.
     """
-    data = json_body()
+    body = bodies.parse(SignIn)
     user = sessions.sign_in(
         db.session(),
-        data.get("email"),
-        data.get("password"),
+        body.email,
+        body.password,
         client_address(),
         request.headers.get("User-Agent", ""),
     )
@@ -163,33 +166,35 @@ def sign_out_others() -> Response:
 
 
 @bp.post("/verify-email")
+@body_doc(VerifyEmail)
 def verify_email() -> Response:
     """Confirm an email change with the token from the link mailed to the new address.
 
     Every other session of the account ends; the old address is told.
     """
-    data = json_body()
-    check_text(data.get("token"), "token", "name")
+    body = bodies.parse(VerifyEmail)
+    check_text(body.token, "token", "name")
     keep = None
     if current_user.is_authenticated:
         keep = actor().session_token
-    user = email_changes.confirm(db.session(), data.get("token"), keep)
+    user = email_changes.confirm(db.session(), body.token, keep)
     return jsonify(email=user.email, signed_in=keep is not None and user.session_token == keep)
 
 
 @bp.post("/signup")
+@body_doc(SignUp)
 def signup() -> tuple[Response, int]:
     """Create an account from a sign-up link's token and join its workspace; signs in."""
-    data = json_body()
+    new = bodies.parse(SignUp)
     # invitations.signup hashes the token and stores the names: refuse what text cannot hold first
     for name, kind in (("token", "name"), ("display_name", "name"), ("username", "name"), ("password", "secret")):
-        check_text(data.get(name), name, kind)
+        check_text(getattr(new, name), name, kind)
     user, m = invitations.signup(
         db.session(),
-        data.get("token"),
-        data.get("password"),
-        data.get("display_name", ""),
-        data.get("username"),
+        new.token,
+        new.password,
+        new.display_name,
+        new.username,
         client_address(),
         request.headers.get("User-Agent", ""),
     )
@@ -219,6 +224,7 @@ def me() -> Response:
 
 
 @bp.patch("/me")
+@body_doc(profile.ProfileChanges)
 def update_me() -> Response:
     """Change own display name, username or password, or ask for an email change (the last two
     need current_password). A new email takes effect once confirmed from the link mailed to it
@@ -228,7 +234,7 @@ def update_me() -> Response:
     user, _ = profile.update_profile(
         db.session(),
         user,
-        json_body(),
+        bodies.parse(profile.ProfileChanges),
         email_ttl_hours=int(cfg["EMAIL_CHANGE_TTL_HOURS"]),
         public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
     )

@@ -3,31 +3,30 @@
 A plain ``POST /v1/check`` or ``POST /v1/check/batch`` (JSON, a known service token, a body the
 msgspec structs accept, no query string, no ``min_revision`` above the engine's) is decided here:
 the same token check and binding check (a workspace outside the token's binding goes to the view,
-which answers the 403 problem), the same :func:`app.decisions.resolution.decide`, the same JSON, the same
+which answers the 403 problem), the same :func:`app.api.decision.parse_and_decide` (one parse of
+the body, one decision), the same JSON, the same
 headers (security headers, ``X-Request-ID``) and metrics as the Flask view — without Flask's
 request context, URL routing and request/response hooks, which cost ~10 times the decision
 itself (measured in-process: ~560 µs a request through Flask at W = 1,000, most of it hooks,
 header objects and context locals). Anything else, and any request this path cannot answer
-exactly as the view would (a missing or unknown token, a body the schema must judge, a revision
+exactly as the view would (a missing or unknown token, a body the structs refuse, a revision
 to wait for, a stale policy, rate limits or decision logging switched on, any exception), goes to
-the Flask app unchanged with the body it sent, so every problem answer still comes from one place.
+the Flask app, so every problem answer still comes from one place; a body already read is not
+put back: the view takes it from the environ, parsed, or the refusal to raise.
 ``tests/test_decision_wsgi.py`` compares both paths response by response.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
 from flask import Flask
 
 from app import observability
 from app.api import decision
-from app.decisions.resolution import decide
 from app.errors import AppError
 from app.extensions import authz
 from app.policy import tokens
@@ -55,20 +54,15 @@ class DecisionFastPath:
         if endpoint is None or environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
             return self.wsgi_app(environ, start_response)
         started = time.perf_counter()
-        body = self._body(environ)
         answer = None
-        if body is not None:
-            try:
-                answer = self._answer(endpoint, environ, body)
-            except AppError:
-                answer = None  # the view raises the same error as a problem answer
-            except Exception:  # noqa: BLE001 - whatever failed here, the view answers it (or its error handler)
-                log.debug("decision fast path fell back", exc_info=True)
-                answer = None
+        try:
+            answer = self._answer(endpoint, environ)
+        except (decision.Defer, AppError):
+            answer = None  # the view answers it (a refusal of the body: left in the environ, raised there)
+        except Exception:  # noqa: BLE001 - whatever failed here, the view answers it (or its error handler)
+            log.debug("decision fast path fell back", exc_info=True)
+            answer = None
         if answer is None:
-            if body is not None:
-                environ["wsgi.input"] = io.BytesIO(body)  # the view reads the body again
-                environ["CONTENT_LENGTH"] = str(len(body))
             return self.wsgi_app(environ, start_response)
         headers = self._headers
         if headers is None:
@@ -91,7 +85,7 @@ class DecisionFastPath:
         return [answer]
 
     def _body(self, environ: dict[str, Any]) -> bytes | None:
-        """The JSON body (put back by the caller for the fallback), or None when Flask must read it."""
+        """The JSON body, or None when Flask must read it (not JSON, chunked, malformed length, too large)."""
         ctype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
             return None
@@ -101,12 +95,14 @@ class DecisionFastPath:
             return None  # chunked, malformed or too large: werkzeug's answers
         return bytes(environ["wsgi.input"].read(int(raw)))
 
-    def _answer(self, endpoint: str, environ: dict[str, Any], body: bytes) -> bytes | None:
-        """The view's JSON for this request, or None when the view must answer it.
+    def _answer(self, endpoint: str, environ: dict[str, Any]) -> bytes | None:
+        """The view's JSON for this request, or None (or :class:`decision.Defer`) when the view must answer it.
 
         No app context, no database: the token must be one this process knows (a miss goes to the
         view, which looks it up and caches it), the engine and directory are the ones the runtime
-        serves (``PolicyRuntime.serving``), so nothing here can wait on the database.
+        serves (``PolicyRuntime.serving``), so nothing here can wait on the database. Once the body
+        is read, what became of it (parsed, or refused) is left in the environ under
+        ``decision.PARSED``: a view answering the request takes it from there.
         """
         app = self.app
         config = app.config
@@ -120,33 +116,35 @@ class DecisionFastPath:
         if serving is None:
             return None
         eng, users = serving
-        if endpoint == "decision.check":
-            one = decision.fast_decode(decision.CHECK_BODY, body)
-            if one is None:
-                return None
-            items: list[Any] = [one]
-            min_revision = one.min_revision
-        else:
-            many = decision.fast_decode(decision.BATCH_BODY, body)
-            if many is None or len(many.checks) > int(config["BATCH_MAX_CHECKS"]):
-                return None
-            items, min_revision = list(many.checks), many.min_revision
-        if min_revision and min_revision > eng.revision:
-            return None  # the view waits for it (or refuses a revision past the head)
-        if tokens.first_outside(token, [it.workspace for it in items], eng) is not None:
-            return None  # outside the token's binding: the view's 403 problem
-        t = time.perf_counter()
-        decisions = decide(items, eng, False, users)
-        seconds = time.perf_counter() - t
+        raw = self._body(environ)
+        if raw is None:
+            return None
+        environ[decision.PARSED] = raw  # the view parses these bytes if the parse below fails unexpectedly
+        try:
+            body = decision.parse(endpoint, raw, int(config["BATCH_MAX_CHECKS"]))
+        except AppError as exc:
+            environ[decision.PARSED] = exc  # the view raises it: its problem answer
+            raise
+        environ[decision.PARSED] = body
+
+        def engine_for(min_revision: int | None) -> Any:
+            if min_revision and min_revision > eng.revision:
+                raise decision.Defer  # the view waits for it (or refuses a revision past the head)
+            return eng
+
+        def admit(workspaces: list[str], _eng: Any) -> None:
+            if tokens.first_outside(token, workspaces, eng) is not None:
+                raise decision.Defer  # outside the token's binding: the view's 403 problem
+
+        done = decision.parse_and_decide(endpoint, body, 0, engine_for, admit, False, users)
         obs = self._obs
         if obs is None:
             obs = self._obs = app.extensions["observability"]
-        observability.record_decisions([(d.allowed, d.reason) for d in decisions], obs)
+        observability.record_decisions([(d.allowed, d.reason) for d in done.decisions], obs)
         kind = "check" if endpoint == "decision.check" else "batch"
-        observability.observe_decision_time(kind, seconds, len(items), obs)
-        if endpoint == "decision.check":
-            return orjson.dumps(decisions[0].as_dict(False))
-        return orjson.dumps(decision.batch_payload(decisions, eng.revision, False))
+        observability.observe_decision_time(kind, done.seconds, len(done.items), obs)
+        del environ[decision.PARSED]
+        return done.json
 
 
 def install(app: Flask) -> None:

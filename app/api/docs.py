@@ -1,7 +1,7 @@
 """``/openapi.json`` for every endpoint of the app, and ``/docs``, a self-contained page that renders it.
 
-Views declared with :func:`app.api.api_doc` contribute their pydantic schemas (the same models that
-validate their input). Every other route (web-client API, pages) is described from the Flask url
+Views declared with :func:`app.api.api_doc` contribute their schemas (the same msgspec structs and
+pydantic models that validate their input). Every other route (web-client API, pages) is described from the Flask url
 map: path parameters, methods, and the first line of the view's docstring as the summary.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from pydantic import BaseModel
 
@@ -62,7 +63,12 @@ class _Components:
     def __init__(self) -> None:
         self.schemas: dict[str, Any] = {"Problem": _problem_schema()}
 
-    def ref(self, model: type[BaseModel], mode: str) -> dict[str, Any]:
+    def ref(self, model: type[BaseModel] | type[msgspec.Struct], mode: str) -> dict[str, Any]:
+        if issubclass(model, msgspec.Struct):  # a request body (app.api.bodies)
+            (top,), components = msgspec.json.schema_components([model], ref_template="#/components/schemas/{name}")
+            for name, sub in components.items():
+                self.schemas.setdefault(name, sub)
+            return dict(top)
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)  # type: ignore[arg-type]
         for name, sub in schema.pop("$defs", {}).items():
             self.schemas.setdefault(name, sub)

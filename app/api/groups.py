@@ -12,8 +12,10 @@ from app.errors import NotFoundError
 from app.extensions import db
 from app.membership import groups, workspaces
 
-from .auth import actor, after_change, json_body, protect
+from . import bodies, body_doc
+from .auth import actor, after_change, protect
 from .params import path_id, query_text, register_converters
+from .web_bodies import Move, UnitCreate, UnitUpdate, UserIds, present
 
 bp = Blueprint("groups", __name__, url_prefix="/api/workspaces/<slug>")
 bp.record_once(register_converters)  # before the routes: they use <id:...>
@@ -49,11 +51,13 @@ def list_units(slug: str, kinds: str) -> Response:
 
 
 @bp.post("/<kinds>")
+@body_doc(UnitCreate)
 def create(slug: str, kinds: str) -> tuple[Response, int]:
     """Create a group/team ({"name", "description"?, "capacity"?})."""
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
-    g = groups.create(db.session(), actor(), ws, kind, json_body())
+    body = bodies.parse(UnitCreate)
+    g = groups.create(db.session(), actor(), ws, kind, body.name, body.description, body.capacity)
     return jsonify(groups.serialize(db.session(), g, actor(), ws)), 201
 
 
@@ -81,11 +85,12 @@ def candidates(slug: str, kinds: str, name: str, rel: str) -> Response:
 
 
 @bp.patch("/<kinds>/<name>")
+@body_doc(UnitUpdate)
 def update(slug: str, kinds: str, name: str) -> Response:
     """Edit description, capacity, archived."""
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
-    g = groups.update(db.session(), actor(), ws, kind, name, json_body())
+    g = groups.update(db.session(), actor(), ws, kind, name, present(bodies.parse(UnitUpdate)))
     return jsonify(groups.serialize(db.session(), g, actor(), ws))
 
 
@@ -98,12 +103,13 @@ def delete(slug: str, kinds: str, name: str) -> tuple[str, int]:
 
 
 @bp.post("/<kinds>/<name>/<rel>")
+@body_doc(UserIds)
 def add_people(slug: str, kinds: str, name: str, rel: str) -> Response:
     """Add members of the workspace as teachers/learners (groups) or managers/members (teams)."""
     ws = workspaces.get_by_slug(db.session(), slug)
     kind = _kind(kinds)
     relation = _relation(kind, rel)
-    g = groups.add_people(db.session(), actor(), ws, kind, name, relation, json_body().get("user_ids"))
+    g = groups.add_people(db.session(), actor(), ws, kind, name, relation, bodies.parse(UserIds).user_ids)
     return jsonify(groups.serialize(db.session(), g, actor(), ws))
 
 
@@ -118,6 +124,7 @@ def remove_person(slug: str, kinds: str, name: str, rel: str, user_id: int) -> t
 
 
 @bp.post("/<kinds>/<name>/<rel>/<id:user_id>/move")
+@body_doc(Move)
 def move(slug: str, kinds: str, name: str, rel: str, user_id: int) -> Response:
     """Move a learner/member to another group/team ({"to": "evening"})."""
     user_id = path_id(user_id)
@@ -125,5 +132,5 @@ def move(slug: str, kinds: str, name: str, rel: str, user_id: int) -> Response:
     kind = _kind(kinds)
     if _relation(kind, rel) != "member":
         raise NotFoundError("only learners/members move between groups")
-    g = groups.move(db.session(), actor(), ws, kind, name, user_id, json_body().get("to"))
+    g = groups.move(db.session(), actor(), ws, kind, name, user_id, bodies.parse(Move).to)
     return jsonify(groups.serialize(db.session(), g, actor(), ws))

@@ -20,8 +20,21 @@ from app.extensions import authz, db
 from app.membership import access, features, invitations, members, platform_roles, workspaces
 from app.models import Membership, Workspace
 
-from .auth import actor, after_change, json_body, protect
+from . import bodies, body_doc
+from .auth import actor, after_change, protect
 from .params import path_id, query_id, query_int, query_text, register_converters
+from .web_bodies import (
+    DeleteWorkspace,
+    FeatureSwitch,
+    Invite,
+    Ownership,
+    PlatformGrant,
+    RoleChange,
+    UserIds,
+    WorkspaceCreate,
+    WorkspaceUpdate,
+    present,
+)
 
 bp = Blueprint("members", __name__, url_prefix="/api")
 bp.record_once(register_converters)  # before the routes: they use <id:...>
@@ -63,9 +76,11 @@ def list_workspaces() -> Response:
 
 
 @bp.post("/workspaces")
+@body_doc(WorkspaceCreate)
 def create_workspace() -> tuple[Response, int]:
     """Create a workspace from a pack (platform-role holders of that pack)."""
-    ws = workspaces.create(db.session(), actor(), json_body())
+    body = bodies.parse(WorkspaceCreate)
+    ws = workspaces.create(db.session(), actor(), body.slug, body.name, body.pack, body.owner_id)
     return jsonify(workspaces.describe(actor(), ws)), 201
 
 
@@ -80,25 +95,29 @@ def get_workspace(slug: str) -> Response:
 
 
 @bp.patch("/workspaces/<slug>")
+@body_doc(WorkspaceUpdate)
 def update_workspace(slug: str) -> Response:
     """Rename a workspace and/or merge its settings."""
-    ws = workspaces.update_settings(db.session(), actor(), _ws(slug), json_body())
+    body = present(bodies.parse(WorkspaceUpdate))
+    ws = workspaces.update_settings(db.session(), actor(), _ws(slug), body.get("name"), body.get("settings"))
     return jsonify(workspaces.describe(actor(), ws))
 
 
 @bp.delete("/workspaces/<slug>")
+@body_doc(DeleteWorkspace)
 def delete_workspace(slug: str) -> Response:
     """Delete a workspace (only where the pack has the action, e.g. classroom owners); the body
     repeats the slug: {"confirm": "<slug>"}."""
-    rev = workspaces.delete_workspace(db.session(), actor(), _ws(slug), json_body().get("confirm"))
+    rev = workspaces.delete_workspace(db.session(), actor(), _ws(slug), bodies.parse(DeleteWorkspace).confirm)
     return jsonify(deleted=slug, revision=rev)
 
 
 @bp.put("/workspaces/<slug>/features/<feature>")
+@body_doc(FeatureSwitch)
 def toggle_feature(slug: str, feature: str) -> Response:
     """Switch a feature on or off ({"enabled": bool}); only the platform role the pack names."""
     ws = _ws(slug)
-    enabled = features.toggle(db.session(), actor(), ws, feature, json_body().get("enabled"))
+    enabled = features.toggle(db.session(), actor(), ws, feature, bodies.parse(FeatureSwitch).enabled)
     return jsonify(feature=feature, enabled=enabled, revision=authz.engine.revision)
 
 
@@ -127,24 +146,25 @@ def list_members(slug: str) -> Response:
 
 
 @bp.post("/workspaces/<slug>/invitations")
+@body_doc(Invite)
 def invite(slug: str) -> tuple[Response, int]:
     """Invite one or many emails (string with commas/newlines, or a list) with a role.
 
     The answer is the same for every address, known account or not (``invited``, no user ids).
     """
     ws = _ws(slug)
-    data = json_body()
+    body = bodies.parse(Invite)
     cfg = current_app.config
     result = invitations.invite(
         db.session(),
         actor(),
         ws,
-        data.get("emails"),
-        data.get("role"),
+        body.emails,
+        body.role,
         limit=int(cfg["MAX_INVITES_PER_REQUEST"]),
         ttl_hours=int(cfg["INVITATION_TTL_HOURS"]),
         public_url=str(cfg["PUBLIC_URL"]).rstrip("/"),
-        partial=data.get("partial") is True,
+        partial=body.partial,
     )
     return jsonify(result.answer()), 201
 
@@ -184,11 +204,12 @@ def _member_body(m: Membership) -> dict[str, Any]:
 
 
 @bp.patch("/workspaces/<slug>/members/<id:user_id>")
+@body_doc(RoleChange)
 def change_role(slug: str, user_id: int) -> Response:
     """Change a member's role ({"role": "teacher"})."""
     user_id = path_id(user_id)
     ws = _ws(slug)
-    m = members.change_role(db.session(), actor(), ws, user_id, json_body().get("role"))
+    m = members.change_role(db.session(), actor(), ws, user_id, bodies.parse(RoleChange).role)
     return jsonify(_member_body(m))
 
 
@@ -201,18 +222,20 @@ def remove_member(slug: str, user_id: int) -> tuple[str, int]:
 
 
 @bp.post("/workspaces/<slug>/members/remove")
+@body_doc(UserIds)
 def remove_many(slug: str) -> Response:
     """Remove many members at once, all or nothing ({"user_ids": [..]})."""
     ws = _ws(slug)
-    removed = members.remove_members(db.session(), actor(), ws, json_body().get("user_ids"))
+    removed = members.remove_members(db.session(), actor(), ws, bodies.parse(UserIds).user_ids)
     return jsonify(removed=removed, revision=authz.engine.revision)
 
 
 @bp.post("/workspaces/<slug>/ownership")
+@body_doc(Ownership)
 def transfer(slug: str) -> Response:
     """Transfer ownership to an accepted member ({"user_id": 7}); an owner steps down one rank."""
     ws = _ws(slug)
-    target_id = members.parse_user_id(json_body().get("user_id"))
+    target_id = bodies.parse(Ownership).user_id
     m = members.transfer_ownership(db.session(), actor(), ws, target_id)
     return jsonify(_member_body(m))
 
@@ -293,16 +316,17 @@ def platform_holders(pack: str) -> Response:
 
 
 @bp.post("/platform/<pack>/roles")
+@body_doc(PlatformGrant)
 def grant_platform(pack: str) -> tuple[Response, int]:
     """Grant a platform role ({"user_id": 7, "role": "admin"}); only holders may."""
-    data = json_body()
-    if "email" in data and "user_id" not in data:
+    body = bodies.parse(PlatformGrant)
+    if body.email is not None and body.user_id is None:
         # The console names people by email; only holders get this far (checked in grant).
-        uid = platform_roles.user_id_by_email(db.session(), actor(), pack, data.get("email"))
+        uid = platform_roles.user_id_by_email(db.session(), actor(), pack, body.email)
     else:
-        uid = members.parse_user_id(data.get("user_id"))
-    rev = platform_roles.grant(db.session(), actor(), pack, data.get("role"), uid)
-    return jsonify(user_id=uid, role=data.get("role"), revision=rev), 201
+        uid = members.parse_user_id(body.user_id)
+    rev = platform_roles.grant(db.session(), actor(), pack, body.role, uid)
+    return jsonify(user_id=uid, role=body.role, revision=rev), 201
 
 
 @bp.delete("/platform/<pack>/roles/<role>/<id:user_id>")

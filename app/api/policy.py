@@ -430,13 +430,13 @@ def explain() -> Response:
                 return policy_edits.PROBE
             return directory.lookup(value) if directory is not None else None
 
-        prep = decisions.prepare(body, person_of, role_eng)
+        prep = decisions.prepare(body.as_check(), person_of, role_eng)
         if prep.request is None:
             decision = Decision(False, prep.early or Reason.INVALID_REQUEST.value, live.revision)
         else:
             decision = role_eng.explain(prep.request)
     else:
-        decision = decisions.decide([body], eng, explain=True)[0]
+        decision = decisions.decide([body.as_check()], eng, explain=True)[0]
     out = decision.as_dict(explain=True)
     out.update({"draft": bool(body.changes), "problems": problems})
     return jsonify(out)

@@ -1,15 +1,19 @@
-"""Pydantic v2 schemas of the decision API and the policy API.
+"""Pydantic v2 schemas of the decision API's query strings and answers, and of the policy API.
 
 The same models validate requests (``app.api.parse_body``/``parse_query``) and generate
 ``/openapi.json`` (``app.api.docs``). Request models forbid unknown fields and use strict types,
-so ``{"subject": true}`` or ``{"action": 5}`` is a 422, never a silent coercion.
+so ``{"subject": true}`` or ``{"action": 5}`` is a 422, never a silent coercion. The decision API's
+request bodies are msgspec structs (``app.api.decision``, ``app.decisions.resolution.Check``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from app.decisions.resolution import Check
 
 Ref = Annotated[StrictInt | StrictStr, Field(description="a user id, an email, or user:<id>")]
 Name = Annotated[StrictStr, Field(max_length=254)]
@@ -28,7 +32,7 @@ class QueryModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# -- decision API -----------------------------------------------------------------------------
+# -- the policy playground's check (POST /v1/policy/explain) ------------------------------------------
 class Attributes(RequestModel):
     """Resource facts the policy reads; people are user ids or emails, scopes are names."""
 
@@ -68,19 +72,6 @@ class CheckItem(RequestModel):
     workspace: Name = Field(description="workspace slug (or ws:<slug>)")
     action: Name = Field(description="an action of the workspace's pack, snake_case")
     resource: Resource | None = None
-
-
-class CheckRequest(CheckItem):
-    """``POST /v1/check``."""
-
-    min_revision: Revision | None = None
-
-
-class BatchRequest(RequestModel):
-    """``POST /v1/check/batch``: answered in order."""
-
-    checks: list[CheckItem]
-    min_revision: Revision | None = None
 
 
 class ExplainQuery(QueryModel):
@@ -335,6 +326,10 @@ class ExplainIn(CheckItem):
     """``POST /v1/policy/explain``: a check explained at the live revision, or at a draft (``changes``)."""
 
     changes: Annotated[list[ChangeIn], Field(default_factory=list, max_length=500)]
+
+    def as_check(self) -> Check:
+        """The check part, as the decision path takes it."""
+        return msgspec.convert(self.model_dump(exclude={"changes"}), Check)
 
 
 class ExplainResult(CheckResult):

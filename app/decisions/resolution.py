@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 from sqlalchemy import inspect, or_, select
@@ -38,69 +38,44 @@ NO_FACTS = ResourceFacts()  # the resource of a check that names none (frozen: s
 
 
 # -- what a surface hands over ---------------------------------------------------------------------
-class AttributesLike(Protocol):
-    """Resource facts as a surface parsed them: people are references, scopes are names."""
-
-    @property
-    def assignee(self) -> int | str | None: ...
-    @property
-    def owner(self) -> int | str | None: ...
-    @property
-    def member(self) -> int | str | None: ...
-    @property
-    def group(self) -> str | None: ...
-    @property
-    def team(self) -> str | None: ...
-    @property
-    def new_role(self) -> str | None: ...
-    @property
-    def grantee(self) -> int | str | None: ...
-    @property
-    def target(self) -> str | None: ...
-
-
-class ResourceLike(Protocol):
-    """The resource acted upon."""
-
-    @property
-    def type(self) -> str: ...
-    @property
-    def id(self) -> str | int: ...
-    @property
-    def attributes(self) -> AttributesLike: ...
-
-
-class CheckLike(Protocol):
-    """One question: may subject do action in workspace (on resource)?"""
-
-    @property
-    def subject(self) -> int | str: ...
-    @property
-    def workspace(self) -> str: ...
-    @property
-    def action(self) -> str: ...
-    @property
-    def resource(self) -> ResourceLike | None: ...
-
-
-# The wire types of the decision API, decoded by msgspec (``app.api.decision``) with the limits the
-# pydantic schema states (``app.api.schemas``: exact types, bool is not an int, names at most 254
-# characters, no unknown fields). Other surfaces (AuthZEN) construct them directly.
+# The wire types of the decision API: the one schema of a check, decoded by msgspec
+# (``app.api.decision``: exact types, bool is not an int, names at most 254 characters, no unknown
+# fields) and described from these structs in /openapi.json. Other surfaces (AuthZEN, the policy
+# playground) construct them directly.
 Name = Annotated[str, Meta(max_length=254)]
+Person = int | str  # a user id, an email, or user:<id>
+
+
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
 
 
 class CheckAttributes(Struct, frozen=True, forbid_unknown_fields=True):
-    """Resource facts (people as user references, scopes as names)."""
+    """Resource facts the policy reads; people are user ids or emails, scopes are names."""
 
-    assignee: int | str | None = None
-    owner: int | str | None = None
-    member: int | str | None = None
-    group: Name | None = None
-    team: Name | None = None
-    new_role: Name | None = None
-    role: Name | None = None
-    grantee: int | str | None = None  # who receives the grant: a user reference, or "newcomer"
-    target: Literal["any"] | None = None  # "may they do this to anyone at all?", asked explicitly
+    assignee: Annotated[Person | None, _doc("who the resource is assigned to")] = None
+    owner: Annotated[Person | None, _doc("who owns the resource")] = None
+    member: Annotated[Person | None, _doc("the member acted upon (role changes, removals, moves)")] = None
+    group: Annotated[Name | None, _doc("group name (or group:<name>)")] = None
+    team: Annotated[Name | None, _doc("team name (or team:<name>)")] = None
+    new_role: Annotated[Name | None, _doc("role id of the workspace's pack being granted")] = None
+    role: Annotated[
+        Name | None, _doc("ignored: the member's current role always comes from the policy, never the caller")
+    ] = None
+    grantee: Annotated[
+        Person | None,
+        _doc(
+            "who receives the grant (an invitee, a future platform role holder): a user reference, "
+            "or 'newcomer' for an address without an account; never the subject"
+        ),
+    ] = None
+    target: Annotated[
+        Literal["any"] | None,
+        _doc(
+            "'any' asks explicitly whether the subject may do this to anyone at all (for UIs); "
+            "without it a rank-scoped action needs a member or a grantee (else target_required)"
+        ),
+    ] = None
 
 
 NO_ATTRIBUTES = CheckAttributes()
@@ -115,11 +90,11 @@ class CheckResource(Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Check(Struct, frozen=True, forbid_unknown_fields=True):
-    """One question, as a surface parsed it (before any reference is resolved)."""
+    """One authorization question (as a surface parsed it, before any reference is resolved)."""
 
-    subject: int | str
-    workspace: Name
-    action: Name
+    subject: Annotated[Person, _doc("a user id, an email, or user:<id>")]
+    workspace: Annotated[Name, _doc("workspace slug (or ws:<slug>)")]
+    action: Annotated[Name, _doc("an action of the workspace's pack, snake_case")]
     resource: CheckResource | None = None
 
 
@@ -265,7 +240,7 @@ class Prepared:
     early: str | None = None  # reason when decided before the engine
 
 
-def prepare(item: CheckLike, person_of: Lookup, eng: PolicyEngine) -> Prepared:
+def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
     """Turn an API check into an AccessRequest (references → keys through ``person_of``); unknown
     subject and bad values decided here."""
     subject = person_of(item.subject)
@@ -319,7 +294,7 @@ def prepare(item: CheckLike, person_of: Lookup, eng: PolicyEngine) -> Prepared:
     return Prepared(AccessRequest(subject, domain, obj, item.action))
 
 
-def _item_refs(items: Sequence[CheckLike]) -> list[tuple[object, str]]:
+def _item_refs(items: Sequence[Check]) -> list[tuple[object, str]]:
     """(user reference, domain) of every subject and attribute person of the items."""
     refs: list[tuple[object, str]] = []
     for it in items:
@@ -332,7 +307,7 @@ def _item_refs(items: Sequence[CheckLike]) -> list[tuple[object, str]]:
 
 
 def decide(
-    items: Sequence[CheckLike], eng: PolicyEngine, explain: bool = False, directory: Directory | None = None
+    items: Sequence[Check], eng: PolicyEngine, explain: bool = False, directory: Directory | None = None
 ) -> list[Decision]:
     """Decisions for items, in order: people from ``directory`` (default: the one loaded with the
     current engine; before the first load, at most one user query for all of them), then the engine."""

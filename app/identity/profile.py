@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
 
+from msgspec import UNSET, Meta, Struct, UnsetType
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from app.identity.sessions import end_others
 from app.inputs import text_problem
 from app.models import User
 
-USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,63}")
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}\Z"
 
 
 def profile(user: User) -> dict[str, Any]:
@@ -30,8 +30,20 @@ def profile(user: User) -> dict[str, Any]:
     }
 
 
+class ProfileChanges(Struct, frozen=True, forbid_unknown_fields=True):
+    """``PATCH /api/auth/me``: what to change (absent fields stay); email and password need current_password."""
+
+    display_name: Annotated[str, Meta(max_length=120, pattern=r"\S", description="1-120 characters")] | UnsetType = (
+        UNSET
+    )
+    username: Annotated[str, Meta(pattern=USERNAME_PATTERN, description="null removes it")] | None | UnsetType = UNSET
+    email: Annotated[str, Meta(description="confirmed from the link mailed to it")] | UnsetType = UNSET
+    password: str | UnsetType = UNSET
+    current_password: str | UnsetType = UNSET
+
+
 def update_profile(
-    session: Session, user: User, data: dict[str, Any], *, email_ttl_hours: int, public_url: str
+    session: Session, user: User, changes: ProfileChanges, *, email_ttl_hours: int, public_url: str
 ) -> tuple[User, str | None]:
     """Change own display name, username or password, or ask for an email change; returns
     (user, the email address now awaiting confirmation or None).
@@ -42,10 +54,7 @@ def update_profile(
     address has an account. Raises ValidationError, UnauthenticatedError (wrong current
     password), ConflictError (username taken).
     """
-    allowed = {"display_name", "username", "email", "password", "current_password"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValidationError("unknown fields", errors=[{"field": f, "message": "not allowed"} for f in unknown])
+    data: dict[str, Any] = {f: v for f in changes.__struct_fields__ if (v := getattr(changes, f)) is not UNSET}
     before = profile(user)
     errors: list[dict[str, str]] = []
     for field, kind in (
@@ -58,16 +67,6 @@ def update_profile(
         problem = text_problem(data[field], kind) if isinstance(data.get(field), str) else None
         if problem is not None:
             errors.append({"field": field, "message": problem})
-    if "display_name" in data:
-        name = data["display_name"]
-        if not isinstance(name, str) or not name.strip() or len(name) > 120:
-            errors.append({"field": "display_name", "message": "1-120 characters"})
-    if "username" in data:
-        uname = data["username"]
-        if uname is not None and (not isinstance(uname, str) or not USERNAME.fullmatch(uname)):
-            errors.append({"field": "username", "message": "2-64 letters, digits, '.', '_' or '-'"})
-    if "password" in data and not isinstance(data["password"], str):
-        errors.append({"field": "password", "message": "must be a string"})
     if errors:
         raise ValidationError("invalid profile", errors=errors)
     sensitive = "email" in data or "password" in data

@@ -84,7 +84,7 @@ def start(session: Session, user: User, ip: str = "", user_agent: str = "") -> s
     return token
 
 
-def sign_in(session: Session, email: object, password: object, ip: str = "", user_agent: str = "") -> User:
+def sign_in(session: Session, email: str, password: str, ip: str = "", user_agent: str = "") -> User:
     """Authenticate, accept pending memberships, start a session, commit; returns the user."""
     with in_transaction(session):
         user = authenticate(session, email, password)

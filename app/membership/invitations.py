@@ -119,8 +119,8 @@ def invite(
     session: Session,
     actor: User,
     ws: Workspace,
-    raw_emails: object,
-    raw_role: object,
+    raw_emails: str | list[str],
+    raw_role: str | None,
     *,
     limit: int,
     ttl_hours: int,
@@ -242,10 +242,10 @@ def invite(
 
 def signup(
     session: Session,
-    token: object,
-    password: object,
-    display_name: object = "",
-    username: object = None,
+    token: str,
+    password: str,
+    display_name: str | None = "",
+    username: str | None = None,
     ip: str = "",
     user_agent: str = "",
 ) -> tuple[User, Membership]:
@@ -255,14 +255,8 @@ def signup(
     Raises ValidationError, NotFoundError (unknown token), GoneError (used, revoked or expired),
     ConflictError (the email has an account by now).
     """
-    if not isinstance(token, str) or not token or len(token) > 200:
+    if not token or len(token) > 200:
         raise ValidationError("token must be a string", errors=[{"field": "token"}])
-    if not isinstance(password, str):
-        raise ValidationError("password must be a string", errors=[{"field": "password"}])
-    if display_name is not None and not isinstance(display_name, str):
-        raise ValidationError("display_name must be a string", errors=[{"field": "display_name"}])
-    if username is not None and not isinstance(username, str):
-        raise ValidationError("username must be a string", errors=[{"field": "username"}])
     with in_transaction(session):
         # Lock first: two sign-ups racing with one token serialise here; the second finds it used.
         handle = begin(session, None, "member", "sign-up")

@@ -172,7 +172,7 @@ def list_members(
 
 
 # -- change role ------------------------------------------------------------------------------
-def change_role(session: Session, actor: User, ws: Workspace, target_id: int, new_role: object) -> Membership:
+def change_role(session: Session, actor: User, ws: Workspace, target_id: int, new_role: str) -> Membership:
     """Give a member another role. Raises ForbiddenError, ValidationError, NotFoundError, ConflictError."""
     pack = access.pack_of(ws)
     access.require(actor, ws, "change_role", access.member_facts(None))
@@ -235,7 +235,7 @@ def unit_rule(ws: Workspace, group: Group, user_id: int, relation: str) -> tuple
     return (ptype, f"user:{user_id}", group.key, ws.key)
 
 
-def remove_members(session: Session, actor: User, ws: Workspace, raw_ids: object) -> list[int]:
+def remove_members(session: Session, actor: User, ws: Workspace, raw_ids: list[int]) -> list[int]:
     """Remove one or many members, all or nothing; returns the removed user ids.
 
     Their group/team links go with them. Raises ForbiddenError, ValidationError,

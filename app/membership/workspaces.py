@@ -17,7 +17,7 @@ from app.authz.packs import PackSet
 from app.database import in_transaction
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
-from app.inputs import MAX_ID, check_text, is_id
+from app.inputs import check_text
 from app.membership import access
 from app.membership.members import begin, g_rule
 from app.models import AuditEvent, CasbinRule, Group, GroupMember, Invitation, Membership, User, Workspace
@@ -77,7 +77,7 @@ def create_workspace(
     return ws, handle.number
 
 
-def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: object) -> int:
+def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: str) -> int:
     """Delete a workspace whose pack has the action (classroom ``delete_organization``, owners):
     every rule of its domain, its memberships, groups and invitations, in one transaction; its
     audit rows stay (detached) with a ``workspace.delete`` row. ``confirm`` must be the slug.
@@ -136,32 +136,26 @@ def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: obje
     return handle.number
 
 
-def create(session: Session, actor: User, data: dict[str, Any]) -> Workspace:
+def create(session: Session, actor: User, slug: str, name: str, pack_id: str, owner_id: int | None = None) -> Workspace:
     """A workspace of a pack, created by a platform-role holder of that pack, with an optional owner.
 
     Checked in ``platform:<pack>`` with ``operations.create_workspace`` (or ``edit_settings``):
     only platform roles count there. Raises ForbiddenError, ValidationError, NotFoundError, ConflictError.
     """
-    unknown = sorted(set(data) - {"slug", "name", "pack", "owner_id"})
-    if unknown:
-        raise ValidationError("unknown fields", errors=[{"field": f, "message": "not allowed"} for f in unknown])
-    pack = access.pack_by_id(data.get("pack"))
+    pack = access.pack_by_id(pack_id)
     action = access.action_for(pack, ("create_workspace", "edit_settings"))
     authz.require(actor.key, platform_domain(pack.id), action)
-    owner_id = data.get("owner_id")
-    if owner_id is not None and not is_id(owner_id):
-        raise ValidationError(f"owner_id must be a user id (1-{MAX_ID})", errors=[{"field": "owner_id"}])
     if owner_id is not None:
         # Naming the owner grants them the owner role: Casbin refuses the actor naming himself.
         owner_grant = access.grant_facts(owner_id, pack.role_key(pack.owner_role))
         authz.require(actor.key, platform_domain(pack.id), action, owner_grant)
-    check_text(data.get("name"), "name")
+    check_text(name, "name")
     with in_transaction(session):
         ws, revision = create_workspace(
             session,
             file_packs(),
-            str(data.get("slug", "")),
-            str(data.get("name", "")) if isinstance(data.get("name"), str) else "",
+            slug,
+            name,
             pack.id,
             actor.id,
         )
@@ -212,22 +206,18 @@ def describe(actor: User, ws: Workspace) -> dict[str, Any]:
     }
 
 
-def update_settings(session: Session, actor: User, ws: Workspace, data: object) -> Workspace:
-    """Replace name and/or merge settings. Raises ForbiddenError, ValidationError."""
+def update_settings(
+    session: Session, actor: User, ws: Workspace, name: str | None = None, settings: dict[str, Any] | None = None
+) -> Workspace:
+    """Replace the name and/or merge settings (None: unchanged; the blueprint's body gives the
+    types and the name's length). Raises ForbiddenError, ValidationError."""
     access.require(actor, ws, "edit_settings")
-    if not isinstance(data, dict) or not data or set(data) - {"name", "settings"}:
-        raise ValidationError(
-            "send {name?, settings?}",
-            errors=[{"field": k} for k in (data or {}) if k not in ("name", "settings")]
-            if isinstance(data, dict)
-            else [],
-        )
-    name = data.get("name", ws.name)
-    if not isinstance(name, str) or not name.strip() or len(name) > 120:
-        raise ValidationError("invalid name", errors=[{"field": "name", "message": "1-120 characters"}])
+    if name is None and settings is None:
+        raise ValidationError("send {name?, settings?}", errors=[])
+    name = ws.name if name is None else name
     check_text(name, "name")
-    settings = data.get("settings", {})
-    if not isinstance(settings, dict) or len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
+    settings = settings or {}
+    if len(json.dumps(settings)) > MAX_SETTINGS_BYTES:
         raise ValidationError("settings must be an object under 16 kB", errors=[{"field": "settings"}])
     with in_transaction(session):
         # other processes refetch the catalog when they apply it (app.policy.directory.wanted)

@@ -1,5 +1,6 @@
-"""Web pages: each view renders a shell; ``static/app.js`` loads data and sends changes through the
-JSON API (``/api/...``) with the session cookie and the ``X-CSRFToken`` header.
+"""Web pages: each view renders a template (the markup); its Alpine.js component in ``static/app.js``
+loads data and sends changes through the JSON API (``/api/...``) with the session cookie and the
+``X-CSRFToken`` header (docs/pages.md).
 
 The pages decide nothing themselves. Which controls a shell shows comes from Casbin
 (``access.allowed`` for the signed-in user, the same checks the API makes); the API checks every
