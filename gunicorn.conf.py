@@ -98,11 +98,14 @@ def post_worker_init(worker: Any) -> None:
     if app is None:
         log.warning("policy listener not started: no Flask app behind %r", worker.wsgi)
         return
-    with app.app_context():
-        if authz.loaded:
-            authz.sync(background=False)  # revisions committed since the master loaded, before serving
-        else:
-            authz.reload()  # ready before the first request
+    try:
+        with app.app_context():
+            if authz.loaded:
+                authz.sync(background=False)  # revisions committed since the master loaded, before serving
+            else:
+                authz.reload()  # ready before the first request
+    except Exception:  # noqa: BLE001 - database unreachable at boot: stay up, unready; the listener retries
+        log.exception("policy not brought to the database's head at boot; the listener retries with back-off")
     worker.policy_listener = start_listener(app)
 
 

@@ -19,6 +19,7 @@ cost a gunicorn worker more than the decision itself done outside Python (``make
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
 from typing import Any
@@ -31,13 +32,17 @@ from app.extensions import authz
 from app.policy.sync import start_listener
 
 SERVER = "granian"
+log = logging.getLogger("app.serve")
 
 
 def worker_app() -> Flask:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
     app = create_app()
-    with app.app_context():
-        authz.reload()
+    try:
+        with app.app_context():
+            authz.reload()
+    except Exception:  # noqa: BLE001 - database unreachable at boot: serve unready (/readyz 503); the listener retries
+        log.exception("policy not loaded at boot; the listener retries with back-off")
     app.extensions["serve_listener"] = start_listener(app)
     gc.collect()
     gc.freeze()  # the loaded engine leaves the collector's generations: no full collection rescans it

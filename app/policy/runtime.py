@@ -149,9 +149,12 @@ class PolicyRuntime:
     def reload(self) -> PolicyEngine:
         """Build a new engine from the database and swap it in (a pending background rebuild is dropped)."""
         with self._lock:
+            generation = tokens.generation()
             with Session(self._db.engine) as session:
                 eng = self.build(session)
                 users = directory.load(session)  # the same snapshot
+                live = tokens.load_live(session)
+            tokens.remember(live, generation)  # every live token: accepted without the database
             # Writers refuse a policy failing the verifier; one that got into the database anyway is
             # not served silently: logged, and /readyz answers 503 until it is fixed.
             self._swap(self._key(), eng, tuple(delegation.problems(eng.packset)), users)
@@ -253,9 +256,11 @@ class PolicyRuntime:
             t0 = time.monotonic()
             with app.app_context():
                 while True:
+                    generation = tokens.generation()
                     with Session(self._db.engine) as session:
                         new = self.build(session)  # outside the lock: the old engine keeps answering
                         users = directory.load(session)
+                        live = tokens.load_live(session)
                     problems = tuple(delegation.problems(new.packset))
                     with self._lock:
                         if self._rebuilds.get(app) is not state:
@@ -263,6 +268,8 @@ class PolicyRuntime:
                         if not self._catch_up(new, users):
                             continue  # another pack change came while building: build again
                         self._swap(app, new, problems, users)
+                        # dropped if a revocation came since the read (_catch_up does not forget tokens)
+                        tokens.remember(live, generation)
                         self._rebuilds.pop(app, None)
                         self.last_rebuild = {
                             "from_revision": state["from_revision"],

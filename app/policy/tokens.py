@@ -2,12 +2,16 @@
 
 Authentication is cached per app (per process) with no expiry: SHA-256 of a live token → its id
 and name, so a known token needs no database on the hot path (a database outage changes nothing
-for it). Only live tokens are cached, never unknown or revoked ones. A revoke drops the entry in
-this process at once (and again after its commit), and is logged as a ``token-revoke`` revision in
-the policy revision log, which every other process follows (``PolicyRuntime.sync``): it reaches
-them like a role change, within the listener's delay. ``TOKEN_CACHE_SECONDS`` (default: forever)
-bounds an entry's life; 0 turns the cache off. ``last_used_at`` is written when a process first
-learns a token (at most once a minute per token), not on every use.
+for it). Every live token is put there by each full policy load (:func:`load_live`, in the load's
+snapshot), so a process accepts any valid token during an outage, used before or not; a token
+created after the load is learnt at its first use (with the database up; while it is down a token
+missing from a complete load is refused, 401). Only live tokens are cached, never unknown or
+revoked ones. A revoke drops the entry in this process at once (and again after its commit), and
+is logged as a ``token-revoke`` revision in the policy revision log, which every other process
+follows (``PolicyRuntime.sync``): it reaches them like a role change, within the listener's delay.
+``TOKEN_CACHE_SECONDS`` (default: forever) bounds an entry's life; 0 turns the cache off.
+``last_used_at`` is written when a process first learns a token at a request (at most once a
+minute per token), not on every use, and not for a token a load put in the cache.
 
 Every token is bound to what it may ask about (``binding``): workspaces, one pack's platform, or
 every workspace — never the service meta-pack unless named. The binding travels in the cached
@@ -18,6 +22,7 @@ the decision and AuthZEN surfaces call it before deciding anything (403 ``token-
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import secrets
@@ -26,7 +31,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.authz import PolicyEngine
@@ -48,6 +55,8 @@ _EXT = "token_cache"
 WIDE = "*"  # the stored binding of an all-workspaces token
 META_PACK = "service"  # the policy's own pack: reached only by a token bound to it by name
 _PENDING = "tokens_revoked"
+_LOADED = "tokens_loaded"  # app.extensions flag: a full load put every live token in the cache
+log = logging.getLogger("app.authz")
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,37 @@ def list_tokens(session: Session) -> list[ServiceToken]:
     return list(session.scalars(select(ServiceToken).order_by(ServiceToken.id)))
 
 
+def load_live(session: Session) -> dict[str, TokenIdentity]:
+    """Every live token (hash → identity), read with the policy and directory in their snapshot."""
+    rows = session.execute(
+        select(
+            ServiceToken.token_hash, ServiceToken.id, ServiceToken.name, ServiceToken.workspace, ServiceToken.binding
+        ).where(ServiceToken.revoked_at.is_(None))
+    )
+    return {
+        token_hash: TokenIdentity(int(id_), str(name), workspace, *parse_binding(binding or ""))
+        for token_hash, id_, name, workspace, binding in rows
+    }
+
+
+def remember(live: dict[str, TokenIdentity], generation: int) -> int:
+    """Put the tokens of a load into this process's cache (dropped if a revocation came since
+    ``generation``, the cache's generation before the load read them); how many were put."""
+    c = cache()
+    if c is None or generation != c.generation:
+        return 0
+    c.put_many(live, generation)
+    # complete only if the cache holds them all, for good (no expiry, room for each)
+    current_app.extensions[_LOADED] = c.ttl == math.inf and len(live) <= CACHE_MAX_ENTRIES
+    return len(live)
+
+
+def generation() -> int:
+    """The cache's generation now (0 without a cache): taken before a load reads the tokens."""
+    c = cache()
+    return c.generation if c is not None else 0
+
+
 def cached_identity(app: Any, secret: str) -> TokenIdentity | None:
     """The live token with this secret if app's process already knows it (no query, no app
     context); None otherwise (then :func:`authenticate` decides)."""
@@ -272,7 +312,16 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
         if hit is not None:
             return hit
         generation = c.generation
-    row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == token_hash))
+    try:
+        row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == token_hash))
+    except DBAPIError:
+        if c is None or not current_app.extensions.get(_LOADED):
+            raise  # this process never held every live token: the database must answer (503)
+        # Every token live at the last load is in the cache, so this one is unknown, revoked or
+        # created since: refused (fail closed) while the database is unreachable.
+        session.rollback()
+        log.warning("token not among the loaded ones and the database is unreachable: refused")
+        return None
     if row is None or row.revoked_at is not None:
         return None
     domains, platform, wide = parse_binding(row.binding or "")
