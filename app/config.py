@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,6 +126,14 @@ def _production(cfg: dict[str, Any]) -> bool:
 
 def check_settings(cfg: dict[str, Any]) -> None:
     """Refuse settings the service cannot run with (ConfigError, one line each)."""
+    try:
+        make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        # Not the URL itself in the message: it may carry a password.
+        raise ConfigError(
+            f"SQLALCHEMY_DATABASE_URI is not a usable database URL ({type(exc).__name__}): "
+            "expected postgresql://user@host/db or sqlite:///path"
+        ) from None
     model = Path(cfg["MODEL_PATH"])
     if not model.is_file() or not os.access(model, os.R_OK):
         raise ConfigError(f"MODEL_PATH {str(model)!r} is not a readable file (set FLASK_MODEL_PATH)")

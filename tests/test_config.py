@@ -95,3 +95,10 @@ def test_log_level_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_LEVEL", "chatty")
     with pytest.raises(ConfigError, match="LOG_LEVEL 'CHATTY' is not one of"):
         _log_level()
+
+
+@pytest.mark.parametrize("url", ["not a url:pw", "mysqlx://u:pw@db/app", "postgres//u:pw@host/db"])
+def test_an_unusable_database_url_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^SQLALCHEMY_DATABASE_URI is not a usable database URL \(") as err:
+        load_config({**BASE, "SQLALCHEMY_DATABASE_URI": url})
+    assert "pw" not in str(err.value)
