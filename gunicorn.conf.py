@@ -26,7 +26,7 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # the server to use for keep-alive clients. ``GUNICORN_WORKER_CLASS=gthread`` is safe: the engine
 # serialises check/apply under its lock, swaps are one reference assignment, and readers outside the
 # lock iterate snapshots.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")  # with threads > 1 gunicorn runs "sync" as gthread
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))  # a cold load of 1M memberships takes seconds
 keepalive = 5

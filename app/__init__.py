@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask
@@ -10,11 +11,22 @@ from flask import Flask
 from .config import load_config
 
 
+def _log_level() -> int:
+    """LOG_LEVEL (or FLASK_LOG_LEVEL): DEBUG, INFO (default), WARNING, ERROR."""
+    name = (os.environ.get("LOG_LEVEL") or os.environ.get("FLASK_LOG_LEVEL") or "INFO").strip().upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        from .config import ConfigError
+
+        raise ConfigError(f"LOG_LEVEL {name!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app; nothing happens at import time."""
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(load_config(test_config))
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=_log_level())
 
     from . import database
     from .extensions import authz, csrf, db, login_manager

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,6 +115,35 @@ def _checked(key: str, value: Any, default: Any) -> Any:
     raise ValueError(f"FLASK_{key}: expected {type(default).__name__}, got {value!r}")
 
 
+class ConfigError(RuntimeError):
+    """A setting the service cannot start with; the message is one line naming the setting."""
+
+
+def _production(cfg: dict[str, Any]) -> bool:
+    """Served by a production server (gunicorn, granian via app.serve) and not under test."""
+    return os.environ.get("SERVER_SOFTWARE", "").startswith(("gunicorn", "granian")) and not cfg.get("TESTING")
+
+
+def check_settings(cfg: dict[str, Any]) -> None:
+    """Refuse settings the service cannot run with (ConfigError, one line each)."""
+    try:
+        make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        # Not the URL itself in the message: it may carry a password.
+        raise ConfigError(
+            f"SQLALCHEMY_DATABASE_URI is not a usable database URL ({type(exc).__name__}): "
+            "expected postgresql://user@host/db or sqlite:///path"
+        ) from None
+    model = Path(cfg["MODEL_PATH"])
+    if not model.is_file() or not os.access(model, os.R_OK):
+        raise ConfigError(f"MODEL_PATH {str(model)!r} is not a readable file (set FLASK_MODEL_PATH)")
+    pdir = Path(cfg["POLICY_DIR"])
+    if not pdir.is_dir() or not os.access(pdir, os.R_OK | os.X_OK):
+        raise ConfigError(f"POLICY_DIR {str(pdir)!r} is not a readable directory (set FLASK_POLICY_DIR)")
+    if not any(pdir.glob("*.yaml")):
+        raise ConfigError(f"POLICY_DIR {str(pdir)!r} holds no policy packs (*.yaml)")
+
+
 def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge defaults, FLASK_* environment (and DATABASE_URL), and test_config; check required keys."""
     cfg = dict(DEFAULTS)
@@ -130,15 +161,16 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
             "postgresql+psycopg://" + cfg["SQLALCHEMY_DATABASE_URI"][len("postgresql://") :]
         )
     if not cfg["SECRET_KEY"]:
-        if os.environ.get("SERVER_SOFTWARE", "").startswith(("gunicorn", "granian")) and not cfg.get("TESTING"):
+        if _production(cfg):
             # A production server: several workers and hosts must sign with one key, and a
             # per-host random file would break sessions and CSRF tokens behind a load balancer.
-            raise RuntimeError(
+            raise ConfigError(
                 "SECRET_KEY is not configured: set FLASK_SECRET_KEY to the same random value on every "
                 "host (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`); a production "
                 "server (gunicorn, app.serve) does not start with a per-host instance/secret_key"
             )
         cfg["SECRET_KEY"] = _instance_secret()
+    check_settings(cfg)
     return cfg
 
 

@@ -49,7 +49,9 @@ def _deliver(row: OutboxEmail, config: Any) -> None:
             {"to": row.to, "subject": row.subject, "body": row.body, "kind": row.kind}
         )
     elif backend == "console":
-        log.info("mail to %s: %s\n%s", row.to, row.subject, row.body)
+        # No address, subject or body at INFO: bodies carry sign-in and invitation links.
+        log.info("mail %s (%s) delivered to the console log", row.id, row.kind)
+        log.debug("mail %s to %s: %s\n%s", row.id, row.to, row.subject, row.body)
     elif backend == "file":
         directory = Path(config["MAIL_FILE_DIR"])
         directory.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ process (tests) never share counters. :func:`init_app` is idempotent.
 from __future__ import annotations
 
 import bisect
+import importlib.metadata
 import itertools
 import json
 import logging
@@ -20,7 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, current_app, request
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -138,6 +147,13 @@ DECISION_SECONDS = "authz_decision_seconds"
 REQUEST_SECONDS = "authz_http_request_seconds"
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("learnauthz")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"  # a checkout that was never installed
+
+
 def init_app(app: Flask) -> Observability:
     """Create the app's registry and instruments, and the request-id hooks (once per app)."""
     existing = app.extensions.get("observability")
@@ -154,6 +170,11 @@ def init_app(app: Flask) -> Observability:
         LATENCY_BUCKETS,
     )
     registry.register(hot)
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, RSS, open fds, start time
+    PlatformCollector(registry=registry)  # python_info
+    Info("learnauthz_build", "Version of the installed learnauthz package.", registry=registry).info(
+        {"version": _version()}
+    )
     obs = Observability(
         registry=registry,
         hot=hot,

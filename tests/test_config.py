@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from app.config import DEFAULTS, load_config
+from app.config import DEFAULTS, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BASE = {"SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "x"}
 
@@ -49,3 +54,51 @@ def test_every_setting_is_documented() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", text))
     assert set(DEFAULTS) <= documented, sorted(set(DEFAULTS) - documented)
+
+
+def test_a_missing_model_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^MODEL_PATH '.*nope.conf' is not a readable file \(set FLASK_MODEL_PATH\)"):
+        load_config({**BASE, "MODEL_PATH": str(tmp_path / "nope.conf")})
+
+
+def test_a_missing_policy_dir_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^POLICY_DIR '.*gone' is not a readable directory"):
+        load_config({**BASE, "POLICY_DIR": str(tmp_path / "gone")})
+
+
+def test_a_policy_dir_without_packs_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"holds no policy packs \(\*\.yaml\)$"):
+        load_config({**BASE, "POLICY_DIR": str(tmp_path)})
+
+
+def test_the_console_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLASK_SQLALCHEMY_DATABASE_URI": "sqlite://",
+        "FLASK_SECRET_KEY": "x",
+        "FLASK_POLICY_DIR": str(tmp_path / "gone"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "routes"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: POLICY_DIR {str(tmp_path / 'gone')!r} is not a readable directory (set FLASK_POLICY_DIR)"
+    ]
+
+
+def test_log_level_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import _log_level
+
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    assert _log_level() == logging.WARNING
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    with pytest.raises(ConfigError, match="LOG_LEVEL 'CHATTY' is not one of"):
+        _log_level()
+
+
+@pytest.mark.parametrize("url", ["not a url:pw", "mysqlx://u:pw@db/app", "postgres//u:pw@host/db"])
+def test_an_unusable_database_url_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^SQLALCHEMY_DATABASE_URI is not a usable database URL \(") as err:
+        load_config({**BASE, "SQLALCHEMY_DATABASE_URI": url})
+    assert "pw" not in str(err.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -125,6 +127,9 @@ def test_metrics_exposition(client: FlaskClient) -> None:
     assert "# TYPE authz_decisions_total counter" in text
     assert "# TYPE authz_decision_seconds histogram" in text
     assert "authz_policy_revision" in text
+    assert "# TYPE process_resident_memory_bytes gauge" in text and "# TYPE python_info gauge" in text
+    version = importlib.metadata.version("learnauthz")
+    assert f'learnauthz_build_info{{version="{version}"}} 1.0' in text.splitlines()
 
 
 def test_metrics_are_per_app(app: Flask) -> None:
