@@ -28,8 +28,11 @@ def test_decisions_and_writes_are_checked_on_their_own_readiness() -> None:
         assert path in text[text.index("frontend authz") : text.index("\nbackend decide")]
 
 
-@pytest.mark.skipif(not os.path.exists(HAPROXY), reason="haproxy is not installed")
 def test_haproxy_accepts_the_shipped_config() -> None:
+    if not os.path.exists(HAPROXY):
+        if os.environ.get("CI") == "true":
+            pytest.fail("haproxy is not installed (.ci/run installs it)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
     env = dict(os.environ, AUTHZ_BIND="127.0.0.1:1", AUTHZ_HOST_A="127.0.0.1:2", AUTHZ_HOST_B="127.0.0.1:3")
     done = subprocess.run([HAPROXY, "-c", "-f", str(CFG)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
