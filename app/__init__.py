@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from .config import load_config
+from .config import ConfigError, load_config
 
 
 def _log_level() -> int:
@@ -16,8 +16,6 @@ def _log_level() -> int:
     name = (os.environ.get("LOG_LEVEL") or os.environ.get("FLASK_LOG_LEVEL") or "INFO").strip().upper()
     level = logging.getLevelName(name)
     if not isinstance(level, int):
-        from .config import ConfigError
-
         raise ConfigError(f"LOG_LEVEL {name!r} is not one of DEBUG, INFO, WARNING, ERROR")
     return level
 
