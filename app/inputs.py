@@ -8,6 +8,9 @@ as a 422 (or, for ids in a path, a 404), before they reach a query.
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from msgspec import UNSET, Struct
 
 from app.errors import ValidationError
 
@@ -60,3 +63,8 @@ def check_text(value: object, field: str, kind: str = "name") -> None:
         problem = text_problem(value, kind)
         if problem is not None:
             raise ValidationError(f"{field} {problem}", errors=[{"field": field, "message": problem}])
+
+
+def present(body: Struct) -> dict[str, Any]:
+    """The fields a partial-update body carries (those not left ``UNSET``)."""
+    return {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}

@@ -10,12 +10,13 @@ from flask import Blueprint, Response, jsonify
 
 from app.errors import NotFoundError
 from app.extensions import db
+from app.inputs import present
 from app.membership import groups, workspaces
 
 from . import bodies, body_doc
 from .auth import actor, after_change, protect
 from .params import path_id, query_text, register_converters
-from .web_bodies import Move, UnitCreate, UnitUpdate, UserIds, present
+from .web_bodies import Move, UnitCreate, UnitUpdate, UserIds
 
 bp = Blueprint("groups", __name__, url_prefix="/api/workspaces/<slug>")
 bp.record_once(register_converters)  # before the routes: they use <id:...>

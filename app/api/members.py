@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from app import audit
 from app.errors import ValidationError
 from app.extensions import authz, db
+from app.inputs import present
 from app.membership import access, features, invitations, members, platform_roles, workspaces
 from app.models import Membership, Workspace
 
@@ -33,7 +34,6 @@ from .web_bodies import (
     UserIds,
     WorkspaceCreate,
     WorkspaceUpdate,
-    present,
 )
 
 bp = Blueprint("members", __name__, url_prefix="/api")

@@ -138,7 +138,3 @@ class UnitUpdate(WebBody, frozen=True):
     capacity: Capacity | None | UnsetType = UNSET
     archived: bool | UnsetType = UNSET
 
-
-def present(body: Struct) -> dict[str, Any]:
-    """The fields a partial-update body carries (those not left ``UNSET``)."""
-    return {f: v for f in body.__struct_fields__ if (v := getattr(body, f)) is not UNSET}

@@ -13,7 +13,7 @@ from app.database import in_transaction
 from app.errors import ConflictError, UnauthenticatedError, ValidationError
 from app.identity import email_changes, users
 from app.identity.sessions import end_others
-from app.inputs import text_problem
+from app.inputs import present, text_problem
 from app.models import User
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}\Z"
@@ -54,7 +54,7 @@ def update_profile(
     address has an account. Raises ValidationError, UnauthenticatedError (wrong current
     password), ConflictError (username taken).
     """
-    data: dict[str, Any] = {f: v for f in changes.__struct_fields__ if (v := getattr(changes, f)) is not UNSET}
+    data = present(changes)
     before = profile(user)
     errors: list[dict[str, str]] = []
     for field, kind in (
