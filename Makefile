@@ -30,7 +30,7 @@ seed: migrate
 	$(BIN)/flask seed
 
 run: seed
-	LOG_LEVEL=$${LOG_LEVEL:-DEBUG} $(BIN)/flask run --host 127.0.0.1 --port $(PORT)
+	LOG_LEVEL=$${LOG_LEVEL:-DEBUG} FLASK_APP_ENV=$${FLASK_APP_ENV:-development} $(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP) $(AXE)
 	$(BIN)/ruff check .

@@ -17,6 +17,12 @@ import logging
 import os
 from typing import Any
 
+from app.startup import refuse_bad_settings
+
+# Before the master binds or forks: a bad setting or a database not migrated to the head is one
+# line on stderr and exit 2 (a database that does not answer is no refusal: the server starts unready).
+refuse_bad_settings("gunicorn")
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Worker class: sync by default (it answers ``Connection: close``). gthread keeps connections alive:

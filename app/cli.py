@@ -1,5 +1,7 @@
-"""Every ``flask …`` command, one group per concern: ``flask db-upgrade``, ``flask db-revision``,
-``flask seed``, ``flask policy …``, ``flask token …``, ``flask outbox send``."""
+"""Every ``flask …`` (= ``learnauthz …``) command, one group per concern: ``db-upgrade``,
+``db-revision``, ``seed``, ``policy …``, ``token …``, ``outbox send`` (``learnauthz serve``:
+``app/__main__.py``). Commands that use the database refuse one whose schema is not at the head
+(``app.schema``)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ import sys
 from pathlib import Path
 
 import click
+from alembic.config import Config
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app import notifications
+from app import notifications, schema
 from app.authz import delegation
 from app.authz.matrix import matrix_markdown
 from app.authz.packs import format_rule, load_packs
@@ -28,13 +31,14 @@ token_cli = AppGroup("token", help="Service tokens for the decision API.")
 outbox_cli = AppGroup("outbox", help="Queued emails.")
 
 
-def _alembic_config() -> object:
-    from alembic.config import Config
+def _alembic_config() -> Config:
+    return schema.alembic_config(current_app.config["SQLALCHEMY_DATABASE_URI"])
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", current_app.config["SQLALCHEMY_DATABASE_URI"].replace("%", "%%"))
-    return cfg
+
+def _require_schema() -> None:
+    """Refuse (SchemaError: one line, ``learnauthz`` exits 2) a database not migrated to the head."""
+    with db.engine.connect() as connection:
+        schema.check(connection)
 
 
 def upgrade_database() -> int:
@@ -42,7 +46,7 @@ def upgrade_database() -> int:
     from alembic import command
 
 
-    command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
+    command.upgrade(_alembic_config(), "head")
     if not policy_store.load_documents(db.session()):
         with in_transaction(db.session()):
             policy_files.import_files(
@@ -69,7 +73,7 @@ def db_revision(message: str) -> None:
     """Autogenerate a migration from the models (developers)."""
     from alembic import command
 
-    command.revision(_alembic_config(), message=message, autogenerate=True)  # type: ignore[arg-type]
+    command.revision(_alembic_config(), message=message, autogenerate=True)
 
 
 @click.command("seed")
@@ -77,6 +81,7 @@ def db_revision(message: str) -> None:
 @with_appcontext
 def seed_cmd(fixture: str) -> None:
     """Load the demo data (DESIGN.md §6), or an AuthZEN interop FIXTURE, into the database; safe to run twice."""
+    _require_schema()
     if fixture == "demo":
         from seed.demo import load_demo
 
@@ -127,6 +132,7 @@ def policy_matrix(pack: str) -> None:
 @policy_cli.command("import")
 def policy_import() -> None:
     """Make the database equal to policy/ files, as one revision (refused if they fail verification)."""
+    _require_schema()
 
     try:
         with in_transaction(db.session()):
@@ -159,6 +165,7 @@ def policy_verify(pack: str | None, policy_dir: str | None) -> None:
 @policy_cli.command("export")
 def policy_export() -> None:
     """Write the database's packs to policy/ files."""
+    _require_schema()
 
     written = policy_files.export_files(db.session(), Path(current_app.config["POLICY_DIR"]))
     for path in written:
@@ -170,6 +177,7 @@ def policy_export() -> None:
 @policy_cli.command("diff")
 def policy_diff() -> None:
     """Show rules that differ between policy/ files (+) and the database (-); exit 1 if any."""
+    _require_schema()
 
     differs = False
     for d in policy_files.diff(db.session(), file_packs()):
@@ -212,6 +220,7 @@ def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, a
     anything else gets a 403 problem. Only a token naming the service meta-pack (--workspace service,
     --platform service) reaches it.
     """
+    _require_schema()
 
     try:
         with in_transaction(db.session()):
@@ -227,6 +236,7 @@ def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, a
 @click.argument("name")
 def token_revoke(name: str) -> None:
     """Revoke token NAME; requests with it are refused from now on."""
+    _require_schema()
 
     try:
         with in_transaction(db.session()):
@@ -239,6 +249,7 @@ def token_revoke(name: str) -> None:
 @token_cli.command("list")
 def token_list() -> None:
     """List tokens: name, state, created, last used, binding (never the secret); migrated tokens are flagged."""
+    _require_schema()
 
     rows = tokens.list_tokens(db.session())
     if not rows:
@@ -257,6 +268,7 @@ def token_list() -> None:
 @outbox_cli.command("send")
 def outbox_send() -> None:
     """Deliver queued emails with the configured MAIL_BACKEND."""
+    _require_schema()
     sent = notifications.dispatch(db.session(), limit=10_000)
     click.echo(f"sent {sent} email(s)")
 

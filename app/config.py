@@ -5,16 +5,27 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from flask import Config
+from flask.helpers import get_debug_flag
+from flask.sansio.scaffold import find_package
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 ROOT = Path(__file__).resolve().parent.parent
+# The model and the policy packs the package carries: app/_data links to the checkout's model.conf
+# and policy/ (the one copy; the wheel holds their contents), so both resolve alike when installed.
+DATA = Path(str(files("app").joinpath("_data")))
+# Flask's instance folder for this package: <checkout>/instance, or <prefix>/var/app-instance installed.
+_prefix, _package_path = find_package("app")
+INSTANCE = Path(_prefix, "var", "app-instance") if _prefix is not None else Path(_package_path, "instance")
 
 DEFAULTS: dict[str, Any] = {
+    # production | development: development (or Flask's debug mode, FLASK_DEBUG=1) accepts a short SECRET_KEY.
+    "APP_ENV": "production",
     "SECRET_KEY": None,
     "SQLALCHEMY_DATABASE_URI": None,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
@@ -26,10 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_REQUEST_WAIT_SECONDS": 2.0,  # client-side deadline of one server round trip in a request
     "DATABASE_WAIT_SECONDS": 60.0,  # the same outside requests (policy listener, engine loads in threads, CLI)
     "DATABASE_RETRY_SECONDS": 1.0,  # after a failure: requests needing the database fail at once; Retry-After
-    "POLICY_DIR": str(ROOT / "policy"),
-    "MODEL_PATH": str(ROOT / "model.conf"),
+    "POLICY_DIR": str((DATA / "policy").resolve()),
+    "MODEL_PATH": str((DATA / "model.conf").resolve()),
     "MAIL_BACKEND": "console",  # console | file | smtp
-    "MAIL_FILE_DIR": str(ROOT / "instance" / "outbox"),
+    "MAIL_FILE_DIR": str(INSTANCE / "outbox"),
     "MAIL_FROM": "no-reply@learnauthz.local",
     "SMTP_HOST": "localhost",
     "SMTP_PORT": 25,
@@ -124,8 +135,25 @@ def _production(cfg: dict[str, Any]) -> bool:
     return os.environ.get("SERVER_SOFTWARE", "").startswith(("gunicorn", "granian")) and not cfg.get("TESTING")
 
 
+MIN_SECRET_BYTES = 32
+ENVIRONMENTS = ("production", "development")
+
+
+def development(cfg: dict[str, Any]) -> bool:
+    """APP_ENV=development (``make run`` sets it) or Flask's debug mode (``FLASK_DEBUG=1``, ``flask --debug``)."""
+    return cfg.get("APP_ENV") == "development" or get_debug_flag()
+
+
 def check_settings(cfg: dict[str, Any]) -> None:
     """Refuse settings the service cannot run with (ConfigError, one line each)."""
+    if cfg.get("APP_ENV") not in ENVIRONMENTS:
+        raise ConfigError(f"APP_ENV {cfg.get('APP_ENV')!r} is not one of {', '.join(ENVIRONMENTS)}")
+    size = len(str(cfg["SECRET_KEY"]).encode())
+    if size < MIN_SECRET_BYTES and not cfg.get("TESTING") and not development(cfg):
+        raise ConfigError(
+            f"SECRET_KEY is {size} bytes, at least {MIN_SECRET_BYTES} are needed outside development "
+            "(`python -c 'import secrets; print(secrets.token_hex(32))'`; FLASK_APP_ENV=development accepts it)"
+        )
     try:
         make_url(cfg["SQLALCHEMY_DATABASE_URI"]).get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
@@ -154,8 +182,8 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
     if test_config:
         cfg.update(test_config)
     if not cfg["SQLALCHEMY_DATABASE_URI"]:
-        (ROOT / "instance").mkdir(exist_ok=True)
-        cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{ROOT / 'instance' / 'app.db'}"
+        INSTANCE.mkdir(parents=True, exist_ok=True)
+        cfg["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{INSTANCE / 'app.db'}"
     if cfg["SQLALCHEMY_DATABASE_URI"].startswith("postgresql://"):
         cfg["SQLALCHEMY_DATABASE_URI"] = (
             "postgresql+psycopg://" + cfg["SQLALCHEMY_DATABASE_URI"][len("postgresql://") :]
@@ -176,8 +204,8 @@ def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _instance_secret() -> str:
     """A per-installation secret kept in instance/secret_key (created once)."""
-    path = ROOT / "instance" / "secret_key"
-    path.parent.mkdir(exist_ok=True)
+    path = INSTANCE / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         path.write_text(secrets.token_hex(32), encoding="utf-8")
         path.chmod(0o600)

@@ -32,9 +32,10 @@ from app.authz import AccessRequest, ResourceFacts, validate_request
 from app.authz.enforcer import rank_functions
 from app.authz.identifiers import PLATFORM_DOMAIN
 from app.authz.packs import Pack, is_pack_rule, packset_from_documents
+from app.config import DATA
 from app.models import CasbinRule, PolicyHead, PolicyPack
 
-MODEL = Path(__file__).resolve().parent.parent / "model.conf"
+MODEL = (DATA / "model.conf").resolve()
 
 
 def live_packs(url_or_engine: str | Engine, model_path: Path | str = MODEL) -> dict[str, Pack]:

@@ -12,8 +12,8 @@ The difference is memory: granian has no preload, so every worker holds its own 
 workers share it copy-on-write: 21 MB private each).
 What it buys is throughput: HTTP/1.1 keep-alive, and the HTTP parsing and connection handling that
 cost a gunicorn worker more than the decision itself done outside Python (``make bench``, part
-``compare``, measures both servers in one run). The server refuses to start without
-``FLASK_SECRET_KEY``, as gunicorn does.
+``compare``, measures both servers in one run). The server refuses to start (one line, exit 2) on a
+bad setting or a database not migrated to the head, as gunicorn does (:mod:`app.startup`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from typing import Any
 from flask import Flask
 
 from app import create_app
-from app.config import load_config
+from app.config import ConfigError
 from app.extensions import authz
 from app.policy.sync import start_listener
+from app.startup import EXIT_BAD_SETTING, refuse_bad_settings
 
 SERVER = "granian"
 log = logging.getLogger("app.serve")
@@ -52,19 +53,19 @@ def worker_app() -> Flask:
 def _bind(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"SERVE_BIND must be host:port, not {value!r}")
+        raise ConfigError(f"SERVE_BIND must be host:port, not {value!r}")
     return host.strip("[]"), int(port)
 
 
 def _count(name: str, default: int) -> int:
     raw = os.environ.get(name, str(default))
     if not raw.isdigit() or int(raw) < 1:
-        raise SystemExit(f"{name} must be a positive integer, not {raw!r}")
+        raise ConfigError(f"{name} must be a positive integer, not {raw!r}")
     return int(raw)
 
 
 def options() -> dict[str, Any]:
-    """granian's settings from the environment (SystemExit with the reason on a bad value)."""
+    """granian's settings from the environment (ConfigError with the reason on a bad value)."""
     host, port = _bind(os.environ.get("SERVE_BIND", "127.0.0.1:8000"))
     return {
         "address": host,
@@ -81,13 +82,13 @@ def main() -> int:
     from granian.constants import Interfaces
 
 
-    opts = options()
-    os.environ["SERVER_SOFTWARE"] = SERVER  # a production server: no per-host secret (app.config)
     try:
-        load_config()
-    except RuntimeError as exc:
+        opts = options()
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_SETTING
+    os.environ["SERVER_SOFTWARE"] = SERVER  # a production server: no per-host secret (app.config)
+    refuse_bad_settings(SERVER)  # settings and schema: one line and exit 2
     Granian(
         "app.serve:worker_app",
         interface=Interfaces.WSGI,

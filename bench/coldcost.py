@@ -73,7 +73,7 @@ def _edit(url: str, op: str) -> int:
     from app.extensions import db
     from app.policy import store as policy_store
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "POLICY_SYNC": "off"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "POLICY_SYNC": "off"})
     with app.app_context():
         session = db.session()
         handle = policy_store.begin_write(session, "bench", None, f"bench.coldcost: {op} one simulations rule")

@@ -55,7 +55,7 @@ def _marker(url: str) -> dict[str, Any] | None:
 
 
 def _upgrade(url: str) -> None:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "MAIL_BACKEND": "memory"})
     with app.app_context():
         from app.cli import upgrade_database
         from app.extensions import db
@@ -77,7 +77,7 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
     with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{name}"')
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "MAIL_BACKEND": "memory"})
     with app.app_context():
         from app.cli import upgrade_database
         from app.extensions import db

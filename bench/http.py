@@ -434,7 +434,7 @@ def api_breakdown(url: str, token: str, workspaces: int, n: int = 1000) -> dict[
     from app.extensions import authz, db
     from app.policy import tokens
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "POLICY_SYNC": "off"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "POLICY_SYNC": "off"})
     items = _items(workspaces, n, 3)
     bodies = [json.dumps(it) for it in items]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}

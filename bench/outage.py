@@ -77,7 +77,7 @@ def build(
     from app.policy import tokens
     from app.policy.files import file_packs
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "MAIL_BACKEND": "memory"})
     rnd = random.Random(seed)
     with app.app_context():
         from app.cli import upgrade_database

@@ -141,7 +141,7 @@ def main() -> None:
     from app import create_app
     from app.extensions import authz
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "POLICY_SYNC": "off"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "POLICY_SYNC": "off"})
     with app.app_context():
         gc.collect()
         base = rss_mb()

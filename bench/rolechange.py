@@ -44,7 +44,7 @@ MEMBERS = 10
 def _app(url: str) -> Any:
     from app import create_app
 
-    return create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory",
+    return create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "MAIL_BACKEND": "memory",
                        "POLICY_SYNC": "off"})
 
 

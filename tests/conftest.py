@@ -100,12 +100,13 @@ def server_process(
     log_path: Path,
     ready: Callable[[subprocess.Popen[bytes]], bool],
     timeout: float = 90,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """cmd (a server) started with its output in log_path, yielded once ready(process) holds; stopped
-    (SIGTERM, then SIGKILL) at exit. Fails if it exits or is not ready within timeout seconds."""
+    """cmd (a server) started in cwd with its output in log_path, yielded once ready(process) holds;
+    stopped (SIGTERM, then SIGKILL) at exit. Fails if it exits or is not ready within timeout seconds."""
     from bench.http import process
 
-    with process(cmd, env, str(log_path), cwd=str(ROOT)) as proc:
+    with process(cmd, env, str(log_path), cwd=str(cwd)) as proc:
         deadline = time.monotonic() + timeout
         while True:
             assert proc.poll() is None, f"{cmd[2:4]} exited with {proc.returncode}; see {log_path}"

@@ -28,7 +28,7 @@ def flask_env(db: Path, **settings: str) -> dict[str, str]:
     env = {
         **os.environ,
         "FLASK_SQLALCHEMY_DATABASE_URI": f"sqlite:///{db}",
-        "FLASK_SECRET_KEY": "live-server-test",
+        "FLASK_SECRET_KEY": "live-server-test-0123456789abcdef0123456789abcdef",
         "FLASK_MAIL_BACKEND": "memory",
     }
     env.pop("FLASK_POLICY_SYNC", None)

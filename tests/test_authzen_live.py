@@ -59,7 +59,7 @@ def pdp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pdp]:
     env = {
         **os.environ,
         "FLASK_SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'app.db'}",
-        "FLASK_SECRET_KEY": "authzen-live",
+        "FLASK_SECRET_KEY": "authzen-live-0123456789abcdef0123456789abcdef",
         "FLASK_MAIL_BACKEND": "memory",
         "FLASK_POLICY_SYNC": "off",
     }

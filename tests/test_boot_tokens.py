@@ -45,7 +45,9 @@ def _tokens(url: str) -> tuple[str, str]:
     from app.extensions import db
     from app.policy import tokens
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "t", "MAIL_BACKEND": "memory"})
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "t-0123456789abcdef0123456789abcdef", "MAIL_BACKEND": "memory"}
+    )
     with app.app_context():
         session = db.session()
         _, fresh = tokens.create_token(session, "never-used", all_workspaces=True, default_workspace="o0")
@@ -150,7 +152,7 @@ def test_granian_boots_without_the_database_unready_and_loads_when_it_returns(
     env = {
         **os.environ,
         "FLASK_SQLALCHEMY_DATABASE_URI": cluster.url,
-        "FLASK_SECRET_KEY": "boot-test",
+        "FLASK_SECRET_KEY": "boot-test-0123456789abcdef0123456789abcdef",
         "FLASK_MAIL_BACKEND": "memory",
         "FLASK_POLICY_POLL_SECONDS": "1.0",
         "FLASK_DATABASE_REQUEST_WAIT_SECONDS": "1.0",

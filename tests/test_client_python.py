@@ -39,7 +39,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    env = flask_env(tmp_path_factory.mktemp("client-live") / "app.db", POLICY_SYNC="off", SECRET_KEY="client-live")
+    secret = "client-live-" + "k" * 32
+    env = flask_env(tmp_path_factory.mktemp("client-live") / "app.db", POLICY_SYNC="off", SECRET_KEY=secret)
     flask_cli(env, "db-upgrade")
     flask_cli(env, "seed")
     bound = ("--workspace", "classroom-demo", "--workspace", "simulations-demo", "--workspace", "academy-demo")

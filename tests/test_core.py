@@ -167,7 +167,7 @@ def test_cli_policy_test_reports_counts() -> None:
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "FLASK_SQLALCHEMY_DATABASE_URI": "sqlite://", "FLASK_SECRET_KEY": "x"},
+        env={"PATH": "/usr/bin:/bin", "FLASK_SQLALCHEMY_DATABASE_URI": "sqlite://", "FLASK_SECRET_KEY": "x" * 32},
     )
     last = proc.stdout.strip().splitlines()[-1]
     assert last.endswith(" failed") and " passed, " in last, proc.stdout + proc.stderr

@@ -60,7 +60,7 @@ def preloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         port = _free_port()
         env = _env(
             FLASK_SQLALCHEMY_DATABASE_URI=url,
-            FLASK_SECRET_KEY="gd-test",
+            FLASK_SECRET_KEY="gd-test-0123456789abcdef0123456789abcdef",
             FLASK_POLICY_POLL_SECONDS="1.0",
             GUNICORN_BIND=f"127.0.0.1:{port}",
             GUNICORN_WORKERS="2",

@@ -48,7 +48,7 @@ class Server:
         env = {
             **os.environ,
             "FLASK_SQLALCHEMY_DATABASE_URI": url,
-            "FLASK_SECRET_KEY": "mp-test",
+            "FLASK_SECRET_KEY": "mp-test-0123456789abcdef0123456789abcdef",
             "FLASK_POLICY_SYNC": sync,
             "FLASK_POLICY_POLL_SECONDS": "1.0",
             "FLASK_MIN_REVISION_WAIT_SECONDS": "0.5",

@@ -25,7 +25,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
     """`flask db-upgrade`, `flask seed`, `flask run` on a fresh SQLite file: what `make run` does."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    env = flask_env(tmp_path_factory.mktemp("readme") / "app.db", POLICY_SYNC="off", SECRET_KEY="readme-test")
+    secret = "readme-test-" + "k" * 32
+    env = flask_env(tmp_path_factory.mktemp("readme") / "app.db", POLICY_SYNC="off", SECRET_KEY=secret)
     for cmd in ("db-upgrade", "seed"):
         flask_cli(env, cmd)
     with flask_server(env) as (base, log):

@@ -72,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         port = _free_port()
         env = _env(
             FLASK_SQLALCHEMY_DATABASE_URI=url,
-            FLASK_SECRET_KEY="serve-test",
+            FLASK_SECRET_KEY="serve-test-0123456789abcdef0123456789abcdef",
             SERVE_BIND=f"127.0.0.1:{port}",
             SERVE_WORKERS="2",
         )

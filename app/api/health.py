@@ -60,7 +60,7 @@ def readyz() -> tuple[Response, int]:
         checks["database"] = "unreachable"
         db.session.rollback()
     if not authz.loaded and authz.loading:
-        checks["policy"] = "loading"  # the server's start-up load is under way
+        checks["policy"] = "loading"  # the server's start-up load is under way (its listener retries)
     else:
         try:
             revision = authz.engine.revision  # loads only where no server loads at start (tests)
@@ -68,6 +68,9 @@ def readyz() -> tuple[Response, int]:
         except Exception as exc:  # noqa: BLE001
             log.warning("readiness: policy not loaded: %s", exc)
             checks["policy"] = "not loaded"
+    refusal = None if checks["policy"] == "loaded" else authz.refusal()
+    if refusal is not None:
+        checks["policy"] = "refused"  # the database's schema is not at the head: the reason is reported
     if checks["policy"] == "loaded":
         # A stored policy that fails the escalation verifier is not served silently.
         checks["verification"] = "fail" if authz.verification_problems() else "pass"
@@ -101,6 +104,8 @@ def readyz() -> tuple[Response, int]:
     out = body.model_dump(exclude_none=True)
     out["head"] = head
     out["lag_revisions"] = lag
+    if refusal is not None:
+        out["reason"] = refusal
     if listener and listener.get("reason"):
         out["sync_reason"] = listener["reason"]
     if status:

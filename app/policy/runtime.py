@@ -31,6 +31,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import schema
 from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
 from app.authz.engine import RuleChange
 from app.authz.packs import is_pack_rule, packset_from_documents
@@ -63,6 +64,7 @@ class PolicyRuntime:
         self._rebuilds: weakref.WeakKeyDictionary[Flask, dict[str, Any]] = weakref.WeakKeyDictionary()
         # The last revision whose token revocations were applied (they cannot wait for a rebuild).
         self._revocations_through: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
+        self._refusals: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
         self.last_rebuild: dict[str, Any] | None = None  # the last background rebuild (seconds, revisions)
         self._lock = threading.RLock()
 
@@ -147,8 +149,12 @@ class PolicyRuntime:
         return PolicyEngine(packset, facts, revision)
 
     def reload(self) -> PolicyEngine:
-        """Build a new engine from the database and swap it in (a pending background rebuild is dropped)."""
+        """Build a new engine from the database and swap it in (a pending background rebuild is dropped).
+
+        A database not migrated to the head is refused (UnavailableError naming the command; the
+        reason stays in :meth:`refusal` for ``/readyz`` until a load succeeds)."""
         with self._lock:
+            self._check_schema()
             generation = tokens.generation()
             with Session(self._db.engine) as session:
                 eng = self.build(session)
@@ -161,6 +167,22 @@ class PolicyRuntime:
             self._rebuilds.pop(self._key(), None)
             log.info("policy loaded at revision %s (%s users in the directory)", eng.revision, len(users))
             return eng
+
+    def _check_schema(self) -> None:
+        app = self._key()
+        try:
+            with self._db.engine.connect() as connection:
+                schema.check(connection)
+        except schema.SchemaError as exc:
+            if self._refusals.get(app) != str(exc):
+                log.error("policy not loaded: %s", exc)
+            self._refusals[app] = str(exc)
+            raise UnavailableError(str(exc)) from None
+        self._refusals.pop(app, None)
+
+    def refusal(self) -> str | None:
+        """Why the last load refused the database (its schema), None otherwise."""
+        return self._refusals.get(self._key())
 
     def verification_problems(self) -> tuple[str, ...]:
         """The escalation verifier's counterexamples for the loaded policy (empty: it passes)."""
