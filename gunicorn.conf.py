@@ -25,7 +25,8 @@ refuse_bad_settings("gunicorn")
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# Worker class: sync by default (it answers ``Connection: close``). gthread keeps connections alive:
+# Worker class: "sync" with GUNICORN_THREADS=4 (the defaults), which gunicorn runs as gthread (keep-alive);
+# GUNICORN_THREADS=1 gives the one-request sync worker (``Connection: close``). gthread keeps connections alive:
 # measured in one run (make bench, part compare, 1M memberships, realistic mix, 2 workers, wrk on the
 # same 2 cores, 2026-12-03) /v1/check 6,051-6,854/s with gthread (one request thread, keep-alive)
 # vs 4,044-4,337/s with sync (close), and 19,416-25,220/s behind granian (``python -m app.serve``),

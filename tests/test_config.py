@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +280,59 @@ def test_a_schema_found_behind_when_the_database_is_reached_is_refused_and_repor
         upgrade_database()
     r = client.get("/readyz")
     assert r.status_code == 200 and r.get_json()["checks"]["policy"] == "loaded" and "reason" not in r.get_json()
+
+
+SERVERS = {
+    "app.serve": [sys.executable, "-m", "app.serve"],
+    "gunicorn": [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_a_server_started_without_its_database_refuses_an_unmigrated_one_later(tmp_path: Path, server: str) -> None:
+    """Unreachable at start is no refusal (the server starts unready); a database without the
+    schema, once reached, is refused by the load: /readyz 503 with the reason, the process stays
+    up; after `learnauthz db-upgrade` the listener's next try loads it and /readyz is 200."""
+    import requests
+
+    from tests.conftest import server_process
+    from tests.test_multiprocess import _free_port
+
+    later = tmp_path / "later"  # does not exist yet: SQLite cannot open the database
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "GUNICORN_", "SERVE_"))},
+        "FLASK_SQLALCHEMY_DATABASE_URI": f"sqlite:///{later / 'app.db'}",
+        "FLASK_SECRET_KEY": SECRET,
+        "FLASK_MAIL_BACKEND": "memory",
+        "SERVE_BIND": f"127.0.0.1:{port}",
+        "SERVE_WORKERS": "1",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "1",
+    }
+
+    def readyz_until(predicate: Any, seconds: float = 40) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
+        while True:
+            r = requests.get(f"{base}/readyz", timeout=5)
+            body = {"status_code": r.status_code, **r.json()}
+            if predicate(body) or time.monotonic() > deadline:
+                return body
+            time.sleep(0.2)
+
+    up = lambda _: requests.get(f"{base}/healthz", timeout=2).status_code == 200  # noqa: E731
+    with server_process(SERVERS[server], env, tmp_path / "server.log", up):
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 503
+        later.mkdir()
+        sqlite3.connect(later / "app.db").close()  # reachable now, without the schema
+        body = readyz_until(lambda b: b["checks"].get("policy") == "refused")
+        assert body["status_code"] == 503 and body["checks"]["policy"] == "refused", body
+        assert body["reason"] == "the database has no schema (migrations not applied): run `learnauthz db-upgrade`"
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "db-upgrade"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        body = readyz_until(lambda b: b["status_code"] == 200)
+        assert body["status_code"] == 200 and body["checks"]["policy"] == "loaded" and "reason" not in body, body
