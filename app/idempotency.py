@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_login import current_user
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Table, delete, event, select, update
@@ -284,7 +284,7 @@ def _wrap(view: Callable[..., Any], endpoint: str, db: SQLAlchemy) -> Callable[.
         reserved = reserve(session, scope, key, fp, endpoint)
         if isinstance(reserved, Response):
             return reserved
-        session.info[_INFO] = reserved
+        session.info[_INFO] = g.idempotency_attempt = reserved
         try:
             return view(*args, **kwargs)
         finally:
@@ -292,6 +292,27 @@ def _wrap(view: Callable[..., Any], endpoint: str, db: SQLAlchemy) -> Callable[.
 
     idempotent.__idempotent__ = True  # type: ignore[attr-defined]
     return idempotent
+
+
+def takes_key(view: Any) -> bool:
+    """Whether a view (or one it wraps) was wrapped by :func:`init_app`."""
+    while view is not None:
+        if getattr(view, "__idempotent__", False):
+            return True
+        view = getattr(view, "__wrapped__", None)
+    return False
+
+
+def header_parameter() -> dict[str, Any]:
+    """The OpenAPI description of the header."""
+    return {
+        "name": HEADER,
+        "in": "header",
+        "required": False,
+        "description": "A new random key per change, the same on its retries: a repeat answers the first "
+        "outcome (Idempotent-Replayed: true); another body is 422; still running is 409 (docs/web-api.md).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+    }
 
 
 def _before_commit(session: Session) -> None:
@@ -350,10 +371,11 @@ def init_app(app: Flask, db: SQLAlchemy) -> None:
 
     @app.after_request
     def _store_outcome(response: Response) -> Response:
-        session = db.session()
-        attempt: Attempt | None = session.info.pop(_INFO, None)
+        attempt: Attempt | None = g.pop("idempotency_attempt", None)
         if attempt is None:
             return response
+        session = db.session()
+        session.info.pop(_INFO, None)
         try:
             _finish(session, attempt, response)
         except SQLAlchemyError as exc:  # the database went away: the lease (and applied_at) still tell a retry
@@ -362,10 +384,8 @@ def init_app(app: Flask, db: SQLAlchemy) -> None:
 
     @app.teardown_request
     def _forget(exc: BaseException | None) -> None:
-        try:
+        if g.pop("idempotency_attempt", None) is not None:  # after_request did not run
             db.session().info.pop(_INFO, None)
-        except Exception:  # noqa: BLE001 - teardown must not fail
-            log.debug("idempotency teardown", exc_info=True)
 
     hooks: tuple[tuple[str, Callable[..., Any]], ...] = (
         ("before_commit", _before_commit),

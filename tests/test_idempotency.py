@@ -203,14 +203,6 @@ def write_endpoints(app: Flask) -> set[str]:
     return {r.endpoint for r in app.url_map.iter_rules() if (r.methods or set()) & idempotency.WRITE_METHODS}
 
 
-def _idempotent(view: Any) -> bool:
-    while view is not None:
-        if getattr(view, "__idempotent__", False):
-            return True
-        view = getattr(view, "__wrapped__", None)
-    return False
-
-
 def test_every_write_endpoint_takes_a_key(app: Flask) -> None:
     """A new write endpoint without a case here (or without the wrapper) fails this test."""
     writes = write_endpoints(app)
@@ -218,9 +210,18 @@ def test_every_write_endpoint_takes_a_key(app: Flask) -> None:
     covered = writes - set(idempotency.EXEMPT)
     assert covered == set(CASES), (covered ^ set(CASES))
     for endpoint in covered:
-        assert _idempotent(app.view_functions[endpoint]), endpoint
+        assert idempotency.takes_key(app.view_functions[endpoint]), endpoint
     for endpoint in idempotency.EXEMPT:
-        assert not _idempotent(app.view_functions[endpoint]), endpoint
+        assert not idempotency.takes_key(app.view_functions[endpoint]), endpoint
+    # /openapi.json describes the header on exactly these operations
+    spec = app.test_client().get("/openapi.json").get_json()
+    documented = {
+        op["operationId"].rsplit(".", 1)[0]
+        for item in spec["paths"].values()
+        for op in item.values()
+        if any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in op.get("parameters", []))
+    }
+    assert documented == covered
 
 
 def _send(wc: WebClient, method: str, url: str, body: Any, key: str | None = KEY) -> Any:
