@@ -197,17 +197,25 @@ def reserve(session: Session, scope: str, key: str, fp: str, endpoint: str) -> A
             if row.expires_at <= now:
                 session.execute(update(_T).where(_T.c.id == row.id).values(**fresh))
             elif row.fingerprint != fp:
-                answer = _refused(422, "Idempotency key reused", "This Idempotency-Key was used with another "
-                                  "request (method, path or body); use a new key for a new request.",
-                                  "idempotency-key-reused")  # fmt: skip
+                answer = problem(
+                    422,
+                    "Idempotency key reused",
+                    "This Idempotency-Key was used with another request (method, path or body); "
+                    "use a new key for a new request.",
+                    "idempotency-key-reused",
+                )
             elif row.status is not None:
                 answer = _answer(row)
             elif row.lease_until > now:
-                answer = _refused(409, "Request in progress", "A request with this Idempotency-Key is still "
-                                  "being processed; retry shortly.", "idempotency-in-flight")  # fmt: skip
+                answer = problem(
+                    409,
+                    "Request in progress",
+                    "A request with this Idempotency-Key is still being processed; retry shortly.",
+                    "idempotency-in-flight",
+                )
                 answer.headers["Retry-After"] = "1"
             elif row.applied_at is not None:
-                answer = _refused(
+                answer = problem(
                     409,
                     "Request already applied",
                     "The request with this Idempotency-Key was applied; its response could not be recorded. "
@@ -222,10 +230,6 @@ def reserve(session: Session, scope: str, key: str, fp: str, endpoint: str) -> A
     if answer is not None:
         return answer
     return Attempt(row_id=int(row.id), owner=owner, endpoint=endpoint)
-
-
-def _refused(status: int, title: str, detail: str, slug: str, **extra: Any) -> Response:
-    return problem(status, title, detail, slug, **extra)
 
 
 def _stored_body(response: Response, endpoint: str) -> str:
