@@ -428,3 +428,37 @@ def test_expired_keys_are_reused_and_pruned(demo: Flask, monkeypatch: pytest.Mon
     assert _send(wc, "POST", f"{CLS}/groups", {"name": "new"}, key="another").status_code == 201
     keys = db.session.scalars(select(IdempotencyKey.key)).all()
     assert keys == ["another"]  # the expired row was pruned
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_connection_killed_after_the_commit(demo: Flask, monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    """PostgreSQL kills the request's connection right after the write committed (pg_terminate_backend):
+    the answer is a 503, the write is in the database, and the retry with the key is told it was
+    applied instead of applying it again."""
+    from sqlalchemy import create_engine
+
+    from app.membership import groups as groups_service
+
+    real = groups_service.serialize
+    killed: list[int] = []
+
+    def killing(session: Any, *args: Any, **kwargs: Any) -> Any:
+        if not killed:
+            pid = int(session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar())
+            admin = create_engine(database_url)
+            with admin.connect() as c:
+                c.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            admin.dispose()
+            killed.append(pid)
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(groups_service, "serialize", killing)
+    wc = web_client(demo, "admin@classroom.example")
+    resp = _send(wc, "POST", f"{CLS}/groups", {"name": "killed"})
+    assert killed and resp.status_code == 503 and resp.headers["Retry-After"]
+    assert _groups("killed") == 1
+    applied = footprint()
+    retry = _send(wc, "POST", f"{CLS}/groups", {"name": "killed"})
+    assert retry.status_code == 409 and retry.get_json()["type"].endswith("/idempotency-applied")
+    assert _groups("killed") == 1 and footprint() == applied
