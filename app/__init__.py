@@ -62,6 +62,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
 
+    from . import idempotency
+
+    idempotency.init_app(app, db)  # wraps the write views: Idempotency-Key (after the blueprints)
+
     from . import security
 
     security.init_app(app)  # after the blueprints: its rate limits wrap registered views

@@ -86,6 +86,8 @@ DEFAULTS: dict[str, Any] = {
     # A pack change seen from another process is rebuilt in the background after a random 0..N s delay.
     "POLICY_REBUILD_JITTER_SECONDS": 2.0,
     "MAX_INVITES_PER_REQUEST": 500,
+    "IDEMPOTENCY_TTL_SECONDS": 24 * 3600.0,  # how long an Idempotency-Key and its outcome are kept (app.idempotency)
+    "IDEMPOTENCY_LEASE_SECONDS": 30.0,  # a key's attempt is "in progress" (409) this long unless it finishes
     "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # Tables whose rows are demo/test data; policy tables are reset to their baseline instead.
 DATA_TABLES = [
+    "idempotency_keys",
     "group_members",
     "groups",
     "invitations",

@@ -1,8 +1,9 @@
 """The client package (clients/python, ``learnauthz_client``) against a live server over real HTTP: sync and
 async checks, batch, permissions, who-can, AuthZEN evaluation(s), read-your-writes with a revision a web
 client's write returned, fail-closed on every kind of error, retries of 503 honouring Retry-After and
-timeouts (against a small stub server that answers what the live one cannot be made to), and the Flask
-extension's ``require`` decorator in another app.
+timeouts (against a small stub server that answers what the live one cannot be made to), writes of the
+admin API with an Idempotency-Key that every retry repeats, and the Flask extension's ``require``
+decorator in another app (plain and ``async def`` views, retries from the config).
 
 The server is what ``make run`` starts: ``flask db-upgrade``, ``flask seed``, ``flask token create``,
 ``flask run`` on a fresh SQLite file.
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask, g, request
-from learnauthz_client import CLIENT_ERROR, AsyncClient, Client, LearnAuthzError, Retry
+from learnauthz_client import CLIENT_ERROR, AsyncClient, Client, LearnAuthzError, Retry, WriteResult
 from learnauthz_client.flask import LearnAuthz
 
 from tests.live_server import flask_cli, flask_env, flask_server
@@ -224,12 +225,14 @@ class _Stub:
     def __init__(self, script: list[tuple[int, dict[str, str], dict[str, Any], float]]) -> None:
         self.script = list(script)
         self.hits: list[float] = []
+        self.keys: list[str | None] = []  # the Idempotency-Key of each hit
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 stub.hits.append(time.monotonic())
+                stub.keys.append(self.headers.get("Idempotency-Key"))
                 status, hdrs, body, delay = stub.script.pop(0) if stub.script else (500, {}, {}, 0.0)
                 time.sleep(delay)
                 data = json.dumps(body).encode()
@@ -357,3 +360,111 @@ def test_flask_extension_require(live: Live) -> None:
 
     with pytest.raises(RuntimeError, match="LEARNAUTHZ_URL"):
         LearnAuthz(Flask("unconfigured"))
+
+
+def test_flask_extension_async_views_and_retry_config(live: Live) -> None:
+    """``require`` on an ``async def`` view (Flask[async]) decides like on a plain one; the retries
+    come from LEARNAUTHZ_RETRY_* settings."""
+    app = Flask("async-service")
+    app.config.update(LEARNAUTHZ_URL=live.base, LEARNAUTHZ_TOKEN=live.token, LEARNAUTHZ_WORKSPACE="classroom-demo",
+                      LEARNAUTHZ_RETRY_ATTEMPTS=5, LEARNAUTHZ_RETRY_BACKOFF=0.01)  # fmt: skip
+    authz = LearnAuthz(app)
+    authz.subject_loader(lambda: request.headers.get("X-User"))
+
+    @app.post("/groups")
+    @authz.require("create_groups")
+    async def create_group() -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"created": True, "reason": g.learnauthz_decision.reason}
+
+    web = app.test_client()
+    resp = web.post("/groups", headers={"X-User": "owner@classroom.example"})
+    assert resp.status_code == 200 and resp.get_json() == {"created": True, "reason": "granted"}
+    assert web.post("/groups", headers={"X-User": "learner@classroom.example"}).status_code == 403
+    with app.app_context():
+        assert authz.client.retry == Retry(attempts=5, backoff=0.01, max_backoff=2.0, max_retry_after=5.0)
+
+    for attempts, status in ((1, 403), (2, 200)):  # one 503 first: retried only with 2 attempts
+        stub = _Stub([(503, {}, BUSY, 0.0), (200, {}, GRANTED, 0.0)])
+        try:
+            other = Flask(f"retry-{attempts}")
+            other.config.update(LEARNAUTHZ_URL=stub.base, LEARNAUTHZ_TOKEN="t", LEARNAUTHZ_WORKSPACE="w",
+                                LEARNAUTHZ_RETRY_ATTEMPTS=attempts, LEARNAUTHZ_RETRY_BACKOFF=0.01)  # fmt: skip
+            ext = LearnAuthz(other)
+            ext.subject_loader(lambda: "u")
+
+            async def view() -> str:
+                return "ok"
+
+            other.add_url_rule("/x", "x", ext.require("a")(view))
+            assert other.test_client().get("/x").status_code == status, attempts
+            assert len(stub.hits) == attempts
+        finally:
+            stub.close()
+
+
+# -- writes with an Idempotency-Key -------------------------------------------------------------------
+def test_write_sends_a_key_and_a_repeat_replays(live: Live) -> None:
+    """A signed-in client's write carries an Idempotency-Key; the same key again is the first answer
+    (replayed), the group exists once; without sign-in a write is refused."""
+    with Client(live.base, raise_errors=True) as admin:
+        admin.sign_in("admin@classroom.example", PASSWORD)
+        first = admin.write("POST", "/api/workspaces/classroom-demo/groups", {"name": "client-made"})
+        assert isinstance(first, WriteResult) and first.status == 201 and not first.replayed and first.key
+        again = admin.write(
+            "POST", "/api/workspaces/classroom-demo/groups", {"name": "client-made"}, idempotency_key=first.key
+        )
+        assert again.status == 201 and again.replayed and again.body == first.body
+        with pytest.raises(LearnAuthzError) as info:  # a new key is a new request: the group exists
+            admin.write("POST", "/api/workspaces/classroom-demo/groups", {"name": "client-made"})
+        assert info.value.status == 409
+    web = _web_session(live, "admin@classroom.example")
+    names = [u["name"] for u in web.get("/api/workspaces/classroom-demo/groups").json()["items"]]
+    assert names.count("client-made") == 1
+    with Client(live.base) as anonymous, pytest.raises(LearnAuthzError) as info:
+        anonymous.write("POST", "/api/workspaces/classroom-demo/groups", {"name": "nobody"})
+    assert info.value.status in (400, 401)  # no CSRF token / no session
+
+
+APPLIED = {"type": "https://learnauthz.dev/problems/idempotency-applied", "status": 409, "applied": True}
+IN_FLIGHT = {"type": "https://learnauthz.dev/problems/idempotency-in-flight", "status": 409}
+
+
+def test_write_retries_with_the_same_key() -> None:
+    """503 (Retry-After honoured), a timeout and a 409 "in flight" are retried, each with the first key."""
+    created = {"name": "g"}
+    replayed = {"Idempotent-Replayed": "true"}
+    stub = _Stub([(503, {"Retry-After": "1"}, BUSY, 0.0), (200, {}, created, 0.8),
+                  (409, {"Retry-After": "0"}, IN_FLIGHT, 0.0), (201, replayed, created, 0.0)])  # fmt: skip
+    try:
+        with Client(stub.base, timeout=0.4, retry=Retry(attempts=4, backoff=0.01)) as c:
+            result = c.write("POST", "/api/workspaces/w/groups", {"name": "g"})
+        assert result.status == 201 and result.replayed and result.body == created and result.attempts == 4
+        assert len(stub.keys) == 4 and len(set(stub.keys)) == 1 and stub.keys[0] == result.key
+        assert stub.hits[1] - stub.hits[0] >= 0.95
+    finally:
+        stub.close()
+    stub = _Stub([(409, {}, APPLIED, 0.0), (409, {}, {"type": "https://learnauthz.dev/problems/conflict"}, 0.0)])
+    try:
+        with Client(stub.base, retry=Retry(attempts=3, backoff=0.01)) as c:
+            lost = c.write("POST", "/x", {"a": 1}, idempotency_key="mine")
+            assert lost.outcome_lost and lost.status == 409 and lost.key == "mine" and len(stub.hits) == 1
+            with pytest.raises(LearnAuthzError) as info:  # any other conflict is a refusal, not retried
+                c.write("POST", "/x", {"a": 1})
+            assert info.value.status == 409 and len(stub.hits) == 2
+    finally:
+        stub.close()
+
+
+def test_async_write_retries_with_the_same_key() -> None:
+    stub = _Stub([(503, {}, BUSY, 0.0), (201, {}, {"ok": True}, 0.0)])
+
+    async def run() -> WriteResult:
+        async with AsyncClient(stub.base, retry=Retry(attempts=2, backoff=0.01)) as c:
+            return await c.write("POST", "/x", {"a": 1})
+
+    try:
+        result = asyncio.run(run())
+        assert result.status == 201 and result.attempts == 2 and stub.keys == [result.key, result.key]
+    finally:
+        stub.close()

@@ -14,6 +14,7 @@ import msgspec
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from pydantic import BaseModel
 
+from app import idempotency
 from app.api import ApiDoc, api_doc
 
 # The page's script and style are files (no inline code: the CSP of every response forbids it).
@@ -121,6 +122,8 @@ def build_spec(app: Flask) -> dict[str, Any]:
             op_params = list(params)
             if doc and doc.query:
                 op_params += _query_params(doc.query)
+            if method in idempotency.WRITE_METHODS and idempotency.takes_key(view):
+                op_params.append(idempotency.header_parameter())
             if op_params:
                 op["parameters"] = op_params
             if doc and doc.body:

@@ -1,6 +1,7 @@
 """SQLAlchemy 2.x models. Every table the service owns is declared here."""
 
 from .base import Base, utcnow
+from .idempotency import IdempotencyKey
 from .identity import EmailChange, ServiceToken, User, UserSession
 from .policy import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
 from .workspace import (
@@ -19,6 +20,7 @@ __all__ = [
     "CasbinRule",
     "EmailChange",
     "Group",
+    "IdempotencyKey",
     "GroupMember",
     "Invitation",
     "Membership",

@@ -7,6 +7,7 @@ import email.utils
 import random
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,67 @@ def retry_after(value: str | None) -> float | None:
 
 
 RETRYABLE_STATUS = frozenset({503})
+#: Problem types of a write that is retried with the same key: the first attempt is still running.
+RETRYABLE_WRITE_PROBLEMS = ("/idempotency-in-flight",)
+#: The problem type of a write applied earlier whose answer the service could not record.
+APPLIED_PROBLEM = "/idempotency-applied"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The answer to a write sent with an ``Idempotency-Key``: ``status`` and ``body`` (JSON, or None
+    for an empty answer), the ``key`` it was sent with, ``replayed`` (the service answered a repeat of
+    that key with the first outcome) and ``attempts`` (1 + retries).
+
+    ``outcome_lost`` is True when the service says the write was applied earlier but its answer could
+    not be recorded (409 ``idempotency-applied``): it was applied exactly once; read the resource."""
+
+    status: int
+    body: Any
+    key: str
+    replayed: bool = False
+    attempts: int = 1
+
+    @property
+    def outcome_lost(self) -> bool:
+        return self.status == 409 and str((self.body or {}).get("type", "")).endswith(APPLIED_PROBLEM)
+
+
+def new_key() -> str:
+    """A fresh idempotency key (a random UUID)."""
+    return str(uuid.uuid4())
+
+
+def problem_type(response: httpx.Response) -> str:
+    """The ``type`` of a problem+json answer ("" when there is none)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("type", "")) if isinstance(body, dict) else ""
+
+
+def retry_write(response: httpx.Response) -> bool:
+    """Whether a write's answer is retried with the same key: 503, or 409 "still in flight"."""
+    if response.status_code in RETRYABLE_STATUS:
+        return True
+    return response.status_code == 409 and problem_type(response).endswith(RETRYABLE_WRITE_PROBLEMS)
+
+
+def write_result(response: httpx.Response, key: str, attempts: int) -> WriteResult:
+    """A WriteResult from a write's final answer; LearnAuthzError for a refusal (4xx, 5xx)."""
+    replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
+    if response.status_code >= 400:
+        if response.status_code == 409 and problem_type(response).endswith(APPLIED_PROBLEM):
+            return WriteResult(409, response.json(), key, True, attempts)
+        raise problem_error(response)
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = response.text
+    return WriteResult(response.status_code, body, key, replayed, attempts)
 RETRYABLE_ERRORS: tuple[type[Exception], ...] = (httpx.TransportError,)
 
 

@@ -3,6 +3,10 @@
 Both fail closed by default: any error (network, timeout, a 4xx, a 5xx after the retries) is a *deny*
 with reason ``client_error`` and the cause in ``error``; ``raise_errors=True`` raises
 :class:`LearnAuthzError` instead.
+
+Retries (:class:`Retry`): a 503 or a transport error is retried with backoff (``Retry-After`` honoured).
+Reads are safe to retry; writes (``write``, after ``sign_in``) carry an ``Idempotency-Key`` that every
+retry repeats, and a 409 "still in flight" of that key is retried too.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import httpx
 
 from ._core import (
+    IDEMPOTENCY_HEADER,
     RETRYABLE_ERRORS,
     RETRYABLE_STATUS,
     Decision,
@@ -26,15 +31,19 @@ from ._core import (
     Retry,
     Revisions,
     WhoCanPage,
+    WriteResult,
     authzen_body,
     check_body,
     decision_of,
     denied,
     evaluation_of,
     headers,
+    new_key,
     permissions_of,
     problem_error,
+    retry_write,
     timeout_of,
+    write_result,
 )
 
 log = logging.getLogger("learnauthz_client")
@@ -45,12 +54,19 @@ USER_AGENT = "learnauthz-client/0.1"
 
 @dataclass(frozen=True)
 class _Call:
-    """One HTTP call: method, path, JSON body, query parameters."""
+    """One HTTP call: method, path, JSON body, query parameters, extra headers; ``write``: retried
+    with the same Idempotency-Key on 503, transport errors and 409 "still in flight"."""
 
     method: str
     path: str
     json: Any = None
     params: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
+    write: bool = False
+
+
+def _retry_status(call: _Call, response: httpx.Response) -> bool:
+    return retry_write(response) if call.write else response.status_code in RETRYABLE_STATUS
 
 
 class _Base:
@@ -73,6 +89,7 @@ class _Base:
         self.retry = retry or Retry()
         self.raise_errors = raise_errors
         self.revisions = Revisions()
+        self.csrf_token: str | None = None  # set by sign_in: sent as X-CSRFToken on writes
 
     # -- read-your-writes -------------------------------------------------------------------------
     def observe(self, revision: int | Mapping[str, Any] | None) -> None:
@@ -150,6 +167,20 @@ class _Base:
             body["options"] = {"evaluations_semantic": semantic}
         return _Call("POST", "/access/v1/evaluations", json=body)
 
+    # -- writes (the admin API, signed in with a cookie session) --------------------------------------
+    def _call_csrf(self) -> _Call:
+        return _Call("GET", "/api/auth/csrf")
+
+    def _call_sign_in(self, email: str, password: str, csrf: str) -> _Call:
+        body = {"email": email, "password": password}
+        return _Call("POST", "/api/auth/signin", json=body, headers={"X-CSRFToken": csrf})
+
+    def _call_write(self, method: str, path: str, json: Any, key: str) -> _Call:
+        extra = {IDEMPOTENCY_HEADER: key}
+        if self.csrf_token:
+            extra["X-CSRFToken"] = self.csrf_token
+        return _Call(method.upper(), path, json=json, headers=extra, write=True)
+
     # -- answers --------------------------------------------------------------------------------
     def _failed(self, exc: Exception) -> str:
         if not isinstance(exc, LearnAuthzError):  # a malformed answer (missing field, wrong type)
@@ -186,27 +217,46 @@ class Client(_Base):
         """Close the connection pool."""
         self._http.close()
 
-    def _send(self, call: _Call) -> Any:
+    def _exchange(self, call: _Call) -> tuple[httpx.Response, int]:
+        """The call's final answer and the attempts it took (retries as the module docstring says)."""
         attempt = 0
         while True:
             attempt += 1
             response: httpx.Response | None = None
             try:
                 response = self._http.request(
-                    call.method, self.base_url + call.path, json=call.json, params=call.params, timeout=self.timeout
-                )
+                    call.method, self.base_url + call.path, json=call.json, params=call.params,
+                    headers=call.headers, timeout=self.timeout,
+                )  # fmt: skip
             except RETRYABLE_ERRORS as exc:
                 wait = self.retry.delay(attempt, None)
                 if wait is None:
                     raise LearnAuthzError(f"{type(exc).__name__}: {exc}") from exc
                 time.sleep(wait)
                 continue
-            if response.status_code in RETRYABLE_STATUS:
+            if _retry_status(call, response):
                 wait = self.retry.delay(attempt, response)
                 if wait is not None:
                     time.sleep(wait)
                     continue
-            return self._answer(response)
+            return response, attempt
+
+    def _send(self, call: _Call) -> Any:
+        return self._answer(self._exchange(call)[0])
+
+    def sign_in(self, email: str, password: str) -> None:
+        """Sign in to the admin API (cookie session and CSRF token kept by this client) for :meth:`write`."""
+        csrf = self._send(self._call_csrf())["csrf_token"]
+        self.csrf_token = self._send(self._call_sign_in(email, password, csrf))["csrf_token"]
+
+    def write(self, method: str, path: str, json: Any = None, *, idempotency_key: str | None = None) -> WriteResult:
+        """A write of the admin API (``POST /api/workspaces/<slug>/groups``, ``PATCH .../members/<id>``, ...)
+        with an ``Idempotency-Key`` (a new random one unless given): a 503, a transport error or a 409
+        "still in flight" is retried with the same key, so the write is applied at most once. Raises
+        LearnAuthzError for a refusal; see :class:`WriteResult` for a write applied without its answer."""
+        key = idempotency_key or new_key()
+        response, attempts = self._exchange(self._call_write(method, path, json, key))
+        return write_result(response, key, attempts)
 
     def check(
         self, subject: str | int, action: str, resource: Mapping[str, Any] | None = None, *,
@@ -315,26 +365,44 @@ class AsyncClient(_Base):
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def _send(self, call: _Call) -> Any:
+    async def _exchange(self, call: _Call) -> tuple[httpx.Response, int]:
+        """The call's final answer and the attempts it took; see :meth:`Client._exchange`."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 response = await self._http.request(
-                    call.method, self.base_url + call.path, json=call.json, params=call.params, timeout=self.timeout
-                )
+                    call.method, self.base_url + call.path, json=call.json, params=call.params,
+                    headers=call.headers, timeout=self.timeout,
+                )  # fmt: skip
             except RETRYABLE_ERRORS as exc:
                 wait = self.retry.delay(attempt, None)
                 if wait is None:
                     raise LearnAuthzError(f"{type(exc).__name__}: {exc}") from exc
                 await asyncio.sleep(wait)
                 continue
-            if response.status_code in RETRYABLE_STATUS:
+            if _retry_status(call, response):
                 wait = self.retry.delay(attempt, response)
                 if wait is not None:
                     await asyncio.sleep(wait)
                     continue
-            return self._answer(response)
+            return response, attempt
+
+    async def _send(self, call: _Call) -> Any:
+        return self._answer((await self._exchange(call))[0])
+
+    async def sign_in(self, email: str, password: str) -> None:
+        """Sign in to the admin API; see :meth:`Client.sign_in`."""
+        csrf = (await self._send(self._call_csrf()))["csrf_token"]
+        self.csrf_token = (await self._send(self._call_sign_in(email, password, csrf)))["csrf_token"]
+
+    async def write(
+        self, method: str, path: str, json: Any = None, *, idempotency_key: str | None = None
+    ) -> WriteResult:
+        """A write with an ``Idempotency-Key``, retried safely; see :meth:`Client.write`."""
+        key = idempotency_key or new_key()
+        response, attempts = await self._exchange(self._call_write(method, path, json, key))
+        return write_result(response, key, attempts)
 
     async def check(
         self, subject: str | int, action: str, resource: Mapping[str, Any] | None = None, *,
