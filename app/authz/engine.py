@@ -459,6 +459,45 @@ class PolicyEngine:
             log.exception("authz error on %r", req)
             return Decision(False, Reason.ERROR.value, self.revision)
 
+    def decide(self, req: AccessRequest, explain: bool = False) -> Decision:
+        """Decide one request of a decision surface: :meth:`check` (or :meth:`explain`), with the
+        group or team the caller left out derived from the stored relationships.
+
+        A denied request that names a member but no group (team) is asked again once per group
+        (team) that the subject manages and the member belongs to (g2 ∩ g3 in the workspace), each a
+        complete Casbin question; the first allow answers, else the first denial stands. A fact the
+        caller passes is never replaced (it must match what is stored, as before), so deriving
+        answers exactly what passing a stored fact would — it never widens a grant.
+        """
+        first = self.explain(req) if explain else self.check(req)
+        if first.allowed:
+            return first
+        for scoped in self.derived(req):
+            again = self.explain(scoped) if explain else self.check(scoped)
+            if again.allowed:
+                return again
+        return first
+
+    def derived(self, req: AccessRequest) -> list[AccessRequest]:
+        """``req`` with each omitted group or team filled in from the stored relationships: the
+        scopes the subject manages that the request's member belongs to (none without a member)."""
+        obj = req.obj
+        if not obj.member.startswith("user:") or (obj.group and obj.team):
+            return []
+        with self._lock:
+            managed = self._rms["g2"].direct(req.subject, req.domain)
+            if not managed:
+                return []
+            g3 = self._rms["g3"]
+            shared = [s for s in managed if g3.has_link(obj.member, s, req.domain)]
+        out = []
+        for scope in shared:
+            if scope.startswith("group:") and not obj.group:
+                out.append(AccessRequest(req.subject, req.domain, dataclasses.replace(obj, group=scope), req.action))
+            elif scope.startswith("team:") and not obj.team:
+                out.append(AccessRequest(req.subject, req.domain, dataclasses.replace(obj, team=scope), req.action))
+        return out
+
     def batch(self, reqs: Iterable[AccessRequest]) -> list[Decision]:
         """Decide many requests, in order."""
         return [self.check(r) for r in reqs]

@@ -248,7 +248,7 @@ def run_suite(packset: PackSet, suite: PolicySuite) -> Iterator[CaseResult]:
     """Run one suite on a fresh engine holding the packs and the suite's facts."""
     engine = PolicyEngine(packset, suite.facts)
     for case in suite.cases:
-        d = engine.check(build_request(case))
+        d = engine.decide(build_request(case))
         got = "allow" if d.allowed else "deny"
         ok = got == case.expect and (not case.reason or case.reason == d.reason)
         yield CaseResult(case, ok, got, d.reason)

@@ -323,13 +323,12 @@ def decide(
             return users.get(ref) if ref else None
 
     out = []
-    decide_one = eng.explain if explain else eng.check
     for it in items:
         prep = prepare(it, person_of, eng)
         if prep.request is None:
             out.append(Decision(False, prep.early or Reason.INVALID_REQUEST.value, eng.revision))
         else:
-            out.append(decide_one(prep.request))
+            out.append(eng.decide(prep.request, explain))
     return out
 
 
