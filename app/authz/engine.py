@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .conditions import PREFIX as CONDITION_PREFIX
+from .conditions import Props
 from .enforcer import IndexedEnforcer, rank_functions
 from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_local, valid_pack
 from .memo import MatcherPlan
@@ -188,6 +190,8 @@ def _fast_valid(req: AccessRequest, cache: _ValidCache) -> bool:
         cache.remember(users, value)
     if obj.target and obj.target != ANY_TARGET:
         return False
+    if type(obj.props) is not Props:
+        return False
     # Falsy non-strings (0, None, b"") slipped past the probes above: reject them.
     for value in (
         obj.assignee,
@@ -228,6 +232,7 @@ def _with_role(obj: ResourceFacts, role: str) -> ResourceFacts:
         obj.new_role,
         obj.grantee,
         obj.target,
+        obj.props,
     )
 
 
@@ -640,6 +645,8 @@ class PolicyEngine:
                     return Reason.TARGET_REQUIRED.value
                 if row[3] in ("group", "into_group") and self._outranked_in_group(req, row[3]):
                     return Reason.RANK_LIMIT.value
+                if row[3].startswith(CONDITION_PREFIX):
+                    return Reason.CONDITION_NOT_MET.value
                 return _SCOPE_REASON.get(row[3], Reason.NOT_PERMITTED).value
         return Reason.NOT_PERMITTED.value
 
