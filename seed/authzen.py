@@ -62,6 +62,8 @@ CERT_USERS: list[Person] = [
 CERT_RESOURCES = [
     {"type": "record", "id": "record-1", "properties": {"status": "active"}},
     {"type": "record", "id": "record-2", "properties": {"status": "archived"}},
+    # §C.1.1: bob's subject properties (what the pack's conditions read when a request carries none)
+    {"type": "user", "id": "bob", "properties": {"role": "admin"}},
 ]
 FIXTURES: dict[str, tuple[str, str, str, list[Person], list[dict[str, Any]]]] = {
     # name: (workspace slug, pack, workspace name, users, resource catalog)

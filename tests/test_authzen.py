@@ -364,14 +364,18 @@ def test_resource_search_lists_the_workspace_catalog(client: FlaskClient, app: F
     db.session.commit()
     body = {"subject": {"type": "user", "id": "alice"}, "action": {"name": "write"}, "resource": {"type": "record"}}
     status, out = call(client, RESOURCES, secret, body)
-    assert status == 200 and [r["id"] for r in out["results"]] == ["record-1", "record-2"]
+    # alice writes record-1; record-2 is archived (§C.1.4 rule 5, from the catalog's properties)
+    assert status == 200 and [r["id"] for r in out["results"]] == ["record-1"]
     assert all(r["type"] == "record" for r in out["results"])
+    _, out = call(client, RESOURCES, secret, {**body, "resource": {"type": "record"}, "action": {"name": "read"}})
+    assert [r["id"] for r in out["results"]] == ["record-1", "record-2"]
+    # bob, admin by his catalog entry, writes the archived record only (rules 4 and 6; S5)
     _, out = call(client, RESOURCES, secret, {**body, "subject": {"type": "user", "id": "bob"}})
-    assert out["results"] == []
+    assert [r["id"] for r in out["results"]] == ["record-2"]
     _, out = call(client, RESOURCES, secret, {**body, "resource": {"type": "spaceship"}})
     assert out["results"] == []
     _, out = call(client, RESOURCES, secret, {**body, "resource": {"type": "record", "id": "record-2"}})
-    assert [r["id"] for r in out["results"]] == ["record-1", "record-2"]  # resource.id is ignored
+    assert [r["id"] for r in out["results"]] == ["record-1"]  # resource.id is ignored
 
 
 def test_the_catalog_says_which_resources_exist(client: FlaskClient, app: Flask) -> None:

@@ -366,10 +366,47 @@ def discovery(h: Harness) -> None:
     h.check("c-6-5", out.get("decision") is True, "the advertised evaluation endpoint")
 
 
+ARCHIVED = {"type": "record", "id": "record-2", "properties": {"status": "archived"}}
+ACTIVE = {"type": "record", "id": "record-1", "properties": {"status": "active"}}
+BOB_ADMIN = {"type": "user", "id": "bob", "properties": {"role": "admin"}}
+
+
+def basic_properties(h: Harness) -> None:
+    """Test ids c-2-2-4..7: §C.1.4 rules 5-8, decided on the request's properties (pack conditions)."""
+    h.decision("c-2-2-4", EVAL, {"subject": ALICE, "action": WRITE, "resource": ARCHIVED}, False)
+    h.decision("c-2-2-5", EVAL, {"subject": BOB_ADMIN, "action": WRITE, "resource": ARCHIVED}, True)
+    soft = {"subject": ALICE, "action": {"name": "delete", "properties": {"soft": True}}, "resource": R1}
+    h.decision("c-2-2-6", EVAL, soft, True)
+    hard = {"subject": ALICE, "action": {"name": "delete", "properties": {"soft": False}}, "resource": R1}
+    h.decision("c-2-2-7", EVAL, hard, False)
+
+
+def batch_properties(h: Harness) -> None:
+    """Test ids c-3-2-3, -4, -7: properties per item, and whole-entity default inheritance."""
+    per_item = [{"resource": ACTIVE}, {"resource": ARCHIVED}]
+    h.batch("c-3-2-3", {"subject": ALICE, "action": WRITE, "evaluations": per_item}, [True, False])
+    subjects = [{"subject": ALICE}, {"subject": BOB_ADMIN}]
+    h.batch("c-3-2-4", {"action": WRITE, "resource": ARCHIVED, "evaluations": subjects}, [False, True])
+    inherit = {"subject": ALICE, "action": WRITE, "resource": ACTIVE, "evaluations": [{}, {"resource": ARCHIVED}]}
+    h.batch("c-3-2-7", inherit, [True, False])
+
+
+def search_properties(h: Harness) -> None:
+    """Test ids c-4-2-4, c-4-3-4, c-4-4-3: searches S4-S6 (rule 6)."""
+    who = {"subject": {"type": "user"}, "action": WRITE, "resource": ARCHIVED}
+    h.search("c-4-2-4", SUBJECT, who, ["bob"], "id", "user")
+    body = {"subject": BOB_ADMIN, "action": WRITE, "resource": {"type": "record"}}
+    h.search("c-4-3-4", RESOURCE, body, ["record-2"], "id", "record")
+    h.search("c-4-4-3", ACTION, {"subject": BOB_ADMIN, "resource": ARCHIVED}, ["write"], "name", None)
+
+
 LEVELS: dict[str, Callable[[Harness], None]] = {
     "Basic Core": basic_core,
+    "Basic Properties": basic_properties,
     "Batch Core": batch_core,
+    "Batch Properties": batch_properties,
     "Search Core": search_core,
+    "Search Properties": search_properties,
     "Discovery": discovery,
 }
 

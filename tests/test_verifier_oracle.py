@@ -229,7 +229,11 @@ class Oracle:
 
             return fn
 
-        self.functions = {"rankAbove": above(manage_x), "mayGrant": above(grant_x)}
+        def when(scope: str, obj: Any) -> bool:
+            # an attribute condition holds exactly when the situation says so (both are enumerated)
+            return scope.startswith("when:") and scope[5:] in getattr(obj, "holding", "").split(",")
+
+        self.functions = {"rankAbove": above(manage_x), "mayGrant": above(grant_x), "when": when}
         ops = pack.meta.get("operations") or {}
         rank_scoped = {r[3] for r in pack.rules if r[0] == "p" and r[4] == "rank"}
         declared = {ops[k] for k in ("invite", "change_role", "transfer_ownership", "grant_platform_role") if k in ops}
@@ -267,8 +271,13 @@ class Oracle:
         scopes = {r[4] for r in self.pack.rules if r[0] == "p" and r[3] == action}
         names = set(COMMON)
         for s in scopes:
-            names |= PER_SCOPE.get(s, set(re.findall(r"r\.obj\.(\w+)", MATCHER)))
+            if not s.startswith("when:"):  # a condition reads properties only (enumerated as `holding`)
+                names |= PER_SCOPE.get(s, set(re.findall(r"r\.obj\.(\w+)", MATCHER)))
         return names - {"role"}
+
+    def _conditions(self, action: str) -> list[str]:
+        scopes = {r[4] for r in self.pack.rules if r[0] == "p" and r[3] == action}
+        return sorted(s[5:] for s in scopes if s.startswith("when:"))
 
     def _resources(self, action: str, subject: str, dom: str) -> list[dict[str, str]]:
         read = self._read(action)
@@ -281,7 +290,10 @@ class Oracle:
                 continue  # this world has no group or team links in the platform domain: every unit is n
             person = facts.get("member") or facts.get("grantee", "")
             facts["role"] = _current(self.w, person, dom)
-            out.append(facts)
+            conds = self._conditions(action)
+            for k in range(len(conds) + 1):
+                for holding in itertools.combinations(conds, k):
+                    out.append({**facts, "holding": ",".join(holding)} if conds else facts)
         return out
 
     def decide(self) -> set[tuple[str, str, str, str]]:
@@ -380,6 +392,8 @@ MINI_DOC: dict[str, Any] = {
         {"id": "edit_c"},
     ],
     "grants": [],
+    # attribute conditions (their CEL never runs here: verifier and oracle decide each both ways)
+    "conditions": {"ca": {"when": "context.a == true"}, "cb": {"when": "resource.b == 1"}},
 }
 MINI_RULES = [
     ("g4", "pack:mini", "role:mini:low"),
@@ -427,7 +441,7 @@ def random_edit(rng: random.Random) -> tuple[str, PackSet] | None:
             str(rng.choice([1, 50, 75, 85, 95, 110])),
             f"role:mini:{rng.choice(roles)}",
             act,
-            rng.choice(SCOPES),
+            rng.choice([*SCOPES, "when:ca", "when:cb"]),
             rng.choice(["-", "-", "fa", "fb"]),
             rng.choice(["allow", "allow", "deny"]),
         )
@@ -517,7 +531,7 @@ def test_verifier_agrees_with_brute_force_on_random_edits() -> None:
     assert COUNTS.failing and COUNTS.failing < COUNTS.edits, "the edits must produce both verdicts"
 
 
-@pytest.mark.parametrize("scope", ["assignee", "owner"])
+@pytest.mark.parametrize("scope", ["assignee", "owner", "when:ca"])
 def test_every_scope_on_a_grant_action_is_decided_alike(scope: str) -> None:
     """A rank-0 role with a grant rule at each scope: both find the escalation (reproduction 2's family)."""
     doc = {**MINI_DOC, "roles": [*MINI_DOC["roles"], {"id": "helper", "rank": 0}]}

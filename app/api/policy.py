@@ -434,7 +434,7 @@ def explain() -> Response:
         if prep.request is None:
             decision = Decision(False, prep.early or Reason.INVALID_REQUEST.value, live.revision)
         else:
-            decision = role_eng.explain(prep.request)
+            decision = role_eng.decide(prep.request, explain=True)
     else:
         decision = decisions.decide([body.as_check()], eng, explain=True)[0]
     out = decision.as_dict(explain=True)

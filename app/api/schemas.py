@@ -314,7 +314,7 @@ class MatrixQuery(QueryModel):
 
 
 class MatrixResult(BaseModel):
-    """A pack's role × action table computed by the engine: ✅, ✅* (only in a managed scope), ✅† / —."""
+    """A pack's role × action table computed by the engine: ✅, ✅* (managed scope), ✅† (rank), ✅ᶜ (condition), —."""
 
     revision: int
     pack: str

@@ -41,6 +41,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .conditions import PREFIX as CONDITION_PREFIX
+from .conditions import VERIFY_KEY, Props
+from .enforcer import rank_functions
 from .engine import PolicyEngine, RuleChange
 from .memo import MatcherPlan, UnsupportedMatcherError
 from .packs import P_ACT, P_FIELDS, P_SCOPE, Pack, PackSet, Rule, format_rule
@@ -178,6 +181,7 @@ class Reads:
 
     uses: dict[str, set[str]] = field(default_factory=dict)
     features: set[str] = field(default_factory=set)
+    conditions: set[str] = field(default_factory=set)  # ids of ``when:<id>`` rules: each decided both ways
     problems: list[str] = field(default_factory=list)
 
 
@@ -210,6 +214,17 @@ def _classify(atom: ast.expr, reads: Reads) -> None:
         fn, args = atom.func.id, atom.args
         if fn == "g5" and len(args) == 2 and _is_name(args[0], "r_dom") and isinstance(args[1], ast.Constant):
             reads.features.add(str(args[1].value))
+            return
+        if (
+            fn == "when"
+            and len(args) == 2
+            and isinstance(args[0], ast.Constant)
+            and str(args[0].value).startswith(CONDITION_PREFIX)
+            and _is_name(args[1], "r_obj")
+        ):
+            # An attribute condition: true and false are both enumerated (whatever properties a
+            # request carries, the condition can only be one of them), so a condition never widens.
+            reads.conditions.add(str(args[0].value)[len(CONDITION_PREFIX) :])
             return
         if fn in ("g2", "g3") and len(args) == 3 and _is_name(args[2], "r_dom"):
             unit = _obj_field(args[1])
@@ -302,7 +317,7 @@ def probe_world(packset: PackSet, pack: Pack) -> PolicyEngine:
                     facts += [("g3", user, f"{unit}:{name}", WS) for name in UNIT_NAMES]
     for role in pack.platform_roles:
         facts.append(("g", _platform_target(role.id), pack.role_key(role.id), "*"))
-    return PolicyEngine(packset, facts)
+    return PolicyEngine(packset.flagged(), facts)
 
 
 Facts = tuple[tuple[str, str], ...]
@@ -353,6 +368,9 @@ def situations(reads: Reads, pack: Pack, platform: bool, every_role: bool = True
     """
     names = [n for n in RESOURCE_FIELDS if n in reads.uses and FIELD_KINDS.get(n) != "derived"]
     domains = [_domain(n, reads.uses[n], pack, platform, every_role) for n in names]
+    for cid in sorted(reads.conditions):  # each condition fails ("") or holds
+        names.append(CONDITION_PREFIX + cid)
+        domains.append(["", "holds"])
     out = [tuple((n, v) for n, v in zip(names, values) if v) for values in itertools.product(*domains)]
     out.sort(key=len)  # stable: fewer facts first
     return out
@@ -386,7 +404,9 @@ def describe_situation(domain: str, off: Sequence[str], facts: Facts, pack: Pack
         parts.append(f"in {domain}")
     for name, value in facts:
         kind = FIELD_KINDS.get(name)
-        if kind in ("user", "target"):
+        if name.startswith(CONDITION_PREFIX):
+            parts.append(f"condition {name[len(CONDITION_PREFIX) :]} holds")
+        elif kind in ("user", "target"):
             parts.append(f"{name}: {_person(value, pack)}")
         elif kind == "unit":
             unit = value.split(":", 1)[1] if ":" in value else value
@@ -410,8 +430,11 @@ class Combo:
     facts: Facts
 
     def obj(self, subject: str) -> ResourceFacts:
-        """The resource facts for one subject."""
-        return ResourceFacts(**{k: subject if v == SUB else v for k, v in self.facts})
+        """The resource facts for one subject (conditions that hold go to the probe's context)."""
+        fields = {k: subject if v == SUB else v for k, v in self.facts if not k.startswith(CONDITION_PREFIX)}
+        holding = [k[len(CONDITION_PREFIX) :] for k, _ in self.facts if k.startswith(CONDITION_PREFIX)]
+        props = Props(context={VERIFY_KEY: holding}) if holding else Props()
+        return ResourceFacts(**fields, props=props)
 
 
 class _Prober:
@@ -426,7 +449,7 @@ class _Prober:
             model["m"]["m"].value,
             [t.removeprefix("r_") for t in model["r"]["r"].tokens],
             [t.removeprefix("p_") for t in model["p"]["p"].tokens],
-            {},
+            rank_functions(packset.packs),  # their ``fold`` hooks: when(<not a condition>, …) is false
             [],
         )
 

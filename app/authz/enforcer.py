@@ -21,13 +21,15 @@ from casbin.model import Model
 from casbin.util import key_match
 from casbin.util.log import disabled_logging
 
+from .conditions import when_function
 from .identifiers import PLATFORM_DOMAIN, split_role
 from .packs import P_ACT, Pack, Rule
 from .rolemanager import IndexedRoleManager
 
 
 def rank_functions(packs: Mapping[str, Pack]) -> dict[str, Callable[..., bool]]:
-    """The custom matcher functions ``rankAbove`` and ``mayGrant``, closed over pack ranks."""
+    """The custom matcher functions: ``rankAbove`` and ``mayGrant`` (closed over pack ranks) and
+    ``when`` (the packs' attribute conditions, compiled with the packs)."""
     rank: dict[str, int] = {}
     grant_extra: dict[str, frozenset[str]] = {}
     manage_extra: dict[str, frozenset[str]] = {}
@@ -72,7 +74,8 @@ def rank_functions(packs: Mapping[str, Pack]) -> dict[str, Callable[..., bool]]:
         """The actor's role may grant new_role: strictly lower, or a pack exception."""
         return _compare(actor_role, new_role, grant_extra)
 
-    return {"rankAbove": rank_above, "mayGrant": may_grant}
+    conditions = {c.id: c for pack in packs.values() for c in pack.conditions}
+    return {"rankAbove": rank_above, "mayGrant": may_grant, "when": when_function(conditions)}
 
 
 def _model(model_text: str) -> Model:

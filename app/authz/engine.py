@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .conditions import PREFIX as CONDITION_PREFIX
+from .conditions import Props
 from .enforcer import IndexedEnforcer, rank_functions
 from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_local, valid_pack
 from .memo import MatcherPlan
@@ -188,6 +190,8 @@ def _fast_valid(req: AccessRequest, cache: _ValidCache) -> bool:
         cache.remember(users, value)
     if obj.target and obj.target != ANY_TARGET:
         return False
+    if type(obj.props) is not Props:
+        return False
     # Falsy non-strings (0, None, b"") slipped past the probes above: reject them.
     for value in (
         obj.assignee,
@@ -228,6 +232,7 @@ def _with_role(obj: ResourceFacts, role: str) -> ResourceFacts:
         obj.new_role,
         obj.grantee,
         obj.target,
+        obj.props,
     )
 
 
@@ -459,6 +464,45 @@ class PolicyEngine:
             log.exception("authz error on %r", req)
             return Decision(False, Reason.ERROR.value, self.revision)
 
+    def decide(self, req: AccessRequest, explain: bool = False) -> Decision:
+        """Decide one request of a decision surface: :meth:`check` (or :meth:`explain`), with the
+        group or team the caller left out derived from the stored relationships.
+
+        A denied request that names a member but no group (team) is asked again once per group
+        (team) that the subject manages and the member belongs to (g2 ∩ g3 in the workspace), each a
+        complete Casbin question; the first allow answers, else the first denial stands. A fact the
+        caller passes is never replaced (it must match what is stored, as before), so deriving
+        answers exactly what passing a stored fact would — it never widens a grant.
+        """
+        first = self.explain(req) if explain else self.check(req)
+        if first.allowed:
+            return first
+        for scoped in self.derived(req):
+            again = self.explain(scoped) if explain else self.check(scoped)
+            if again.allowed:
+                return again
+        return first
+
+    def derived(self, req: AccessRequest) -> list[AccessRequest]:
+        """``req`` with each omitted group or team filled in from the stored relationships: the
+        scopes the subject manages that the request's member belongs to (none without a member)."""
+        obj = req.obj
+        if not obj.member.startswith("user:") or (obj.group and obj.team):
+            return []
+        with self._lock:
+            managed = self._rms["g2"].direct(req.subject, req.domain)
+            if not managed:
+                return []
+            g3 = self._rms["g3"]
+            shared = [s for s in managed if g3.has_link(obj.member, s, req.domain)]
+        out = []
+        for scope in shared:
+            if scope.startswith("group:") and not obj.group:
+                out.append(AccessRequest(req.subject, req.domain, dataclasses.replace(obj, group=scope), req.action))
+            elif scope.startswith("team:") and not obj.team:
+                out.append(AccessRequest(req.subject, req.domain, dataclasses.replace(obj, team=scope), req.action))
+        return out
+
     def batch(self, reqs: Iterable[AccessRequest]) -> list[Decision]:
         """Decide many requests, in order."""
         return [self.check(r) for r in reqs]
@@ -601,6 +645,8 @@ class PolicyEngine:
                     return Reason.TARGET_REQUIRED.value
                 if row[3] in ("group", "into_group") and self._outranked_in_group(req, row[3]):
                     return Reason.RANK_LIMIT.value
+                if row[3].startswith(CONDITION_PREFIX):
+                    return Reason.CONDITION_NOT_MET.value
                 return _SCOPE_REASON.get(row[3], Reason.NOT_PERMITTED).value
         return Reason.NOT_PERMITTED.value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .conditions import PREFIX as CONDITION_PREFIX
+from .conditions import VERIFY_KEY, Props
 from .engine import PolicyEngine
 from .packs import P_ACT, P_FIELDS, P_SCOPE, P_SUB, STARRED_SCOPES, Pack, PackSet, Rule
 from .types import AccessRequest, ResourceFacts
@@ -18,15 +20,23 @@ def probe_engine(packset: PackSet, pack: Pack) -> PolicyEngine:
         facts.append(("g", user, pack.role_key(role.id), dom))
         facts.append(("g2", user, "group:probe", _WS))
         facts.append(("g2", user, "team:probe", _WS))
+    # conditions are flags here: a cell allowed only when one holds prints ✅ᶜ (conditional)
     for role in pack.workspace_roles:
         facts.append(("g", f"user:probe-target-{role.id}", pack.role_key(role.id), _WS))
     facts.append(("g3", "user:probe-target", "group:probe", _WS))
     facts.append(("g3", "user:probe-target", "team:probe", _WS))
-    return PolicyEngine(packset, facts)
+    return PolicyEngine(packset.flagged(), facts)
+
+
+def conditions_of(engine: PolicyEngine, action: str) -> list[str]:
+    """Ids of the conditions the action's rules carry (``when:<id>`` scopes)."""
+    scopes = {r[P_SCOPE - 1] for r in engine.enforcer.p_rules(action)}
+    return sorted(s[len(CONDITION_PREFIX) :] for s in scopes if s.startswith(CONDITION_PREFIX))
 
 
 def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
-    """``✅`` if allowed unscoped, ``✅*`` if allowed only within a managed scope, else ``—``."""
+    """``✅`` if allowed unscoped, ``✅*`` if allowed only within a managed scope, ``✅ᶜ`` if allowed
+    only when one of the action's attribute conditions holds, else ``—``."""
     user = f"user:probe-{role_id}"
     if any(r[P_SCOPE - 1] == "rank" for r in engine.enforcer.p_rules(action)):
         # Rank-limited actions: compare what each column may do to whom (an empty probe
@@ -56,6 +66,13 @@ def cell(engine: PolicyEngine, pack: Pack, role_id: str, action: str) -> str:
         if engine.check(AccessRequest(user, _WS, obj, action)).allowed:
             rows = [r for r in engine.enforcer.p_rules(action) if r[P_SCOPE - 1] in STARRED_SCOPES]
             return "✅*" if rows else "✅"
+    held = conditions_of(engine, action)
+    if held:
+        holding = Props(context={VERIFY_KEY: held})
+        for obj in plain:
+            conditional = ResourceFacts(obj.type, obj.id, obj.assignee, obj.owner, props=holding)
+            if engine.check(AccessRequest(user, _WS, conditional, action)).allowed:
+                return "✅ᶜ"
     return "—"
 
 

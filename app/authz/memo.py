@@ -49,8 +49,21 @@ def python_matcher(matcher: str) -> str:
 
 
 class _Folder(ast.NodeTransformer):
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], functions: Mapping[str, Callable[..., Any]]) -> None:
         self.env = env
+        self.functions = functions
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        # A custom function may answer for a constant first argument without the request (its
+        # ``fold`` attribute: a bool, or None to ask per request): ``when("any", r_obj)`` is false.
+        self.generic_visit(node)
+        if isinstance(node.func, ast.Name) and node.args and isinstance(node.args[0], ast.Constant):
+            fold = getattr(self.functions.get(node.func.id), "fold", None)
+            if fold is not None:
+                value = fold(node.args[0].value)
+                if value is not None:
+                    return ast.Constant(bool(value))
+        return node
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         if node.id in self.env:
@@ -186,7 +199,7 @@ class MatcherPlan:
             return cached
         env = dict(zip(self.policy_fields, row))
         env["r_act"] = act
-        body = _Folder(env).visit(copy.deepcopy(self.tree))
+        body = _Folder(env, self.functions).visit(copy.deepcopy(self.tree))
         found: dict[str, ast.expr] = {}
         _atoms(body, found)
         atoms: dict[str, ast.expr] = {}

@@ -11,6 +11,7 @@ Adding a pack is adding two files; no Python changes.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .conditions import PREFIX as CONDITION_PREFIX
+from .conditions import Condition, ConditionError, compile_condition, flagged
 from .identifiers import (
     PLATFORM_DOMAIN,
     InvalidIdentifierError,
@@ -110,6 +113,14 @@ class Pack:
     decisions: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     document: Mapping[str, Any] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
+
+    def condition(self, cid: str) -> Condition | None:
+        """The condition with this id (``when:<id>`` scopes), or None."""
+        for c in self.conditions:
+            if c.id == cid:
+                return c
+        return None
 
     def role(self, role_id: str) -> RoleDef | None:
         """The role with this id, or None."""
@@ -183,7 +194,8 @@ def validate_rule(rule: Rule, problems: list[str], where: str = "") -> None:
             problems.append(f"{where}p subject must be a role key: {format_rule(rule)}")
         if not valid_action(act):
             problems.append(f"{where}action must be snake_case: {format_rule(rule)}")
-        if scope not in SCOPES:
+        conditional = scope.startswith(CONDITION_PREFIX) and valid_action(scope[len(CONDITION_PREFIX) :])
+        if scope not in SCOPES and not conditional:
             problems.append(f"{where}unknown scope {scope!r}: {format_rule(rule)}")
         if feature != "-" and not valid_action(feature):
             problems.append(f"{where}feature must be '-' or snake_case: {format_rule(rule)}")
@@ -281,6 +293,17 @@ def build_pack(data: Mapping[str, Any], rules: Iterable[Rule]) -> Pack:
         for rid in (g.role, *g.may_grant, *g.may_manage):
             if rid not in seen:
                 problems.append(f"{pid}: grant exception names unknown role {rid!r}")
+    conditions: list[Condition] = []
+    raw_conditions = data.get("conditions") or {}
+    if not isinstance(raw_conditions, Mapping):
+        problems.append(f"{pid}: 'conditions' must map ids to {{when: <CEL>, description: ...}}")
+        raw_conditions = {}
+    for cid, spec in raw_conditions.items():
+        spec = spec if isinstance(spec, Mapping) else {"when": spec}
+        try:
+            conditions.append(compile_condition(str(cid), spec.get("when", ""), str(spec.get("description", ""))))
+        except ConditionError as exc:
+            problems.append(f"{pid}: {exc}")
     rules = list(rules)
     for rule in rules:
         validate_rule(rule, problems, f"{pid}: ")
@@ -299,6 +322,7 @@ def build_pack(data: Mapping[str, Any], rules: Iterable[Rule]) -> Pack:
         decisions=_as_tuple(data.get("decisions")),
         meta={k: v for k, v in data.items() if k not in {"roles", "platform_roles", "actions"}},
         document=dict(data),
+        conditions=tuple(conditions),
     )
     problems.extend(check_pack_rules(pack, pack.rules))
     if problems:
@@ -326,6 +350,9 @@ def check_pack_rules(pack: Pack, rules: Iterable[Rule]) -> list[str]:
                 problems.append(f"{pack.id}: unknown action {act} in {format_rule(rule)}")
             if feature != "-" and feature not in features:
                 problems.append(f"{pack.id}: unknown feature {feature} in {format_rule(rule)}")
+            scope = rule[4]
+            if scope.startswith(CONDITION_PREFIX) and pack.condition(scope[len(CONDITION_PREFIX) :]) is None:
+                problems.append(f"{pack.id}: unknown condition {scope} in {format_rule(rule)}")
         elif rule[0] == "g" and len(rule) == 4:
             _, child, parent, dom = rule
             if dom != PLATFORM_DOMAIN or child not in role_keys or parent not in role_keys:
@@ -385,9 +412,32 @@ class PackSet:
     packs: Mapping[str, Pack]
     model_text: str
 
+    def __post_init__(self) -> None:
+        # ``when:<id>`` names one condition of the whole policy (the matcher function sees no pack).
+        owner: dict[str, str] = {}
+        problems = []
+        for pack in self.packs.values():
+            for c in pack.conditions:
+                if c.id in owner:
+                    problems.append(f"{pack.id}: condition {c.id!r} is already a condition of {owner[c.id]}")
+                owner.setdefault(c.id, pack.id)
+        if problems:
+            raise PackError(problems)
+
     def pack(self, pack_id: str) -> Pack | None:
         """The pack with this id, or None."""
         return self.packs.get(pack_id)
+
+    def flagged(self) -> PackSet:
+        """The packs with every attribute condition replaced by a flag the caller sets per request
+        (``conditions.flagged``): how the verifier and the matrix decide a condition both ways."""
+        if not any(p.conditions for p in self.packs.values()):
+            return self
+        packs = {
+            pid: dataclasses.replace(p, conditions=tuple(flagged(c) for c in p.conditions))
+            for pid, p in self.packs.items()
+        }
+        return PackSet(packs, self.model_text)
 
     def all_rules(self) -> list[Rule]:
         """Every pack's rules, in pack order then file order."""

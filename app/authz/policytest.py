@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from .conditions import NO_PROPS, VARIABLES, Props
 from .engine import PolicyEngine
 from .packs import PackSet, Rule
 from .types import RESOURCE_FIELDS, AccessRequest, ResourceFacts
@@ -60,6 +61,8 @@ class PolicyCase:
     resource: Mapping[str, str]
     expect: str
     reason: str = ""
+    # subject/resource/action/context properties for the pack's conditions (``when:<id>`` rules)
+    properties: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -143,22 +146,26 @@ def load_suite(path: Path) -> PolicySuite:
             cells = row["cells"]
             if len(cells) != len(columns):
                 raise ValueError(f"{path.name}: row {action} has {len(cells)} cells for {len(columns)} columns")
+            # A conditional row (``properties:``) is asked with the properties under which the seed's
+            # cell holds (a ✅ "when not in use" cell: in_use false); its denied cells with them too.
+            props = _properties(row.get("properties"), f"table {action}")
             for col, cell in zip(columns, cells):
                 kind = CELL[str(cell)]
                 inside = resource(row.get("resource"), col)
+                name = f"table {action} [{col}]"
                 if kind == "scoped":
                     suite.cases.append(
-                        PolicyCase(str(path), f"table {action} [{col}] inside scope", col, ws, action, inside, "allow")
+                        PolicyCase(str(path), f"{name} inside scope", col, ws, action, inside, "allow", "", props)
                     )
                     outside = resource(row.get("outside"), col)
                     suite.cases.append(
-                        PolicyCase(str(path), f"table {action} [{col}] outside scope", col, ws, action, outside, "deny")
+                        PolicyCase(str(path), f"{name} outside scope", col, ws, action, outside, "deny", "", props)
                     )
                 else:
-                    suite.cases.append(PolicyCase(str(path), f"table {action} [{col}]", col, ws, action, inside, kind))
+                    suite.cases.append(PolicyCase(str(path), name, col, ws, action, inside, kind, "", props))
                     if kind == "deny":
                         suite.cases.extend(
-                            PolicyCase(str(path), f"table {action} [{col}] {label}", col, ws, action, res, "deny")
+                            PolicyCase(str(path), f"{name} {label}", col, ws, action, res, "deny", "", props)
                             for label, res in _situations(col, inside, targets, new_roles)
                         )
     for c in data.get("cases") or []:
@@ -172,9 +179,19 @@ def load_suite(path: Path) -> PolicySuite:
                 resource=resource(c.get("resource"), str(c["subject"])),
                 expect=str(c["expect"]),
                 reason=str(c.get("reason", "") or ""),
+                properties=_properties(c.get("properties"), str(c["name"])),
             )
         )
     return suite
+
+
+def _properties(raw: Any, name: str) -> dict[str, dict[str, Any]]:
+    """A case's ``properties`` (maps named subject, resource, action, context); ValueError otherwise."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(k in VARIABLES and isinstance(v, Mapping) for k, v in raw.items()):
+        raise ValueError(f"case {name!r}: properties must map {', '.join(VARIABLES)} to maps")
+    return {str(k): dict(v) for k, v in raw.items()}
 
 
 SITUATION = "situation"  # the synthetic people of the denied cells' situations: user:situation-<role>
@@ -226,10 +243,11 @@ def build_request(case: PolicyCase) -> AccessRequest:
         if case.subject.startswith("user:") or ":" in case.subject or case.subject in ("*", "")
         else _user(case.subject)
     )
+    props = Props(**case.properties) if case.properties else NO_PROPS
     return AccessRequest(
         subject,
         _ws(case.workspace) if case.workspace and case.workspace != "*" else case.workspace,
-        ResourceFacts(**res),
+        ResourceFacts(**res, props=props),
         case.action,
     )
 
@@ -248,7 +266,7 @@ def run_suite(packset: PackSet, suite: PolicySuite) -> Iterator[CaseResult]:
     """Run one suite on a fresh engine holding the packs and the suite's facts."""
     engine = PolicyEngine(packset, suite.facts)
     for case in suite.cases:
-        d = engine.check(build_request(case))
+        d = engine.decide(build_request(case))
         got = "allow" if d.allowed else "deny"
         ok = got == case.expect and (not case.reason or case.reason == d.reason)
         yield CaseResult(case, ok, got, d.reason)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .conditions import NO_PROPS, Props
+
 # The resource fields the matcher reads; the core fills each one ("" when absent).
 RESOURCE_FIELDS = (
     "type",
@@ -37,6 +39,7 @@ class Reason(StrEnum):
     NOT_OWNER = "not_owner"
     OUTSIDE_GROUP = "outside_group"
     OUTSIDE_TEAM = "outside_team"
+    CONDITION_NOT_MET = "condition_not_met"
     RANK_LIMIT = "rank_limit"
     UNKNOWN_MEMBER = "unknown_member"
     TARGET_REQUIRED = "target_required"
@@ -70,6 +73,9 @@ class ResourceFacts:
     new_role: str = ""
     grantee: str = ""
     target: str = ""
+    # What pack conditions read (``when:<id>`` scopes): subject, resource, action and context
+    # properties; not a matcher field of its own (``when(p.scope, r.obj)`` reads it).
+    props: Props = NO_PROPS
 
 
 @dataclass(frozen=True, slots=True)

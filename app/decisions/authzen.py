@@ -25,7 +25,18 @@ from sqlalchemy.orm import Session, object_session
 
 from app import database
 from app.authz import Decision, Pack, PolicyEngine, Reason
-from app.decisions.resolution import Check, CheckAttributes, CheckResource, candidates, decide, domain_of, user_handles
+from app.decisions.resolution import (
+    Check,
+    CheckAttributes,
+    CheckProperties,
+    CheckResource,
+    candidates,
+    decide,
+    domain_of,
+    resolve_users,
+    user_handles,
+    user_ref,
+)
 from app.errors import BadRequestError, UnavailableError
 from app.extensions import authz, db
 from app.models import Workspace
@@ -134,7 +145,15 @@ def _core_attribute(name: str, value: Any) -> int | str:
     return _attribute(name, value)
 
 
-def to_check(subject: Entity, action: str, resource: Entity, workspace: str, mapping: Mapping[str, str]) -> Check:
+def to_check(
+    subject: Entity,
+    action: str,
+    resource: Entity,
+    workspace: str,
+    mapping: Mapping[str, str],
+    action_properties: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> Check:
     """The decision core's question for one AuthZEN (subject, action, resource) in a workspace.
 
     A ``member`` resource names its member by ``id`` (or ``properties.member``): a rank-scoped action
@@ -151,11 +170,19 @@ def to_check(subject: Entity, action: str, resource: Entity, workspace: str, map
         attrs["member"] = resource.id
     # Only user subjects are users; any other type names nobody (unknown_subject).
     sub = subject.id if subject.type == USER_TYPE and subject.id is not None else ""
+    # Every property reaches the pack's conditions (CEL), whatever the pack maps to attributes.
+    props = CheckProperties(
+        subject=dict(subject.properties),
+        resource=dict(resource.properties),
+        action=dict(action_properties or {}),
+        context=dict(context or {}),
+    )
     return Check(
         subject=sub,
         workspace=workspace,
         action=action,
         resource=CheckResource(type=resource.type, id=resource.id or "", attributes=CheckAttributes(**attrs)),  # type: ignore[arg-type]
+        properties=props,
     )
 
 
@@ -253,6 +280,28 @@ def catalog(slug: str) -> Catalog:
     )
 
 
+def stored_subject(subject: Entity, cat: Catalog) -> Entity:
+    """The subject with the catalog's properties for it (``type → id``, as for resources) under the
+    request's: what the pack's conditions read when the PEP sends none (certification S4–S6)."""
+    props = cat.get(subject.type, {}).get(subject.id) if subject.id is not None else None
+    return Entity(subject.type, subject.id, {**props, **subject.properties}) if props else subject
+
+
+def stored_users(cat: Catalog, eng: PolicyEngine, domain: str) -> dict[int, Mapping[str, Any]]:
+    """user id → the catalog's properties of that user (catalog ``user`` entries by any user reference)."""
+    listed = cat.get(USER_TYPE, {})
+    if not listed:
+        return {}
+    keys = resolve_users(listed, eng, domain)
+    out: dict[int, Mapping[str, Any]] = {}
+    for ref, props in listed.items():
+        found = user_ref(ref)
+        key = keys.get(found) if found is not None else None
+        if key is not None:
+            out[int(key[5:])] = props
+    return out
+
+
 def known(resource: Entity, cat: Catalog) -> Entity | None:
     """The resource with the catalog's properties under the request's; None if the catalog does not list it."""
     if not cat or resource.id is None:
@@ -284,12 +333,14 @@ def evaluate(
             continue
         if ws not in mappings:
             mappings[ws] = property_map(eng.pack_of(domain_of(ws)))
-        resource = known(it.resource, catalog(ws))
+        cat = catalog(ws)
+        resource = known(it.resource, cat)
         if resource is None:
             slots.append(None)
             continue
         slots.append(len(checks))
-        checks.append(to_check(it.subject, it.action.name, resource, ws, mappings[ws]))
+        subject = stored_subject(it.subject, cat)
+        checks.append(to_check(subject, it.action.name, resource, ws, mappings[ws], it.action.properties, it.context))
     decisions = decide(checks, eng) if checks else []
     out: list[dict[str, Any]] = []
     for slot in slots:
@@ -386,12 +437,25 @@ def search_subjects(
         return SearchResult([])
     domain = domain_of(ws)
     mapping = property_map(eng.pack_of(domain))
-    found_resource = known(ev.resource, catalog(ws))
+    cat = catalog(ws)
+    found_resource = known(ev.resource, cat)
     users = [uid for uid, _ in candidates(eng, domain)] if found_resource is not None else []
     resource = found_resource or ev.resource
+    stored = stored_users(cat, eng, domain) if users else {}
 
     def allowed(chunk: Sequence[int]) -> list[bool]:
-        checks = [to_check(Entity(USER_TYPE, f"user:{uid}"), ev.action.name, resource, ws, mapping) for uid in chunk]
+        checks = [
+            to_check(
+                Entity(USER_TYPE, f"user:{uid}", {**stored.get(uid, {}), **ev.subject.properties}),
+                ev.action.name,
+                resource,
+                ws,
+                mapping,
+                ev.action.properties,
+                ev.context,
+            )
+            for uid in chunk
+        ]
         return [d.allowed for d in decide(checks, eng)]
 
     found, token = _page_of("subject", raw, page, users, allowed)
@@ -407,13 +471,18 @@ def search_resources(
     ws = workspace_of(ev, ev.context, default_ws)
     domain = domain_of(ws)
     mapping = property_map(eng.pack_of(domain))
-    listed = catalog(ws).get(ev.resource.type, {}) if eng.pack_of(domain) is not None else {}
+    cat = catalog(ws)
+    listed = cat.get(ev.resource.type, {}) if eng.pack_of(domain) is not None else {}
     # The request's resource properties (the PEP's facts) apply to every candidate, over the catalog's.
     rtype = ev.resource.type
     resources = [Entity(rtype, rid, {**props, **ev.resource.properties}) for rid, props in listed.items()]
+    subject = stored_subject(ev.subject, cat)
 
     def allowed(chunk: Sequence[int]) -> list[bool]:
-        checks = [to_check(ev.subject, ev.action.name, resources[i], ws, mapping) for i in chunk]
+        checks = [
+            to_check(subject, ev.action.name, resources[i], ws, mapping, ev.action.properties, ev.context)
+            for i in chunk
+        ]
         return [d.allowed for d in decide(checks, eng)]
 
     found, token = _page_of("resource", raw, page, range(len(resources)), allowed)
@@ -433,13 +502,15 @@ def search_actions(
     ws = workspace_of(resource, context, default_ws)
     domain = domain_of(ws)
     pack = eng.pack_of(domain)
-    found_resource = known(resource, catalog(ws))
+    cat = catalog(ws)
+    found_resource = known(resource, cat)
     actions = [a.id for a in pack.actions] if pack is not None and found_resource is not None else []
     mapping = property_map(pack)
     resource = found_resource or resource
+    subject = stored_subject(subject, cat)
 
     def allowed(chunk: Sequence[int]) -> list[bool]:
-        checks = [to_check(subject, actions[i], resource, ws, mapping) for i in chunk]
+        checks = [to_check(subject, actions[i], resource, ws, mapping, None, context) for i in chunk]
         return [d.allowed for d in decide(checks, eng)]
 
     found, token = _page_of("action", raw, page, range(len(actions)), allowed)

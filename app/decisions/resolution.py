@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, object_session
 
 from app import database
 from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
+from app.authz.conditions import NO_PROPS, Props
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.authz.identifiers import domain_of as domain_of
 from app.extensions import authz, db
@@ -89,6 +90,18 @@ class CheckResource(Struct, frozen=True, forbid_unknown_fields=True):
     attributes: CheckAttributes = NO_ATTRIBUTES
 
 
+PropertyMap = Annotated[dict[str, Any], Meta(max_length=64)]
+
+
+class CheckProperties(Struct, frozen=True, forbid_unknown_fields=True):
+    """What the pack's attribute conditions (``when:<id>`` rules, CEL) read; JSON values."""
+
+    subject: PropertyMap = {}
+    resource: PropertyMap = {}
+    action: PropertyMap = {}
+    context: PropertyMap = {}
+
+
 class Check(Struct, frozen=True, forbid_unknown_fields=True):
     """One authorization question (as a surface parsed it, before any reference is resolved)."""
 
@@ -96,6 +109,10 @@ class Check(Struct, frozen=True, forbid_unknown_fields=True):
     workspace: Annotated[Name, _doc("workspace slug (or ws:<slug>)")]
     action: Annotated[Name, _doc("an action of the workspace's pack, snake_case")]
     resource: CheckResource | None = None
+    properties: Annotated[
+        CheckProperties | None,
+        _doc("subject, resource, action and context properties for the pack's conditions (docs/decision-api.md)"),
+    ] = None
 
 
 Lookup = Callable[[object], "str | None"]  # a user reference → its user key, or None (names nobody)
@@ -248,8 +265,11 @@ def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         return Prepared(None, Reason.UNKNOWN_SUBJECT.value)
     domain = domain_of(item.workspace)
     res = item.resource
+    given = item.properties
+    props = Props(given.subject, given.resource, given.action, given.context) if given is not None else NO_PROPS
     if res is None:
-        return Prepared(AccessRequest(subject, domain, NO_FACTS, item.action))
+        obj = NO_FACTS if given is None else ResourceFacts(props=props)
+        return Prepared(AccessRequest(subject, domain, obj, item.action))
     attrs = res.attributes
 
     def person(value: object) -> str:
@@ -290,6 +310,7 @@ def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         new_role=new_role,
         grantee=grantee,
         target=target,
+        props=props,
     )
     return Prepared(AccessRequest(subject, domain, obj, item.action))
 
@@ -323,13 +344,12 @@ def decide(
             return users.get(ref) if ref else None
 
     out = []
-    decide_one = eng.explain if explain else eng.check
     for it in items:
         prep = prepare(it, person_of, eng)
         if prep.request is None:
             out.append(Decision(False, prep.early or Reason.INVALID_REQUEST.value, eng.revision))
         else:
-            out.append(decide_one(prep.request))
+            out.append(eng.decide(prep.request, explain))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from app.authz import ANY_TARGET, NEWCOMER, Decision, Pack, Reason, ResourceFacts
+from app.authz.conditions import NO_PROPS, Props
 from app.authz.identifiers import group_key, team_key
 from app.errors import ForbiddenError, NotFoundError, ValidationError
 from app.extensions import authz
@@ -104,11 +105,13 @@ def grant_facts(grantee_id: int | None, new_role: str) -> ResourceFacts:
     return ResourceFacts(type="member", grantee=grantee, new_role=new_role)
 
 
-def unit_facts(kind: str, name: str, member_id: int | None = None, grant: bool = False) -> ResourceFacts:
+def unit_facts(
+    kind: str, name: str, member_id: int | None = None, grant: bool = False, props: Props = NO_PROPS
+) -> ResourceFacts:
     """Facts for an action on a group (``group:<name>``) or team (``team:<name>``).
 
     ``grant``: the action gives ``member_id`` a link to the unit (manager or member), so they are
-    its grantee too and the actor can never be.
+    its grantee too and the actor can never be. ``props``: what the pack's conditions read.
     """
     key = group_key(name) if kind == "group" else team_key(name)
     member = f"user:{member_id}" if member_id is not None else ""
@@ -119,6 +122,7 @@ def unit_facts(kind: str, name: str, member_id: int | None = None, grant: bool =
         team=key if kind == "team" else "",
         member=member,
         grantee=member if grant else "",
+        props=props,
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app import audit, notifications
 from app.authz import RuleChange
+from app.authz.conditions import Props
 from app.database import in_transaction
 from app.errors import ConflictError, NotFoundError, ValidationError
 from app.extensions import authz
@@ -292,9 +293,18 @@ def update(session: Session, actor: User, ws: Workspace, kind: str, name: str, d
 
 
 def delete(session: Session, actor: User, ws: Workspace, kind: str, name: str) -> None:
-    """Delete a group/team that nobody is in. Raises ForbiddenError, NotFoundError, ConflictError (in use)."""
+    """Delete a group/team that nobody is in. Raises ForbiddenError, NotFoundError, ConflictError (in use).
+
+    Casbin is told whether the unit is in use (``resource.properties.in_use``: people are in it), for
+    packs whose rule is conditional (simulations: "Delete groups (when not actively in use)").
+    """
     check_kind(ws, kind)
-    access.require(actor, ws, ops(kind, "delete"), access.unit_facts(kind, name) if NAME.fullmatch(name) else None)
+    facts = None
+    if NAME.fullmatch(name):
+        found = session.scalar(select(Group).where(Group.workspace_id == ws.id, Group.kind == kind, Group.name == name))
+        used = found is not None and bool(links(session, found))
+        facts = access.unit_facts(kind, name, props=Props(resource={"in_use": used}))
+    access.require(actor, ws, ops(kind, "delete"), facts)
     with in_transaction(session):
         handle = begin(session, actor, kind, f"delete {kind} {name} in {ws.key}")
         g = get(session, ws, kind, name)

@@ -56,7 +56,7 @@ const draft = () => Alpine.store("draft");
 // The engine's symbols (as `flask policy matrix` prints them), shown with glyphs every font has
 // and read out as words.
 const glyph = (v) => String(v).replace(/✅/g, "✓");
-const WORDS = { "✅": "allowed", "✅*": "allowed only in groups or teams they manage", "✅†": "allowed for lower ranks only", "—": "not allowed" };
+const WORDS = { "✅": "allowed", "✅*": "allowed only in groups or teams they manage", "✅†": "allowed for lower ranks only", "✅ᶜ": "allowed when the rule's condition holds", "—": "not allowed" };
 const words = (v) => String(v).split(" → ").map((x) => WORDS[x] || x).join(", would become ");
 
 // Rows of a "decisions that change" table (draft preview and rollback preview).
