@@ -164,6 +164,17 @@ def decision_json(d: Decision) -> dict[str, Any]:
     return {"decision": d.allowed, "context": {"reason": d.reason, "revision": d.revision}}
 
 
+def minimal(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision without our reason and revision (``options.reasons: false``); an item's error stays,
+    as the spec reports per-item errors in ``context.error``."""
+    context = result.get("context")
+    error = context.get("error") if isinstance(context, Mapping) else None
+    out: dict[str, Any] = {"decision": result["decision"]}
+    if error is not None:
+        out["context"] = {"error": error}
+    return out
+
+
 def _invalid_json(message: str, revision: int) -> dict[str, Any]:
     return {
         "decision": False,
