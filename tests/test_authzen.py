@@ -458,7 +458,11 @@ def test_openapi_documents_authzen(client: FlaskClient) -> None:
 @given(
     url=st.sampled_from([EVAL, EVALS, SUBJECTS, RESOURCES, ACTIONS]),
     body=st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(["user", RICK, TODO, "todo"]),
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=8)
+        | st.sampled_from(["user", "identity", RICK, TODO, "todo", "route", "/todos/{todoId}", "/todos/", "PUT"]),
         lambda kids: (
             st.lists(kids, max_size=3)
             | st.dictionaries(
@@ -480,6 +484,7 @@ def test_openapi_documents_authzen(client: FlaskClient) -> None:
                         "token",
                         "workspace",
                         "ownerID",
+                        "reasons",
                     ]
                 ),
                 kids,

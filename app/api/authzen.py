@@ -46,9 +46,10 @@ class _Open(BaseModel):
 
 
 class AzSubject(_Open):
-    """AuthZEN Subject: ``type`` "user" and ``id`` a user id, an email or an external id."""
+    """AuthZEN Subject: ``type`` "user" (or "identity", as API gateways send it) and ``id`` a user id, an email
+    or an external id."""
 
-    type: str = Field(min_length=1, examples=["user"])
+    type: str = Field(min_length=1, examples=["user", "identity"])
     id: str = Field(min_length=1, description="user id, email or external id (in searches for subjects: omitted)")
     properties: dict[str, Any] | None = None
 
@@ -61,9 +62,11 @@ class AzAction(_Open):
 
 
 class AzResource(_Open):
-    """AuthZEN Resource; ``properties`` reach the policy by the names the pack declares (``authzen:``)."""
+    """AuthZEN Resource; ``properties`` reach the policy by the names the pack declares (``authzen:``).
+    Type "route": ``id`` is an HTTP path (or its template) and the action an HTTP method, mapped by the
+    pack's ``authzen.routes``."""
 
-    type: str = Field(min_length=1)
+    type: str = Field(min_length=1, examples=["todo", "route"])
     id: str = Field(min_length=1, description="omitted in searches for resources")
     properties: dict[str, Any] | None = Field(None, description="may carry 'workspace' (a slug)")
 
