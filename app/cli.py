@@ -76,8 +76,11 @@ def db_revision(message: str) -> None:
     command.revision(_alembic_config(), message=message, autogenerate=True)
 
 
+FIXTURES = ["demo", "authzen-todo", "authzen-cert", "authzen-search"]
+
+
 @click.command("seed")
-@click.argument("fixture", required=False, default="demo", type=click.Choice(["demo", "authzen-todo", "authzen-cert"]))
+@click.argument("fixture", required=False, default="demo", type=click.Choice(FIXTURES))
 @with_appcontext
 def seed_cmd(fixture: str) -> None:
     """Load the demo data (DESIGN.md §6), or an AuthZEN interop FIXTURE, into the database; safe to run twice."""

@@ -119,6 +119,7 @@ def test_authzen_evaluation_and_evaluations(client: Client) -> None:
     both = client.evaluations(items, defaults={"subject": {"type": "user", "id": "learner@classroom.example"},
                                                "resource": ws})  # fmt: skip
     assert [e.decision for e in both] == [False, True]
+    assert [e.context.get("reason") for e in both] == ["not_permitted", "granted"]  # the client asks for reasons
     first = client.evaluations(items, defaults={"subject": {"type": "user", "id": "learner@classroom.example"},
                                                 "resource": ws}, semantic="deny_on_first_deny")  # fmt: skip
     assert [e.decision for e in first] == [False]

@@ -36,6 +36,8 @@ ENDPOINTS = {
     "search_resource_endpoint": "/access/v1/search/resource",
     "search_action_endpoint": "/access/v1/search/action",
 }
+# Request options we read besides the spec's (``options.<name>``), with their default per endpoint.
+OPTIONS = {"reasons": {"access_evaluation_endpoint": True, "access_evaluations_endpoint": False}}
 
 
 # -- OpenAPI description (validation is by hand below: 400s, unknown fields ignored) --------------
@@ -44,9 +46,10 @@ class _Open(BaseModel):
 
 
 class AzSubject(_Open):
-    """AuthZEN Subject: ``type`` "user" and ``id`` a user id, an email or an external id."""
+    """AuthZEN Subject: ``type`` "user" (or "identity", as API gateways send it) and ``id`` a user id, an email
+    or an external id."""
 
-    type: str = Field(min_length=1, examples=["user"])
+    type: str = Field(min_length=1, examples=["user", "identity"])
     id: str = Field(min_length=1, description="user id, email or external id (in searches for subjects: omitted)")
     properties: dict[str, Any] | None = None
 
@@ -59,9 +62,11 @@ class AzAction(_Open):
 
 
 class AzResource(_Open):
-    """AuthZEN Resource; ``properties`` reach the policy by the names the pack declares (``authzen:``)."""
+    """AuthZEN Resource; ``properties`` reach the policy by the names the pack declares (``authzen:``).
+    Type "route": ``id`` is an HTTP path (or its template) and the action an HTTP method, mapped by the
+    pack's ``authzen.routes``."""
 
-    type: str = Field(min_length=1)
+    type: str = Field(min_length=1, examples=["todo", "route"])
     id: str = Field(min_length=1, description="omitted in searches for resources")
     properties: dict[str, Any] | None = Field(None, description="may carry 'workspace' (a slug)")
 
@@ -72,6 +77,14 @@ class AzContext(_Open):
     workspace: str | None = None
 
 
+class AzEvaluationOptions(_Open):
+    """Our extension of the spec's general-purpose ``options``."""
+
+    reasons: bool | None = Field(
+        None, description="decisions carry context.reason and context.revision (default true here, false in a batch)"
+    )
+
+
 class AzEvaluationRequest(_Open):
     """``POST /access/v1/evaluation``."""
 
@@ -79,10 +92,12 @@ class AzEvaluationRequest(_Open):
     action: AzAction
     resource: AzResource
     context: AzContext | None = None
+    options: AzEvaluationOptions | None = None
 
 
 class AzDecision(BaseModel):
-    """An AuthZEN decision; ``context`` holds our reason code and the policy revision."""
+    """An AuthZEN decision; ``context`` holds our reason code and the policy revision when asked
+    (``options.reasons``), and an unreadable item's ``error``."""
 
     decision: bool
     context: dict[str, Any] | None = None
@@ -98,9 +113,10 @@ class AzEvaluationItem(_Open):
 
 
 class AzOptions(_Open):
-    """Evaluation options."""
+    """Evaluation options (``reasons``: our extension, default false in a batch)."""
 
     evaluations_semantic: str | None = Field(None, examples=list(authzen.SEMANTICS))
+    reasons: bool | None = Field(None, description="each decision carries context.reason and context.revision")
 
 
 class AzEvaluationsRequest(_Open):
@@ -162,6 +178,10 @@ class AzMetadata(BaseModel):
     search_subject_endpoint: str
     search_resource_endpoint: str
     search_action_endpoint: str
+    learnauthz_options: dict[str, dict[str, bool]] = Field(
+        description="our request options (an extension PEPs may ignore): option -> its default per endpoint",
+        examples=[{"reasons": {"access_evaluation_endpoint": True, "access_evaluations_endpoint": False}}],
+    )
 
 
 # -- authentication --------------------------------------------------------------------------------
@@ -244,6 +264,16 @@ def _page(data: Mapping[str, Any]) -> Page:
     return Page(limit, token or None)
 
 
+def _reasons(data: Mapping[str, Any], default: bool) -> bool:
+    """``options.reasons``: whether each decision carries ``context.reason`` and ``context.revision``."""
+    value = _opt_obj(data.get("options"), "options").get("reasons")
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequestError("options.reasons must be a boolean")
+    return value
+
+
 def _json(payload: Any) -> Response:
     return Response(orjson.dumps(payload), mimetype="application/json")
 
@@ -272,15 +302,17 @@ def _record(results: list[dict[str, Any]], endpoint: str, started: float) -> Non
     errors=(400, 401, 403, 503),
 )
 def evaluation() -> Response:
-    """One decision; ``context.reason`` says why (``granted``, ``not_owner``, ``unknown_subject``, ...)."""
-    ev = _evaluation(_body())
+    """One decision; ``context.reason`` says why unless ``options.reasons`` is false."""
+    data = _body()
+    ev = _evaluation(data)
+    reasons = _reasons(data, default=OPTIONS["reasons"]["access_evaluation_endpoint"])
     started = time.perf_counter()
     workspace = authzen.workspace_of(ev, ev.context, _default_workspace())  # 400 before deciding
     eng = _engine()
     bound_to([workspace], eng)
     result = authzen.evaluate([ev], eng, workspace)[0]
     _record([result], "authzen_evaluation", started)
-    return _json(result)
+    return _json(result if reasons else authzen.minimal(result))
 
 
 def _merged(item: Any, defaults: Mapping[str, Any]) -> Evaluation | Invalid:
@@ -328,8 +360,9 @@ def evaluations() -> Response:
     semantic = options.get("evaluations_semantic", "execute_all")
     if semantic not in authzen.SEMANTICS:
         raise BadRequestError(f"options.evaluations_semantic must be one of {', '.join(authzen.SEMANTICS)}")
-    if not items:  # absent or empty: the single Access Evaluation API
+    if not items:  # absent or empty: the single Access Evaluation API (and its default for reasons)
         return evaluation()
+    reasons = _reasons(data, default=OPTIONS["reasons"]["access_evaluations_endpoint"])
     limit = int(current_app.config["BATCH_MAX_CHECKS"])
     if len(items) > limit:
         raise BadRequestError(f"at most {limit} evaluations per request; got {len(items)}")
@@ -345,7 +378,7 @@ def evaluations() -> Response:
     _bound_items(parsed, eng)
     results = authzen.evaluate(parsed, eng, _default_workspace(), semantic)
     _record(results, "authzen_evaluations", started)
-    return _json({"evaluations": results})
+    return _json({"evaluations": results if reasons else [authzen.minimal(r) for r in results]})
 
 
 _SEARCH_ERRORS = (400, 401, 403, 503)
@@ -428,7 +461,11 @@ def search_action() -> Response:
 def configuration() -> Response:
     """PDP metadata; ``AUTHZEN_PDP_URL`` overrides the base URL (else the URL this request reached)."""
     base = str(current_app.config.get("AUTHZEN_PDP_URL") or request.host_url).rstrip("/")
-    body = {"policy_decision_point": base, **{k: base + path for k, path in ENDPOINTS.items()}}
+    body = {
+        "policy_decision_point": base,
+        **{k: base + path for k, path in ENDPOINTS.items()},
+        "learnauthz_options": OPTIONS,
+    }
     resp = _json(body)
     resp.headers["Cache-Control"] = "public, max-age=300"
     return resp

@@ -54,6 +54,14 @@ CORE_PROPERTIES = ("member", "new_role", "grantee", "target")
 # reference) unless ``properties.member`` does.
 MEMBER_TYPE = "member"
 USER_TYPE = "user"
+# Subject types that name a user (API gateways send "identity": the token's ``sub``).
+SUBJECT_TYPES = (USER_TYPE, "identity")
+# A resource of this type is an HTTP route (``id`` a path or path template) and the action an HTTP
+# method: the pack's ``authzen.routes`` maps them onto one of its actions (the API-gateway scenario).
+ROUTE_TYPE = "route"
+UNKNOWN_ROUTE = "unknown_route"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+ROUTE_SUBJECT = "subject"  # a route fact naming the subject itself
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 SCAN_BUDGET = 5000  # candidates examined per search page at most (a page may hold fewer than limit)
@@ -131,6 +139,124 @@ def property_map(pack: Pack | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items() if isinstance(k, str) and v in MAPPABLE}
 
 
+# -- routes: HTTP methods on path templates -> pack actions (data: the pack's ``authzen.routes``) -------
+@dataclass(frozen=True)
+class Route:
+    """One entry of ``authzen.routes``: ``method`` on ``path`` is the pack's ``action``, asked with ``facts``
+    (resource attribute -> ``"subject"`` or a path variable ``"{name}"``)."""
+
+    method: str
+    path: str
+    action: str
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+    def bind(self, path: str) -> dict[str, str] | None:
+        """The path variables if ``path`` (a concrete path or the template itself) matches, else None."""
+        want, got = _segments(self.path), _segments(path)
+        if len(got) != len(want):
+            return None
+        bound: dict[str, str] = {}
+        for pattern, seg in zip(want, got):
+            if _is_variable(pattern):
+                if not seg:
+                    return None
+                bound[pattern] = seg
+            elif pattern != seg:
+                return None
+        return bound
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    path = path.split("?", 1)[0].split("#", 1)[0].strip("/")
+    return tuple(path.split("/")) if path else ()
+
+
+def _is_variable(segment: str) -> bool:
+    return len(segment) > 2 and segment[0] == "{" and segment[-1] == "}"
+
+
+def route_problems(pack: Pack) -> list[str]:
+    """What is wrong with the pack's ``authzen.routes`` (empty: every entry is well-formed)."""
+    section = pack.meta.get("authzen")
+    raw = section.get("routes") if isinstance(section, Mapping) else None
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        return ["authzen.routes must be a list"]
+    problems: list[str] = []
+    actions = {a.id for a in pack.actions}
+    for i, entry in enumerate(raw):
+        where = f"authzen.routes[{i}]"
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} must be a mapping")
+            continue
+        method, path, action = entry.get("method"), entry.get("path"), entry.get("action")
+        if method not in HTTP_METHODS:
+            problems.append(f"{where}.method must be one of {', '.join(HTTP_METHODS)}")
+        if not isinstance(path, str) or not path.startswith("/"):
+            problems.append(f"{where}.path must be a path starting with /")
+        if action not in actions:
+            problems.append(f"{where}.action {action!r} is not an action of the pack")
+        facts = entry.get("facts", {})
+        if not isinstance(facts, Mapping):
+            problems.append(f"{where}.facts must be a mapping")
+            continue
+        variables = set(_segments(path)) if isinstance(path, str) else set()
+        for attr, value in facts.items():
+            if attr not in MAPPABLE:
+                problems.append(f"{where}.facts.{attr} is not one of {', '.join(MAPPABLE)}")
+            if value != ROUTE_SUBJECT and not (isinstance(value, str) and _is_variable(value) and value in variables):
+                problems.append(f"{where}.facts.{attr} must be 'subject' or a variable of the path")
+    return problems
+
+
+_ROUTES: dict[int, tuple[Pack, tuple[Route, ...]]] = {}
+
+
+def routes(pack: Pack | None) -> tuple[Route, ...]:
+    """The pack's routes, read once per pack object; a pack whose routes have any problem maps none
+    (fail closed: every route request is then ``unknown_route``)."""
+    if pack is None:
+        return ()
+    held = _ROUTES.get(id(pack))
+    if held is not None and held[0] is pack:
+        return held[1]
+    out: tuple[Route, ...] = ()
+    section = pack.meta.get("authzen")
+    if isinstance(section, Mapping) and section.get("routes") and not route_problems(pack):
+        out = tuple(
+            Route(str(e["method"]), str(e["path"]), str(e["action"]), dict(e.get("facts") or {}))
+            for e in section["routes"]
+        )
+    if len(_ROUTES) > 256:
+        _ROUTES.clear()
+    _ROUTES[id(pack)] = (pack, out)
+    return out
+
+
+def has_routes(pack: Pack | None) -> bool:
+    """True if the pack declares ``authzen.routes`` (well-formed or not: route requests are then its own)."""
+    section = pack.meta.get("authzen") if pack is not None else None
+    return isinstance(section, Mapping) and section.get("routes") is not None
+
+
+def route_check(subject: Entity, method: str, resource: Entity, workspace: str, pack: Pack | None) -> Check | None:
+    """The core's question for an HTTP method on a route resource, or None: no route of the pack matches."""
+    path = resource.id or ""
+    for route in routes(pack):
+        if route.method != method.upper():
+            continue
+        bound = route.bind(path)
+        if bound is None:
+            continue
+        facts = {
+            attr: _attribute(attr, subject.id if value == ROUTE_SUBJECT else bound.get(value))
+            for attr, value in route.facts.items()
+        }
+        return to_check(subject, route.action, Entity(ROUTE_TYPE), workspace, {}, facts)
+    return None
+
+
 def _attribute(name: str, value: Any) -> int | str:
     if name in ("group", "team"):
         return value if isinstance(value, str) else "*"  # "*" is never a valid scope: invalid_request
@@ -151,6 +277,7 @@ def to_check(
     resource: Entity,
     workspace: str,
     mapping: Mapping[str, str],
+    facts: Mapping[str, int | str] | None = None,
     action_properties: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> Check:
@@ -158,8 +285,9 @@ def to_check(
 
     A ``member`` resource names its member by ``id`` (or ``properties.member``): a rank-scoped action
     then has its target, and one that names nobody is denied (``unknown_member``), never allowed.
+    ``facts`` are resource attributes already known (a route's).
     """
-    attrs: dict[str, int | str] = {}
+    attrs: dict[str, int | str] = dict(facts or {})
     for prop, attr in mapping.items():
         if prop in resource.properties and resource.properties[prop] is not None:
             attrs[attr] = _attribute(attr, resource.properties[prop])
@@ -168,8 +296,8 @@ def to_check(
             attrs[name] = _core_attribute(name, resource.properties[name])
     if resource.type == MEMBER_TYPE and "member" not in attrs and resource.id is not None:
         attrs["member"] = resource.id
-    # Only user subjects are users; any other type names nobody (unknown_subject).
-    sub = subject.id if subject.type == USER_TYPE and subject.id is not None else ""
+    # Only user (and identity) subjects are users; any other type names nobody (unknown_subject).
+    sub = subject.id if subject.type in SUBJECT_TYPES and subject.id is not None else ""
     # Every property reaches the pack's conditions (CEL), whatever the pack maps to attributes.
     props = CheckProperties(
         subject=dict(subject.properties),
@@ -189,6 +317,17 @@ def to_check(
 def decision_json(d: Decision) -> dict[str, Any]:
     """An AuthZEN decision with our reason and policy revision in its context."""
     return {"decision": d.allowed, "context": {"reason": d.reason, "revision": d.revision}}
+
+
+def minimal(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The decision without our reason and revision (``options.reasons: false``); an item's error stays,
+    as the spec reports per-item errors in ``context.error``."""
+    context = result.get("context")
+    error = context.get("error") if isinstance(context, Mapping) else None
+    out: dict[str, Any] = {"decision": result["decision"]}
+    if error is not None:
+        out["context"] = {"error": error}
+    return out
 
 
 def _invalid_json(message: str, revision: int) -> dict[str, Any]:
@@ -281,10 +420,11 @@ def catalog(slug: str) -> Catalog:
 
 
 def stored_subject(subject: Entity, cat: Catalog) -> Entity:
-    """The subject with the catalog's properties for it (``type → id``, as for resources) under the
-    request's: what the pack's conditions read when the PEP sends none (certification S4–S6)."""
-    props = cat.get(subject.type, {}).get(subject.id) if subject.id is not None else None
-    return Entity(subject.type, subject.id, {**props, **subject.properties}) if props else subject
+    """The subject with the catalog's properties for it (``user`` entries by id, as for resources):
+    what the pack's conditions read (certification S4-S6). What the service stores about a subject wins
+    over what the request says (a caller cannot make anyone an admin); other request properties stay."""
+    props = cat.get(USER_TYPE, {}).get(subject.id) if subject.id is not None else None
+    return Entity(subject.type, subject.id, {**subject.properties, **props}) if props else subject
 
 
 def stored_users(cat: Catalog, eng: PolicyEngine, domain: str) -> dict[int, Mapping[str, Any]]:
@@ -312,6 +452,29 @@ def known(resource: Entity, cat: Catalog) -> Entity | None:
     return Entity(resource.type, resource.id, {**props, **resource.properties})
 
 
+@dataclass(frozen=True)
+class _Denied:
+    """A denial decided before the core: the workspace knows no such resource, or no such route."""
+
+    reason: str
+
+
+def _check_of(it: Evaluation, ws: str, eng: PolicyEngine, mappings: dict[str, dict[str, str]]) -> Check | _Denied:
+    """The core's question for one evaluation placed in ``ws``, or the denial already known."""
+    pack = eng.pack_of(domain_of(ws))
+    if it.resource.type == ROUTE_TYPE and has_routes(pack):
+        check = route_check(it.subject, it.action.name, it.resource, ws, pack)
+        return _Denied(UNKNOWN_ROUTE) if check is None else check
+    if ws not in mappings:
+        mappings[ws] = property_map(pack)
+    cat = catalog(ws)
+    resource = known(it.resource, cat)
+    if resource is None:
+        return _Denied(UNKNOWN_RESOURCE)
+    subject = stored_subject(it.subject, cat)
+    return to_check(subject, it.action.name, resource, ws, mappings[ws], None, it.action.properties, it.context)
+
+
 def evaluate(
     items: Sequence[Evaluation | Invalid],
     eng: PolicyEngine,
@@ -320,7 +483,8 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Decisions in request order (one user query for all), cut after the first deny or permit per semantic."""
     checks: list[Check] = []
-    slots: list[int | str | None] = []  # index into checks, the error message, or None: unknown resource
+    # index into checks, the error message, or a denial decided here (unknown resource or route)
+    slots: list[int | str | _Denied] = []
     mappings: dict[str, dict[str, str]] = {}
     for it in items:
         if isinstance(it, Invalid):
@@ -331,21 +495,17 @@ def evaluate(
         except BadRequestError as exc:
             slots.append(exc.detail)
             continue
-        if ws not in mappings:
-            mappings[ws] = property_map(eng.pack_of(domain_of(ws)))
-        cat = catalog(ws)
-        resource = known(it.resource, cat)
-        if resource is None:
-            slots.append(None)
+        check = _check_of(it, ws, eng, mappings)
+        if isinstance(check, _Denied):
+            slots.append(check)
             continue
         slots.append(len(checks))
-        subject = stored_subject(it.subject, cat)
-        checks.append(to_check(subject, it.action.name, resource, ws, mappings[ws], it.action.properties, it.context))
+        checks.append(check)
     decisions = decide(checks, eng) if checks else []
     out: list[dict[str, Any]] = []
     for slot in slots:
-        if slot is None:
-            result = {"decision": False, "context": {"reason": UNKNOWN_RESOURCE, "revision": eng.revision}}
+        if isinstance(slot, _Denied):
+            result = {"decision": False, "context": {"reason": slot.reason, "revision": eng.revision}}
             allowed = False
         elif isinstance(slot, str):
             result, allowed = _invalid_json(slot, eng.revision), False
@@ -433,35 +593,39 @@ def search_subjects(
 ) -> SearchResult:
     """Users of the subject type who may do the action on the resource (id = external id, else email)."""
     ws = workspace_of(ev, ev.context, default_ws)
-    if ev.subject.type != USER_TYPE:
+    stype = ev.subject.type
+    if stype not in SUBJECT_TYPES:
         return SearchResult([])
     domain = domain_of(ws)
-    mapping = property_map(eng.pack_of(domain))
+    pack = eng.pack_of(domain)
+    mapping = property_map(pack)
+    on_route = ev.resource.type == ROUTE_TYPE and has_routes(pack)
     cat = catalog(ws)
-    found_resource = known(ev.resource, cat)
+    found_resource = ev.resource if on_route else known(ev.resource, cat)
     users = [uid for uid, _ in candidates(eng, domain)] if found_resource is not None else []
     resource = found_resource or ev.resource
-    stored = stored_users(cat, eng, domain) if users else {}
+    stored = stored_users(cat, eng, domain) if users and not on_route else {}
+
+    def question(uid: int) -> Check | None:
+        who = Entity(USER_TYPE, f"user:{uid}", {**ev.subject.properties, **stored.get(uid, {})})
+        if on_route:
+            return route_check(who, ev.action.name, resource, ws, pack)
+        return to_check(who, ev.action.name, resource, ws, mapping, None, ev.action.properties, ev.context)
 
     def allowed(chunk: Sequence[int]) -> list[bool]:
-        checks = [
-            to_check(
-                Entity(USER_TYPE, f"user:{uid}", {**stored.get(uid, {}), **ev.subject.properties}),
-                ev.action.name,
-                resource,
-                ws,
-                mapping,
-                ev.action.properties,
-                ev.context,
-            )
-            for uid in chunk
-        ]
-        return [d.allowed for d in decide(checks, eng)]
+        return _allowed([question(uid) for uid in chunk], eng)
 
     found, token = _page_of("subject", raw, page, users, allowed)
     handles = user_handles(found)
-    results = [{"type": USER_TYPE, "id": handles[uid][1] or handles[uid][0]} for uid in found if uid in handles]
+    results = [{"type": stype, "id": handles[uid][1] or handles[uid][0]} for uid in found if uid in handles]
     return SearchResult(results, token)
+
+
+def _allowed(checks: Sequence[Check | None], eng: PolicyEngine) -> list[bool]:
+    """Whether each check is allowed (None: no question to ask, denied), one decide() for all."""
+    asked = [c for c in checks if c is not None]
+    answers = iter(decide(asked, eng)) if asked else iter(())
+    return [c is not None and next(answers).allowed for c in checks]
 
 
 def search_resources(
@@ -470,20 +634,27 @@ def search_resources(
     """Resources of the workspace's catalog, of the requested type, the subject may act on."""
     ws = workspace_of(ev, ev.context, default_ws)
     domain = domain_of(ws)
-    mapping = property_map(eng.pack_of(domain))
-    cat = catalog(ws)
-    listed = cat.get(ev.resource.type, {}) if eng.pack_of(domain) is not None else {}
-    # The request's resource properties (the PEP's facts) apply to every candidate, over the catalog's.
+    pack = eng.pack_of(domain)
+    mapping = property_map(pack)
     rtype = ev.resource.type
-    resources = [Entity(rtype, rid, {**props, **ev.resource.properties}) for rid, props in listed.items()]
-    subject = stored_subject(ev.subject, cat)
+    if rtype == ROUTE_TYPE and has_routes(pack):  # the pack's route templates, in declared order
+        paths = dict.fromkeys(r.path for r in routes(pack))
+        resources = [Entity(rtype, path) for path in paths]
+
+        def question(i: int) -> Check | None:
+            return route_check(ev.subject, ev.action.name, resources[i], ws, pack)
+    else:
+        cat = catalog(ws)
+        listed = cat.get(rtype, {}) if pack is not None else {}
+        # The request's resource properties (the PEP's facts) apply to every candidate, over the catalog's.
+        resources = [Entity(rtype, rid, {**props, **ev.resource.properties}) for rid, props in listed.items()]
+        subject = stored_subject(ev.subject, cat)
+
+        def question(i: int) -> Check | None:
+            return to_check(subject, ev.action.name, resources[i], ws, mapping, None, ev.action.properties, ev.context)
 
     def allowed(chunk: Sequence[int]) -> list[bool]:
-        checks = [
-            to_check(subject, ev.action.name, resources[i], ws, mapping, ev.action.properties, ev.context)
-            for i in chunk
-        ]
-        return [d.allowed for d in decide(checks, eng)]
+        return _allowed([question(i) for i in chunk], eng)
 
     found, token = _page_of("resource", raw, page, range(len(resources)), allowed)
     return SearchResult([{"type": resources[i].type, "id": resources[i].id} for i in found], token)
@@ -502,16 +673,25 @@ def search_actions(
     ws = workspace_of(resource, context, default_ws)
     domain = domain_of(ws)
     pack = eng.pack_of(domain)
-    cat = catalog(ws)
-    found_resource = known(resource, cat)
-    actions = [a.id for a in pack.actions] if pack is not None and found_resource is not None else []
     mapping = property_map(pack)
-    resource = found_resource or resource
-    subject = stored_subject(subject, cat)
+    if resource.type == ROUTE_TYPE and has_routes(pack):  # the HTTP methods of the routes matching the path
+        on_route = resource
+        actions = list(dict.fromkeys(r.method for r in routes(pack) if r.bind(resource.id or "") is not None))
+    else:
+        on_route = None
+        cat = catalog(ws)
+        found_resource = known(resource, cat)
+        actions = [a.id for a in pack.actions] if pack is not None and found_resource is not None else []
+        resource = found_resource or resource
+        subject = stored_subject(subject, cat)
+
+    def question(i: int) -> Check | None:
+        if on_route is not None:
+            return route_check(subject, actions[i], on_route, ws, pack)
+        return to_check(subject, actions[i], resource, ws, mapping, None, None, context)
 
     def allowed(chunk: Sequence[int]) -> list[bool]:
-        checks = [to_check(subject, actions[i], resource, ws, mapping, None, context) for i in chunk]
-        return [d.allowed for d in decide(checks, eng)]
+        return _allowed([question(i) for i in chunk], eng)
 
     found, token = _page_of("action", raw, page, range(len(actions)), allowed)
     return SearchResult([{"name": actions[i]} for i in found], token)

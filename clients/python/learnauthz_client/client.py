@@ -163,8 +163,9 @@ class _Base:
         ws = workspace or self.workspace
         if ws is not None:
             body["context"] = {**body.get("context", {}), "workspace": ws}
+        body["options"] = {"reasons": True}  # each item's reason in its context (the service's default: none)
         if semantic:
-            body["options"] = {"evaluations_semantic": semantic}
+            body["options"]["evaluations_semantic"] = semantic
         return _Call("POST", "/access/v1/evaluations", json=body)
 
     # -- writes (the admin API, signed in with a cookie session) --------------------------------------
