@@ -47,7 +47,7 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
 # end to end under load, cross-host propagation (network namespaces), the outage drill.
-EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage")
+EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions")
 
 
 def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:

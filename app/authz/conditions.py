@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cel
@@ -68,21 +68,38 @@ class Props:
 NO_PROPS = Props()
 
 
+RESULTS_LIMIT = 50_000  # remembered (condition, properties) answers per condition; cleared when full
+
+
 @dataclass(frozen=True)
 class Condition:
-    """One compiled condition: its id, CEL source and description."""
+    """One compiled condition: its id, CEL source and description.
+
+    An expression is a pure function of the four maps (CEL has no clock or I/O here), so answers are
+    remembered by the properties' canonical text: a repeated request costs a dict lookup instead of an
+    evaluation (~17-30 µs measured with common-expression-language 0.10). A bounded dict, cleared when
+    full, as the decision memo does — no eviction order to keep on the decision path.
+    """
 
     id: str
     source: str
     description: str
     program: Any
+    results: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def holds(self, props: Props) -> bool:
         """True only if the expression evaluates to the boolean true (errors are false)."""
+        hit = self.results.get(props.key)
+        if hit is not None:
+            return hit
         try:
-            return self.program.execute(props.activation) is True
+            answer = self.program.execute(props.activation) is True
         except Exception:  # noqa: BLE001 - fail closed: a missing property or a type error denies
-            return False
+            answer = False
+        if len(self.results) >= RESULTS_LIMIT:
+            self.results.clear()
+        self.results[props.key] = answer
+        return answer
 
 
 def compile_condition(cid: str, source: str, description: str = "") -> Condition:
