@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import gc
 import logging
+import logging.config
 import os
 from typing import Any
+
+from gunicorn.glogging import Logger
+
+from app import logs, observability
+
+# Metrics that add up across workers: prometheus_client's multiprocess files in
+# PROMETHEUS_MULTIPROC_DIR, emptied here at server start (or a private temporary directory,
+# removed at exit), before the app is loaded; each worker flushes into it (post_worker_init).
+_metrics_dir = observability.prepare_multiprocess_dir()
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -33,7 +43,22 @@ keepalive = 5
 backlog = 2048
 # The app and its policy are built once in the master and shared copy-on-write (see when_ready).
 preload_app = os.environ.get("GUNICORN_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+# The app writes one access line a request (app.logs.AccessLog, ACCESS_LOG); gunicorn's own only
+# if GUNICORN_ACCESSLOG is set (then also in the app's format, on stderr).
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+
+
+class AppFormatLogger(Logger):
+    """gunicorn's logger, writing through the app's handler: its lines (booting, worker exits,
+    errors) in the app's format (LOG_FORMAT json|text, LOG_LEVEL). Not ``logconfig_dict``, which
+    would also switch gunicorn's access log on (built for every request, then dropped)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        logging.config.dictConfig(logs.dict_config(server="gunicorn"))
+
+
+logger_class = AppFormatLogger
 
 log = logging.getLogger("gunicorn.policy")
 
@@ -82,6 +107,7 @@ def when_ready(server: Any) -> None:
 def post_fork(server: Any, worker: Any) -> None:
     """In the new worker: nothing inherited from the master may carry a listener or a connection."""
     worker.policy_listener = None
+    worker.metrics_flusher = None
     if server.cfg.preload_app:
         app = _flask_app(server.app.wsgi())
         if app is not None:
@@ -107,10 +133,25 @@ def post_worker_init(worker: Any) -> None:
     except Exception:  # noqa: BLE001 - database unreachable at boot: stay up, unready; the listener retries
         log.exception("policy not brought to the database's head at boot; the listener retries with back-off")
     worker.policy_listener = start_listener(app)
+    worker.metrics_flusher = observability.start_flusher(app)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Close the listener's connection on the way out."""
+    """Close the listener's connection and write the last counts on the way out."""
     listener = getattr(worker, "policy_listener", None)
     if listener is not None:
         listener.stop(timeout=1.0)
+    flusher = getattr(worker, "metrics_flusher", None)
+    if flusher is not None:
+        flusher.stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, a worker gone (exit, crash or kill): its live gauges leave /metrics; its
+    counters stay (they only grow)."""
+    observability.mark_worker_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The server stops: remove the private metrics directory, if it made one."""
+    observability.remove_private_dir(_metrics_dir)

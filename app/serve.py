@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing.util
 import os
 import sys
 from typing import Any
 
 from flask import Flask
 
-from app import create_app
+from app import create_app, logs, observability
 from app.config import load_config
 from app.extensions import authz
 from app.policy.sync import start_listener
@@ -44,6 +45,11 @@ def worker_app() -> Flask:
     except Exception:  # noqa: BLE001 - database unreachable at boot: serve unready (/readyz 503); the listener retries
         log.exception("policy not loaded at boot; the listener retries with back-off")
     app.extensions["serve_listener"] = start_listener(app)
+    flusher = app.extensions["metrics_flusher"] = observability.start_flusher(app)
+    if flusher is not None:
+        # The last counts when the worker stops: granian's workers are multiprocessing processes,
+        # which end with os._exit after running multiprocessing's finalizers (atexit never runs).
+        multiprocessing.util.Finalize(None, flusher.stop, exitpriority=10)
     gc.collect()
     gc.freeze()  # the loaded engine leaves the collector's generations: no full collection rescans it
     return app
@@ -85,16 +91,25 @@ def main() -> int:
     os.environ["SERVER_SOFTWARE"] = SERVER  # a production server: no per-host secret (app.config)
     try:
         load_config()
+        log_config = logs.dict_config(server="granian")  # granian's own lines in the app's format
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    Granian(
-        "app.serve:worker_app",
-        interface=Interfaces.WSGI,
-        factory=True,
-        respawn_failed_workers=True,
-        **opts,
-    ).serve()
+    # Metrics that add up across workers: the multiprocess directory emptied (or a private one
+    # made) once here, before any worker; each worker flushes into it (worker_app).
+    metrics_dir = observability.prepare_multiprocess_dir()
+    try:
+        Granian(
+            "app.serve:worker_app",
+            interface=Interfaces.WSGI,
+            factory=True,
+            respawn_failed_workers=True,
+            log_dictconfig=log_config,
+            log_access=False,  # the app writes one access line a request (app.logs.AccessLog)
+            **opts,
+        ).serve()
+    finally:
+        observability.remove_private_dir(metrics_dir)
     return 0
 
 
