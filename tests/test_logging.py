@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from app import logs
 from app.config import ConfigError
@@ -128,3 +130,13 @@ def test_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOG_FORMAT", "xml")
     with pytest.raises(ConfigError, match="LOG_FORMAT 'xml' is not one of json, text"):
         logs.log_format()
+
+
+def test_a_failed_statement_does_not_carry_its_parameters(app: Flask) -> None:
+    """An error a query raises (logged with its traceback by the unhandled-error handler) names the
+    statement but not the values bound to it: they may be email addresses."""
+    with pytest.raises(DBAPIError) as caught:
+        db.session.execute(text("SELECT * FROM no_such_table WHERE email = :email"), {"email": "ada@example.org"})
+    db.session.rollback()
+    assert "no_such_table" in str(caught.value)
+    assert "ada@example.org" not in str(caught.value)
