@@ -8,6 +8,11 @@ revisions committed since the master loaded (before its first request, so it is 
 serves), and starts its own LISTEN thread (``app.policy.sync``): a connection or thread
 created in the master before forking would be shared by every worker, which is how stock watchers
 go wrong. ``GUNICORN_PRELOAD=0``: each worker builds the app and loads the policy itself.
+
+Metrics and logs (docs/deploy.md, "Metrics and logs"): the workers' metrics add up in
+prometheus_client's multiprocess directory (prepared below, at config load, before the app;
+each worker flushes into it; ``child_exit`` marks a dead worker's live gauges gone), and
+gunicorn's own log lines go through the app's handler (``AppFormatLogger``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ keepalive = 5
 backlog = 2048
 # The app and its policy are built once in the master and shared copy-on-write (see when_ready).
 preload_app = os.environ.get("GUNICORN_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
-# The app writes one access line a request (app.logs.AccessLog, ACCESS_LOG); gunicorn's own only
+# The app writes one access line a request (app.logs.LoggingFlask, ACCESS_LOG); gunicorn's own only
 # if GUNICORN_ACCESSLOG is set (then also in the app's format, on stderr).
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 

@@ -11,7 +11,8 @@ Settings (environment, read before the app exists so the servers' own lines matc
 The access line (``ACCESS_LOG``, a ``FLASK_`` setting, default on) is written by
 :class:`LoggingFlask`'s WSGI entry, outside every middleware, so the decision fast path has one
 too: method, path (never the query string), status, duration in ms, request id and the kind of
-credential presented (``token``, ``session``, ``none``) — no user, email or body. Personal data goes to DEBUG only.
+credential presented (``token``, ``session``, ``none``) — no user, email or body. Personal data
+goes to DEBUG only.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ workers share it copy-on-write: 21 MB private each).
 What it buys is throughput: HTTP/1.1 keep-alive, and the HTTP parsing and connection handling that
 cost a gunicorn worker more than the decision itself done outside Python (``make bench``, part
 ``compare``, measures both servers in one run). The server refuses to start without
-``FLASK_SECRET_KEY``, as gunicorn does.
+``FLASK_SECRET_KEY``, as gunicorn does. Its metrics add up across workers (a multiprocess
+directory prepared once in :func:`main`, each worker flushing into it) and granian's own log lines
+are in the app's format (``LOG_FORMAT``); docs/deploy.md, "Metrics and logs".
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def main() -> int:
             factory=True,
             respawn_failed_workers=True,
             log_dictconfig=log_config,
-            log_access=False,  # the app writes one access line a request (app.logs.AccessLog)
+            log_access=False,  # the app writes one access line a request (app.logs.LoggingFlask)
             **opts,
         ).serve()
     finally:
