@@ -79,6 +79,7 @@ def test_info_json_logs_of_real_flows_hold_no_email_or_password(
         )
         assert decided.status_code == 200 and decided.headers["X-Request-ID"] == "flow-1"
         db.session.remove()
+        db.engine.dispose()  # this app's connections closed here, not by the collector in a later test
     err = capsys.readouterr().err
     lines = _json_lines(err)
     messages = [line["message"] for line in lines]
