@@ -120,6 +120,19 @@ def dict_config(server: str | None = None) -> dict[str, Any]:
     }
 
 
+class NoQueryString(logging.Filter):
+    """werkzeug's development server (``flask run``) logs each request line with its query string,
+    where sign-up and email-verification links carry their token: the line keeps the path only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], str) and "?" in args[0]:
+            method, _, rest = args[0].partition(" ")
+            target, _, protocol = rest.partition(" ")
+            record.args = (f"{method} {target.partition('?')[0]} {protocol}".rstrip(), *args[1:])
+        return True
+
+
 def _ours(handler: logging.Handler) -> bool:
     return any(isinstance(f, RequestIdFilter) for f in handler.filters)
 
@@ -137,6 +150,9 @@ def configure() -> None:
     handler.addFilter(RequestIdFilter())
     root.addHandler(handler)
     root.setLevel(lvl)
+    werkzeug = logging.getLogger("werkzeug")
+    if not any(isinstance(f, NoQueryString) for f in werkzeug.filters):
+        werkzeug.addFilter(NoQueryString())
 
 
 def current_request_id() -> str | None:

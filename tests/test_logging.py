@@ -141,3 +141,10 @@ def test_a_failed_statement_does_not_carry_its_parameters(app: Flask) -> None:
     db.session.rollback()
     assert "no_such_table" in str(caught.value)
     assert "ada@example.org" not in str(caught.value)
+
+
+def test_the_development_server_logs_no_query_string(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    """``flask run``'s request lines (werkzeug) lose the query string, where sign-up links carry tokens."""
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        logging.getLogger("werkzeug").info('"%s" %s %s', "GET /signup?token=s3cr3t HTTP/1.1", "200", "-")
+    assert [r.getMessage() for r in caplog.records] == ['"GET /signup HTTP/1.1" 200 -']
