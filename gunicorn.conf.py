@@ -8,20 +8,34 @@ revisions committed since the master loaded (before its first request, so it is 
 serves), and starts its own LISTEN thread (``app.policy.sync``): a connection or thread
 created in the master before forking would be shared by every worker, which is how stock watchers
 go wrong. ``GUNICORN_PRELOAD=0``: each worker builds the app and loads the policy itself.
+
+Metrics and logs (docs/deploy.md, "Metrics and logs"): the workers' metrics add up in
+prometheus_client's multiprocess directory (prepared below, at config load, before the app;
+each worker flushes into it; ``child_exit`` marks a dead worker's live gauges gone), and
+gunicorn's own log lines go through the app's handler (``AppFormatLogger``).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import logging.config
 import os
 from typing import Any
 
+from gunicorn.glogging import Logger
+
+from app import logs, observability
 from app.startup import refuse_bad_settings
 
 # Before the master binds or forks: a bad setting or a database not migrated to the head is one
 # line on stderr and exit 2 (a database that does not answer is no refusal: the server starts unready).
 refuse_bad_settings("gunicorn")
+
+# Metrics that add up across workers: prometheus_client's multiprocess files in
+# PROMETHEUS_MULTIPROC_DIR, emptied here at server start (or a private temporary directory,
+# removed at exit), before the app is loaded; each worker flushes into it (post_worker_init).
+_metrics_dir = observability.prepare_multiprocess_dir()
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -40,7 +54,22 @@ keepalive = 5
 backlog = 2048
 # The app and its policy are built once in the master and shared copy-on-write (see when_ready).
 preload_app = os.environ.get("GUNICORN_PRELOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+# The app writes one access line a request (app.logs.LoggingFlask, ACCESS_LOG); gunicorn's own only
+# if GUNICORN_ACCESSLOG is set (then also in the app's format, on stderr).
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+
+
+class AppFormatLogger(Logger):
+    """gunicorn's logger, writing through the app's handler: its lines (booting, worker exits,
+    errors) in the app's format (LOG_FORMAT json|text, LOG_LEVEL). Not ``logconfig_dict``, which
+    would also switch gunicorn's access log on (built for every request, then dropped)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        logging.config.dictConfig(logs.dict_config(server="gunicorn"))
+
+
+logger_class = AppFormatLogger
 
 log = logging.getLogger("gunicorn.policy")
 
@@ -89,6 +118,7 @@ def when_ready(server: Any) -> None:
 def post_fork(server: Any, worker: Any) -> None:
     """In the new worker: nothing inherited from the master may carry a listener or a connection."""
     worker.policy_listener = None
+    worker.metrics_flusher = None
     if server.cfg.preload_app:
         app = _flask_app(server.app.wsgi())
         if app is not None:
@@ -114,10 +144,25 @@ def post_worker_init(worker: Any) -> None:
     except Exception:  # noqa: BLE001 - database unreachable at boot: stay up, unready; the listener retries
         log.exception("policy not brought to the database's head at boot; the listener retries with back-off")
     worker.policy_listener = start_listener(app)
+    worker.metrics_flusher = observability.start_flusher(app)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Close the listener's connection on the way out."""
+    """Close the listener's connection and write the last counts on the way out."""
     listener = getattr(worker, "policy_listener", None)
     if listener is not None:
         listener.stop(timeout=1.0)
+    flusher = getattr(worker, "metrics_flusher", None)
+    if flusher is not None:
+        flusher.stop()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """In the master, a worker gone (exit, crash or kill): its live gauges leave /metrics; its
+    counters stay (they only grow)."""
+    observability.mark_worker_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The server stops: remove the private metrics directory, if it made one."""
+    observability.remove_private_dir(_metrics_dir)

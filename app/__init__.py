@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from typing import Any
 
 from flask import Flask
 
-from .config import ConfigError, load_config
+from . import logs
+from .config import load_config
 
-
-def _log_level() -> int:
-    """LOG_LEVEL (or FLASK_LOG_LEVEL): DEBUG, INFO (default), WARNING, ERROR."""
-    name = (os.environ.get("LOG_LEVEL") or os.environ.get("FLASK_LOG_LEVEL") or "INFO").strip().upper()
-    level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        raise ConfigError(f"LOG_LEVEL {name!r} is not one of DEBUG, INFO, WARNING, ERROR")
-    return level
+_log_level = logs.level  # LOG_LEVEL (app.logs)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the Flask app; nothing happens at import time."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = logs.LoggingFlask(__name__, instance_relative_config=True)  # request ids in logs, access lines
     app.config.update(load_config(test_config))
-    logging.basicConfig(level=_log_level())
+    logs.configure()  # LOG_LEVEL, LOG_FORMAT (app.logs)
+    app.access_lines = bool(app.config["ACCESS_LOG"])
+    app.access_decisions = bool(app.config["ACCESS_LOG_DECISIONS"])
 
     from . import database
     from .extensions import authz, csrf, db, login_manager

@@ -85,6 +85,11 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_READY_MAX_SYNC_AGE_SECONDS": 30.0,
     # A pack change seen from another process is rebuilt in the background after a random 0..N s delay.
     "POLICY_REBUILD_JITTER_SECONDS": 2.0,
+    # Observability (app.observability, app.logs): under gunicorn / app.serve each worker adds its
+    # counts to the shared multiprocess metrics files this often (and when it answers /metrics).
+    "METRICS_FLUSH_SECONDS": 1.0,
+    "ACCESS_LOG_DECISIONS": False,  # access lines of decisions answered < 400 too (costly: docs/configuration.md)
+    "ACCESS_LOG": True,  # one access line a request (app.logs.AccessLog); LOG_LEVEL / LOG_FORMAT: environment
     "MAX_INVITES_PER_REQUEST": 500,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600.0,  # how long an Idempotency-Key and its outcome are kept (app.idempotency)
     "IDEMPOTENCY_LEASE_SECONDS": 30.0,  # a key's attempt is "in progress" (409) this long unless it finishes

@@ -147,6 +147,7 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
     Options already set (``pool_timeout``, ``connect_args``) win over the ``DATABASE_*`` settings.
     """
     opts = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    opts.setdefault("hide_parameters", True)  # errors and logs name the statement, not its values (emails)
     if str(config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
         opts.setdefault("pool_timeout", float(config["DATABASE_POOL_TIMEOUT_SECONDS"]))
         args = dict(opts.get("connect_args") or {})

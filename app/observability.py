@@ -2,11 +2,19 @@
 
 Everything lives in ``app.extensions["observability"]``; nothing is global, so two apps in one
 process (tests) never share counters. :func:`init_app` is idempotent.
+
+Two modes. Without ``PROMETHEUS_MULTIPROC_DIR`` (``flask run``, tests) ``/metrics`` reports this
+process. With it (gunicorn and ``python -m app.serve`` set a private one when none is configured:
+:func:`prepare_multiprocess_dir`), ``/metrics`` reports every worker of the server, summed from
+prometheus_client's multiprocess files: each worker counts in memory (:class:`HotMetrics`, ~1 µs a
+request) and adds what it counted to its files every ``METRICS_FLUSH_SECONDS`` (:func:`start_flusher`)
+and when it answers a scrape, because writing the files on every request cost ~8 µs (3 updates).
 """
 
 from __future__ import annotations
 
 import bisect
+import glob
 import importlib.metadata
 import itertools
 import json
@@ -14,6 +22,8 @@ import logging
 import os
 import random
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,11 +40,24 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client import values as prometheus_values
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 decision_log = logging.getLogger("app.decisions")
+log = logging.getLogger("app.metrics")
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus writes it (``+Inf``, ``0.005``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
+_PREPARED_ENV = "LEARNAUTHZ_METRICS_PREPARED"  # "<pid>:<private 0|1>" of the server that prepared it
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -75,6 +98,9 @@ class HotMetrics(Collector):
         self._local = threading.local()
         self._shards: list[_Shard] = []
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flushed: dict[tuple[str, ...], list[float]] = {}  # key → the totals already in the files
+        self._files: dict[tuple[str, ...], list[Any]] = {}  # key → prometheus_client values (mmap'd)
 
     def _shard(self) -> _Shard:
         shard: _Shard | None = getattr(self._local, "shard", None)
@@ -101,7 +127,7 @@ class HotMetrics(Collector):
         row[bisect.bisect_left(self._buckets, value)] += n  # the first bucket with value <= bound
         row[-1] += value * n
 
-    def collect(self) -> Iterable[Metric]:
+    def _totals(self) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], list[float]]]:
         with self._lock:
             shards = list(self._shards)
         counts: dict[tuple[str, ...], float] = {}
@@ -113,13 +139,54 @@ class HotMetrics(Collector):
                 acc = hists.setdefault(key, [0.0] * len(row))
                 for i, v in enumerate(row):
                     acc[i] += v
+        return counts, hists
+
+    def _values(self, key: tuple[str, ...], histogram: bool) -> list[Any]:
+        """The prometheus_client values of one series (a counter's; a histogram's buckets and sum),
+        keyed as its own Counter and Histogram key them, so MultiProcessCollector merges them."""
+        found = self._files.get(key)
+        if found is None:
+            name, labels = key[0], key[1:]
+            value = prometheus_values.ValueClass
+            if histogram:
+                doc, names = self._histograms[name]
+                found = [
+                    value("histogram", name, f"{name}_bucket", (*names, "le"), (*labels, _le(b)), doc)
+                    for b in (*self._buckets, float("inf"))
+                ]
+                found.append(value("histogram", name, f"{name}_sum", tuple(names), labels, doc))
+            else:
+                doc, names = self._counters[name]
+                found = [value("counter", name, f"{name}_total", tuple(names), labels, doc)]
+            self._files[key] = found
+        return found
+
+    def flush(self) -> None:
+        """Add what this process counted since the last flush to prometheus_client's values (in
+        multiprocess mode its files, which every worker's scrape merges). Totals only grow, so
+        what a scrape reads never goes backwards."""
+        with self._flush_lock:
+            counts, hists = self._totals()
+            rows = [(key, [v], False) for key, v in counts.items()]
+            rows += [(key, row, True) for key, row in hists.items()]
+            for key, row, histogram in rows:
+                done = self._flushed.get(key)
+                if done == row:
+                    continue
+                for value, now, before in zip(self._values(key, histogram), row, done or [0.0] * len(row), strict=True):
+                    if now != before:
+                        value.inc(now - before)
+                self._flushed[key] = list(row)
+
+    def collect(self) -> Iterable[Metric]:
+        counts, hists = self._totals()
         for name, (doc, labels) in self._counters.items():
             fam = CounterMetricFamily(name, doc, labels=list(labels))
             for key, v in sorted(counts.items()):
                 if key[0] == name:
                     fam.add_metric(list(key[1:]), v)
             yield fam
-        bounds = [*(repr(float(b)) for b in self._buckets), "+Inf"]
+        bounds = [*(_le(b) for b in self._buckets), "+Inf"]
         for name, (doc, labels) in self._histograms.items():
             hfam = HistogramMetricFamily(name, doc, labels=list(labels))
             for key, row in sorted(hists.items()):
@@ -132,14 +199,49 @@ class HotMetrics(Collector):
             yield hfam
 
 
+class _WorkerGauges:
+    """This worker's gauges in multiprocess mode, written to its own files at each flush.
+
+    ``authz_policy_revision`` is ``livemin``: the revision every live worker has reached (a
+    lagging worker shows, a dead one drops out); the process metrics are ``liveall``: one series per
+    live worker, labelled ``pid``. Created in the worker that writes them (never in a preloading
+    master, whose zero would be a live minimum forever).
+    """
+
+    def __init__(self) -> None:
+        self.revision = Gauge(
+            "authz_policy_revision",
+            "Lowest policy revision among the live workers' engines.",
+            multiprocess_mode="livemin",
+            registry=None,
+        )
+        self._process = ProcessCollector(registry=None)
+        self._gauges: dict[str, Gauge] = {}
+
+    def update(self, revision: int | None) -> None:
+        if revision is not None:
+            self.revision.set(revision)
+        for family in self._process.collect():  # CPU seconds, RSS, open fds, start time
+            for sample in family.samples:
+                gauge = self._gauges.get(sample.name)
+                if gauge is None:
+                    gauge = self._gauges[sample.name] = Gauge(
+                        sample.name, family.documentation, multiprocess_mode="liveall", registry=None
+                    )
+                gauge.set(sample.value)
+
+
 @dataclass
 class Observability:
     """The per-app metrics registry and its instruments."""
 
-    registry: CollectorRegistry
+    registry: CollectorRegistry  # what /metrics renders
     hot: HotMetrics  # authz_decisions, authz_decision_seconds, authz_http_request_seconds
-    revision: Gauge
+    revision: Gauge | None  # single process only (multiprocess: _WorkerGauges)
     policy_edits: Counter
+    multiprocess_dir: str | None = None
+    worker_gauges: _WorkerGauges | None = None
+    worker_pid: int = 0
 
 
 DECISIONS = "authz_decisions"
@@ -154,12 +256,20 @@ def _version() -> str:
         return "unknown"  # a checkout that was never installed
 
 
+def _multiprocess_values() -> None:
+    """prometheus_client picks its value class from the environment when first imported; a
+    process that imported it before the server set the directory switches here, once."""
+    if prometheus_values.ValueClass is prometheus_values.MutexValue:
+        prometheus_values.ValueClass = prometheus_values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
 def init_app(app: Flask) -> Observability:
     """Create the app's registry and instruments, and the request-id hooks (once per app)."""
     existing = app.extensions.get("observability")
     if isinstance(existing, Observability):
         return existing
     app.config.setdefault("DECISION_LOG_SAMPLE", 0.0)
+    path = os.environ.get(MULTIPROC_ENV) or None
     registry = CollectorRegistry(auto_describe=True)
     hot = HotMetrics(
         {DECISIONS: ("Decisions answered, by result and reason.", ("result", "reason"))},
@@ -169,22 +279,130 @@ def init_app(app: Flask) -> Observability:
         },
         LATENCY_BUCKETS,
     )
-    registry.register(hot)
-    ProcessCollector(registry=registry)  # process_cpu_seconds_total, RSS, open fds, start time
+    revision: Gauge | None = None
+    if path is None:
+        registry.register(hot)
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, RSS, open fds, start time
+        revision = Gauge("authz_policy_revision", "Policy revision of this process's engine.", registry=registry)
+    else:
+        _multiprocess_values()
+        # every worker's files, summed at scrape
+        MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    # Once per scrape, from the worker answering it: they are the same in every worker.
     PlatformCollector(registry=registry)  # python_info
     Info("learnauthz_build", "Version of the installed learnauthz package.", registry=registry).info(
         {"version": _version()}
     )
-    obs = Observability(
-        registry=registry,
-        hot=hot,
-        revision=Gauge("authz_policy_revision", "Policy revision of this process's engine.", registry=registry),
-        policy_edits=Counter("authz_policy_edits", "Policy edits applied, by kind.", ["kind"], registry=registry),
+    edits = Counter(
+        "authz_policy_edits", "Policy edits applied, by kind.", ["kind"], registry=None if path else registry
     )
+    obs = Observability(registry=registry, hot=hot, revision=revision, policy_edits=edits, multiprocess_dir=path)
     app.extensions["observability"] = obs
     app.before_request(_start_request)
     app.after_request(_finish_request)
     return obs
+
+
+def _engine_revision(app: Flask) -> int | None:
+    authz = app.extensions.get("authz")
+    if authz is None:
+        return None
+    with app.app_context():  # the runtime keys its engines by app (a flush runs outside requests)
+        return int(authz.engine.revision) if authz.loaded else None
+
+
+def flush(app: Flask) -> None:
+    """Multiprocess mode: write what this worker counted, its policy revision and its process
+    metrics to its files (no-op in single-process mode)."""
+    obs = app.extensions.get("observability")
+    if not isinstance(obs, Observability) or obs.multiprocess_dir is None:
+        return
+    obs.hot.flush()
+    if obs.worker_gauges is None or obs.worker_pid != os.getpid():
+        obs.worker_gauges, obs.worker_pid = _WorkerGauges(), os.getpid()
+    obs.worker_gauges.update(_engine_revision(app))
+
+
+class Flusher:
+    """A worker's background flush every ``METRICS_FLUSH_SECONDS``; :meth:`stop` flushes once more."""
+
+    def __init__(self, app: Flask, interval: float) -> None:
+        self._app = app
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                flush(self._app)
+            except Exception:  # noqa: BLE001 - a full disk must not end the worker; the next flush retries
+                log.exception("metrics not written to the multiprocess directory")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self._interval + 1.0)
+        flush(self._app)
+
+
+def start_flusher(app: Flask) -> Flusher | None:
+    """In a server's worker, after fork: start its flush thread (None in single-process mode)."""
+    obs = init_app(app)
+    if obs.multiprocess_dir is None:
+        return None
+    flush(app)  # the worker's process metrics and revision from its first moment
+    return Flusher(app, float(app.config.get("METRICS_FLUSH_SECONDS", 1.0)))
+
+
+def prepare_multiprocess_dir() -> str | None:
+    """At server start, once (not per worker): empty the configured ``PROMETHEUS_MULTIPROC_DIR``,
+    or create a private temporary one and set the variable, so counters start at zero with the
+    server and no operator has to configure anything. Returns the private directory (the server
+    removes it at exit: :func:`remove_private_dir`), else None. Calling it again in the same
+    process (gunicorn re-reads its config on HUP) changes nothing."""
+    prepared = os.environ.get(_PREPARED_ENV, "")
+    pid, _, private = prepared.partition(":")
+    path = os.environ.get(MULTIPROC_ENV)
+    if path and pid == str(os.getpid()):
+        return path if private == "1" else None
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for stale in glob.glob(os.path.join(path, "*.db")):
+            os.remove(stale)
+        os.environ[_PREPARED_ENV] = f"{os.getpid()}:0"
+        return None
+    path = tempfile.mkdtemp(prefix="learnauthz-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    os.environ[_PREPARED_ENV] = f"{os.getpid()}:1"
+    return path
+
+
+def remove_private_dir(path: str | None) -> None:
+    """At server exit: remove the private directory :func:`prepare_multiprocess_dir` created."""
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """A worker exited: its live gauges leave the merge (gunicorn's ``child_exit``)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _forget_dead_workers(path: str) -> None:
+    """Drop the live gauges of workers that are gone (granian respawns a worker without a hook)."""
+    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = os.path.basename(name)[: -len(".db")].rpartition("_")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def get() -> Observability:
@@ -253,8 +471,14 @@ def observe_decision_time(endpoint: str, seconds: float, n: int = 1, obs: Observ
     (obs or get()).hot.observe(DECISION_SECONDS, (endpoint,), seconds / max(n, 1), n)
 
 
+def _no_email(subject: Any) -> Any:
+    """A subject named by email is logged as ``email`` (personal data stays out of INFO)."""
+    return "email" if isinstance(subject, str) and "@" in subject else subject
+
+
 def log_decisions(entries: Iterable[Mapping[str, Any]]) -> int:
-    """Write sampled decisions as one JSON line each; returns how many were written."""
+    """Write sampled decisions as one JSON line each (a subject asked about by email appears as
+    ``email``, ids as given); returns how many were written."""
     rate = float(current_app.config.get("DECISION_LOG_SAMPLE", 0.0) or 0.0)
     if rate <= 0.0 or not decision_log.isEnabledFor(logging.INFO):
         return 0
@@ -264,15 +488,22 @@ def log_decisions(entries: Iterable[Mapping[str, Any]]) -> int:
         if rate < 1.0 and random.random() >= rate:  # noqa: S311 - sampling, not security
             continue
         line = {"event": "decision", "request_id": rid, "ts": round(time.time(), 6), **entry}
+        if "subject" in line:
+            line["subject"] = _no_email(line["subject"])
         decision_log.info(json.dumps(line, separators=(",", ":"), sort_keys=True, default=str))
         written += 1
     return written
 
 
 def metrics_response() -> Response:
-    """The Prometheus text exposition of this app's registry."""
-    obs = get()
-    authz = current_app.extensions.get("authz")
-    if authz is not None and getattr(authz, "loaded", False):
-        obs.revision.set(authz.engine.revision)
+    """The Prometheus text exposition: this process's, or every worker's in multiprocess mode."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    obs = init_app(app)
+    if obs.multiprocess_dir is not None:
+        flush(app)  # this worker's counts are exact in its own answer
+        _forget_dead_workers(obs.multiprocess_dir)
+    elif obs.revision is not None:
+        revision = _engine_revision(app)
+        if revision is not None:
+            obs.revision.set(revision)
     return Response(generate_latest(obs.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -13,20 +13,24 @@ workers share it copy-on-write: 21 MB private each).
 What it buys is throughput: HTTP/1.1 keep-alive, and the HTTP parsing and connection handling that
 cost a gunicorn worker more than the decision itself done outside Python (``make bench``, part
 ``compare``, measures both servers in one run). The server refuses to start (one line, exit 2) on a
-bad setting or a database not migrated to the head, as gunicorn does (:mod:`app.startup`).
+bad setting or a database not migrated to the head, as gunicorn does (:mod:`app.startup`). Its metrics
+add up across workers (a multiprocess directory prepared once in :func:`main`, each worker flushing
+into it) and granian's own log lines are in the app's format (``LOG_FORMAT``); docs/deploy.md,
+"Metrics and logs".
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing.util
 import os
 import sys
 from typing import Any
 
 from flask import Flask
 
-from app import create_app
+from app import create_app, logs, observability
 from app.config import ConfigError
 from app.extensions import authz
 from app.policy.sync import start_listener
@@ -45,6 +49,11 @@ def worker_app() -> Flask:
     except Exception:  # noqa: BLE001 - database unreachable at boot: serve unready (/readyz 503); the listener retries
         log.exception("policy not loaded at boot; the listener retries with back-off")
     app.extensions["serve_listener"] = start_listener(app)
+    flusher = app.extensions["metrics_flusher"] = observability.start_flusher(app)
+    if flusher is not None:
+        # The last counts when the worker stops: granian's workers are multiprocessing processes,
+        # which end with os._exit after running multiprocessing's finalizers (atexit never runs).
+        multiprocessing.util.Finalize(None, flusher.stop, exitpriority=10)
     gc.collect()
     gc.freeze()  # the loaded engine leaves the collector's generations: no full collection rescans it
     return app
@@ -89,13 +98,26 @@ def main() -> int:
         return EXIT_BAD_SETTING
     os.environ["SERVER_SOFTWARE"] = SERVER  # a production server: no per-host secret (app.config)
     refuse_bad_settings(SERVER)  # settings and schema: one line and exit 2
-    Granian(
-        "app.serve:worker_app",
-        interface=Interfaces.WSGI,
-        factory=True,
-        respawn_failed_workers=True,
-        **opts,
-    ).serve()
+    try:
+        log_config = logs.dict_config(server="granian")  # granian's own lines in the app's format
+    except ConfigError as exc:  # LOG_LEVEL, LOG_FORMAT
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTING
+    # Metrics that add up across workers: the multiprocess directory emptied (or a private one
+    # made) once here, before any worker; each worker flushes into it (worker_app).
+    metrics_dir = observability.prepare_multiprocess_dir()
+    try:
+        Granian(
+            "app.serve:worker_app",
+            interface=Interfaces.WSGI,
+            factory=True,
+            respawn_failed_workers=True,
+            log_dictconfig=log_config,
+            log_access=False,  # the app writes one access line a request (app.logs.LoggingFlask)
+            **opts,
+        ).serve()
+    finally:
+        observability.remove_private_dir(metrics_dir)
     return 0
 
 

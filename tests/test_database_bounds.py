@@ -63,7 +63,7 @@ def test_engine_options_carry_every_timeout() -> None:
     assert opts["pool_pre_ping"] is True and opts["pool_timeout"] == 1.0
     assert opts["connect_args"] == {"connect_timeout": 2, "options": "-c statement_timeout=1500"}
     sqlite = database.engine_options({**DEFAULTS, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
-    assert sqlite == {"pool_pre_ping": True}
+    assert sqlite == {"pool_pre_ping": True, "hide_parameters": True}
     mine = {**cfg, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_timeout": 9, "connect_args": {"connect_timeout": 7}}}
     assert database.engine_options(mine)["connect_args"]["connect_timeout"] == 7
     assert database.engine_options(mine)["pool_timeout"] == 9
