@@ -22,6 +22,7 @@ import gc
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
@@ -33,11 +34,55 @@ from app.policy.sync import start_listener
 
 SERVER = "granian"
 log = logging.getLogger("app.serve")
+DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class DrainedBodies:
+    """WSGI middleware: the request body the app left unread is read before the answer goes out.
+
+    granian closes a keep-alive connection whose request body was not read to the end without
+    saying so (no ``Connection: close``): the client's next request on it fails (BrokenPipe,
+    issue 23 reproduction 9). Answers given before the body is parsed (503 while the database is
+    down, 401, a CSRF refusal) did that whenever the body arrived after the headers. The rest of
+    the body is read (up to ``DRAIN_LIMIT`` bytes) when the app starts its response; a longer one
+    gets ``Connection: close``. gunicorn discards an unread body itself."""
+
+    def __init__(self, wsgi_app: WSGIApp, limit: int = DRAIN_LIMIT) -> None:
+        self.wsgi_app = wsgi_app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        def drained(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not _drain(environ.get("wsgi.input"), self.limit):
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, drained)
+
+
+def _drain(stream: Any, limit: int) -> bool:
+    """Read and drop what is left of stream, up to limit bytes; True when it reached the end."""
+    if stream is None:
+        return True
+    left = limit
+    try:
+        while left > 0:
+            chunk = stream.read(min(65536, left))
+            if not chunk:
+                return True
+            left -= len(chunk)
+        return not stream.read(1)
+    except Exception:  # noqa: BLE001 - a broken input stream: the connection cannot be kept anyway
+        log.debug("request body not drained", exc_info=True)
+        return False
 
 
 def worker_app() -> Flask:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
     app = create_app()
+    app.wsgi_app = DrainedBodies(app.wsgi_app)  # type: ignore[method-assign]
     try:
         with app.app_context():
             authz.reload()
