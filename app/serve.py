@@ -3,7 +3,8 @@
 Run: ``python -m app.serve`` (settings from the environment, as the app's own ``FLASK_*``):
 
 - ``SERVE_BIND`` (``127.0.0.1:8000``), ``SERVE_WORKERS`` (2 processes), ``SERVE_THREADS`` (blocking
-  threads per worker, 1: the engine is thread-safe, so more is safe), ``SERVE_BACKLOG`` (1024).
+  threads per worker, 4: the engine is thread-safe; one request waiting on the database must not
+  hold the worker's decisions), ``SERVE_BACKLOG`` (1024).
 
 Each worker builds the app (:func:`worker_app`), loads the policy and starts its listener before
 granian gives it a request: what ``gunicorn.conf.py``'s ``post_worker_init`` does under gunicorn.
@@ -34,6 +35,10 @@ from app.policy.sync import start_listener
 
 SERVER = "granian"
 log = logging.getLogger("app.serve")
+# Blocking threads per worker (as gunicorn.conf.py's 4 threads): with one, a request waiting on a
+# frozen database (up to DATABASE_REQUEST_WAIT_SECONDS) held every decision of its worker (the
+# HAProxy outage drill, frozen phase: decision p99 2.0 s with 1 thread, 41 ms with 4).
+THREADS = 4
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -115,7 +120,7 @@ def options() -> dict[str, Any]:
         "address": host,
         "port": port,
         "workers": _count("SERVE_WORKERS", 2),
-        "blocking_threads": _count("SERVE_THREADS", 1),
+        "blocking_threads": _count("SERVE_THREADS", THREADS),
         "backlog": _count("SERVE_BACKLOG", 1024),
     }
 
