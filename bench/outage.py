@@ -1,14 +1,15 @@
 """The outage drill: freeze and kill a private PostgreSQL under load, count every answer.
 
-A private cluster (``bench.pgcluster``) holds a modest data set (``build``: a few hundred
-workspaces of every pack with members, users with emails, one service token, an operator who owns
-the simulations workspaces and signs in with a password). The real app runs under gunicorn
-(``gunicorn.conf.py``, 2 workers, default settings). Load threads keep asking ``POST /v1/check``,
-``POST /v1/check/batch`` and AuthZEN ``POST /access/v1/evaluation`` about known people (by user id
-and by email) and about unknown ones (emails and ids nobody has: ``unknown_subject``); the expected
-answer of each question is taken before the drill while a writer signed in through ``/api/auth/signin``
-promotes one learner after another to reviewer (``PATCH /api/workspaces/<slug>/members/<id>``,
-each target once). A probe polls ``/readyz``.
+A private cluster (``bench.pgcluster``) holds a modest data set (``build``: a few hundred workspaces
+of every pack with members, users with emails, one service token, an operator who owns the
+simulations workspaces and signs in with a password). The real app runs under gunicorn
+(``gunicorn.conf.py``, 2 workers, default settings) or granian (``python -m app.serve``:
+``server``). Load threads keep asking ``POST /v1/check``, ``POST /v1/check/batch`` and AuthZEN
+``POST /access/v1/evaluation`` about known people (by user id and by email) and about unknown ones
+(emails and ids nobody has: ``unknown_subject``); the expected answer of each question is taken
+before the drill while a writer signed in through ``/api/auth/signin`` promotes one learner after
+another to reviewer (``PATCH /api/workspaces/<slug>/members/<id>``, each target once). A probe polls
+``/readyz``.
 
 Phases: ``before`` (normal), ``frozen`` (every PostgreSQL process SIGSTOPped), ``thawed`` (SIGCONT,
 normal), ``killed`` (SIGKILL, down), ``restarted`` (``pg_ctl start``, normal). After the drill every
