@@ -3,7 +3,8 @@
 Run: ``python -m app.serve`` (settings from the environment, as the app's own ``FLASK_*``):
 
 - ``SERVE_BIND`` (``127.0.0.1:8000``), ``SERVE_WORKERS`` (2 processes), ``SERVE_THREADS`` (blocking
-  threads per worker, 1: the engine is thread-safe, so more is safe), ``SERVE_BACKLOG`` (1024).
+  threads per worker, 4: the engine is thread-safe; one request waiting on the database must not
+  hold the worker's decisions), ``SERVE_BACKLOG`` (1024).
 
 Each worker builds the app (:func:`worker_app`), loads the policy and starts its listener before
 granian gives it a request: what ``gunicorn.conf.py``'s ``post_worker_init`` does under gunicorn.
@@ -26,6 +27,7 @@ import logging
 import multiprocessing.util
 import os
 import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
@@ -38,11 +40,59 @@ from app.startup import EXIT_BAD_SETTING, refuse_bad_settings
 
 SERVER = "granian"
 log = logging.getLogger("app.serve")
+# Blocking threads per worker (as gunicorn.conf.py's 4 threads): with one, a request waiting on a
+# frozen database (up to DATABASE_REQUEST_WAIT_SECONDS) held every decision of its worker (the
+# HAProxy outage drill, frozen phase: decision p99 2.0 s with 1 thread, 41 ms with 4).
+THREADS = 4
+DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class DrainedBodies:
+    """WSGI middleware: the request body the app left unread is read before the answer goes out.
+
+    granian closes a keep-alive connection whose request body was not read to the end without
+    saying so (no ``Connection: close``): the client's next request on it fails (BrokenPipe,
+    issue 23 reproduction 9). Answers given before the body is parsed (503 while the database is
+    down, 401, a CSRF refusal) did that whenever the body arrived after the headers. The rest of
+    the body is read (up to ``DRAIN_LIMIT`` bytes) when the app starts its response; a longer one
+    gets ``Connection: close``. gunicorn discards an unread body itself."""
+
+    def __init__(self, wsgi_app: WSGIApp, limit: int = DRAIN_LIMIT) -> None:
+        self.wsgi_app = wsgi_app
+        self.limit = limit
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        def drained(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if not _drain(environ.get("wsgi.input"), self.limit):
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, drained)
+
+
+def _drain(stream: Any, limit: int) -> bool:
+    """Read and drop what is left of stream, up to limit bytes; True when it reached the end."""
+    if stream is None:
+        return True
+    left = limit
+    try:
+        while left > 0:
+            chunk = stream.read(min(65536, left))
+            if not chunk:
+                return True
+            left -= len(chunk)
+        return not stream.read(1)
+    except Exception:  # noqa: BLE001 - a broken input stream: the connection cannot be kept anyway
+        log.debug("request body not drained", exc_info=True)
+        return False
 
 
 def worker_app() -> Flask:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
     app = create_app()
+    app.wsgi_app = DrainedBodies(app.wsgi_app)  # type: ignore[method-assign]
     try:
         with app.app_context():
             authz.reload()
@@ -80,7 +130,7 @@ def options() -> dict[str, Any]:
         "address": host,
         "port": port,
         "workers": _count("SERVE_WORKERS", 2),
-        "blocking_threads": _count("SERVE_THREADS", 1),
+        "blocking_threads": _count("SERVE_THREADS", THREADS),
         "backlog": _count("SERVE_BACKLOG", 1024),
     }
 

@@ -162,8 +162,8 @@ def _wait_listening(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early ({proc.returncode})")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/readyz")
             r = c.getresponse()
             r.read()
@@ -175,7 +175,7 @@ def _wait_listening(
                 time.sleep(0.5)
                 return
         except OSError:
-            pass
+            c.close()
         time.sleep(0.2)
     raise TimeoutError("server not ready")
 

@@ -1,14 +1,15 @@
 """The outage drill: freeze and kill a private PostgreSQL under load, count every answer.
 
-A private cluster (``bench.pgcluster``) holds a modest data set (``build``: a few hundred
-workspaces of every pack with members, users with emails, one service token, an operator who owns
-the simulations workspaces and signs in with a password). The real app runs under gunicorn
-(``gunicorn.conf.py``, 2 workers, default settings). Load threads keep asking ``POST /v1/check``,
-``POST /v1/check/batch`` and AuthZEN ``POST /access/v1/evaluation`` about known people (by user id
-and by email) and about unknown ones (emails and ids nobody has: ``unknown_subject``); the expected
-answer of each question is taken before the drill while a writer signed in through ``/api/auth/signin``
-promotes one learner after another to reviewer (``PATCH /api/workspaces/<slug>/members/<id>``,
-each target once). A probe polls ``/readyz``.
+A private cluster (``bench.pgcluster``) holds a modest data set (``build``: a few hundred workspaces
+of every pack with members, users with emails, one service token, an operator who owns the
+simulations workspaces and signs in with a password). The real app runs under gunicorn
+(``gunicorn.conf.py``, 2 workers, default settings) or granian (``python -m app.serve``:
+``server``). Load threads keep asking ``POST /v1/check``, ``POST /v1/check/batch`` and AuthZEN
+``POST /access/v1/evaluation`` about known people (by user id and by email) and about unknown ones
+(emails and ids nobody has: ``unknown_subject``); the expected answer of each question is taken
+before the drill while a writer signed in through ``/api/auth/signin`` promotes one learner after
+another to reviewer (``PATCH /api/workspaces/<slug>/members/<id>``, each target once). A probe polls
+``/readyz``.
 
 Phases: ``before`` (normal), ``frozen`` (every PostgreSQL process SIGSTOPped), ``thawed`` (SIGCONT,
 normal), ``killed`` (SIGKILL, down), ``restarted`` (``pg_ctl start``, normal). After the drill every
@@ -16,20 +17,32 @@ acknowledged write (2xx) must be in the database and decided by the service at t
 (``/v1/check/batch?min_revision=<head>``); writes while the database is frozen or dead must be 503
 with ``Retry-After`` only.
 
-Run alone: ``python -m bench.outage [out.json]`` (``BENCH_PORT_BASE`` chooses the ports,
-``BENCH_DB_PREFIX`` the database name, ``BENCH_OUTAGE_SECONDS=normal,freeze,kill`` the phases).
+Behind HAProxy (``run(..., behind_haproxy=True)``, ``tests/deploy/test_outage_haproxy.py`` in
+``make test-deploy``): two servers (``server``: gunicorn with ``gunicorn.conf.py`` or granian with
+``python -m app.serve``, each multi-worker) behind HAProxy running the *shipped*
+``deploy/haproxy.cfg`` (its ``${AUTHZ_*}`` from the environment), so decisions are routed on
+``/readyz`` and writes on ``/readyz/writes``; every request of the load and the writer goes
+through HAProxy, the readiness probes ask each server directly. An HAProxy 503 (no ready server)
+is told from the service's own by its problem type (``no-ready-server``).
+
+Run alone: ``python -m bench.outage [out.json] [gunicorn|granian] [haproxy]`` (``BENCH_PORT_BASE``
+chooses the ports, ``BENCH_DB_PREFIX`` the database name, ``BENCH_OUTAGE_SECONDS=normal,freeze,kill``
+the phases).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +57,10 @@ OUTAGE = ("frozen", "killed")
 PASSWORD = "outage-drill-password"
 OPERATOR = "operator@outage.example"
 WRITE_PACK, LOW, HIGH, HIGH_ACTION = "simulations", "learner", "reviewer", "review_scores"  # reviewers only
+HAPROXY_CFG = os.path.join(ROOT, "deploy", "haproxy.cfg")
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+NO_READY_SERVER = "/no-ready-server"  # the problem type of HAProxy's own 503 (deploy/haproxy.cfg)
+DECISIONS = ("check", "batch", "authzen")
 
 
 @dataclass
@@ -84,7 +101,8 @@ def build(
 
         upgrade_database()
         packs = file_packs()
-        others = sorted(k for k in packs.packs if k != WRITE_PACK)
+        # Not the service meta-pack: an all-workspaces token may not ask about it (tokens.META_PACK).
+        others = sorted(k for k in packs.packs if k not in (WRITE_PACK, tokens.META_PACK))
         session = db.session()
         operator = User(email=OPERATOR, display_name="Operator", password_hash=users.hash_password(PASSWORD))
         people = [
@@ -166,13 +184,15 @@ class Answer:
     retry_after: str | None = None
     target: tuple[str, int] | None = None
     detail: str = ""  # what a failed or wrong answer said
+    proxy: bool = False  # a 503 HAProxy gave itself (no ready server), not the service
 
 
 class Drill:
     """The load, the writer and the readiness probe, recording into one list."""
 
-    def __init__(self, base: str, world: World) -> None:
+    def __init__(self, base: str, world: World, servers: list[str] | None = None) -> None:
         self.base = base
+        self.servers = servers or [base]  # what the readiness probes ask (each server, not the proxy)
         self.world = world
         self.phase = "before"
         self.answers: list[Answer] = []
@@ -185,26 +205,32 @@ class Drill:
             self.answers.append(a)
 
     def _ask(self, http: requests.Session, kind: str, method: str, path: str, body: Any = None,
-             headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, Any, Answer]:
+             headers: dict[str, str] | None = None, timeout: float = 5.0, base: str | None = None,
+             ) -> tuple[int, Any, Answer]:
         at = self.phase
         t = time.perf_counter()
         try:
-            r = http.request(method, self.base + path, json=body, headers=headers or self.auth, timeout=timeout)
+            r = http.request(method, (base or self.base) + path, json=body, headers=headers or self.auth,
+                             timeout=timeout)
             status, retry = r.status_code, r.headers.get("Retry-After")
             try:
                 payload = r.json() if r.content else {}
             except ValueError:
                 payload = {}
-        except requests.RequestException:
-            status, payload, retry = 0, {}, None
+        except requests.RequestException as exc:
+            status, payload, retry = 0, {"error": repr(exc)[:200]}, None
         a = Answer(at, kind, status, time.perf_counter() - t, retry_after=retry)
+        a.proxy = status == 503 and isinstance(payload, dict) and str(payload.get("type", "")).endswith(NO_READY_SERVER)
         if status != 200:
             a.detail = f"{path} {json.dumps(body)[:160]} -> {json.dumps(payload)[:240]}"
         return status, payload, a
 
     def baseline(self) -> None:
         """The answer to every question before anything happens."""
-        http = requests.Session()
+        with requests.Session() as http:
+            self._baseline(http)
+
+    def _baseline(self, http: requests.Session) -> None:
         w = self.world
         for i in range(0, len(w.checks), 200):
             chunk = w.checks[i : i + 200]
@@ -220,7 +246,10 @@ class Drill:
 
     def load(self, seed: int) -> None:
         """Single checks, batches of 20 and AuthZEN evaluations, round and round."""
-        http = requests.Session()
+        with requests.Session() as http:
+            self._load(http, seed)
+
+    def _load(self, http: requests.Session, seed: int) -> None:
         w = self.world
         rnd = random.Random(seed)
         n = len(w.checks)
@@ -273,13 +302,21 @@ class Drill:
             self._record(a)
             self.stop.wait(max(0.0, every - a.seconds))
 
-    def probe(self, every: float) -> None:
-        """GET /readyz every ``every`` seconds."""
-        http = requests.Session()
-        while not self.stop.is_set():
-            _, _, a = self._ask(http, "readyz", "GET", "/readyz", headers={}, timeout=10)
-            self._record(a)
-            self.stop.wait(max(0.0, every - a.seconds))
+    def probe(self, every: float, paths: tuple[str, ...] = ("/readyz",)) -> None:
+        """GET each of paths (``/readyz`` -> kind ``readyz``, ``/readyz/writes`` -> ``readyz_writes``)
+        on every server every ``every`` seconds."""
+        with requests.Session() as http:
+            while not self.stop.is_set():
+                self._probe_once(http, every, paths)
+
+    def _probe_once(self, http: requests.Session, every: float, paths: tuple[str, ...]) -> None:
+        t = time.perf_counter()
+        for base in self.servers:
+            for path in paths:
+                kind = path.strip("/").replace("/", "_")
+                _, _, a = self._ask(http, kind, "GET", path, headers={}, timeout=10, base=base)
+                self._record(a)
+        self.stop.wait(max(0.0, every - (time.perf_counter() - t)))
 
 
 def _durations() -> tuple[float, float, float]:
@@ -298,6 +335,31 @@ def _ms(xs: list[float]) -> dict[str, float]:
             "max_ms": s[-1] * 1000}
 
 
+@contextlib.contextmanager
+def haproxy(servers: list[str], log_path: str) -> Iterator[int]:
+    """HAProxy running the shipped ``deploy/haproxy.cfg`` unchanged in front of two servers
+    (``host:port`` each, its ``AUTHZ_HOST_A`` / ``AUTHZ_HOST_B``) on a free loopback port; yields
+    the port once a decision and a readiness answer came through it."""
+    from bench import http as hb
+
+    if not os.path.exists(HAPROXY):
+        raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
+    port = hb.free_port()
+    env = {**os.environ, "AUTHZ_BIND": f"127.0.0.1:{port}", "AUTHZ_HOST_A": servers[0], "AUTHZ_HOST_B": servers[1]}
+    with hb.process([HAPROXY, "-db", "-f", HAPROXY_CFG], env, log_path) as proc:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"haproxy exited ({proc.returncode}): see {log_path}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/readyz/writes", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError("no ready server through haproxy")
+            time.sleep(0.2)
+        yield port
+
+
 def run(
     log_dir: str,
     normal_s: float | None = None,
@@ -306,8 +368,14 @@ def run(
     workspaces: int = 300,
     load_threads: int = 3,
     write_every_s: float = 0.2,
+    server: str = "gunicorn",
+    behind_haproxy: bool = False,
+    workers: int = 2,
 ) -> dict[str, Any]:
-    """The whole drill (private cluster, server, load, freeze, kill, verification); the figures."""
+    """The whole drill (private cluster, server(s), load, freeze, kill, verification); the figures.
+
+    ``server``: ``gunicorn`` (gunicorn.conf.py as shipped) or ``granian`` (``python -m app.serve``);
+    ``behind_haproxy``: two such servers behind the shipped HAProxy config, every request through it."""
     from bench import http as hb
 
     d_normal, d_freeze, d_kill = _durations()
@@ -325,14 +393,27 @@ def run(
         out["data"] = {"workspaces": world.workspaces, "users": world.users, "memberships": world.memberships,
                        "questions": len(world.checks), "evaluations": len(world.evaluations),
                        "targets": len(world.targets), "build_s": time.monotonic() - t}
-        out["settings"] = {"workers": 2}
-        with hb.app_server(url, "app:create_app()", 2, os.path.join(log_dir, "gunicorn-outage.log")) as port:
-            drill = Drill(f"http://127.0.0.1:{port}", world)
+        out["settings"] = {"server": server, "workers": workers, "servers": 2 if behind_haproxy else 1,
+                           "haproxy": HAPROXY_CFG if behind_haproxy else None, "load_threads": load_threads}
+        with contextlib.ExitStack() as stack:
+            ports = [stack.enter_context(hb.app_server(url, "app:create_app()", workers,
+                                                       os.path.join(log_dir, f"{server}-outage-{i}.log"),
+                                                       server=server))
+                     for i in range(2 if behind_haproxy else 1)]
+            servers = [f"http://127.0.0.1:{p}" for p in ports]
+            if behind_haproxy:
+                port = stack.enter_context(haproxy([f"127.0.0.1:{p}" for p in ports],
+                                                   os.path.join(log_dir, f"haproxy-outage-{server}.log")))
+                drill = Drill(f"http://127.0.0.1:{port}", world, servers)
+                probes: tuple[str, ...] = ("/readyz", "/readyz/writes")
+            else:
+                drill = Drill(servers[0], world)
+                probes = ("/readyz",)
             drill.baseline()
             web, csrf = drill.sign_in()
             threads = [threading.Thread(target=drill.load, args=(i,), daemon=True) for i in range(load_threads)]
             threads += [threading.Thread(target=drill.write, args=(write_every_s, web, csrf), daemon=True),
-                        threading.Thread(target=drill.probe, args=(0.25,), daemon=True)]
+                        threading.Thread(target=drill.probe, args=(0.25, probes), daemon=True)]
             for th in threads:
                 th.start()
             marks: dict[str, float] = {}
@@ -365,6 +446,7 @@ def run(
             drill.stop.set()
             for th in threads:
                 th.join(15)
+            web.close()
             marks["end"] = time.monotonic()
             out["recovered_s"] = recovered
             out["phase_s"] = {p: marks[n] - marks[p] for p, n in zip(PHASES, [*PHASES[1:], "end"], strict=True)}
@@ -385,26 +467,37 @@ def _summarise(answers: list[Answer]) -> dict[str, Any]:
     writes: dict[str, Any] = {}
     readyz: dict[str, Any] = {}
     for p in PHASES:
-        ds = [a for a in answers if a.phase == p and a.kind in ("check", "batch", "authzen")]
+        ds = [a for a in answers if a.phase == p and a.kind in DECISIONS]
         good = [a for a in ds if a.status == 200 and a.right]
         decisions[p] = {
             "requests": len(ds),
+            "answered_2xx": len([a for a in ds if 200 <= a.status < 300]),
             "answered_right": len(good),
             "wrong": len([a for a in ds if a.status == 200 and not a.right]),
+            "proxy_503": len([a for a in ds if a.proxy]),
             "answered_pct": 100.0 * len(good) / len(ds) if ds else None,
             **_ms([a.seconds for a in ds]),
         }
         ws = [a for a in answers if a.phase == p and a.kind == "write"]
+        retry_503 = [a for a in ws if a.status == 503 and a.retry_after]
         writes[p] = {
             "statuses": dict(Counter(str(a.status) for a in ws)),
-            "retry_after_on_503": sum(1 for a in ws if a.status == 503 and a.retry_after),
+            "retry_after_on_503": len(retry_503),
+            "2xx": len([a for a in ws if 200 <= a.status < 300]),
+            "503_retry_after": len(retry_503),
+            "503_retry_after_proxy": len([a for a in retry_503 if a.proxy]),
+            "other": len([a for a in ws if not (200 <= a.status < 300) and a not in retry_503]),
             **_ms([a.seconds for a in ws]),
         }
         rs = [a for a in answers if a.phase == p and a.kind == "readyz"]
         readyz[p] = {"statuses": dict(Counter(str(a.status) for a in rs)), **_ms([a.seconds for a in rs])}
+        rw = [a for a in answers if a.phase == p and a.kind == "readyz_writes"]
+        if rw:
+            readyz[p]["writes_statuses"] = dict(Counter(str(a.status) for a in rw))
+            readyz[p]["writes_max_ms"] = max(a.seconds for a in rw) * 1000
     failures: dict[str, list[str]] = {}
     for a in answers:
-        if a.kind != "readyz" and (a.detail and (a.status != 200 or not a.right)):
+        if not a.kind.startswith("readyz") and (a.detail and (a.status != 200 or not a.right)):
             shown = failures.setdefault(f"{a.phase} {a.kind} {a.status}{'' if a.right else ' wrong'}", [])
             if len(shown) < 3:
                 shown.append(a.detail)
@@ -430,7 +523,14 @@ def _verify(url: str, drill: Drill, world: World) -> dict[str, Any]:
         head = int(conn.execute(text("SELECT revision FROM policy_head")).scalar() or 0)
     eng.dispose()
     lost_db = sorted(t for t in acked if t not in promoted or t not in granted)
-    http = requests.Session()
+    with requests.Session() as http:
+        return _decided(drill, head, acked, lost_db, refused, promoted, http)
+
+
+def _decided(drill: Drill, head: int, acked: set[tuple[str, int]], lost_db: list[tuple[str, int]],
+             refused: set[tuple[str, int] | None], promoted: set[tuple[str, int]],
+             http: requests.Session) -> dict[str, Any]:
+    """Of the acknowledged writes, those the service does not decide at the head (through drill.base)."""
     targets = sorted(acked)
     undecided: list[tuple[str, int]] = []
     status_ok = True
@@ -466,19 +566,50 @@ def _statuses(d: dict[str, int]) -> str:
 
 def lines(result: dict[str, Any]) -> list[str]:
     """Markdown lines for the report."""
-    out = ["## Outage drill: a private PostgreSQL frozen and killed under load", ""]
+    st = result.get("settings", {})
+    proxied = bool(st.get("haproxy"))
+    title = "a private PostgreSQL frozen and killed under load"
+    out = [f"## Outage drill{' behind HAProxy' if proxied else ''}: {title}", ""]
     if "error" in result:
         return [*out, f"Not measured: {result['error']}", ""]
     d, ph = result.get("data", {}), result.get("phases_s", {})
+    server = st.get("server", "gunicorn")
+    what = ("gunicorn (gunicorn.conf.py)" if server == "gunicorn" else "granian (python -m app.serve)")
+    what += f", {st.get('workers', 2)} workers"
+    if proxied:
+        what = (f"two servers, each {what}, behind HAProxy with the shipped deploy/haproxy.cfg (decisions "
+                f"routed on /readyz, writes on /readyz/writes; every request through HAProxy)")
     out.append(
         f"{d.get('workspaces', 0):,} workspaces, {d.get('users', 0):,} users, {d.get('memberships', 0):,} "
-        f"memberships; gunicorn -w 2 (gunicorn.conf.py); load: /v1/check, batches of 20, "
+        f"memberships; {what}; load: /v1/check, batches of 20, "
         f"AuthZEN evaluations about known people (by id and email) and unknown ones, and a writer promoting "
         f"one member at a time through the members API. Phases: normal {ph.get('normal', 0):.0f} s, frozen (SIGSTOP) "
         f"{ph.get('freeze', 0):.0f} s, normal, killed (SIGKILL) {ph.get('kill', 0):.0f} s, restarted. "
         f"Whole drill {result.get('total_s', 0):.0f} s."
     )
-    out += parts.table(["phase", "decisions answered right (target 100%)", "wrong", "decision p99 / max",
+    if proxied:
+        out += parts.table(["phase", "decisions asked", "answered 2xx", "right", "HAProxy 503", "decision p99 / max",
+                            "writes 2xx", "writes 503 + Retry-After (by HAProxy)", "writes other",
+                            "/readyz (servers)", "/readyz/writes (servers)"])
+        for p in PHASES:
+            dec = result["decisions"].get(p, {})
+            wr = result["writes"].get(p, {})
+            rz = result["readyz"].get(p, {})
+            out.append(
+                f"| {p} | {dec.get('requests', 0):,} | {dec.get('answered_2xx', 0):,} "
+                f"| {dec.get('answered_right', 0):,} "
+                f"| {dec.get('proxy_503', 0)} | {dec.get('p99_ms', 0):.1f} / {dec.get('max_ms', 0):.0f} ms "
+                f"| {wr.get('2xx', 0)} | {wr.get('503_retry_after', 0)} ({wr.get('503_retry_after_proxy', 0)}) "
+                f"| {wr.get('other', 0)} | {_statuses(rz.get('statuses', {}))} "
+                f"| {_statuses(rz.get('writes_statuses', {}))} |"
+            )
+    else:
+        out += _direct_table(result)
+    return out + _tail(result)
+
+
+def _direct_table(result: dict[str, Any]) -> list[str]:
+    out = parts.table(["phase", "decisions answered right (target 100%)", "wrong", "decision p99 / max",
                         "writes by status", "503 with Retry-After", "/readyz statuses", "/readyz p50 / max"])
     for p in PHASES:
         dec = result["decisions"].get(p, {})
@@ -496,8 +627,12 @@ def lines(result: dict[str, Any]) -> list[str]:
     for p in PHASES:
         kinds = result["answers"].get(p, {})
         out.append(f"| {p} | " + " | ".join(_statuses(kinds.get(k, {})) for k in ("check", "batch", "authzen")) + " |")
+    return out
+
+
+def _tail(result: dict[str, Any]) -> list[str]:
     rec = result.get("recovered_s")
-    out += [
+    return [
         "",
         f"Acknowledged writes: {result.get('acknowledged', 0)}; lost (not in the database): "
         f"**{result.get('acknowledged_lost', '—')}** (target 0); not decided by the service at the head revision "
@@ -506,13 +641,15 @@ def lines(result: dict[str, Any]) -> list[str]:
         f"acknowledged {'—' if rec is None else f'{rec:.2f} s'} after the restart.",
         "",
     ]
-    return out
 
 
 def main() -> None:
-    """Run the drill alone; print the report lines, write the JSON (argv[1], default bench/results/outage.json)."""
+    """Run the drill alone; print the report lines, write the JSON (argv[1], default
+    bench/results/outage.json; argv[2] the server, gunicorn or granian; argv[3] ``haproxy``)."""
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "bench", "results", "outage.json")
-    result = run(os.path.dirname(os.path.abspath(path)))
+    server = sys.argv[2] if len(sys.argv) > 2 else "gunicorn"
+    result = run(os.path.dirname(os.path.abspath(path)), server=server,
+                 behind_haproxy=len(sys.argv) > 3 and sys.argv[3] == "haproxy")
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(result, fh, indent=2)
     print("\n".join(lines(result)))

@@ -36,3 +36,49 @@ def test_haproxy_accepts_the_shipped_config() -> None:
     env = dict(os.environ, AUTHZ_BIND="127.0.0.1:1", AUTHZ_HOST_A="127.0.0.1:2", AUTHZ_HOST_B="127.0.0.1:3")
     done = subprocess.run([HAPROXY, "-c", "-f", str(CFG)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_haproxy_own_503_is_a_problem_with_retry_after() -> None:
+    """The shipped config, no server ready: HAProxy's own 503 on either backend is an RFC 9457
+    problem with Retry-After (clients retry it like the service's 503); it was an HTML page."""
+    import json
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not os.path.exists(HAPROXY):
+        if os.environ.get("CI") == "true":
+            pytest.fail("haproxy is not installed (.ci/run installs it)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = dict(os.environ, AUTHZ_BIND=f"127.0.0.1:{ports[0]}", AUTHZ_HOST_A=f"127.0.0.1:{ports[1]}",
+               AUTHZ_HOST_B=f"127.0.0.1:{ports[2]}")  # nothing listens there: both servers fail their checks
+    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(CFG)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        answers = []
+        for path, method in (("/v1/check", "POST"), ("/api/workspaces", "POST")):  # decide, writes
+            deadline = time.monotonic() + 15
+            while True:
+                req = urllib.request.Request(f"http://127.0.0.1:{ports[0]}{path}", data=b"{}", method=method)
+                try:
+                    urllib.request.urlopen(req, timeout=5)  # noqa: S310 - loopback
+                except urllib.error.HTTPError as err:
+                    if err.code == 503:
+                        answers.append((err.headers, json.loads(err.read())))
+                        break
+                except OSError:
+                    pass  # HAProxy not listening yet, or a server still counted up
+                assert time.monotonic() < deadline, f"no 503 from HAProxy on {path}"
+                time.sleep(0.2)
+        for headers, body in answers:
+            assert headers["Content-Type"] == "application/problem+json" and headers["Retry-After"] == "1"
+            assert body["status"] == 503 and body["type"].endswith("/no-ready-server"), body
+    finally:
+        proc.kill()
+        proc.wait()

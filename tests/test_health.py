@@ -79,6 +79,34 @@ def test_readyz_through_a_database_outage(client: FlaskClient, app: Flask, monke
     assert client.get("/healthz").status_code == 200
 
 
+def test_readyz_with_a_listener_never_asks_the_database(
+    client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's process (a listener keeps it in step) answers /readyz from memory: no query, so a
+    frozen database cannot hold a load balancer's check past its timeout (issue 23, reproduction 1:
+    HAProxy's 500 ms check timed out while /readyz waited 2 s on a frozen PostgreSQL, and 26% of
+    the decisions through HAProxy got its 503). Head and database state are what it last learned."""
+    from app.extensions import authz, db
+
+    class Listening:
+        def status(self) -> dict[str, object]:
+            return {"mode": "listen", "connected": True}
+
+        def stop(self) -> None:
+            pass
+
+    assert client.get("/readyz").status_code == 200
+    authz.set_listener(app, Listening())
+    asked: list[object] = []
+    monkeypatch.setattr(db.session, "execute", lambda *a, **k: asked.append(a))
+    body = client.get("/readyz").get_json()
+    assert asked == [] and body["status"] == "ready" and body["checks"]["database"] == "ok", body
+    assert body["head"] == authz.engine.revision and body["lag_revisions"] == 0
+    app.extensions["database"].failed("no answer within 2 s")  # what a request or the listener found
+    body = client.get("/readyz").get_json()
+    assert asked == [] and body["status"] == "ready" and body["checks"]["database"] == "unreachable", body
+
+
 def test_readyz_writes_when_the_database_answers(client: FlaskClient) -> None:
     resp = client.get("/readyz/writes")
     body = resp.get_json()
@@ -109,6 +137,8 @@ def test_readyz_through_an_outage_until_the_staleness_bound(
         raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
     monkeypatch.setattr(db.session, "execute", down)
+    # With a listener /readyz asks no query: the process knows the database is down from its guard.
+    app.extensions["database"].failed("no answer within 2 s")
     authz._synced[app] -= 30  # 30 s into the outage: within the bound
     within = client.get("/readyz")
     assert within.status_code == 200, within.get_json()

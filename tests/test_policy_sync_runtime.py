@@ -192,7 +192,8 @@ def test_pack_change_rebuilds_in_the_background_while_the_old_engine_answers(
     _until(lambda: building)
     grant = _grant(writer)  # committed during the build
     assert grant == edit + 1
-    status, body = _readyz(b)
+    # /readyz's head is what B's listener read from the log (no query of its own): the grant once polled
+    status, body = _until(lambda: (r := _readyz(b))[1]["lag_revisions"] == 2 and r, timeout=0.9)
     assert status == 200, body
     assert body["rebuild"]["state"] == "running" and body["rebuild"]["from_revision"] == old_revision
     assert body["revision"] == old_revision and body["lag_revisions"] == 2

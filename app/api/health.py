@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from flask.blueprints import BlueprintSetupState
 
-from app import observability
+from app import database, observability
 from app.api import api_doc
 from app.api.schemas import Health
 from app.extensions import authz, db
@@ -47,18 +47,30 @@ def readyz() -> tuple[Response, int]:
     during an outage until the staleness bound. Reports revision, head, lag, staleness, sync mode,
     rebuild. Writes: ``/readyz/writes``.
 
-    Bounded: the database check waits at most DATABASE_REQUEST_WAIT_SECONDS (at once while the
-    database is held down), everything else is in memory."""
+    With a policy listener (every server) it never waits on the database: the head is the newest
+    revision the listener read from the log, ``checks.database`` what the process last found
+    (``app.database``: held down after a failure). A frozen database cannot make it slow, so a load
+    balancer's check (deploy/haproxy.cfg: 500 ms) never times out on it. Without a listener
+    (``POLICY_SYNC=off``, ``flask run`` before its first poll, tests) nothing else learns the
+    head, and it is read here, bounded by DATABASE_REQUEST_WAIT_SECONDS."""
     config = current_app.config
     checks: dict[str, str] = {}
     revision = head = None
     try:
-        head = policy_store.current_revision(db.session)  # type: ignore[arg-type]  # the scoped session proxies it
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        log.warning("readiness: database unreachable: %s", exc)
-        checks["database"] = "unreachable"
-        db.session.rollback()
+        listening = authz.sync_status().get("listener") is not None
+    except Exception:  # noqa: BLE001 - reported below; the database is then asked as without a listener
+        listening = False
+    if listening:
+        head = authz.known_head()
+        checks["database"] = "ok" if database.reachable() else "unreachable"
+    else:
+        try:
+            head = policy_store.current_revision(db.session)  # type: ignore[arg-type]  # the scoped session proxies it
+            checks["database"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            log.warning("readiness: database unreachable: %s", exc)
+            checks["database"] = "unreachable"
+            db.session.rollback()
     if not authz.loaded and authz.loading:
         checks["policy"] = "loading"  # the server's start-up load is under way (its listener retries)
     else:

@@ -65,6 +65,9 @@ class PolicyRuntime:
         # The last revision whose token revocations were applied (they cannot wait for a rebuild).
         self._revocations_through: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self._refusals: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
+        # The newest revision seen in the revision log (the head as of the last read): /readyz's
+        # head and lag without a query of its own.
+        self._heads: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self.last_rebuild: dict[str, Any] | None = None  # the last background rebuild (seconds, revisions)
         self._lock = threading.RLock()
 
@@ -221,6 +224,7 @@ class PolicyRuntime:
                     # Token revocations first: a rebuild below would return before reaching them.
                     notes = self._forget_revoked_tokens(session, batch)
                     self._revocations_through[app] = batch[-1][0]
+                    self._saw(app, batch[-1][0])
                     incremental: list[tuple[int, str, list[Any]]] = []
                     at = eng.revision
                     for number, kind, changes in batch:
@@ -250,6 +254,22 @@ class PolicyRuntime:
             changed = [r for r in batch if r[1] in directory.MESSAGE_KINDS]
             self._follow_users(session, self._directories.get(self._key()), changed, notes)
             self._revocations_through[self._key()] = batch[-1][0]
+            self._saw(self._key(), batch[-1][0])
+
+    def _saw(self, app: Flask, revision: int) -> None:
+        """Remember revision as committed (read from the revision log)."""
+        if revision > self._heads.get(app, 0):
+            self._heads[app] = revision
+
+    def known_head(self) -> int | None:
+        """The newest committed revision this process knows of, without asking the database: the
+        last revision read from the log, or the engine's own (None before the first load)."""
+        app = self._key()
+        eng = self._engines.get(app)
+        seen = self._heads.get(app)
+        if eng is None:
+            return seen
+        return max(eng.revision, seen or 0)
 
     # -- background rebuilds (no stampede) -------------------------------------------------
     def _rebuild_later(self, app: Flask, base: PolicyEngine) -> None:
