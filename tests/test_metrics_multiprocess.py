@@ -56,7 +56,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         env.update(
             {
                 "FLASK_SQLALCHEMY_DATABASE_URI": url,
-                "FLASK_SECRET_KEY": "metrics-test",
+                "FLASK_SECRET_KEY": "metrics-test-secret-key-of-32-bytes!",
                 "FLASK_MAIL_BACKEND": "memory",
                 "FLASK_METRICS_FLUSH_SECONDS": str(FLUSH),
                 "FLASK_ACCESS_LOG_DECISIONS": "true",  # the test counts one access line per decision
