@@ -3,10 +3,12 @@ and a start from it through PolicyRuntime.reload when the database cannot be rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -258,3 +260,132 @@ def test_a_corrupt_snapshot_is_refused_in_one_line_and_the_error_raised(
         assert refused[0].getMessage().count("\n") == 0
         db.session.remove()
         db.engine.dispose()
+
+
+class _Listening:
+    """A listener that never reads the database (the bound applies only with a listener)."""
+
+    def status(self) -> dict[str, object]:
+        return {"mode": "listen", "connected": False}
+
+    def stop(self) -> None:
+        pass
+
+
+def _rewrite(path: Path, app: Flask, url: str, revision: int, current_at: float) -> None:
+    """The snapshot at path, as if written at another revision or time."""
+    model = snapshot.model_digest(Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8"))
+    database = snapshot.database_identity(url)
+    snap = snapshot.read(path, model, database)
+    assert snap is not None
+    data = snapshot.encode(snap.state, revision, current_at, model, database)
+    assert snapshot.write(path, data, revision, current_at, force=True)
+
+
+@contextlib.contextmanager
+def _started_from_snapshot(
+    database_url: str, path: Path, monkeypatch: pytest.MonkeyPatch, **config: object
+) -> Iterator[Flask]:
+    """A second app (in its app context) whose first load could not reach the database: started
+    from the snapshot at path; the database answers afterwards."""
+    from app.extensions import authz, db
+    from app.policy.runtime import PolicyRuntime
+
+    def unreachable(self: PolicyRuntime, *args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    other = make_app(database_url, POLICY_SNAPSHOT_PATH=str(path), **config)
+    with other.app_context():
+        with monkeypatch.context() as m:
+            m.setattr(PolicyRuntime, "build", unreachable)
+            authz.reload()
+        assert authz.source()["source"] == "snapshot"  # type: ignore[index]
+        try:
+            yield other
+        finally:
+            authz.wait_snapshot()
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_the_staleness_bound_counts_from_when_the_snapshot_was_read(
+    demo: Flask, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.extensions import authz
+
+    path = tmp_path / "policy.snapshot"
+    demo.config["POLICY_SNAPSHOT_PATH"] = str(path)
+    authz.reload()
+    authz.wait_snapshot()
+    _rewrite(path, demo, database_url, authz.engine.revision, time.time() - 120)  # read two minutes ago
+    for bound, status in ((300.0, 200), (60.0, 503)):
+        with _started_from_snapshot(
+            database_url, path, monkeypatch, POLICY_MAX_STALENESS_SECONDS=bound, POLICY_READY_MAX_SYNC_AGE_SECONDS=0
+        ) as other:
+            authz.set_listener(other, _Listening())
+            body = other.test_client().get("/readyz")
+            assert body.status_code == status, body.get_json()
+            out = body.get_json()
+            assert out["source"] == "snapshot" and 119 < out["staleness_seconds"] < 180, out
+            assert 119 < out["snapshot"]["age_seconds"] < 180, out
+            if status == 503:
+                assert out["checks"]["staleness"] == "stale"
+                assert authz.serving(other) is None  # the fast path does not decide: fail closed
+            else:
+                assert authz.serving(other) is not None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_database_behind_the_snapshot_is_the_truth(
+    demo: Flask, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restored from an older backup: the head is behind the snapshot served; the first sync reloads
+    from the database and its snapshot replaces the newer file."""
+    from app.extensions import authz
+
+    path = tmp_path / "policy.snapshot"
+    demo.config["POLICY_SNAPSHOT_PATH"] = str(path)
+    head = authz.reload().revision
+    authz.wait_snapshot()
+    _rewrite(path, demo, database_url, head + 5, time.time())
+    with _started_from_snapshot(database_url, path, monkeypatch) as other:
+        assert authz.engine.revision == head + 5
+        assert authz.sync() == head  # the database answers: reloaded from it
+        assert authz.source() == {"source": "database"}
+        authz.wait_snapshot()
+        model = snapshot.model_digest(Path(other.config["MODEL_PATH"]).read_text(encoding="utf-8"))
+        snap = snapshot.read(path, model, snapshot.database_identity(database_url))
+        assert snap is not None and snap.meta.revision == head
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_the_first_sync_after_a_snapshot_start_catches_up_and_writes_a_fresh_snapshot(
+    demo: Flask, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.authz import AccessRequest, ResourceFacts
+    from app.extensions import authz
+    from tests.factories import add_member, create_user, create_workspace
+
+    path = tmp_path / "policy.snapshot"
+    demo.config["POLICY_SNAPSHOT_PATH"] = str(path)
+    old = authz.reload().revision
+    authz.wait_snapshot()
+    ws = create_workspace("snapcatch", "simulations")
+    newcomer = create_user("newcomer@snap.example")
+    add_member(ws, newcomer, "learner")  # committed after the snapshot
+    user_key, ws_key = newcomer.key, ws.key  # read here: demo's session must not refresh them in other's context
+    with _started_from_snapshot(database_url, path, monkeypatch) as other:
+        asked = AccessRequest(user_key, ws_key, ResourceFacts(), "view_dashboard")
+        assert authz.engine.revision == old and not authz.engine.check(asked).allowed
+        head = authz.sync()
+        assert head > old and authz.engine.check(asked).allowed and authz.engine.revision == head
+        assert authz.directory.lookup("newcomer@snap.example") == user_key  # type: ignore[union-attr]
+        assert authz.source() == {"source": "database"}
+        authz.wait_snapshot()
+        model = snapshot.model_digest(Path(other.config["MODEL_PATH"]).read_text(encoding="utf-8"))
+        snap = snapshot.read(path, model, snapshot.database_identity(database_url))
+        assert snap is not None and snap.meta.revision == head

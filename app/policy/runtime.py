@@ -80,6 +80,8 @@ class PolicyRuntime:
         # Where the engine's state came from: {"source": "database"} or the snapshot's details.
         self._sources: weakref.WeakKeyDictionary[Flask, dict[str, Any]] = weakref.WeakKeyDictionary()
         self._snapshot_tried: weakref.WeakSet[Flask] = weakref.WeakSet()  # a start from the snapshot, once
+        # The database went back behind the snapshot served: its next snapshot replaces any newer one.
+        self._snapshot_forced: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._snapshot_writers: list[threading.Thread] = []
         self.last_snapshot: dict[str, Any] | None = None  # the last snapshot write (revision, bytes, seconds)
         self._lock = threading.RLock()
@@ -202,7 +204,9 @@ class PolicyRuntime:
             self._rebuilds.pop(app, None)
             log.info("policy loaded at revision %s (%s users in the directory)", eng.revision, len(users))
             if state is not None and capture is not None and settings is not None:
-                self._write_snapshot_later(settings, state, eng.revision, capture.current_at)
+                force = app in self._snapshot_forced
+                self._snapshot_forced.discard(app)
+                self._write_snapshot_later(settings, state, eng.revision, capture.current_at, force)
             return eng
 
     # -- the snapshot on disk (app.policy.snapshot) ------------------------------------------
@@ -278,23 +282,23 @@ class PolicyRuntime:
         return out
 
     def _write_snapshot_later(self, settings: SnapshotSettings, state: snapshot.State, revision: int,
-                              current_at: float) -> None:
+                              current_at: float, force: bool = False) -> None:
         """Encode and write the snapshot in a thread of its own: never in a request's way."""
         thread = threading.Thread(
-            target=self._write_snapshot, args=(settings, state, revision, current_at), name="policy-snapshot",
+            target=self._write_snapshot, args=(settings, state, revision, current_at, force), name="policy-snapshot",
             daemon=True,
         )
         self._snapshot_writers = [t for t in self._snapshot_writers if t.is_alive()] + [thread]
         thread.start()
 
     def _write_snapshot(self, settings: SnapshotSettings, state: snapshot.State, revision: int,
-                        current_at: float) -> None:
+                        current_at: float, force: bool = False) -> None:
         path, model_sha, database = settings
         try:
             t0 = time.monotonic()
             data = snapshot.encode(state, revision, current_at, model_sha, database)
             t1 = time.monotonic()
-            written = snapshot.write(path, data, revision, current_at)
+            written = snapshot.write(path, data, revision, current_at, force)
             t2 = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - a snapshot that cannot be written changes nothing else
             log.error("policy snapshot %s not written at revision %s: %s", path, revision, str(exc).splitlines()[0])
@@ -315,14 +319,23 @@ class PolicyRuntime:
         for thread in list(self._snapshot_writers):
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _left_snapshot(self, app: Flask) -> None:
+    def _left_snapshot(self, app: Flask, revision: int) -> int:
         """The first sync that read the database after a start from the snapshot: the engine is
-        current again (source ``database``); a fresh snapshot is written unless a rebuild will."""
+        current again (source ``database``); a fresh snapshot is written unless a rebuild will.
+        A database whose head is behind the snapshot's revision (restored from an older backup) is
+        the truth: the engine is reloaded from it and its snapshot replaces the newer file."""
         with self._lock:
             src = self._sources.get(app)
             if src is None or src.get("source") != "snapshot":
-                return
+                return revision
             eng = self._engines.get(app)
+            with Session(self._db.engine) as session:
+                head = policy_store.current_revision(session)
+            if eng is not None and head < eng.revision:
+                log.warning("the database's head revision %s is behind the snapshot's %s (restored from an older "
+                            "backup?): reloading from the database", head, eng.revision)
+                self._snapshot_forced.add(app)
+                return self.reload().revision
             self._sources[app] = {"source": "database"}
             rebuilding = app in self._rebuilds
         log.info("database reachable: caught up from the snapshot's revision %s to %s",
@@ -333,6 +346,7 @@ class PolicyRuntime:
                                       name="policy-snapshot", daemon=True)
             self._snapshot_writers = [t for t in self._snapshot_writers if t.is_alive()] + [thread]
             thread.start()
+        return revision
 
     def _refresh_snapshot(self, app: Flask, settings: SnapshotSettings) -> None:
         """Read the state (policy, directory, tokens: one transaction) and write it as the snapshot."""
@@ -371,7 +385,7 @@ class PolicyRuntime:
         revision = self._sync(background)
         app = self._key()
         if self._sources.get(app, {}).get("source") == "snapshot":
-            self._left_snapshot(app)  # the database answered: caught up from the snapshot
+            revision = self._left_snapshot(app, revision)  # the database answered: caught up from the snapshot
         return revision
 
     def _sync(self, background: bool | None) -> int:

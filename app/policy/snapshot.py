@@ -253,12 +253,13 @@ def write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def install(tmp: Path, path: Path, revision: int, current_at: float) -> bool:
-    """Replace path with tmp unless the snapshot in place is newer; False (tmp removed) if it is."""
+def install(tmp: Path, path: Path, revision: int, current_at: float, force: bool = False) -> bool:
+    """Replace path with tmp unless the snapshot in place is newer (and not ``force``: the database
+    itself went back to an older revision); False (tmp removed) if it is."""
     try:
         with _exclusive(path):
             there = _in_place(path)
-            if there is not None and there > (revision, current_at):
+            if not force and there is not None and there > (revision, current_at):
                 return False
             os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -268,11 +269,11 @@ def install(tmp: Path, path: Path, revision: int, current_at: float) -> bool:
             tmp.unlink()  # gone already after the replace
 
 
-def write(path: Path, data: bytes, revision: int, current_at: float) -> bool:
+def write(path: Path, data: bytes, revision: int, current_at: float, force: bool = False) -> bool:
     """Write a snapshot atomically (see the module docstring); False when a newer one is in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = write_temp(path, data)
-    written = install(tmp, path, revision, current_at)
+    written = install(tmp, path, revision, current_at, force)
     _remove_stale_temps(path)
     return written
 
