@@ -1,9 +1,10 @@
 """Policy snapshot sizes and times (``POLICY_SNAPSHOT_PATH``): ``python -m bench.snapshot [workspaces] [members]``.
 
-On a scratch PostgreSQL database (the tests' server, dropped afterwards) with ``bench.outage.build``'s
+On a private PostgreSQL (``bench.pgcluster``, removed afterwards) with ``bench.outage.build``'s
 data set, it times a full load from the database, the snapshot's encode and atomic write (as the
 background writer does them), and a start from the file: read + checksum + decode, engine build,
-directory and tokens, and the escalation verifier that every load runs. One run, printed as JSON.
+directory and tokens, and the escalation verifier that every load runs (cached here: the load just
+ran it on the same packs; a fresh process's first run costs more). One run, printed as JSON.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ import time
 from pathlib import Path
 
 from bench.outage import build
-from tests.conftest import fresh_pg_database
+from bench.pgcluster import Cluster
 
 
 def main() -> None:
     """Build the data set, load, write, read back; print the figures."""
+    workspaces = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    members = int(sys.argv[2]) if len(sys.argv) > 2 else 6
+    cluster = Cluster("snapbench")
+    try:
+        out = _run(cluster.create_database(), workspaces, members)
+    finally:
+        cluster.stop()
+    print(json.dumps(out, indent=1))
+
+
+def _run(url: str, workspaces: int, members: int) -> dict[str, object]:
     from app import create_app
     from app.authz import PolicyEngine, delegation
     from app.authz.packs import packset_from_documents
@@ -27,9 +39,7 @@ def main() -> None:
     from app.policy import snapshot
     from app.policy.directory import Directory
 
-    workspaces = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-    members = int(sys.argv[2]) if len(sys.argv) > 2 else 6
-    with fresh_pg_database("snapbench") as url, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         t = time.monotonic()
         build(url, workspaces=workspaces, members=members)
         built = time.monotonic() - t
@@ -66,7 +76,7 @@ def main() -> None:
             }
             db.session.remove()
             db.engine.dispose()
-    print(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
