@@ -107,9 +107,10 @@ def when_ready(server: Any) -> None:
         return
     try:
         with app.app_context():
-            authz.reload()
+            authz.reload()  # the database down: from POLICY_SNAPSHOT_PATH if there is a valid one
     except Exception:  # noqa: BLE001 - each worker tries again (and fails to boot the same way)
         log.exception("policy not loaded in the master; the workers load it themselves")
+    authz.wait_snapshot()  # its writer thread must not be under way when the master forks
     _dispose_pools(app, close=True)  # no connection may be shared by the workers
     gc.collect()
     gc.freeze()  # the loaded heap leaves the collector's generations: the workers' GC never writes to it

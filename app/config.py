@@ -76,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_POLL_SECONDS": 1.0,
     # With a listener: past this many seconds without reading the revision log, decisions answer 503 (0: never).
     "POLICY_MAX_STALENESS_SECONDS": 0.0,
+    # After each full load the state is written here; a start with the database down loads it ("": off).
+    "POLICY_SNAPSHOT_PATH": "",
     # The policy listener's own connection (LISTEN needs a session: direct or PgBouncer session mode);
     # "" = the application's database URL. Without LISTEN the listener polls the revision head.
     "POLICY_LISTEN_URL": "",

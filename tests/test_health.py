@@ -36,6 +36,7 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
         "revision": authz.engine.revision,
         "head": authz.engine.revision,
         "lag_revisions": 0,
+        "source": "database",  # loaded from the database (not from POLICY_SNAPSHOT_PATH's snapshot)
         # the listener is off under tests (SQLite / POLICY_SYNC); its state is reported as is
         "sync": status,
     }

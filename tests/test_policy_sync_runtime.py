@@ -182,10 +182,10 @@ def test_pack_change_rebuilds_in_the_background_while_the_old_engine_answers(
     build = PolicyRuntime.build
     building = []
 
-    def slow_build(self: PolicyRuntime, session: Any) -> Any:
+    def slow_build(self: PolicyRuntime, session: Any, capture: Any = None) -> Any:
         building.append(time.monotonic())
         time.sleep(1.0)  # a big policy: seconds at 1M memberships
-        return build(self, session)
+        return build(self, session, capture)
 
     monkeypatch.setattr(PolicyRuntime, "build", slow_build)
     edit = _write(writer, "policy-edit", [])  # may change pack documents: a rebuild

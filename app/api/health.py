@@ -126,6 +126,13 @@ def readyz() -> tuple[Response, int]:
         out["staleness_seconds"] = age
         if status.get("rebuild"):
             out["rebuild"] = status["rebuild"]
+    source = authz.source() if checks.get("policy") == "loaded" else None
+    if source is not None:
+        # "database", or "snapshot" (started with the database down) with the snapshot's revision,
+        # path, current_at (when its state was read) and age_seconds, until the database answers.
+        out["source"] = source.pop("source")
+        if out["source"] == "snapshot":
+            out["snapshot"] = source
     if "staleness_seconds" not in out:
         age_now = authz.staleness()
         out["staleness_seconds"] = round(age_now, 3) if age_now is not None else None

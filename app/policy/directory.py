@@ -107,6 +107,24 @@ class Directory:
                 if old[2] is not None and old[2] != external_id and self._externals.get(old[2]) == key:
                     del self._externals[old[2]]
 
+    def rows(self) -> list[tuple[int, str, str | None]]:
+        """Every user held, (id, lower-cased email, external id): what a snapshot stores."""
+        return [(uid, email, ext) for uid, (_, email, ext) in list(self._ids.items())]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[int, str, str | None]], catalogs: Mapping[str, Any]) -> Directory:
+        """A directory of these users (as :meth:`rows` gives them) and catalogs (a snapshot's)."""
+        d = cls()
+        for uid, email, ext in rows:
+            key = f"user:{uid}"
+            d._ids[uid] = (key, email, ext)
+            d._keys[key] = key
+            d._emails[email] = key
+            if ext is not None:
+                d._externals[ext] = key
+        d.catalogs = dict(catalogs)
+        return d
+
     def changed(self, uid: int, kind: str, value: str | None) -> None:
         """A committed change of a held user's email (kind "email") or external id ("ext") in this process."""
         old = self._ids.get(uid)

@@ -13,6 +13,13 @@ request path: a background thread waits a random 0..``POLICY_REBUILD_JITTER_SECO
 processes do not rebuild at once), builds the new engine while the old one keeps answering at its
 revision, applies what was committed meanwhile, and swaps it in under the lock. The process that
 wrote the change, and any process without a listener, rebuilds at once (read-your-writes).
+
+With ``POLICY_SNAPSHOT_PATH`` set, every full load also writes what it read to that file
+(``app.policy.snapshot``, in a background thread after the swap), and a process that finds the
+database unreachable at start builds its engine, directory and token cache from that file instead
+(source ``snapshot``: its staleness counts from when the snapshot's state was read). The listener's
+first successful sync catches up from the snapshot's revision (a rebuild on a gap or a pack change,
+as always) and a fresh snapshot is written.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from flask import Flask, current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -36,12 +45,16 @@ from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, dele
 from app.authz.engine import RuleChange
 from app.authz.packs import is_pack_rule, packset_from_documents
 from app.errors import ForbiddenError, UnavailableError, ValidationError
-from app.policy import directory, tokens
+from app.policy import directory, snapshot, tokens
 from app.policy import store as policy_store
 from app.policy.directory import Directory
 from app.policy.sync import start_listener
 
 log = logging.getLogger("app.authz")
+
+# What a load that cannot reach the database raises (a start from the snapshot is tried then).
+UNREACHABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError)
+SnapshotSettings = tuple[Path, str, str]  # path, model.conf's SHA-256, the database's host:port/name
 
 
 class PolicyRuntime:
@@ -69,6 +82,13 @@ class PolicyRuntime:
         # head and lag without a query of its own.
         self._heads: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self.last_rebuild: dict[str, Any] | None = None  # the last background rebuild (seconds, revisions)
+        # Where the engine's state came from: {"source": "database"} or the snapshot's details.
+        self._sources: weakref.WeakKeyDictionary[Flask, dict[str, Any]] = weakref.WeakKeyDictionary()
+        self._snapshot_tried: weakref.WeakSet[Flask] = weakref.WeakSet()  # a start from the snapshot, once
+        # The database went back behind the snapshot served: its next snapshot replaces any newer one.
+        self._snapshot_forced: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self._snapshot_writers: list[threading.Thread] = []
+        self.last_snapshot: dict[str, Any] | None = None  # the last snapshot write (revision, bytes, seconds)
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask, db: SQLAlchemy) -> None:
@@ -136,17 +156,25 @@ class PolicyRuntime:
         app context; never loads)."""
         return self._directories.get(self._key()) if has_app_context() else None
 
-    def build(self, session: Session) -> PolicyEngine:
-        """A fresh engine from the database (pack documents and rules) at the committed head."""
+    @staticmethod
+    def _begin_load(session: Session) -> None:
         if session.get_bind().dialect.name == "postgresql" and not session.in_transaction():
             # One snapshot (as read_policy would open it), under the load's own statement timeout:
             # at 1M memberships two workers loading at once passed the 30 s request bound.
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             ms = int(float(current_app.config["POLICY_LOAD_STATEMENT_TIMEOUT_SECONDS"]) * 1000)
             session.execute(text(f"SET LOCAL statement_timeout = {max(ms, 0)}"))
+
+    def build(self, session: Session, capture: snapshot.Capture | None = None) -> PolicyEngine:
+        """A fresh engine from the database (pack documents and rules) at the committed head; what it
+        read is also kept in ``capture`` (for a snapshot) when given."""
+        self._begin_load(session)
         revision, documents, pack_rules, facts = policy_store.read_policy(session)
         if not documents:
             raise UnavailableError("policy not imported; run `flask db-upgrade`")
+        if capture is not None:
+            capture.revision, capture.documents, capture.pack_rules = revision, documents, list(pack_rules)
+            facts = capture.tee(facts)
         model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
         packset = packset_from_documents(documents, pack_rules, model_text)
         return PolicyEngine(packset, facts, revision)
@@ -154,21 +182,39 @@ class PolicyRuntime:
     def reload(self) -> PolicyEngine:
         """Build a new engine from the database and swap it in (a pending background rebuild is dropped).
 
-        A database not migrated to the head is refused (UnavailableError naming the command; the
-        reason stays in :meth:`refusal` for ``/readyz`` until a load succeeds)."""
+        The database unreachable and nothing loaded yet (a start): the engine comes from the
+        snapshot (``POLICY_SNAPSHOT_PATH``) if one is there and valid; else the error is raised. A
+        database not migrated to the head is refused (UnavailableError naming the command; the reason
+        stays in :meth:`refusal` for ``/readyz`` until a load succeeds).
+        """
         with self._lock:
-            self._check_schema()
+            app = self._key()
             generation = tokens.generation()
-            with Session(self._db.engine) as session:
-                eng = self.build(session)
-                users = directory.load(session)  # the same snapshot
-                live = tokens.load_live(session)
+            settings = self._snapshot_settings(app)
+            capture = snapshot.Capture() if settings is not None else None
+            try:
+                self._check_schema()
+                with Session(self._db.engine) as session:
+                    eng = self.build(session, capture)
+                    users = directory.load(session)  # the same snapshot
+                    live = tokens.load_live(session)
+            except UNREACHABLE:
+                started = None if app in self._engines else self._start_from_snapshot(app, generation)
+                if started is None:
+                    raise
+                return started
+            state = capture.state(users, live) if capture is not None else None  # before others share them
             tokens.remember(live, generation)  # every live token: accepted without the database
             # Writers refuse a policy failing the verifier; one that got into the database anyway is
             # not served silently: logged, and /readyz answers 503 until it is fixed.
-            self._swap(self._key(), eng, tuple(delegation.problems(eng.packset)), users)
-            self._rebuilds.pop(self._key(), None)
+            self._swap(app, eng, tuple(delegation.problems(eng.packset)), users)
+            self._sources[app] = {"source": "database"}
+            self._rebuilds.pop(app, None)
             log.info("policy loaded at revision %s (%s users in the directory)", eng.revision, len(users))
+            if state is not None and capture is not None and settings is not None:
+                force = app in self._snapshot_forced
+                self._snapshot_forced.discard(app)
+                self._write_snapshot_later(settings, state, eng.revision, capture.current_at, force)
             return eng
 
     def _check_schema(self) -> None:
@@ -186,6 +232,161 @@ class PolicyRuntime:
     def refusal(self) -> str | None:
         """Why the last load refused the database (its schema), None otherwise."""
         return self._refusals.get(self._key())
+
+    # -- the snapshot on disk (app.policy.snapshot) ------------------------------------------
+    @staticmethod
+    def _snapshot_settings(app: Flask) -> SnapshotSettings | None:
+        """(path, model digest, database identity) when POLICY_SNAPSHOT_PATH is set, else None."""
+        raw = str(app.config.get("POLICY_SNAPSHOT_PATH") or "").strip()
+        if not raw:
+            return None
+        model_text = Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+        return (
+            Path(raw),
+            snapshot.model_digest(model_text),
+            snapshot.database_identity(str(app.config["SQLALCHEMY_DATABASE_URI"])),
+        )
+
+    def _start_from_snapshot(self, app: Flask, generation: int) -> PolicyEngine | None:
+        """The database unreachable at start: engine, directory and tokens from the snapshot (once a
+        process); None (logged in one line) when there is none or it is refused."""
+        if app in self._snapshot_tried:
+            return None
+        self._snapshot_tried.add(app)
+        settings = self._snapshot_settings(app)
+        if settings is None:
+            return None
+        path, model_sha, database = settings
+        t0 = time.monotonic()
+        try:
+            snap = snapshot.read(path, model_sha, database)
+            if snap is None:
+                log.warning("database unreachable at start, no policy snapshot at %s: unready until it answers", path)
+                return None
+            model_text = Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+            packset = packset_from_documents(snap.state.documents, snap.state.pack_rules, model_text)
+            eng = PolicyEngine(packset, snap.state.facts, snap.meta.revision)
+            users = directory.Directory.from_rows(snap.state.users, snap.state.catalogs)
+            live = snapshot.identities(snap.state.tokens)
+        except Exception as exc:  # noqa: BLE001 - refused whatever is wrong with it: as if there were none
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            log.error("policy snapshot %s refused (%s: %s); unready until the database answers",
+                      path, type(exc).__name__, reason[:300])
+            return None
+        tokens.remember(live, generation)
+        t1 = time.monotonic()
+        problems = tuple(delegation.problems(eng.packset))
+        age = max(0.0, time.time() - snap.meta.current_at)
+        # Known current when the snapshot's state was read: the staleness bound counts from then.
+        self._swap(app, eng, problems, users, synced=time.monotonic() - age)
+        self._sources[app] = {
+            "source": "snapshot",
+            "path": str(path),
+            "revision": snap.meta.revision,
+            "current_at": snap.meta.current_at,
+            "written_at": snap.meta.written_at,
+        }
+        log.warning(
+            "database unreachable at start: serving the policy snapshot %s at revision %s, read from the "
+            "database %.0f s ago (%s users, %s tokens; read and built in %.3f s, verified in %.3f s)",
+            path, snap.meta.revision, age, len(users), len(live), t1 - t0, time.monotonic() - t1,
+        )
+        return eng
+
+    def source(self) -> dict[str, Any] | None:
+        """Where the engine's state came from: ``{"source": "database"}``, or the snapshot's
+        revision, path, when its state was read (``current_at``, epoch seconds) and its age; None
+        before a load."""
+        src = self._sources.get(self._key())
+        if src is None:
+            return None
+        out = dict(src)
+        if "current_at" in out:
+            out["age_seconds"] = round(max(0.0, time.time() - float(out["current_at"])), 3)
+        return out
+
+    def _write_snapshot_later(self, settings: SnapshotSettings, state: snapshot.State, revision: int,
+                              current_at: float, force: bool = False) -> None:
+        """Encode and write the snapshot in a thread of its own: never in a request's way."""
+        thread = threading.Thread(
+            target=self._write_snapshot, args=(settings, state, revision, current_at, force), name="policy-snapshot",
+            daemon=True,
+        )
+        self._snapshot_writers = [t for t in self._snapshot_writers if t.is_alive()] + [thread]
+        thread.start()
+
+    def _write_snapshot(self, settings: SnapshotSettings, state: snapshot.State, revision: int,
+                        current_at: float, force: bool = False) -> None:
+        path, model_sha, database = settings
+        try:
+            t0 = time.monotonic()
+            data = snapshot.encode(state, revision, current_at, model_sha, database)
+            t1 = time.monotonic()
+            written = snapshot.write(path, data, revision, current_at, force)
+            t2 = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - a snapshot that cannot be written changes nothing else
+            log.error("policy snapshot %s not written at revision %s: %s", path, revision, str(exc).splitlines()[0])
+            return
+        self.last_snapshot = {
+            "revision": revision, "bytes": len(data), "written": written,
+            "encode_seconds": round(t1 - t0, 4), "write_seconds": round(t2 - t1, 4),
+        }
+        if written:
+            log.info("policy snapshot written: %s at revision %s (%s bytes, encoded in %.3f s, written in %.3f s)",
+                     path, revision, len(data), t1 - t0, t2 - t1)
+        else:
+            log.info("policy snapshot at revision %s not written: %s holds a newer one", revision, path)
+
+    def wait_snapshot(self, timeout: float = 60.0) -> None:
+        """Wait for this process's snapshot writes under way (gunicorn's master, before it forks)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._snapshot_writers):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _left_snapshot(self, app: Flask, revision: int) -> int:
+        """The first sync that read the database after a start from the snapshot: the engine is
+        current again (source ``database``); a fresh snapshot is written unless a rebuild will.
+        A database whose head is behind the snapshot's revision (restored from an older backup) is
+        the truth: the engine is reloaded from it and its snapshot replaces the newer file."""
+        with self._lock:
+            src = self._sources.get(app)
+            if src is None or src.get("source") != "snapshot":
+                return revision
+            eng = self._engines.get(app)
+            with Session(self._db.engine) as session:
+                head = policy_store.current_revision(session)
+            if eng is not None and head < eng.revision:
+                log.warning("the database's head revision %s is behind the snapshot's %s (restored from an older "
+                            "backup?): reloading from the database", head, eng.revision)
+                self._snapshot_forced.add(app)
+                return self.reload().revision
+            self._sources[app] = {"source": "database"}
+            rebuilding = app in self._rebuilds
+        log.info("database reachable: caught up from the snapshot's revision %s to %s",
+                 src.get("revision"), eng.revision if eng is not None else None)
+        settings = self._snapshot_settings(app)
+        if settings is not None and not rebuilding:  # a rebuild writes its own when it swaps
+            thread = threading.Thread(target=self._refresh_snapshot, args=(app, settings),
+                                      name="policy-snapshot", daemon=True)
+            self._snapshot_writers = [t for t in self._snapshot_writers if t.is_alive()] + [thread]
+            thread.start()
+        return revision
+
+    def _refresh_snapshot(self, app: Flask, settings: SnapshotSettings) -> None:
+        """Read the state (policy, directory, tokens: one transaction) and write it as the snapshot."""
+        try:
+            with app.app_context():
+                capture = snapshot.Capture()
+                with Session(self._db.engine) as session:
+                    self._begin_load(session)
+                    revision, documents, pack_rules, facts = policy_store.read_policy(session)
+                    capture.documents, capture.pack_rules = documents, list(pack_rules)
+                    capture.facts = [tuple(f) for f in facts]
+                    state = capture.state(directory.load(session), tokens.load_live(session))
+        except Exception as exc:  # noqa: BLE001 - the next full load writes one
+            log.error("policy snapshot not refreshed: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return
+        self._write_snapshot(settings, state, revision, capture.current_at)
 
     def verification_problems(self) -> tuple[str, ...]:
         """The escalation verifier's counterexamples for the loaded policy (empty: it passes)."""
@@ -205,6 +406,13 @@ class PolicyRuntime:
         listener keeps this app in step) — by :meth:`_rebuild_later` while this engine keeps
         answering at its revision; until that rebuild swaps, syncs only apply token revocations.
         """
+        revision = self._sync(background)
+        app = self._key()
+        if self._sources.get(app, {}).get("source") == "snapshot":
+            revision = self._left_snapshot(app, revision)  # the database answered: caught up from the snapshot
+        return revision
+
+    def _sync(self, background: bool | None) -> int:
         app = self._key()
         if background is None:
             background = app in self._listeners
@@ -299,10 +507,13 @@ class PolicyRuntime:
             with app.app_context():
                 while True:
                     generation = tokens.generation()
+                    settings = self._snapshot_settings(app)
+                    capture = snapshot.Capture() if settings is not None else None
                     with Session(self._db.engine) as session:
-                        new = self.build(session)  # outside the lock: the old engine keeps answering
+                        new = self.build(session, capture)  # outside the lock: the old engine keeps answering
                         users = directory.load(session)
                         live = tokens.load_live(session)
+                    saved = capture.state(users, live) if capture is not None else None  # before the catch-up
                     problems = tuple(delegation.problems(new.packset))
                     with self._lock:
                         if self._rebuilds.get(app) is not state:
@@ -310,9 +521,12 @@ class PolicyRuntime:
                         if not self._catch_up(new, users):
                             continue  # another pack change came while building: build again
                         self._swap(app, new, problems, users)
+                        self._sources[app] = {"source": "database"}
                         # dropped if a revocation came since the read (_catch_up does not forget tokens)
                         tokens.remember(live, generation)
                         self._rebuilds.pop(app, None)
+                        if saved is not None and capture is not None and settings is not None:
+                            self._write_snapshot_later(settings, saved, capture.revision, capture.current_at)
                         self.last_rebuild = {
                             "from_revision": state["from_revision"],
                             "to_revision": new.revision,
@@ -343,13 +557,16 @@ class PolicyRuntime:
                     self._follow_users(session, users, step, notes)
                     eng.apply(changes, number)
 
-    def _swap(self, app: Flask, eng: PolicyEngine, problems: tuple[str, ...], users: Directory) -> None:
+    def _swap(
+        self, app: Flask, eng: PolicyEngine, problems: tuple[str, ...], users: Directory, synced: float | None = None
+    ) -> None:
+        """Serve eng and users from now on; ``synced``: when they were known current (monotonic; now)."""
         if problems:
             log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
         self._verification[app] = problems
         self._directories[app] = users
         self._engines[app] = eng
-        self._synced[app] = time.monotonic()
+        self._synced[app] = time.monotonic() if synced is None else synced
 
     def _forget_revoked_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
         """Drop the tokens the batch's revocations name; the messages of its revocations, user and workspace changes."""
@@ -480,6 +697,7 @@ class PolicyRuntime:
         return {
             "loaded": eng is not None,
             "revision": eng.revision if eng is not None else None,
+            "source": (self._sources.get(app) or {}).get("source"),
             "seconds_since_sync": round(time.monotonic() - synced, 3) if synced is not None else None,
             "listener": listener.status() if listener is not None else None,
             "rebuild": None
