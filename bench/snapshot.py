@@ -44,7 +44,7 @@ def _run(url: str, workspaces: int, members: int) -> dict[str, object]:
         build(url, workspaces=workspaces, members=members)
         built = time.monotonic() - t
         path = Path(tmp) / "policy.snapshot"
-        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench", "MAIL_BACKEND": "memory",
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "bench-" + "x" * 32, "MAIL_BACKEND": "memory",
                           "POLICY_SNAPSHOT_PATH": str(path)})
         with app.app_context():
             t = time.monotonic()

@@ -63,7 +63,7 @@ def _server(kind: str, url: str, snap: Path, log: Path) -> Iterator[tuple[str, C
     env = {
         **os.environ,
         "FLASK_SQLALCHEMY_DATABASE_URI": url,
-        "FLASK_SECRET_KEY": "snapshot-test",
+        "FLASK_SECRET_KEY": "snapshot-test-0123456789abcdef0123456789abcdef",
         "FLASK_MAIL_BACKEND": "memory",
         "FLASK_POLICY_POLL_SECONDS": "1.0",
         "FLASK_DATABASE_REQUEST_WAIT_SECONDS": "1.0",
