@@ -2,7 +2,7 @@
 
 from .base import Base, utcnow
 from .identity import EmailChange, ServiceToken, User, UserSession
-from .policy import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
+from .policy import CasbinRule, ChangeRequest, ChangeRequestEvent, PolicyHead, PolicyPack, PolicyRevision
 from .workspace import (
     AuditEvent,
     Group,
@@ -17,6 +17,8 @@ __all__ = [
     "AuditEvent",
     "Base",
     "CasbinRule",
+    "ChangeRequest",
+    "ChangeRequestEvent",
     "EmailChange",
     "Group",
     "GroupMember",
