@@ -41,7 +41,6 @@ def upgrade_database() -> int:
     """Apply migrations, then import ``policy/`` if the database holds no packs; returns the revision."""
     from alembic import command
 
-
     command.upgrade(_alembic_config(), "head")  # type: ignore[arg-type]
     if not policy_store.load_documents(db.session()):
         with in_transaction(db.session()):
@@ -269,4 +268,3 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(policy_cli)
     app.cli.add_command(token_cli)
     app.cli.add_command(outbox_cli)
-

@@ -80,7 +80,6 @@ def main() -> int:
     from granian import Granian
     from granian.constants import Interfaces
 
-
     opts = options()
     os.environ["SERVER_SOFTWARE"] = SERVER  # a production server: no per-host secret (app.config)
     try:

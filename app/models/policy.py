@@ -89,8 +89,8 @@ class ChangeRequest(Base):
     """A proposed policy edit on its way to review: an editor's working draft (status ``draft``, one per
     user) or a submitted request (``open`` → ``applied`` | ``rejected``) with its checks and impact."""
 
-    __tablename__ = "policy_change_requests"
-    __table_args__ = (Index("ix_policy_change_requests_author_status", "author_id", "status"),)
+    __tablename__ = "change_requests"
+    __table_args__ = (Index("ix_change_requests_author_status", "author_id", "status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
@@ -109,12 +109,10 @@ class ChangeRequest(Base):
 class ChangeRequestEvent(Base):
     """One step of a change request's review: submitted, updated, comment, approve, reject, apply."""
 
-    __tablename__ = "policy_change_request_events"
+    __tablename__ = "change_request_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    change_request_id: Mapped[int] = mapped_column(
-        ForeignKey("policy_change_requests.id", ondelete="CASCADE"), index=True
-    )
+    change_request_id: Mapped[int] = mapped_column(ForeignKey("change_requests.id", ondelete="CASCADE"), index=True)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     kind: Mapped[str] = mapped_column(String(16))
     body: Mapped[str] = mapped_column(String(2000), default="")

@@ -102,7 +102,9 @@ def begin_write(session: Session, kind: str, actor_id: int | None = None, messag
         session.add(PolicyHead(id=1, revision=1))
         session.flush()
     number = current_revision(session)
-    row = PolicyRevision(id=number, kind=kind, category=category_of(kind), actor_id=actor_id, message=message[:500], changes=[])
+    row = PolicyRevision(
+        id=number, kind=kind, category=category_of(kind), actor_id=actor_id, message=message[:500], changes=[]
+    )
     session.add(row)
     session.flush()
     pending = session.info.setdefault(PENDING_KEY, [])
@@ -125,9 +127,13 @@ def add_changes(session: Session, handle: WriteHandle, changes: Sequence[RuleCha
         if ch.op == "add":
             if rule_exists(session, ch.rule):
                 raise ConflictError(f"rule already exists: {format_rule(ch.rule)}")
-            if ch.rule[0] == "g4" and ch.rule[1].startswith("ws:") and session.execute(
-                select(CasbinRule.id).where(CasbinRule.ptype == "g4", CasbinRule.v0 == ch.rule[1]).limit(1)
-            ).first():
+            if (
+                ch.rule[0] == "g4"
+                and ch.rule[1].startswith("ws:")
+                and session.execute(
+                    select(CasbinRule.id).where(CasbinRule.ptype == "g4", CasbinRule.v0 == ch.rule[1]).limit(1)
+                ).first()
+            ):
                 # The engine refuses a second pack for a workspace too (PolicyEngine.apply).
                 raise ConflictError(f"workspace already has a pack: {format_rule(ch.rule)}")
             session.add(CasbinRule(**_row_values(ch.rule)))

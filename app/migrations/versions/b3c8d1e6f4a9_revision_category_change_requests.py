@@ -31,7 +31,7 @@ def upgrade() -> None:
     op.execute(revisions.update().where(revisions.c.kind.in_(MEMBERSHIP)).values(category="membership"))
     op.execute(revisions.update().where(revisions.c.kind.in_(SETTINGS)).values(category="settings"))
     op.create_table(
-        "policy_change_requests",
+        "change_requests",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("author_id", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -45,16 +45,14 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["author_id"], ["users.id"], name="fk_policy_change_requests_author_id_users", ondelete="CASCADE"
+            ["author_id"], ["users.id"], name="fk_change_requests_author_id_users", ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_policy_change_requests"),
+        sa.PrimaryKeyConstraint("id", name="pk_change_requests"),
     )
-    op.create_index("ix_policy_change_requests_status", "policy_change_requests", ["status"], unique=False)
-    op.create_index(
-        "ix_policy_change_requests_author_status", "policy_change_requests", ["author_id", "status"], unique=False
-    )
+    op.create_index("ix_change_requests_status", "change_requests", ["status"], unique=False)
+    op.create_index("ix_change_requests_author_status", "change_requests", ["author_id", "status"], unique=False)
     op.create_table(
-        "policy_change_request_events",
+        "change_request_events",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("change_request_id", sa.Integer(), nullable=False),
         sa.Column("actor_id", sa.Integer(), nullable=True),
@@ -64,18 +62,18 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["change_request_id"],
-            ["policy_change_requests.id"],
-            name="fk_policy_change_request_events_change_request_id_policy_change_requests",
+            ["change_requests.id"],
+            name="fk_change_request_events_change_request_id_change_requests",
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["actor_id"], ["users.id"], name="fk_policy_change_request_events_actor_id_users", ondelete="SET NULL"
+            ["actor_id"], ["users.id"], name="fk_change_request_events_actor_id_users", ondelete="SET NULL"
         ),
-        sa.PrimaryKeyConstraint("id", name="pk_policy_change_request_events"),
+        sa.PrimaryKeyConstraint("id", name="pk_change_request_events"),
     )
     op.create_index(
-        "ix_policy_change_request_events_change_request_id",
-        "policy_change_request_events",
+        "ix_change_request_events_change_request_id",
+        "change_request_events",
         ["change_request_id"],
         unique=False,
     )
@@ -83,11 +81,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Revert."""
-    op.drop_index("ix_policy_change_request_events_change_request_id", table_name="policy_change_request_events")
-    op.drop_table("policy_change_request_events")
-    op.drop_index("ix_policy_change_requests_author_status", table_name="policy_change_requests")
-    op.drop_index("ix_policy_change_requests_status", table_name="policy_change_requests")
-    op.drop_table("policy_change_requests")
+    op.drop_index("ix_change_request_events_change_request_id", table_name="change_request_events")
+    op.drop_table("change_request_events")
+    op.drop_index("ix_change_requests_author_status", table_name="change_requests")
+    op.drop_index("ix_change_requests_status", table_name="change_requests")
+    op.drop_table("change_requests")
     with op.batch_alter_table("policy_revisions", schema=None) as batch_op:
         batch_op.drop_index("ix_policy_revisions_category")
         batch_op.drop_column("category")
