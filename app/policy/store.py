@@ -83,6 +83,7 @@ CATEGORIES = {
     "team": "membership",
     "platform": "membership",
     "user-change": "membership",
+    "seed": "membership",  # flask seed: demo people, memberships, groups
     "workspace": "settings",
     "feature": "settings",
     "token-revoke": "settings",

@@ -18,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 # The same mapping as app.policy.store.CATEGORIES, frozen here (a migration never imports app code that moves).
-MEMBERSHIP = ("member", "group", "team", "platform", "user-change")
+MEMBERSHIP = ("member", "group", "team", "platform", "user-change", "seed")
 SETTINGS = ("workspace", "feature", "token-revoke")
 
 
