@@ -10,19 +10,14 @@ and merge processes, but would put a write on every decision, which the decision
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from .types import AccessRequest
 
 SIZE = 10_000
 
-
-@dataclass(frozen=True, slots=True)
-class Logged:
-    """One decision as it was asked and answered."""
-
-    request: AccessRequest
-    allowed: bool
+# One decision as it was asked and answered: (request, allowed). A plain tuple: the cheapest thing to
+# build on the decision path (a frozen dataclass cost ~0.5 µs per decision, a tuple ~0.1 µs).
+Logged = tuple[AccessRequest, bool]
 
 
 class DecisionLog:
@@ -38,7 +33,7 @@ class DecisionLog:
 
     def record(self, request: AccessRequest, allowed: bool) -> None:
         """Keep one decision (the oldest falls out when full)."""
-        self._entries.append(Logged(request, allowed))
+        self._entries.append((request, allowed))
 
     def recent(self) -> tuple[Logged, ...]:
         """A snapshot of the kept decisions, oldest first."""

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.authz import PolicyEngine, decisionlog, delegation
+from app.authz import AccessRequest, PolicyEngine, decisionlog, delegation
 from app.authz.engine import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, valid_action, valid_pack
 from app.authz.matrix import cell, probe_engine, rank_pairs
@@ -670,24 +670,26 @@ def replay(d: Draft, live: PolicyEngine, log: Sequence[decisionlog.Logged]) -> R
     if d.before is None or d.after is None:
         return Replay(len(log), 0, 0, 0)
     packs = live.workspaces()
-    by_domain: dict[str, list[decisionlog.Logged]] = {}
-    for entry in reversed(log):  # newest first: the workspaces seen most recently are replayed first
-        if packs.get(entry.request.domain) in d.packs:
-            by_domain.setdefault(entry.request.domain, []).append(entry)
+    by_domain: dict[str, list[AccessRequest]] = {}
+    for request, _ in reversed(log):  # newest first: the workspaces seen most recently are replayed first
+        if packs.get(request.domain) in d.packs:
+            by_domain.setdefault(request.domain, []).append(request)
     replayed = flipped = skipped = 0
     sample: list[tuple[str, str, str, str, bool]] = []
-    for n, (domain, entries) in enumerate(by_domain.items()):
+    for n, (domain, requests) in enumerate(by_domain.items()):
         if n >= REPLAY_WORKSPACES:
-            skipped += len(entries)
+            skipped += len(requests)
             continue
         before = draft_engine(d.before, live, domain)
         after = draft_engine(d.after, live, domain)
-        for entry in entries:
+        answers: dict[AccessRequest, tuple[bool, bool]] = {}  # traffic repeats itself: each question once
+        for r in requests:
             replayed += 1
-            now = after.check(entry.request).allowed
-            if now != before.check(entry.request).allowed:
+            got = answers.get(r)
+            if got is None:
+                got = answers[r] = (before.check(r).allowed, after.check(r).allowed)
+            if got[0] != got[1]:
                 flipped += 1
                 if len(sample) < REPLAY_SAMPLE:
-                    r = entry.request
-                    sample.append((r.subject, domain, r.action, r.obj.type, now))
+                    sample.append((r.subject, domain, r.action, r.obj.type, got[1]))
     return Replay(len(log), replayed, flipped, skipped, tuple(sample))

@@ -397,6 +397,7 @@ Alpine.data("changeRequest", () => ({
       rules: [...(c.added || []).map((rule) => ({ op: "add", text: `+ ${rule}` })), ...(c.removed || []).map((rule) => ({ op: "remove", text: `− ${rule}` }))],
       problems: c.problems || [],
       tests: c.tests || [],
+      allProblems: [...(c.problems || []), ...(c.tests || [])],
       verifier: (c.problems || []).length ? `${plural(c.problems.length, "problem")}` : "No escalation: the verifier found nothing",
       testsText: (c.tests || []).length ? `${plural(c.tests.length, "policy test")} would fail` : "Every policy test still passes",
       flips: flipRows((c.flips || []).map((f) => ({ ...f, sample: [] }))),
