@@ -458,6 +458,22 @@ Alpine.data("changeRequest", () => ({
 }));
 const EVENT_WORDS = { submitted: "submitted it", updated: "changed the rules", edited: "edited the text", comment: "commented", approved: "approved", rejected: "rejected it", applied: "applied it" };
 
+// Revision kinds in words (the code stays in data-kind).
+const KIND_WORDS = {
+  "policy-edit": "Policy edit",
+  "policy-rollback": "Rollback",
+  import: "Import from files",
+  member: "Membership",
+  group: "Group",
+  team: "Team",
+  platform: "Platform role",
+  "user-change": "Account",
+  seed: "Demo data",
+  workspace: "Workspace",
+  feature: "Feature switch",
+  "token-revoke": "Token revoked",
+};
+
 // -- /policy/history ----------------------------------------------------------------------------------
 Alpine.data("policyHistory", () => ({
   revisions: [],
@@ -487,6 +503,7 @@ Alpine.data("policyHistory", () => ({
       ...res.items.map((r) => ({
         ...r,
         when: fmtTime(r.created_at),
+        kindText: KIND_WORDS[r.kind] || r.kind,
         by: r.actor || (r.actor_id ? `#${r.actor_id}` : "system"),
         rollbackTo: this.canPropose && r.rollback && r.id > 1 ? r.id - 1 : 0,
       })),
