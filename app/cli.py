@@ -284,4 +284,3 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(policy_cli)
     app.cli.add_command(token_cli)
     app.cli.add_command(outbox_cli)
-

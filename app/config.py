@@ -72,6 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "DECISION_LOG_SAMPLE": 0.0,
     "DECISION_FAST_PATH": True,  # plain /v1/check and batch requests answered in front of Flask (app.api.decision_wsgi)
     "POLICY_WORKSPACE": "service",  # slug of the workspace holding the policy editors' roles (service pack)
+    # Approvals a change request needs before it is applied, per pack (default 1; the author never counts).
+    "POLICY_APPROVALS": {},
     "POLICY_SYNC": "auto",  # auto | poll | listen | off
     "POLICY_POLL_SECONDS": 1.0,
     # With a listener: past this many seconds without reading the revision log, decisions answer 503 (0: never).

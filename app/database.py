@@ -204,6 +204,7 @@ def init_app(app: Flask, db: SQLAlchemy) -> None:
 def bind(app: Flask, db: SQLAlchemy) -> None:
     """After ``db.init_app``: PostgreSQL engines make bounded connections, and the session's
     end-of-request rollback survives a database that died under it (no error after the answer)."""
+
     @app.teardown_appcontext
     def _release_session(exc: BaseException | None) -> None:
         # Runs before Flask-SQLAlchemy's own remove(), which then finds nothing left to do.

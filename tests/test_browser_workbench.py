@@ -29,7 +29,6 @@ def browser(driver: Any, live_app: Any) -> Iterator[Browser]:  # noqa: F811
     b = Browser(driver, live_app[1])
     driver.delete_all_cookies()
     driver.get(live_app[1] + "/login")
-    driver.execute_script("sessionStorage.clear()")
     yield b
     driver.delete_all_cookies()
 
@@ -135,6 +134,9 @@ def test_admin_finds_why_drafts_applies_and_rolls_back(browser: Browser, live_ap
     wait_status(b, "Valid at revision")
     b.css("#apply-message").send_keys("reviewers see AI spend")
     b.css("#apply").click()
+    b.wait(lambda d: b.css("#confirm-dialog").is_displayed())
+    assert "1 cell change (reviewer gains view_ai_spend)" in b.css("#confirm-text").text  # the impact, confirmed
+    b.accept_confirm()
     b.wait_message("Applied as revision")
     b.wait(lambda d: cell(b, "view_ai_spend", "reviewer").get_attribute("data-value") == "✅")
     assert explain(b, "reviewer@simulations.example", "simulations-demo", "view_ai_spend")["verdict"] == "Allowed"

@@ -138,7 +138,8 @@ def test_meta_policy_guards_every_endpoint(client: FlaskClient, editors: Editors
     assert post(client, "/v1/policy/apply", headers, proposal)[0] == 403
     assert client.get("/v1/policy/tokens").status_code == 403
     info = client.get("/v1/policy/session").get_json()
-    assert info["permissions"] == ["read_policy", "read_policy_audit", "propose_policy_change"]
+    expected = ["read_policy", "read_policy_audit", "propose_policy_change", "comment_change_request"]
+    assert info["permissions"] == expected
 
 
 def test_changes_need_the_csrf_token(client: FlaskClient, editors: Editors) -> None:

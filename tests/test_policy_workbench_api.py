@@ -138,7 +138,7 @@ def test_viewers_see_the_policy_audit_trail_without_people(demo: Flask) -> None:
     assert admin.post("/v1/policy/apply", json={"changes": [{"op": "add", "rule": REVIEWER_AI_SPEND}]},
                       headers=csrf(admin)).status_code == 201  # fmt: skip
     viewer = web_client(demo, "policy_viewer@service.example")
-    items = viewer.get("/v1/policy/revisions", query_string={"limit": 200}).get_json()["items"]
+    items = viewer.get("/v1/policy/revisions", query_string={"limit": 200, "category": "all"}).get_json()["items"]
     edit = next(i for i in items if i["kind"] == "policy-edit")
     assert edit["actor"] == "policy_admin@service.example"
     others = [i for i in items if i["kind"] not in ("policy-edit", "policy-rollback", "import")]

@@ -335,4 +335,3 @@ def revoke_platform(pack: str, role: str, user_id: int) -> tuple[str, int]:
     user_id = path_id(user_id)
     platform_roles.revoke(db.session(), actor(), pack, role, user_id)
     return "", 204
-

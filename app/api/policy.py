@@ -8,20 +8,30 @@ and Casbin decides, like everywhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_wtf.csrf import generate_csrf
 from sqlalchemy import select
 
 from app import observability
-from app.api import api_doc
+from app.api import api_doc, bodies
 from app.api.auth import actor, protect
 from app.api.decision import engine_at
 from app.api.params import parse_body, parse_query
+from app.api.policy_bodies import (
+    ApplyRequestIn,
+    ChangeRequestIn,
+    ChangeRequestPatch,
+    CommentIn,
+    DraftIn,
+    ReviewIn,
+    stored,
+)
 from app.api.schemas import (
     ApplyResult,
     ChangeIn,
@@ -51,7 +61,8 @@ from app.database import in_transaction
 from app.decisions import resolution as decisions
 from app.errors import ForbiddenError, NotFoundError, ValidationError
 from app.extensions import authz, db
-from app.models import PolicyRevision, ServiceToken, User
+from app.models import ChangeRequest, PolicyRevision, ServiceToken, User
+from app.policy import change_requests as crs
 from app.policy import edits as policy_edits
 from app.policy import store as policy_store
 from app.policy import tokens
@@ -71,6 +82,10 @@ META_ACTIONS = (
     "apply_policy_change",
     "rollback_policy",
     "manage_service_tokens",
+    "edit_change_request",
+    "comment_change_request",
+    "approve_change_request",
+    "reject_change_request",
     "view_people",
 )
 
@@ -232,22 +247,41 @@ def revisions() -> Response:
     stmt = select(PolicyRevision).order_by(PolicyRevision.id.desc()).limit(q.limit)
     if q.before and q.before <= MAX_ID:
         stmt = stmt.where(PolicyRevision.id < q.before)
+    if q.category != "all":
+        stmt = stmt.where(PolicyRevision.category == q.category)
     rows = list(db.session.scalars(stmt))
     people = _sees_people()
+    named = _named_users(rows) if people else {}
     emails = _emails({r.actor_id for r in rows if r.actor_id is not None and (people or r.kind in POLICY_KINDS)})
     items = [
         {
             "id": r.id,
             "kind": r.kind,
-            "message": r.message if people or r.kind in POLICY_KINDS else HIDDEN,
+            "category": r.category,
+            "message": _readable(r.message, named) if people or r.kind in POLICY_KINDS else HIDDEN,
             "actor_id": r.actor_id if people or r.kind in POLICY_KINDS else None,
             "actor": emails.get(r.actor_id) if r.actor_id is not None else None,
             "created_at": _iso(r.created_at),
             "changes": len(r.changes or []),
+            "rollback": r.category == "policy",  # only policy revisions are undone by a rollback
         }
         for r in rows
     ]
-    return jsonify({"revision": policy_store.current_revision(db.session()), "items": items})
+    return jsonify({"revision": policy_store.current_revision(db.session()), "category": q.category, "items": items})
+
+
+_USER_KEY = re.compile(r"user:(\d{1,10})\b")
+
+
+def _named_users(rows: list[PolicyRevision]) -> dict[int, str]:
+    """Emails of the people revision messages name as ``user:<id>``."""
+    ids = {int(m) for r in rows for m in _USER_KEY.findall(r.message or "") if int(m) <= MAX_ID}
+    return _emails(ids)
+
+
+def _readable(message: str, emails: dict[int, str]) -> str:
+    """A revision message with ``user:<id>`` replaced by the person's email (for those who see people)."""
+    return _USER_KEY.sub(lambda m: emails.get(int(m.group(1)), m.group(0)), message or "")
 
 
 @bp.get("/revisions/<int:number>")
@@ -259,6 +293,7 @@ def revision(number: int) -> Response:
     if row is None:
         raise NotFoundError(f"no revision {number}")
     shown = _sees_people() or row.kind in POLICY_KINDS
+    named = _named_users([row]) if shown else {}
 
     def rule_of(rule: list[str]) -> list[str]:
         return rule if shown else [HIDDEN if v.startswith("user:") else v for v in rule]
@@ -267,7 +302,8 @@ def revision(number: int) -> Response:
         {
             "id": row.id,
             "kind": row.kind,
-            "message": row.message if shown else HIDDEN,
+            "category": row.category,
+            "message": _readable(row.message, named) if shown else HIDDEN,
             "actor_id": row.actor_id if shown else None,
             "created_at": _iso(row.created_at),
             "changes": [
@@ -594,3 +630,221 @@ def revoke_token(name: str) -> Response:
     with in_transaction(db.session()):
         row = tokens.revoke_token(db.session(), name, actor_id=_editor().id)
     return jsonify(_token_out(row))
+
+
+# -- drafts and change requests ------------------------------------------------------------------------
+def _checks(changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The checks of changes at the live revision (verifier, policy tests, flips, replay; nothing written)."""
+    return crs.evaluate(db.session(), authz, changes, _model_text(), current_app.config["POLICY_DIR"])
+
+
+def _checks_out(checks: dict[str, Any], people: bool) -> dict[str, Any]:
+    """Stored checks as shown: the replay's sample names people (emails) only with view_people."""
+    out = dict(checks)
+    replay = out.get("replay")
+    if isinstance(replay, dict):
+        sample = replay.get("sample") or []
+        ids = {int(s[0][5:]) for s in sample if str(s[0])[5:].isdigit()} if people else set()
+        emails = _emails(ids)
+
+        def who(key: str) -> str:
+            return emails.get(int(key[5:]), key) if people and key[5:].isdigit() else "someone"
+
+        out["replay"] = {
+            **replay,
+            "sample": [
+                {"subject": who(str(s[0])), "workspace": s[1], "action": s[2], "type": s[3], "allowed_after": s[4]}
+                for s in sample
+            ],
+        }
+    return out
+
+
+def _cr_out(cr: ChangeRequest, full: bool = False) -> dict[str, Any]:
+    user = _editor()
+    steps = crs.events(db.session(), cr)
+    approved = crs.approvers(steps)
+    ids = {i for i in [cr.author_id, *(e.actor_id for e in steps)] if i is not None}
+    emails = _emails(ids)
+    approvals = current_app.config.get("POLICY_APPROVALS") or {}
+    domain = policy_domain()
+    out: dict[str, Any] = {
+        "id": cr.id,
+        "status": cr.status,
+        "title": cr.title,
+        "why": cr.why,
+        "author": emails.get(cr.author_id) if cr.author_id is not None else None,
+        "mine": cr.author_id == user.id,
+        "packs": list(cr.packs or []),
+        "base_revision": cr.base_revision,
+        "current_revision": authz.engine.revision,
+        "applied_revision": cr.applied_revision,
+        "created_at": _iso(cr.created_at),
+        "updated_at": _iso(cr.updated_at),
+        "changes": len(cr.changes or []),
+        "valid": bool((cr.checks or {}).get("valid")),
+        "approvals": [emails.get(i, f"#{i}") for i in approved],
+        "approvals_required": crs.required_approvals(approvals, list(cr.packs or [])),
+    }
+    if full:
+        is_open = cr.status == crs.OPEN
+        out.update(
+            {
+                "edits": list(cr.changes or []),
+                "checks": _checks_out(dict(cr.checks or {}), _sees_people()),
+                "events": [
+                    {
+                        "kind": e.kind,
+                        "actor": emails.get(e.actor_id) if e.actor_id is not None else None,
+                        "body": e.body,
+                        "created_at": _iso(e.created_at),
+                    }
+                    for e in steps
+                ],
+                "may": {
+                    "edit": is_open and crs.allowed(authz, user, domain, "edit_change_request", cr),
+                    "comment": crs.allowed(authz, user, domain, "comment_change_request", cr),
+                    "approve": is_open
+                    and user.id not in approved
+                    and crs.allowed(authz, user, domain, "approve_change_request", cr),
+                    "reject": is_open and crs.allowed(authz, user, domain, "reject_change_request", cr),
+                    "apply": is_open and crs.allowed(authz, user, domain, "apply_policy_change", cr),
+                },
+            }
+        )
+    return out
+
+
+@bp.get("/draft")
+@api_doc("The signed-in editor's working draft (kept on the server for its owner).", tags=["change requests"],
+         auth="session", errors=(401, 403))  # fmt: skip
+@requires("propose_policy_change")
+def get_draft() -> Response:
+    """The working draft: its changes (empty when there is none)."""
+    cr = crs.draft_of(db.session(), _editor())
+    return jsonify({"changes": list(cr.changes) if cr else [], "updated_at": _iso(cr.updated_at) if cr else None})
+
+
+@bp.put("/draft")
+@api_doc("Replace the working draft (an empty list discards it).", tags=["change requests"], body=DraftIn,
+         auth="session", errors=(400, 401, 403, 415, 422))  # fmt: skip
+@requires("propose_policy_change")
+def put_draft() -> Response:
+    """Save the working draft; nothing is checked or applied."""
+    body = bodies.parse(DraftIn)
+    cr = crs.save_draft(db.session(), authz, policy_domain(), _editor(), stored(body.changes))
+    return jsonify({"changes": list(cr.changes) if cr else [], "updated_at": _iso(cr.updated_at) if cr else None})
+
+
+@bp.get("/change-requests")
+@api_doc("Submitted change requests, newest first (?status=open|applied|rejected).", tags=["change requests"],
+         auth="session", errors=(401, 403, 422))  # fmt: skip
+@requires("read_policy")
+def list_change_requests() -> Response:
+    """Change requests with their status and approvals."""
+    status = request.args.get("status") or None
+    if status is not None and status not in crs.STATUSES[1:]:
+        raise ValidationError("status must be open, applied or rejected", errors=[{"loc": ["status"]}])
+    rows = crs.listing(db.session(), status)
+    return jsonify({"items": [_cr_out(cr) for cr in rows]})
+
+
+@bp.post("/change-requests")
+@api_doc("Submit a change request (title, why; changes, or the working draft), checked at the live revision.",
+         tags=["change requests"], body=ChangeRequestIn, status=201, auth="session",
+         errors=(400, 401, 403, 415, 422))  # fmt: skip
+@requires("propose_policy_change")
+def create_change_request() -> tuple[Response, int]:
+    """A new open change request with its checks; the working draft it came from is gone."""
+    body = bodies.parse(ChangeRequestIn)
+    user = _editor()
+    changes = stored(body.changes) if body.changes is not None else None
+    if changes is None:
+        mine = crs.draft_of(db.session(), user)
+        changes = list(mine.changes) if mine is not None else []
+    if not changes:
+        raise ValidationError("a change request needs at least one change (your draft is empty)")
+    checks = _checks(changes)
+    cr = crs.submit(db.session(), authz, policy_domain(), user, body.title, body.why,
+                    stored(body.changes) if body.changes is not None else None, checks)  # fmt: skip
+    return jsonify(_cr_out(cr, full=True)), 201
+
+
+@bp.get("/change-requests/<int:cr_id>")
+@api_doc("One change request: changes, checks, impact, replay, review steps, what you may do.",
+         tags=["change requests"], auth="session", errors=(401, 403, 404))  # fmt: skip
+@requires("read_policy")
+def get_change_request(cr_id: int) -> Response:
+    """One change request in full."""
+    return jsonify(_cr_out(crs.get(db.session(), min(cr_id, MAX_ID)), full=True))
+
+
+@bp.patch("/change-requests/<int:cr_id>")
+@api_doc("The author edits an open change request; new changes are checked again and need new approvals.",
+         tags=["change requests"], body=ChangeRequestPatch, auth="session",
+         errors=(400, 401, 403, 404, 409, 415, 422))  # fmt: skip
+@requires("propose_policy_change")
+def update_change_request(cr_id: int) -> Response:
+    """Update title, why or changes."""
+    body = bodies.parse(ChangeRequestPatch)
+    changes = stored(body.changes) if body.changes is not None else None
+    checks = _checks(changes) if changes else None
+    cr = crs.update(db.session(), authz, policy_domain(), _editor(), min(cr_id, MAX_ID), body.title, body.why,
+                    changes, checks)  # fmt: skip
+    return jsonify(_cr_out(cr, full=True))
+
+
+@bp.post("/change-requests/<int:cr_id>/comments")
+@api_doc("Comment on a change request.", tags=["change requests"], body=CommentIn, status=201, auth="session",
+         errors=(400, 401, 403, 404, 415, 422))  # fmt: skip
+@requires("comment_change_request")
+def comment_change_request(cr_id: int) -> tuple[Response, int]:
+    """Add a comment."""
+    body = bodies.parse(CommentIn)
+    cr = crs.comment(db.session(), authz, policy_domain(), _editor(), min(cr_id, MAX_ID), body.body)
+    return jsonify(_cr_out(cr, full=True)), 201
+
+
+@bp.post("/change-requests/<int:cr_id>/approve")
+@api_doc("Approve a change request (policy admins; never one's own).", tags=["change requests"], body=ReviewIn,
+         auth="session", errors=(400, 401, 403, 404, 409, 415, 422))  # fmt: skip
+@requires("read_policy")
+def approve_change_request(cr_id: int) -> Response:
+    """Approve (Casbin: approve_change_request with the author as owner)."""
+    body = bodies.parse(ReviewIn)
+    cr = crs.approve(db.session(), authz, policy_domain(), _editor(), min(cr_id, MAX_ID), body.comment)
+    return jsonify(_cr_out(cr, full=True))
+
+
+@bp.post("/change-requests/<int:cr_id>/reject")
+@api_doc("Reject a change request (policy admins).", tags=["change requests"], body=ReviewIn, auth="session",
+         errors=(400, 401, 403, 404, 409, 415, 422))  # fmt: skip
+@requires("reject_change_request")
+def reject_change_request(cr_id: int) -> Response:
+    """Close without applying."""
+    body = bodies.parse(ReviewIn)
+    cr = crs.reject(db.session(), authz, policy_domain(), _editor(), min(cr_id, MAX_ID), body.comment)
+    return jsonify(_cr_out(cr, full=True))
+
+
+@bp.post("/change-requests/<int:cr_id>/apply")
+@api_doc("Apply an approved change request as a new revision (validated again at the current revision; 409 if "
+         "it lacks approvals or no longer applies cleanly).", tags=["change requests"], body=ApplyRequestIn,
+         status=201, auth="session", errors=(400, 401, 403, 404, 409, 415, 422))  # fmt: skip
+@requires("apply_policy_change")
+def apply_change_request(cr_id: int) -> tuple[Response, int]:
+    """Apply through the same path as ``POST /v1/policy/apply``."""
+    body = bodies.parse(ApplyRequestIn)
+    d = crs.apply(
+        db.session(),
+        authz,
+        policy_domain(),
+        _editor(),
+        min(cr_id, MAX_ID),
+        body.message,
+        _model_text(),
+        current_app.config["POLICY_DIR"],
+        current_app.config.get("POLICY_APPROVALS") or {},
+    )
+    observability.get().policy_edits.labels("edit").inc()
+    return jsonify({"revision": d.revision, "changes": len(d.changes), "documents": sorted(d.touched_documents)}), 201

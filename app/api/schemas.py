@@ -361,17 +361,20 @@ class RevisionOut(BaseModel):
 
     id: int
     kind: str
+    category: str = Field(description="policy | membership | settings")
     message: str
     actor_id: int | None
     actor: str | None = Field(None, description="the author's email")
     created_at: str
     changes: int
+    rollback: bool = Field(description="a rollback to before it applies (policy revisions only)")
 
 
 class RevisionsResult(BaseModel):
     """Newest first."""
 
     revision: int
+    category: str
     items: list[RevisionOut]
 
 
@@ -380,6 +383,9 @@ class RevisionsQuery(QueryModel):
 
     before: Annotated[int, Field(ge=1)] | None = None
     limit: Annotated[int, Field(ge=1, le=500)] = 50
+    category: Literal["policy", "membership", "settings", "all"] = Field(
+        "policy", description="policy edits, rollbacks and imports (default); membership data; settings; all"
+    )
 
 
 class SessionResult(BaseModel):

@@ -51,9 +51,9 @@ class Invite(WebBody, frozen=True):
         str | list[str], Meta(description="addresses: one string (commas or newlines between them) or a list")
     ]
     role: Annotated[str | None, Meta(description="a role id of the pack (default: its default role)")] = None
-    partial: Annotated[
-        bool, Meta(description="report invalid addresses, members and open invitations per address")
-    ] = False
+    partial: Annotated[bool, Meta(description="report invalid addresses, members and open invitations per address")] = (
+        False
+    )
 
 
 class RoleChange(WebBody, frozen=True):
@@ -137,4 +137,3 @@ class UnitUpdate(WebBody, frozen=True):
     description: Description | UnsetType = UNSET
     capacity: Capacity | None | UnsetType = UNSET
     archived: bool | UnsetType = UNSET
-

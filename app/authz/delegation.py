@@ -599,9 +599,7 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
                     person = _target("", flags)
                 else:
                     person = _target(other if every[act] else ws_roles[0], flags)
-                facts = tuple(
-                    (k, person if v == SUB and FIELD_KINDS.get(k) == "target" else v) for k, v in c.facts
-                )
+                facts = tuple((k, person if v == SUB and FIELD_KINDS.get(k) == "target" else v) for k, v in c.facts)
                 j = index[act].get(Combo(c.domain, c.off, facts))
                 if j is not None:
                     break
@@ -642,9 +640,7 @@ def verify_pack(packset: PackSet, pack_id: str) -> Report:
                     missing.append((b, "", str(origin.get(j, j))))
             missing_of[(role_id, other)] = missing
         if missing:
-            shown = tuple(
-                (b, when(b, int(j)), rule_of(other, b, int(j))) for b, _, j in missing[:MISSING_LISTED]
-            )
+            shown = tuple((b, when(b, int(j)), rule_of(other, b, int(j))) for b, _, j in missing[:MISSING_LISTED])
             report.violations.append(
                 Violation("delegation", role_id, act, other, shown, len(missing), rules, when=when(act, i))
             )
@@ -700,9 +696,11 @@ def render(packset: PackSet, reports: Iterable[Report]) -> str:
         )
         width = max([len(g.role) for g in report.grants] + [4])
         for g in report.grants:
-            exc = " (grants: exception)" if any(
-                e.role == g.role and g.granted in e.may_grant and e.why.strip() for e in pack.grants
-            ) else ""
+            exc = (
+                " (grants: exception)"
+                if any(e.role == g.role and g.granted in e.may_grant and e.why.strip() for e in pack.grants)
+                else ""
+            )
             lines.append(f"  {g.role:<{width}}  may grant {g.granted:<16} via {g.action} [{', '.join(g.scopes)}]{exc}")
         if report.ok:
             lines.append(f"  PASS {pack.id}")

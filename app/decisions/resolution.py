@@ -20,7 +20,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, Ti
 from sqlalchemy.orm import Session, object_session
 
 from app import database
-from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
+from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts, decisionlog
 from app.authz.conditions import NO_PROPS, Props
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.authz.identifiers import domain_of as domain_of
@@ -349,7 +349,10 @@ def decide(
         if prep.request is None:
             out.append(Decision(False, prep.early or Reason.INVALID_REQUEST.value, eng.revision))
         else:
-            out.append(eng.decide(prep.request, explain))
+            decision = eng.decide(prep.request, explain)
+            if not explain:  # a real decision (the playground's explain is not traffic)
+                decisionlog.LOG.record(prep.request, decision.allowed)
+            out.append(decision)
     return out
 
 

@@ -86,7 +86,6 @@ def delete_workspace(session: Session, actor: User, ws: Workspace, confirm: str)
     """
     from sqlalchemy import and_, or_
 
-
     access.require(actor, ws, "delete_workspace")
     if confirm != ws.slug:
         raise ValidationError("type the workspace's slug to confirm", errors=[{"field": "confirm", "message": ws.slug}])

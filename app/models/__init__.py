@@ -3,7 +3,7 @@
 from .base import Base, utcnow
 from .idempotency import IdempotencyKey
 from .identity import EmailChange, ServiceToken, User, UserSession
-from .policy import CasbinRule, PolicyHead, PolicyPack, PolicyRevision
+from .policy import CasbinRule, ChangeRequest, ChangeRequestEvent, PolicyHead, PolicyPack, PolicyRevision
 from .workspace import (
     AuditEvent,
     Group,
@@ -18,6 +18,8 @@ __all__ = [
     "AuditEvent",
     "Base",
     "CasbinRule",
+    "ChangeRequest",
+    "ChangeRequestEvent",
     "EmailChange",
     "Group",
     "IdempotencyKey",

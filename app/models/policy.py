@@ -68,6 +68,9 @@ class PolicyRevision(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     kind: Mapped[str] = mapped_column(String(32))
+    # What the revision is about, for the history's filter: policy | membership | settings
+    # (``app.policy.store.category_of`` maps every kind).
+    category: Mapped[str] = mapped_column(String(16), default="policy", index=True)
     message: Mapped[str] = mapped_column(String(500), default="")
     changes: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
@@ -80,3 +83,38 @@ class PolicyPack(Base):
     pack: Mapped[str] = mapped_column(String(40), primary_key=True)
     document: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     revision: Mapped[int] = mapped_column(default=0)
+
+
+class ChangeRequest(Base):
+    """A proposed policy edit on its way to review: an editor's working draft (status ``draft``, one per
+    user) or a submitted request (``open`` → ``applied`` | ``rejected``) with its checks and impact."""
+
+    __tablename__ = "change_requests"
+    __table_args__ = (Index("ix_change_requests_author_status", "author_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), default=None)
+    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    why: Mapped[str] = mapped_column(String(2000), default="")
+    changes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    packs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    base_revision: Mapped[int] = mapped_column(default=0)
+    checks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # verifier, tests, impact, replay
+    applied_revision: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ChangeRequestEvent(Base):
+    """One step of a change request's review: submitted, updated, comment, approve, reject, apply."""
+
+    __tablename__ = "change_request_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_request_id: Mapped[int] = mapped_column(ForeignKey("change_requests.id", ondelete="CASCADE"), index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(String(2000), default="")
+    revision: Mapped[int] = mapped_column(default=0)  # the change request's base revision when it happened
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

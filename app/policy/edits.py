@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.authz import PolicyEngine, delegation
+from app.authz import AccessRequest, PolicyEngine, decisionlog, delegation
 from app.authz.engine import RuleChange
 from app.authz.identifiers import PLATFORM_DOMAIN, valid_action, valid_pack
 from app.authz.matrix import cell, probe_engine, rank_pairs
@@ -646,3 +646,50 @@ def _engine_follows(runtime: PolicyRuntime, d: Draft) -> None:
         runtime.reload()
     else:
         runtime.sync()
+
+
+# -- impact replay ---------------------------------------------------------------------------------------
+REPLAY_WORKSPACES = 200  # at most this many workspaces' draft engines per replay (the most recent first)
+REPLAY_SAMPLE = 5
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Recent real decisions replayed on the stored and the drafted policy (same facts, so only the edit
+    can flip them)."""
+
+    logged: int  # decisions in the log
+    replayed: int  # of them, in a workspace of an edited pack (the others cannot change)
+    flipped: int
+    skipped: int  # in workspaces beyond REPLAY_WORKSPACES
+    sample: tuple[tuple[str, str, str, str, bool], ...] = ()  # (subject, workspace, action, type, allowed after)
+
+
+def replay(d: Draft, live: PolicyEngine, log: Sequence[decisionlog.Logged]) -> Replay:
+    """Of the logged decisions, how many the draft would answer differently from the stored policy."""
+    if d.before is None or d.after is None:
+        return Replay(len(log), 0, 0, 0)
+    packs = live.workspaces()
+    by_domain: dict[str, list[AccessRequest]] = {}
+    for request, _ in reversed(log):  # newest first: the workspaces seen most recently are replayed first
+        if packs.get(request.domain) in d.packs:
+            by_domain.setdefault(request.domain, []).append(request)
+    replayed = flipped = skipped = 0
+    sample: list[tuple[str, str, str, str, bool]] = []
+    for n, (domain, requests) in enumerate(by_domain.items()):
+        if n >= REPLAY_WORKSPACES:
+            skipped += len(requests)
+            continue
+        before = draft_engine(d.before, live, domain)
+        after = draft_engine(d.after, live, domain)
+        answers: dict[AccessRequest, tuple[bool, bool]] = {}  # traffic repeats itself: each question once
+        for r in requests:
+            replayed += 1
+            got = answers.get(r)
+            if got is None:
+                got = answers[r] = (before.check(r).allowed, after.check(r).allowed)
+            if got[0] != got[1]:
+                flipped += 1
+                if len(sample) < REPLAY_SAMPLE:
+                    sample.append((r.subject, domain, r.action, r.obj.type, got[1]))
+    return Replay(len(log), replayed, flipped, skipped, tuple(sample))

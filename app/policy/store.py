@@ -73,6 +73,29 @@ def current_revision(session: Session) -> int:
     return int(rev or 0)
 
 
+# What a revision is about (the policy history shows "policy" by default): every kind a writer uses.
+CATEGORIES = {
+    "policy-edit": "policy",
+    "policy-rollback": "policy",
+    "import": "policy",
+    "member": "membership",
+    "group": "membership",
+    "team": "membership",
+    "platform": "membership",
+    "user-change": "membership",
+    "seed": "membership",  # flask seed: demo people, memberships, groups
+    "workspace": "settings",
+    "feature": "settings",
+    "token-revoke": "settings",
+}
+CATEGORY_NAMES = ("policy", "membership", "settings")
+
+
+def category_of(kind: str) -> str:
+    """The category of a revision kind (an unknown kind is settings: never offered a policy rollback)."""
+    return CATEGORIES.get(kind, "settings")
+
+
 def begin_write(session: Session, kind: str, actor_id: int | None = None, message: str = "") -> WriteHandle:
     """Lock the head row, allocate the next revision and log it (changes added later)."""
     res = session.execute(update(PolicyHead).where(PolicyHead.id == 1).values(revision=PolicyHead.revision + 1))
@@ -80,7 +103,9 @@ def begin_write(session: Session, kind: str, actor_id: int | None = None, messag
         session.add(PolicyHead(id=1, revision=1))
         session.flush()
     number = current_revision(session)
-    row = PolicyRevision(id=number, kind=kind, actor_id=actor_id, message=message[:500], changes=[])
+    row = PolicyRevision(
+        id=number, kind=kind, category=category_of(kind), actor_id=actor_id, message=message[:500], changes=[]
+    )
     session.add(row)
     session.flush()
     pending = session.info.setdefault(PENDING_KEY, [])
@@ -103,9 +128,13 @@ def add_changes(session: Session, handle: WriteHandle, changes: Sequence[RuleCha
         if ch.op == "add":
             if rule_exists(session, ch.rule):
                 raise ConflictError(f"rule already exists: {format_rule(ch.rule)}")
-            if ch.rule[0] == "g4" and ch.rule[1].startswith("ws:") and session.execute(
-                select(CasbinRule.id).where(CasbinRule.ptype == "g4", CasbinRule.v0 == ch.rule[1]).limit(1)
-            ).first():
+            if (
+                ch.rule[0] == "g4"
+                and ch.rule[1].startswith("ws:")
+                and session.execute(
+                    select(CasbinRule.id).where(CasbinRule.ptype == "g4", CasbinRule.v0 == ch.rule[1]).limit(1)
+                ).first()
+            ):
                 # The engine refuses a second pack for a workspace too (PolicyEngine.apply).
                 raise ConflictError(f"workspace already has a pack: {format_rule(ch.rule)}")
             session.add(CasbinRule(**_row_values(ch.rule)))

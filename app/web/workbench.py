@@ -1,8 +1,9 @@
 """The policy editor's workbench: pages over the policy-editor API (``/v1/policy/...``).
 
 Packs (roles, inheritance, actions, features, grant exceptions, decisions), the live matrix with a
-draft that never touches the live policy, the draft panel (rule diff, problems as found, impact),
-history with rollback (previewed and verified first), and a playground that explains a decision
+draft that never touches the live policy, the draft panel (rule diff, problems as found, impact;
+kept on the server for its user), change requests and their review, history with rollback
+(previewed and verified first), and a playground that explains a decision
 at the live revision or on the draft. Like every page, the shells decide nothing: which controls
 they offer comes from the ``service`` meta-pack, asked of Casbin; the API checks again.
 """
@@ -61,6 +62,18 @@ def pack(pack: str) -> str | BaseResponse:
     if _signed_in() is not None and pack not in authz.engine.packset.packs:
         raise NotFoundError("No such pack.")
     return _shell("policy_pack.html", "policy-pack", pack_id=pack)
+
+
+@bp.get("/changes")
+def changes() -> str | BaseResponse:
+    """Change requests: open ones to review, applied and rejected ones."""
+    return _shell("policy_changes.html", "policy-changes")
+
+
+@bp.get("/changes/<int:cr_id>")
+def change(cr_id: int) -> str | BaseResponse:
+    """One change request: rules, checks, impact and replay, the review, and what this user may do."""
+    return _shell("policy_change.html", "policy-change", cr_id=cr_id)
 
 
 @bp.get("/history")

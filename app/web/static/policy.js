@@ -1,35 +1,44 @@
 // The policy workbench as Alpine components: packs, the live matrix with a draft, the draft panel,
-// history with rollback, and the playground. Everything goes through /v1/policy/...; the server
-// (Casbin, with the service meta-pack) decides what this user may do (body[data-perms], from the
-// decision core) and checks it again on every request. The draft lives in sessionStorage and is
-// never the live policy until an admin applies it.
+// change requests (submit, review, apply), history with rollback, and the playground. Everything goes
+// through /v1/policy/...; the server (Casbin, with the service meta-pack) decides what this user may do
+// (body[data-perms], from the decision core) and checks it again on every request. The draft is kept
+// on the server for the signed-in user (PUT /v1/policy/draft): it follows them, never the browser tab,
+// and is never the live policy until a change request made of it is approved and applied.
 import { Alpine, api, clearMessages, confirmDialog, fmtTime, guarded, loading, plural, say } from "./lib.js";
 
 const body = document.body;
 const perms = body.dataset.perms ? JSON.parse(body.dataset.perms) : [];
 const can = (p) => perms.includes(p);
 const P = "/v1/policy";
-const KEY = "learnauthz.policy-draft";
 const enc = encodeURIComponent;
+try {
+  sessionStorage.removeItem("learnauthz.policy-draft"); // where drafts lived before issue 26: leave nothing behind
+} catch (_) {
+  /* storage unavailable */
+}
 
 // -- the draft (a list of {op, rule: "p, ..."} changes), shared by every workbench page ---------------
 const norm = (line) => String(line).split(",").map((x) => x.trim()).join(", ");
 
-function stored() {
-  try {
-    const v = JSON.parse(sessionStorage.getItem(KEY) || "[]");
-    return Array.isArray(v) ? v : [];
-  } catch (_) {
-    return [];
-  }
-}
-
+let saving = Promise.resolve();
 Alpine.store("draft", {
-  list: stored(),
+  list: [],
+  // Loaded once per page from the server (editors only); components await it before checking.
+  loaded: can("propose_policy_change")
+    ? api("GET", `${P}/draft`).then((d) => d.changes.filter((c) => typeof c.rule === "string")).catch(() => [])
+    : Promise.resolve([]),
+  init() {
+    this.loaded.then((list) => {
+      this.list = list;
+      document.dispatchEvent(new CustomEvent("draft-changed"));
+    });
+  },
   save(list) {
     this.list = list;
-    sessionStorage.setItem(KEY, JSON.stringify(list));
+    const changes = list.map((c) => ({ op: c.op, rule: c.rule }));
+    saving = saving.then(() => guarded(() => api("PUT", `${P}/draft`, { changes })));
     document.dispatchEvent(new CustomEvent("draft-changed"));
+    return saving;
   },
   find(op, rule) {
     return this.list.findIndex((c) => c.op === op && norm(c.rule) === norm(rule));
@@ -45,7 +54,7 @@ Alpine.store("draft", {
     this.save(this.list.filter((_, j) => j !== i));
   },
   clear() {
-    this.save([]);
+    return this.save([]);
   },
   countText() {
     return `Draft: ${plural(this.list.length, "change")}`;
@@ -66,7 +75,7 @@ const flipRows = (flips) =>
     shown: glyph(`${f.before} → ${f.after}`),
     spoken: words(`${f.before} → ${f.after}`),
     people: `${f.users} in ${plural(f.workspaces, "workspace")}`,
-    names: (f.sample || []).join(", ") + (f.users > (f.sample || []).length ? ", …" : ""),
+    names: (f.sample || []).length ? f.sample.join(", ") + (f.users > f.sample.length ? ", …" : "") : "—",
   }));
 
 const ruleText = (c) => `${c.op === "add" ? "+" : "−"} ${Array.isArray(c.rule) ? c.rule.join(", ") : c.rule}`;
@@ -159,6 +168,8 @@ Alpine.data("policyPack", () => ({
   impact: [],
   valid: false,
   message: "",
+  crTitle: "",
+  crWhy: "",
   seq: 0,
   canPropose: can("propose_policy_change"),
   init() {
@@ -189,6 +200,7 @@ Alpine.data("policyPack", () => ({
     await this.loadMatrix();
     if (this.canPropose) {
       document.addEventListener("draft-changed", () => guarded(() => this.check()));
+      await draft().loaded;
       await guarded(() => this.check());
     }
   },
@@ -278,6 +290,8 @@ Alpine.data("policyPack", () => ({
       return;
     }
     this.status = "Checking the draft…";
+    await saving; // "Valid" also means saved for this user
+    if (mine !== this.seq) return;
     const proposal = { changes: list };
     const v = await api("POST", `${P}/validate`, proposal);
     if (mine !== this.seq) return;
@@ -294,18 +308,171 @@ Alpine.data("policyPack", () => ({
     this.status = `Valid at revision ${p.revision}: ${plural(p.flips.length, "cell")} change, ${people} people affected.`;
     this.valid = true;
   },
-  apply() {
+  // The impact in one sentence, for the confirmation and the change request.
+  impactText() {
+    const people = this.flips.reduce((n, f) => n + f.users, 0);
+    const cells = this.flips.map((f) => `${f.role} ${f.change === "gain" ? "gains" : f.change === "lose" ? "loses" : "changes"} ${f.action}`);
+    return `${plural(this.flips.length, "cell")} change (${cells.slice(0, 4).join("; ")}${cells.length > 4 ? "; …" : ""}), ${people} people affected.`;
+  },
+  async apply() {
     if (!can("apply_policy_change")) return;
+    const yes = await confirmDialog({
+      title: "Apply this draft to the live policy?",
+      text: `${this.impactText()} It becomes a new revision at once, without review; every decision after it uses it.`,
+      ok: "Apply now",
+      danger: true,
+    });
+    if (!yes) return;
     guarded(async () => {
       clearMessages();
       const res = await api("POST", `${P}/apply`, { changes: draft().list, message: this.message.trim(), expected_revision: this.matrix.revision });
-      draft().clear();
+      await draft().clear();
       this.message = "";
       await this.loadMatrix();
       say(`Applied as revision ${res.revision} (${plural(res.changes, "rule change")}).`);
     });
   },
+  // Submit the draft for review: it becomes a change request (and the draft is empty again).
+  submit() {
+    guarded(async () => {
+      clearMessages();
+      await saving;
+      const cr = await api("POST", `${P}/change-requests`, { title: this.crTitle.trim(), why: this.crWhy.trim() });
+      location.assign(`/policy/changes/${cr.id}`);
+    });
+  },
 }));
+
+// -- /policy/changes --------------------------------------------------------------------------------------
+const STATUS_WORDS = { open: "Open", applied: "Applied", rejected: "Rejected" };
+const approvalText = (cr) => `${cr.approvals.length} of ${cr.approvals_required}`;
+
+Alpine.data("changeRequests", () => ({
+  items: [],
+  status: "open",
+  init() {
+    const q = new URLSearchParams(location.search);
+    if (q.has("status")) this.status = q.get("status");
+    loading(guarded(() => this.load()));
+  },
+  async load() {
+    const q = this.status ? `?status=${enc(this.status)}` : "";
+    const res = await api("GET", `${P}/change-requests${q}`);
+    this.items = res.items.map((cr) => ({
+      ...cr,
+      href: `/policy/changes/${cr.id}`,
+      state: STATUS_WORDS[cr.status] || cr.status,
+      when: fmtTime(cr.updated_at),
+      approved: approvalText(cr),
+      checks: cr.valid ? "Passed" : "Problems",
+    }));
+  },
+  filter() {
+    history.replaceState(null, "", `${location.pathname}${this.status ? `?status=${enc(this.status)}` : ""}`);
+    guarded(() => this.load());
+  },
+}));
+
+// -- /policy/changes/<id> ---------------------------------------------------------------------------------
+Alpine.data("changeRequest", () => ({
+  id: "",
+  cr: null,
+  comment: "",
+  message: "",
+  init() {
+    this.id = this.$el.dataset.crId;
+    loading(guarded(() => this.load()));
+  },
+  async load() {
+    this.show(await api("GET", `${P}/change-requests/${enc(this.id)}`));
+  },
+  show(cr) {
+    const c = cr.checks || {};
+    const replay = c.replay;
+    const people = (c.flips || []).reduce((n, f) => n + f.users, 0);
+    this.cr = {
+      ...cr,
+      state: STATUS_WORDS[cr.status] || cr.status,
+      approved: approvalText(cr),
+      rules: [...(c.added || []).map((rule) => ({ op: "add", text: `+ ${rule}` })), ...(c.removed || []).map((rule) => ({ op: "remove", text: `− ${rule}` }))],
+      problems: c.problems || [],
+      tests: c.tests || [],
+      allProblems: [...(c.problems || []), ...(c.tests || [])],
+      verifier: (c.problems || []).length ? `${plural(c.problems.length, "problem")}` : "No escalation: the verifier found nothing",
+      testsText: (c.tests || []).length ? `${plural(c.tests.length, "policy test")} would fail` : "Every policy test still passes",
+      flips: flipRows((c.flips || []).map((f) => ({ ...f, sample: [] }))),
+      impact: c.valid ? `${plural((c.flips || []).length, "cell")} change, ${people} people affected` : "Not previewed: the change is invalid",
+      replayText: !replay
+        ? "No replay (the change is invalid)."
+        : !replay.logged
+        ? "No recent decisions logged by this server process yet: nothing to replay."
+        : `Of the last ${replay.replayed.toLocaleString("en")} decisions in the edited packs (${replay.logged.toLocaleString("en")} logged), ${replay.flipped.toLocaleString("en")} would flip.`,
+      replaySample: replay ? replay.sample.map((s) => `${s.subject} · ${s.workspace} · ${s.action}: ${s.allowed_after ? "denied → allowed" : "allowed → denied"}`) : [],
+      stale: cr.status === "open" && cr.base_revision !== cr.current_revision,
+      events: cr.events.map((e) => ({ ...e, when: fmtTime(e.created_at), what: EVENT_WORDS[e.kind] || e.kind })),
+      need: Math.max(0, cr.approvals_required - cr.approvals.length),
+    };
+  },
+  post(path, payload) {
+    return guarded(async () => {
+      clearMessages();
+      const cr = await api("POST", `${P}/change-requests/${enc(this.id)}/${path}`, payload);
+      this.show(cr);
+      return cr;
+    });
+  },
+  async addComment() {
+    const text = this.comment.trim();
+    if (!text) return;
+    if (await this.post("comments", { body: text })) this.comment = "";
+  },
+  async approve() {
+    if (await this.post("approve", { comment: this.comment.trim() })) {
+      this.comment = "";
+      say("Approved.");
+    }
+  },
+  async reject() {
+    const yes = await confirmDialog({ title: "Reject this change request?", text: "It is closed without changing the policy.", ok: "Reject", danger: true });
+    if (yes && (await this.post("reject", { comment: this.comment.trim() }))) {
+      this.comment = "";
+      say("Rejected.");
+    }
+  },
+  async apply() {
+    const cr = this.cr;
+    const yes = await confirmDialog({
+      title: `Apply change request #${cr.id}?`,
+      text: `${cr.impact}. ${cr.replayText}${cr.stale ? ` The policy moved on since revision ${cr.base_revision}: it is checked again first.` : ""} It becomes a new revision at once.`,
+      ok: "Apply",
+      danger: true,
+    });
+    if (!yes) return;
+    guarded(async () => {
+      clearMessages();
+      const res = await api("POST", `${P}/change-requests/${enc(this.id)}/apply`, { message: this.message.trim() });
+      await this.load();
+      say(`Applied as revision ${res.revision} (${plural(res.changes, "rule change")}).`);
+    });
+  },
+}));
+const EVENT_WORDS = { submitted: "submitted it", updated: "changed the rules", edited: "edited the text", comment: "commented", approved: "approved", rejected: "rejected it", applied: "applied it" };
+
+// Revision kinds in words (the code stays in data-kind).
+const KIND_WORDS = {
+  "policy-edit": "Policy edit",
+  "policy-rollback": "Rollback",
+  import: "Import from files",
+  member: "Membership",
+  group: "Group",
+  team: "Team",
+  platform: "Platform role",
+  "user-change": "Account",
+  seed: "Demo data",
+  workspace: "Workspace",
+  feature: "Feature switch",
+  "token-revoke": "Token revoked",
+};
 
 // -- /policy/history ----------------------------------------------------------------------------------
 Alpine.data("policyHistory", () => ({
@@ -314,20 +481,31 @@ Alpine.data("policyHistory", () => ({
   detail: null,
   rollback: null,
   message: "",
+  category: "policy",
   canPropose: can("propose_policy_change"),
   init() {
+    const q = new URLSearchParams(location.search);
+    if (["policy", "membership", "settings", "all"].includes(q.get("category"))) this.category = q.get("category");
     loading(guarded(() => this.load()));
   },
+  filter() {
+    history.replaceState(null, "", `${location.pathname}${this.category === "policy" ? "" : `?category=${this.category}`}`);
+    this.revisions = [];
+    this.detail = null;
+    this.rollback = null;
+    guarded(() => this.load());
+  },
   async load() {
-    const q = new URLSearchParams({ limit: "25" });
+    const q = new URLSearchParams({ limit: "25", category: this.category });
     if (this.revisions.length) q.set("before", String(this.revisions[this.revisions.length - 1].id));
     const res = await api("GET", `${P}/revisions?${q}`);
     this.revisions.push(
       ...res.items.map((r) => ({
         ...r,
         when: fmtTime(r.created_at),
+        kindText: KIND_WORDS[r.kind] || r.kind,
         by: r.actor || (r.actor_id ? `#${r.actor_id}` : "system"),
-        rollbackTo: this.canPropose && r.id > 1 ? r.id - 1 : 0,
+        rollbackTo: this.canPropose && r.rollback && r.id > 1 ? r.id - 1 : 0,
       })),
     );
     this.more = res.items.length === 25;
@@ -395,6 +573,7 @@ Alpine.data("policyPlayground", () => ({
         const actions = new Set();
         for (const p of Object.values(model.packs)) for (const a of p.actions) actions.add(a.id);
         this.actions = [...actions].sort();
+        await draft().loaded;
         if (q.get("subject") && q.get("workspace") && q.get("action")) await this.run();
       }),
     );
