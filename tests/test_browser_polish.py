@@ -67,6 +67,19 @@ def test_problems_in_words_never_http_titles(browser: Browser) -> None:
     check(b, "rank-refusal")
 
 
+def test_sign_in_without_a_password_says_so_at_the_field(browser: Browser) -> None:
+    b = browser
+    b.go("/login")
+    b.css("#email").send_keys("owner@classroom.example")
+    b.css("#login-form button[type=submit]").click()
+    text = b.wait_message("Check the field marked below")
+    assert "Validation failed" not in text and "strings" not in text
+    assert b.css("#password").get_attribute("aria-invalid") == "true"
+    assert b.css("#" + b.css("#password").get_attribute("aria-describedby")).text == "Fill this in."
+    assert b.css("#email").get_attribute("aria-invalid") is None
+    check(b, "sign-in-field-error")
+
+
 def test_a_group_name_error_shows_at_the_field(browser: Browser) -> None:
     b = browser
     sign_in(b, "owner@classroom.example")
@@ -173,3 +186,22 @@ def test_matrix_region_and_playground_path(browser: Browser) -> None:
     assert path.startswith("teacher@classroom.example →"), path
     assert "user:" not in path
     check(b, "playground-path")
+
+
+def test_policy_history_ids_are_unique(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "policy_admin@service.example")
+    b.go("/policy/history")
+    script = (
+        "const ids = [...document.querySelectorAll('[id]')].map(e => e.id);"
+        "return ids.filter((id, i) => ids.indexOf(id) !== i)"
+    )
+    assert b.d.execute_script(script) == []
+    rows = b.all("#revisions tbody tr[data-revision] button.small")
+    if rows:  # a revision's details and a rollback preview, where one is offered
+        rows[0].click()
+        previews = [x for x in b.all("#revisions tbody tr button.small") if "rollback" in x.text.lower()]
+        if previews:
+            previews[0].click()
+        assert b.d.execute_script(script) == []
+    check(b, "policy-history")

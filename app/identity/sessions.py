@@ -40,7 +40,10 @@ def authenticate(session: Session, email: object, password: object) -> User:
     Raises ValidationError (wrong types), UnauthenticatedError (bad credentials).
     """
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
-        raise ValidationError("email and password are required strings")
+        missing = [f for f, v in (("email", email), ("password", password)) if not isinstance(v, str) or not v]
+        raise ValidationError(
+            "email and password are required strings", errors=[{"field": f, "message": "required"} for f in missing]
+        )
     check_text(email, "email")
     check_text(password, "password", "secret")
     user = users.by_email(session, email.strip().lower()[:254])
