@@ -92,7 +92,7 @@ def test_a_group_name_error_shows_at_the_field(browser: Browser) -> None:
     name = b.css("#unit-form input[name=name]")
     assert name.get_attribute("aria-invalid") == "true"
     note = b.css("#" + name.get_attribute("aria-describedby"))
-    assert note.text == "1-64 letters, digits, '.', '_' or '-'."
+    assert note.text == "Use 1-64 letters, digits, '.', '_' or '-'."
     # it sits right after the field's label, inside the form, not at the top of the page
     assert b.d.execute_script("return arguments[0].closest('form').id", note) == "unit-form"
     check(b, "group-name-error")

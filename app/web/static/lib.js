@@ -114,7 +114,11 @@ export function fieldWords(e) {
     if (m) return say(m);
   }
   if (e.email && e.message) return `${e.email}: ${asSentence(e.message)}`;
-  if (e.message && !/^(Object|Expected) /.test(e.message)) return asSentence(/^one of |^unknown /.test(e.message) ? `choose ${e.message}` : e.message);
+  if (e.message && !/^(Object|Expected) /.test(e.message)) {
+    // "one of [...]" → "Choose one of [...]", "1-64 letters, ..." → "Use 1-64 letters, ..."
+    const m = /^one of /.test(e.message) ? `choose ${e.message}` : /^\d+-\d+ /.test(e.message) ? `use ${e.message}` : e.message;
+    return asSentence(m);
+  }
   if (e.value !== undefined) return `“${String(e.value).slice(0, 60)}” is not valid here.`;
   return "Check this value.";
 }
