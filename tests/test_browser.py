@@ -169,6 +169,12 @@ class Browser:
         self.css("#password").send_keys(password)
         self.css("#login-form button[type=submit]").click()
 
+    def wait_signed_in(self) -> None:
+        """Wait until sign-in has left /login and the page it led to has loaded (one workspace:
+        that workspace; several: the list)."""
+        script = "return document.body.dataset.ready === '1' && document.body.dataset.page !== 'login'"
+        self.wait(lambda d: "/login" not in d.current_url and d.execute_script(script))
+
     def member_emails(self) -> list[str]:
         """Emails in the members table."""
         script = "return [...document.querySelectorAll('#members tbody tr[data-email]')].map(r => r.dataset.email)"
@@ -221,7 +227,8 @@ def test_pages_need_sign_in(browser: Browser) -> None:
 def test_wrong_password_shows_the_problem(browser: Browser) -> None:
     browser.sign_in("owner@classroom.example", "not-the-password")
     text = browser.message()
-    assert "Authentication required" in text or "credentials" in text.lower(), text
+    assert "Wrong email or password." in text, text
+    assert "Authentication required" not in text
     assert browser.problem_status() == "401"
     assert "/login" in browser.d.current_url
 
@@ -335,7 +342,7 @@ def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tm
 def test_owner_manages_groups(browser: Browser) -> None:
 
     browser.sign_in("owner@classroom.example")
-    browser.wait_page("home")
+    browser.wait_signed_in()
     browser.go("/w/classroom-demo/groups")
     names = [a.get_attribute("data-name") for a in browser.all("#units article.unit")]
     assert names == ["evening", "morning"]
@@ -359,7 +366,10 @@ def test_owner_manages_groups(browser: Browser) -> None:
 
 def test_teacher_has_no_member_management(browser: Browser) -> None:
     browser.sign_in("teacher@classroom.example")
-    browser.wait_page("home")
+    # one workspace: sign-in lands in it (the groups he teaches); the list is one click away
+    browser.wait_page("units")
+    assert browser.d.current_url.endswith("/w/classroom-demo/groups")
+    browser.go("/?all=1")
     browser.wait(lambda d: browser.all("#workspaces tbody tr[data-slug]"))
     assert [r.get_attribute("data-slug") for r in browser.all("#workspaces tbody tr[data-slug]")] == ["classroom-demo"]
 
@@ -380,17 +390,17 @@ def test_teacher_has_no_member_management(browser: Browser) -> None:
 
     # a workspace the teacher does not belong to: Casbin refuses the page itself
     browser.d.get(browser.base + "/w/academy-demo/members")
-    assert browser.css("h1").text == "403 · Forbidden"
+    assert browser.css("#error-page h1").text == "You cannot open this page"
 
-    # the audit trail is refused by the server: its problem is shown, no entry is
+    # the audit trail: the same 403 page, with none of the audit page's controls
     browser.go("/w/classroom-demo/audit")
-    assert browser.problem_status() == "403"
-    assert not browser.all("#audit tbody tr[data-action]")
+    assert browser.css("#error-page h1").text == "You cannot open this page"
+    assert not browser.all("#audit, #audit-filters, #audit-csv")
 
 
 def test_profile_and_sign_out(browser: Browser) -> None:
     browser.sign_in("learner@classroom.example")
-    browser.wait_page("home")
+    browser.wait_signed_in()
     browser.go("/me")
     name = browser.css("#profile-form input[name=display_name]")
     assert name.get_attribute("value") == "learner"
@@ -404,7 +414,11 @@ def test_profile_and_sign_out(browser: Browser) -> None:
     email.clear()
     email.send_keys("lea@example.org")
     browser.css("#profile-form button[type=submit]").click()
-    assert "current_password" in browser.wait_message("current_password")
+    assert "Check the field marked below." in browser.wait_message("Check the field")
+    password = browser.css("#profile-form input[name=current_password]")
+    assert password.get_attribute("aria-invalid") == "true"
+    note = browser.css("#" + password.get_attribute("aria-describedby").split()[-1])
+    assert note.text == "Enter your current password to change email or password."
 
     browser.css("#signout").click()
     browser.wait(lambda d: "/login" in d.current_url)
@@ -424,12 +438,8 @@ def test_profile_and_sign_out(browser: Browser) -> None:
 )
 def test_sign_in_never_redirects_off_site(browser: Browser, next_path: str) -> None:
     browser.sign_in("learner@classroom.example", next_path=next_path)
-    browser.wait(
-        lambda d: (
-            d.current_url.rstrip("/") == browser.base
-            and d.execute_script("return document.body.dataset.page === 'home'")
-        )
-    )
+    browser.wait_signed_in()  # "/" and, with one workspace, on into it (issue 26)
+    assert browser.d.current_url.startswith(browser.base + "/w/classroom-demo")
     assert "evil.example" not in browser.d.current_url
 
 
@@ -459,7 +469,7 @@ def test_profile_email_change_waits_and_sessions_end(browser: Browser, live_app:
     )
     assert resp.status_code == 200
     browser.sign_in("learner2@classroom.example")
-    browser.wait_page("home")
+    browser.wait_signed_in()
     browser.go("/me")
     browser.wait(lambda d: len(browser.all("#sessions tbody tr")) >= 2)
     assert len(browser.all('#sessions tbody tr[data-current="1"]')) == 1

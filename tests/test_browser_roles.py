@@ -28,7 +28,7 @@ def browser(driver: Any, live_app: Any) -> Iterator[Browser]:  # noqa: F811
 
 def sign_in(b: Browser, email: str) -> None:
     b.sign_in(email)
-    b.wait_page("home")
+    b.wait_signed_in()
 
 
 def check(b: Browser, name: str) -> None:
@@ -50,6 +50,9 @@ def dialog_open(b: Browser) -> bool:
 def test_teacher_adds_a_learner_with_the_people_picker(browser: Browser) -> None:
     b = browser
     sign_in(b, "teacher@classroom.example")
+    b.wait_page("units")  # one workspace: sign-in lands in it, on the groups he teaches (issue 26)
+    b.go("/?all=1")  # the switcher's "All workspaces"
+    b.wait(lambda d: b.all('#workspaces tr[data-slug="classroom-demo"] .badge'))
     assert b.css('#workspaces tr[data-slug="classroom-demo"] .badge').text == "Teacher"  # a label, not an id
     check(b, "home-teacher")
     b.css('#workspaces tr[data-slug="classroom-demo"] a').click()
@@ -193,7 +196,8 @@ def test_admin_sees_only_allowed_controls_and_refusals_in_words(browser: Browser
         " email: 'owner@classroom.example', detail: 'you may not remove owner@classroom.example'})); done(); })"
     )
     text = b.wait_message("owner@classroom.example:")
-    assert "owner@classroom.example: Your role does not rank above theirs" in text and "rank_limit" not in text
+    assert "owner@classroom.example: You can give only roles below your own" in text and "rank_limit" not in text
+    assert "Forbidden" not in text
     check(b, "members-admin")
 
 
@@ -331,12 +335,38 @@ def test_platform_consoles(browser: Browser) -> None:
     sign_in(b, "account_manager@platform.example")
     b.css('#platform-packs li[data-pack="skills"] a').click()
     b.wait_page("platform")
-    box = b.css('fieldset[data-slug="skills-demo"] input[data-feature="leaderboard"]')
+    form = 'form.switches[data-slug="skills-demo"]'
+    # 74 switches under the seed's areas; the search narrows them
+    assert len(b.all(f"{form} input.feature")) == 74
+    assert len(b.all(f"{form} fieldset.area")) >= 4
+    b.css(f"{form} input.feature-search").send_keys("leaderboard")
+    b.wait(lambda d: len([x for x in b.all(f"{form} label.check") if x.is_displayed()]) == 1)
+    check(b, "platform-switches-search")
+    box = b.css(f'{form} input[data-feature="leaderboard"]')
     assert box.is_selected()
     box.click()
+    b.css(f"{form} input.feature-search").clear()
+    b.css(f"{form} input.feature-search").send_keys("certificates")
+    b.wait(lambda d: not b.css(f'{form} input[data-feature="leaderboard"]').is_displayed())
+    b.css(f'{form} input[data-feature="issue_and_revoke_certificates"]').click()
+    assert b.css(f"{form} .pending-count").text == "2 unsaved changes"
+    # one save for both, after confirming; the message stays until dismissed
+    b.css(f"{form} button.save-switches").click()
     b.wait(lambda d: dialog_open(b))
+    assert "switch off 2 features" in b.css("#confirm-text").text
     b.css("#confirm-ok").click()
-    b.wait_message("is off in skills-demo")
+    b.wait_message("Saved 2 feature switches in skills-demo")
+    assert b.css(f"{form} .pending-count").text == "No unsaved changes"
+    import time
+
+    time.sleep(1.0)  # no reload wipes it
+    assert "Saved 2 feature switches" in b.css("#messages").text
+    check(b, "platform-switches-saved")
+    b.css("#messages button.dismiss").click()
+    b.wait(lambda d: not b.css("#messages").is_displayed())
+    b.go("/platform/skills")
+    assert not b.css(f'{form} input[data-feature="leaderboard"]').is_selected()
+    assert not b.css(f'{form} input[data-feature="issue_and_revoke_certificates"]').is_selected()
     assert b.all('#platform-holders tr[data-email="account_manager@platform.example"]')
     check(b, "platform-account-manager")
     b.css("#signout").click()
@@ -347,9 +377,26 @@ def test_platform_consoles(browser: Browser) -> None:
     b.css("#create-workspace input[name=name]").send_keys("Academy Two")
     b.css("#create-workspace input[name=slug]").send_keys("academy-two")
     b.css("#create-workspace button[type=submit]").click()
-    b.wait_message("Created Academy Two")
     b.wait(lambda d: b.all('#pack-workspaces tr[data-slug="academy-two"]'))
+    b.wait_message("Created Academy Two")  # kept across the reload that shows the new row
     check(b, "platform-operator")
+    # its settings: a new name through the workspace API
+    name = b.css('#pack-workspaces form.ws-settings[data-slug="academy-two"] input[name=name]')
+    name.clear()
+    name.send_keys("Academy Second")
+    b.css('#pack-workspaces form.ws-settings[data-slug="academy-two"] button[type=submit]').click()
+    b.wait_message("is now called Academy Second")
+    assert "Academy Second" in b.css('#pack-workspaces tr[data-slug="academy-two"]').text
+    # a name the API refuses is explained at the field
+    name = b.css('#pack-workspaces form.ws-settings[data-slug="academy-two"] input[name=name]')
+    name.clear()
+    name.send_keys(" ")
+    b.css('#pack-workspaces form.ws-settings[data-slug="academy-two"] button[type=submit]').click()
+    b.wait_message("Check the field marked below")
+    name = b.css('#pack-workspaces form.ws-settings[data-slug="academy-two"] input[name=name]')
+    assert name.get_attribute("aria-invalid") == "true"
+    assert b.css("#" + name.get_attribute("aria-describedby")).is_displayed()
+    check(b, "platform-settings-field-error")
 
 
 def test_owner_deletes_the_workspace_last(browser: Browser) -> None:

@@ -41,7 +41,7 @@ def shot(b: Browser, name: str) -> None:
 
 def sign_in(b: Browser, email: str) -> None:
     b.sign_in(email)
-    b.wait_page("home")
+    b.wait_signed_in()
 
 
 def cell(b: Browser, action: str, role: str) -> Any:
@@ -206,4 +206,4 @@ def test_viewer_reads_only(browser: Browser) -> None:
     sign_in(b, "owner@classroom.example")
     assert not b.all("nav.policynav")
     b.d.get(b.base + "/policy")
-    assert b.css("h1").text == "403 · Forbidden"
+    assert b.css("#error-page h1").text == "You cannot open this page"

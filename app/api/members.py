@@ -27,6 +27,7 @@ from .params import path_id, query_id, query_int, query_text, register_converter
 from .web_bodies import (
     DeleteWorkspace,
     FeatureSwitch,
+    FeatureSwitches,
     Invite,
     Ownership,
     PlatformGrant,
@@ -119,6 +120,15 @@ def toggle_feature(slug: str, feature: str) -> Response:
     ws = _ws(slug)
     enabled = features.toggle(db.session(), actor(), ws, feature, bodies.parse(FeatureSwitch).enabled)
     return jsonify(feature=feature, enabled=enabled, revision=authz.engine.revision)
+
+
+@bp.patch("/workspaces/<slug>/features")
+@body_doc(FeatureSwitches)
+def set_features(slug: str) -> Response:
+    """Set several feature switches at once ({"switches": {feature: bool}}), all or none."""
+    ws = _ws(slug)
+    changed = features.set_switches(db.session(), actor(), ws, bodies.parse(FeatureSwitches).switches)
+    return jsonify(changed=changed, revision=authz.engine.revision)
 
 
 # -- members -----------------------------------------------------------------------------------

@@ -80,6 +80,12 @@ class FeatureSwitch(WebBody, frozen=True):
     enabled: bool
 
 
+class FeatureSwitches(WebBody, frozen=True):
+    """``PATCH /api/workspaces/<slug>/features``: several switches saved at once."""
+
+    switches: Annotated[dict[str, bool], Meta(min_length=1, max_length=500, description="feature id -> enabled")]
+
+
 class WorkspaceCreate(WebBody, frozen=True):
     """``POST /api/workspaces``: a workspace of a pack, with an optional owner."""
 

@@ -73,7 +73,10 @@ def update_profile(
     if sensitive:
         current = data.get("current_password")
         if not isinstance(current, str) or not users.verify_password(user, current):
-            raise UnauthenticatedError("current_password is wrong or missing")
+            needed = "enter your current password to change email or password"
+            raise UnauthenticatedError(
+                "current_password is wrong or missing", errors=[{"field": "current_password", "message": needed}]
+            )
     # Everything that can refuse the request is checked before anything changes.
     new_hash = users.hash_password(data["password"]) if "password" in data else None
     email = users.normalize_email(data["email"]) if "email" in data else user.email

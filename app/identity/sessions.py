@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from ua_parser import parse as parse_agent
 
 from app import audit
 from app.database import in_transaction
@@ -39,7 +40,10 @@ def authenticate(session: Session, email: object, password: object) -> User:
     Raises ValidationError (wrong types), UnauthenticatedError (bad credentials).
     """
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
-        raise ValidationError("email and password are required strings")
+        missing = [f for f, v in (("email", email), ("password", password)) if not isinstance(v, str) or not v]
+        raise ValidationError(
+            "email and password are required strings", errors=[{"field": f, "message": "required"} for f in missing]
+        )
     check_text(email, "email")
     check_text(password, "password", "secret")
     user = users.by_email(session, email.strip().lower()[:254])
@@ -177,6 +181,19 @@ def sign_out_others(session: Session, user: User) -> int:
     return ended
 
 
+def browser_of(user_agent: str) -> str:
+    """A user-agent string in words ("Chrome on Linux"), read by ua-parser's maintained rules."""
+    parsed = parse_agent(user_agent[:200]) if user_agent else None
+    agent = parsed.user_agent if parsed is not None else None
+    if agent is None or agent.family in ("", "Other"):
+        return "Unknown browser"
+    family = agent.family
+    if family.startswith("Headless"):
+        family = f"{family.removeprefix('Headless')} (headless)"
+    system = parsed.os if parsed is not None else None
+    return f"{family} on {system.family}" if system is not None and system.family not in ("", "Other") else family
+
+
 def list_sessions(session: Session, user: User, absolute: int, idle: int) -> list[dict[str, Any]]:
     """The user's sessions that are still valid, newest first; ``current`` marks this one."""
     now = utcnow()
@@ -198,6 +215,7 @@ def list_sessions(session: Session, user: User, absolute: int, idle: int) -> lis
             "last_seen_at": r.last_seen_at.isoformat(),
             "ip": r.ip,
             "user_agent": r.user_agent,
+            "browser": browser_of(r.user_agent),
             "current": r.token_hash == mine,
         }
         for r in rows

@@ -46,3 +46,42 @@ def toggle(session: Session, actor: User, ws: Workspace, feature: str, enabled: 
             revision=handle.number,
         )
     return enabled
+
+
+def set_switches(session: Session, actor: User, ws: Workspace, wanted: dict[str, bool]) -> dict[str, bool]:
+    """Set several switches of ws at once (the platform console's one save): all in one revision
+    and one transaction, or none. Returns the switches that changed, with their new state.
+
+    Raises ForbiddenError, ValidationError (an unknown feature: nothing is written), NotFoundError.
+    """
+    pack = access.pack_of(ws)
+    access.require(actor, ws, "toggle_features")
+    known = {f.id for f in pack.features}
+    unknown = sorted(set(wanted) - known)
+    if unknown:
+        errors = [{"field": "switches", "message": f"unknown feature {f[:80]!r}"} for f in unknown[:20]]
+        raise ValidationError("unknown feature", errors=errors)
+    with in_transaction(session):
+        handle = begin(session, actor, "feature", f"set {len(wanted)} feature switches in {ws.key}")
+        access.require(actor, ws, "toggle_features")
+        changed = {
+            f: on for f, on in sorted(wanted.items()) if policy_store.rule_exists(session, ("g5", ws.key, f)) == on
+        }
+        if not changed:
+            session.rollback()
+            return {}
+        policy_store.add_changes(
+            session, handle, [RuleChange("remove" if on else "add", ("g5", ws.key, f)) for f, on in changed.items()]
+        )
+        for f, on in changed.items():
+            audit.record(
+                session,
+                "workspace.feature",
+                workspace_id=ws.id,
+                actor_id=actor.id,
+                target=f"feature:{f}",
+                before={"enabled": not on},
+                after={"enabled": on},
+                revision=handle.number,
+            )
+    return changed

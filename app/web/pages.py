@@ -12,16 +12,21 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
+from sqlalchemy import select
+from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.errors import AppError, NotFoundError
+from app.authz.packs import FeatureDef, Pack
+from app.errors import AppError, ForbiddenError, NotFoundError, problem
 from app.extensions import authz, db
 from app.membership import access, groups, platform_roles, workspaces
 from app.membership import members as members_service
-from app.models import User, Workspace
+from app.models import Membership, User, Workspace
+
+from . import words
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 
@@ -29,11 +34,51 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 MEMBER_OPS = ("view_members", "invite", "change_role", "remove", "transfer_ownership", "view_audit", "delete_workspace")
 
 
+# Paths whose answers are always problem+json, even to a browser.
+_API_PREFIXES = ("/api/", "/v1/", "/access/", "/.well-known/", "/openapi.json", "/metrics", "/healthz", "/readyz")
+
+
 @bp.errorhandler(AppError)
 def _error_page(exc: AppError) -> tuple[str, int]:
-    """Problems on a page render as HTML (the API keeps answering problem+json)."""
-    page = _page("error.html", "error", _signed_in(), status=exc.status, title=exc.title, detail=exc.detail)
+    """Problems on a page render as HTML in words, with no control of the refused page (the API
+    keeps answering problem+json). A refusal says why in the sentence of its reason code."""
+    title = words.PAGE_TITLES.get(exc.status, "Something went wrong")
+    reason = exc.extra.get("reason")
+    if exc.status == 403:
+        detail = words.sentence(str(reason)) if reason else exc.detail
+    elif exc.status == 404:
+        detail = "The address may be mistyped, or what it named is gone."
+    else:
+        detail = exc.detail
+    page = _page("error.html", "error", _signed_in(), status=exc.status, title=title, detail=detail)
     return page, exc.status
+
+
+@bp.app_errorhandler(NotFound)
+def _not_found(exc: NotFound) -> tuple[str, int] | Response:
+    """An unknown address: the one 404 page for a browser, problem+json for everyone else."""
+    html = request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+    if not html or request.path.startswith(_API_PREFIXES):
+        return problem(404, "Not Found", exc.description or "Not Found", "not-found")
+    return _error_page(NotFoundError())
+
+
+def my_workspaces(user: User | None) -> list[Workspace]:
+    """The workspaces in which user's membership is accepted, by name (the header's switcher)."""
+    if user is None:
+        return []
+    query = (
+        select(Workspace)
+        .join(Membership, Membership.workspace_id == Workspace.id)
+        .where(Membership.user_id == user.id, Membership.status == "accepted")
+        .order_by(Workspace.name)
+    )
+    return list(db.session.scalars(query))
+
+
+@bp.app_context_processor
+def _page_helpers() -> dict[str, Any]:
+    return {"reason_words": words.for_script, "workspace_switcher": my_workspaces}
 
 
 def safe_next(raw: str | None) -> str:
@@ -123,10 +168,15 @@ def verify_email() -> str:
 
 @bp.get("/")
 def home() -> str | BaseResponse:
-    """The signed-in user's workspaces."""
+    """The signed-in user's workspaces; someone with exactly one (and no platform console) lands in
+    it, unless they asked for the list (``?all=1``, the switcher's "All workspaces")."""
     user = _signed_in()
     if user is None:
         return _to_login()
+    if not request.args.get("all"):
+        mine = my_workspaces(user)
+        if len(mine) == 1 and not platform_roles.console(db.session(), user):
+            return redirect(url_for("web.workspace", slug=mine[0].slug))
     return _page("home.html", "home", user)
 
 
@@ -219,27 +269,50 @@ def units(slug: str, kinds: str) -> str | BaseResponse:
 
 @bp.get("/w/<slug>/audit")
 def audit(slug: str) -> str | BaseResponse:
-    """The workspace's audit trail."""
+    """The workspace's audit trail; whoever may not read it gets the 403 page, not its controls."""
+    user = _signed_in()
+    if user is not None:
+        access.require(user, workspaces.get_by_slug(db.session(), slug), "view_audit", access.member_facts(None))
     return _workspace_page(slug, "audit.html", "audit")
+
+
+def feature_areas(pack: Pack) -> list[tuple[str, list[FeatureDef]]]:
+    """The pack's features grouped by the seed's sections (the section of the actions each feature
+    switches, from the pack YAML), in the pack's order; features without one go under "Other"."""
+    areas: dict[str, list[FeatureDef]] = {}
+    for f in pack.features:
+        sections = [a.section for a in (pack.action(i) for i in f.actions) if a is not None and a.section]
+        areas.setdefault(sections[0] if sections else "Other", []).append(f)
+    return list(areas.items())
 
 
 @bp.get("/platform/<pack>")
 def platform(pack: str) -> str | BaseResponse:
-    """The platform console of one pack for its platform-role holders: the pack's workspaces,
-    creating one, feature switches and platform roles (each control as Casbin allows it)."""
+    """The platform console of one pack for its platform-role holders: the pack's workspaces (and
+    their settings), creating one, feature switches by area and platform roles (each control as
+    Casbin allows it). An unknown pack is the 404 page; a pack without a platform role of the
+    visitor's the 403 page."""
     user = _signed_in()
     if user is None:
         return _to_login()
+    pack_def = access.pack_by_id(pack)
     entry = next((p for p in platform_roles.console(db.session(), user) if p["pack"] == pack), None)
     if entry is None:
-        raise NotFoundError("You hold no platform role of this pack.")
-    pack_def = access.pack_by_id(pack)
-    switches = []
+        raise ForbiddenError("You hold no platform role of this pack.")
+    rows, switches = [], []
+    areas = feature_areas(pack_def)
     for w in entry["workspaces"]:
         ws = workspaces.get_by_slug(db.session(), w["slug"])
+        rows.append({"slug": ws.slug, "name": ws.name, "edit": access.allowed(user, ws, "edit_settings")})
         if access.allowed(user, ws, "toggle_features"):
             off = authz.engine.features_off(ws.key)
             switches.append(
-                {"slug": ws.slug, "name": ws.name, "features": [(f, f.id not in off) for f in pack_def.features]}
+                {
+                    "slug": ws.slug,
+                    "name": ws.name,
+                    "areas": [(area, [(f, f.id not in off) for f in fs]) for area, fs in areas],
+                }
             )
-    return _page("platform.html", "platform", user, entry=entry, pack_def=pack_def, switches=switches)
+    return _page(
+        "platform.html", "platform", user, entry=entry, pack_def=pack_def, rows=rows, switches=switches
+    )

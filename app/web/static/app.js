@@ -1,7 +1,7 @@
 // The workspace pages as Alpine components (CSP build): the markup lives in the templates, this file
 // holds state and calls to the JSON API. What a page offers comes from the permissions the API
 // returns (Casbin's answers for this user), never from role names.
-import { Alpine, api, clearMessages, confirmDialog, fmtTime, guarded, loading, problemWords, say, setCsrf } from "./lib.js";
+import { Alpine, api, clearMessages, confirmDialog, fmtTime, guarded, loading, plural, problemWords, say, sayAfterReload, setCsrf } from "./lib.js";
 
 const body = document.body;
 const slug = body.dataset.slug || "";
@@ -146,7 +146,7 @@ Alpine.data("profile", () => ({
       ...s,
       started: fmtTime(s.created_at) + (s.current ? " (this one)" : ""),
       lastSeen: fmtTime(s.last_seen_at),
-      browser: s.user_agent.slice(0, 80),
+      browser: s.browser || s.user_agent.slice(0, 80),
     }));
   },
   signoutOthers() {
@@ -645,32 +645,20 @@ Alpine.data("platform", () => ({
     const data = { pack: this.pack, name: this.create.name.trim(), slug: this.create.slug.trim() };
     guarded(async () => {
       const ws = await api("POST", "/api/workspaces", data);
-      say(`Created ${ws.name} (${ws.slug}).`);
-      setTimeout(() => location.reload(), 600);
+      sayAfterReload(`Created ${ws.name} (${ws.slug}).`);
     });
   },
-  // The checkboxes are rendered with the stored state; a refused or cancelled switch shows it again.
-  async toggleFeature(box) {
-    const on = box.checked;
-    const where = box.closest("fieldset").dataset.slug;
-    const name = box.parentElement.textContent.trim();
-    const yes = await confirmDialog({
-      title: `${on ? "Switch on" : "Switch off"} "${name}" in ${where}?`,
-      text: on ? "Every role of the workspace that has this permission gets it back." : "The permission is denied to every role of the workspace until you switch it on again.",
-      ok: on ? "Switch on" : "Switch off",
-      danger: !on,
-    });
-    if (!yes) {
-      box.checked = !on;
+  saveSettings(form) {
+    clearMessages();
+    const name = form.elements.name.value.trim();
+    if (name === form.dataset.name) {
+      say("Nothing to change.", "info");
       return;
     }
-    clearMessages();
-    const ok = await guarded(async () => {
-      const res = await api("PUT", `/api/workspaces/${enc(where)}/features/${enc(box.dataset.feature)}`, { enabled: on });
-      say(`"${name}" is ${res.enabled ? "on" : "off"} in ${where}.`);
-      return true;
+    guarded(async () => {
+      const ws = await api("PATCH", `/api/workspaces/${enc(form.dataset.slug)}`, { name });
+      sayAfterReload(`Saved: the workspace ${ws.slug} is now called ${ws.name}.`);
     });
-    if (!ok) box.checked = !on;
   },
   async loadHolders() {
     const res = await api("GET", `/api/platform/${enc(this.pack)}/roles`);
@@ -698,6 +686,65 @@ Alpine.data("platform", () => ({
       await this.loadHolders();
       say(`${email} now holds ${role}.`);
     });
+  },
+}));
+
+// One workspace's feature switches: pick any number (grouped by the seed's areas, with a search),
+// then one save sends them together (all or none).
+Alpine.data("switches", () => ({
+  q: "",
+  pending: {},
+  busy: false,
+  count() {
+    return Object.keys(this.pending).length;
+  },
+  pendingText() {
+    const n = this.count();
+    return n ? `${n} unsaved ${n === 1 ? "change" : "changes"}` : "No unsaved changes";
+  },
+  changed(box) {
+    const was = box.dataset.enabled === "1";
+    if (box.checked === was) delete this.pending[box.dataset.feature];
+    else this.pending[box.dataset.feature] = box.checked;
+  },
+  reset() {
+    for (const box of this.$root.querySelectorAll("input.feature")) box.checked = box.dataset.enabled === "1";
+    this.pending = {};
+  },
+  shown(label) {
+    const q = this.q.trim().toLowerCase();
+    return !q || label.dataset.label.includes(q);
+  },
+  areaShown(fieldset) {
+    const q = this.q.trim().toLowerCase();
+    return !q || [...fieldset.querySelectorAll("label[data-label]")].some((l) => l.dataset.label.includes(q));
+  },
+  nothingFound() {
+    const q = this.q.trim().toLowerCase();
+    return Boolean(q) && ![...this.$root.querySelectorAll("label[data-label]")].some((l) => l.dataset.label.includes(q));
+  },
+  async save() {
+    const where = this.$root.dataset.slug;
+    const on = Object.values(this.pending).filter(Boolean).length;
+    const off = this.count() - on;
+    const parts = [off ? `switch off ${plural(off, "feature")}` : "", on ? `switch on ${plural(on, "feature")}` : ""].filter(Boolean);
+    const yes = await confirmDialog({
+      title: `Save ${plural(this.count(), "change")} in ${where}?`,
+      text: `This will ${parts.join(" and ")}. A switched-off feature is denied to every role of the workspace until it is switched on again.`,
+      ok: "Save changes",
+      danger: off > 0,
+    });
+    if (!yes) return;
+    clearMessages();
+    this.busy = true;
+    guarded(async () => {
+      const res = await api("PATCH", `/api/workspaces/${enc(where)}/features`, { switches: this.pending });
+      for (const box of this.$root.querySelectorAll("input.feature")) {
+        if (box.dataset.feature in res.changed) box.dataset.enabled = res.changed[box.dataset.feature] ? "1" : "0";
+      }
+      this.pending = {};
+      say(`Saved ${plural(Object.keys(res.changed).length, "feature switch", "feature switches")} in ${where}.`);
+    }).finally(() => (this.busy = false));
   },
 }));
 
@@ -744,12 +791,12 @@ Alpine.data("audit", () => ({
     if (e.target && /^(group|team|email):/.test(e.target)) where.push(e.target.replace(/^email:/, "").replace(/^(group|team):/, "$1 "));
     return {
       action: e.action,
+      at: e.at,
       when: fmtTime(e.at),
       who: e.actor ? who(e.actor) : "system",
       what: e.label || e.action,
       where: where.join(" in "),
       change: [this.words(e.before), this.words(e.after)].filter(Boolean).join(" → "),
-      revision: e.revision === null || e.revision === undefined ? "" : String(e.revision),
     };
   },
   async load() {

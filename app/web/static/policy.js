@@ -599,7 +599,8 @@ Alpine.data("policyPlayground", () => ({
       cls: d.allowed ? "allowed" : "denied",
       reason: d.reason,
       rule: d.rule ? d.rule.join(", ") : "no rule matched",
-      path: (d.role_path || []).join(" → ") || "—",
+      // the path starts at the subject's key (user:<id>): show the person as they were asked for
+      path: (d.role_path || []).map((k) => (/^user:\d+$/.test(k) ? (/^\d+$/.test(val("subject")) ? `user #${k.slice(5)}` : val("subject")) : k)).join(" → ") || "—",
       revision: String(d.revision),
       problems: d.problems || [],
     };
