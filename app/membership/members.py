@@ -210,7 +210,7 @@ def roles_described(actor: User, ws: Workspace) -> dict[str, Any]:
             {"id": r.id, "label": r.label or r.id, "rank": r.rank, "description": r.description, "actions": table[r.id]}
             for r in pack.workspace_roles
         ],
-        "actions": {a.id: a.label for a in pack.actions},
+        "actions": [{"id": a.id, "label": a.label} for a in pack.actions],  # in the pack's order
     }
 
 
@@ -220,17 +220,17 @@ def role_change_effect(actor: User, ws: Workspace, old: str, new: str) -> dict[s
     pack = access.pack_of(ws)
     old_id, new_id = access.workspace_role(pack, old, "from"), access.workspace_role(pack, new, "to")
     table = roles_described(actor, ws)
-    before, after = table["roles"], table["actions"]
-    cells = {r["id"]: r["actions"] for r in before}
+    cells = {r["id"]: r["actions"] for r in table["roles"]}
+    labels = {x["id"]: x["label"] for x in table["actions"]}
     a, b = cells[old_id], cells[new_id]
 
     def item(action: str, cell: str) -> dict[str, str]:
-        return {"action": action, "label": after[action], "cell": cell}
+        return {"action": action, "label": labels[action], "cell": cell}
 
     return {
-        "gained": [item(x, b[x]) for x in after if x in b and x not in a],
-        "lost": [item(x, a[x]) for x in after if x in a and x not in b],
-        "changed": [item(x, f"{a[x]} → {b[x]}") for x in after if x in a and x in b and a[x] != b[x]],
+        "gained": [item(x, b[x]) for x in labels if x in b and x not in a],
+        "lost": [item(x, a[x]) for x in labels if x in a and x not in b],
+        "changed": [item(x, f"{a[x]} → {b[x]}") for x in labels if x in a and x in b and a[x] != b[x]],
     }
 
 
