@@ -456,9 +456,16 @@ def test_simulations_owner_filters_changes_a_role_and_bulk_removes(browser: Brow
     b.row("reviewer@simulations.example").find_element("css selector", "a.person-link").click()
     b.wait_page("person")
     assert b.css("#person-role .badge").text == "Trainer"
-    assert "changed the role of" in b.css("#person-audit").text and "reviewer → trainer" in b.css("#person-audit").text
+    assert "changed the role of" in b.css("#person-audit").text and "Reviewer → Trainer" in b.css("#person-audit").text
     assert b.all('#person-actions li[data-action="create_and_edit_courses"]')
     check(b, "person-sim-owner")
+    person_url = b.d.current_url
+    # The audit trail links the people in it to their pages.
+    b.go("/w/simulations-demo/audit")
+    b.wait(lambda d: b.all("#audit tbody a.person-link"))
+    links = {a.text: a.get_attribute("href") for a in b.all("#audit tbody a.person-link")}
+    assert links["reviewer@simulations.example"] == person_url
+    check(b, "audit-sim-owner-links")
     # Bulk removal: the bar appears with the selection and names the count in words.
     b.go("/w/simulations-demo/members")
     for who in ("reviewer@simulations.example", "learner@simulations.example"):

@@ -46,6 +46,7 @@ def test_admin_sees_everyone_with_audit_and_what_they_may_do(demo: Flask) -> Non
     assert body["role"] == "teacher"
     assert [e["action"] for e in body["audit"]][0] == "member.change_role"
     assert body["audit"][0]["after"]["role"] == "teacher"
+    assert body["role_labels"]["teacher"] == "Teacher" and body["last_active"] is None  # never signed in
     assert {"learner", "admin", "owner"} <= set(body["permissions"]["roles"])  # the owner may grant these
     assert body["permissions"]["remove"] is True
     # What he may do comes from the engine: as a teacher of evening, the group adds learner views.

@@ -125,6 +125,7 @@ def person(session: Session, actor: User, ws: Workspace, user_id: int) -> dict[s
         "role": m.role,
         "role_label": role.label if role is not None and role.label else m.role,
         "role_description": role.description if role is not None else "",
+        "role_labels": {r.id: r.label or r.id for r in pack.workspace_roles},  # for the audit's before/after
         "status": m.status,
         "joined": m.created_at.isoformat(),
         "last_active": _last_active(session, user_id),

@@ -593,7 +593,8 @@ Alpine.data("person", () => ({
     return `As the workspace's policy decides it for them now: ${d.actions.length} of ${d.total} permissions${extra}.`;
   },
   auditWords(e) {
-    const change = e.before && e.after && e.before.role && e.after.role && e.before.role !== e.after.role ? `: ${e.before.role} → ${e.after.role}` : "";
+    const label = (r) => this.p.role_labels[r] || r;
+    const change = e.before && e.after && e.before.role && e.after.role && e.before.role !== e.after.role ? `: ${label(e.before.role)} → ${label(e.after.role)}` : "";
     return `${e.label}${change}`;
   },
 }));
@@ -884,14 +885,16 @@ Alpine.data("audit", () => ({
   },
   row(e) {
     const where = [];
-    if (e.target_user) where.push(who(e.target_user));
     if (e.target && /^(group|team|email):/.test(e.target)) where.push(e.target.replace(/^email:/, "").replace(/^(group|team):/, "$1 "));
     return {
       action: e.action,
       when: fmtTime(e.at),
       who: e.actor ? who(e.actor) : "system",
+      whoId: e.actor ? e.actor.id : 0,
+      whom: e.target_user ? who(e.target_user) : "",
+      whomId: e.target_user ? e.target_user.id : 0,
       what: e.label || e.action,
-      where: where.join(" in "),
+      where: (e.target_user && where.length ? " in " : "") + where.join(" in "),
       change: [this.words(e.before), this.words(e.after)].filter(Boolean).join(" → "),
       revision: e.revision === null || e.revision === undefined ? "" : String(e.revision),
     };
@@ -901,13 +904,21 @@ Alpine.data("audit", () => ({
     p.set("limit", "50");
     if (this.before) p.set("before", String(this.before));
     const res = await api("GET", `${wsApi}/audit?${p}`);
-    this.entries.push(...res.items.map((e) => this.row(e)));
+    const rows = res.items.map((e) => this.row(e));
+    Object.assign(this.pages, await openPages(rows.flatMap((r) => [r.whoId, r.whomId])));
+    this.entries.push(...rows);
     this.before = res.next_before;
     this.loaded = true;
   },
   more() {
     guarded(() => this.load());
   },
+  // People's names link to their pages where the signed-in user may open them.
+  pages: {},
+  opens(id) {
+    return Boolean(this.pages[id]);
+  },
+  personHref: (id) => personHref(id),
   restart() {
     this.entries = [];
     this.before = null;
