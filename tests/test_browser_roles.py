@@ -400,6 +400,18 @@ def test_platform_consoles(browser: Browser) -> None:
     b.wait_message("Created Academy Two")
     b.wait(lambda d: b.all('#pack-workspaces tr[data-slug="academy-two"]'))
     check(b, "platform-operator")
+    # The new workspace has nobody yet: its member page invites the first company admin.
+    b.go("/w/academy-two/members")
+    assert b.css("#member-count").text == "0 members"
+    assert b.css("#empty-text").text == "Nobody is a member of this workspace yet."
+    first = b.css("#invite-first")
+    assert first.text == "Invite the first Company Admin"
+    check(b, "members-empty-workspace")
+    first.click()
+    b.wait(lambda d: b.css("#invite-dialog").is_displayed())
+    from selenium.webdriver.support.ui import Select
+
+    assert Select(b.css("#invite-role")).first_selected_option.get_attribute("value") == "company_admin"
 
 
 def test_simulations_owner_filters_changes_a_role_and_bulk_removes(browser: Browser) -> None:
