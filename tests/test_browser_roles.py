@@ -192,6 +192,13 @@ def test_owner_changes_a_role_only_after_confirming(browser: Browser) -> None:
     # Own row and other owners' rows carry no Remove for an admin; for the owner, not on himself.
     me = b.row("owner@classroom.example")
     assert not me.find_elements("css selector", "button.remove, input.pick, details.role-menu")
+    # Escape closes an open menu without choosing.
+    menu = row.find_element("css selector", "details.role-menu")
+    summary.click()
+    assert menu.get_attribute("open") is not None
+    summary.send_keys(Keys.ESCAPE)
+    b.wait(lambda d: menu.get_attribute("open") is None)
+    assert not dialog_open(b)
     # The menu describes each role; choosing one opens the confirmation at once (one gesture).
     summary.click()
     option = row.find_element("css selector", 'button.role-option[data-role="owner"]')

@@ -451,6 +451,9 @@ Alpine.data("members", () => ({
     lines.push("They are notified by email.");
     return lines.join("\n");
   },
+  closeMenu(el) {
+    el.open = false; // a click elsewhere or Escape closes the role menu
+  },
   async chooseRole(m, role, event) {
     const menu = event.target.closest("details");
     if (menu) menu.open = false;
