@@ -327,12 +327,18 @@ def test_owner_manages_groups_archive_capacity_move(browser: Browser) -> None:
     b.wait_message("Deleted empty1")
 
 
-def test_pages_fit_a_phone(browser: Browser) -> None:
+def test_pages_fit_a_phone(browser: Browser, live_app: Any) -> None:  # noqa: F811
     b = browser
     b.d.set_window_size(390, 844)
     sign_in(b, "owner@classroom.example")
     no_horizontal_overflow(b)
-    pages = (("/", "home"), ("/w/classroom-demo/members", "members"), ("/w/classroom-demo/groups", "groups"))
+    person = f"/w/classroom-demo/people/{user_id(live_app, 'learner@classroom.example')}"
+    pages = (
+        ("/", "home"),
+        ("/w/classroom-demo/members", "members"),
+        ("/w/classroom-demo/groups", "groups"),
+        (person, "person"),
+    )
     for path, name in (*pages, ("/w/classroom-demo/audit", "audit")):
         b.go(path)
         no_horizontal_overflow(b)

@@ -36,6 +36,9 @@ def test_teacher_opens_his_groups_learner_only(demo: Flask) -> None:
     pupil = web_client(demo, "learner@classroom.example")
     assert pupil.get(f"{CLS}/people/999999").status_code == 403
     assert pupil.get(f"{CLS}/people/{uid('teacher@classroom.example')}").status_code == 403
+    # Having signed in, the learner has a last-active time.
+    assert body["last_active"] is None
+    assert teacher.get(f"{CLS}/people/{learner}").get_json()["last_active"].startswith("20")
 
 
 def test_admin_sees_everyone_with_audit_and_what_they_may_do(demo: Flask) -> None:
