@@ -58,6 +58,15 @@ def _require_browser() -> None:
         pytest.skip(reason)
 
 
+def clear_search(b: Browser) -> None:
+    """Empty the members search field the way a person does (the table follows as they type)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = b.css("#search")
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.BACKSPACE)
+
+
 # -- fixtures --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def live_app(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Flask, str]]:
@@ -244,13 +253,14 @@ def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tm
     for who in ("owner@classroom.example", "teacher@classroom.example", "learner2@classroom.example"):
         assert who in emails
 
-    # the role dropdown offers exactly the roles the owner may grant (classroom: all four)
-    select = Select(browser.row("learner2@classroom.example").find_element("css selector", "select.role-select"))
-    offered = [o.get_attribute("value") for o in select.options]
+    # the role menu offers exactly the roles the owner may grant (classroom: all four), the current one marked
+    menu = browser.row("learner2@classroom.example").find_element("css selector", "details.role-menu")
+    offered = [o.get_attribute("data-role") for o in menu.find_elements("css selector", "button.role-option")]
     assert offered == ["learner", "teacher", "admin", "owner"]
-    assert select.first_selected_option.get_attribute("value") == "learner"
-    # nobody changes their own role: no dropdown on the owner's own row
-    assert not browser.row("owner@classroom.example").find_elements("css selector", "select.role-select")
+    current = menu.find_element("css selector", 'button.role-option[aria-current="true"]')
+    assert current.get_attribute("data-role") == "learner"
+    # nobody changes their own role: no menu on the owner's own row
+    assert not browser.row("owner@classroom.example").find_elements("css selector", "details.role-menu")
     # the invite dialog offers the same roles
     browser.css("#open-invite").click()
     invite_roles = [o.get_attribute("value") for o in Select(browser.css("#invite-role")).options]
@@ -262,23 +272,21 @@ def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tm
     text = browser.wait_message("Invited")  # one answer for both (issue 9: no account existence)
     assert "learner@academy.example" in text and "new.person@example.org" in text
     browser.wait(lambda d: "learner@academy.example" in browser.member_emails())
-    assert "pending" in browser.row("learner@academy.example").text
+    assert "Pending" in browser.row("learner@academy.example").text
 
     # inviting the same address again: the dialog says so for that address
     browser.invite("learner@academy.example")
     assert "Nobody was invited" in browser.wait_message("Nobody")
 
-    # change a role: select, press Change, confirm
-    select = Select(browser.row("learner2@classroom.example").find_element("css selector", "select.role-select"))
-    select.select_by_value("teacher")
-    browser.row("learner2@classroom.example").find_element("css selector", "button.change-role").click()
+    # change a role in one gesture: open the menu, choose, confirm
+    browser.row("learner2@classroom.example").find_element("css selector", "details.role-menu summary").click()
+    browser.row("learner2@classroom.example").find_element("css selector", 'button[data-role="teacher"]').click()
     browser.accept_confirm()
     browser.wait_message("learner2@classroom.example is now")
     browser.go("/w/classroom-demo/members")
     row = browser.row("learner2@classroom.example")
-    assert Select(row.find_element("css selector", "select.role-select")).first_selected_option.get_attribute(
-        "value"
-    ) == ("teacher")
+    current = row.find_element("css selector", 'button.role-option[aria-current="true"]')
+    assert current.get_attribute("data-role") == "teacher"
 
     # pagination (page and size are kept in the address)
     browser.go("/w/classroom-demo/members?per_page=3")
@@ -293,13 +301,11 @@ def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tm
     assert browser.css("#prev-page").is_enabled()
     browser.go("/w/classroom-demo/members")
 
-    # search narrows the table
+    # search narrows the table as one types (no button)
     browser.css("#search").send_keys("skills")
-    browser.css("#search-form button").click()
     browser.wait(lambda d: browser.member_emails() == [])
-    browser.css("#search").clear()
+    clear_search(browser)
     browser.css("#search").send_keys("classroom.example")
-    browser.css("#search-form button").click()
     browser.wait(lambda d: browser.member_emails() and "learner@academy.example" not in browser.member_emails())
 
     # remove one (with confirm)
@@ -308,19 +314,19 @@ def test_owner_manages_members(browser: Browser, live_app: tuple[Flask, str], tm
     browser.wait_message("Removed learner2@classroom.example")
     browser.wait(lambda d: "learner2@classroom.example" not in browser.member_emails())
 
-    # bulk remove two members via checkboxes
-    browser.css("#search").clear()
-    browser.css("#search-form button").click()
+    # bulk remove two members via checkboxes: the bar appears with the selection
+    clear_search(browser)
     browser.wait(lambda d: "learner@academy.example" in browser.member_emails())
+    assert not browser.css("#bulk-bar").is_displayed()
     for who in ("learner@academy.example", "multi@example.com"):
         browser.row(who).find_element("css selector", "input.pick").click()
-    assert browser.css("#bulk-remove").text == "Remove (2)"
+    assert browser.css("#bulk-remove").text == "Remove 2 members"
     browser.css("#bulk-remove").click()
     browser.accept_confirm()
-    browser.wait_message("Removed 2 member(s)")
+    browser.wait_message("Removed 2 members")
     emails = browser.member_emails()
     assert "learner@academy.example" not in emails and "multi@example.com" not in emails
-    assert browser.css("#bulk-remove").text == "Remove (0)"
+    assert not browser.css("#bulk-bar").is_displayed()
 
     # no Remove on the owner's own row: the server would refuse it (self_change)
     assert not browser.row("owner@classroom.example").find_elements("css selector", "button.remove, input.pick")
@@ -379,7 +385,7 @@ def test_teacher_has_no_member_management(browser: Browser) -> None:
     assert not browser.all("#messages .problem")
     assert not browser.all("#invite-form")
     assert not browser.all("#bulk-remove")
-    assert not browser.all("select.role-select")
+    assert not browser.all("details.role-menu")
     assert not browser.all("button.remove")
     assert not browser.all('nav.wsnav a[href$="/audit"]')
 

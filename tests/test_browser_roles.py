@@ -47,6 +47,60 @@ def dialog_open(b: Browser) -> bool:
     return bool(b.d.execute_script("return document.querySelector('#confirm-dialog').open"))
 
 
+def user_id(live: Any, email: str) -> int:
+    """The id of a demo user, read from the live app's database."""
+    from tests.factories import uid
+
+    with live[0].app_context():
+        return uid(email)
+
+
+def page_is_forbidden(b: Browser, secret: str) -> None:
+    """The 403 page: the status, no data about the person, no workspace controls."""
+    assert b.d.execute_script("return document.body.dataset.page") == "error"
+    assert "403" in b.css("main h1").text
+    assert secret not in b.d.page_source
+    assert not b.all("#person, #members, table")
+
+
+def test_teacher_opens_a_learner_of_his_group_only(browser: Browser, live_app: Any) -> None:  # noqa: F811
+    """Runs first: learner2 is still only in the evening group, which the teacher does not teach."""
+    b = browser
+    sign_in(b, "teacher@classroom.example")
+    b.go("/w/classroom-demo/groups")
+    card = b.css('#units article[data-name="morning"]')
+    link = card.find_element("css selector", 'ul.learners li[data-email="learner@classroom.example"] a.person-link')
+    # His own entry among the teachers is no link: teachers do not open teachers.
+    assert not card.find_elements("css selector", "ul.teachers a.person-link")
+    link.click()
+    b.wait_page("person")
+    assert b.css("#person-name").text in b.d.title  # the name, in the heading and the title
+    assert b.css("#person-email").text == "learner@classroom.example"
+    assert b.css("#person-role .badge").text == "Learner"
+    assert b.css("#person-status").text == "Active"
+    assert "morning" in b.css("#person-units").text
+    assert b.all('#person-actions li[data-action="personal_dashboard"]')
+    assert not b.css("#person-audit").is_displayed()  # teachers read no audit trail
+    check(b, "person-teacher-learner")
+    # learner2 is in evening only: the 403 page, nothing about her.
+    b.go(f"/w/classroom-demo/people/{user_id(live_app, 'learner2@classroom.example')}")
+    page_is_forbidden(b, "learner2@classroom.example")
+    check(b, "person-teacher-forbidden")
+    b.go("/w/classroom-demo/people/999999")
+    assert "404" in b.css("main h1").text
+
+
+def test_team_manager_opens_a_team_member(browser: Browser) -> None:
+    b = browser
+    sign_in(b, "manager@skills.example")
+    b.go("/w/skills-demo/teams")
+    b.css('#units article[data-name="sales"] ul.members li[data-email="member@skills.example"] a.person-link').click()
+    b.wait_page("person")
+    assert b.css("#person-email").text == "member@skills.example"
+    assert "sales" in b.css("#person-units").text
+    check(b, "person-manager-member")
+
+
 def test_teacher_adds_a_learner_with_the_people_picker(browser: Browser) -> None:
     b = browser
     sign_in(b, "teacher@classroom.example")
@@ -133,40 +187,43 @@ def test_owner_changes_a_role_only_after_confirming(browser: Browser) -> None:
     sign_in(b, "owner@classroom.example")
     b.go("/w/classroom-demo/members")
     row = b.row("learner2@classroom.example")
-    select = row.find_element("css selector", "select.role-select")
-    # Keyboard navigation on the dropdown never commits (reproduction 3).
-    select.send_keys(Keys.ARROW_DOWN)
-    select.send_keys(Keys.ARROW_DOWN)
+    summary = row.find_element("css selector", "details.role-menu summary")
+    # Keyboard on the closed menu never commits (reproduction 3).
+    summary.send_keys(Keys.ARROW_DOWN)
+    summary.send_keys(Keys.ARROW_DOWN)
     assert not dialog_open(b)
-    role = b.d.execute_async_script(
-        "const done = arguments[0]; fetch('/api/workspaces/classroom-demo/members?q=learner2').then(r => r.json())"
-        ".then(j => done(j.items[0].role))"
-    )
-    assert role == "learner"
     # Own row and other owners' rows carry no Remove for an admin; for the owner, not on himself.
     me = b.row("owner@classroom.example")
-    assert not me.find_elements("css selector", "button.remove, input.pick, select.role-select")
-    # Select, press Change, read the consequence, cancel: nothing happens.
-    from selenium.webdriver.support.ui import Select
-
-    Select(select).select_by_value("owner")
-    row.find_element("css selector", "button.change-role").click()
+    assert not me.find_elements("css selector", "button.remove, input.pick, details.role-menu")
+    # Escape closes an open menu without choosing.
+    menu = row.find_element("css selector", "details.role-menu")
+    summary.click()
+    assert menu.get_attribute("open") is not None
+    summary.send_keys(Keys.ESCAPE)
+    b.wait(lambda d: menu.get_attribute("open") is None)
+    assert not dialog_open(b)
+    # The menu describes each role; choosing one opens the confirmation at once (one gesture).
+    summary.click()
+    option = row.find_element("css selector", 'button.role-option[data-role="owner"]')
+    assert option.is_displayed() and row.find_element("css selector", 'button[data-role="teacher"] small').text
+    check(b, "members-owner-role-menu")
+    option.click()
     b.wait(lambda d: dialog_open(b))
     assert "top role" in b.css("#confirm-text").text
     check(b, "members-owner-confirm")
     b.css("#confirm-cancel").click()
     b.wait(lambda d: not dialog_open(b))
-    assert (
-        Select(
-            b.row("learner2@classroom.example").find_element("css selector", "select")
-        ).first_selected_option.get_attribute("value")
-        == "learner"
-    )
-    # Now for real: teacher.
-    Select(b.row("learner2@classroom.example").find_element("css selector", "select")).select_by_value("teacher")
-    b.row("learner2@classroom.example").find_element("css selector", "button.change-role").click()
+    # Cancelled: nothing is pending, the row shows the stored role.
+    summary = b.row("learner2@classroom.example").find_element("css selector", "details.role-menu summary")
+    assert summary.text == "Learner"
+    # Now for real: teacher. The confirmation says what they gain and lose, from the matrix.
+    summary.click()
+    b.row("learner2@classroom.example").find_element("css selector", 'button[data-role="teacher"]').click()
     b.wait(lambda d: dialog_open(b))
-    assert "from Learner to Teacher" in b.css("#confirm-text").text
+    text = b.css("#confirm-text").text
+    assert "goes from Learner to Teacher" in text
+    assert "They gain" in text and "View detailed information about their group's learners" in text
+    assert "They lose no permission" in text
     b.css("#confirm-ok").click()
     b.wait_message("learner2@classroom.example is now Teacher")
     check(b, "members-owner")
@@ -183,10 +240,10 @@ def test_admin_sees_only_allowed_controls_and_refusals_in_words(browser: Browser
     assert not b.all("#delete-ws") and not b.all("#transfer-card")  # owners' actions (003)
     for who in ("owner@classroom.example", "owner2@classroom.example", "admin@classroom.example"):
         row = b.row(who)
-        assert not row.find_elements("css selector", "button.remove, input.pick, select.role-select"), who
+        assert not row.find_elements("css selector", "button.remove, input.pick, details.role-menu"), who
     roles = [
-        o.get_attribute("value")
-        for o in b.row("learner@classroom.example").find_elements("css selector", "select.role-select option")
+        o.get_attribute("data-role")
+        for o in b.row("learner@classroom.example").find_elements("css selector", "button.role-option")
     ]
     assert roles == ["learner", "teacher"]
     # A refusal arriving anyway (the policy changed meanwhile) is explained in words, not a code.
@@ -274,12 +331,18 @@ def test_owner_manages_groups_archive_capacity_move(browser: Browser) -> None:
     b.wait_message("Deleted empty1")
 
 
-def test_pages_fit_a_phone(browser: Browser) -> None:
+def test_pages_fit_a_phone(browser: Browser, live_app: Any) -> None:  # noqa: F811
     b = browser
     b.d.set_window_size(390, 844)
     sign_in(b, "owner@classroom.example")
     no_horizontal_overflow(b)
-    pages = (("/", "home"), ("/w/classroom-demo/members", "members"), ("/w/classroom-demo/groups", "groups"))
+    person = f"/w/classroom-demo/people/{user_id(live_app, 'learner@classroom.example')}"
+    pages = (
+        ("/", "home"),
+        ("/w/classroom-demo/members", "members"),
+        ("/w/classroom-demo/groups", "groups"),
+        (person, "person"),
+    )
     for path, name in (*pages, ("/w/classroom-demo/audit", "audit")):
         b.go(path)
         no_horizontal_overflow(b)
@@ -397,6 +460,98 @@ def test_platform_consoles(browser: Browser) -> None:
     assert name.get_attribute("aria-invalid") == "true"
     assert b.css("#" + name.get_attribute("aria-describedby")).is_displayed()
     check(b, "platform-settings-field-error")
+    # The new workspace has nobody yet: its member page invites the first company admin.
+    b.go("/w/academy-two/members")
+    assert b.css("#member-count").text == "0 members"
+    assert b.css("#empty-text").text == "Nobody is a member of this workspace yet."
+    first = b.css("#invite-first")
+    assert first.text == "Invite the first Company Admin"
+    check(b, "members-empty-workspace")
+    first.click()
+    b.wait(lambda d: b.css("#invite-dialog").is_displayed())
+    from selenium.webdriver.support.ui import Select
+
+    assert Select(b.css("#invite-role")).first_selected_option.get_attribute("value") == "company_admin"
+
+
+def test_simulations_owner_filters_changes_a_role_and_bulk_removes(browser: Browser) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    b = browser
+    sign_in(b, "owner@simulations.example")
+    b.go("/w/simulations-demo/members")
+    assert b.css("#member-count").text.endswith("members")
+    assert not b.css("#bulk-bar").is_displayed()
+    # Every name with initials; the owner may open every person's page.
+    row = b.row("reviewer@simulations.example")
+    assert row.find_element("css selector", ".avatar").text
+    assert (
+        row.find_element("css selector", "a.person-link")
+        .get_attribute("href")
+        .endswith("/w/simulations-demo/people/" + row.get_attribute("data-user-id"))
+    )
+    # Find a member by role: two clicks (open the filter, pick the role).
+    Select(b.css("#filter-role")).select_by_value("reviewer")
+    b.wait(lambda d: b.member_emails() == ["reviewer@simulations.example"])
+    assert "role=reviewer" in b.d.current_url and b.css("#member-count").text == "1 member match"
+    check(b, "members-sim-filtered")
+    # Role change in one gesture: Reviewer -> Trainer states gains and losses from the matrix.
+    b.row("reviewer@simulations.example").find_element("css selector", "details.role-menu summary").click()
+    b.row("reviewer@simulations.example").find_element("css selector", 'button[data-role="trainer"]').click()
+    b.wait(lambda d: dialog_open(b))
+    text = b.css("#confirm-text").text
+    assert "goes from Reviewer to Trainer" in text
+    assert "They gain" in text and "Create & edit courses" in text
+    assert "They lose 2 permissions: Review scores, Override grades." in text
+    check(b, "members-sim-role-change")
+    b.css("#confirm-ok").click()
+    b.wait_message("reviewer@simulations.example is now Trainer")
+    b.wait(lambda d: b.member_emails() == [])  # the filter still asks for reviewers
+    assert "No member matches" in b.css("#empty-text").text
+    check(b, "members-sim-empty-filter")
+    b.css("#clear-filters").click()
+    b.wait(lambda d: len(b.member_emails()) > 1)
+    # Sorting by role, by rank: ascending, then descending.
+    ranks = {"Learner": 1, "Reviewer": 2, "Trainer": 2, "Workspace Owner": 3, "Admin": 4}
+
+    def shown() -> list[int]:
+        cells = b.all("#members tbody tr td.role summary, #members tbody tr td.role .badge")
+        return [ranks[e.text] for e in cells]
+
+    b.css("#sort-role").click()
+    b.wait(lambda d: "sort=role" in d.current_url and len(shown()) > 1 and shown() == sorted(shown()))
+    assert b.css("#sort-role").find_element("xpath", "..").get_attribute("aria-sort") == "ascending"
+    b.css("#sort-role").click()
+    b.wait(lambda d: "sort=-role" in d.current_url and shown() == sorted(shown(), reverse=True))
+    assert b.css("#sort-role").find_element("xpath", "..").get_attribute("aria-sort") == "descending"
+    # The person page shows the change in the audit trail and what they may now do.
+    b.row("reviewer@simulations.example").find_element("css selector", "a.person-link").click()
+    b.wait_page("person")
+    assert b.css("#person-role .badge").text == "Trainer"
+    assert "changed the role of" in b.css("#person-audit").text and "Reviewer → Trainer" in b.css("#person-audit").text
+    assert b.all('#person-actions li[data-action="create_and_edit_courses"]')
+    check(b, "person-sim-owner")
+    person_url = b.d.current_url
+    # The audit trail links the people in it to their pages.
+    b.go("/w/simulations-demo/audit")
+    b.wait(lambda d: b.all("#audit tbody a.person-link"))
+    links = {a.text: a.get_attribute("href") for a in b.all("#audit tbody a.person-link")}
+    assert links["reviewer@simulations.example"] == person_url
+    check(b, "audit-sim-owner-links")
+    # Bulk removal: the bar appears with the selection and names the count in words.
+    b.go("/w/simulations-demo/members")
+    for who in ("reviewer@simulations.example", "learner@simulations.example"):
+        b.row(who).find_element("css selector", "input.pick").click()
+    b.wait(lambda d: b.css("#bulk-bar").is_displayed())
+    assert b.css("#bulk-count").text == "2 members selected"
+    check(b, "members-sim-bulk-bar")
+    b.css("#bulk-remove").click()
+    b.wait(lambda d: dialog_open(b))
+    assert b.css("#confirm-title").text == "Remove 2 members?"
+    b.css("#confirm-ok").click()
+    b.wait_message("Removed 2 members.")
+    emails = b.member_emails()
+    assert "reviewer@simulations.example" not in emails and "learner@simulations.example" not in emails
 
 
 def test_owner_deletes_the_workspace_last(browser: Browser) -> None:

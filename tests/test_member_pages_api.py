@@ -70,6 +70,7 @@ def test_member_rows_carry_permissions_and_one_role_list(demo: Flask) -> None:
         "change_role": True,
         "remove": True,
         "transfer_ownership": False,
+        "view_person": True,
     }
     for no in ("admin@classroom.example", "owner@classroom.example"):
         assert rows[no]["remove"] is False and rows[no]["roles"] == [], no

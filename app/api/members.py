@@ -17,8 +17,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from app import audit
 from app.errors import ValidationError
 from app.extensions import authz, db
-from app.inputs import present
-from app.membership import access, features, invitations, members, platform_roles, workspaces
+from app.inputs import MAX_ID, parse_int, present
+from app.membership import access, features, invitations, members, people, platform_roles, workspaces
 from app.models import Membership, Workspace
 
 from . import bodies, body_doc
@@ -134,7 +134,8 @@ def set_features(slug: str) -> Response:
 # -- members -----------------------------------------------------------------------------------
 @bp.get("/workspaces/<slug>/members")
 def list_members(slug: str) -> Response:
-    """Members with search (q), filters (role, status) and pagination (page, per_page ≤ 200)."""
+    """Members with search (q), filters (role, status), sorting (sort: email, name, role, status or
+    joined, ``-`` first for descending) and pagination (page, per_page ≤ 200)."""
     ws = _ws(slug)
     q = query_text("q", 100)
     page = members.list_members(
@@ -144,15 +145,58 @@ def list_members(slug: str) -> Response:
         q=q,
         page=query_int("page", 1, 1, 1_000_000),
         per_page=query_int("per_page", 50, 1, 200),
-        role=request.args.get("role"),
-        status=request.args.get("status"),
+        role=request.args.get("role") or None,
+        status=request.args.get("status") or None,
+        sort=query_text("sort", 10) or "email",
     )
     user = actor()
+    open_pages = set(people.viewable(db.session(), user, ws, [item["user_id"] for item in page.items]))
     for item in page.items:
         item["permissions"] = members.member_permissions(user, ws, item["user_id"])
+        item["permissions"]["view_person"] = item["user_id"] in open_pages
     # The invite dialog's role picker comes with the page: one request, not one per row.
     roles = members.assignable_roles(user, ws) if access.allowed(user, ws, "invite", access.member_facts(None)) else []
     return jsonify(items=page.items, total=page.total, page=page.page, per_page=page.per_page, assignable_roles=roles)
+
+
+@bp.get("/workspaces/<slug>/people/<id:user_id>")
+def get_person(slug: str, user_id: int) -> Response:
+    """A member's page: name, email, role, groups or teams, status, joined and last active, the audit
+    entries about them (for audit readers) and what they may do. 403 unless Casbin lets the caller
+    see this person; 404 for an id that names no member."""
+    return jsonify(people.person(db.session(), actor(), _ws(slug), path_id(user_id)))
+
+
+@bp.get("/workspaces/<slug>/people")
+def viewable_people(slug: str) -> Response:
+    """Which of ?ids=1,2,3 (at most 500) the caller may open a page of: the links of lists of people."""
+    raw = query_text("ids", 6000)
+    parts = [p for p in raw.split(",") if p] if raw else []
+    ids = [parse_int(p, 1, MAX_ID) for p in parts]
+    if len(ids) > members.MAX_BULK or any(i is None for i in ids):
+        raise ValidationError(
+            "invalid ids", errors=[{"field": "ids", "message": f"at most {members.MAX_BULK} user ids, comma-separated"}]
+        )
+    return jsonify(ids=people.viewable(db.session(), actor(), _ws(slug), [i for i in ids if i is not None]))
+
+
+@bp.get("/workspaces/<slug>/ownership/candidates")
+def ownership_candidates(slug: str) -> Response:
+    """Every accepted member the caller may transfer ownership to (not one page of the table)."""
+    return jsonify(items=members.transfer_candidates(db.session(), actor(), _ws(slug)))
+
+
+@bp.get("/workspaces/<slug>/roles")
+def roles(slug: str) -> Response:
+    """The workspace's roles with their descriptions and the actions the matrix gives each."""
+    return jsonify(members.roles_described(actor(), _ws(slug)))
+
+
+@bp.get("/workspaces/<slug>/roles/change")
+def role_change(slug: str) -> Response:
+    """What a change from role ?from= to role ?to= gains and loses, by the matrix."""
+    old, new = query_text("from", 80), query_text("to", 80)
+    return jsonify(members.role_change_effect(actor(), _ws(slug), old, new))
 
 
 @bp.post("/workspaces/<slug>/invitations")

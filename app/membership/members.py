@@ -13,11 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from app import audit, notifications
-from app.authz import Pack, RuleChange
+from app.authz import Pack, PackSet, RuleChange
+from app.authz.matrix import matrix_rows
 from app.database import in_transaction
 from app.errors import ConflictError, ForbiddenError, NotFoundError, PayloadTooLargeError, ValidationError
 from app.extensions import authz
@@ -135,6 +136,104 @@ def member_permissions(actor: User, ws: Workspace, target_id: int) -> dict[str, 
     }
 
 
+SORTS = ("email", "name", "role", "status", "joined")
+
+
+def _order(pack: Pack, sort: str) -> list[Any]:
+    """ORDER BY for a validated ``sort``: roles by rank, names case-blind, then email for ties."""
+    key = sort[1:] if sort.startswith("-") else sort
+    if key not in SORTS:
+        raise ValidationError(
+            "invalid sort", errors=[{"field": "sort", "message": f"one of {list(SORTS)}, '-' first for descending"}]
+        )
+    ranks = {r.id: r.rank for r in pack.workspace_roles}
+    column: Any = {
+        "email": User.email,
+        "name": func.lower(User.display_name),
+        "role": case(ranks, value=Membership.role, else_=-1) if ranks else Membership.role,
+        "status": Membership.status,
+        "joined": Membership.created_at,
+    }[key]
+    first = column.desc() if sort.startswith("-") else column.asc()
+    return [first] if key == "email" else [first, User.email]
+
+
+def transfer_candidates(session: Session, actor: User, ws: Workspace, limit: int = 500) -> list[dict[str, Any]]:
+    """Every accepted member actor may hand ownership to (Casbin decides per member), by email:
+    the transfer form's choices, from all members rather than one page of the table."""
+    access.require(actor, ws, "transfer_ownership", access.member_facts(None))
+    pack = access.pack_of(ws)
+    owner = pack.role_key(pack.owner_role)
+    rows = session.scalars(
+        select(Membership)
+        .join(User, User.id == Membership.user_id)
+        .where(Membership.workspace_id == ws.id, Membership.status == "accepted", Membership.role != pack.owner_role)
+        .order_by(User.email)
+    ).unique()
+    out = []
+    for m in rows:
+        if access.allowed(actor, ws, "transfer_ownership", access.member_facts(m.user_id, owner)):
+            out.append({"user_id": m.user_id, "email": m.user.email, "display_name": m.user.display_name})
+            if len(out) >= limit:
+                break
+    return out
+
+
+# pack id -> (the packset it was computed from, role id -> {action id: matrix cell})
+_ROLE_ACTIONS: dict[str, tuple[PackSet, dict[str, dict[str, str]]]] = {}
+
+
+def role_actions(packset: PackSet, pack: Pack) -> dict[str, dict[str, str]]:
+    """Per workspace role, the actions the matrix gives it (``✅``, ``✅*`` within their groups or
+    teams, ``✅†`` rank-limited): what a role change adds and takes away. Computed by the engine
+    once per loaded pack set (a pack edit loads a new one)."""
+    cached = _ROLE_ACTIONS.get(pack.id)
+    if cached is not None and cached[0] is packset:
+        return cached[1]
+    rows = matrix_rows(packset, pack.id)
+    table = {
+        r.id: {str(row["action"]): str(row["cells"][r.id]) for row in rows if row["cells"][r.id] != "—"}  # type: ignore[index]
+        for r in pack.workspace_roles
+    }
+    _ROLE_ACTIONS[pack.id] = (packset, table)
+    return table
+
+
+def roles_described(actor: User, ws: Workspace) -> dict[str, Any]:
+    """The workspace's roles with their descriptions and matrix actions, and the actions' labels:
+    the role menu and the consequence a role change's confirmation states."""
+    access.require(actor, ws, "view_workspace")
+    pack = access.pack_of(ws)
+    table = role_actions(authz.engine.packset, pack)
+    return {
+        "roles": [
+            {"id": r.id, "label": r.label or r.id, "rank": r.rank, "description": r.description, "actions": table[r.id]}
+            for r in pack.workspace_roles
+        ],
+        "actions": [{"id": a.id, "label": a.label} for a in pack.actions],  # in the pack's order
+    }
+
+
+def role_change_effect(actor: User, ws: Workspace, old: str, new: str) -> dict[str, list[dict[str, str]]]:
+    """What going from role ``old`` to ``new`` gains and loses, by the matrix (actions whose cell
+    changes from or to nothing, and those whose reach changes, e.g. ✅ → ✅*)."""
+    pack = access.pack_of(ws)
+    old_id, new_id = access.workspace_role(pack, old, "from"), access.workspace_role(pack, new, "to")
+    table = roles_described(actor, ws)
+    cells = {r["id"]: r["actions"] for r in table["roles"]}
+    labels = {x["id"]: x["label"] for x in table["actions"]}
+    a, b = cells[old_id], cells[new_id]
+
+    def item(action: str, cell: str) -> dict[str, str]:
+        return {"action": action, "label": labels[action], "cell": cell}
+
+    return {
+        "gained": [item(x, b[x]) for x in labels if x in b and x not in a],
+        "lost": [item(x, a[x]) for x in labels if x in a and x not in b],
+        "changed": [item(x, f"{a[x]} → {b[x]}") for x in labels if x in a and x in b and a[x] != b[x]],
+    }
+
+
 @dataclass
 class Page:
     """One page of a listing."""
@@ -154,9 +253,12 @@ def list_members(
     per_page: int = 50,
     role: str | None = None,
     status: str | None = None,
+    sort: str = "email",
 ) -> Page:
-    """Members matching a search, ordered by email. Raises ForbiddenError, ValidationError."""
-    access.require(actor, ws, "view_members")
+    """Members matching a search, filtered by role and status, sorted by ``sort`` (one of
+    :data:`SORTS`, ``-`` first for descending; ties by email). Raises ForbiddenError, ValidationError."""
+    # Asked for anyone at all: packs whose member action is rank-scoped (skills) need a target.
+    access.require(actor, ws, "view_members", access.member_facts(None))
     check_text(q, "q")
     pack = access.pack_of(ws)
     stmt = _search(ws, q)
@@ -166,8 +268,9 @@ def list_members(
         if status not in ("pending", "accepted"):
             raise ValidationError("invalid status", errors=[{"field": "status", "message": "pending or accepted"}])
         stmt = stmt.where(Membership.status == status)
+    order = _order(pack, sort)
     total = int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
-    rows = session.scalars(stmt.order_by(User.email).offset((page - 1) * per_page).limit(per_page)).unique()
+    rows = session.scalars(stmt.order_by(*order).offset((page - 1) * per_page).limit(per_page)).unique()
     return Page([serialize(m) for m in rows], total, page, per_page)
 
 

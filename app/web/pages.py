@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from app.authz.packs import FeatureDef, Pack
 from app.errors import AppError, ForbiddenError, NotFoundError, problem
 from app.extensions import authz, db
-from app.membership import access, groups, platform_roles, workspaces
+from app.membership import access, groups, people, platform_roles, workspaces
 from app.membership import members as members_service
 from app.models import Membership, User, Workspace
 
@@ -197,7 +197,7 @@ def _landing(slug: str) -> BaseResponse:
         return _to_login()
     ws = workspaces.get_by_slug(db.session(), slug)
     access.require(user, ws, "view_workspace")
-    if access.allowed(user, ws, "view_members"):
+    if access.allowed(user, ws, "view_members", access.member_facts(None)):
         return redirect(url_for("web.members", slug=slug))
     kind = unit_kind(ws)
     if kind is not None and (groups.may_view(user, ws, kind) or groups.visible(db.session(), user, ws, kind)):
@@ -247,9 +247,30 @@ def members(slug: str) -> str | BaseResponse:
     if user is not None:
         ws = workspaces.get_by_slug(db.session(), slug)
         access.require(user, ws, "view_workspace")
-        if not access.allowed(user, ws, "view_members"):
+        if not access.allowed(user, ws, "view_members", access.member_facts(None)):
             return _landing(slug)
     return _workspace_page(slug, "members.html", "members")
+
+
+@bp.get("/w/<slug>/people/<int:user_id>")
+def person(slug: str, user_id: int) -> str | BaseResponse:
+    """A member's page, for whoever Casbin lets see them (the 403 page otherwise, 404 for non-members);
+    the page's component loads the same data from /api/workspaces/<slug>/people/<id>."""
+    user = _signed_in()
+    if user is None:
+        return _to_login()
+    ws = workspaces.get_by_slug(db.session(), slug)
+    data = people.person(db.session(), user, ws, user_id)  # raises ForbiddenError / NotFoundError
+    return _page(
+        "person.html",
+        "person",
+        user,
+        ws=ws,
+        caps=capabilities(user, ws),
+        kind=unit_kind(ws),
+        person_id=user_id,
+        person_name=data["display_name"] or data["email"],
+    )
 
 
 @bp.get("/w/<slug>/<any(groups, teams):kinds>")

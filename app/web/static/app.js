@@ -25,6 +25,16 @@ async function workspaceRoles() {
   };
 }
 
+// Which of these people's pages the signed-in user may open (Casbin decides on the server): names
+// become links only there. Unknown ids and refusals make plain names, never an error.
+async function openPages(ids) {
+  const unique = [...new Set(ids.filter(Boolean))].slice(0, 500);
+  if (!slug || !unique.length) return {};
+  const res = await api("GET", `${wsApi}/people?ids=${unique.join(",")}`).catch(() => ({ ids: [] }));
+  return Object.fromEntries(res.ids.map((id) => [id, true]));
+}
+const personHref = (id) => `/w/${enc(slug)}/people/${id}`;
+
 // -- /login, /signup, /verify-email -------------------------------------------------------------
 Alpine.data("login", () => ({
   email: "",
@@ -159,13 +169,27 @@ Alpine.data("profile", () => ({
 }));
 
 // -- /w/<slug>/members ----------------------------------------------------------------------------
-// Search and page live in the address (?q=&page=&per_page=), so a view can be bookmarked.
+// Search, filters, sort and page live in the address (?q=&role=&status=&sort=&page=&per_page=), so a
+// view can be bookmarked. The server filters and sorts; the page only shows what it answers.
 const intParam = (v, d, lo, hi) => (/^\d+$/.test(v || "") && +v >= lo && +v <= hi ? +v : d);
+const SORTS = ["name", "email", "role", "status", "joined"];
+const MAX_LISTED = 8; // actions named in a role change's confirmation before "and N more"
+
+const initials = (m) => {
+  const words = (m.display_name || m.email.split("@")[0]).split(/[\s._-]+/).filter(Boolean);
+  return (words.length > 1 ? words[0][0] + words[words.length - 1][0] : (words[0] || "?").slice(0, 2)).toUpperCase();
+};
+const day = (iso) => (iso ? iso.slice(0, 10) : "");
+const listed = (items) =>
+  items.length > MAX_LISTED ? `${items.slice(0, MAX_LISTED).join(", ")} and ${items.length - MAX_LISTED} more` : items.join(", ");
 
 Alpine.data("members", () => ({
   q: "",
+  role: "",
+  status: "",
+  sort: "name",
   page: 1,
-  perPage: 20,
+  perPage: "20",
   total: 0,
   first: 0,
   last: 0,
@@ -176,21 +200,47 @@ Alpine.data("members", () => ({
   assignable: [],
   labels: {},
   ranks: {},
+  roleList: [],
+  roleInfo: {},
+  actionLabels: {},
+  actionOrder: [],
+  candidates: [],
   tab: "members",
   invitations: [],
   invite: { emails: "", role: "", busy: false, results: [], error: "" },
   transferTo: "",
+  seq: 0,
   init() {
     const url = new URLSearchParams(location.search);
     this.q = (url.get("q") || "").slice(0, 100);
+    this.role = (url.get("role") || "").slice(0, 80);
+    this.status = ["accepted", "pending"].includes(url.get("status")) ? url.get("status") : "";
+    const sort = url.get("sort") || "name";
+    this.sort = SORTS.includes(sort.replace(/^-/, "")) ? sort : "name";
     this.page = intParam(url.get("page"), 1, 1, 1e6);
-    this.perPage = intParam(url.get("per_page"), 20, 1, 200);
+    this.perPage = String(intParam(url.get("per_page"), 20, 1, 200));
     loading(
       guarded(async () => {
-        Object.assign(this, await workspaceRoles());
-        await this.load();
+        await Promise.all([this.loadRoles(), this.load()]);
+        if (document.getElementById("transfer-card")) await this.loadCandidates();
       }),
     );
+  },
+  async loadRoles() {
+    // Labels, descriptions and the matrix's actions per role: the role menu and what a change means.
+    const res = await api("GET", `${wsApi}/roles`).catch(() => null);
+    if (!res) return;
+    this.roleList = res.roles;
+    this.labels = Object.fromEntries(res.roles.map((r) => [r.id, r.label]));
+    this.ranks = Object.fromEntries(res.roles.map((r) => [r.id, r.rank]));
+    this.roleInfo = Object.fromEntries(res.roles.map((r) => [r.id, r]));
+    this.actionOrder = res.actions.map((a) => a.id);
+    this.actionLabels = Object.fromEntries(res.actions.map((a) => [a.id, a.label]));
+  },
+  async loadCandidates() {
+    const res = await api("GET", `${wsApi}/ownership/candidates`).catch(() => ({ items: [] }));
+    this.candidates = res.items;
+    this.transferTo = this.candidates.length ? String(this.candidates[0].user_id) : "";
   },
   label(id) {
     return this.labels[id] || id;
@@ -198,21 +248,30 @@ Alpine.data("members", () => ({
   topRank() {
     return Math.max(...Object.values(this.ranks), 0);
   },
-  async load() {
-    const params = new URLSearchParams({ page: String(this.page), per_page: String(this.perPage) });
+  params() {
+    const params = new URLSearchParams({ page: String(this.page), per_page: String(this.perPage), sort: this.sort });
     if (this.q) params.set("q", this.q);
+    if (this.role) params.set("role", this.role);
+    if (this.status) params.set("status", this.status);
+    return params;
+  },
+  async load() {
+    const params = this.params();
     history.replaceState(null, "", `${location.pathname}?${params}`);
+    const seq = ++this.seq; // typing fires several searches: only the last answer is shown
     let res;
     try {
       res = await api("GET", `${wsApi}/members?${params}`);
     } catch (err) {
+      if (seq !== this.seq) return false;
       this.failed = true;
       this.loaded = false;
       this.rows = [];
       throw err;
     }
+    if (seq !== this.seq) return false;
     if (!res.items.length && this.page > 1 && res.total > 0) {
-      this.page = Math.ceil(res.total / this.perPage); // the last page emptied (e.g. after a removal)
+      this.page = Math.ceil(res.total / Number(this.perPage)); // the last page emptied (e.g. after a removal)
       return this.load();
     }
     this.failed = false;
@@ -221,10 +280,9 @@ Alpine.data("members", () => ({
     this.assignable = res.assignable_roles || [];
     this.selected = {};
     // Each row carries Casbin's answers for this actor and this member (permissions.*).
-    this.rows = res.items.map((m) => ({ ...m, perms: m.permissions || {}, pick: m.role, busy: false }));
+    this.rows = res.items.map((m) => ({ ...m, perms: m.permissions || {}, busy: false }));
     this.first = res.total ? (res.page - 1) * res.per_page + 1 : 0;
     this.last = Math.min(res.page * res.per_page, res.total);
-    this.transferTo = this.eligible().length ? String(this.eligible()[0].user_id) : "";
     return true;
   },
   reload() {
@@ -236,6 +294,31 @@ Alpine.data("members", () => ({
     this.page = 1;
     this.reload();
   },
+  refilter() {
+    this.page = 1;
+    this.reload();
+  },
+  filtered() {
+    return Boolean(this.q || this.role || this.status);
+  },
+  clearFilters() {
+    this.q = "";
+    this.role = "";
+    this.status = "";
+    this.refilter();
+  },
+  sortBy(key) {
+    this.sort = this.sort === key ? `-${key}` : key;
+    this.refilter();
+  },
+  ariaSort(key) {
+    if (this.sort === key) return "ascending";
+    return this.sort === `-${key}` ? "descending" : "none";
+  },
+  arrow(key) {
+    if (this.sort === key) return "▲";
+    return this.sort === `-${key}` ? "▼" : "";
+  },
   prev() {
     this.page = Math.max(1, this.page - 1);
     this.reload();
@@ -244,22 +327,45 @@ Alpine.data("members", () => ({
     this.page += 1;
     this.reload();
   },
+  countText() {
+    if (!this.loaded) return "";
+    const n = plural(this.total, "member");
+    return this.filtered() ? `${n} match` : n;
+  },
   pageInfo() {
-    return this.loaded ? `${this.first}–${this.last} of ${this.total}` : "";
+    return this.loaded && this.total > this.rows.length ? `${this.first}–${this.last} of ${this.total}` : "";
   },
   showEmpty() {
     return (this.loaded || this.failed) && !this.rows.length;
   },
   emptyText() {
-    return this.failed ? "Members are not available to you." : "No members match.";
+    if (this.failed) return "Members are not available to you.";
+    return this.filtered() ? "No member matches the search and filters." : "Nobody is a member of this workspace yet.";
+  },
+  topAssignable() {
+    return [...this.assignable].sort((a, b) => (this.ranks[b] || 0) - (this.ranks[a] || 0))[0] || "";
+  },
+  inviteFirst() {
+    this.openInvite();
+    this.invite.role = this.topAssignable();
   },
   isMe: (m) => m.user_id === myId,
-  // -- selection and bulk removal
+  initials,
+  day,
+  statusWord: (s) => (s === "accepted" ? "Active" : s === "pending" ? "Pending" : s),
+  personHref: (m) => personHref(m.user_id),
+  // -- selection and bulk removal (the bar shows only while something is selected)
   count() {
     return Object.keys(this.selected).length;
   },
+  selectedText() {
+    return `${plural(this.count(), "member")} selected`;
+  },
   bulkText() {
-    return `Remove (${this.count()})`;
+    return `Remove ${plural(this.count(), "member")}`;
+  },
+  clearPicks() {
+    this.selected = {};
   },
   anyRemovable() {
     return this.rows.some((m) => m.perms.remove);
@@ -283,9 +389,9 @@ Alpine.data("members", () => ({
     if (!ids.length) return;
     const names = Object.values(this.selected);
     const yes = await confirmDialog({
-      title: `Remove ${ids.length} member(s)?`,
-      text: `${names.join(", ")} lose access to this workspace. All or nothing: if one of them may not be removed, nobody is.`,
-      ok: `Remove ${ids.length}`,
+      title: `Remove ${plural(ids.length, "member")}?`,
+      text: `${names.join(", ")} lose access to this workspace and leave its groups or teams; they are told by email. All or nothing: if one of them may not be removed, nobody is.`,
+      ok: `Remove ${plural(ids.length, "member")}`,
       danger: true,
     });
     if (!yes) return;
@@ -293,7 +399,8 @@ Alpine.data("members", () => ({
     guarded(async () => {
       const res = await api("POST", `${wsApi}/members/remove`, { user_ids: ids });
       await this.load();
-      say(`Removed ${res.removed.length} member(s).`);
+      if (document.getElementById("transfer-card")) await this.loadCandidates();
+      say(`Removed ${plural(res.removed.length, "member")}.`);
     });
   },
   async removeOne(m) {
@@ -311,47 +418,61 @@ Alpine.data("members", () => ({
       say(`Removed ${m.email}.`);
     });
   },
-  // -- role change: the roles offered come with the row (permissions.roles); picking one only arms
-  // the Change button, the change happens after the dialog.
-  roleChoices(m) {
+  // -- role change in one gesture: the menu describes each role the row offers (permissions.roles);
+  // choosing one opens the confirmation at once, which states what they gain and lose by the matrix.
+  // Nothing is pending: cancelling (or leaving the page) leaves the role as it was.
+  roleMenu(m) {
     const roles = m.perms.roles || [];
-    const out = roles.map((r) => ({ id: r, label: this.label(r), disabled: false }));
-    if (m.role && !roles.includes(m.role)) out.unshift({ id: m.role, label: this.label(m.role), disabled: true });
-    return out;
+    const ids = roles.includes(m.role) ? roles : [m.role, ...roles];
+    return ids.map((id) => ({ id, label: this.label(id), description: (this.roleInfo[id] || {}).description || "", current: id === m.role }));
+  },
+  effect(from, to) {
+    const a = (this.roleInfo[from] || {}).actions;
+    const b = (this.roleInfo[to] || {}).actions;
+    if (!a || !b) return null;
+    const words = (id) => this.actionLabels[id] || id;
+    const ids = this.actionOrder;
+    return {
+      gained: ids.filter((id) => id in b && !(id in a)).map(words),
+      lost: ids.filter((id) => id in a && !(id in b)).map(words),
+    };
   },
   consequence(m, role) {
     const who = m.display_name ? `${m.display_name} (${m.email})` : m.email;
-    const rank = this.ranks[role];
-    let text = `${who} goes from ${this.label(m.role)} to ${this.label(role)}.`;
-    if (rank !== undefined && rank >= this.topRank()) {
-      text += ` ${this.label(role)} is the top role: full control of this workspace, including other owners' roles and your own membership.`;
-    } else if (rank !== undefined && this.ranks[m.role] !== undefined) {
-      text += rank > this.ranks[m.role] ? " They gain every permission of the new role." : " They lose the permissions of their current role.";
+    const lines = [`${who} goes from ${this.label(m.role)} to ${this.label(role)}.`];
+    const eff = this.effect(m.role, role);
+    if (eff) {
+      lines.push(eff.gained.length ? `They gain ${plural(eff.gained.length, "permission")}: ${listed(eff.gained)}.` : "They gain no permission.");
+      lines.push(eff.lost.length ? `They lose ${plural(eff.lost.length, "permission")}: ${listed(eff.lost)}.` : "They lose no permission.");
     }
-    return `${text} They are notified by email.`;
+    if (this.ranks[role] !== undefined && this.ranks[role] >= this.topRank()) {
+      lines.push(`${this.label(role)} is the top role: full control of this workspace, including other owners' roles and your own membership.`);
+    }
+    lines.push("They are notified by email.");
+    return lines.join("\n");
   },
-  async changeRole(m) {
-    const role = m.pick;
+  closeMenu(el) {
+    el.open = false; // a click elsewhere or Escape closes the role menu
+  },
+  async chooseRole(m, role, event) {
+    const menu = event.target.closest("details");
+    if (menu) menu.open = false;
     if (role === m.role) return;
     const top = this.ranks[role] !== undefined && this.ranks[role] >= this.topRank();
     const yes = await confirmDialog({
-      title: top ? `Make ${m.email} ${this.label(role)}?` : `Change the role of ${m.email}?`,
+      title: `Make ${m.display_name || m.email} ${this.label(role)}?`,
       text: this.consequence(m, role),
       ok: `Make ${this.label(role)}`,
       danger: top,
     });
-    if (!yes) {
-      m.pick = m.role;
-      return;
-    }
+    if (!yes) return;
     clearMessages();
     m.busy = true;
     guarded(async () => {
       const updated = await api("PATCH", `${wsApi}/members/${m.user_id}`, { role });
-      m.role = updated.role;
+      await this.load(); // the row's offers follow the new role (and the sort may move it)
       say(`${m.email} is now ${this.label(updated.role)}.`);
     }).finally(() => {
-      m.pick = m.role; // back to the stored role if the server refused
       m.busy = false;
     });
   },
@@ -422,12 +543,9 @@ Alpine.data("members", () => ({
     });
   },
   // -- danger zone: transfer ownership and delete, each with a typed confirmation
-  eligible() {
-    return this.rows.filter((m) => m.perms.transfer_ownership && m.status === "accepted");
-  },
   async transfer() {
     const uid = Number(this.transferTo);
-    const m = this.rows.find((r) => r.user_id === uid);
+    const m = this.candidates.find((r) => r.user_id === uid);
     if (!m) return;
     const yes = await confirmDialog({
       title: `Transfer ownership to ${m.email}?`,
@@ -461,6 +579,29 @@ Alpine.data("members", () => ({
   },
 }));
 
+// -- /w/<slug>/people/<id> -----------------------------------------------------------------------
+// A member's page: the server decided who may open it (403 page otherwise); this loads what it shows.
+Alpine.data("person", () => ({
+  p: null,
+  init() {
+    const id = Number(this.$el.dataset.personId);
+    loading(guarded(async () => (this.p = await api("GET", `${wsApi}/people/${id}`))));
+  },
+  initials,
+  when: (iso) => fmtTime(iso).replace(/:\d\d UTC$/, " UTC"),
+  unitHref: (u) => `/w/${enc(slug)}/${u.kind}s#${enc(u.name)}`,
+  mayDoText() {
+    const d = this.p.may_do;
+    const extra = d.in_units.length ? ", and more within their groups or teams (below)" : "";
+    return `As the workspace's policy decides it for them now: ${d.actions.length} of ${d.total} permissions${extra}.`;
+  },
+  auditWords(e) {
+    const label = (r) => this.p.role_labels[r] || r;
+    const change = e.before && e.after && e.before.role && e.after.role && e.before.role !== e.after.role ? `: ${label(e.before.role)} → ${label(e.after.role)}` : "";
+    return `${e.label}${change}`;
+  },
+}));
+
 // -- /w/<slug>/groups | teams -----------------------------------------------------------------------
 // The template names the two relations (teachers/learners or managers/members); each unit carries
 // Casbin's answers for this user (permissions.*), and the people picker offers only whom the server
@@ -489,9 +630,16 @@ Alpine.data("units", () => ({
       if (open[u.name]) ui.query = open[u.name].query;
       return { ...u, perms, ui };
     });
+    const rels = [this.rel("manager"), this.rel("member")];
+    this.pages = await openPages(this.items.flatMap((u) => rels.flatMap((r) => this.people(u, r).map((p) => p.user_id))));
     this.loaded = true;
     return true;
   },
+  pages: {},
+  opens(p) {
+    return Boolean(this.pages[p.user_id]);
+  },
+  personHref: (p) => personHref(p.user_id),
   showEmpty() {
     return this.failed || (this.loaded && !this.items.length);
   },
@@ -787,15 +935,17 @@ Alpine.data("audit", () => ({
   },
   row(e) {
     const where = [];
-    if (e.target_user) where.push(who(e.target_user));
     if (e.target && /^(group|team|email):/.test(e.target)) where.push(e.target.replace(/^email:/, "").replace(/^(group|team):/, "$1 "));
     return {
       action: e.action,
       at: e.at,
       when: fmtTime(e.at),
       who: e.actor ? who(e.actor) : "system",
+      whoId: e.actor ? e.actor.id : 0,
+      whom: e.target_user ? who(e.target_user) : "",
+      whomId: e.target_user ? e.target_user.id : 0,
       what: e.label || e.action,
-      where: where.join(" in "),
+      where: (e.target_user && where.length ? " in " : "") + where.join(" in "),
       change: [this.words(e.before), this.words(e.after)].filter(Boolean).join(" → "),
     };
   },
@@ -804,13 +954,21 @@ Alpine.data("audit", () => ({
     p.set("limit", "50");
     if (this.before) p.set("before", String(this.before));
     const res = await api("GET", `${wsApi}/audit?${p}`);
-    this.entries.push(...res.items.map((e) => this.row(e)));
+    const rows = res.items.map((e) => this.row(e));
+    Object.assign(this.pages, await openPages(rows.flatMap((r) => [r.whoId, r.whomId])));
+    this.entries.push(...rows);
     this.before = res.next_before;
     this.loaded = true;
   },
   more() {
     guarded(() => this.load());
   },
+  // People's names link to their pages where the signed-in user may open them.
+  pages: {},
+  opens(id) {
+    return Boolean(this.pages[id]);
+  },
+  personHref: (id) => personHref(id),
   restart() {
     this.entries = [];
     this.before = null;
