@@ -28,6 +28,7 @@ on one core. ``DIFF_PER_CHUNK`` deepens a local run (``DIFF_PER_CHUNK=20000``: 4
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -39,6 +40,7 @@ from typing import Any
 import pytest
 
 from app.authz import AccessRequest, InvalidRuleError, PolicyEngine, Reason, RuleChange
+from app.authz.conditions import Props
 from app.authz.enforcer import build_plain_enforcer
 from app.authz.packs import SCOPES, Pack, Rule, load_packs
 from app.authz.types import ResourceFacts
@@ -187,6 +189,8 @@ def _reference_reason(plain: Any, index: Index, req: AccessRequest, allowed: boo
                 and (r[3] == "into_group" or g3.has_link(obj.member, obj.group, dom))
             ):
                 return Reason.RANK_LIMIT.value
+            if r[3].startswith("when:"):  # an attribute condition (CEL) that did not hold
+                return Reason.CONDITION_NOT_MET.value
             return _SCOPE_REASON.get(r[3], Reason.NOT_PERMITTED.value)
     return Reason.NOT_PERMITTED.value
 
@@ -277,8 +281,31 @@ _FOCUS = {
 }
 
 
+# Properties the packs' conditions read (authzen_cert's status/role/soft, simulations' in_use), with
+# values that hold, fail, and have the wrong type: both sides call the same ``when`` on the same facts,
+# so what is compared is the memo keyed by the conditions' answers and the reasons.
+_PROPS = [
+    Props(resource={"status": "archived"}),
+    Props(resource={"status": "active"}, subject={"role": "admin"}),
+    Props(resource={"status": "archived"}, subject={"role": "admin"}),
+    Props(action={"soft": True}),
+    Props(action={"soft": "true"}),
+    Props(resource={"in_use": False}),
+    Props(resource={"in_use": True}),
+]
+
+
 def _request(world: World, state: State, rnd: random.Random) -> AccessRequest:
-    """Mostly bench.world's random request; one in five aims at rank, group, team and feature rules."""
+    """Mostly bench.world's random request; one in five aims at rank, group, team and feature rules;
+    one in three carries properties for the packs' conditions."""
+    req = _unpropped(world, state, rnd)
+    if rnd.random() < 0.33:
+        obj = dataclasses.replace(req.obj, props=rnd.choice(_PROPS))
+        return AccessRequest(req.subject, req.domain, obj, req.action)
+    return req
+
+
+def _unpropped(world: World, state: State, rnd: random.Random) -> AccessRequest:
     if rnd.random() < 0.8:
         return random_request(world, rnd)
     ws = rnd.choice(list(world.pack_of))
@@ -375,6 +402,7 @@ def _compare(engine: PolicyEngine, plain: Any, index: Index, reqs: Iterable[Acce
             obj.new_role,
             obj.grantee,
             obj.target,
+            obj.props,
         )
         allowed, matched = plain.enforce_ex(req.subject, req.domain, resolved, req.action)
         reason = _reference_reason(

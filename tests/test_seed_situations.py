@@ -72,7 +72,9 @@ def test_shipped_packs_deny_every_situation_of_every_denied_cell() -> None:
 def test_repro_8_a_group_scoped_grant_on_a_denied_cell_fails_the_table() -> None:
     path = ROOT / "policy" / "tests" / "classroom_test.yaml"
     failing = _failing(_with_rule(PACKS, REPRO_8), path, "table remove_users [teacher]")
-    assert "table remove_users [teacher]" not in failing  # the old, fact-free case alone still passes
+    # the fact-free case fails too now: its learner is in a group the teacher manages, and a check that
+    # names no group is decided on the stored ones (derived relationships, issue 24)
+    assert "table remove_users [teacher]" in failing
     assert "table remove_users [teacher] in every scope, a learner member" in failing, failing
 
 
