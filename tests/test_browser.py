@@ -144,9 +144,12 @@ class Browser:
         self.wait(lambda d: d.execute_script(script, page))
 
     def wait(self, cond: Callable[[Any], Any], timeout: float = WAIT) -> Any:
+        """Until cond holds; an element gone stale meanwhile (the page reloaded under the check) is
+        asked again, not an error."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.d, timeout).until(cond)
+        return WebDriverWait(self.d, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(cond)
 
     def css(self, selector: str) -> Any:
         from selenium.webdriver.common.by import By

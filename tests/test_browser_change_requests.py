@@ -39,7 +39,7 @@ class Clicks:
 
 def sign_in(b: Browser, email: str) -> None:
     b.sign_in(email)
-    b.wait_page("home")
+    b.wait_signed_in()  # one workspace: its page; several: the list
 
 
 def sign_out(b: Browser) -> None:

@@ -58,7 +58,7 @@ def user_id(live: Any, email: str) -> int:
 def page_is_forbidden(b: Browser, secret: str) -> None:
     """The 403 page: the status, no data about the person, no workspace controls."""
     assert b.d.execute_script("return document.body.dataset.page") == "error"
-    assert "403" in b.css("main h1").text
+    assert b.css("#error-page").get_attribute("data-status") == "403"  # the one 403 page, in words
     assert secret not in b.d.page_source
     assert not b.all("#person, #members, table")
 
@@ -87,7 +87,7 @@ def test_teacher_opens_a_learner_of_his_group_only(browser: Browser, live_app: A
     page_is_forbidden(b, "learner2@classroom.example")
     check(b, "person-teacher-forbidden")
     b.go("/w/classroom-demo/people/999999")
-    assert "404" in b.css("main h1").text
+    assert b.css("#error-page").get_attribute("data-status") == "404"
 
 
 def test_team_manager_opens_a_team_member(browser: Browser) -> None:

@@ -23,7 +23,17 @@ from sqlalchemy.exc import OperationalError
 
 from app import idempotency
 from app.extensions import db
-from app.models import AuditEvent, Group, IdempotencyKey, OutboxEmail, ServiceToken, UserSession, utcnow
+from app.models import (
+    AuditEvent,
+    ChangeRequest,
+    ChangeRequestEvent,
+    Group,
+    IdempotencyKey,
+    OutboxEmail,
+    ServiceToken,
+    UserSession,
+    utcnow,
+)
 from app.policy import store as policy_store
 from tests.factories import WebClient, uid, web_client
 
@@ -95,6 +105,27 @@ def _token() -> dict[str, Any]:
     body = {"name": "billing", "workspaces": ["classroom-demo"]}
     assert wc.post("/v1/policy/tokens", json=body).status_code == 201
     return {}
+
+
+EDITOR = "policy_editor@service.example"
+POLICY_ADMIN = "policy_admin@service.example"
+CR = "/v1/policy/change-requests"
+CR_CHANGES = [{"op": "add", "rule": REVIEWER_AI_SPEND}]
+
+
+def _change_request() -> dict[str, Any]:
+    """An open change request of the editor's (reviewers see AI spend)."""
+    wc = web_client(current_app, EDITOR)
+    resp = wc.post(CR, json={"title": "Reviewers see AI spend", "why": "cost reviews", "changes": CR_CHANGES})
+    assert resp.status_code == 201, resp.get_json()
+    return {"cr": resp.get_json()["id"]}
+
+
+def _approved_change_request() -> dict[str, Any]:
+    values = _change_request()
+    resp = web_client(current_app, POLICY_ADMIN).post(f"{CR}/{values['cr']}/approve", json={})
+    assert resp.status_code == 200, resp.get_json()
+    return values
 
 
 OWNER = "owner@classroom.example"
@@ -169,6 +200,31 @@ CASES: dict[str, Case] = {
         status=201,
     ),
     "policy.revoke_token": Case("policy_admin@service.example", "DELETE", "/v1/policy/tokens/billing", None, _token),
+    "members.set_features": Case(
+        "account_manager@platform.example",
+        "PATCH",
+        "/api/workspaces/skills-demo/features",
+        {"switches": {"set_weekly_learning_goals": False}},
+    ),
+    "policy.put_draft": Case(EDITOR, "PUT", "/v1/policy/draft", {"changes": CR_CHANGES}),
+    "policy.create_change_request": Case(
+        EDITOR,
+        "POST",
+        CR,
+        {"title": "Reviewers see AI spend", "why": "cost reviews", "changes": CR_CHANGES},
+        status=201,
+    ),
+    "policy.update_change_request": Case(
+        EDITOR, "PATCH", CR + "/{cr}", {"title": "AI spend for reviewers"}, _change_request
+    ),
+    "policy.comment_change_request": Case(
+        POLICY_ADMIN, "POST", CR + "/{cr}/comments", {"body": "Looks right"}, _change_request, 201
+    ),
+    "policy.approve_change_request": Case(
+        POLICY_ADMIN, "POST", CR + "/{cr}/approve", {"comment": "ok"}, _change_request
+    ),
+    "policy.reject_change_request": Case(POLICY_ADMIN, "POST", CR + "/{cr}/reject", {"comment": "no"}, _change_request),
+    "policy.apply_change_request": Case(POLICY_ADMIN, "POST", CR + "/{cr}/apply", {}, _approved_change_request, 201),
 }
 
 
@@ -187,12 +243,12 @@ def _fill(value: Any, values: dict[str, Any]) -> Any:
 
 def footprint() -> tuple[int, ...]:
     """What a write leaves behind: the policy revision and the rows of the audit trail, the
-    outbox, the groups, the tokens and the live sessions."""
+    outbox, the groups, the tokens, the change requests and their events, and the live sessions."""
     db.session.expire_all()
     session = db.session()
     counts = [
         session.scalar(select(func.count()).select_from(model)) or 0
-        for model in (AuditEvent, OutboxEmail, Group, ServiceToken)
+        for model in (AuditEvent, OutboxEmail, Group, ServiceToken, ChangeRequest, ChangeRequestEvent)
     ]
     ended = session.scalar(select(func.count()).select_from(UserSession).where(UserSession.ended_at.is_not(None)))
     return (policy_store.current_revision(session), *counts, ended or 0)
@@ -208,7 +264,7 @@ def test_every_write_endpoint_takes_a_key(app: Flask) -> None:
     writes = write_endpoints(app)
     assert set(idempotency.EXEMPT) <= writes, set(idempotency.EXEMPT) - writes  # no stale exemption
     covered = writes - set(idempotency.EXEMPT)
-    assert covered == set(CASES), (covered ^ set(CASES))
+    assert covered == set(CASES), covered ^ set(CASES)
     for endpoint in covered:
         assert idempotency.takes_key(app.view_functions[endpoint]), endpoint
     for endpoint in idempotency.EXEMPT:
@@ -242,7 +298,8 @@ def test_repeat_replays_and_applies_once(demo: Flask, endpoint: str) -> None:
     assert first.status_code == case.status, first.get_data(as_text=True)
     assert "Idempotent-Replayed" not in first.headers
     applied = footprint()
-    assert applied != before or endpoint in ("auth.update_me", "members.update_workspace", "groups.update")
+    unchanged_counts = ("auth.update_me", "members.update_workspace", "groups.update", "policy.update_change_request")
+    assert applied != before or endpoint in unchanged_counts
 
     again = _send(wc, case.method, url, body)
     assert again.status_code == case.status and again.headers["Idempotent-Replayed"] == "true"

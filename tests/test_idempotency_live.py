@@ -122,12 +122,14 @@ def test_concurrent_duplicates_are_applied_once(live: Live) -> None:
 def test_retry_drill_applies_nothing_twice(live: Live) -> None:
     """Writes whose attempts time out on the client after the server applied them are retried with
     the same key: counted per key, none is applied twice and none acknowledged is missing."""
-    writes_per_thread, threads = 12, 3
+    # Eight writers queue on the one policy writer (a write holds it ~10-20 ms), so waiting alone outlasts
+    # the 30 ms client timeout on a quiet machine too: attempts time out after the server applied them.
+    writes_per_thread, threads = 5, 8
     results: dict[str, WriteResult | LearnAuthzError] = {}
     lock = threading.Lock()
     with Client(live.base, timeout=10, retry=Retry(attempts=10, backoff=0.05, max_backoff=0.4)) as admin:
         admin.sign_in("admin@classroom.example", PASSWORD)
-        admin.timeout = httpx.Timeout(0.06)  # shorter than some writes take: attempts time out, then retry
+        admin.timeout = httpx.Timeout(0.03)  # shorter than queued writes take: attempts time out, then retry
 
         def run(t: int) -> None:
             for i in range(writes_per_thread):

@@ -5,6 +5,7 @@ health checks."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -105,9 +106,17 @@ class _Inline(HTMLParser):
         self.problems: list[str] = []
         self.scripts: list[str] = []
         self._in_script = False
+        self._data_block = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         names = dict(attrs)
+        if tag == "script" and names.get("type") == "application/json":
+            # a data block (the reason words a page shows): never executed, CSP does not apply;
+            # it must parse as JSON (handle_data), and it may not carry a src
+            self._data_block = True
+            if names.get("src"):
+                self.problems.append("data block with src")
+            return
         if tag == "script":
             self._in_script = True
             if not names.get("src"):
@@ -120,8 +129,18 @@ class _Inline(HTMLParser):
 
     def handle_endtag(self, tag: str) -> None:
         self._in_script = self._in_script and tag != "script"
+        self._data_block = self._data_block and tag != "script"
 
     def handle_data(self, data: str) -> None:
+        if self._data_block:
+            text = data.strip()
+            if text.startswith("{{") and text.endswith("|tojson }}"):
+                return  # a template's source: Jinja's tojson writes the JSON
+            try:
+                json.loads(text)
+            except ValueError:
+                self.problems.append("data block that is not JSON")
+            return
         if self._in_script and data.strip():
             self.problems.append("inline script code")
 

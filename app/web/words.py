@@ -20,6 +20,7 @@ REASONS: dict[Reason, str] = {
     Reason.NOT_OWNER: "This belongs to someone else.",
     Reason.OUTSIDE_GROUP: "This person is not in a group you teach.",
     Reason.OUTSIDE_TEAM: "This person is not in a team you manage.",
+    Reason.CONDITION_NOT_MET: "A condition of this permission does not hold here (the group is still in use, say).",
     Reason.RANK_LIMIT: "You can give only roles below your own, to people whose role is below your own.",
     Reason.UNKNOWN_MEMBER: "This person is not a member of the workspace.",
     Reason.TARGET_REQUIRED: "Choose the person this is about first.",
