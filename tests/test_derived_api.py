@@ -67,3 +67,28 @@ def test_a_teacher_needs_no_group_for_his_learners(demo: Flask) -> None:
     out = ask("learner2@classroom.example")  # in "evening", which he does not teach
     assert (out["allowed"], out["reason"]) == (False, "outside_group")
     assert users.by_email(db.session(), "learner2@classroom.example") is not None
+
+
+def test_explain_names_the_condition_of_the_matched_rule(demo: Flask) -> None:
+    """A rule with an attribute condition: explain gives the rule, its role path and the condition's CEL."""
+    client, token = demo.test_client(), _token()
+    body = {
+        "subject": "owner@simulations.example",
+        "workspace": "simulations-demo",
+        "action": "delete_groups",
+        "resource": {"type": "group", "attributes": {"group": "g1"}},
+        "properties": {"resource": {"in_use": False}},
+    }
+    resp = client.post("/v1/check?explain=true", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.get_json()
+    out = resp.get_json()
+    assert out["allowed"] is True and "when:group_not_in_use" in out["rule"]
+    assert out["condition"] == {"id": "group_not_in_use", "when": "has(resource.in_use) && resource.in_use == false"}
+    used = {**body, "properties": {"resource": {"in_use": True}}}
+    resp = client.post("/v1/check?explain=true", json=used, headers={"Authorization": f"Bearer {token}"})
+    out = resp.get_json()
+    assert (out["allowed"], out["reason"]) == (False, "condition_not_met") and "condition" not in out
+    plain = {**body, "action": "view_dashboard", "properties": None}
+    del plain["properties"]
+    out = client.post("/v1/check?explain=true", json=plain, headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert out["allowed"] is True and "condition" not in out  # a rule without a condition

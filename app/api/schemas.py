@@ -89,6 +89,9 @@ class CheckResult(BaseModel):
     revision: int
     rule: list[str] | None = Field(None, description="explain: the matched Casbin rule")
     role_path: list[str] | None = Field(None, description="explain: subject → role → ... → the rule's role")
+    condition: dict[str, str] | None = Field(
+        None, description="explain: the matched rule's attribute condition, {id, when} (a CEL expression)"
+    )
 
 
 class BatchResult(BaseModel):

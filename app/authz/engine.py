@@ -251,6 +251,7 @@ class PolicyEngine:
         self._prefix = {p.id: f"role:{p.id}:" for p in packset.packs.values()}
         self._plan: MatcherPlan | None = None
         self._rank_fns = rank_functions(packset.packs)
+        self._conditions = {c.id: c for p in packset.packs.values() for c in p.conditions}
         self._valid = _ValidCache()
         self._fixed_decisions: dict[str, Decision] = {}
         self._rms = {ptype: self.enforcer.rm(ptype) for ptype in ("g", "g2", "g3", "g4", "g5")}
@@ -571,7 +572,11 @@ class PolicyEngine:
                 return decision
             allowed, matched, reason = hit[0], hit[1], hit[2]
             path = self.role_path(sub, dom, matched[1]) if matched else ()
-            return Decision(allowed, reason, revision, ("p", *matched) if matched else None, path)
+            condition = None
+            if matched and matched[3].startswith(CONDITION_PREFIX):
+                cond = self._conditions.get(matched[3][len(CONDITION_PREFIX) :])
+                condition = (cond.id, cond.source) if cond is not None else None
+            return Decision(allowed, reason, revision, ("p", *matched) if matched else None, path, condition)
 
     def _decide(self, req: AccessRequest, roles: tuple[str, ...], revision: int) -> list[Any]:
         """Ask Casbin (the memo's miss path): [allowed, matched rule, reason, decision]."""

@@ -97,11 +97,16 @@ class Decision:
     revision: int
     rule: tuple[str, ...] | None = None
     role_path: tuple[str, ...] = field(default_factory=tuple)
+    # explain: the attribute condition of the matched rule (``when:<id>``): its id and CEL expression
+    condition: tuple[str, str] | None = None
 
     def as_dict(self, explain: bool = False) -> dict[str, object]:
-        """JSON-ready form; ``explain`` adds the matched rule and the role path."""
+        """JSON-ready form; ``explain`` adds the matched rule, the role path and, for a rule with an
+        attribute condition, the condition (``{"id", "when"}``)."""
         out: dict[str, object] = {"allowed": self.allowed, "reason": self.reason, "revision": self.revision}
         if explain:
             out["rule"] = list(self.rule) if self.rule else None
             out["role_path"] = list(self.role_path)
+            if self.condition is not None:
+                out["condition"] = {"id": self.condition[0], "when": self.condition[1]}
         return out
