@@ -35,17 +35,22 @@ def toggle(session: Session, actor: User, ws: Workspace, feature: str, enabled: 
             session.rollback()
             return enabled
         policy_store.add_changes(session, handle, [RuleChange("remove" if enabled else "add", rule)])
-        audit.record(
-            session,
-            "workspace.feature",
-            workspace_id=ws.id,
-            actor_id=actor.id,
-            target=f"feature:{feature}",
-            before={"enabled": not enabled},
-            after={"enabled": enabled},
-            revision=handle.number,
-        )
+        _record(session, actor, ws, feature, enabled, handle.number)
     return enabled
+
+
+def _record(session: Session, actor: User, ws: Workspace, feature: str, enabled: bool, revision: int) -> None:
+    """The audit entry of one switch flipped."""
+    audit.record(
+        session,
+        "workspace.feature",
+        workspace_id=ws.id,
+        actor_id=actor.id,
+        target=f"feature:{feature}",
+        before={"enabled": not enabled},
+        after={"enabled": enabled},
+        revision=revision,
+    )
 
 
 def set_switches(session: Session, actor: User, ws: Workspace, wanted: dict[str, bool]) -> dict[str, bool]:
@@ -74,14 +79,5 @@ def set_switches(session: Session, actor: User, ws: Workspace, wanted: dict[str,
             session, handle, [RuleChange("remove" if on else "add", ("g5", ws.key, f)) for f, on in changed.items()]
         )
         for f, on in changed.items():
-            audit.record(
-                session,
-                "workspace.feature",
-                workspace_id=ws.id,
-                actor_id=actor.id,
-                target=f"feature:{f}",
-                before={"enabled": not on},
-                after={"enabled": on},
-                revision=handle.number,
-            )
+            _record(session, actor, ws, f, on, handle.number)
     return changed
