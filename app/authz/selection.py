@@ -64,7 +64,7 @@ class Selection:
         """From settings: ``partition`` as ``"k/N"`` (0 ≤ k < N ≤ 1024), ``workspaces`` a comma list of
         slugs or domains. ValueError, naming the value, for anything else."""
         part: tuple[int, int] | None = None
-        if partition:
+        if partition and partition.strip():
             m = _PARTITION.fullmatch(partition.strip())
             if not m or not 0 <= int(m[1]) < int(m[2]) <= SLOTS:
                 raise ValueError(f"partition must be k/N with 0 <= k < N <= {SLOTS}: {partition!r}")
