@@ -439,7 +439,10 @@ class PolicyRuntime:
             log.info("revision %s not applied in place (%s); rebuilding", number, str(exc)[:300])
             return False
         app = self._key()
-        if self._engines.get(app) is eng:
+        if self._engines.get(app) is eng and (kind not in policy_store.DOCUMENT_KINDS or self._verification.get(app)):
+            # The policy writers (edit, rollback, import) ran the verifier on the packs they change
+            # before committing, and refuse a failing policy: a passing verdict stays, without seconds
+            # of verifier CPU (and GIL) in every serving process. Anything else is verified aside.
             self._verify_later(app, eng)
         return True
 
