@@ -233,8 +233,9 @@ def test_pack_edit_of_another_process_applies_in_place(apps: Callable[..., Flask
         doc["roles"] = [*doc["roles"], {"id": "auditor", "label": "Auditor", "rank": 1}]
         policy_store.save_document(session, "simulations", doc, handle.number)
         rule = ("p", "85", role, ACTION, "any", "-", "allow")
-        policy_store.add_changes(session, handle, [RuleChange("add", ("g4", "pack:simulations", role)),
-                                                   RuleChange("add", rule)])
+        policy_store.add_changes(
+            session, handle, [RuleChange("add", ("g4", "pack:simulations", role)), RuleChange("add", rule)]
+        )
         session.commit()
         edit = handle.number
         db.session.remove()
@@ -245,6 +246,36 @@ def test_pack_edit_of_another_process_applies_in_place(apps: Callable[..., Flask
         assert engine.packset.packs["simulations"].role("auditor") is not None and engine.revision == grant
     assert _decide(b) == (True, grant)
     assert edit == grant - 1
+
+
+def test_verifier_runs_aside_and_only_where_no_writer_ran_it(
+    apps: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack revision of a policy writer (verified before its commit) keeps B's passing verdict without
+    running the verifier; a pack-rule revision of any other kind is verified in a thread, and its
+    verdict reaches /readyz."""
+    from app.extensions import authz
+    from app.policy import runtime
+
+    writer, b = apps(), apps()
+    _decide(b)
+    calls: list[int] = []
+
+    def failing(packset: Any, pack_ids: Any = None) -> list[str]:
+        calls.append(1)
+        return ["an escalation"]
+
+    monkeypatch.setattr(runtime.delegation, "problems", failing)
+    rule = ("p", "85", ROLE, "view_dashboard", "any", "-", "allow")
+    _write(writer, "policy-edit", [RuleChange("add", rule)])
+    with b.app_context():
+        authz.sync()
+        assert authz.verification_problems() == () and calls == []
+    _write(writer, "test", [RuleChange("remove", rule)])
+    with b.app_context():
+        authz.sync()
+        assert _until(lambda: authz.verification_problems() == ("an escalation",))
+    assert calls == [1] and _readyz(b)[1]["checks"]["verification"] != "pass"
 
 
 def test_writer_rebuilds_at_once(apps: Callable[..., Flask]) -> None:
