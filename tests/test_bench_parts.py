@@ -36,14 +36,15 @@ def test_packedit_windows_split_at_the_commit_and_the_last_old_decision() -> Non
     rows.append((11.95, 1 * ms, 0, -1))  # an error during the rebuild
     w = packedit.windows(sorted(rows), committed=10.0, old=5)
     assert round(w["all_new_s"], 2) == 1.95  # the last old decision: started 11.9, took 50 ms
-    assert w["during"]["requests"] == 21 and w["during"]["errors"] == 1
+    assert w["during"]["requests"] == 22 and w["during"]["errors"] == 1  # until 12.0: at least DURING_MIN_S
     assert w["before"]["requests"] == 50 and w["before"]["p99_ms"] == 2.0
     assert w["after"]["requests"] == 50 and w["after"]["p50_ms"] == 3.0
-    v = {**w, "variant": "listen"}
-    text = "\n".join(packedit.lines({"workspaces": 1000, "rule": "p, x", "window_s": 5.0, "before_commit": "abc",
-                                     "variants": {"listen": v, "before": {"error": "no tree"}}}))
-    assert "| after, `POLICY_SYNC=listen`: background rebuild + jitter | during | 21 | 50.0 ms |" in text
-    assert "failed: no tree" in text and "Before = the code at abc." in text
+    v = {**w, "variant": "listen", "loads_before": [1, 1], "loads_after": [1, 3]}
+    text = "\n".join(packedit.lines({"workspaces": 1000, "rule": "p, x", "window_s": 5.0, "rebuild_commit": "abc",
+                                     "variants": {"listen": v, "rebuild": {"error": "no tree"}}}))
+    assert "| in place, `POLICY_SYNC=listen` | during | 22 | 50.0 ms |" in text
+    assert "| in place, `POLICY_SYNC=listen` | 2,003 ms | 1,950 ms | 50.0 ms | 0, 2 |" in text
+    assert "failed: no tree" in text and "Full rebuild = the code at abc." in text and "≤ 200 ms" in text
 
 
 def test_crosshost_table_and_skip() -> None:

@@ -29,11 +29,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from .conditions import PREFIX as CONDITION_PREFIX
-from .conditions import Props
+from .conditions import Condition, Props
 from .enforcer import IndexedEnforcer, rank_functions
-from .identifiers import PLATFORM_DOMAIN, is_prefixed, split_role, valid_action, valid_local, valid_pack
+from .identifiers import (
+    PLATFORM_DOMAIN,
+    is_prefixed,
+    pack_key,
+    split_role,
+    valid_action,
+    valid_local,
+    valid_pack,
+)
 from .memo import MatcherPlan
-from .packs import Pack, PackSet, Rule
+from .packs import Pack, PackSet, Rule, is_pack_rule, rule_pack
 from .shapes import FactCheck, InvalidRuleError, rule_problems
 from .types import ANY_TARGET, NEWCOMER, RESOURCE_FIELDS, AccessRequest, Decision, Reason, ResourceFacts
 
@@ -59,6 +67,28 @@ class RuleChange:
 
     op: str
     rule: Rule
+
+
+@dataclass(frozen=True, slots=True)
+class _PackDerived:
+    """What the engine derives from a pack set alone (never from facts)."""
+
+    pack_of_key: dict[str, Pack]
+    actions: dict[str, frozenset[str]]
+    prefix: dict[str, str]
+    rank_fns: dict[str, Any]
+    conditions: dict[str, Condition]
+
+    @classmethod
+    def of(cls, packset: PackSet) -> _PackDerived:
+        packs = packset.packs.values()
+        return cls(
+            pack_of_key={p.key: p for p in packs},
+            actions={p.id: frozenset(a.id for a in p.actions) for p in packs},
+            prefix={p.id: f"role:{p.id}:" for p in packs},
+            rank_fns=rank_functions(packset.packs),
+            conditions={c.id: c for p in packs for c in p.conditions},
+        )
 
 
 def _valid_domain(dom: object) -> bool:
@@ -246,12 +276,13 @@ class PolicyEngine:
         self.enforcer = IndexedEnforcer(packset.model_text, packset.packs)
         self._p_rules: list[Rule] = []
         self._memo: dict[tuple[Any, ...], list[Any]] = {}
-        self._pack_of_key = {p.key: p for p in packset.packs.values()}
-        self._actions = {p.id: frozenset(a.id for a in p.actions) for p in packset.packs.values()}
-        self._prefix = {p.id: f"role:{p.id}:" for p in packset.packs.values()}
         self._plan: MatcherPlan | None = None
-        self._rank_fns = rank_functions(packset.packs)
-        self._conditions = {c.id: c for p in packset.packs.values() for c in p.conditions}
+        derived = _PackDerived.of(packset)
+        self._pack_of_key = derived.pack_of_key
+        self._actions = derived.actions
+        self._prefix = derived.prefix
+        self._rank_fns = derived.rank_fns
+        self._conditions = derived.conditions
         self._valid = _ValidCache()
         self._fixed_decisions: dict[str, Decision] = {}
         self._rms = {ptype: self.enforcer.rm(ptype) for ptype in ("g", "g2", "g3", "g4", "g5")}
@@ -354,17 +385,21 @@ class PolicyEngine:
 
     def _rebuild_p(self) -> None:
         self.enforcer.set_p_rules(self._p_rules)
+        self._plan = self._matcher_plan(self.enforcer.p_rules(), self._rank_fns)
+        self._memo = {}
+
+    def _matcher_plan(self, rows: list[list[str]], rank_fns: Mapping[str, Any]) -> MatcherPlan:
+        """The memo plan of these p-rule rows (priority order) and custom functions."""
         functions: dict[str, Any] = {ptype: rm.has_link for ptype, rm in self._rms.items()}
-        functions.update(self._rank_fns)
+        functions.update(rank_fns)
         model = self.enforcer.model
-        self._plan = MatcherPlan(
+        return MatcherPlan(
             model["m"]["m"].value,
             [t.removeprefix("r_") for t in model["r"]["r"].tokens],
             [t.removeprefix("p_") for t in model["p"]["p"].tokens],
             functions,
-            self.enforcer.p_rules(),
+            rows,
         )
-        self._memo = {}
 
     def apply(self, changes: Sequence[RuleChange], revision: int) -> None:
         """Apply committed changes incrementally and move to ``revision``.
@@ -380,6 +415,89 @@ class PolicyEngine:
             if structural:
                 self._rebuild_p()
             self.revision = max(self.revision, revision)
+
+    def apply_packs(self, packset: PackSet, changes: Sequence[RuleChange], revision: int) -> None:
+        """Move to ``packset`` (a pack edit: rules and documents) with the revision's ``changes``,
+        without re-reading or re-adding a single fact.
+
+        What derives from the packs (ranks, grant exceptions, actions, conditions, the p-rules and
+        the memo plan) is built beside the serving state; then, under the lock every decision
+        holds, the few pack links (inheritance in ``*``, ``pack:`` → role) change, the fact changes
+        of the batch apply, and the new state replaces the old in one step with an empty memo. A
+        decision therefore sees the whole old policy or the whole new one, never a mix.
+
+        Raises InvalidRuleError, before changing anything, for what only a rebuild can do: another
+        model (``model.conf``), a pack removed, pack-rule changes that do not lead from the
+        engine's pack rules to ``packset``'s, or a change :meth:`apply` refuses.
+        """
+        problems: list[str] = []
+        if packset.model_text != self.packset.model_text:
+            problems.append("the model changed: a rebuild loads it")
+        gone = sorted(set(self.packset.packs) - set(packset.packs))
+        if gone:
+            problems.append(f"packs removed ({', '.join(gone)}): a rebuild drops them")
+        facts = [c for c in changes if not is_pack_rule(c.rule)]
+        keys = {*self.packset.packs, *packset.packs}
+        links = self._pack_links(keys)
+        held = links | {r for r in self._p_rules if rule_pack(r) in keys}
+        for change in changes:
+            if is_pack_rule(change.rule):
+                (held.add if change.op == "add" else held.discard)(change.rule)
+        new_rules = packset.all_rules()
+        if held != set(new_rules):
+            problems.append("the revision's pack-rule changes do not lead to the new packs' rules")
+        problems.extend(p for rule in new_rules for p in rule_problems(rule))
+        if problems:
+            raise InvalidRuleError(problems)
+        with self._lock:
+            self._refuse(facts)
+        # Off to the side: nothing below is seen by a decision until the swap.
+        derived = _PackDerived.of(packset)
+        p_rules = [r for r in new_rules if r[0] == "p"]
+        p_rules += [r for r in self._p_rules if r[0] == "p" and rule_pack(r) not in keys]  # not of any pack
+        rows = sorted((list(r[1:]) for r in p_rules), key=lambda row: int(row[0]))
+        plan = self._matcher_plan(rows, derived.rank_fns)
+        new_links = [r for r in new_rules if r[0] != "p"]
+        with self._lock:
+            for rule in links.difference(new_links):
+                self.enforcer.rm(rule[0]).delete_link(*rule[1:])
+            for rule in new_links:
+                if rule not in links:
+                    self.enforcer.rm(rule[0]).add_link(*rule[1:])
+            for pid in packset.packs.keys() - self.packset.packs.keys():
+                self.g4.add_link(f"platform:{pid}", pack_key(pid))
+            for change in facts:
+                self._apply_one(change, rebuild=False)
+            self._p_rules = p_rules
+            self.enforcer.set_p_rules(p_rules)
+            for fname, fn in derived.rank_fns.items():
+                self.enforcer.add_function(fname, fn)
+            self.packset = packset
+            self._pack_of_key = derived.pack_of_key
+            self._actions = derived.actions
+            self._prefix = derived.prefix
+            self._rank_fns = derived.rank_fns
+            self._conditions = derived.conditions
+            self._plan = plan
+            self._memo = {}
+            self.revision = max(self.revision, revision)
+
+    def _pack_links(self, pack_ids: set[str]) -> set[Rule]:
+        """The inheritance (``g`` role → role in ``*``) and ``pack:`` → role links the engine holds for
+        these packs, read from its role managers: ``*`` holds the roles and the few platform-role
+        holders, never the workspaces' memberships."""
+        star = self._rms["g"].links.get(PLATFORM_DOMAIN, {})
+        out: set[Rule] = {
+            ("g", child, parent, PLATFORM_DOMAIN)
+            for child, parents in star.items()
+            if child.startswith("role:")
+            for parent in parents
+            if rule_pack(("g", child, parent, PLATFORM_DOMAIN)) in pack_ids
+        }
+        packs = self._rms["g4"].links.get("", {})
+        for pid in pack_ids:
+            out.update(("g4", pack_key(pid), role) for role in packs.get(pack_key(pid), ()))
+        return out
 
     def _refuse(self, changes: Sequence[RuleChange]) -> None:
         """Raise InvalidRuleError listing every change of the batch the engine does not accept."""

@@ -35,6 +35,7 @@ KeyFn = Callable[[str, str, Any, tuple[str, ...], tuple[str, ...]], tuple[Any, .
 # mostly the same rules, so both are cached per process (bounded).
 _FOLD_CACHE: dict[tuple[str, tuple[str, ...], str], tuple[dict[str, ast.expr], bool, bool]] = {}
 _CACHE_LIMIT = 20_000
+_SOURCE_CACHE: dict[tuple[Any, ...], str] = {}  # (matcher, action, rows, ...) -> key function source
 _CODE_CACHE: dict[str, Any] = {}
 
 
@@ -216,27 +217,41 @@ class MatcherPlan:
         _FOLD_CACHE[ckey] = (atoms, role_atom, pack_atom)
         return atoms, role_atom, pack_atom
 
+    def _source(self, act: str, rows: Sequence[Sequence[str]]) -> str:
+        """The key function's source for an action's rules: a function of the matcher, the rows and
+        the function names alone (folds answer from the scope text, see ``_Folder``), so remembered:
+        a pack edit re-plans only the actions whose rules it changed."""
+        ckey = (self.matcher_text, act, tuple(tuple(r) for r in rows), self.roles_exact, tuple(sorted(self.functions)))
+        src = _SOURCE_CACHE.get(ckey)
+        if src is not None:
+            return src
+        atoms: dict[str, ast.expr] = {}
+        uses_roles = uses_packs = False
+        for row in rows:
+            found, role_atom, pack_atom = self._fold(act, row)
+            uses_roles = uses_roles or role_atom
+            uses_packs = uses_packs or pack_atom
+            atoms.update(found)
+        parts = [ast.unparse(n) for n in atoms.values()]
+        if uses_packs:
+            parts.insert(0, "packs")
+        if uses_roles:
+            parts.insert(0, "roles")
+        src = f"lambda r_sub, r_dom, r_obj, roles, packs: ({', '.join(parts)}{',' if parts else ''})"
+        for name in re.findall(r"\b(\w+)\(", src):
+            if name not in self.functions:
+                raise UnsupportedMatcherError(f"unknown function {name}")
+        for name in re.findall(r"\b([rp]_\w+)\b", src):
+            if name not in ("r_sub", "r_dom", "r_obj"):
+                raise UnsupportedMatcherError(f"field {name} left after folding")
+        if len(_SOURCE_CACHE) >= _CACHE_LIMIT:
+            _SOURCE_CACHE.clear()
+        _SOURCE_CACHE[ckey] = src
+        return src
+
     def _compile(self, act: str, rows: Sequence[Sequence[str]]) -> KeyFn | None:
         try:
-            atoms: dict[str, ast.expr] = {}
-            uses_roles = uses_packs = False
-            for row in rows:
-                found, role_atom, pack_atom = self._fold(act, row)
-                uses_roles = uses_roles or role_atom
-                uses_packs = uses_packs or pack_atom
-                atoms.update(found)
-            parts = [ast.unparse(n) for n in atoms.values()]
-            if uses_packs:
-                parts.insert(0, "packs")
-            if uses_roles:
-                parts.insert(0, "roles")
-            src = f"lambda r_sub, r_dom, r_obj, roles, packs: ({', '.join(parts)}{',' if parts else ''})"
-            for name in re.findall(r"\b(\w+)\(", src):
-                if name not in self.functions:
-                    raise UnsupportedMatcherError(f"unknown function {name}")
-            for name in re.findall(r"\b([rp]_\w+)\b", src):
-                if name not in ("r_sub", "r_dom", "r_obj"):
-                    raise UnsupportedMatcherError(f"field {name} left after folding")
+            src = self._source(act, rows)
             code = _CODE_CACHE.get(src)
             if code is None:
                 if len(_CODE_CACHE) >= _CACHE_LIMIT:

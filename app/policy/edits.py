@@ -629,23 +629,12 @@ def _write(
 # -- committed writes (the policy API's) ---------------------------------------------------------------
 def commit(session: Session, runtime: PolicyRuntime, write: Callable[[Session], Draft]) -> Draft:
     """Run one policy write (:func:`apply` or :func:`rollback`) as its own transaction, then bring
-    this process's engine to the new revision."""
+    this process's engine to the new revision: the after-commit path applied it in place (rules and
+    documents, ``PolicyRuntime._advance``); the sync catches up whatever it could not."""
     with in_transaction(session):
         d = write(session)
-    _engine_follows(runtime, d)
+    runtime.sync()
     return d
-
-
-def _engine_follows(runtime: PolicyRuntime, d: Draft) -> None:
-    """Make this process's engine reflect a committed edit.
-
-    Rule changes to packs make the after-commit path rebuild the engine; a revision that changes
-    only pack documents (a new role or action) does not, so rebuild here.
-    """
-    if d.touched_documents and not d.changes:
-        runtime.reload()
-    else:
-        runtime.sync()
 
 
 # -- impact replay ---------------------------------------------------------------------------------------

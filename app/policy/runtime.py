@@ -3,23 +3,27 @@
 One :class:`PolicyRuntime` per process (``app.extensions.authz``). It builds a
 :class:`~app.authz.PolicyEngine` from the database (``policy_store.read_policy``), swaps in a
 new one instead of reloading in place, applies committed revisions incrementally (after commit,
-from this process's writes, or from the listener's hints — ``policy_sync``), rebuilds on a gap or a
-pack change, waits a bounded time for ``min_revision``, and runs the escalation verifier on every
-policy it loads (``/readyz`` fails when it does not pass). Decisions go through :meth:`check` and
+from this process's writes, or from the listener's hints — ``policy_sync``), pack edits too (their
+rules and documents move the engine to the new packs in place, ``PolicyEngine.apply_packs``; the
+memberships are not touched), rebuilds on a gap or a ``model.conf`` change, waits a bounded time
+for ``min_revision``, and runs the escalation verifier on every policy it loads or moves to
+(``/readyz`` fails when it does not pass). Decisions go through :meth:`check` and
 :meth:`require`, which never raise on a policy error: they deny.
 
-A pack change written by *another* process (seen through a listener) is not rebuilt in the
-request path: a background thread waits a random 0..``POLICY_REBUILD_JITTER_SECONDS`` (so many
-processes do not rebuild at once), builds the new engine while the old one keeps answering at its
-revision, applies what was committed meanwhile, and swaps it in under the lock. The process that
-wrote the change, and any process without a listener, rebuilds at once (read-your-writes).
+A revision that needs a rebuild (a gap, another ``model.conf``, pack documents a later revision
+overwrote before this process read them) written by *another* process (seen through a listener)
+is not rebuilt in the request path: a background thread waits a random
+0..``POLICY_REBUILD_JITTER_SECONDS`` (so many processes do not rebuild at once), builds the new
+engine while the old one keeps answering at its revision, applies what was committed meanwhile,
+and swaps it in under the lock. The process that wrote the change, and any process without a
+listener, rebuilds at once (read-your-writes).
 
 With ``POLICY_SNAPSHOT_PATH`` set, every full load also writes what it read to that file
 (``app.policy.snapshot``, in a background thread after the swap), and a process that finds the
 database unreachable at start builds its engine, directory and token cache from that file instead
 (source ``snapshot``: its staleness counts from when the snapshot's state was read). The listener's
-first successful sync catches up from the snapshot's revision (a rebuild on a gap or a pack change,
-as always) and a fresh snapshot is written.
+first successful sync catches up from the snapshot's revision (in place, or a rebuild where one is
+needed, as always) and a fresh snapshot is written.
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app import schema
-from app.authz import AccessRequest, Decision, PolicyEngine, ResourceFacts, delegation
+from app.authz import AccessRequest, Decision, InvalidRuleError, PolicyEngine, ResourceFacts, delegation
 from app.authz.engine import RuleChange
-from app.authz.packs import is_pack_rule, packset_from_documents
+from app.authz.packs import PackError, is_pack_rule, packset_from_documents
 from app.errors import ForbiddenError, UnavailableError, ValidationError
 from app.policy import directory, snapshot, tokens
 from app.policy import store as policy_store
@@ -87,6 +91,9 @@ class PolicyRuntime:
         self._snapshot_tried: weakref.WeakSet[Flask] = weakref.WeakSet()  # a start from the snapshot, once
         # The database went back behind the snapshot served: its next snapshot replaces any newer one.
         self._snapshot_forced: weakref.WeakSet[Flask] = weakref.WeakSet()
+        # Full loads of the app's policy (start, reloads, background rebuilds, a start from the
+        # snapshot): what a pack edit applied in place does not add to.
+        self._loads: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self._snapshot_writers: list[threading.Thread] = []
         self.last_snapshot: dict[str, Any] | None = None  # the last snapshot write (revision, bytes, seconds)
         self._lock = threading.RLock()
@@ -394,10 +401,71 @@ class PolicyRuntime:
         return self._verification.get(self._key(), ())
 
     @staticmethod
-    def _needs_rebuild(at: int, number: int, kind: str, changes: list[Any]) -> bool:
-        """A gap (after revision ``at``), a change to pack rules, or a revision that may have changed
-        pack documents (new roles, actions, ranks): the engine cannot apply it incrementally."""
-        return number != at + 1 or kind in policy_store.DOCUMENT_KINDS or any(is_pack_rule(ch.rule) for ch in changes)
+    def _needs_rebuild(at: int, number: int) -> bool:
+        """A gap after revision ``at``: the engine cannot apply ``number`` in place (a model change or
+        pack documents no longer known are found when the revision is applied: :meth:`_advance`)."""
+        return number != at + 1
+
+    def _advance(self, session: Session, eng: PolicyEngine, number: int, kind: str, changes: list[RuleChange]) -> bool:
+        """Apply one revision to eng in place; False (nothing applied) when only a rebuild can.
+
+        Facts go through ``apply``; a pack revision (pack rules, or a kind that may write documents)
+        through ``apply_packs``, with the new pack set built from eng's packs, the documents the
+        revision wrote (read in ``session``: a few small rows) and its rule changes. Refused there:
+        another ``model.conf``, a pack removed, documents a later revision overwrote.
+        """
+        if kind not in policy_store.DOCUMENT_KINDS and not any(is_pack_rule(c.rule) for c in changes):
+            eng.apply(changes, number)
+            return True
+        written = policy_store.documents_written_at(session, number) if kind in policy_store.DOCUMENT_KINDS else {}
+        if written is None:
+            log.info("revision %s: a pack document was saved again since; rebuilding", number)
+            return False
+        documents = {pid: dict(pack.document) for pid, pack in eng.packset.packs.items()}
+        documents.update(written)
+        rules = eng.packset.all_rules()
+        for change in changes:
+            if not is_pack_rule(change.rule):
+                continue
+            if change.op == "add":
+                rules.append(change.rule)
+            elif change.rule in rules:
+                rules.remove(change.rule)
+        model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+        try:
+            packset = packset_from_documents(documents, rules, model_text)
+            eng.apply_packs(packset, changes, number)
+        except (PackError, InvalidRuleError) as exc:
+            log.info("revision %s not applied in place (%s); rebuilding", number, str(exc)[:300])
+            return False
+        app = self._key()
+        if self._engines.get(app) is eng and (kind not in policy_store.DOCUMENT_KINDS or self._verification.get(app)):
+            # The policy writers (edit, rollback, import) ran the verifier on the packs they change
+            # before committing, and refuse a failing policy: a passing verdict stays, without seconds
+            # of verifier CPU (and GIL) in every serving process. Anything else is verified aside.
+            self._verify_later(app, eng)
+        return True
+
+    def _verify_later(self, app: Flask, eng: PolicyEngine) -> None:
+        """Run the escalation verifier on eng's new packs in a thread of its own (seconds: never in
+        the sync's way; the writer verified the edit before committing it) and record its verdict
+        for ``/readyz`` if eng still serves those packs then."""
+        packset = eng.packset
+
+        def verify() -> None:
+            try:
+                problems = tuple(delegation.problems(packset))
+            except Exception:  # noqa: BLE001 - a verifier crash is a failed verification
+                log.exception("escalation verifier failed at revision %s", eng.revision)
+                problems = ("the escalation verifier failed",)
+            with self._lock:
+                if self._engines.get(app) is eng and eng.packset is packset:
+                    if problems:
+                        log.error("policy at revision %s fails the escalation verifier: %s", eng.revision,
+                                  "; ".join(problems))
+                    self._verification[app] = problems
+
+        threading.Thread(target=verify, name="policy-verify", daemon=True).start()
 
     def sync(self, background: bool | None = None) -> int:
         """Apply every committed revision newer than the engine's; returns the new revision.
@@ -436,16 +504,19 @@ class PolicyRuntime:
                     incremental: list[tuple[int, str, list[Any]]] = []
                     at = eng.revision
                     for number, kind, changes in batch:
-                        if self._needs_rebuild(at, number, kind, changes):
+                        if self._needs_rebuild(at, number):
                             break
                         incremental.append((number, kind, changes))
                         at = number
                     # The directory before the engine: if its fetch fails nothing is applied, and the
                     # next sync reads the same revisions again (a rebuild loads a directory of its own).
                     self._follow_users(session, self._directories.get(app), incremental, notes)
-                    for number, _, changes in incremental:
-                        eng.apply(changes, number)
-                    if len(incremental) < len(batch):
+                    applied = 0
+                    for number, kind, changes in incremental:
+                        if not self._advance(session, eng, number, kind, changes):
+                            break
+                        applied += 1
+                    if applied < len(batch):
                         if background:
                             self._rebuild_later(app, eng)
                             self._synced[app] = time.monotonic()
@@ -518,9 +589,12 @@ class PolicyRuntime:
                     with self._lock:
                         if self._rebuilds.get(app) is not state:
                             return  # a synchronous reload (a local write) got there first
+                        read = new.packset
                         if not self._catch_up(new, users):
-                            continue  # another pack change came while building: build again
+                            continue  # a revision the catch-up cannot apply came while building: build again
                         self._swap(app, new, problems, users)
+                        if new.packset is not read:
+                            self._verify_later(app, new)  # a pack edit was caught up
                         self._sources[app] = {"source": "database"}
                         # dropped if a revocation came since the read (_catch_up does not forget tokens)
                         tokens.remember(live, generation)
@@ -550,12 +624,13 @@ class PolicyRuntime:
                 if not batch:
                     return True
                 for number, kind, changes in batch:
-                    if self._needs_rebuild(eng.revision, number, kind, changes):
+                    if self._needs_rebuild(eng.revision, number):
                         return False
                     step = [(number, kind, changes)]
                     notes = directory.messages(session, [number]) if kind in directory.MESSAGE_KINDS else {}
                     self._follow_users(session, users, step, notes)
-                    eng.apply(changes, number)
+                    if not self._advance(session, eng, number, kind, changes):
+                        return False
 
     def _swap(
         self, app: Flask, eng: PolicyEngine, problems: tuple[str, ...], users: Directory, synced: float | None = None
@@ -565,6 +640,8 @@ class PolicyRuntime:
             log.error("policy at revision %s fails the escalation verifier: %s", eng.revision, "; ".join(problems))
         self._verification[app] = problems
         self._directories[app] = users
+        if self._engines.get(app) is not eng:
+            self._loads[app] = self._loads.get(app, 0) + 1
         self._engines[app] = eng
         self._synced[app] = time.monotonic() if synced is None else synced
 
@@ -634,7 +711,8 @@ class PolicyRuntime:
 
     def apply_committed(self, session: Session) -> None:
         """After a commit: the revisions the transaction wrote reach this process's engine (applied
-        in place, or rebuilt at once: read-your-writes), and the directory fetches the users they name."""
+        in place — pack edits too, :meth:`_advance` — or, when that cannot be, rebuilt at once:
+        read-your-writes), and the directory fetches the users they name."""
         pending = session.info.pop("authz_pending", None)
         if not pending or not self.loaded:
             return
@@ -650,16 +728,13 @@ class PolicyRuntime:
                 if number <= eng.revision:
                     continue  # the listener got there first
                 changes = [RuleChange(op, tuple(rule)) for op, rule in (row.changes or [])]
-                if (
-                    number == eng.revision + 1
-                    and row.kind not in policy_store.DOCUMENT_KINDS
-                    and not any(is_pack_rule(c.rule) for c in changes)
+                if not self._needs_rebuild(eng.revision, number) and self._advance_committed(
+                    eng, number, str(row.kind), changes
                 ):
-                    eng.apply(changes, number)
                     applied.append((number, str(row.kind), changes))
                     notes[number] = str(row.message or "")
                 else:
-                    self.sync(background=False)  # this process wrote it: rebuild now (read-your-writes)
+                    self.sync(background=False)  # this process wrote it: catch up now (read-your-writes)
                     eng = self.engine
                     users = self._directories.get(self._key())
                     applied = [r for r in applied if r[0] > eng.revision]  # (none: the rebuild loaded them)
@@ -667,6 +742,15 @@ class PolicyRuntime:
                 ids = directory.wanted(users, applied, notes)
                 if ids:
                     self._fetch_users(users, ids)
+
+    def _advance_committed(self, eng: PolicyEngine, number: int, kind: str, changes: list[RuleChange]) -> bool:
+        """:meth:`_advance` after this process's commit (a pack revision reads its documents in a
+        session of its own)."""
+        if kind not in policy_store.DOCUMENT_KINDS and not any(is_pack_rule(c.rule) for c in changes):
+            eng.apply(changes, number)
+            return True
+        with Session(self._db.engine) as session:
+            return self._advance(session, eng, number, kind, changes)
 
     def _fetch_users(self, users: Directory, ids: set[int | str]) -> None:
         """Fetch users into the directory after a commit; when that fails the next sync retries."""
@@ -698,6 +782,7 @@ class PolicyRuntime:
             "loaded": eng is not None,
             "revision": eng.revision if eng is not None else None,
             "source": (self._sources.get(app) or {}).get("source"),
+            "loads": self._loads.get(app, 0),
             "seconds_since_sync": round(time.monotonic() - synced, 3) if synced is not None else None,
             "listener": listener.status() if listener is not None else None,
             "rebuild": None

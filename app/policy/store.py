@@ -181,7 +181,20 @@ def save_document(session: Session, pack_id: str, document: Mapping[str, Any], r
     session.flush()
 
 
-# Revision kinds that may change pack documents (roles, actions, ranks): a process must rebuild.
+def documents_written_at(session: Session, revision: int) -> dict[str, dict[str, Any]] | None:
+    """The pack documents ``revision`` wrote (pack id → document; empty when it wrote none), or None
+    when that is no longer known: a document saved again by a later revision hides what this one
+    wrote (the caller rebuilds). Reads the few ``policy_packs`` rows saved at or after it."""
+    rows = session.execute(
+        select(PolicyPack.pack, PolicyPack.revision, PolicyPack.document).where(PolicyPack.revision >= revision)
+    ).all()
+    if any(int(rev) > revision for _, rev, _ in rows):
+        return None
+    return {str(pack): dict(document) for pack, _, document in rows}
+
+
+# Revision kinds that may change pack documents (roles, actions, ranks): a process reads them
+# (``documents_written_at``) and moves its engine to the new packs (``PolicyEngine.apply_packs``).
 DOCUMENT_KINDS = frozenset({"policy-edit", "policy-rollback", "import"})
 
 
