@@ -23,7 +23,7 @@ users are ~420 MB a process, shared copy-on-write by gunicorn's preloaded worker
 
 **A partition's directory** (``POLICY_PARTITION`` / ``POLICY_WORKSPACES``, :func:`load` given the
 users the held facts name) holds those users in full and every other user only in an
-:class:`Index`: a bitmap of ids and sorted 64-bit hashes of emails and external ids (~25 bytes a
+:class:`Index`: sorted ids and sorted 64-bit hashes of emails and external ids (~30 bytes a
 user instead of ~420), so a reference to anyone — a grantee invited by email included — resolves
 to the same user key as in a process holding everything, and every decision and reason stays the
 same. A hash match is trusted: two different emails sharing a 64-bit hash is the one way it could
@@ -64,7 +64,7 @@ class Index:
     __slots__ = ("_ids", "_emails", "_email_ids", "_externals", "_external_ids")
 
     def __init__(
-        self, ids: bytearray, emails: tuple[array[int], array[int]], externals: tuple[array[int], array[int]]
+        self, ids: array[int], emails: tuple[array[int], array[int]], externals: tuple[array[int], array[int]]
     ) -> None:
         self._ids = ids
         self._emails, self._email_ids = emails
@@ -78,24 +78,20 @@ class Index:
     @classmethod
     def build(cls, rows: Iterable[tuple[int, str, str | None]]) -> Index:
         """The index of these users (id, lower-cased email, external id)."""
-        ids = bytearray()
         eh, ei, xh, xi = array("q"), array("q"), array("q"), array("q")
         for uid, email, ext in rows:
-            byte = uid >> 3
-            if byte >= len(ids):
-                ids.extend(bytes(max(byte + 1 - len(ids), len(ids) // 2)))
-            ids[byte] |= 1 << (uid & 7)
             eh.append(hash(email))
             ei.append(uid)
             if ext is not None:
                 xh.append(hash(ext))
                 xi.append(uid)
-        return cls(ids, cls._sorted(eh, ei), cls._sorted(xh, xi))
+        emails = cls._sorted(eh, ei)
+        return cls(array("q", sorted(ei)), emails, cls._sorted(xh, xi))
 
     def has(self, uid: int) -> bool:
         """True if a user with this id existed at the load."""
-        byte = uid >> 3
-        return 0 <= byte < len(self._ids) and bool(self._ids[byte] >> (uid & 7) & 1)
+        i = bisect_left(self._ids, uid)
+        return i < len(self._ids) and self._ids[i] == uid
 
     def find(self, kind: str, value: str) -> int | None:
         """The id of the user whose email (``email``, lower-cased) or external id (``ext``) this was at the load."""
@@ -106,8 +102,8 @@ class Index:
 
     def nbytes(self) -> int:
         """The index's size in bytes (buffers only)."""
-        arrays = (self._emails, self._email_ids, self._externals, self._external_ids)
-        return len(self._ids) + sum(a.itemsize * len(a) for a in arrays)
+        arrays = (self._ids, self._emails, self._email_ids, self._externals, self._external_ids)
+        return sum(a.itemsize * len(a) for a in arrays)
 
 
 class Directory:
