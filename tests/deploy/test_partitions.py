@@ -14,6 +14,7 @@ the same data. Figures go to test-artifacts/partitions.json. ``make test-deploy`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -152,7 +153,6 @@ def tier() -> Iterator[dict[str, Any]]:
         for k, hosts in PLACEMENT.items():
             for host in hosts:
                 procs[f"p{k}-{host}"] = start_replica(host, f"{k}/{N}", _port(k), log(f"p{k}-{host}"))
-        procs["empty"] = TOPO.start_host("h1", _env(FLASK_POLICY_WORKSPACES="none-such"), log("empty"), port=8199)
         slots = tmp / "slots.map"
         slots.write_text(slot_map(N))
         ha_env = dict(os.environ, AUTHZ_BIND=f"{NET}.14:80", AUTHZ_SLOTS_MAP=str(slots), AUTHZ_WRITER=f"{NET}.10:8000")
@@ -162,10 +162,11 @@ def tier() -> Iterator[dict[str, Any]]:
         cfg = ROOT / "deploy" / "haproxy-partitions.cfg"
         procs["haproxy"] = subprocess.Popen(TOPO.in_ns("lb", HAPROXY, "-f", str(cfg), "-db"), env=ha_env,
                                             stdout=log("haproxy"), stderr=subprocess.STDOUT)
-        servers = [f"{NET}.10:8000", f"{TOPO.ip('h1')}:8199"] + [
+        servers = [f"{NET}.10:8000"] + [
             f"{TOPO.ip(h)}:{_port(k)}" for k, hs in PLACEMENT.items() for h in hs
         ]
-        deadline = time.monotonic() + 150
+        # 7 servers load at once: on a quiet 2-core machine ~40 s; on the shared one (load 12-18) minutes
+        deadline = time.monotonic() + float(os.environ.get("DEPLOY_READY_SECONDS", "420"))
         waiting = set(servers)
         while waiting and time.monotonic() < deadline:
             for s in list(waiting):
@@ -181,6 +182,8 @@ def tier() -> Iterator[dict[str, Any]]:
         for p in procs.values():
             with contextlib.suppress(OSError):
                 p.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(10)
         TOPO.cleanup()
         for f in logs:
             f.close()
@@ -213,11 +216,32 @@ def _wire(req: Any) -> dict[str, Any]:
 
 
 def _reference(plain: Any, world: World, req: Any) -> bool:
+    """Stock pycasbin's answer as a decision surface asks it: the target's current role filled in, and a
+    denied request naming a member but no group (team) asked again with each scope the subject manages
+    and the member belongs to (derived relationships, docs/decision-api.md), read from pycasbin's own
+    role managers."""
     o = req.obj
     role = world.members.get(req.domain, {}).get(o.member, "") if o.member else ""
     facts = ResourceFacts(o.type, o.id, o.assignee, o.owner, o.member, o.group, o.team, role, o.new_role, "", "",
                           o.props)
-    return bool(plain.enforce(req.subject, req.domain, facts, req.action))
+    if plain.enforce(req.subject, req.domain, facts, req.action):
+        return True
+    if not o.member.startswith("user:") or (o.group and o.team):
+        return False
+    scopes = world.scopes.get(req.domain, [])
+    g2, g3 = plain.rm_map["g2"], plain.rm_map["g3"]
+    for scope in scopes:
+        if not (g2.has_link(req.subject, scope, req.domain) and g3.has_link(o.member, scope, req.domain)):
+            continue
+        if scope.startswith("group:") and not o.group:
+            again = dataclasses.replace(facts, group=scope)
+        elif scope.startswith("team:") and not o.team:
+            again = dataclasses.replace(facts, team=scope)
+        else:
+            continue
+        if plain.enforce(req.subject, req.domain, again, req.action):
+            return True
+    return False
 
 
 def test_a_every_decision_through_haproxy_equals_stock_pycasbin(tier: dict[str, Any]) -> None:
@@ -337,12 +361,18 @@ def test_d_killing_one_replica_of_a_partition_loses_no_decision(tier: dict[str, 
 
 
 def test_e_memory_per_replica_is_about_one_nth(tier: dict[str, Any]) -> None:
+    """PSS of each replica against the writer's. The fixed overhead F of a process (interpreter, app,
+    packs, the users' index) is solved from one replica per partition: their data adds up to the
+    writer's, Σ (replica_k − F) = writer − F, so F = (Σ replica_k − writer) / (N − 1); then every
+    replica's data must be about 1/N of the writer's, and F below every replica (a replica holding
+    everything would make F the writer's own size)."""
     procs = tier["procs"]
     full = _pss_mb(procs["writer"].pid)
-    empty = _pss_mb(procs["empty"].pid)  # the same server holding no workspace: the fixed overhead
     replicas = {name: _pss_mb(p.pid) for name, p in procs.items() if name.startswith("p") and p.poll() is None}
-    data_full = full - empty
-    shares = {name: round((mb - empty) / data_full, 3) for name, mb in replicas.items()}
-    FIGURES["e_pss_mb"] = {"writer": full, "fixed_overhead": empty, "replicas": replicas, "share_of_data": shares}
-    assert data_full > 30, FIGURES["e_pss_mb"]  # the data is visible beside the overhead
-    assert all(0.15 < share < 0.55 for share in shares.values()), FIGURES["e_pss_mb"]
+    one_each = [max(mb for name, mb in replicas.items() if name.startswith(f"p{k}-")) for k in range(N)]
+    fixed = (sum(one_each) - full) / (N - 1)
+    shares = {name: round((mb - fixed) / (full - fixed), 3) for name, mb in replicas.items()}
+    FIGURES["e_pss_mb"] = {"writer": full, "fixed_overhead": round(fixed, 1), "replicas": replicas,
+                           "share_of_data": shares}
+    assert 40 < fixed < min(replicas.values()) - 5 and full - fixed > 30, FIGURES["e_pss_mb"]
+    assert all(0.2 < share < 0.5 for share in shares.values()), FIGURES["e_pss_mb"]
