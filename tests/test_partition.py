@@ -154,6 +154,21 @@ def test_partition_loads_its_workspaces_and_decides_exactly(setup: dict[str, Any
     assert 0 < held_members < full_members / 2
 
 
+def test_postgresql_sends_only_the_held_workspaces_facts(setup: dict[str, Any]) -> None:
+    from sqlalchemy.orm import Session
+
+    from app.extensions import db
+    from app.policy import store as policy_store
+
+    part = Selection.parse("1/3")
+    with setup["full"].app_context(), Session(db.engine) as session:
+        rows = list(policy_store.read_policy(session, part.holds)[3])
+    with setup["full"].app_context(), Session(db.engine) as session:
+        everything = list(policy_store.read_policy(session)[3])
+    assert rows == [r for r in everything if part.keeps(tuple(r))]
+    assert 0 < len(rows) < len(everything) / 2
+
+
 def test_a_foreign_workspace_is_421_at_every_surface(setup: dict[str, Any]) -> None:
     part, token = setup["part"], setup["token"]
     held, foreign = _held_wss()[0], next(ws for ws in WORLD.pack_of if partition_of(ws, 3) == 2)

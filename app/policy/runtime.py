@@ -217,13 +217,14 @@ class PolicyRuntime:
         read is also kept in ``capture`` (for a snapshot) when given. A partition keeps only the facts
         of the domains it holds, and puts the ids of the users they name into ``named``."""
         self._begin_load(session)
-        revision, documents, pack_rules, facts = policy_store.read_policy(session)
+        selection = self.selection
+        holds = None if selection.everything else selection.holds
+        revision, documents, pack_rules, facts = policy_store.read_policy(session, holds)
         if not documents:
             raise UnavailableError("policy not imported; run `flask db-upgrade`")
         if capture is not None:
             capture.revision, capture.documents, capture.pack_rules = revision, documents, list(pack_rules)
             facts = capture.tee(facts)
-        selection = self.selection
         if not selection.everything:
             facts = _held_facts(facts, selection, named if named is not None else set())
         model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
