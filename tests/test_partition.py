@@ -207,6 +207,7 @@ def test_a_foreign_workspace_is_421_at_every_surface(setup: dict[str, Any]) -> N
     problem(client.post("/access/v1/evaluations", json=evs, headers=auth), foreign)
     search = {"subject": {"type": "user"}, "action": ev["action"], "resource": ev["resource"], "context": ev["context"]}
     problem(client.post("/access/v1/search/subject", json=search, headers=auth), foreign)
+    assert client.get("/readyz").get_json()["held"] == "partition 1/3"
     # platform domains and the service meta-pack's workspace are held by every partition
     for ws in ("platform:classroom", "service"):
         resp = client.post("/v1/check", json={**check, "workspace": ws}, headers=auth)
