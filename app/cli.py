@@ -18,6 +18,7 @@ from app.authz import delegation
 from app.authz.matrix import matrix_markdown
 from app.authz.packs import format_rule, load_packs
 from app.authz.policytest import load_suite, run_suite, suite_files
+from app.authz.selection import SLOTS, slot_map
 from app.database import in_transaction
 from app.errors import AppError, ValidationError
 from app.extensions import db
@@ -29,6 +30,7 @@ from app.policy.files import file_packs
 policy_cli = AppGroup("policy", help="Policy packs: test, verify, matrix, import, export, diff.")
 token_cli = AppGroup("token", help="Service tokens for the decision API.")
 outbox_cli = AppGroup("outbox", help="Queued emails.")
+partitions_cli = AppGroup("partitions", help="Partitioned decision tiers: HAProxy's slot map.")
 
 
 def _alembic_config() -> Config:
@@ -276,6 +278,21 @@ def outbox_send() -> None:
     click.echo(f"sent {sent} email(s)")
 
 
+# -- partitions ------------------------------------------------------------------------------------
+@partitions_cli.command("map")
+@click.argument("count", type=click.IntRange(1, SLOTS))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="file to write (default: standard output)")
+def partitions_map(count: int, output: str | None) -> None:
+    """Write the slot → partition table of COUNT partitions for HAProxy's map_int (slots.map)."""
+    table = slot_map(count)
+    if output is None:
+        click.echo(table, nl=False)
+        return
+    Path(output).write_text(table, encoding="utf-8")
+    click.echo(f"{output}: {SLOTS} slots over {count} partitions")
+
+
 def register_cli(app: Flask) -> None:
     """Attach every command to the app."""
     app.cli.add_command(db_upgrade)
@@ -284,3 +301,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(policy_cli)
     app.cli.add_command(token_cli)
     app.cli.add_command(outbox_cli)
+    app.cli.add_command(partitions_cli)

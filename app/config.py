@@ -15,6 +15,8 @@ from flask.sansio.scaffold import find_package
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from app.authz.selection import Selection
+
 ROOT = Path(__file__).resolve().parent.parent
 # The model and the policy packs the package carries: app/_data links to the checkout's model.conf
 # and policy/ (the one copy; the wheel holds their contents), so both resolve alike when installed.
@@ -87,6 +89,11 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_READY_MAX_LAG_REVISIONS": 50,
     # ... or, with a listener or poller running, no read of the revision log for this long (0: no bound).
     "POLICY_READY_MAX_SYNC_AGE_SECONDS": 30.0,
+    # Partitioned decision tiers (app.authz.selection): hold only partition "k/N" of the workspaces
+    # and/or only these workspaces (comma list of slugs); "" = every workspace. A decision about one
+    # not held is a 421 problem naming its partition.
+    "POLICY_PARTITION": "",
+    "POLICY_WORKSPACES": "",
     # A pack change seen from another process is rebuilt in the background after a random 0..N s delay.
     "POLICY_REBUILD_JITTER_SECONDS": 2.0,
     # Observability (app.observability, app.logs): under gunicorn / app.serve each worker adds its
@@ -181,6 +188,10 @@ def check_settings(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"POLICY_DIR {str(pdir)!r} is not a readable directory (set FLASK_POLICY_DIR)")
     if not any(pdir.glob("*.yaml")):
         raise ConfigError(f"POLICY_DIR {str(pdir)!r} holds no policy packs (*.yaml)")
+    try:
+        Selection.parse(str(cfg.get("POLICY_PARTITION") or ""), str(cfg.get("POLICY_WORKSPACES") or ""))
+    except ValueError as exc:
+        raise ConfigError(f"POLICY_PARTITION: {exc}") from None
 
 
 def load_config(test_config: dict[str, Any] | None = None) -> dict[str, Any]:

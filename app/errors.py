@@ -103,6 +103,15 @@ class UnavailableError(AppError):
     slug = "unavailable"
 
 
+class WorkspaceNotHeldError(AppError):
+    """A decision about a workspace this process's partition does not hold (``POLICY_PARTITION``):
+    the caller (or HAProxy) sent it to the wrong replica; nothing was decided."""
+
+    status = 421
+    title = "Misdirected request"
+    slug = "workspace-not-held"
+
+
 def problem(status: int, title: str, detail: str = "", slug: str = "", **extra: Any) -> Response:
     """Build an RFC 9457 problem response."""
     body: dict[str, Any] = {

@@ -46,8 +46,9 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # Parts measured on the largest size, each a module with run() and lines() (their own docstrings
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
-# end to end under load, cross-host propagation (network namespaces), the outage drill.
-EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions")
+# end to end under load, cross-host propagation (network namespaces), the outage drill, a partitioned
+# tier of 4 replicas behind HAProxy beside one unpartitioned process.
+EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "partitions")
 
 
 def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:

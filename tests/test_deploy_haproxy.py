@@ -82,3 +82,39 @@ def test_haproxy_own_503_is_a_problem_with_retry_after() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+PARTITIONS_CFG = ROOT / "deploy" / "haproxy-partitions.cfg"
+
+
+def test_docs_show_the_partitioned_config_verbatim() -> None:
+    assert PARTITIONS_CFG.read_text() in (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_haproxy_accepts_the_partitioned_config_and_the_cli_writes_its_map(tmp_path: Path) -> None:
+    """`learnauthz partitions map 3` writes the slot map the shipped partitioned config reads; haproxy
+    accepts both (tests/deploy/test_partitions.py routes real traffic through them)."""
+    from click.testing import CliRunner
+
+    from app import create_app
+    from app.authz.selection import slot_map
+
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://", "SECRET_KEY": "x" * 32})
+    slots = tmp_path / "slots.map"
+    done = app.test_cli_runner().invoke(args=["partitions", "map", "3", "-o", str(slots)])
+    assert done.exit_code == 0, done.output
+    assert slots.read_text() == slot_map(3) and len(slots.read_text().splitlines()) == 1024
+    assert CliRunner().invoke(app.cli, ["partitions", "map", "0"]).exit_code != 0
+    if not os.path.exists(HAPROXY):
+        if os.environ.get("CI") == "true":
+            pytest.fail("haproxy is not installed (.ci/run installs it)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    env = dict(os.environ, AUTHZ_BIND="127.0.0.1:1", AUTHZ_SLOTS_MAP=str(slots), AUTHZ_WRITER="127.0.0.1:2")
+    env.update({f"AUTHZ_P{k}_{r}": f"127.0.0.1:{10 + 2 * k + (r == 'B')}" for k in range(3) for r in "AB"})
+    done_c = subprocess.run([HAPROXY, "-c", "-f", str(PARTITIONS_CFG)], env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert done_c.returncode == 0, done_c.stdout + done_c.stderr
+    text = PARTITIONS_CFG.read_text()
+    for k in range(3):
+        block = text[text.index(f"\nbackend p{k}") :].split("\n\n")[0]
+        assert "hash-type consistent" in block and "option httpchk GET /readyz" in block and "retry-on" in block

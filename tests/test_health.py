@@ -37,6 +37,7 @@ def test_readyz_when_ready(client: FlaskClient) -> None:
         "head": authz.engine.revision,
         "lag_revisions": 0,
         "source": "database",  # loaded from the database (not from POLICY_SNAPSHOT_PATH's snapshot)
+        "held": "all",  # every workspace (a replica of a partitioned tier: "partition k/N")
         # the listener is off under tests (SQLite / POLICY_SYNC); its state is reported as is
         "sync": status,
     }

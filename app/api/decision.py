@@ -38,10 +38,19 @@ from app.api.schemas import (
     WhoCanResult,
 )
 from app.authz import ANY_TARGET, AccessRequest, Decision, PolicyEngine, Reason, ResourceFacts
+from app.authz.selection import Selection
 
 # Reference resolution and fact preparation live in app.decisions.resolution (shared with AuthZEN);
 # these names stay importable from here for existing callers.
-from app.decisions.resolution import NOBODY, Check, CheckAttributes, candidates, decide, resolve_users
+from app.decisions.resolution import (
+    NOBODY,
+    Check,
+    CheckAttributes,
+    candidates,
+    decide,
+    require_held,
+    resolve_users,
+)
 from app.decisions.resolution import domain_of as _domain
 from app.decisions.resolution import user_ref as _ref
 from app.errors import (
@@ -197,14 +206,18 @@ def parse_and_decide(
     admit: Callable[[list[str], PolicyEngine], None],
     explain: bool = False,
     directory: Directory | None = None,
+    selection: Selection | None = None,
 ) -> Answered:
     """The one way a check or batch request is answered, by the view and by the fast path: parse
-    the body (unless already parsed), the engine for its ``min_revision`` (``engine_for``), the
-    token's binding (``admit`` the workspaces), the decisions, their JSON."""
+    the body (unless already parsed), the workspaces held here (``selection``, default the runtime's:
+    else 421), the engine for its ``min_revision`` (``engine_for``), the token's binding (``admit``
+    the workspaces), the decisions, their JSON."""
     parsed = parse(endpoint, body, limit) if isinstance(body, bytes) else body
     items: list[Check] = [parsed] if isinstance(parsed, CheckRequest) else list(parsed.checks)
+    workspaces = [it.workspace for it in items]
+    require_held(authz.selection if selection is None else selection, workspaces)
     eng = engine_for(parsed.min_revision)
-    admit([it.workspace for it in items], eng)
+    admit(workspaces, eng)
     started = time.perf_counter()
     decisions = decide(items, eng, explain, directory)
     seconds = time.perf_counter() - started

@@ -136,7 +136,8 @@ class DecisionFastPath:
             if tokens.first_outside(token, workspaces, eng) is not None:
                 raise decision.Defer  # outside the token's binding: the view's 403 problem
 
-        done = decision.parse_and_decide(endpoint, body, 0, engine_for, admit, False, users)
+        selection = self._runtime.selection_of(app)
+        done = decision.parse_and_decide(endpoint, body, 0, engine_for, admit, False, users, selection)
         obs = self._obs
         if obs is None:
             obs = self._obs = app.extensions["observability"]

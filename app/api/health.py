@@ -133,6 +133,7 @@ def readyz() -> tuple[Response, int]:
         out["source"] = source.pop("source")
         if out["source"] == "snapshot":
             out["snapshot"] = source
+    out["held"] = authz.selection.describe()  # "all", or this replica's partition (POLICY_PARTITION)
     if "staleness_seconds" not in out:
         age_now = authz.staleness()
         out["staleness_seconds"] = round(age_now, 3) if age_now is not None else None

@@ -19,8 +19,9 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 from werkzeug.routing import IntegerConverter
 
+from app.decisions.resolution import require_held
 from app.errors import BadRequestError, NotFoundError, UnauthenticatedError, UnsupportedMediaTypeError, ValidationError
-from app.extensions import db
+from app.extensions import authz, db
 from app.inputs import MAX_ID, check_text, is_id, parse_int
 from app.policy import tokens
 
@@ -148,7 +149,9 @@ def service_token(realm: str) -> Any:
 
 
 def bound_to(workspaces: Sequence[str], eng: Any, where: Callable[[int], str] | None = None) -> None:
-    """403 problem unless the request's service token (``g.service_token``) is bound to every workspace."""
+    """421 problem naming the workspaces this process does not hold (a partition), then 403 unless the
+    request's service token (``g.service_token``) is bound to every workspace."""
+    require_held(authz.selection, workspaces)
     tokens.require_bound(g.service_token, workspaces, eng, where)
 
 

@@ -10,7 +10,8 @@ A workspace's partition is found in two steps, the way HAProxy can repeat it:
    ``map_int`` converter.
 
 Domains that are not a workspace (``*``, ``platform:<pack>``) are held by every selection: they are
-few and every replica needs them (platform roles decide inside workspaces too).
+few and every replica needs them (platform roles decide inside workspaces too). So are the
+workspaces named in ``also`` (the runtime puts the ``service`` meta-pack's workspace there).
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def partition_of(domain: str, count: int) -> int:
     return jump_hash(slot_of(domain), count)
 
 
+def fact_domain(rule: tuple[str, ...]) -> str:
+    """The domain a fact belongs to: the third field of ``g``/``g2``/``g3`` (user, role or scope,
+    domain), the first of ``g4``/``g5`` (workspace → pack or feature); ``*`` for anything else."""
+    ptype = rule[0]
+    if ptype in ("g", "g2", "g3"):
+        return rule[3] if len(rule) > 3 else "*"
+    if ptype in ("g4", "g5"):
+        return rule[1]
+    return "*"
+
+
 def slot_map(count: int) -> str:
     """The slot → partition table for HAProxy's ``map_int``: one ``<slot> <partition>`` line per slot."""
     return "".join(f"{slot} {jump_hash(slot, count)}\n" for slot in range(SLOTS))
@@ -58,9 +70,20 @@ class Selection:
 
     workspaces: frozenset[str] | None = None  # domains, ws:<slug>
     partition: tuple[int, int] | None = None  # (index, count)
+    also: frozenset[str] = frozenset()  # workspace domains held whatever the rest says
+
+    def __post_init__(self) -> None:
+        # The slots of the partition, computed once: holds() is one CRC-32 and one index after that.
+        slots = None
+        if self.partition is not None:
+            k, n = self.partition
+            slots = bytes(jump_hash(s, n) == k for s in range(SLOTS))
+        object.__setattr__(self, "_slots", slots)
 
     @classmethod
-    def parse(cls, partition: str | None = None, workspaces: str | None = None) -> Selection:
+    def parse(
+        cls, partition: str | None = None, workspaces: str | None = None, also: frozenset[str] = frozenset()
+    ) -> Selection:
         """From settings: ``partition`` as ``"k/N"`` (0 ≤ k < N ≤ 1024), ``workspaces`` a comma list of
         slugs or domains. ValueError, naming the value, for anything else."""
         part: tuple[int, int] | None = None
@@ -73,7 +96,7 @@ class Selection:
         if workspaces:
             names = [w.strip() for w in workspaces.split(",") if w.strip()]
             listed = frozenset(w if w.startswith("ws:") else f"ws:{w}" for w in names)
-        return cls(listed, part)
+        return cls(listed, part, also)
 
     @property
     def everything(self) -> bool:
@@ -82,11 +105,22 @@ class Selection:
 
     def holds(self, domain: str) -> bool:
         """True if the process holds the domain (every non-workspace domain is held)."""
-        if not domain.startswith("ws:"):
+        if not domain.startswith("ws:") or domain in self.also:
             return True
         if self.workspaces is not None and domain not in self.workspaces:
             return False
-        return self.partition is None or partition_of(domain, self.partition[1]) == self.partition[0]
+        slots: bytes | None = self._slots  # type: ignore[attr-defined]
+        return slots is None or slots[zlib.crc32(domain[3:].encode("utf-8")) & (SLOTS - 1)] == 1
+
+    def keeps(self, rule: tuple[str, ...]) -> bool:
+        """True if the fact belongs to a domain the process holds."""
+        return self.holds(fact_domain(rule))
+
+    def partition_label(self, domain: str) -> str | None:
+        """The partition of a workspace domain as ``"k/N"`` among this selection's N (None without one)."""
+        if self.partition is None:
+            return None
+        return f"{partition_of(domain, self.partition[1])}/{self.partition[1]}"
 
     def describe(self) -> str:
         """A short text for problems, readiness and logs: ``all``, ``partition 1/4``, ``3 workspaces``."""

@@ -24,6 +24,8 @@ from app.authz import NEWCOMER, AccessRequest, Decision, PolicyEngine, Reason, R
 from app.authz.conditions import NO_PROPS, Props
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.authz.identifiers import domain_of as domain_of
+from app.authz.selection import Selection
+from app.errors import WorkspaceNotHeldError
 from app.extensions import authz, db
 from app.models import User
 from app.policy.directory import Directory
@@ -237,6 +239,29 @@ def _query_users_if_reachable(wanted: set[Ref]) -> dict[Ref, str] | None:
 def resolve_users(refs: Iterable[object], eng: PolicyEngine | None = None, domain: str = "") -> dict[Ref, str]:
     """User references → user keys, in at most one query; unknown references are absent."""
     return resolve_refs(((r, domain) for r in refs), eng)
+
+
+def require_held(selection: Selection, workspaces: Iterable[str]) -> None:
+    """WorkspaceNotHeldError (421) naming every workspace of the request this process does not hold
+    (its partition as ``k/N``), so nothing of a request is decided unless all of it is held here."""
+    if selection.everything:
+        return
+    foreign: dict[str, str | None] = {}
+    for workspace in workspaces:
+        domain = domain_of(workspace)
+        if not selection.holds(domain) and domain not in foreign:
+            foreign[domain] = selection.partition_label(domain)
+    if foreign:
+        first, partition = next(iter(foreign.items()))
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise WorkspaceNotHeldError(
+            f"workspace {first}{more} is not held here ({selection.describe()}): "
+            f"ask a replica of partition {partition}" if partition else f"workspace {first}{more} is not held here",
+            workspace=first,
+            partition=partition,
+            held=selection.describe(),
+            workspaces=[{"workspace": w, "partition": p} for w, p in foreign.items()],
+        )
 
 
 def _scope_key(value: str | None, kind: str) -> str:

@@ -24,6 +24,13 @@ database unreachable at start builds its engine, directory and token cache from 
 (source ``snapshot``: its staleness counts from when the snapshot's state was read). The listener's
 first successful sync catches up from the snapshot's revision (in place, or a rebuild where one is
 needed, as always) and a fresh snapshot is written.
+
+A process given ``POLICY_PARTITION`` ("k/N") or ``POLICY_WORKSPACES`` holds only those workspaces
+(:attr:`PolicyRuntime.selection`, ``app.authz.selection``): it loads the facts of held workspaces
+and of every non-workspace domain, the users those facts name (everyone else in the directory's
+compact index), and its syncs skip the changes of workspaces it does not hold while still moving
+to each revision. The decision surfaces answer 421 for a workspace not held. Such a process
+writes no snapshot (the file would hold only the partition).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import random
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,7 @@ from app import schema
 from app.authz import AccessRequest, Decision, InvalidRuleError, PolicyEngine, ResourceFacts, delegation
 from app.authz.engine import RuleChange
 from app.authz.packs import PackError, is_pack_rule, packset_from_documents
+from app.authz.selection import Selection
 from app.errors import ForbiddenError, UnavailableError, ValidationError
 from app.policy import directory, snapshot, tokens
 from app.policy import store as policy_store
@@ -59,6 +68,17 @@ log = logging.getLogger("app.authz")
 # What a load that cannot reach the database raises (a start from the snapshot is tried then).
 UNREACHABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, psycopg.OperationalError)
 SnapshotSettings = tuple[Path, str, str]  # path, model.conf's SHA-256, the database's host:port/name
+
+
+def _held_facts(facts: Iterator[tuple[str, ...]], selection: Selection, named: set[int]) -> Iterator[tuple[str, ...]]:
+    """The facts of the domains selection holds; the ids of the users they name go into ``named``."""
+    keeps = selection.keeps
+    for rule in facts:
+        if keeps(rule):
+            who = rule[1]
+            if who.startswith("user:") and who[5:].isdigit():
+                named.add(int(who[5:]))
+            yield rule
 
 
 class PolicyRuntime:
@@ -96,6 +116,7 @@ class PolicyRuntime:
         self._loads: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self._snapshot_writers: list[threading.Thread] = []
         self.last_snapshot: dict[str, Any] | None = None  # the last snapshot write (revision, bytes, seconds)
+        self._selections: weakref.WeakKeyDictionary[Flask, Selection] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask, db: SQLAlchemy) -> None:
@@ -103,6 +124,12 @@ class PolicyRuntime:
         :mod:`app.after_commit`."""
         self._db = db
         app.extensions["authz"] = self
+        service = str(app.config.get("POLICY_WORKSPACE") or "")
+        self._selections[app] = Selection.parse(
+            str(app.config.get("POLICY_PARTITION") or ""),
+            str(app.config.get("POLICY_WORKSPACES") or ""),
+            frozenset({f"ws:{service}"}) if service else frozenset(),
+        )
         app.before_request(self.ensure_listener)
         if self._starts_with_server(app):
             # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
@@ -140,6 +167,24 @@ class PolicyRuntime:
 
         start_listener(app)
 
+    # -- which workspaces this process holds --------------------------------------------------
+    @property
+    def selection(self) -> Selection:
+        """The workspaces this app holds (``Selection()``, every one, unless POLICY_PARTITION or
+        POLICY_WORKSPACES says otherwise; the ``POLICY_WORKSPACE`` meta-pack's workspace always)."""
+        return self.selection_of(self._key())
+
+    def selection_of(self, app: Flask) -> Selection:
+        """:attr:`selection` of app, without an app context (the decision fast path)."""
+        return self._selections.get(app) or Selection()
+
+    def _held(self, app: Flask, batch: list[tuple[int, str, list[Any]]]) -> list[tuple[int, str, list[Any]]]:
+        """The revisions with only the changes of held domains (each revision kept: the engine still moves to it)."""
+        selection = self.selection_of(app)
+        if selection.everything:
+            return batch
+        return [(n, kind, [c for c in changes if selection.keeps(c.rule)]) for n, kind, changes in batch]
+
     # -- engine lifecycle ------------------------------------------------------------------
     def _key(self) -> Flask:
         return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
@@ -172,19 +217,38 @@ class PolicyRuntime:
             ms = int(float(current_app.config["POLICY_LOAD_STATEMENT_TIMEOUT_SECONDS"]) * 1000)
             session.execute(text(f"SET LOCAL statement_timeout = {max(ms, 0)}"))
 
-    def build(self, session: Session, capture: snapshot.Capture | None = None) -> PolicyEngine:
+    def build(
+        self, session: Session, capture: snapshot.Capture | None = None, named: set[int] | None = None
+    ) -> PolicyEngine:
         """A fresh engine from the database (pack documents and rules) at the committed head; what it
-        read is also kept in ``capture`` (for a snapshot) when given."""
+        read is also kept in ``capture`` (for a snapshot) when given. A partition keeps only the facts
+        of the domains it holds, and puts the ids of the users they name into ``named``."""
         self._begin_load(session)
-        revision, documents, pack_rules, facts = policy_store.read_policy(session)
+        selection = self.selection
+        holds = None if selection.everything else selection.holds
+        revision, documents, pack_rules, facts = policy_store.read_policy(session, holds)
         if not documents:
             raise UnavailableError("policy not imported; run `flask db-upgrade`")
         if capture is not None:
             capture.revision, capture.documents, capture.pack_rules = revision, documents, list(pack_rules)
             facts = capture.tee(facts)
+        if not selection.everything:
+            facts = _held_facts(facts, selection, named if named is not None else set())
         model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
         packset = packset_from_documents(documents, pack_rules, model_text)
         return PolicyEngine(packset, facts, revision)
+
+    def _load(
+        self, session: Session, capture: snapshot.Capture | None
+    ) -> tuple[PolicyEngine, Directory, Any]:
+        """Engine, directory and live tokens read through one session (one snapshot of the database)."""
+        selection = self.selection
+        if selection.everything:
+            eng = self.build(session, capture)
+            return eng, directory.load(session), tokens.load_live(session)
+        named: set[int] = set()
+        eng = self.build(session, capture, named)
+        return eng, directory.load(session, named, selection.holds), tokens.load_live(session)
 
     def reload(self) -> PolicyEngine:
         """Build a new engine from the database and swap it in (a pending background rebuild is dropped).
@@ -202,9 +266,7 @@ class PolicyRuntime:
             try:
                 self._check_schema()
                 with Session(self._db.engine) as session:
-                    eng = self.build(session, capture)
-                    users = directory.load(session)  # the same snapshot
-                    live = tokens.load_live(session)
+                    eng, users, live = self._load(session, capture)  # the same snapshot
             except UNREACHABLE:
                 started = None if app in self._engines else self._start_from_snapshot(app, generation)
                 if started is None:
@@ -245,8 +307,8 @@ class PolicyRuntime:
     def _snapshot_settings(app: Flask) -> SnapshotSettings | None:
         """(path, model digest, database identity) when POLICY_SNAPSHOT_PATH is set, else None."""
         raw = str(app.config.get("POLICY_SNAPSHOT_PATH") or "").strip()
-        if not raw:
-            return None
+        if not raw or app.config.get("POLICY_PARTITION") or app.config.get("POLICY_WORKSPACES"):
+            return None  # (a partition writes none: the file would hold only its workspaces)
         model_text = Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")
         return (
             Path(raw),
@@ -503,7 +565,7 @@ class PolicyRuntime:
                     self._saw(app, batch[-1][0])
                     incremental: list[tuple[int, str, list[Any]]] = []
                     at = eng.revision
-                    for number, kind, changes in batch:
+                    for number, kind, changes in self._held(app, batch):
                         if self._needs_rebuild(at, number):
                             break
                         incremental.append((number, kind, changes))
@@ -581,9 +643,8 @@ class PolicyRuntime:
                     settings = self._snapshot_settings(app)
                     capture = snapshot.Capture() if settings is not None else None
                     with Session(self._db.engine) as session:
-                        new = self.build(session, capture)  # outside the lock: the old engine keeps answering
-                        users = directory.load(session)
-                        live = tokens.load_live(session)
+                        # outside the lock: the old engine keeps answering
+                        new, users, live = self._load(session, capture)
                     saved = capture.state(users, live) if capture is not None else None  # before the catch-up
                     problems = tuple(delegation.problems(new.packset))
                     with self._lock:
@@ -623,7 +684,7 @@ class PolicyRuntime:
                 batch = policy_store.revision_log_after(session, eng.revision)
                 if not batch:
                     return True
-                for number, kind, changes in batch:
+                for number, kind, changes in self._held(self._key(), batch):
                     if self._needs_rebuild(eng.revision, number):
                         return False
                     step = [(number, kind, changes)]
@@ -721,6 +782,7 @@ class PolicyRuntime:
         with self._lock:
             eng = self.engine
             users = self._directories.get(self._key())
+            selection = self.selection
             applied: list[tuple[int, str, list[Any]]] = []
             notes: dict[int, str] = {}
             for row in pending:
@@ -728,6 +790,8 @@ class PolicyRuntime:
                 if number <= eng.revision:
                     continue  # the listener got there first
                 changes = [RuleChange(op, tuple(rule)) for op, rule in (row.changes or [])]
+                if not selection.everything:
+                    changes = [c for c in changes if selection.keeps(c.rule)]
                 if not self._needs_rebuild(eng.revision, number) and self._advance_committed(
                     eng, number, str(row.kind), changes
                 ):

@@ -9,10 +9,11 @@ session, inside the caller's transaction; the in-memory engine sees them only af
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
@@ -223,15 +224,24 @@ def count_rules(session: Session) -> int:
 # -- loading the whole policy -------------------------------------------------------------------
 _PACK_RULES_WHERE = "ptype = 'p' OR (ptype = 'g' AND v2 = '*') OR (ptype = 'g4' AND v0 LIKE 'pack:%')"
 _FACT_COLUMNS = "ptype, v0, v1, v2"
+# The domain of a fact row (app.authz.selection.fact_domain, in SQL).
+_DOMAIN = "(CASE WHEN ptype IN ('g', 'g2', 'g3') THEN v2 WHEN ptype IN ('g4', 'g5') THEN v0 ELSE '*' END)"
 
 
-def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]], Iterator[tuple[str, ...]]]:
+def read_policy(
+    session: Any, holds: Callable[[str], bool] | None = None
+) -> tuple[int, dict[str, Any], list[tuple[str, ...]], Iterator[tuple[str, ...]]]:
     """(revision, pack documents, pack rules, facts) from one consistent snapshot.
 
     On PostgreSQL the transaction is REPEATABLE READ, so the revision and every row belong to
     the same committed state, and the facts (a million rows at full size) stream out of
     ``COPY ... TO STDOUT`` straight into the role manager: no ORM objects, no full list.
     Elsewhere (SQLite) they come from ``load_rules``.
+
+    ``holds`` (a partition's): on PostgreSQL only the facts of the workspaces it holds (a workspace
+    is a ``ws:`` domain with a pack, its ``g4`` fact; the list is read first and filtered here) and
+    of every other domain leave the database, so a replica reads about 1/N of the rows. The caller
+    still filters (SQLite, and the rows of a workspace without a pack).
     """
     is_pg = session.get_bind().dialect.name == "postgresql"
     if is_pg and not session.in_transaction():
@@ -256,10 +266,20 @@ def read_policy(session: Any) -> tuple[int, dict[str, Any], list[tuple[str, ...]
         rule = _trim(tuple(row))
         (pack_rules if is_pack_rule(rule) else strays).append(rule)
     raw = session.connection().connection.driver_connection
+    where = f"NOT ({_PACK_RULES_WHERE})"
+    if holds is not None:
+        held = [
+            str(ws)
+            for (ws,) in session.execute(text("SELECT v0 FROM casbin_rule WHERE ptype = 'g4' AND v0 LIKE 'ws:%'"))
+            if holds(str(ws))
+        ]
+        # A literal array (COPY takes no parameters): PostgreSQL 14+ hashes `= ANY` of a constant array.
+        domains = sql.Literal(held).as_string(raw) + "::text[]"
+        where += f" AND ({_DOMAIN} NOT LIKE 'ws:%' OR {_DOMAIN} = ANY({domains}))"
 
     def facts() -> Iterator[tuple[str, ...]]:
         yield from strays
-        sql = f"COPY (SELECT {_FACT_COLUMNS} FROM casbin_rule WHERE NOT ({_PACK_RULES_WHERE})) TO STDOUT"
+        sql = f"COPY (SELECT {_FACT_COLUMNS} FROM casbin_rule WHERE {where}) TO STDOUT"
         with raw.cursor() as cur, cur.copy(sql) as copy:
             # (ptype, v0, v1, v2): two-field types carry v2 = "", which load_facts accepts.
             yield from copy.rows()

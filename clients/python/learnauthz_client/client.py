@@ -4,6 +4,11 @@ Both fail closed by default: any error (network, timeout, a 4xx, a 5xx after the
 with reason ``client_error`` and the cause in ``error``; ``raise_errors=True`` raises
 :class:`LearnAuthzError` instead.
 
+Partitioned tiers: every request naming a workspace carries it in ``X-Authz-Workspace`` (HAProxy routes
+by it); with ``partitions=N`` a batch whose checks span partitions is sent as one request per partition
+(answers reassembled in order; a group that fails is denied alone), since a replica refuses a batch naming
+a workspace it does not hold (421).
+
 Retries (:class:`Retry`): a 503 or a transport error is retried with backoff (``Retry-After`` honoured).
 Reads are safe to retry; writes (``write``, after ``sign_in``) carry an ``Idempotency-Key`` that every
 retry repeats, and a 409 "still in flight" of that key is retried too.
@@ -45,6 +50,7 @@ from ._core import (
     timeout_of,
     write_result,
 )
+from .partitions import WORKSPACE_HEADER, partition_of
 
 log = logging.getLogger("learnauthz_client")
 #: What a call may raise on its way to an answer; each is a deny (or LearnAuthzError with raise_errors).
@@ -65,6 +71,11 @@ class _Call:
     write: bool = False
 
 
+def _route(workspace: str | None) -> dict[str, str] | None:
+    """The routing header of a request about workspace (HAProxy strips a ``ws:`` prefix itself)."""
+    return {WORKSPACE_HEADER: workspace} if workspace else None
+
+
 def _retry_status(call: _Call, response: httpx.Response) -> bool:
     return retry_write(response) if call.write else response.status_code in RETRYABLE_STATUS
 
@@ -81,8 +92,12 @@ class _Base:
         timeout: float | httpx.Timeout = 2.0,
         retry: Retry | None = None,
         raise_errors: bool = False,
+        partitions: int | None = None,
     ) -> None:
+        if partitions is not None and partitions < 1:
+            raise ValueError("partitions must be at least 1")
         self.base_url = base_url.rstrip("/")
+        self.partitions = partitions  # N of a partitioned tier: batches are split by partition
         self.token = token
         self.workspace = workspace
         self.timeout = timeout_of(timeout)
@@ -105,26 +120,43 @@ class _Base:
             raise LearnAuthzError("no workspace: pass workspace= or set the client's default")
         return ws
 
-    def _check_call(self, body: dict[str, Any], min_revision: int | None, path: str) -> _Call:
+    def _check_call(
+        self, body: dict[str, Any], min_revision: int | None, path: str, workspace: str | None
+    ) -> _Call:
         floor = self.revisions.floor(min_revision)
         if floor is not None:
             body["min_revision"] = floor
-        return _Call("POST", path, json=body)
+        return _Call("POST", path, json=body, headers=_route(workspace))
 
     def _call_check(
         self, subject: str | int, action: str, resource: Mapping[str, Any] | None, workspace: str | None,
         min_revision: int | None,
     ) -> _Call:  # fmt: skip
-        return self._check_call(check_body(subject, self._ws(workspace), action, resource), min_revision, "/v1/check")
+        ws = self._ws(workspace)
+        return self._check_call(check_body(subject, ws, action, resource), min_revision, "/v1/check", ws)
 
-    def _call_batch(self, checks: Sequence[Mapping[str, Any]], min_revision: int | None) -> _Call:
+    def _calls_batch(
+        self, checks: Sequence[Mapping[str, Any]], min_revision: int | None
+    ) -> list[tuple[list[int], _Call]]:
+        """One call per partition the checks name (one call without ``partitions``), with the
+        positions of its checks."""
+        groups: dict[int, list[int]] = {}
         items = []
-        for c in checks:
+        for i, c in enumerate(checks):
             item = dict(c)
             if "workspace" not in item and self.workspace:
                 item["workspace"] = self.workspace
             items.append(item)
-        return self._check_call({"checks": items}, min_revision, "/v1/check/batch")
+            ws = item.get("workspace")
+            part = partition_of(ws, self.partitions) if self.partitions and isinstance(ws, str) else 0
+            groups.setdefault(part, []).append(i)
+        out = []
+        for positions in groups.values():
+            first = items[positions[0]].get("workspace")
+            body = {"checks": [items[i] for i in positions]}
+            call = self._check_call(body, min_revision, "/v1/check/batch", first if isinstance(first, str) else None)
+            out.append((positions, call))
+        return out
 
     def _params(self, params: dict[str, Any], min_revision: int | None) -> dict[str, Any]:
         floor = self.revisions.floor(min_revision)
@@ -138,20 +170,23 @@ class _Base:
         query: dict[str, Any] = {"subject": subject, "workspace": self._ws(workspace)}
         if any_target:
             query["any_target"] = "true"
-        return _Call("GET", "/v1/permissions", params=self._params(query, min_revision))
+        route = _route(query["workspace"])
+        return _Call("GET", "/v1/permissions", params=self._params(query, min_revision), headers=route)
 
     def _call_who_can(
         self, action: str, workspace: str | None, limit: int, cursor: str | None, min_revision: int | None
     ) -> _Call:
         params = {"workspace": self._ws(workspace), "action": action, "limit": limit, "cursor": cursor}
-        return _Call("GET", "/v1/who-can", params=self._params(params, min_revision))
+        route = _route(params["workspace"])
+        return _Call("GET", "/v1/who-can", params=self._params(params, min_revision), headers=route)
 
     def _call_evaluation(
         self, subject: Mapping[str, Any] | str, action: Mapping[str, Any] | str, resource: Mapping[str, Any],
         context: Mapping[str, Any] | None, workspace: str | None,
     ) -> _Call:  # fmt: skip
         body = authzen_body(subject, action, resource, context, workspace or self.workspace)
-        return _Call("POST", "/access/v1/evaluation", json=body)
+        ws = (body.get("context") or {}).get("workspace")
+        return _Call("POST", "/access/v1/evaluation", json=body, headers=_route(ws if isinstance(ws, str) else None))
 
     def _call_evaluations(
         self, evaluations: Sequence[Mapping[str, Any]], defaults: Mapping[str, Any] | None,
@@ -166,7 +201,7 @@ class _Base:
         body["options"] = {"reasons": True}  # each item's reason in its context (the service's default: none)
         if semantic:
             body["options"]["evaluations_semantic"] = semantic
-        return _Call("POST", "/access/v1/evaluations", json=body)
+        return _Call("POST", "/access/v1/evaluations", json=body, headers=_route(ws))
 
     # -- writes (the admin API, signed in with a cookie session) --------------------------------------
     def _call_csrf(self) -> _Call:
@@ -270,14 +305,20 @@ class Client(_Base):
             return denied(self._failed(exc))
 
     def batch(self, checks: Sequence[Mapping[str, Any]], *, min_revision: int | None = None) -> list[Decision]:
-        """Many checks (dicts with subject, action, resource?, workspace?) in one request, answered in order;
-        on failure every one is denied."""
-        try:
-            body = self._send(self._call_batch(checks, min_revision))
-            return [decision_of(r) for r in body["results"]]
-        except FAILURES as exc:
-            error = self._failed(exc)
-            return [denied(error) for _ in checks]
+        """Many checks (dicts with subject, action, resource?, workspace?) in one request (one per partition
+        with ``partitions``), answered in order; on failure every check of the failed request is denied."""
+        out: list[Decision] = [denied("not asked")] * len(checks)
+        for positions, call in self._calls_batch(checks, min_revision):
+            try:
+                results = self._send(call)["results"]
+                decided = [decision_of(r) for r in results]
+                if len(decided) != len(positions):
+                    raise LearnAuthzError(f"{len(decided)} results for {len(positions)} checks")
+            except FAILURES as exc:
+                decided = [denied(self._failed(exc))] * len(positions)
+            for i, d in zip(positions, decided):
+                out[i] = d
+        return out
 
     def permissions(
         self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None,
@@ -416,13 +457,25 @@ class AsyncClient(_Base):
             return denied(self._failed(exc))
 
     async def batch(self, checks: Sequence[Mapping[str, Any]], *, min_revision: int | None = None) -> list[Decision]:
-        """Many checks in one request, answered in order; on failure every one is denied."""
-        try:
-            body = await self._send(self._call_batch(checks, min_revision))
-            return [decision_of(r) for r in body["results"]]
-        except FAILURES as exc:
-            error = self._failed(exc)
-            return [denied(error) for _ in checks]
+        """Many checks in one request (one per partition, concurrently, with ``partitions``), answered in
+        order; on failure every check of the failed request is denied. See :meth:`Client.batch`."""
+
+        async def one(call: _Call, count: int) -> list[Decision]:
+            try:
+                decided = [decision_of(r) for r in (await self._send(call))["results"]]
+                if len(decided) != count:
+                    raise LearnAuthzError(f"{len(decided)} results for {count} checks")
+                return decided
+            except FAILURES as exc:
+                return [denied(self._failed(exc))] * count
+
+        calls = self._calls_batch(checks, min_revision)
+        answers = await asyncio.gather(*(one(call, len(positions)) for positions, call in calls))
+        out: list[Decision] = [denied("not asked")] * len(checks)
+        for (positions, _), decided in zip(calls, answers):
+            for i, d in zip(positions, decided):
+                out[i] = d
+        return out
 
     async def permissions(
         self, subject: str | int, *, workspace: str | None = None, min_revision: int | None = None,
