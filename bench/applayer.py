@@ -15,9 +15,10 @@ entry, the decision fast path, metrics, request ids), ``before`` the tree of :da
   ``bench.peer.mix_items`` without the service meta-pack's workspaces (which a token for all
   workspaces may not ask about: a 403 on our side).
 - ``http``: granian with 2 workers and wrk keep-alive (8 connections for single checks, 4 for
-  batches), unpinned and pinned (taskset: server on core 0, wrk on core 1), in the order no-op,
-  before, after for each pinning; requests/s and the server's CPU (utime + stime of its processes
-  during the run) per request.
+  batches), unpinned and pinned (taskset: server on core 0, wrk on core 1), in the order of
+  :data:`VARIANTS` for each pinning; requests/s and the server's CPU (utime + stime of its
+  processes during the run) per request. The no-op runs with one blocking thread (as
+  ``bench.peer`` runs its peers); ours as shipped (4) and with one.
 
 Targets (issue 25): single ≥ 0.85× and batch ≥ 0.6× the no-op's requests/s behind granian.
 Run alone: ``python -m bench.applayer [W] [out.json]`` (W = 100,000 by default; needs the data set
@@ -42,11 +43,16 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEFORE_COMMIT = "143b41d"  # main before issue 25's app-layer work
+# what a server of the tree needs (its root also holds a symlink to a machine's virtualenv)
+TREE = ("app", "bench", "model.conf", "policy", "pyproject.toml", "gunicorn.conf.py")
 TARGETS = {"/v1/check": 0.85, "/v1/check/batch": 0.6}
 ROUNDS = 5
 SINGLES = 4000  # single checks timed per round (in process)
 BATCHES = 60  # batches of 100 timed per round (in process)
 WORKERS = 2
+# (name, tree (None: the tree before), granian blocking threads of ours): as shipped (app.serve: 4, so
+# a request waiting on the database holds no decision), and with the no-op's 1
+VARIANTS = (("noop", ROOT, "1"), ("before", None, "4"), ("after", ROOT, "4"), ("after-1-thread", ROOT, "1"))
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -279,9 +285,13 @@ def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str, be
     try:
         for pin in pinnings:
             server_cpu, wrk_cpu = ("0", "1") if pin == "pinned" else (None, None)
-            for app, root in (("noop", ROOT), ("before", before_root), ("after", ROOT)):
+            for app, root, threads in VARIANTS:
                 log = os.path.join(log_dir, f"applayer-{app}-{pin}.log")
-                with _granian(url, "noop" if app == "noop" else "ours", root, server_cpu, log, extra) as (proc, port):
+                env = {**extra, "SERVE_THREADS": threads}
+                with _granian(url, "noop" if app == "noop" else "ours", root or before_root, server_cpu, log, env) as (
+                    proc,
+                    port,
+                ):
                     for path, items in (("/v1/check", singles), ("/v1/check/batch", batches)):  # warm every worker
                         hb.load_wrk(wrk, port, token, path, items, 4, 3.0, cpu=wrk_cpu)
                     for path, items, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
@@ -320,7 +330,7 @@ def run(url: str, token: str, workspaces: int, log_dir: str) -> dict[str, Any]:
     seconds = float(os.environ.get("BENCH_HTTP_SECONDS") or 10.0)
     out: dict[str, Any] = {"workspaces": workspaces, "before": BEFORE_COMMIT, "targets": TARGETS, "seconds": seconds}
     with tempfile.TemporaryDirectory(prefix="applayer-before-") as tmp:
-        before_root = source_tree(BEFORE_COMMIT, tmp)
+        before_root = source_tree(BEFORE_COMMIT, tmp, TREE)
         print("   in process: before, after", flush=True)
         out["inprocess"] = {
             "before": inprocess(url, token, workspaces, before_root),
