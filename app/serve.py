@@ -33,7 +33,6 @@ from typing import Any
 from flask import Flask
 
 from app import create_app, logs, observability
-from app.api.decision_wsgi import DecisionFastPath
 from app.config import ConfigError
 from app.extensions import authz
 from app.policy.sync import start_listener
@@ -93,11 +92,7 @@ def _drain(stream: Any, limit: int) -> bool:
 def worker_app() -> Flask:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
     app = create_app()
-    front = app.wsgi_app
-    if isinstance(front, DecisionFastPath):  # its answers read the whole body: only what it hands on is drained
-        front.wsgi_app = DrainedBodies(front.wsgi_app)
-    else:
-        app.wsgi_app = DrainedBodies(front)  # type: ignore[method-assign]
+    app.wsgi_app = DrainedBodies(app.wsgi_app)  # type: ignore[method-assign]
     try:
         with app.app_context():
             authz.reload()
