@@ -69,11 +69,14 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 class _Shard:
     """One thread's tallies: written by that thread only, so no increment is ever lost."""
 
-    __slots__ = ("counts", "hists")
+    __slots__ = ("counts", "hists", "allowed", "denied")
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, ...], float] = {}
         self.hists: dict[tuple[str, ...], list[float]] = {}  # labels → [count per bucket..., sum]
+        # authz_decisions by reason, result=allow and result=deny: a string key, no tuple per decision
+        self.allowed: dict[str, float] = {}
+        self.denied: dict[str, float] = {}
 
 
 class HotMetrics(Collector):
@@ -91,7 +94,9 @@ class HotMetrics(Collector):
         counters: Mapping[str, tuple[str, Sequence[str]]],
         histograms: Mapping[str, tuple[str, Sequence[str]]],
         buckets: Sequence[float],
+        decisions: str = "",
     ) -> None:
+        self._decisions = decisions  # the counter :meth:`answered` counts in, labelled (result, reason)
         self._counters = dict(counters)  # name → (help, label names)
         self._histograms = dict(histograms)
         self._buckets = tuple(buckets)
@@ -103,12 +108,13 @@ class HotMetrics(Collector):
         self._files: dict[tuple[str, ...], list[Any]] = {}  # key → prometheus_client values (mmap'd)
 
     def _shard(self) -> _Shard:
-        shard: _Shard | None = getattr(self._local, "shard", None)
-        if shard is None:
+        try:
+            return self._local.shard  # type: ignore[no-any-return]
+        except AttributeError:
             shard = self._local.shard = _Shard()
             with self._lock:
                 self._shards.append(shard)
-        return shard
+            return shard
 
     def inc_each(self, name: str, labels: Iterable[tuple[str, ...]]) -> None:
         """Add 1 to counter name at each of these label values (a batch's decisions)."""
@@ -119,13 +125,37 @@ class HotMetrics(Collector):
 
     def observe(self, name: str, labels: tuple[str, ...], value: float, n: int = 1) -> None:
         """n observations of value in histogram name at these label values."""
-        hists = self._shard().hists
-        key = (name, *labels)
+        self._observe(self._shard().hists, (name, *labels), value, n)
+
+    def _observe(self, hists: dict[tuple[str, ...], list[float]], key: tuple[str, ...], value: float, n: int) -> None:
         row = hists.get(key)
         if row is None:
             row = hists[key] = [0.0] * (len(self._buckets) + 2)  # buckets, +Inf, sum
         row[bisect.bisect_left(self._buckets, value)] += n  # the first bucket with value <= bound
         row[-1] += value * n
+
+    def answered(
+        self,
+        decisions: Sequence[Any],
+        decision_key: tuple[str, ...],
+        decision_seconds: float,
+        request_key: tuple[str, ...],
+        request_seconds: float,
+    ) -> None:
+        """One answered decision request, in one visit to this thread's tallies: each decision
+        (``allowed``, ``reason``) counted by result and reason, the mean time of a decision observed
+        once per decision (at ``decision_key``: name and labels), the request's latency once (at
+        ``request_key``). What :func:`record_decisions`, :func:`observe_decision_time` and
+        ``observe`` record, for ~1/3 of their cost."""
+        shard = self._shard()
+        allowed, denied = shard.allowed, shard.denied
+        for d in decisions:
+            counts = allowed if d.allowed else denied
+            counts[d.reason] = counts.get(d.reason, 0) + 1
+        n = len(decisions)
+        hists = shard.hists
+        self._observe(hists, decision_key, decision_seconds / (n or 1), n)
+        self._observe(hists, request_key, request_seconds, 1)
 
     def _totals(self) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], list[float]]]:
         with self._lock:
@@ -135,6 +165,10 @@ class HotMetrics(Collector):
         for shard in shards:
             for key, v in list(shard.counts.items()):
                 counts[key] = counts.get(key, 0) + v
+            for result, by_reason in (("allow", shard.allowed), ("deny", shard.denied)):
+                for reason, v in list(by_reason.items()):
+                    key = (self._decisions, result, reason)
+                    counts[key] = counts.get(key, 0) + v
             for key, row in list(shard.hists.items()):
                 acc = hists.setdefault(key, [0.0] * len(row))
                 for i, v in enumerate(row):
@@ -278,6 +312,7 @@ def init_app(app: Flask) -> Observability:
             REQUEST_SECONDS: ("HTTP request latency of the API, in seconds.", ("endpoint", "status")),
         },
         LATENCY_BUCKETS,
+        DECISIONS,
     )
     revision: Gauge | None = None
     if path is None:
@@ -421,10 +456,10 @@ def request_id_of(environ: dict[str, Any]) -> str:
     # one request (tests, CLI) and would leak an id into the next request.
     rid = environ.get(_ENV_ID)
     if rid is None:
-        raw = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = raw if _REQUEST_ID.fullmatch(raw) else _new_request_id()
+        raw = environ.get("HTTP_X_REQUEST_ID")
+        rid = raw if raw and _REQUEST_ID.fullmatch(raw) else _new_request_id()
         environ[_ENV_ID] = rid
-    return str(rid)
+    return rid
 
 
 class _RequestIds:

@@ -4,8 +4,8 @@ Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1
 fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1``
 reruns only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest
 size of the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of
-``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``) runs
-only those parts on the largest of ``BENCH_SIZES`` and merges them into the previous
+``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``,
+``conditions``, ``applayer``) runs only those parts on the largest of ``BENCH_SIZES`` and merges them into the previous
 ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs regorus vs a plain
 dict behind gunicorn sync and gthread and granian, realistic mix, keep-alive and ``Connection:
 close``, unpinned and pinned with taskset; ``BENCH_SERVERS`` to choose), the others are described
@@ -47,8 +47,10 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
 # end to end under load, cross-host propagation (network namespaces), the outage drill, a partitioned
-# tier of 4 replicas behind HAProxy beside one unpartitioned process.
-EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "partitions")
+# tier of 4 replicas behind HAProxy beside one unpartitioned process, the app layer against a no-op.
+EXTRA_PARTS = (
+    "memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "partitions", "applayer",
+)
 
 
 def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:

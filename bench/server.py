@@ -134,11 +134,12 @@ def wait_ready(port: int, workers: int, proc: subprocess.Popen[bytes], timeout: 
     raise TimeoutError("not every worker became ready")
 
 
-def source_tree(commit: str, dest: str) -> str:
-    """The project's files at ``commit`` (``git archive``) under dest, for a figure before a change."""
+def source_tree(commit: str, dest: str, paths: tuple[str, ...] = ()) -> str:
+    """The project's files at ``commit`` (``git archive``; only ``paths`` when given) under dest, for a
+    figure before a change."""
     os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryFile() as fh:
-        subprocess.run(["git", "-C", ROOT, "archive", commit], stdout=fh, check=True, timeout=120)
+        subprocess.run(["git", "-C", ROOT, "archive", commit, *paths], stdout=fh, check=True, timeout=120)
         fh.seek(0)
         with tarfile.open(fileobj=fh) as tar:
             tar.extractall(dest, filter=_data_or_skip)

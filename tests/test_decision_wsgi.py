@@ -10,7 +10,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.api import decision_wsgi
+from app.api import decision, decision_wsgi
+from app.extensions import authz
 from tests.test_decision_api import World, make_token
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
 
@@ -124,3 +125,80 @@ def test_switched_off_every_request_goes_through_flask(database_url: str) -> Non
 
     app = make_app(database_url, DECISION_FAST_PATH=False)
     assert not isinstance(app.wsgi_app, decision_wsgi.DecisionFastPath)
+
+
+def _decision_metrics(client: FlaskClient) -> dict[str, float]:
+    """authz_decisions_total and authz_decision_seconds_count series of /metrics, by their labels."""
+    text = client.get("/metrics").get_data(as_text=True)
+    found = re.findall(r"^(authz_decisions_total|authz_decision_seconds_count)(\{[^}]*\}) ([0-9.e+]+)$", text, re.M)
+    return {name + labels: float(value) for name, labels, value in found}
+
+
+def test_fast_path_counts_decisions_like_the_view(
+    app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions by result and reason, and decision time counts, grow by the same amounts on both paths
+    (the fast path records them in one visit to its thread's tallies, the view in three)."""
+    owner, learner = world.uid("simulations.owner"), world.uid("simulations.learner")
+    headers = {"Authorization": f"Bearer {world.token}"}
+    asked = [
+        ("/v1/check", {"subject": owner, **VIEW}),
+        ("/v1/check", {"subject": "nobody@example.com", **VIEW}),
+        ("/v1/check", {"subject": owner, "workspace": "Bad Slug!", "action": "view_dashboard"}),
+        ("/v1/check/batch", {"checks": [{"subject": owner, **VIEW}, {"subject": learner, **VIEW}] * 3}),
+        (
+            "/v1/check/batch",
+            {
+                "checks": [
+                    {"subject": 999_999, **VIEW},
+                    {"subject": learner, "workspace": "nowhere", "action": "view_dashboard"},
+                ]
+            },
+        ),
+        ("/v1/check/batch", {"checks": []}),
+    ]
+
+    def grown() -> dict[str, float]:
+        before = _decision_metrics(client)
+        for path, body in asked:
+            assert client.post(path, data=orjson.dumps(body), content_type=JSON, headers=headers).status_code == 200
+        after = _decision_metrics(client)
+        return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+
+    client.post("/v1/check", data=orjson.dumps(asked[0][1]), content_type=JSON, headers=headers)  # token known
+    fast = grown()
+    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
+    slow = grown()
+    assert fast == slow
+    assert fast['authz_decisions_total{reason="unknown_subject",result="deny"}'] == 2
+    assert fast['authz_decision_seconds_count{endpoint="batch"}'] == 8
+    assert fast['authz_decision_seconds_count{endpoint="check"}'] == 3
+    assert sum(v for k, v in fast.items() if k.startswith("authz_decisions_total")) == 11
+
+
+def test_answers_are_the_encoders_bytes(app: Flask, world: World) -> None:
+    """The JSON joined from each decision's cached bytes is what orjson writes for the whole answer."""
+    owner, learner = world.uid("simulations.owner"), world.uid("simulations.learner")
+    checks = [
+        {"subject": owner, **VIEW},
+        {"subject": learner, "workspace": "simulations-demo", "action": "manage_billing_and_subscription"},
+        {"subject": "nobody@example.com", **VIEW},
+        {"subject": owner, "workspace": "Bad Slug!", "action": "view_dashboard"},
+    ]
+    with app.app_context():
+        eng = authz.engine
+
+        def answered(endpoint: str, body: Any) -> decision.Answered:
+            return decision.parse_and_decide(
+                endpoint, orjson.dumps(body), 1000, lambda _rev: eng, lambda _ws, _eng: None
+            )
+
+        for _ in range(2):  # encoded, then from the cache
+            batch = answered("decision.check_batch", {"checks": checks * 2})
+            assert batch.json == orjson.dumps(decision.batch_payload(batch.decisions, eng.revision, False))
+            assert {d.reason for d in batch.decisions} >= {"unknown_subject", "invalid_request"}
+            for body in checks:
+                one = answered("decision.check", body)
+                assert one.json == orjson.dumps(one.decisions[0].as_dict())
+        empty = answered("decision.check_batch", {"checks": []})
+        assert empty.json == orjson.dumps({"results": [], "revision": eng.revision})

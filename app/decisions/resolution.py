@@ -285,16 +285,24 @@ class Prepared:
 def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
     """Turn an API check into an AccessRequest (references → keys through ``person_of``); unknown
     subject and bad values decided here."""
+    got = _prepared(item, person_of, eng)
+    return Prepared(None, got) if isinstance(got, str) else Prepared(got)
+
+
+def _prepared(item: Check, person_of: Lookup, eng: PolicyEngine) -> AccessRequest | str:
+    """:func:`prepare` without its wrapper (the decision loop's form): the request, or the reason
+    it was decided without the engine."""
     subject = person_of(item.subject)
     if subject is None:
-        return Prepared(None, Reason.UNKNOWN_SUBJECT.value)
+        return Reason.UNKNOWN_SUBJECT.value
     domain = domain_of(item.workspace)
     res = item.resource
     given = item.properties
+    if res is None and given is None:  # the commonest check: nothing but subject, workspace, action
+        return AccessRequest(subject, domain, NO_FACTS, item.action)
     props = Props(given.subject, given.resource, given.action, given.context) if given is not None else NO_PROPS
     if res is None:
-        obj = NO_FACTS if given is None else ResourceFacts(props=props)
-        return Prepared(AccessRequest(subject, domain, obj, item.action))
+        return AccessRequest(subject, domain, ResourceFacts(props=props), item.action)
     attrs = res.attributes
 
     def person(value: object) -> str:
@@ -306,15 +314,15 @@ def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         group = _scope_key(attrs.group, "group")
         team = _scope_key(attrs.team, "team")
     except InvalidIdentifierError:
-        return Prepared(None, Reason.INVALID_REQUEST.value)
+        return Reason.INVALID_REQUEST.value
     grantee = ""
     if attrs.grantee is not None:
         grantee = NEWCOMER if attrs.grantee == NEWCOMER else (person_of(attrs.grantee) or "")
         if not grantee:  # a grantee naming nobody (a wildcard, an unknown id or email) is no target
-            return Prepared(None, Reason.UNKNOWN_MEMBER.value)
+            return Reason.UNKNOWN_MEMBER.value
     target = attrs.target or ""
     if target not in ("", "any"):
-        return Prepared(None, Reason.INVALID_REQUEST.value)
+        return Reason.INVALID_REQUEST.value
     new_role = ""
     if attrs.new_role:
         if attrs.new_role.startswith("role:"):
@@ -322,7 +330,7 @@ def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         else:
             pack = eng.pack_of(domain)
             if not valid_pack(attrs.new_role):
-                return Prepared(None, Reason.INVALID_REQUEST.value)
+                return Reason.INVALID_REQUEST.value
             new_role = pack.role_key(attrs.new_role) if pack is not None else ""
     obj = ResourceFacts(
         type=res.type,
@@ -337,7 +345,7 @@ def prepare(item: Check, person_of: Lookup, eng: PolicyEngine) -> Prepared:
         target=target,
         props=props,
     )
-    return Prepared(AccessRequest(subject, domain, obj, item.action))
+    return AccessRequest(subject, domain, obj, item.action)
 
 
 def _item_refs(items: Sequence[Check]) -> list[tuple[object, str]]:
@@ -350,6 +358,11 @@ def _item_refs(items: Sequence[Check]) -> list[tuple[object, str]]:
             a = it.resource.attributes
             refs.extend((v, domain) for v in (a.assignee, a.owner, a.member, a.grantee) if v is not None)
     return refs
+
+
+# The denials decided before the engine (unknown subject, invalid request...), shared like the
+# engine's own fixed denials: one per reason, replaced when the revision moves.
+_EARLY: dict[str, Decision] = {}
 
 
 def decide(
@@ -368,16 +381,23 @@ def decide(
             ref = user_ref(value)
             return users.get(ref) if ref else None
 
-    out = []
+    out: list[Decision] = []
+    append = out.append
+    record = None if explain else decisionlog.LOG.record  # a real decision (the playground's explain is not traffic)
+    ask = eng.decide
+    early = _EARLY
     for it in items:
-        prep = prepare(it, person_of, eng)
-        if prep.request is None:
-            out.append(Decision(False, prep.early or Reason.INVALID_REQUEST.value, eng.revision))
-        else:
-            decision = eng.decide(prep.request, explain)
-            if not explain:  # a real decision (the playground's explain is not traffic)
-                decisionlog.LOG.record(prep.request, decision.allowed)
-            out.append(decision)
+        req = _prepared(it, person_of, eng)
+        if isinstance(req, str):  # decided without the engine: one shared denial per reason and revision
+            denial = early.get(req)
+            if denial is None or denial.revision != eng.revision:
+                denial = early[req] = Decision(False, req, eng.revision)
+            append(denial)
+            continue
+        decision = ask(req, explain)
+        if record is not None:
+            record(req, decision.allowed)
+        append(decision)
     return out
 
 

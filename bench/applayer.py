@@ -1,0 +1,402 @@
+"""What the app layer costs a decision request: ours vs a no-op app, in process and behind granian (issue 25).
+
+The **no-op** is the plain-dict peer of ``bench.peer`` (``peer_app`` with ``BENCH_PEER=dict``: the body
+parsed by orjson, one dict lookup a check, the answer encoded by orjson) behind the same SHA-256 token
+lookup as ours (a hash of the presented bearer secret looked up in a dict), with the same headers
+(security headers, ``Vary``, ``X-Request-ID``): what any Python WSGI app answering the same question
+pays at least. **Ours** is the app as granian serves it (``app.serve.worker_app``: the access-log
+entry, the decision fast path, metrics, request ids), ``before`` the tree of :data:`BEFORE_COMMIT`
+(``git archive``), ``after`` this tree, in the same run.
+
+- ``inprocess``: µs of CPU (``time.thread_time``, so other processes on the busy machine count
+  less) per request through each WSGI callable with the environ granian builds (its
+  ``os.environ`` copy merged with the request's keys), single checks and batches of 100 (per item),
+  median of rounds alternating the apps; W = the data set's size, the realistic mix of
+  ``bench.peer.mix_items`` without the service meta-pack's workspaces (which a token for all
+  workspaces may not ask about: a 403 on our side).
+- ``http``: granian with 2 workers and wrk keep-alive (8 connections for single checks, 4 for
+  batches), unpinned and pinned (taskset: server on core 0, wrk on core 1), in the order of
+  :data:`VARIANTS` for each pinning; requests/s and the server's CPU (utime + stime of its
+  processes during the run) per request. The no-op runs with one blocking thread (as
+  ``bench.peer`` runs its peers); ours as shipped (4) and with one.
+
+Targets (issue 25): single ≥ 0.85× and batch ≥ 0.6× the no-op's requests/s behind granian.
+Run alone: ``python -m bench.applayer [W] [out.json]`` (W = 100,000 by default; needs the data set
+of ``bench.datagen``, and wrk for the HTTP part).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEFORE_COMMIT = "143b41d"  # main before issue 25's app-layer work
+# what a server of the tree needs (its root also holds a symlink to a machine's virtualenv)
+TREE = ("app", "bench", "model.conf", "policy", "pyproject.toml", "gunicorn.conf.py")
+TARGETS = {"/v1/check": 0.85, "/v1/check/batch": 0.6}
+ROUNDS = 5
+SINGLES = 4000  # single checks timed per round (in process)
+BATCHES = 60  # batches of 100 timed per round (in process)
+WORKERS = 2
+# (name, tree (None: the tree before), granian blocking threads of ours): as shipped (app.serve: 4, so
+# a request waiting on the database holds no decision), and with the no-op's 1
+VARIANTS = (("noop", ROOT, "1"), ("before", None, "4"), ("after", ROOT, "4"), ("after-1-thread", ROOT, "1"))
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+# -- the no-op app -----------------------------------------------------------------------------------
+def noop_app() -> WSGIApp:
+    """The plain-dict peer behind our token check and headers (``BENCH_NOOP_TOKENS``: SHA-256 hex
+    digests, comma-separated; ``BENCH_PEER_DATA``: ``bench.peer.peer_data`` as JSON)."""
+    from app.security import HEADERS
+    from bench.peer import peer_app
+
+    os.environ["BENCH_PEER"] = "dict"
+    inner = peer_app()
+    known = set(os.environ["BENCH_NOOP_TOKENS"].split(","))
+    fixed = (*HEADERS.items(), ("Vary", "Cookie"))
+    prefix = os.urandom(8).hex()
+    counter = itertools.count()
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        scheme, _, secret = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or hashlib.sha256(secret.strip().encode()).hexdigest() not in known:
+            start_response("401 UNAUTHORIZED", [("Content-Type", "application/json"), ("Content-Length", "2")])
+            return [b"{}"]
+        rid = f"{prefix}{next(counter):016x}"
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, *fixed, ("X-Request-ID", rid)])
+
+        return inner(environ, respond)
+
+    return app
+
+
+# -- request bodies ----------------------------------------------------------------------------------
+def bodies(workspaces: int) -> tuple[list[bytes], list[bytes]]:
+    """Single-check bodies and batches of 100 of the realistic mix, without the meta-pack's workspaces."""
+    from app.authz.packs import load_packs
+    from bench.peer import mix_items
+
+    packs = list(load_packs(os.path.join(ROOT, "policy"), os.path.join(ROOT, "model.conf")).packs.values())
+
+    def askable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [it for it in items if packs[int(it["workspace"][1:]) % len(packs)].id != "service"]
+
+    singles = [json.dumps(it).encode() for it in askable(mix_items(workspaces, 5000, 11))]
+    batches = [json.dumps({"checks": askable(mix_items(workspaces, 130, 100 + s))[:100]}).encode() for s in range(20)]
+    return singles, batches
+
+
+# -- in process ----------------------------------------------------------------------------------------
+def _environ_maker(token: str) -> Callable[[str, bytes], dict[str, Any]]:
+    """A granian-like environ for a POST of body to path (granian: ``dict(os.environ) | scope``)."""
+    basic: dict[str, Any] = dict(os.environ)
+    basic.update(
+        {
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SCRIPT_NAME": "",
+            "SERVER_SOFTWARE": "Granian",
+            "wsgi.errors": sys.stderr,
+            "wsgi.input_terminated": True,
+            "wsgi.multiprocess": False,
+            "wsgi.multithread": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+    )
+    auth = f"Bearer {token}"
+
+    def make(path: str, body: bytes) -> dict[str, Any]:
+        return basic | {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "REMOTE_ADDR": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_HOST": "127.0.0.1:8000",
+            "HTTP_AUTHORIZATION": auth,
+            "HTTP_USER_AGENT": "wrk",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+        }
+
+    return make
+
+
+def _cpu_us(app: WSGIApp, make: Callable[[str, bytes], dict[str, Any]], path: str, items: list[bytes], n: int) -> float:
+    status: list[str] = []
+
+    def start_response(code: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        status.append(code)
+
+    t = time.thread_time()
+    for i in range(n):
+        b"".join(app(make(path, items[i % len(items)]), start_response))
+    spent = (time.thread_time() - t) / n * 1e6
+    bad = [s for s in status if not s.startswith("200")]
+    if bad:
+        raise RuntimeError(f"{len(bad)} answers were not 200 (first {bad[0]})")
+    return spent
+
+
+def _inprocess_main(url: str, token: str, workspaces: int, out_path: str) -> None:
+    """In a subprocess whose ``app`` is the tree measured: both apps, alternating rounds."""
+    import logging.config
+
+    import app as app_package
+    from app import logs, observability
+    from app.serve import worker_app
+    from bench.peer import peer_data
+
+    singles, batches = bodies(workspaces)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(peer_data(workspaces), fh)
+    os.environ["BENCH_PEER_DATA"] = fh.name
+    os.environ["BENCH_NOOP_TOKENS"] = hashlib.sha256(token.encode()).hexdigest()
+    noop = noop_app()
+    os.unlink(fh.name)
+    os.environ.update(_server_env(url))
+    logging.config.dictConfig(logs.dict_config(server="granian"))
+    observability.prepare_multiprocess_dir()  # as app.serve.main: metrics flushed to files
+    ours = worker_app()
+    make = _environ_maker(token)
+    for app in (ours, noop):  # warm: every body once
+        _cpu_us(app, make, "/v1/check", singles, len(singles))
+        _cpu_us(app, make, "/v1/check/batch", batches, len(batches))
+    rows: dict[str, list[float]] = {"ours_single": [], "noop_single": [], "ours_batch": [], "noop_batch": []}
+    for _ in range(ROUNDS):
+        for name, app in (("ours", ours), ("noop", noop)):
+            rows[f"{name}_single"].append(_cpu_us(app, make, "/v1/check", singles, SINGLES))
+            rows[f"{name}_batch"].append(_cpu_us(app, make, "/v1/check/batch", batches, BATCHES) / 100)
+    out = {key: statistics.median(v) for key, v in rows.items()}
+    out["app_file"] = app_package.__file__
+    with open(out_path, "w", encoding="utf-8") as fh:
+        json.dump(out, fh)
+    os._exit(0)  # the worker's listener and flusher threads: no orderly shutdown needed
+
+
+def _server_env(url: str) -> dict[str, str]:
+    return {
+        "FLASK_SQLALCHEMY_DATABASE_URI": url,
+        "FLASK_SECRET_KEY": "bench-" + "x" * 32,
+        "FLASK_MAIL_BACKEND": "memory",
+        "FLASK_BATCH_MAX_CHECKS": "1000",
+        "FLASK_DATABASE_STATEMENT_TIMEOUT_SECONDS": "600",
+        "SERVER_SOFTWARE": "granian",
+    }
+
+
+def inprocess(url: str, token: str, workspaces: int, root: str) -> dict[str, Any]:
+    """µs of CPU per request (single) and per item (batch of 100), ours (the tree at root) and no-op."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        out_path = fh.name
+    env = {**os.environ, "PYTHONPATH": root}
+    # run_path, not the file as a script: its directory first on sys.path would shadow the
+    # standard library's http with bench/http.py; the tree measured is root (cwd and PYTHONPATH)
+    script = os.path.abspath(__file__)
+    runner = f"import runpy, sys; sys.argv[1:2] = []; runpy.run_path({script!r}, run_name='__main__')"
+    subprocess.run(
+        [sys.executable, "-c", runner, "-", "inprocess", url, token, str(workspaces), out_path],
+        cwd=root,
+        env=env,
+        check=True,
+        timeout=1800,
+        capture_output=True,
+    )
+    with open(out_path, encoding="utf-8") as fh:
+        result: dict[str, Any] = json.load(fh)
+    os.unlink(out_path)
+    return result
+
+
+# -- behind granian ------------------------------------------------------------------------------------
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime (clock ticks) of pid and its children's processes now (granian's master and workers)."""
+    from bench.server import children
+
+    total = 0
+    for p in (pid, *children(pid)):
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total
+
+
+@contextmanager
+def _granian(url: str, kind: str, root: str, cpu: str | None, log_path: str, extra: dict[str, str]) -> Iterator[Any]:
+    """granian with WORKERS workers serving ours (``app.serve`` of root) or the no-op; yields (proc, port)."""
+    import shutil
+
+    from bench import http as hb
+
+    port = hb.free_port()
+    if kind == "noop":
+        cmd = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(WORKERS),
+               "--blocking-threads", "1", "--host", "127.0.0.1", "--port", str(port), "--no-log",
+               "--factory", "bench.applayer:noop_app"]  # fmt: skip
+        env = hb.app_env(url, ROOT, **extra)
+    else:
+        cmd = [sys.executable, "-m", "app.serve"]
+        env = hb.app_env(url, root, SERVE_BIND=f"127.0.0.1:{port}", SERVE_WORKERS=str(WORKERS), **extra)
+    pin = ["taskset", "-c", cpu] if cpu is not None and shutil.which("taskset") else []
+    with hb.process([*pin, *cmd], env, log_path, cwd=ROOT if kind == "noop" else root) as proc:
+        hb._wait_listening(port, proc, WORKERS, timeout=900, any_answer=kind == "noop")
+        yield proc, port
+
+
+def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str, before_root: str) -> dict[str, Any]:
+    """requests/s and server CPU µs per request of no-op, before and after, behind granian, per pinning."""
+    from bench import http as hb
+
+    wrk = hb.wrk_path()
+    if wrk is None:
+        return {"error": "wrk not installed (apt-get install -y wrk)"}
+    singles, batches = bodies(workspaces)
+    from bench.peer import peer_data
+
+    data_path = os.path.join(tempfile.gettempdir(), f"bench_applayer_peer_w{workspaces}_{os.getpid()}.json")
+    with open(data_path, "w", encoding="utf-8") as fh:
+        json.dump(peer_data(workspaces), fh)
+    extra = {"BENCH_PEER_DATA": data_path, "BENCH_NOOP_TOKENS": hashlib.sha256(token.encode()).hexdigest()}
+    runs: list[dict[str, Any]] = []
+    pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
+    try:
+        for pin in pinnings:
+            server_cpu, wrk_cpu = ("0", "1") if pin == "pinned" else (None, None)
+            for app, root, threads in VARIANTS:
+                log = os.path.join(log_dir, f"applayer-{app}-{pin}.log")
+                env = {**extra, "SERVE_THREADS": threads}
+                with _granian(url, "noop" if app == "noop" else "ours", root or before_root, server_cpu, log, env) as (
+                    proc,
+                    port,
+                ):
+                    for path, items in (("/v1/check", singles), ("/v1/check/batch", batches)):  # warm every worker
+                        hb.load_wrk(wrk, port, token, path, items, 4, 3.0, cpu=wrk_cpu)
+                    for path, items, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
+                        ticks = _cpu_ticks(proc.pid)
+                        r = hb.load_wrk(wrk, port, token, path, items, clients, seconds, cpu=wrk_cpu)
+                        spent = (_cpu_ticks(proc.pid) - ticks) / os.sysconf("SC_CLK_TCK")
+                        r.update(
+                            app=app, pinning=pin, path=path, cpu_us_per_request=spent / max(r["requests"], 1) * 1e6
+                        )
+                        runs.append(r)
+                        print(
+                            f"   {pin:8} {app:6} {path:16} {r['requests_per_s']:8.0f}/s "
+                            f"{r['cpu_us_per_request']:7.1f} µs CPU/request errors {r['errors']}",
+                            flush=True,
+                        )
+    finally:
+        os.unlink(data_path)
+    return {"runs": runs, "ratios": ratios(runs)}
+
+
+def ratios(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """ours (before, after) / no-op requests/s, per pinning and path."""
+    rate = {(r["app"], r["pinning"], r["path"]): r["requests_per_s"] for r in runs}
+    out: dict[str, float] = {}
+    for (app, pin, path), value in rate.items():
+        noop = rate.get(("noop", pin, path))
+        if app != "noop" and noop:
+            out[f"{pin} {path} {app}/noop"] = value / noop
+    return out
+
+
+def run(url: str, token: str, workspaces: int, log_dir: str) -> dict[str, Any]:
+    """Both parts, before and after in the same run."""
+    from bench.server import source_tree
+
+    seconds = float(os.environ.get("BENCH_HTTP_SECONDS") or 10.0)
+    out: dict[str, Any] = {"workspaces": workspaces, "before": BEFORE_COMMIT, "targets": TARGETS, "seconds": seconds}
+    with tempfile.TemporaryDirectory(prefix="applayer-before-") as tmp:
+        before_root = source_tree(BEFORE_COMMIT, tmp, TREE)
+        print("   in process: before, after", flush=True)
+        out["inprocess"] = {
+            "before": inprocess(url, token, workspaces, before_root),
+            "after": inprocess(url, token, workspaces, ROOT),
+        }
+        print("   behind granian", flush=True)
+        out["http"] = http(url, token, workspaces, seconds, log_dir, before_root)
+    return out
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """The app-layer section of the report."""
+    head = ["## The app layer: ours vs a no-op app (issue 25)", ""]
+    if "error" in result:
+        return [*head, f"Not measured: {result['error']}"]
+    w = result["workspaces"]
+    out = [
+        *head,
+        f"W = {w:,}; no-op = the plain-dict peer behind the same token lookup and headers; before = "
+        f"{result['before']}. Targets behind granian: single ≥ {TARGETS['/v1/check']}×, batch ≥ "
+        f"{TARGETS['/v1/check/batch']}× the no-op's requests/s. A shared, busy machine: compare within a run.",
+        "",
+        "In process (µs of CPU, median of rounds; batch: per item of a batch of 100):",
+        "",
+        "| tree | ours single | no-op single | ours batch/item | no-op batch/item |",
+        "|---|---|---|---|---|",
+    ]
+    for tree, r in result["inprocess"].items():
+        out.append(
+            f"| {tree} | {r['ours_single']:.1f} | {r['noop_single']:.1f} "
+            f"| {r['ours_batch']:.2f} | {r['noop_batch']:.2f} |"
+        )
+    http_part = result.get("http", {})
+    if "error" in http_part:
+        return [*out, "", f"HTTP not measured: {http_part['error']}"]
+    out += [
+        "",
+        f"granian, {WORKERS} workers, wrk keep-alive ({result['seconds']:.0f} s a run):",
+        "",
+        "| pinning | path | app | requests/s | server CPU µs/request | / no-op | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ratio = http_part["ratios"]
+    for r in http_part["runs"]:
+        rel = ratio.get(f"{r['pinning']} {r['path']} {r['app']}/noop")
+        shown = f"{rel:.2f}×" if rel else "—"
+        target = "" if r["app"] == "noop" else f"≥ {TARGETS[r['path']]}×"
+        out.append(
+            f"| {r['pinning']} | {r['path']} | {r['app']} | {r['requests_per_s']:,.0f} | "
+            f"{r['cpu_us_per_request']:.1f} | {shown} | {target} |"
+        )
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "inprocess":
+        _inprocess_main(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    else:
+        sys.path.insert(0, ROOT)
+        from bench.datagen import ensure_database
+
+        size = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+        db, meta = ensure_database(size)
+        logs_dir = tempfile.mkdtemp(prefix="applayer-logs-")
+        result = run(db, meta["token"], size, logs_dir)
+        if len(sys.argv) > 2:
+            with open(sys.argv[2], "w", encoding="utf-8") as fh:
+                json.dump(result, fh, indent=2)
+        print("\n".join(lines(result)))
