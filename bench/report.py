@@ -225,7 +225,7 @@ def compare_lines(cmp: dict[str, Any]) -> list[str]:
 
 
 def _compare_set(kind: str, cmp: dict[str, Any]) -> list[str]:
-    title = "20,000 users" if kind == "default" else "as many users as memberships"
+    title = "the default" if kind == "default" else "as many users as memberships"
     if "error" in cmp:
         return [f"### Data set: {title}", "", f"Comparison failed: {cmp['error']}"]
     lines = [
