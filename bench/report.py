@@ -228,6 +228,12 @@ def _compare_set(kind: str, cmp: dict[str, Any]) -> list[str]:
     title = "the default" if kind == "default" else "as many users as memberships"
     if "error" in cmp:
         return [f"### Data set: {title}", "", f"Comparison failed: {cmp['error']}"]
+    if "agreement" not in cmp:
+        return [
+            f"### Data set: {title}",
+            "",
+            "Results of the former comparison (no agreement count): rerun `BENCH_PARTS=compare`.",
+        ]
     lines = [
         f"### W = {cmp['workspaces']:,} workspaces × 10 members, {cmp['users']:,} users ({title})",
         "",

@@ -67,3 +67,10 @@ def test_the_section_prints_agreement_before_the_ratios_and_the_targets_beside_t
     assert "| pinned granian /v1/check/batch ours/noop | 0.61× | 0.61× | 0.61× | ≥ 0.60× (met) |" in text
     assert "authzen_cert: delete, write" in text
     assert "Comparison failed: boom" in text
+
+
+def test_a_former_comparison_without_agreement_prints_no_ratio() -> None:
+    former = {"mix": "m", "peers": ["regorus"], "runs": [_run("ours", 1.0, 0)], "ratios": {"x ours/regorus": 2.0}}
+    text = "\n".join(compare_lines(former))
+    assert "rerun `BENCH_PARTS=compare`" in text
+    assert "ours/regorus" not in text
