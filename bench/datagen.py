@@ -1,6 +1,7 @@
 """The benchmark data set in PostgreSQL: W workspaces × 10 members of every pack, via COPY.
 
-One database per size (``<BENCH_DB_PREFIX>w<W>``, default ``bench_w<W>``), created, migrated and
+One database per size (``<BENCH_DB_PREFIX>w<W>``, default ``bench_w<W>``; ``…w<W>u<N>`` for a data set
+with N users instead of the default 20,000, e.g. as many users as memberships), created, migrated and
 imported like production
 (``upgrade_database``), then the facts are streamed in with ``COPY FROM STDIN`` behind a
 progress bar and logged as one revision. Users for the HTTP benchmark (the decision API resolves
@@ -24,7 +25,7 @@ from bench.world import iter_world
 ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBERS = 10
-HTTP_USERS = 20_000  # users 1..N exist in the users table (the first 2,000 workspaces)
+HTTP_USERS = 20_000  # users 1..N exist in the users table (the first 2,000 workspaces), by default
 SEED = 1
 DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")  # databases are <prefix>w<W>
 
@@ -47,11 +48,29 @@ def _marker(url: str) -> dict[str, Any] | None:
     try:
         with psycopg.connect(_libpq(url)) as c:
             row = c.execute("SELECT workspaces, members, seed, rules, token FROM bench_meta").fetchone()
+            users = c.execute("SELECT count(*) FROM users").fetchone()
     except psycopg.Error:
         return None
-    if row is None:
+    if row is None or users is None:
         return None
-    return {"workspaces": row[0], "members": row[1], "seed": row[2], "rules": row[3], "token": row[4]}
+    return {
+        "workspaces": row[0],
+        "members": row[1],
+        "seed": row[2],
+        "rules": row[3],
+        "token": row[4],
+        "users": users[0],
+    }
+
+
+def user_count(workspaces: int, users: int | None = None) -> int:
+    """Users 1..N of a data set: ``users`` (capped at the memberships), by default ``HTTP_USERS``."""
+    return min(HTTP_USERS if users is None else users, workspaces * MEMBERS)
+
+
+def database_name(workspaces: int, users: int | None = None) -> str:
+    """``<prefix>w<W>``, or ``<prefix>w<W>u<users>`` for a data set with another user count."""
+    return f"{DB_PREFIX}w{workspaces}" + ("" if users is None else f"u{users}")
 
 
 def _upgrade(url: str) -> None:
@@ -65,13 +84,24 @@ def _upgrade(url: str) -> None:
         db.engine.dispose()
 
 
-def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str, Any]]:
-    """(url, metadata) of the data set for W workspaces, created if missing."""
-    name = f"{DB_PREFIX}w{workspaces}"
+def ensure_database(workspaces: int, users: int | None = None, fresh: bool = False) -> tuple[str, dict[str, Any]]:
+    """(url, metadata) of the data set for W workspaces, created if missing.
+
+    ``users``: how many users exist (ids 1..N, email ``u<id>@bench.example``); None keeps the
+    default of ``HTTP_USERS`` (20,000), ``users=W*10`` gives every membership its user.
+    """
+    name = database_name(workspaces, users)
     url = db_url(name)
+    n_users = user_count(workspaces, users)
     if not fresh and _exists(name):
         meta = _marker(url)
-        if meta and meta["workspaces"] == workspaces and meta["members"] == MEMBERS and meta["seed"] == SEED:
+        if (
+            meta
+            and meta["workspaces"] == workspaces
+            and meta["members"] == MEMBERS
+            and meta["seed"] == SEED
+            and meta["users"] == n_users
+        ):
             _upgrade(url)  # a data set made before a migration gets it, like production
             return url, meta
     with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as c:
@@ -107,12 +137,9 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
             "INSERT INTO policy_revisions (id, created_at, kind, message, changes) VALUES (%s, now(), %s, %s, %s)",
             (head[0], "bench", f"bulk load of {rules} facts", "[]"),
         )
-        n_users = min(HTTP_USERS, workspaces * MEMBERS)
         with (
             c.cursor() as cur,
-            cur.copy(
-                "COPY users (id, email, display_name, password_hash, active, created_at) FROM STDIN"
-            ) as copy,
+            cur.copy("COPY users (id, email, display_name, password_hash, active, created_at) FROM STDIN") as copy,
         ):
             for uid in range(1, n_users + 1):
                 copy.write_row((uid, f"u{uid}@bench.example", f"U{uid}", "!", True, "2026-01-01T00:00:00Z"))
@@ -125,9 +152,9 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
     return url, meta
 
 
-def drop_database(workspaces: int) -> None:
+def drop_database(workspaces: int, users: int | None = None) -> None:
     """Remove a data set."""
     eng = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with eng.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{DB_PREFIX}w{workspaces}" WITH (FORCE)'))
+        c.execute(text(f'DROP DATABASE IF EXISTS "{database_name(workspaces, users)}" WITH (FORCE)'))
     eng.dispose()

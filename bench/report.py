@@ -209,40 +209,62 @@ def write_report(results: dict[str, Any], out_dir: str, extra: list[str] | None 
     return text
 
 
+# Targets of issue 25 behind granian (ours over the app named), pinned and unpinned.
+COMPARE_TARGETS = {("/v1/check", "noop"): 0.85, ("/v1/check/batch", "noop"): 0.6}
+REGORUS_TARGET = 1.15
+
+
 def compare_lines(cmp: dict[str, Any]) -> list[str]:
-    """The ours-vs-peers table (from ``bench.peer.compare``) as Markdown lines."""
-    lines = ["## HTTP on the realistic mix: ours vs peers, behind the same servers, same run", ""]
+    """The ours-vs-peers sections (from ``bench.run.run_compare``: one per data set) as Markdown lines."""
+    if "error" in cmp or "runs" in cmp:  # one data set (an older results.json)
+        cmp = {"default": cmp}
+    lines = ["## HTTP on the realistic mix: ours vs a no-op app and answer-equivalent peers, same server, same run"]
+    for kind, one in cmp.items():
+        lines += ["", *_compare_set(kind, one)]
+    return lines
+
+
+def _compare_set(kind: str, cmp: dict[str, Any]) -> list[str]:
+    title = "the default" if kind == "default" else "as many users as memberships"
     if "error" in cmp:
-        return [*lines, f"Comparison failed: {cmp['error']}"]
-    size = f"W = {cmp['workspaces']:,} workspaces × 10 members. " if cmp.get("workspaces") else ""
-    lines.append(
-        f"{size}Mix: {cmp.get('mix')}. Peers: {', '.join(cmp.get('peers', []))}"
-        + ("" if cmp.get("regorus") else " (regorus not installed: `pip install -e '.[bench]'`)")
-        + f". Servers: {', '.join(cmp.get('servers', []))}, {cmp.get('workers', 2)} workers each."
-    )
-    lines += ["", "| pinning | server | connection | path | app | req/s | p50 | p99 | errors |", "|---" * 9 + "|"]
+        return [f"### Data set: {title}", "", f"Comparison failed: {cmp['error']}"]
+    if "agreement" not in cmp:
+        return [
+            f"### Data set: {title}",
+            "",
+            "Results of the former comparison (no agreement count): rerun `BENCH_PARTS=compare`.",
+        ]
+    lines = [
+        f"### W = {cmp['workspaces']:,} workspaces × 10 members, {cmp['users']:,} users ({title})",
+        "",
+        f"Mix: {cmp.get('mix')}. Left out (attribute conditions): "
+        + ", ".join(f"{p}: {', '.join(a)}" for p, a in cmp.get("excluded_actions", {}).items())
+        + f". Servers: {', '.join(cmp.get('servers', []))}, {cmp.get('workers', 2)} workers each; "
+        f"{cmp.get('rounds')} rotated rounds of {cmp.get('seconds'):.0f} s per app and path, keep-alive.",
+        "",
+        f"Agreement with ours on the {cmp.get('mix_requests', 0):,} requests of the mix (must be 0):",
+        "",
+        "| peer | answers | differ from ours |",
+        "|---|---|---|",
+    ]
+    for name, a in cmp.get("agreement", {}).items():
+        lines.append(f"| {name} | {a['requests']:,} | {a['disagree']}{'' if a['disagree'] == 0 else ' (no ratio)'} |")
+    lines += [
+        "",
+        "| ratio of throughputs | min | median | max | target |",
+        "|---|---|---|---|---|",
+    ]
+    for key, v in cmp.get("ratios", {}).items():
+        path, other = key.split(" ")[2], key.rsplit("/", 1)[1]
+        limit = COMPARE_TARGETS.get((path, other), REGORUS_TARGET if other == "regorus" else None)
+        target = "—" if limit is None else f"≥ {limit:.2f}× ({'met' if v['min'] >= limit else '**not met**'})"
+        lines.append(f"| {key} | {v['min']:.2f}× | {v['median']:.2f}× | {v['max']:.2f}× | {target} |")
+    lines += ["", "| pinning | server | round | path | app | req/s | p50 | p99 | errors |", "|---" * 9 + "|"]
     for r in cmp.get("runs", []):
         lines.append(
-            f"| {r['pinning']} | {r['server']} | {'keep-alive' if r['keepalive'] else 'close'} | `{r['path']}` "
-            f"| {r['app']} | {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} "
-            f"| {r['errors']} |"
+            f"| {r['pinning']} | {r['server']} | {r.get('round', 0)} | `{r['path']}` | {r['app']} "
+            f"| {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} | {r['errors']} |"
         )
-    lines += ["", "| ratio (throughput) | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.2f}× |" for k, v in cmp.get("ratios", {}).items()]
-    if cmp.get("paced"):
-        lines += [
-            "",
-            f"Latency at one offered load ({_fmt(cmp.get('paced_rate'))} single checks/s in all, wrk paced):",
-            "",
-            "| pinning | server | connection | app | req/s | p50 | p99 | errors |",
-            "|---" * 8 + "|",
-        ]
-        for r in cmp["paced"]:
-            lines.append(
-                f"| {r['pinning']} | {r['server']} | {'keep-alive' if r['keepalive'] else 'close'} | {r['app']} "
-                f"| {_fmt(r['requests_per_s'])} | {_fmt(r['p50_ms'], ' ms')} | {_fmt(r['p99_ms'], ' ms')} "
-                f"| {r['errors']} |"
-            )
     return lines
 
 

@@ -5,10 +5,11 @@ fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH
 reruns only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest
 size of the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of
 ``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``,
-``conditions``, ``applayer``) runs only those parts on the largest of ``BENCH_SIZES`` and merges them into the previous
-``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs regorus vs a plain
-dict behind gunicorn sync and gthread and granian, realistic mix, keep-alive and ``Connection:
-close``, unpinned and pinned with taskset; ``BENCH_SERVERS`` to choose), the others are described
+``conditions``, ``partitions``, ``applayer``) runs only those parts on the largest of ``BENCH_SIZES`` and
+merges them into the previous ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours
+vs a no-op app and the answer-equivalent regorus and dict peers behind granian, realistic mix,
+agreement counted first, unpinned and pinned with taskset, ``BENCH_ROUNDS`` rotated rounds;
+``BENCH_SERVERS``, ``BENCH_PEERS`` and ``BENCH_COMPARE_USERS`` to choose), the others are described
 in :data:`EXTRA_PARTS` (default: everything).
 ``BENCH_DB_PREFIX`` (default ``bench_``) names the databases, ``BENCH_PORT_BASE`` the first port the
 servers use (default: any free port), ``BENCH_HTTP_SECONDS`` one wrk run's length (5 s quick, else
@@ -29,7 +30,7 @@ import time
 from typing import Any
 
 from bench import http as http_bench
-from bench.datagen import ensure_database
+from bench.datagen import MEMBERS, ensure_database
 from bench.report import write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,14 +111,24 @@ def main_parts(names: list[str]) -> None:
 
 
 def run_compare(largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:
-    """Ours vs the peers on the realistic mix (``bench.peer``); also written to compare.json."""
+    """Ours vs the answer-equivalent peers on the realistic mix (``bench.peer``), on each data set
+    of ``BENCH_COMPARE_USERS`` (``default``: 20,000 users; ``all``: as many users as memberships);
+    also written to compare.json."""
     from bench import peer
 
-    print(f"== ours vs peers, realistic mix (W = {largest:,})", flush=True)
-    try:
-        out = peer.compare(url, dbmeta["token"], largest, HTTP_SECONDS, RESULTS)
-    except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
-        out = {"error": f"{type(exc).__name__}: {exc}"}
+    out: dict[str, Any] = {}
+    for kind in [k for k in os.environ.get("BENCH_COMPARE_USERS", "default,all").split(",") if k]:
+        users = None if kind == "default" else largest * MEMBERS
+        print(f"== ours vs peers, realistic mix (W = {largest:,}, users: {kind})", flush=True)
+        try:
+            if users is None:
+                at_url, token = url, dbmeta["token"]
+            else:
+                at_url, meta = ensure_database(largest, users=users)
+                token = meta["token"]
+            out[kind] = peer.compare(at_url, token, largest, HTTP_SECONDS, RESULTS, users=users)
+        except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
+            out[kind] = {"error": f"{type(exc).__name__}: {exc}"}
     with open(os.path.join(RESULTS, "compare.json"), "w", encoding="utf-8") as fh:
         json.dump(out, fh, indent=2)
     return out

@@ -1,41 +1,76 @@
-"""The peer-comparison part of the bench: its ratios and its Markdown table, from a results dict."""
+"""The peer-comparison part of the bench: its ratios (per round, with their spread, none for a peer
+that disagrees with ours) and its Markdown sections, from a results dict."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from bench.peer import ratios
 from bench.report import compare_lines
 
 
-def _run(app: str, rps: float, server: str = "gunicorn-gthread", keep: bool = True) -> dict[str, object]:
-    return {"app": app, "server": server, "pinning": "pinned", "keepalive": keep, "path": "/v1/check",
-            "requests_per_s": rps, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0}
+def _run(app: str, rps: float, rnd: int, path: str = "/v1/check", pin: str = "pinned") -> dict[str, Any]:
+    return {
+        "app": app,
+        "server": "granian",
+        "pinning": pin,
+        "keepalive": True,
+        "path": path,
+        "round": rnd,
+        "requests_per_s": rps,
+        "p50_ms": 1.0,
+        "p99_ms": 2.0,
+        "errors": 0,
+    }
 
 
-def test_ratio_is_ours_mean_over_peer_and_the_table_shows_it() -> None:
-    runs = [_run("ours", 900.0), _run("regorus", 1000.0), _run("ours", 1100.0)]
-    r = ratios(runs)
-    assert r == {"pinned gunicorn-gthread keep-alive /v1/check ours/regorus": 1.0}
-    text = "\n".join(compare_lines({"mix": "m", "peers": ["regorus"], "regorus": True, "runs": runs, "ratios": r}))
-    assert "| pinned gunicorn-gthread keep-alive /v1/check ours/regorus | 1.00× |" in text
-    assert text.count("| pinned | gunicorn-gthread | keep-alive | `/v1/check` |") == 3
+AGREE = {"regorus": {"requests": 7000, "disagree": 0}, "dict": {"requests": 7000, "disagree": 3}}
 
 
-def test_ours_behind_granian_is_also_set_against_each_peer_behind_gunicorn() -> None:
+def test_ratios_are_per_round_with_their_spread_and_none_for_a_peer_that_disagrees() -> None:
     runs = [
-        _run("ours", 3000.0, "granian"), _run("regorus", 2000.0, "granian"), _run("ours", 3000.0, "granian"),
-        _run("ours", 900.0, "gunicorn-sync", keep=False), _run("regorus", 1200.0, "gunicorn-sync", keep=False),
-        _run("ours", 900.0, "gunicorn-sync", keep=False),
+        *(_run("ours", 1000.0, 0), _run("noop", 2000.0, 0), _run("regorus", 500.0, 0), _run("dict", 900.0, 0)),
+        *(_run("ours", 1200.0, 1), _run("noop", 2000.0, 1), _run("regorus", 800.0, 1), _run("dict", 900.0, 1)),
+        *(_run("ours", 900.0, 2), _run("noop", 1000.0, 2), _run("regorus", 1000.0, 2), _run("dict", 900.0, 2)),
     ]
-    r = ratios(runs)
-    assert r["pinned granian keep-alive /v1/check ours/regorus"] == 1.5
-    assert r["pinned gunicorn-sync close /v1/check ours/regorus"] == 0.75
-    assert r["pinned /v1/check ours@granian keep-alive / regorus@gunicorn-sync close"] == 2.5
-    assert not any("@granian keep-alive / regorus@granian" in k for k in r)
-    assert "Comparison failed: boom" in "\n".join(compare_lines({"error": "boom"}))
+    r = ratios(runs, AGREE)
+    noop = r["pinned granian /v1/check ours/noop"]
+    assert (noop["min"], noop["median"], noop["max"]) == (0.5, 0.6, 0.9)
+    rego = r["pinned granian /v1/check ours/regorus"]
+    assert (rego["min"], rego["median"], rego["max"]) == (0.9, 1.5, 2.0)
+    assert not any(k.endswith("ours/dict") for k in r)  # it disagrees: no ratio
 
 
-def test_paced_runs_get_their_own_latency_table() -> None:
-    paced = [{**_run("ours", 1990.0, "granian"), "paced": 2000.0}, {**_run("regorus", 1995.0), "paced": 2000.0}]
-    text = "\n".join(compare_lines({"mix": "m", "peers": ["regorus"], "runs": [], "paced": paced, "paced_rate": 2000}))
-    assert "Latency at one offered load (2,000 single checks/s in all, wrk paced):" in text
-    assert "| pinned | granian | keep-alive | ours | 1,990 | 1.00 ms | 2.00 ms | 0 |" in text
+def test_the_section_prints_agreement_before_the_ratios_and_the_targets_beside_them() -> None:
+    runs = [_run("ours", 900.0, 0), _run("noop", 1000.0, 0), _run("regorus", 1000.0, 0)]
+    runs += [_run("ours", 610.0, 0, "/v1/check/batch"), _run("noop", 1000.0, 0, "/v1/check/batch")]
+    cmp = {
+        "workspaces": 100_000,
+        "users": 1_000_000,
+        "mix": "m",
+        "mix_requests": 7000,
+        "excluded_actions": {"authzen_cert": ["delete", "write"]},
+        "servers": ["granian"],
+        "rounds": 1,
+        "seconds": 10.0,
+        "agreement": AGREE,
+        "runs": runs,
+        "ratios": ratios(runs, AGREE),
+    }
+    text = "\n".join(compare_lines({"all": cmp, "default": {"error": "boom"}}))
+    assert "1,000,000 users (as many users as memberships)" in text
+    assert "| dict | 7,000 | 3 (no ratio) |" in text
+    assert "| regorus | 7,000 | 0 |" in text
+    assert text.index("differ from ours") < text.index("ratio of throughputs")
+    assert "| pinned granian /v1/check ours/noop | 0.90× | 0.90× | 0.90× | ≥ 0.85× (met) |" in text
+    assert "| pinned granian /v1/check ours/regorus | 0.90× | 0.90× | 0.90× | ≥ 1.15× (**not met**) |" in text
+    assert "| pinned granian /v1/check/batch ours/noop | 0.61× | 0.61× | 0.61× | ≥ 0.60× (met) |" in text
+    assert "authzen_cert: delete, write" in text
+    assert "Comparison failed: boom" in text
+
+
+def test_a_former_comparison_without_agreement_prints_no_ratio() -> None:
+    former = {"mix": "m", "peers": ["regorus"], "runs": [_run("ours", 1.0, 0)], "ratios": {"x ours/regorus": 2.0}}
+    text = "\n".join(compare_lines(former))
+    assert "rerun `BENCH_PARTS=compare`" in text
+    assert "ours/regorus" not in text
