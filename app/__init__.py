@@ -39,7 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     register_error_handlers(app)
 
-    from .api import auth, authzen, decision, docs, groups, health, members, policy
+    from .api import auth, authzen, decision, docs, feed, groups, health, members, policy
     from .web import pages, workbench
 
     for blueprint in (
@@ -48,6 +48,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         members.bp,
         groups.bp,
         decision.bp,
+        feed.bp,
         authzen.bp,
         policy.bp,
         docs.bp,

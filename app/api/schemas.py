@@ -81,6 +81,14 @@ class ExplainQuery(QueryModel):
     min_revision: Annotated[int, Field(ge=0)] | None = None
 
 
+class FeedQuery(QueryModel):
+    """Query string of ``/v1/snapshot`` and ``/v1/changes``: narrow the view (∩ the token's binding)."""
+
+    since: Annotated[int, Field(ge=0)] | None = None
+    partition: Annotated[str, Field(max_length=16)] | None = None
+    workspaces: Annotated[str, Field(max_length=4000)] | None = None
+
+
 class CheckResult(BaseModel):
     """A decision: allowed or not, a stable reason code, the policy revision."""
 
