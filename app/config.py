@@ -109,6 +109,7 @@ DEFAULTS: dict[str, Any] = {
     "FOLLOWER_UPSTREAM": "",
     "FOLLOWER_TOKEN": "",
     "FOLLOWER_RETRY_MAX_SECONDS": 5.0,  # reconnect back-off cap
+    "FOLLOWER_READ_TIMEOUT_SECONDS": 15.0,  # a feed silent this long (no event, no heartbeat) is reconnected
     "MAX_INVITES_PER_REQUEST": 500,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600.0,  # how long an Idempotency-Key and its outcome are kept (app.idempotency)
     "IDEMPOTENCY_LEASE_SECONDS": 30.0,  # a key's attempt is "in progress" (409) this long unless it finishes

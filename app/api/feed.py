@@ -34,7 +34,6 @@ from app.policy.tokens import TokenIdentity
 bp = Blueprint("feed", __name__, url_prefix="/v1")
 
 CHUNK = 64 * 1024
-DATABASE = "feed"  # the snapshot header's database field: a feed snapshot, whatever database it came from
 MEDIA_TYPE = "application/vnd.learnauthz.snapshot"
 _SLOTS = "feed_slots"
 _WAKE_SECONDS = 0.005  # how often a stream looks at this process's known head (memory, no query)
@@ -74,7 +73,7 @@ def get_snapshot() -> Response:
     with Session(db.engine) as session:
         revision, state = feed.snapshot_state(session, view)
     model_text = Path(current_app.config["MODEL_PATH"]).read_text(encoding="utf-8")
-    data = snapshot.encode(state, revision, current_at, snapshot.model_digest(model_text), DATABASE)
+    data = snapshot.encode(state, revision, current_at, snapshot.model_digest(model_text), feed.DATABASE)
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(data), CHUNK):

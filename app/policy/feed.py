@@ -43,6 +43,7 @@ from app.policy.directory import USER_FACTS, parse_catalog
 from app.policy.tokens import TokenIdentity
 
 PLATFORM = "*"  # the domain of platform roles
+DATABASE = "feed"  # a feed snapshot's header names this as its database (whichever one it was read from)
 
 
 @dataclass(frozen=True)
