@@ -163,7 +163,7 @@ def main(
             respawn_failed_workers=True,
             log_dictconfig=log_config,
             log_access=False,
-            **where,  # type: ignore[arg-type]
+            **where,
         ).serve()
     finally:
         observability.remove_private_dir(metrics_dir)

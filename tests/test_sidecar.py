@@ -37,7 +37,12 @@ from bench.outage import HIGH, HIGH_ACTION, OPERATOR, PASSWORD, WRITE_PACK, buil
 from tests.conftest import ROOT, fresh_pg_database
 from tests.test_multiprocess import _free_port
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    # httpx leaves the socket of a refused Unix-socket connect (the sidecar not listening yet) to the collector
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 SECRET = "sidecar-test-0123456789abcdef0123456789abcdef"
 CHANGES = 60  # role changes measured
@@ -96,7 +101,12 @@ def _central(url: str, port: int, log: Path, **settings: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def _sidecar(upstream: str, token: str, log: Path, *where: str, workspaces: str = "") -> Iterator[Any]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FLASK_FOLLOWER_TOKEN": token, "FLASK_FOLLOWER_READ_TIMEOUT_SECONDS": "3"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FLASK_FOLLOWER_TOKEN": token,
+        "FLASK_FOLLOWER_READ_TIMEOUT_SECONDS": "3",
+    }
     for key in ("FLASK_SQLALCHEMY_DATABASE_URI", "DATABASE_URL"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "app", "sidecar", "--upstream", upstream, "--max-staleness", str(STALENESS_S), *where]
@@ -121,8 +131,12 @@ def _batch(http: httpx.Client | requests.Session, base: str, token: str, checks:
 def _sign_in(base: str) -> tuple[requests.Session, str]:
     http = requests.Session()
     csrf = http.get(base + "/api/auth/csrf", timeout=10).json()["csrf_token"]
-    r = http.post(base + "/api/auth/signin", json={"email": OPERATOR, "password": PASSWORD},
-                  headers={"X-CSRFToken": csrf}, timeout=10)
+    r = http.post(
+        base + "/api/auth/signin",
+        json={"email": OPERATOR, "password": PASSWORD},
+        headers={"X-CSRFToken": csrf},
+        timeout=10,
+    )
     r.raise_for_status()
     return http, str(r.json()["csrf_token"])
 
@@ -141,9 +155,13 @@ def test_sidecars_follow_the_central_tier(tmp_path: Path) -> None:
         few, wide = _tokens(url, held)
         port, side_port = _free_port(), _free_port()
         uds = str(tmp_path / "sidecar.sock")
-        with _central(url, port, tmp_path / "central.log") as base, _sidecar(
-            base, few, tmp_path / "side-few.log", "--bind", f"127.0.0.1:{side_port}", workspaces=",".join(held)
-        ), _sidecar(base, wide, tmp_path / "side-all.log", "--uds", uds):
+        with (
+            _central(url, port, tmp_path / "central.log") as base,
+            _sidecar(
+                base, few, tmp_path / "side-few.log", "--bind", f"127.0.0.1:{side_port}", workspaces=",".join(held)
+            ),
+            _sidecar(base, wide, tmp_path / "side-all.log", "--uds", uds),
+        ):
             side = f"http://127.0.0.1:{side_port}"
             tcp = _client(side)
             _wait(lambda: tcp.get("/readyz").status_code == 200, 60, "sidecar /readyz")
@@ -181,16 +199,22 @@ def test_sidecars_follow_the_central_tier(tmp_path: Path) -> None:
             for slug, uid in targets:
                 ask = {"subject": uid, "workspace": slug, "action": HIGH_ACTION}
                 assert tcp.post("/v1/check", json=ask, headers=auth).json()["allowed"] is False
-                r = web.patch(f"{base}/api/workspaces/{slug}/members/{uid}", json={"role": HIGH},
-                              headers={"X-CSRFToken": csrf}, timeout=10)
+                r = web.patch(
+                    f"{base}/api/workspaces/{slug}/members/{uid}",
+                    json={"role": HIGH},
+                    headers={"X-CSRFToken": csrf},
+                    timeout=10,
+                )
                 assert r.status_code == 200, r.text
                 t0 = time.perf_counter()
                 while not tcp.post("/v1/check", json=ask, headers=auth).json()["allowed"]:
                     assert time.perf_counter() - t0 < VISIBLE_BOUND_S, (slug, uid)
                 delays.append(time.perf_counter() - t0)
             p50, p99 = statistics.median(delays) * 1000, _pct(delays, 0.99) * 1000
-            print(f"\nrole change visible at the sidecar: n={len(delays)} p50 {p50:.1f} ms p99 {p99:.1f} ms "
-                  f"max {max(delays) * 1000:.1f} ms (PATCH answered -> first allowed, polling)")
+            print(
+                f"\nrole change visible at the sidecar: n={len(delays)} p50 {p50:.1f} ms p99 {p99:.1f} ms "
+                f"max {max(delays) * 1000:.1f} ms (PATCH answered -> first allowed, polling)"
+            )
 
             web.close()
 
@@ -198,8 +222,12 @@ def test_sidecars_follow_the_central_tier(tmp_path: Path) -> None:
             head = requests.get(base + "/readyz", timeout=5).json()["revision"]
             slug, uid = next(t for t in world.targets if t[0] in held and t not in targets)
             web, csrf = _sign_in(base)
-            r = web.patch(f"{base}/api/workspaces/{slug}/members/{uid}", json={"role": HIGH},
-                          headers={"X-CSRFToken": csrf}, timeout=10)
+            r = web.patch(
+                f"{base}/api/workspaces/{slug}/members/{uid}",
+                json={"role": HIGH},
+                headers={"X-CSRFToken": csrf},
+                timeout=10,
+            )
             assert r.status_code == 200
             web.close()
             ask = {"subject": uid, "workspace": slug, "action": HIGH_ACTION, "min_revision": head + 1}
@@ -229,10 +257,16 @@ def _sidecar_pair_outlives(tmp_path: Path, url: str, few: str, wide: str, held: 
     side = f"http://127.0.0.1:{side_port}"
     mine = [c for c in world.checks if c["workspace"] in held]
     auth = {"Authorization": f"Bearer {few}"}
-    with _sidecar(f"http://127.0.0.1:{port}", few, tmp_path / "side-2.log", "--bind", f"127.0.0.1:{side_port}",
-                  workspaces=",".join(held)) as proc:
+    with _sidecar(
+        f"http://127.0.0.1:{port}",
+        few,
+        tmp_path / "side-2.log",
+        "--bind",
+        f"127.0.0.1:{side_port}",
+        workspaces=",".join(held),
+    ) as proc:
         tcp = _client(side)
-        with _central(url, port, tmp_path / "central-2.log") as base:
+        with _central(url, port, tmp_path / "central-2.log"):
             _wait(lambda: tcp.get("/readyz").status_code == 200, 60, "sidecar /readyz")
             before = _batch(tcp, "", few, mine)
             revision = tcp.get("/readyz").json()["revision"]
@@ -242,8 +276,11 @@ def _sidecar_pair_outlives(tmp_path: Path, url: str, few: str, wide: str, held: 
         assert _batch(tcp, "", few, mine) == before
         ready = tcp.get("/readyz").json()
         assert ready["staleness_seconds"] is not None and ready["revision"] == revision
-        _wait(lambda: tcp.post("/v1/check", json=mine[0], headers=auth).status_code == 503, STALENESS_S + 10,
-              "fail closed")
+        _wait(
+            lambda: tcp.post("/v1/check", json=mine[0], headers=auth).status_code == 503,
+            STALENESS_S + 10,
+            "fail closed",
+        )
         closed = time.monotonic() - stopped
         assert closed >= STALENESS_S - 1.5
         assert tcp.get("/readyz").status_code == 503
@@ -252,15 +289,20 @@ def _sidecar_pair_outlives(tmp_path: Path, url: str, few: str, wide: str, held: 
         _promote_directly(url, slug, uid)
         with _central(url, port, tmp_path / "central-3.log", FEED_RETAINED_REVISIONS="0"):
             ask = {"subject": uid, "workspace": slug, "action": HIGH_ACTION}
-            _wait(lambda: tcp.post("/v1/check", json=ask, headers=auth).json().get("allowed") is True, 30,
-                  "the change after a re-snapshot")
+            _wait(
+                lambda: tcp.post("/v1/check", json=ask, headers=auth).json().get("allowed") is True,
+                30,
+                "the change after a re-snapshot",
+            )
             _wait(lambda: tcp.get("/readyz").json()["sync"]["listener"]["connected"], 10, "reconnected")
             status = tcp.get("/readyz").json()["sync"]["listener"]
             assert status["snapshots"] >= 2
         assert proc.poll() is None
         tcp.close()
-        yield f"sidecar: answered through the outage, failed closed {closed:.1f} s after the central tier stopped " \
-              f"(bound {STALENESS_S} s), re-snapshot after a 410 ({status['snapshots']} snapshots)"
+        yield (
+            f"sidecar: answered through the outage, failed closed {closed:.1f} s after the central tier stopped "
+            f"(bound {STALENESS_S} s), re-snapshot after a 410 ({status['snapshots']} snapshots)"
+        )
 
 
 def _promote_directly(url: str, slug: str, uid: int) -> None:
@@ -270,8 +312,9 @@ def _promote_directly(url: str, slug: str, uid: int) -> None:
     from app.membership import members
     from app.models import User, Workspace
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "memory",
-                      "POLICY_SYNC": "off"})
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "memory", "POLICY_SYNC": "off"}
+    )
     with app.app_context():
         session = db.session()
         operator = session.query(User).filter_by(email=OPERATOR).one()

@@ -109,7 +109,8 @@ def readyz() -> tuple[Response, int]:
     age = status.get("seconds_since_sync")
     # A listener behind while the database answers is out of step; during an outage the
     # staleness bound (POLICY_MAX_STALENESS_SECONDS) decides instead.
-    if listener and max_age > 0 and age is not None and age > max_age and "ok" in (checks.get("database"), checks.get("upstream")):
+    answering = "ok" in (checks.get("database"), checks.get("upstream"))
+    if listener and max_age > 0 and age is not None and age > max_age and answering:
         checks["sync_age"] = "stale"
     ready = (
         checks.get("policy") == "loaded"

@@ -79,8 +79,13 @@ class Follower:
             with urllib.request.urlopen(req, timeout=self.read_timeout * 4) as resp:  # noqa: S310 - the configured upstream
                 data = resp.read()
             snap = snapshot.decode(data, self.model_sha, feed.DATABASE)
-            source = {"source": "upstream", "upstream": self.upstream, "revision": snap.meta.revision,
-                      "bytes": len(data), "seconds": round(time.monotonic() - t0, 3)}
+            source = {
+                "source": "upstream",
+                "upstream": self.upstream,
+                "revision": snap.meta.revision,
+                "bytes": len(data),
+                "seconds": round(time.monotonic() - t0, 3),
+            }
             eng = self.runtime.adopt(self.app, snap.state, snap.meta.revision, source)
             self.snapshots += 1
             return eng
@@ -120,7 +125,9 @@ class Follower:
                     fresh = self._follow(self.runtime.engine.revision)
                     delay = FIRST_RETRY_SECONDS
                 except FeedGoneError:
-                    log.warning("the upstream no longer holds revision %s: loading a snapshot", self.runtime.engine.revision)
+                    log.warning(
+                        "the upstream no longer holds revision %s: loading a snapshot", self.runtime.engine.revision
+                    )
                     fresh = True
                 except Exception as exc:  # noqa: BLE001 - any failure: keep deciding from memory, retry with back-off
                     self.connected = False
