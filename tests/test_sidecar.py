@@ -50,8 +50,8 @@ VISIBLE_BOUND_S = 2.0  # generous: the target is p99 ≤ 20 ms (printed, and in 
 STALENESS_S = 4.0
 
 
-def _tokens(url: str, held: list[str]) -> tuple[str, str]:
-    """A feed token bound to ``held`` and a wide feed token."""
+def _tokens(url: str, held: list[str], names: tuple[str, str] = ("sidecar-few", "sidecar-all")) -> tuple[str, str]:
+    """A feed token bound to ``held`` and a wide feed token (named ``names``)."""
     from app import create_app
     from app.extensions import db
     from app.policy import tokens
@@ -59,8 +59,8 @@ def _tokens(url: str, held: list[str]) -> tuple[str, str]:
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "memory"})
     with app.app_context():
         session = db.session()
-        _, few = tokens.create_token(session, "sidecar-few", workspaces=held, feed=True)
-        _, wide = tokens.create_token(session, "sidecar-all", all_workspaces=True, feed=True)
+        _, few = tokens.create_token(session, names[0], workspaces=held, feed=True)
+        _, wide = tokens.create_token(session, names[1], all_workspaces=True, feed=True)
         session.commit()
         db.session.remove()
         db.engine.dispose()
