@@ -30,12 +30,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     authz.init_app(app, db)
-    if app.config["FOLLOWER_UPSTREAM"]:
-        return _follower_app(app)
+    # A follower (`learnauthz sidecar`, app.sidecar): its policy from the upstream's change feed, no
+    # database (the ORM is bound to an empty in-memory SQLite only because the shared views import
+    # it); decisions, health and metrics only, nothing writes (app.api.follower answers 404 for the rest).
+    follower = bool(app.config["FOLLOWER_UPSTREAM"])
 
     from . import after_commit
 
-    after_commit.init_app(app, db)  # the one after-commit path: policy, tokens, directory
+    if not follower:
+        after_commit.init_app(app, db)  # the one after-commit path: policy, tokens, directory
 
     from .errors import register_error_handlers
 
@@ -73,33 +76,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from .cli import register_cli
 
-    register_cli(app)
-    return app
-
-
-def _follower_app(app: Flask) -> Flask:
-    """A follower (``learnauthz sidecar``, ``app.sidecar``): the decision surfaces, health and metrics
-    only, its policy from the upstream's change feed (``app.policy.follower``); nothing writes, and
-    every other path is 404. The ORM is bound to an empty in-memory SQLite only because the shared
-    views import it: no query of theirs runs on a follower's path (tokens, users and catalogs are in memory)."""
-    from .errors import register_error_handlers
-
-    register_error_handlers(app)
-
-    from .api import authzen, decision, health
-
-    for blueprint in (health.bp, decision.bp, authzen.bp):
-        app.register_blueprint(blueprint)
-
-    from . import sidecar
-
-    sidecar.restrict(app)
-
-    from . import security
-
-    security.init_app(app)  # headers, the decision rate limit (DECISION_RATE_LIMIT)
-
-    from .api import decision_wsgi
-
-    decision_wsgi.install(app)
+    if not follower:
+        register_cli(app)
     return app

@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 
 import click
-from flask import Flask, request
+from flask import Flask
 
 from app import create_app, logs, observability
 from app.authz.selection import Selection
 from app.config import ConfigError, load_config
-from app.errors import NotFoundError
 from app.extensions import authz
 from app.policy.follower import Follower
 from app.serve import SERVER, THREADS, DrainedBodies, _bind
@@ -33,30 +32,7 @@ from app.startup import EXIT_BAD_SETTING
 
 log = logging.getLogger("app.sidecar")
 
-# What a follower serves: decisions (check, batch, AuthZEN), health and metrics. Nothing writes.
-ENDPOINTS = frozenset(
-    {
-        "health.healthz",
-        "health.readyz",
-        "health.metrics",
-        "decision.check",
-        "decision.check_batch",
-        "authzen.evaluation",
-        "authzen.evaluations",
-        "authzen.configuration",
-    }
-)
 DEFAULT_STALENESS = 60.0
-
-
-def restrict(app: Flask) -> None:
-    """Answer 404 for every path a follower does not serve (before the view, and before a 405)."""
-
-    def only_decisions() -> None:
-        if request.endpoint not in ENDPOINTS:
-            raise NotFoundError("not served by a sidecar (decisions, health and metrics only)")
-
-    app.before_request(only_decisions)
 
 
 def follower_of(app: Flask) -> Follower:
