@@ -47,7 +47,7 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
 # end to end under load, cross-host propagation (network namespaces), the outage drill.
-EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions")
+EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "feed")
 
 
 def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict
     print(f"== {name} (W = {largest:,})", flush=True)
     try:
         mod = importlib.import_module(f"bench.{name}")
-        if name == "outage":  # its own private PostgreSQL and data set
+        if name in ("outage", "feed"):  # their own private PostgreSQL and data sets
             out = mod.run(RESULTS)
         else:
             out = mod.run(url, dbmeta["token"], largest, RESULTS)
