@@ -247,3 +247,21 @@ def test_feed_refusals(app: Flask) -> None:
     finally:
         held.close()
     assert client.get(f"/v1/changes?since={head}", headers=auth).status_code == 200  # the slot came back
+
+
+def test_revocations_reach_only_followers_that_hold_the_token(app: Flask) -> None:
+    app.config.update(FEED_MAX_SECONDS=0.2, FEED_MAX_CONNECTIONS=4)
+    inside, outside = create_workspace("feedin", "classroom"), create_workspace("feedout", "classroom")
+    follower, _ = _token("follower", workspaces=[inside.slug])
+    held, _ = _token("held", feed=False, workspaces=[inside.slug])
+    other, _ = _token("other", feed=False, workspaces=[outside.slug])
+    start = policy_store.current_revision(db.session())
+    for name in ("held", "other"):
+        tokens.revoke_token(db.session(), name)
+        db.session.commit()
+    resp = app.test_client().get(f"/v1/changes?since={start}", headers={"Authorization": f"Bearer {follower}"})
+    events = _events(resp.get_data(as_text=True))
+    assert [e["revision"] for e in events] == [start + 1, start + 2]
+    assert events[0].get("revoked") == [hash_token(held)]  # a token bound inside the follower's binding
+    assert "revoked" not in events[1]  # another tenant's token: not even its hash
+    assert other
