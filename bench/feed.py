@@ -33,7 +33,9 @@ def _one(url: str, workspaces: int) -> dict[str, Any]:
     from app.policy import feed, snapshot, tokens
 
     build(url, workspaces=workspaces, members=6)
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "memory"})
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "memory", "POLICY_SYNC": "off"}
+    )
     out: dict[str, Any] = {"workspaces": workspaces}
     with app.app_context():
         t = time.monotonic()
