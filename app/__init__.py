@@ -45,9 +45,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
 
     from .api import auth, authzen, decision, docs, feed, groups, health, members, policy
+    from .api import follower as follower_api
     from .web import pages, workbench
 
-    for blueprint in (
+    everything = (
         health.bp,
         auth.bp,
         members.bp,
@@ -59,12 +60,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         docs.bp,
         pages.bp,
         workbench.bp,
-    ):
+    )
+    for blueprint in (health.bp, decision.bp, authzen.bp) if follower else everything:
         app.register_blueprint(blueprint)
 
     from . import idempotency
 
-    idempotency.init_app(app, db)  # wraps the write views: Idempotency-Key (after the blueprints)
+    if follower:
+        follower_api.restrict(app)
+    else:
+        idempotency.init_app(app, db)  # wraps the write views: Idempotency-Key (after the blueprints)
 
     from . import security
 
