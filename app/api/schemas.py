@@ -416,6 +416,7 @@ class TokenIn(RequestModel):
     workspaces: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=67)]], Field(max_length=100)] = []
     platform: Annotated[StrictStr, Field(min_length=1, max_length=49)] | None = None
     all_workspaces: StrictBool = False
+    feed: StrictBool = False  # may also follow the change feed (GET /v1/snapshot, /v1/changes) within the binding
 
 
 class TokenOut(BaseModel):
@@ -427,6 +428,7 @@ class TokenOut(BaseModel):
     last_used_at: str | None
     binding: str
     migrated: bool
+    feed: bool = False
     token: str | None = None
 
 
