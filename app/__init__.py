@@ -30,35 +30,46 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     authz.init_app(app, db)
+    # A follower (`learnauthz sidecar`, app.sidecar): its policy from the upstream's change feed, no
+    # database (the ORM is bound to an empty in-memory SQLite only because the shared views import
+    # it); decisions, health and metrics only, nothing writes (app.api.follower answers 404 for the rest).
+    follower = bool(app.config["FOLLOWER_UPSTREAM"])
 
     from . import after_commit
 
-    after_commit.init_app(app, db)  # the one after-commit path: policy, tokens, directory
+    if not follower:
+        after_commit.init_app(app, db)  # the one after-commit path: policy, tokens, directory
 
     from .errors import register_error_handlers
 
     register_error_handlers(app)
 
-    from .api import auth, authzen, decision, docs, groups, health, members, policy
+    from .api import auth, authzen, decision, docs, feed, groups, health, members, policy
+    from .api import follower as follower_api
     from .web import pages, workbench
 
-    for blueprint in (
+    everything = (
         health.bp,
         auth.bp,
         members.bp,
         groups.bp,
         decision.bp,
+        feed.bp,
         authzen.bp,
         policy.bp,
         docs.bp,
         pages.bp,
         workbench.bp,
-    ):
+    )
+    for blueprint in (health.bp, decision.bp, authzen.bp) if follower else everything:
         app.register_blueprint(blueprint)
 
     from . import idempotency
 
-    idempotency.init_app(app, db)  # wraps the write views: Idempotency-Key (after the blueprints)
+    if follower:
+        follower_api.restrict(app)
+    else:
+        idempotency.init_app(app, db)  # wraps the write views: Idempotency-Key (after the blueprints)
 
     from . import security
 
@@ -70,5 +81,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from .cli import register_cli
 
-    register_cli(app)
+    if not follower:
+        register_cli(app)
     return app

@@ -8,7 +8,7 @@ import sys
 import click
 from flask.cli import FlaskGroup
 
-from app import create_app, serve
+from app import create_app, serve, sidecar
 from app.config import ConfigError
 from app.startup import EXIT_BAD_SETTING
 
@@ -23,6 +23,7 @@ def main() -> None:
     """Run the ``flask`` command line with :func:`app.create_app`; a bad setting exits 2 with one line."""
     cli = FlaskGroup(create_app=create_app, help="learnauthz: the service's commands (as `flask`, no --app).")
     cli.add_command(serve_cmd)
+    cli.add_command(sidecar.sidecar_cmd)
     try:
         cli()
     except ConfigError as exc:

@@ -218,7 +218,12 @@ def policy_diff() -> None:
 @click.option(
     "--all-workspaces", is_flag=True, help="every workspace and platform domain except the service meta-pack's"
 )
-def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, all_workspaces: bool) -> None:
+@click.option(
+    "--feed", is_flag=True, help="may also follow the change feed (GET /v1/snapshot, /v1/changes) within its binding"
+)
+def token_create(
+    name: str, workspaces: tuple[str, ...], platform: str | None, all_workspaces: bool, feed: bool
+) -> None:
     """Create token NAME bound to what it may ask about, and print its secret (shown once; only its SHA-256 is stored).
 
     Exactly one of --workspace (repeatable), --platform or --all-workspaces: a token asking about
@@ -230,7 +235,7 @@ def token_create(name: str, workspaces: tuple[str, ...], platform: str | None, a
     try:
         with in_transaction(db.session()):
             _, secret = tokens.create_token(
-                db.session(), name, workspaces=workspaces, platform=platform, all_workspaces=all_workspaces
+                db.session(), name, workspaces=workspaces, platform=platform, all_workspaces=all_workspaces, feed=feed
             )
     except AppError as exc:
         raise click.ClickException(exc.detail) from exc

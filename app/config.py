@@ -101,6 +101,19 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_FLUSH_SECONDS": 1.0,
     "ACCESS_LOG_DECISIONS": False,  # access lines of decisions answered < 400 too (costly: docs/configuration.md)
     "ACCESS_LOG": True,  # one access line a request (app.logs.AccessLog); LOG_LEVEL / LOG_FORMAT: environment
+    # The change feed (GET /v1/snapshot, /v1/changes; app.api.feed): held streams per process (each holds a
+    # server thread; 503 + Retry-After above it), a heartbeat this often, the revision log read at least
+    # this often besides NOTIFY, a stream's life (the follower resumes), how far back `since` may be (410).
+    "FEED_MAX_CONNECTIONS": 2,
+    "FEED_HEARTBEAT_SECONDS": 5.0,
+    "FEED_POLL_SECONDS": 1.0,
+    "FEED_MAX_SECONDS": 300.0,
+    "FEED_RETAINED_REVISIONS": 10000,
+    # Follower mode (`learnauthz sidecar`): the central tier's URL and the feed token; "" = not a follower.
+    "FOLLOWER_UPSTREAM": "",
+    "FOLLOWER_TOKEN": "",
+    "FOLLOWER_RETRY_MAX_SECONDS": 5.0,  # reconnect back-off cap
+    "FOLLOWER_READ_TIMEOUT_SECONDS": 15.0,  # a feed silent this long (no event, no heartbeat) is reconnected
     "MAX_INVITES_PER_REQUEST": 500,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600.0,  # how long an Idempotency-Key and its outcome are kept (app.idempotency)
     "IDEMPOTENCY_LEASE_SECONDS": 30.0,  # a key's attempt is "in progress" (409) this long unless it finishes

@@ -48,9 +48,11 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
 # end to end under load, cross-host propagation (network namespaces), the outage drill, a partitioned
-# tier of 4 replicas behind HAProxy beside one unpartitioned process, the app layer against a no-op.
+# tier of 4 replicas behind HAProxy beside one unpartitioned process, the app layer against a no-op,
+# the change feed's snapshots.
 EXTRA_PARTS = (
     "memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "partitions", "applayer",
+    "feed",
 )
 
 
@@ -61,7 +63,7 @@ def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict
     print(f"== {name} (W = {largest:,})", flush=True)
     try:
         mod = importlib.import_module(f"bench.{name}")
-        if name == "outage":  # its own private PostgreSQL and data set
+        if name in ("outage", "feed"):  # their own private PostgreSQL and data sets
             out = mod.run(RESULTS)
         else:
             out = mod.run(url, dbmeta["token"], largest, RESULTS)

@@ -62,3 +62,14 @@ def test_topology_names_do_not_collide_with_the_deploy_test() -> None:
     assert t.ns("a") == "lzb-a" and t.ns("lzb-b") == "lzb-b" and t.ip("lzb-a") == "10.231.16.11"
     assert t.in_ns("b", "true") == ["ip", "netns", "exec", "lzb-b", "true"] and t.gateway == "10.231.16.1"
     assert crosshost.TOPO.bridge != Topology().bridge and crosshost.TOPO.subnet != Topology().subnet
+
+
+def test_feed_table_has_one_row_per_size() -> None:
+    from bench import feed
+
+    size = {"workspaces": 300, "full_load_seconds": 0.5, "whole_state_bytes": 90000,
+            "10_workspaces": {"bytes": 4000, "server_seconds_min": 0.01, "follower_load_seconds": 0.2},
+            "all_workspaces": {"bytes": 80000, "server_seconds_min": 0.1, "follower_load_seconds": 0.4}}
+    text = "\n".join(feed.lines({"sizes": [size]}))
+    assert "| 300 | 0.5 s | 90,000 B | 4,000 B / 0.01 s / 0.2 s | 80,000 B / 0.1 s / 0.4 s |" in text
+    assert "failed: boom" in "\n".join(feed.lines({"error": "boom"}))

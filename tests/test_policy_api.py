@@ -400,7 +400,11 @@ def test_tokens_over_the_policy_api(client: FlaskClient, editors: Editors) -> No
     secret = out["token"]
     listed = client.get("/v1/policy/tokens").get_json()["items"]
     assert [t["name"] for t in listed] == ["billing"] and "token" not in listed[0]
-    assert listed[0]["binding"] == "ws:sim-a" and listed[0]["migrated"] is False
+    assert listed[0]["binding"] == "ws:sim-a" and listed[0]["migrated"] is False and listed[0]["feed"] is False
+    status, out = post(client, "/v1/policy/tokens", headers, {"name": "feeder", "workspaces": ["sim-a"], "feed": True})
+    assert status == 201 and out["feed"] is True
+    assert client.get("/v1/snapshot", headers={"Authorization": f"Bearer {out['token']}"}).status_code == 200
+    assert client.get("/v1/snapshot", headers={"Authorization": f"Bearer {secret}"}).status_code == 403
     assert post(client, "/v1/policy/tokens", headers, {"name": "billing", "all_workspaces": True})[0] == 409
     assert post(client, "/v1/policy/tokens", headers, {"name": "bad name!", "all_workspaces": True})[0] == 422
     body = {"subject": "own1@example.com", "workspace": "sim-a", "action": "view_ai_spend"}

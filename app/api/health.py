@@ -60,7 +60,11 @@ def readyz() -> tuple[Response, int]:
         listening = authz.sync_status().get("listener") is not None
     except Exception:  # noqa: BLE001 - reported below; the database is then asked as without a listener
         listening = False
-    if listening:
+    if listening and authz.following():
+        # A follower (app.sidecar) has no database: its upstream (the change feed) stands in for it.
+        head = authz.known_head()
+        checks["upstream"] = "ok" if (authz.sync_status().get("listener") or {}).get("connected") else "unreachable"
+    elif listening:
         head = authz.known_head()
         checks["database"] = "ok" if database.reachable() else "unreachable"
     else:
@@ -105,7 +109,8 @@ def readyz() -> tuple[Response, int]:
     age = status.get("seconds_since_sync")
     # A listener behind while the database answers is out of step; during an outage the
     # staleness bound (POLICY_MAX_STALENESS_SECONDS) decides instead.
-    if listener and max_age > 0 and age is not None and age > max_age and checks["database"] == "ok":
+    answering = "ok" in (checks.get("database"), checks.get("upstream"))
+    if listener and max_age > 0 and age is not None and age > max_age and answering:
         checks["sync_age"] = "stale"
     ready = (
         checks.get("policy") == "loaded"

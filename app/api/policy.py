@@ -578,6 +578,7 @@ def _token_out(t: ServiceToken, secret: str | None = None) -> dict[str, Any]:
         last_used_at=_iso(t.last_used_at),
         binding=t.binding,
         migrated=bool(t.migrated),
+        feed=bool(t.feed),
         token=secret,
     ).model_dump(exclude_none=True)
 
@@ -618,6 +619,7 @@ def create_token() -> tuple[Response, int]:
             workspaces=body.workspaces,
             platform=body.platform,
             all_workspaces=body.all_workspaces,
+            feed=body.feed,
         )
     return jsonify(_token_out(row, secret)), 201
 

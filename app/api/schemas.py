@@ -81,6 +81,14 @@ class ExplainQuery(QueryModel):
     min_revision: Annotated[int, Field(ge=0)] | None = None
 
 
+class FeedQuery(QueryModel):
+    """Query string of ``/v1/snapshot`` and ``/v1/changes``: narrow the view (∩ the token's binding)."""
+
+    since: Annotated[int, Field(ge=0)] | None = None
+    partition: Annotated[str, Field(max_length=16)] | None = None
+    workspaces: Annotated[str, Field(max_length=4000)] | None = None
+
+
 class CheckResult(BaseModel):
     """A decision: allowed or not, a stable reason code, the policy revision."""
 
@@ -408,6 +416,7 @@ class TokenIn(RequestModel):
     workspaces: Annotated[list[Annotated[StrictStr, Field(min_length=1, max_length=67)]], Field(max_length=100)] = []
     platform: Annotated[StrictStr, Field(min_length=1, max_length=49)] | None = None
     all_workspaces: StrictBool = False
+    feed: StrictBool = False  # may also follow the change feed (GET /v1/snapshot, /v1/changes) within the binding
 
 
 class TokenOut(BaseModel):
@@ -419,6 +428,7 @@ class TokenOut(BaseModel):
     last_used_at: str | None
     binding: str
     migrated: bool
+    feed: bool = False
     token: str | None = None
 
 

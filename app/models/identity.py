@@ -103,3 +103,5 @@ class ServiceToken(Base):
     binding: Mapped[str] = mapped_column(String(2000), default="", server_default="")
     # True for a token that existed before bindings: its binding was derived by the migration.
     migrated: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # May follow the change feed (GET /v1/snapshot, /v1/changes) within its binding (app.policy.feed).
+    feed: Mapped[bool] = mapped_column(default=False, server_default=false())

@@ -218,7 +218,7 @@ def parse_catalog(settings: object) -> Catalog:
     return out
 
 
-def _user_id(value: str) -> int | None:
+def user_id(value: str) -> int | None:
     body = value[5:]
     return int(body) if value.startswith("user:") and body.isascii() and body.isdigit() and len(body) < 19 else None
 
@@ -266,7 +266,7 @@ def wanted(
         if kind == WORKSPACE_KIND and note.startswith(SETTINGS_OF):
             out.add(note[len(SETTINGS_OF) :])  # a settings change: the catalog again
         if kind == USER_CHANGE:
-            uid = _user_id(note)
+            uid = user_id(note)
             if uid is not None:
                 out.add(uid)
             continue
@@ -274,7 +274,7 @@ def wanted(
             if ch.op != "add":
                 continue
             if ch.rule[0] in USER_FACTS and ch.rule[1].startswith("user:"):
-                uid = _user_id(ch.rule[1])
+                uid = user_id(ch.rule[1])
                 if uid is not None and uid not in d:
                     out.add(uid)
             elif ch.rule[0] == "g4" and ch.rule[1].startswith("ws:") and ch.rule[1][3:] not in d.catalogs:

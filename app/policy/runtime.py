@@ -115,6 +115,8 @@ class PolicyRuntime:
         # snapshot): what a pack edit applied in place does not add to.
         self._loads: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self._snapshot_writers: list[threading.Thread] = []
+        # Follower mode (a sidecar): the app's state comes from the change feed, never a database.
+        self._followers: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
         self.last_snapshot: dict[str, Any] | None = None  # the last snapshot write (revision, bytes, seconds)
         self._selections: weakref.WeakKeyDictionary[Flask, Selection] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
@@ -258,6 +260,9 @@ class PolicyRuntime:
         database not migrated to the head is refused (UnavailableError naming the command; the reason
         stays in :meth:`refusal` for ``/readyz`` until a load succeeds).
         """
+        follower = self._followers.get(self._key())
+        if follower is not None:
+            return follower.load()  # type: ignore[no-any-return]  # a feed snapshot, no database
         with self._lock:
             app = self._key()
             generation = tokens.generation()
@@ -536,8 +541,10 @@ class PolicyRuntime:
         listener keeps this app in step) — by :meth:`_rebuild_later` while this engine keeps
         answering at its revision; until that rebuild swaps, syncs only apply token revocations.
         """
-        revision = self._sync(background)
         app = self._key()
+        if app in self._followers:
+            return self.engine.revision  # the feed applies revisions as they come (apply_event)
+        revision = self._sync(background)
         if self._sources.get(app, {}).get("source") == "snapshot":
             revision = self._left_snapshot(app, revision)  # the database answered: caught up from the snapshot
         return revision
@@ -739,6 +746,8 @@ class PolicyRuntime:
         eng = self.engine
         if eng.revision >= min_revision:
             return eng
+        if self._key() in self._followers:
+            return self._wait_for_feed(min_revision, timeout)
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -769,6 +778,89 @@ class PolicyRuntime:
                     revision=eng.revision,
                 )
             time.sleep(0.02)
+
+    def _wait_for_feed(self, min_revision: int, timeout: float | None) -> PolicyEngine:
+        """A follower: the engine once the feed brought min_revision; 503 after the bounded wait (the
+        follower cannot tell a revision not committed yet from one not delivered yet)."""
+        limit = timeout if timeout is not None else float(current_app.config["MIN_REVISION_WAIT_SECONDS"])
+        deadline = time.monotonic() + limit
+        while True:
+            eng = self.engine
+            if eng.revision >= min_revision:
+                return eng
+            if time.monotonic() >= deadline:
+                raise UnavailableError(
+                    f"policy revision {min_revision} not reached through the feed (at {eng.revision})",
+                    revision=eng.revision,
+                )
+            time.sleep(0.002)
+
+    # -- follower mode: state from the change feed (app.policy.follower) --------------------------
+    def follow(self, app: Flask, follower: Any) -> None:
+        """Serve app from ``follower`` (feed snapshots and events) instead of a database; the follower
+        also stands as the app's listener (staleness, readiness, the fast path)."""
+        self._followers[app] = follower
+        self.set_listener(app, follower)
+
+    def following(self) -> bool:
+        """True when this app is a follower (a sidecar)."""
+        return self._key() in self._followers
+
+    def adopt(self, app: Flask, state: snapshot.State, revision: int, source: dict[str, Any]) -> PolicyEngine:
+        """Build the engine, directory and token cache of a feed snapshot and serve them (in an app context)."""
+        model_text = Path(app.config["MODEL_PATH"]).read_text(encoding="utf-8")
+        packset = packset_from_documents(state.documents, state.pack_rules, model_text)
+        eng = PolicyEngine(packset, state.facts, revision)
+        users = directory.Directory.from_rows(state.users, state.catalogs)
+        live = snapshot.identities(state.tokens)
+        problems = tuple(delegation.problems(eng.packset))
+        with self._lock:
+            cache = tokens.cache()
+            if cache is not None:
+                cache.clear()  # only the snapshot's tokens: one revoked meanwhile is gone
+            tokens.remember(live, tokens.generation())
+            self._swap(app, eng, problems, users)
+            self._sources[app] = source
+            self._saw(app, revision)
+        log.info("policy loaded from the feed at revision %s (%s users, %s tokens)", revision, len(users), len(live))
+        return eng
+
+    def apply_event(
+        self,
+        app: Flask,
+        revision: int,
+        changes: list[RuleChange],
+        users: list[tuple[int, str, str | None]],
+        catalogs: dict[str, Any],
+        revoked: list[str],
+    ) -> bool:
+        """Apply one feed event (in an app context); False when it cannot be applied in place (a gap,
+        a pack rule): the follower loads a fresh snapshot."""
+        with self._lock:
+            eng = self._engines.get(app)
+            held = self._directories.get(app)
+            if eng is None or held is None:
+                return False
+            if revision <= eng.revision:
+                return True
+            if revision != eng.revision + 1 or any(is_pack_rule(c.rule) for c in changes):
+                return False
+            cache = tokens.cache()
+            if cache is not None and revoked:
+                cache.discard(*revoked)
+            for uid, email, ext in users:
+                held.put(uid, email, ext)
+            held.catalogs.update(catalogs)
+            eng.apply(changes, revision)
+            self._synced[app] = time.monotonic()
+            self._saw(app, revision)
+        return True
+
+    def heard(self, app: Flask, head: int | None = None) -> None:
+        """The upstream answered (a heartbeat): the follower's state is current as of now."""
+        self._synced[app] = time.monotonic()
+        if head is not None:
+            self._saw(app, head)
 
     def apply_committed(self, session: Session) -> None:
         """After a commit: the revisions the transaction wrote reach this process's engine (applied

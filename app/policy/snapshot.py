@@ -66,6 +66,7 @@ class TokenRow(msgspec.Struct, array_like=True, frozen=True):
     domains: list[str]
     platform: str | None
     wide: bool
+    feed: bool = False  # (added after format 1's first files: absent reads as False)
 
 
 class State(msgspec.Struct, array_like=True):
@@ -139,14 +140,17 @@ class Capture:
             users=users.rows(),
             catalogs=dict(users.catalogs),
             tokens=[
-                TokenRow(h, t.id, t.name, t.workspace, sorted(t.domains), t.platform, t.wide) for h, t in live.items()
+                TokenRow(h, t.id, t.name, t.workspace, sorted(t.domains), t.platform, t.wide, t.feed)
+                for h, t in live.items()
             ],
         )
 
 
 def identities(rows: Iterable[TokenRow]) -> dict[str, TokenIdentity]:
     """The token cache's entries (hash → identity) from a snapshot's tokens."""
-    return {r.hash: TokenIdentity(r.id, r.name, r.workspace, frozenset(r.domains), r.platform, r.wide) for r in rows}
+    return {r.hash: TokenIdentity(r.id, r.name, r.workspace, frozenset(r.domains), r.platform, r.wide, r.feed)
+        for r in rows
+    }
 
 
 def encode(state: State, revision: int, current_at: float, model_sha256: str, database: str) -> bytes:

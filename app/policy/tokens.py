@@ -75,6 +75,7 @@ class TokenIdentity:
     domains: frozenset[str] = frozenset()
     platform: str | None = None
     wide: bool = False
+    feed: bool = False  # may follow the change feed within the binding (app.policy.feed)
     # the bound domains as requests name them (``ws:<slug>`` or the bare slug): one set lookup per item
     names: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -169,6 +170,7 @@ def create_token(
     platform: str | None = None,
     all_workspaces: bool = False,
     default_workspace: str | None = None,
+    feed: bool = False,
 ) -> tuple[ServiceToken, str]:
     """A new token row and its secret (returned once, never stored).
 
@@ -218,6 +220,7 @@ def create_token(
         created_by_id=actor_id,
         workspace=default,
         binding=binding,
+        feed=feed,
     )
     session.add(row)
     session.add(AuditEvent(actor_id=actor_id, action="token.create", target=f"token:{name}"))
@@ -260,12 +263,17 @@ def load_live(session: Session) -> dict[str, TokenIdentity]:
     """Every live token (hash → identity), read with the policy and directory in their snapshot."""
     rows = session.execute(
         select(
-            ServiceToken.token_hash, ServiceToken.id, ServiceToken.name, ServiceToken.workspace, ServiceToken.binding
+            ServiceToken.token_hash,
+            ServiceToken.id,
+            ServiceToken.name,
+            ServiceToken.workspace,
+            ServiceToken.binding,
+            ServiceToken.feed,
         ).where(ServiceToken.revoked_at.is_(None))
     )
     return {
-        token_hash: TokenIdentity(int(id_), str(name), workspace, *parse_binding(binding or ""))
-        for token_hash, id_, name, workspace, binding in rows
+        token_hash: TokenIdentity(int(id_), str(name), workspace, *parse_binding(binding or ""), feed=bool(feed))
+        for token_hash, id_, name, workspace, binding, feed in rows
     }
 
 
@@ -325,7 +333,7 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     if row is None or row.revoked_at is not None:
         return None
     domains, platform, wide = parse_binding(row.binding or "")
-    identity = TokenIdentity(int(row.id), str(row.name), row.workspace, domains, platform, wide)
+    identity = TokenIdentity(int(row.id), str(row.name), row.workspace, domains, platform, wide, bool(row.feed))
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         with in_transaction(session):
