@@ -141,8 +141,17 @@ def source_tree(commit: str, dest: str) -> str:
         subprocess.run(["git", "-C", ROOT, "archive", commit], stdout=fh, check=True, timeout=120)
         fh.seek(0)
         with tarfile.open(fileobj=fh) as tar:
-            tar.extractall(dest, filter="data")
+            tar.extractall(dest, filter=_data_or_skip)
     return dest
+
+
+def _data_or_skip(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's ``data`` filter, skipping what it refuses (a committed link to an absolute path,
+    such as ``.venv-main``: nothing the server runs) instead of failing the whole tree."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
 
 
 @contextmanager
