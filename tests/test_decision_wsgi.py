@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.api import decision_wsgi
+from app.extensions import db
 from tests.test_decision_api import World, make_token
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
 
@@ -151,6 +152,8 @@ def test_a_decision_listener_refuses_everything_but_decisions(database_url: str)
     assert refused > 50
     assert client.post("/v1/check", json={}).status_code == 401  # the view's answer: no token
     assert client.get("/readyz").status_code in (200, 503)
+    with app.app_context():
+        db.engine.dispose()  # the pooled connections its requests opened
     # HAProxy's decide acl names the same paths (the probes and metrics are the servers' own).
     cfg = (Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg").read_text()
     acl = [line.split()[2:] for line in cfg.splitlines() if line.strip().startswith("acl decision")]
