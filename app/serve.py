@@ -120,10 +120,10 @@ def worker_app() -> Flask:
     return app
 
 
-def _bind(value: str) -> tuple[str, int]:
+def _bind(value: str, name: str = "SERVE_BIND") -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"SERVE_BIND must be host:port, not {value!r}")
+        raise ConfigError(f"{name} must be host:port, not {value!r}")
     return host.strip("[]"), int(port)
 
 
@@ -151,7 +151,7 @@ def decision_options() -> dict[str, str] | None:
     raw = os.environ.get("SERVE_DECISION_BIND", "").strip()
     if not raw or os.environ.get(PARENT_ENV):
         return None
-    host, port = _bind(raw)
+    host, port = _bind(raw, "SERVE_DECISION_BIND")
     main_host, main_port = _bind(os.environ.get("SERVE_BIND", "127.0.0.1:8000"))
     if (host, port) == (main_host, main_port):
         raise ConfigError(f"SERVE_DECISION_BIND must differ from SERVE_BIND, not {raw!r}")
@@ -247,7 +247,7 @@ def main() -> int:
         if child is not None:
             died = child.stop()
         observability.remove_private_dir(metrics_dir)
-    return 0 if died is None else 1
+    return 1 if died else 0  # the decision listener failed (0: it stopped with us, e.g. on Ctrl-C)
 
 
 if __name__ == "__main__":

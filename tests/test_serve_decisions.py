@@ -31,6 +31,25 @@ HOLD_S = 3.0  # how long the policy head row stays locked: every role change wai
 WRITES = 24  # PATCHes held at once: three times the main listener's 2 workers x 4 threads
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"SERVE_DECISION_BIND": "8001"}, "SERVE_DECISION_BIND must be host:port"),
+        ({"SERVE_BIND": "127.0.0.1:8123", "SERVE_DECISION_BIND": "127.0.0.1:8123"}, "must differ from SERVE_BIND"),
+        ({"SERVE_DECISION_BIND": "127.0.0.1:8124", "SERVE_DECISION_WORKERS": "0"}, "SERVE_DECISION_WORKERS must be"),
+    ],
+)
+def test_serve_refuses_a_bad_decision_listener(tmp_path: Path, extra: dict[str, str], message: str) -> None:
+    env = _env(
+        FLASK_SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}",
+        FLASK_SECRET_KEY="serve-test-0123456789abcdef0123456789abcdef",
+        **extra,
+    )
+    proc = subprocess.run(SERVE, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def listeners(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """app.serve (2 workers) with a decision listener (2 workers) on a fresh database."""
