@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Any] = {
     "MIN_REVISION_WAIT_SECONDS": 2.0,
     "DECISION_LOG_SAMPLE": 0.0,
     "DECISION_FAST_PATH": True,  # plain /v1/check and batch requests answered in front of Flask (app.api.decision_wsgi)
+    # A decision listener: only the decision and AuthZEN APIs, probes and metrics (others 404); writes never reach it.
+    "DECISION_ONLY": False,
     "POLICY_WORKSPACE": "service",  # slug of the workspace holding the policy editors' roles (service pack)
     # Approvals a change request needs before it is applied, per pack (default 1; the author never counts).
     "POLICY_APPROVALS": {},

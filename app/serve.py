@@ -5,6 +5,11 @@ Run: ``python -m app.serve`` (settings from the environment, as the app's own ``
 - ``SERVE_BIND`` (``127.0.0.1:8000``), ``SERVE_WORKERS`` (2 processes), ``SERVE_THREADS`` (blocking
   threads per worker, 4: the engine is thread-safe; one request waiting on the database must not
   hold the worker's decisions), ``SERVE_BACKLOG`` (1024).
+- ``SERVE_DECISION_BIND`` (unset: off): a decision listener of its own on this ``host:port``, a second
+  granian server (``SERVE_DECISION_WORKERS`` processes, 2; ``SERVE_DECISION_THREADS`` threads each,
+  4) whose app serves only the decision and AuthZEN APIs, probes and metrics (``DECISION_ONLY``), so
+  no write can occupy its threads or hold its workers' GIL (docs/deploy.md, "Writes never stall
+  decisions"). It runs as a child of this process and stops with it; either one exiting stops both.
 
 Each worker builds the app (:func:`worker_app`), loads the policy and starts its listener before
 granian gives it a request: what ``gunicorn.conf.py``'s ``post_worker_init`` does under gunicorn.
@@ -26,7 +31,11 @@ import gc
 import logging
 import multiprocessing.util
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,6 +53,8 @@ log = logging.getLogger("app.serve")
 # frozen database (up to DATABASE_REQUEST_WAIT_SECONDS) held every decision of its worker (the
 # HAProxy outage drill, frozen phase: decision p99 2.0 s with 1 thread, 41 ms with 4).
 THREADS = 4
+# Set in the decision listener's environment: its server's parent (whose metrics directory it shares).
+PARENT_ENV = "LEARNAUTHZ_SERVE_PARENT"
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -109,10 +120,10 @@ def worker_app() -> Flask:
     return app
 
 
-def _bind(value: str) -> tuple[str, int]:
+def _bind(value: str, name: str = "SERVE_BIND") -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"SERVE_BIND must be host:port, not {value!r}")
+        raise ConfigError(f"{name} must be host:port, not {value!r}")
     return host.strip("[]"), int(port)
 
 
@@ -135,14 +146,74 @@ def options() -> dict[str, Any]:
     }
 
 
+def decision_options() -> dict[str, str] | None:
+    """The decision listener's environment overrides (``SERVE_DECISION_*``), None when it is off."""
+    raw = os.environ.get("SERVE_DECISION_BIND", "").strip()
+    if not raw or os.environ.get(PARENT_ENV):
+        return None
+    host, port = _bind(raw, "SERVE_DECISION_BIND")
+    main_host, main_port = _bind(os.environ.get("SERVE_BIND", "127.0.0.1:8000"))
+    if (host, port) == (main_host, main_port):
+        raise ConfigError(f"SERVE_DECISION_BIND must differ from SERVE_BIND, not {raw!r}")
+    return {
+        "SERVE_BIND": raw,
+        "SERVE_DECISION_BIND": "",
+        "SERVE_WORKERS": str(_count("SERVE_DECISION_WORKERS", 2)),
+        "SERVE_THREADS": str(_count("SERVE_DECISION_THREADS", THREADS)),
+        "FLASK_DECISION_ONLY": "1",
+        PARENT_ENV: str(os.getpid()),
+    }
+
+
+class DecisionListener:
+    """The decision listener: ``python -m app.serve`` again with the overrides of
+    :func:`decision_options`, watched by a thread that stops this server (SIGTERM to itself) when
+    it exits unasked, so a supervisor restarts both."""
+
+    def __init__(self, overrides: dict[str, str]) -> None:
+        self.stopping = threading.Event()
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.serve"], env={**os.environ, **overrides})
+        threading.Thread(target=self._watch, name="decision-listener-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        code = self.proc.wait()
+        if not self.stopping.is_set():
+            log.error("the decision listener exited (%s); stopping the server", code)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(self) -> int | None:
+        """Stop it (SIGTERM, SIGKILL after 20 s); its exit code when it had ended on its own, else None."""
+        self.stopping.set()
+        died = self.proc.poll()
+        if died is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return died
+
+
+def _follow_parent(parent: int) -> None:
+    """In the decision listener: stop (SIGTERM to self) when the server that started it is gone."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main() -> int:
     """Check the configuration once, then serve (returns granian's exit)."""
     from granian import Granian
     from granian.constants import Interfaces
 
-
     try:
         opts = options()
+        decision = decision_options()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTING
@@ -153,9 +224,15 @@ def main() -> int:
     except ConfigError as exc:  # LOG_LEVEL, LOG_FORMAT
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_SETTING
+    parent = os.environ.get(PARENT_ENV, "")
     # Metrics that add up across workers: the multiprocess directory emptied (or a private one
-    # made) once here, before any worker; each worker flushes into it (worker_app).
-    metrics_dir = observability.prepare_multiprocess_dir()
+    # made) once here, before any worker; each worker flushes into it (worker_app). The decision
+    # listener's workers flush into its parent's.
+    metrics_dir = None if parent else observability.prepare_multiprocess_dir()
+    if parent.isdigit():
+        _follow_parent(int(parent))
+    child = DecisionListener(decision) if decision is not None else None
+    died = None
     try:
         Granian(
             "app.serve:worker_app",
@@ -167,8 +244,10 @@ def main() -> int:
             **opts,
         ).serve()
     finally:
+        if child is not None:
+            died = child.stop()
         observability.remove_private_dir(metrics_dir)
-    return 0
+    return 1 if died else 0  # the decision listener failed (0: it stopped with us, e.g. on Ctrl-C)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,44 @@
-"""End-to-end role change latency under load: ``PATCH /api/workspaces/<slug>/members/<id>`` while
-``/v1/check`` is kept busy, and the time until a decision reflects each change.
+"""Role changes and decisions on one server: ``/v1/check`` p99 without writes and under 20 role
+changes/s, and each role change end to end (PATCH answered and visible), before and after the
+decision listener of its own (issue 25).
 
 On an existing benchmark database (``bench.datagen.ensure_database``) this adds a small workspace of
 its own (``bench-rolechange``, simulations pack: an operator who owns it and signs in with a
-password, and ten learners), serves the real app with gunicorn (``gunicorn.conf.py``), keeps
-``/v1/check`` busy with the realistic mix (``bench.peer.mix_items``; wrk with keep-alive in 5 s
-rounds when installed, else Python threads), and makes N role changes one after another through the
-members API as the signed-in operator (each learner promoted to reviewer and back in turn). For each
-change it records:
+password, and ten learners) and runs, for each variant (``BENCH_ROLECHANGE_VARIANTS``, a comma list
+of the names below), the real app on 2 workers:
 
-- the latency of the PATCH (commit, revision, the writing worker's engine updated, answer);
-- ``min_revision``: a ``POST /v1/check`` with ``min_revision`` = the revision the PATCH answered,
-  on a new connection (any worker): its latency, and whether it gave the new decision;
-- ``visible``: from the PATCH's answer until a plain ``/v1/check`` (new connection each, so any
-  worker) gives the new decision.
+* ``before-granian`` / ``before-gunicorn``: the code at :data:`BEFORE_COMMIT` (``git archive``):
+  decisions and writes on the same listener (granian ``app.serve``, 4 threads a worker; gunicorn
+  ``gunicorn.conf.py``, gthread, 4 threads);
+* ``granian``: ``app.serve`` with ``SERVE_DECISION_BIND`` (a decision listener of 2 workers);
+* ``gunicorn``: two gunicorn servers, the second one ``FLASK_DECISION_ONLY=1``.
 
-Afterwards everything it added is removed (rules through a revision, rows deleted). Beside it, the
-in-memory ``engine.apply`` figure is in ``bench/probe.py``.
+Each variant, :data:`ROUNDS` times: wrk paced at :data:`LOAD_RATE` decisions/s (realistic mix,
+``bench.peer.mix_items``, :data:`CLIENTS` keep-alive connections) for :data:`WINDOW_S` seconds
+without writes, then the same with :data:`CHANGE_RATE` role changes/s started on schedule (a pool of
+threads, so a slow PATCH does not lower the rate) through the members API as the signed-in
+operator (``PATCH /api/workspaces/<slug>/members/<id>``, each learner promoted to reviewer and back in
+turn; the writes go to the main listener, the decisions to the decision listener when there is one).
+Per change: the PATCH's latency, and end to end: from the PATCH sent until a plain ``/v1/check``
+on a new connection gives the new decision, confirmed by the :data:`CONFIRM` answers that follow
+(new connections, any worker). After the window, ``min_revision`` checks (the last change's
+revision) must give the new decision. Afterwards everything it added is removed.
 
 Run alone: ``python -m bench.rolechange [W] [out.json]`` (default W = 1,000).
 """
-
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import requests
@@ -38,7 +49,15 @@ SLUG = "bench-rolechange"
 PACK, LOW, HIGH, HIGH_ACTION = "simulations", "learner", "reviewer", "review_scores"  # reviewers only
 OPERATOR = "operator@rolechange.bench"
 PASSWORD = "rolechange-bench-password"
-MEMBERS = 10
+MEMBERS = 20  # each learner changes once a second at 20/s: a slow PATCH never overlaps its next one
+BEFORE_COMMIT = "143b41d"  # main before the decision listener
+VARIANTS = ("before-granian", "granian", "before-gunicorn", "gunicorn")
+ROUNDS = 3  # alternating windows: without writes, then under writes, ROUNDS times
+WINDOW_S = 8.0
+LOAD_RATE = 400  # decisions/s offered by wrk in all (paced: p99 at one offered load, not at saturation)
+CLIENTS = 4
+CHANGE_RATE = 20  # role changes/s in the writes window
+CONFIRM = 5  # answers after the first new one that must agree (new connections: any worker)
 
 
 def _app(url: str) -> Any:
@@ -118,60 +137,6 @@ def setup(url: str) -> list[int]:
     return ids
 
 
-class Load:
-    """/v1/check kept busy until stopped: wrk rounds of 5 s (keep-alive), else Python threads."""
-
-    def __init__(self, port: int, token: str, bodies: list[bytes], clients: int) -> None:
-        from bench import http as hb
-
-        self.port, self.token, self.bodies, self.clients = port, token, bodies, clients
-        self.wrk = hb.wrk_path()
-        self.stop = threading.Event()
-        self.rounds: list[dict[str, Any]] = []
-        self.requests = self.errors = 0
-        self.threads: list[threading.Thread] = []
-
-    def start(self) -> None:
-        """Begin the load."""
-        if self.wrk:
-            self.threads = [threading.Thread(target=self._wrk, daemon=True)]
-        else:
-            self.threads = [threading.Thread(target=self._python, args=(i,), daemon=True) for i in range(2)]
-        for t in self.threads:
-            t.start()
-
-    def _wrk(self) -> None:
-        from bench import http as hb
-
-        assert self.wrk is not None
-        while not self.stop.is_set():
-            self.rounds.append(hb.load_wrk(self.wrk, self.port, self.token, "/v1/check", self.bodies, self.clients, 5))
-
-    def _python(self, seed: int) -> None:
-        http = requests.Session()
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
-        i = seed
-        while not self.stop.is_set():
-            r = http.post(f"http://127.0.0.1:{self.port}/v1/check", data=self.bodies[i % len(self.bodies)],
-                          headers=headers, timeout=30)
-            i += 7
-            self.requests += 1
-            self.errors += r.status_code != 200
-
-    def finish(self) -> dict[str, Any]:
-        """Stop (a wrk round runs to its end) and summarise."""
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        if self.wrk:
-            secs = sum(r["seconds"] for r in self.rounds)
-            reqs = sum(r["requests"] for r in self.rounds)
-            return {"generator": "wrk", "clients": self.clients, "rounds": len(self.rounds), "requests": reqs,
-                    "errors": sum(r["errors"] for r in self.rounds), "requests_per_s": reqs / secs if secs else 0,
-                    "p99_ms_max_round": max((r["p99_ms"] for r in self.rounds), default=0)}
-        return {"generator": "python", "clients": 2, "requests": self.requests, "errors": self.errors}
-
-
 def _check(port: int, token: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """One /v1/check on a new connection (any worker)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -184,52 +149,98 @@ def _check(port: int, token: str, body: dict[str, Any]) -> tuple[int, dict[str, 
     return r.status, out
 
 
-class Changer:
-    """Role changes through the members API as the signed-in operator, each learner up and down in turn."""
+class Writer:
+    """Role changes at ``rate``/s as the signed-in operator (main listener); each one followed to its
+    visibility on the decision listener by a thread of its own."""
 
-    def __init__(self, web: requests.Session, base: str, csrf: str, port: int, token: str, ids: list[int]) -> None:
-        self.web, self.base, self.csrf, self.port, self.token = web, base, csrf, port, token
-        self.ids = ids
+    def __init__(self, base: str, decide: int, token: str, ids: list[int]) -> None:
+        self.web = requests.Session()
+        self.web.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))  # one per writer thread
+        csrf = self.web.get(base + "/api/auth/csrf", timeout=10).json()["csrf_token"]
+        r = self.web.post(base + "/api/auth/signin", json={"email": OPERATOR, "password": PASSWORD},
+                          headers={"X-CSRFToken": csrf}, timeout=30)
+        r.raise_for_status()
+        self.csrf = r.json()["csrf_token"]
+        self.base, self.decide, self.token, self.ids = base, decide, token, ids
         self.role = {uid: LOW for uid in ids}
-        self.i = 0
+        self.patch_ns: list[int] = []
+        self.e2e_ns: list[int] = []
+        self.seen_ns: list[int] = []  # PATCH answered → visible: the part the decision side adds
+        self.failed = self.invisible = 0
+        self.last: tuple[int, int, bool] | None = None  # (uid, revision, allowed now)
+        self.locks = {uid: threading.Lock() for uid in ids}
+        self.n = 0
 
     def _patch(self, uid: int, role: str) -> requests.Response:
         return self.web.patch(f"{self.base}/api/workspaces/{SLUG}/members/{uid}", json={"role": role},
                               headers={"X-CSRFToken": self.csrf}, timeout=30)
 
-    def series(self, n: int) -> dict[str, Any]:
-        """n changes; PATCH, visibility and min_revision latencies."""
-        patch_ns: list[int] = []
-        minrev_ns: list[int] = []
-        visible_ns: list[int] = []
-        minrev_wrong = failed = 0
-        for _ in range(n):
-            uid = self.ids[self.i % len(self.ids)]
-            self.i += 1
+    def _follow(self, uid: int, want: bool, sent: int, answered: int) -> None:
+        """Until a plain check gives the new decision and CONFIRM more agree: PATCH sent → first of them."""
+        question = {"subject": uid, "workspace": SLUG, "action": HIGH_ACTION}
+        first = None
+        agreed = 0
+        while agreed <= CONFIRM:
+            status, got = _check(self.decide, self.token, question)
+            now = time.perf_counter_ns()
+            if status == 200 and got.get("allowed") is want:
+                first = now if first is None else first
+                agreed += 1
+            else:
+                first, agreed = None, 0
+            if now - sent > 10e9:
+                self.invisible += 1
+                return
+        assert first is not None
+        self.e2e_ns.append(first - sent)  # (list.append: atomic under the GIL)
+        self.seen_ns.append(first - answered)
+
+    def alone(self, n: int) -> dict[str, Any]:
+        """n changes one after another, nothing else running: what one PATCH costs on this machine."""
+        marks = len(self.patch_ns), len(self.e2e_ns), len(self.seen_ns)
+        for i in range(n):
+            self._change(self.ids[(self.n + i) % len(self.ids)])
+        self.n += n
+        alone = self.patch_ns[marks[0] :]
+        del self.patch_ns[marks[0] :], self.e2e_ns[marks[1] :], self.seen_ns[marks[2] :]
+        return parts.stats_ms(alone)
+
+    def _change(self, uid: int) -> None:
+        with self.locks[uid]:  # the previous change of this learner first
             new = HIGH if self.role[uid] == LOW else LOW
-            t = time.perf_counter_ns()
+            sent = time.perf_counter_ns()
             resp = self._patch(uid, new)
-            done = time.perf_counter_ns()
             if resp.status_code != 200:
-                failed += 1
-                continue
-            patch_ns.append(done - t)
+                self.failed += 1
+                return
+            self.patch_ns.append(time.perf_counter_ns() - sent)
             self.role[uid] = new
-            want = new == HIGH
-            question = {"subject": uid, "workspace": SLUG, "action": HIGH_ACTION}
-            while True:
-                status, got = _check(self.port, self.token, question)
-                if status == 200 and got.get("allowed") is want:
-                    visible_ns.append(time.perf_counter_ns() - done)
-                    break
-                if time.perf_counter_ns() - done > 10e9:
-                    raise TimeoutError(f"role change of user {uid} not visible in 10 s")
-            t = time.perf_counter_ns()
-            status, got = _check(self.port, self.token, {**question, "min_revision": int(resp.json()["revision"])})
-            minrev_ns.append(time.perf_counter_ns() - t)
-            minrev_wrong += not (status == 200 and got.get("allowed") is want)
-        return {"patch": parts.stats_ms(patch_ns), "visible": parts.stats_ms(visible_ns),
-                "min_revision": parts.stats_ms(minrev_ns), "min_revision_wrong": minrev_wrong, "failed": failed}
+            self.last = (uid, int(resp.json()["revision"]), new == HIGH)
+            answered = time.perf_counter_ns()
+        self._follow(uid, new == HIGH, sent, answered)
+
+    def run(self, seconds: float, rate: float) -> None:
+        """A change every 1/rate s for ``seconds`` (each in a thread of a pool: a slow one does not
+        delay the next), then wait for them all."""
+        step = 1e9 / rate
+        start = time.perf_counter_ns()
+        with ThreadPoolExecutor(16) as pool:
+            n = 0
+            while time.perf_counter_ns() - start < seconds * 1e9:
+                wait = start + n * step - time.perf_counter_ns()
+                if wait > 0:
+                    time.sleep(wait / 1e9)
+                pool.submit(self._change, self.ids[self.n % len(self.ids)])
+                self.n += 1
+                n += 1
+
+    def min_revision_wrong(self, n: int = 10) -> int:
+        """``min_revision`` = the last change's revision, n times on new connections: answers without it."""
+        if self.last is None:
+            return n
+        uid, revision, want = self.last
+        question = {"subject": uid, "workspace": SLUG, "action": HIGH_ACTION, "min_revision": revision}
+        return sum(1 for _ in range(n) if _check(self.decide, self.token, question)[1].get("allowed") is not want)
 
     def reset(self) -> None:
         """Everyone back to learner (the workspace is removed afterwards anyway)."""
@@ -238,68 +249,145 @@ class Changer:
             self.role[uid] = LOW
 
 
-def run(
-    url: str, token: str, workspaces: int, log_dir: str, changes: int = 100, clients: int = 4, idle_changes: int = 20
-) -> dict[str, Any]:
-    """N role changes through the members API under /v1/check load (after ``idle_changes`` without
-    load, for comparison); PATCH and visibility latencies."""
+@contextmanager
+def _servers(variant: str, url: str, root: str, log_dir: str, workers: int) -> Iterator[tuple[int, int]]:
+    """(main port, decision port) of the variant's server(s), each ready; the same port twice before."""
     from bench import http as hb
-    from bench.peer import mix_items
 
+    server = "granian" if variant.endswith("granian") else "gunicorn"
+    split = not variant.startswith("before")
+    port = hb.free_port()
+    cmd, env = hb.server_command(server, "app:create_app()", port, workers, root)
+    env.update(FLASK_POLICY_SYNC="listen")
+    if server == "gunicorn":
+        env.update(GUNICORN_WORKER_CLASS="gthread", GUNICORN_THREADS="4")  # main's default (sync + 4 threads)
+    decide = hb.free_port() if split else port
+    if split and server == "granian":
+        env.update(SERVE_DECISION_BIND=f"127.0.0.1:{decide}", SERVE_DECISION_WORKERS=str(workers))
+    with ExitStack() as stack:
+        log = os.path.join(log_dir, f"rolechange-{variant}.log")
+        proc = stack.enter_context(hb.process(cmd, hb.app_env(url, root, **env), log, cwd=root))
+        hb._wait_listening(port, proc, workers)
+        if split and server == "gunicorn":
+            dcmd, denv = hb.server_command(server, "app:create_app()", decide, workers, root)
+            denv.update(FLASK_POLICY_SYNC="listen", FLASK_DECISION_ONLY="1", GUNICORN_WORKER_CLASS="gthread",
+                        GUNICORN_THREADS="4")
+            dlog = os.path.join(log_dir, f"rolechange-{variant}-decide.log")
+            dproc = stack.enter_context(hb.process(dcmd, hb.app_env(url, root, **denv), dlog, cwd=root))
+            hb._wait_listening(decide, dproc, workers)
+        elif split:
+            hb._wait_listening(decide, proc, workers)
+        time.sleep(2.0)  # every worker loaded (the first ready answer is one worker's)
+        yield port, decide
+
+
+def _variant(variant: str, url: str, token: str, root: str, ids: list[int], bodies: list[bytes],
+             log_dir: str) -> dict[str, Any]:
+    from bench import http as hb
+
+    wrk = hb.wrk_path()
+    if wrk is None:
+        raise RuntimeError("wrk is not installed")
+    workers = hb.workers_default()
+    quiet: list[dict[str, Any]] = []
+    busy: list[dict[str, Any]] = []
+    with _servers(variant, url, root, log_dir, workers) as (port, decide):
+        writer = Writer(f"http://127.0.0.1:{port}", decide, token, ids)
+        alone = writer.alone(20)
+        for _ in range(ROUNDS):
+            quiet.append(hb.load_wrk(wrk, decide, token, "/v1/check", bodies, CLIENTS, WINDOW_S, rate=LOAD_RATE))
+            thread = threading.Thread(target=writer.run, args=(WINDOW_S + 1.0, CHANGE_RATE), daemon=True)
+            thread.start()
+            time.sleep(0.5)
+            busy.append(hb.load_wrk(wrk, decide, token, "/v1/check", bodies, CLIENTS, WINDOW_S, rate=LOAD_RATE))
+            thread.join(60)
+        wrong = writer.min_revision_wrong()
+        writer.reset()
+    p99_quiet = sorted(r["p99_ms"] for r in quiet)[len(quiet) // 2]
+    p99_busy = sorted(r["p99_ms"] for r in busy)[len(busy) // 2]
+    return {
+        "workers": workers,
+        "quiet": quiet,
+        "writes": busy,
+        "p50_quiet_ms": sorted(r["p50_ms"] for r in quiet)[len(quiet) // 2],
+        "p50_writes_ms": sorted(r["p50_ms"] for r in busy)[len(busy) // 2],
+        "p99_quiet_ms": p99_quiet,  # median of the rounds
+        "p99_writes_ms": p99_busy,
+        "p99_ratio": p99_busy / p99_quiet if p99_quiet else None,
+        "patch_alone": alone,
+        "patch": parts.stats_ms(writer.patch_ns),
+        "end_to_end": parts.stats_ms(writer.e2e_ns),
+        "visible_after_answer": parts.stats_ms(writer.seen_ns),
+        "changes_per_s": len(writer.patch_ns) / (ROUNDS * (WINDOW_S + 1.0)),
+        "failed": writer.failed,
+        "invisible": writer.invisible,
+        "min_revision_wrong": wrong,
+    }
+
+
+def run(url: str, token: str, workspaces: int, log_dir: str) -> dict[str, Any]:
+    """Every variant of ``BENCH_ROLECHANGE_VARIANTS`` (default: all) on one data set, in one run."""
+    from bench.peer import mix_items
+    from bench.server import ROOT, source_tree
+
+    names = [v.strip() for v in os.environ.get("BENCH_ROLECHANGE_VARIANTS", ",".join(VARIANTS)).split(",")
+             if v.strip()]
     os.makedirs(log_dir, exist_ok=True)
     ids = setup(url)
-    out: dict[str, Any] = {"workspaces": workspaces, "changes": changes, "workers": hb.workers_default()}
     bodies = [json.dumps(it).encode() for it in mix_items(workspaces, 5000, 31)]
+    out: dict[str, Any] = {"workspaces": workspaces, "rounds": ROUNDS, "window_s": WINDOW_S, "load_rate": LOAD_RATE,
+                           "clients": CLIENTS, "change_rate": CHANGE_RATE, "confirm": CONFIRM, "variants": {}}
+    old_tree = tempfile.mkdtemp(prefix="i25-before-")
     try:
-        with hb.app_server(url, "app:create_app()", hb.workers_default(),
-                         os.path.join(log_dir, "gunicorn-rolechange.log")) as port:
-            base = f"http://127.0.0.1:{port}"
-            web = requests.Session()
-            csrf = web.get(base + "/api/auth/csrf", timeout=10).json()["csrf_token"]
-            r = web.post(base + "/api/auth/signin", json={"email": OPERATOR, "password": PASSWORD},
-                         headers={"X-CSRFToken": csrf}, timeout=30)
-            r.raise_for_status()
-            csrf = r.json()["csrf_token"]
-            changer = Changer(web, base, csrf, port, token, ids)
-            out["idle"] = changer.series(idle_changes)  # the same steps with nothing else running
-            load = Load(port, token, bodies, clients)
-            load.start()
-            time.sleep(1.0)  # the load is on
+        if any(n.startswith("before") for n in names):
+            source_tree(BEFORE_COMMIT, old_tree)
+            out["before_commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", BEFORE_COMMIT],
+                                                  capture_output=True, text=True, check=True).stdout.strip()
+        for name in names:
+            root = old_tree if name.startswith("before") else ROOT
             try:
-                out.update(changer.series(changes))
-            finally:
-                out["load"] = load.finish()
-                changer.reset()
+                out["variants"][name] = _variant(name, url, token, root, ids, bodies, log_dir)
+            except Exception as exc:  # noqa: BLE001 - report what failed, keep the other variants
+                out["variants"][name] = {"error": f"{type(exc).__name__}: {exc}"}
     finally:
+        shutil.rmtree(old_tree, ignore_errors=True)
         cleanup(url)
     return out
 
 
 def lines(result: dict[str, Any]) -> list[str]:
     """Markdown lines for the report."""
-    out = ["## Role change end to end, under load", ""]
+    out = ["## Role changes and decisions on one server", ""]
     if "error" in result:
         return [*out, f"Not measured: {result['error']}", ""]
-    ld = result.get("load", {})
-    rate = f"{ld['requests_per_s']:,.0f}/s" if ld.get("requests_per_s") else f"{ld.get('requests', 0):,} requests"
     out.append(
-        f"W = {result['workspaces']:,}; gunicorn -w {result['workers']}; {result['changes']} role changes one after "
-        f"another through `PATCH /api/workspaces/<slug>/members/<id>` (signed-in owner, CSRF) while "
-        f"{ld.get('generator', '?')} keeps `/v1/check` busy ({ld.get('clients', '?')} connections, {rate}, "
-        f"{ld.get('errors', 0)} errors)."
+        f"W = {result['workspaces']:,}; 2 workers (and 2 decision-listener workers after); wrk paced at "
+        f"{result['load_rate']} `/v1/check`/s ({result['clients']} keep-alive connections, realistic mix), "
+        f"{result['rounds']} rounds of {result['window_s']:.0f} s without writes, then {result['window_s']:.0f} s with "
+        f"{result['change_rate']} role changes/s (`PATCH /api/workspaces/<slug>/members/<id>`, signed-in owner). "
+        f"End to end: PATCH sent → a plain `/v1/check` on a new connection gives the new decision (and the "
+        f"{result['confirm']} after it agree). p50 / p99: medians of the rounds (each round's p99 in brackets, "
+        f"without → with writes). Before = the code at {result.get('before_commit', BEFORE_COMMIT)}."
     )
-    idle = result.get("idle") or {}
-    out += parts.table(["step", "p50 / p99"], [
-        f"| PATCH answered (committed, writing worker updated) | {parts.p50_p99(result.get('patch'))} |",
-        f"| PATCH answered → a plain `/v1/check` (any worker) decides anew | {parts.p50_p99(result.get('visible'))} |",
-        f"| `/v1/check` with `min_revision` = the PATCH's revision | {parts.p50_p99(result.get('min_revision'))} |",
-        f"| without load ({idle.get('patch', {}).get('n', 0)} changes): PATCH answered "
-        f"| {parts.p50_p99(idle.get('patch'))} |",
-    ])
-    out += ["",
-            f"Failed PATCHes: {result.get('failed', 0)}; `min_revision` answers without the new decision: "
-            f"{result.get('min_revision_wrong', 0)} (target 0). In memory, `engine.apply` alone: see the role "
-            "change row of the decision table.", ""]
+    rows = []
+    for name, v in result["variants"].items():
+        if "error" in v:
+            rows.append(f"| {name} | not measured: {v['error']} | | | | | | |")
+            continue
+        ratio = f"{v['p99_ratio']:.2f}×" if v.get("p99_ratio") else "—"
+        rounds = ", ".join(f"{q['p99_ms']:.1f}→{w['p99_ms']:.1f}" for q, w in zip(v["quiet"], v["writes"]))
+        rows.append(
+            f"| {name} | {v['p50_quiet_ms']:.2f} / {v['p99_quiet_ms']:.2f} ms "
+            f"| {v['p50_writes_ms']:.2f} / {v['p99_writes_ms']:.2f} ms | {ratio} ({rounds} ms) "
+            f"| {parts.p50_p99(v['patch_alone'])} | {parts.p50_p99(v['patch'])} "
+            f"| {parts.p50_p99(v['end_to_end'], count=True)} | {parts.p50_p99(v['visible_after_answer'])} |"
+        )
+    out += parts.table(["variant", "`/v1/check` p50 / p99, no writes", "under writes", "p99 ratio (≤ 2×)",
+                        "PATCH alone (20, one at a time, no load)", "PATCH answered, 20/s",
+                        "role change end to end (p99 ≤ 50 ms)", "of which: answered → visible"], rows)
+    out += ["", "Failed PATCHes, changes not visible in 10 s, `min_revision` answers without the change (of 10): "
+            + "; ".join(f"{n}: {v.get('failed', '?')}, {v.get('invisible', '?')}, {v.get('min_revision_wrong', '?')}"
+                        for n, v in result["variants"].items()), ""]
     return out
 
 

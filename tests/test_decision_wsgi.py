@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.api import decision, decision_wsgi
-from app.extensions import authz
+from app.extensions import authz, db
 from tests.test_decision_api import World, make_token
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
 
@@ -202,3 +203,37 @@ def test_answers_are_the_encoders_bytes(app: Flask, world: World) -> None:
                 assert one.json == orjson.dumps(one.decisions[0].as_dict())
         empty = answered("decision.check_batch", {"checks": []})
         assert empty.json == orjson.dumps({"results": [], "revision": eng.revision})
+
+def test_a_decision_listener_refuses_everything_but_decisions(database_url: str) -> None:
+    """DECISION_ONLY: every route outside the decision, AuthZEN, probe and metrics paths is a 404
+    problem (none reaches its view, writes included); the decision paths reach theirs."""
+    from tests.conftest import make_app
+
+    app = make_app(database_url, DECISION_ONLY=True)
+    client = app.test_client()
+    rules = list(app.url_map.iter_rules())
+    assert {r.rule for r in rules} >= decision_wsgi.DECISION_PATHS  # every path named is one the app has
+    refused = 0
+    for rule in rules:
+        path = re.sub(r"<[^>]+>", "1", rule.rule)
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        if path in decision_wsgi.DECISION_PATHS or path.startswith(decision_wsgi.DECISION_PREFIXES):
+            assert path.startswith(("/v1/check", "/access/v1/")) or methods == ["GET"], rule  # reads only
+            continue
+        for method in methods:
+            r = client.open(path, method=method, json={})
+            assert r.status_code == 404 and r.content_type == "application/problem+json", (method, path)
+            assert r.json is not None and r.json["instance"] == path
+            refused += 1
+    assert refused > 50
+    assert client.post("/v1/check", json={}).status_code == 401  # the view's answer: no token
+    assert client.get("/readyz").status_code in (200, 503)
+    with app.app_context():
+        db.engine.dispose()  # the pooled connections its requests opened
+    # HAProxy's decide acl names the same paths (the probes and metrics are the servers' own).
+    cfg = (Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg").read_text()
+    acl = [line.split()[2:] for line in cfg.splitlines() if line.strip().startswith("acl decision")]
+    exact = {p for words in acl if words[0] == "path" for p in words[1:]}
+    prefixes = {p for words in acl if words[0] == "path_beg" for p in words[1:]}
+    assert exact == decision_wsgi.DECISION_PATHS - {"/healthz", "/readyz", "/metrics"}
+    assert prefixes == set(decision_wsgi.DECISION_PREFIXES)

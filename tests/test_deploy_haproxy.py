@@ -28,12 +28,28 @@ def test_decisions_and_writes_are_checked_on_their_own_readiness() -> None:
         assert path in text[text.index("frontend authz") : text.index("\nbackend decide")]
 
 
-def test_haproxy_accepts_the_shipped_config() -> None:
+def test_decisions_go_to_the_decision_listeners_backed_up_by_the_app_servers() -> None:
+    """decide's servers are AUTHZ_DECIDE_A/B (the app servers when unset); the app servers are its
+    backups; writes never go to a decision listener."""
+    text = CFG.read_text()
+    decide = text[text.index("\nbackend decide") : text.index("\nbackend writes")]
+    writes = text[text.index("\nbackend writes") :]
+    assert 'server a "${AUTHZ_DECIDE_A-${AUTHZ_HOST_A}}" check' in decide
+    assert 'server b "${AUTHZ_DECIDE_B-${AUTHZ_HOST_B}}" check' in decide
+    backups = [line for line in decide.splitlines() if line.strip().startswith("server") and "backup" in line]
+    assert [line.split('"')[1] for line in backups] == ["${AUTHZ_HOST_A}", "${AUTHZ_HOST_B}"]
+    assert "AUTHZ_DECIDE" not in writes
+
+
+@pytest.mark.parametrize("decide", [{}, {"AUTHZ_DECIDE_A": "127.0.0.1:4", "AUTHZ_DECIDE_B": "127.0.0.1:5"}])
+def test_haproxy_accepts_the_shipped_config(decide: dict[str, str]) -> None:
+    """Valid with and without decision listeners."""
     if not os.path.exists(HAPROXY):
         if os.environ.get("CI") == "true":
             pytest.fail("haproxy is not installed (.ci/run installs it)")
         pytest.skip("haproxy is not installed (apt-get install haproxy)")
-    env = dict(os.environ, AUTHZ_BIND="127.0.0.1:1", AUTHZ_HOST_A="127.0.0.1:2", AUTHZ_HOST_B="127.0.0.1:3")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHZ_DECIDE_")}
+    env.update(AUTHZ_BIND="127.0.0.1:1", AUTHZ_HOST_A="127.0.0.1:2", AUTHZ_HOST_B="127.0.0.1:3", **decide)
     done = subprocess.run([HAPROXY, "-c", "-f", str(CFG)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -18,6 +18,7 @@ put back: the view takes it from the environ, parsed, or the refusal to raise.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from time import perf_counter
@@ -27,7 +28,7 @@ from flask import Flask
 
 from app import observability
 from app.api import decision
-from app.errors import AppError
+from app.errors import PROBLEM, AppError
 from app.extensions import authz
 from app.policy import tokens
 
@@ -43,6 +44,22 @@ _METRIC_KEYS = {
 }
 _JSON = "application/json"
 _REQUEST_ID = observability.REQUEST_ID_HEADER
+# What a decision listener (DECISION_ONLY) serves: the decision and AuthZEN APIs (the paths
+# deploy/haproxy.cfg routes to its ``decide`` backend), the probes and the metrics. All are reads.
+DECISION_PATHS = frozenset(
+    {
+        "/v1/check",
+        "/v1/check/batch",
+        "/v1/permissions",
+        "/v1/assignable-roles",
+        "/v1/who-can",
+        "/.well-known/authzen-configuration",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+)
+DECISION_PREFIXES = ("/access/v1/",)
 
 
 class DecisionFastPath:
@@ -149,7 +166,44 @@ def _json_type(ctype: str) -> bool:
     return ctype == _JSON or (ctype.startswith("application/") and ctype.endswith("+json"))
 
 
+class DecisionOnly:
+    """WSGI middleware of a decision listener (``DECISION_ONLY``): decision, AuthZEN, probe and
+    metrics paths go on to ``wsgi_app``; anything else is a 404 problem answered here, before
+    Flask, so no write, page or sign-in can ever occupy one of its threads (docs/deploy.md)."""
+
+    def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in DECISION_PATHS or path.startswith(DECISION_PREFIXES):
+            return self.wsgi_app(environ, start_response)
+        body = json.dumps(
+            {
+                "type": "https://learnauthz.dev/problems/not-found",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "This listener serves decisions only (DECISION_ONLY); send other requests to the main one.",
+                "instance": path,
+            }
+        ).encode()
+        start_response(
+            "404 NOT FOUND",
+            [
+                ("Content-Type", PROBLEM),
+                ("Content-Length", str(len(body))),
+                *self.app.extensions["security"]["headers"],
+                (observability.REQUEST_ID_HEADER, observability.request_id_of(environ)),
+            ],
+        )
+        return [body]
+
+
 def install(app: Flask) -> None:
-    """Put the fast path in front of the app's WSGI stack (``DECISION_FAST_PATH``, default on)."""
+    """Put the fast path in front of the app's WSGI stack (``DECISION_FAST_PATH``, default on), and
+    the decision-only guard in front of everything on a decision listener (``DECISION_ONLY``)."""
     if app.config.get("DECISION_FAST_PATH", True):
         app.wsgi_app = DecisionFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
+    if app.config.get("DECISION_ONLY"):
+        app.wsgi_app = DecisionOnly(app, app.wsgi_app)  # type: ignore[method-assign]
