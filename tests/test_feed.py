@@ -174,19 +174,21 @@ def test_snapshot_and_changes_hold_exactly_what_the_oracle_allows(app: Flask, se
             assert set(snap.state.catalogs) == {s for s in seen if s in world.packs}
             pack_rules = sorted(tuple(r) for r in policy_store.load_rules(db.session()) if is_pack_rule(r))
             assert sorted(tuple(r) for r in snap.state.pack_rules) == pack_rules
-            # tokens: exactly those whose binding lies inside the view
+            # tokens: exactly those whose binding lies inside the follower token's and meets the view
             want_tokens = set()
+            authority = oracle_workspaces(world, binding, None)
             for h, t in live.items():
                 if t.wide:
-                    ok = bool(binding.get("all_workspaces")) and narrow is None
+                    ok = bool(binding.get("all_workspaces"))
                 elif t.platform:
-                    ok = narrow is None and (binding.get("all_workspaces") or binding.get("platform") == t.platform)
+                    ok = bool(binding.get("all_workspaces") or binding.get("platform") == t.platform)
                 else:
-                    ok = {d[3:] for d in t.domains} <= seen
+                    named = {d[3:] for d in t.domains}
+                    ok = named <= authority and bool(named & seen)
                 if ok:
                     want_tokens.add(h)
             assert {t.hash for t in snap.state.tokens} == want_tokens
-            assert hash_token(secret) in want_tokens or narrow is not None
+            assert hash_token(secret) in want_tokens or not seen
 
     start = policy_store.current_revision(db.session())
     before = set(_facts())

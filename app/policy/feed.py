@@ -16,8 +16,10 @@ the view it receives, at one revision (:func:`snapshot_state`) and then revision
 * the directory rows (id, email, external id) of exactly the users those rows name;
 * the AuthZEN catalogs of the held workspaces;
 * the SHA-256 hashes and identities of the live service tokens whose binding lies inside the
-  view's (a workspace token whose workspaces are all held; a platform or wide token only for a
-  view as wide as it), so the follower authenticates its callers without the database.
+  follower token's and meets the view (:meth:`View.covers`: a wide token only for a wide follower
+  token, a platform token for a wide token or one of its platform, a workspace token whose
+  workspaces the follower's token may all ask about and the selection holds one of), so the
+  follower authenticates its callers without the database.
 
 Nothing else leaves: not another tenant's rows, not the users only they name. The filter is one
 function, :meth:`Filter.row`, used by both the snapshot and the changes.
@@ -62,16 +64,22 @@ class View:
         return self.token.may_ask(f"platform:{pack}", pack) and self.selection.holds(f"platform:{pack}")
 
     def covers(self, other: TokenIdentity, packs: Mapping[str, str]) -> bool:
-        """True if every domain ``other`` may ask about is visible here (its hash may go to the follower)."""
+        """True if ``other``'s hash may go to the follower: the follower's token may ask about everything
+        ``other`` may (never a token of wider authority), and ``other`` may ask about something the view
+        holds. A partition replica with a wide feed token thus authenticates wide callers; what they ask
+        outside its selection is a 421 there, outside their binding a 403."""
         if other.wide:
-            return self.token.wide and self.selection.everything
+            return self.token.wide
         if other.platform is not None:
-            return (
-                self.selection.everything
-                and (self.token.wide or self.token.platform == other.platform)
-                and (other.platform != tokens.META_PACK or self.token.platform == other.platform)
+            return (self.token.wide or self.token.platform == other.platform) and (
+                other.platform != tokens.META_PACK or self.token.platform == other.platform
             )
-        return bool(other.domains) and all(self.holds(d, packs.get(d)) for d in other.domains)
+        domains = other.domains
+        return (
+            bool(domains)
+            and all(self.token.may_ask(d, packs.get(d)) for d in domains)
+            and any(self.selection.holds(d) for d in domains)
+        )
 
 
 def _pack_of_role(role: str) -> str | None:

@@ -1,12 +1,15 @@
 """Partitioned decision tier (issue 27) on hosts made of network namespaces: a central writer (PostgreSQL,
-PgBouncer and the full server on ``lzp-db``), three hosts with two partition replicas each (N = 3, each
-partition on two different hosts), HAProxy with the shipped ``deploy/haproxy-partitions.cfg`` on ``lzp-lb``.
+PgBouncer and the full server on ``lzp-db``, which serves the change feed), three hosts with two
+partition replicas each (N = 3, each partition on two different hosts; every replica a follower of the
+writer's feed, ``learnauthz sidecar --partition k/3``, with no database connection), HAProxy with the
+shipped ``deploy/haproxy-partitions.cfg`` on ``lzp-lb``.
 
 (a) every decision through HAProxy — with the X-Authz-Workspace header, without it (HAProxy reads the JSON
 body), and in batches the Python client splits by partition — equals stock pycasbin
 (``build_plain_enforcer``) on the committed state; HAProxy's ``crc32`` routes as the service's slot does;
 (b) a replica asked directly about a foreign workspace answers 421 with the partition; (c) role changes
-written through the central writer are decided through HAProxy (p50/p99 over 50 changes); (d) killing one
+written through the central writer are decided through HAProxy, reaching the replicas through the feed
+(p50/p99 over 50 changes); (d) killing one
 replica of a partition under load fails no decision; (e) memory (PSS) per replica against the writer on
 the same data. Figures go to test-artifacts/partitions.json. ``make test-deploy`` (root).
 """
@@ -70,10 +73,21 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_replica(host: str, partition: str, port: int, log: IO[Any]) -> subprocess.Popen[bytes]:
-    """One decision replica holding ``partition`` ("k/N"; "" = everything) on host:port. The one place a
-    replica is started: after the change feed merges, its follower replaces what this runs."""
-    return TOPO.start_host(host, _env(FLASK_POLICY_PARTITION=partition), log, port=port)
+def start_writer(log: IO[Any]) -> subprocess.Popen[bytes]:
+    """The central writer on the db host: the full server on PostgreSQL, which also serves the change
+    feed the replicas follow (one held stream and one thread per replica)."""
+    env = _env(GUNICORN_THREADS="16", FLASK_FEED_MAX_CONNECTIONS="12", FLASK_FEED_HEARTBEAT_SECONDS="1")
+    return TOPO.start_host("db", env, log, port=8000)
+
+
+def start_replica(host: str, partition: str, port: int, feed_token: str, log: IO[Any]) -> subprocess.Popen[bytes]:
+    """One decision replica holding ``partition`` ("k/N") on host:port: a follower of the writer's change
+    feed (``learnauthz sidecar --partition``), with no database URL and no credential but its feed token."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    env.update(FLASK_FOLLOWER_TOKEN=feed_token, PYTHONPATH=str(ROOT), FLASK_ACCESS_LOG="false")
+    cmd = [str(ROOT / ".venv/bin/python"), "-m", "app", "sidecar", "--upstream", f"http://{NET}.10:8000",
+           "--partition", partition, "--bind", f"{TOPO.ip(host)}:{port}", "--max-staleness", "600"]
+    return subprocess.Popen(TOPO.in_ns(host, *cmd), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _port(k: int) -> int:
@@ -139,9 +153,13 @@ def tier() -> Iterator[dict[str, Any]]:
         for cmd in (["db-upgrade"], ["seed"]):
             subprocess.run([flask, "--app", "app:create_app", *cmd], env=env, cwd=ROOT, check=True,
                            capture_output=True, timeout=120)
-        create = [flask, "--app", "app:create_app", "token", "create", "deploy", "--all-workspaces"]
-        token = subprocess.run(create, env=env, cwd=ROOT, check=True, capture_output=True, text=True,
-                               timeout=60).stdout.strip().splitlines()[-1]
+        def create(name: str, *flags: str) -> str:
+            cmd = [flask, "--app", "app:create_app", "token", "create", name, "--all-workspaces", *flags]
+            out = subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60)
+            return out.stdout.strip().splitlines()[-1]
+
+        token = create("deploy")
+        feed_token = create("replicas", "--feed")
         world = _load_world(f"postgresql://postgres@{NET}.10:5432/app")
 
         def log(name: str) -> IO[Any]:
@@ -149,10 +167,16 @@ def tier() -> Iterator[dict[str, Any]]:
             logs.append(f)
             return f
 
-        procs["writer"] = start_replica("db", "", 8000, log("writer"))
+        procs["writer"] = start_writer(log("writer"))
+        deadline = time.monotonic() + float(os.environ.get("DEPLOY_READY_SECONDS", "420"))
+        while time.monotonic() < deadline:  # the replicas' first snapshot comes from the writer
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://{NET}.10:8000/readyz", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.3)
         for k, hosts in PLACEMENT.items():
             for host in hosts:
-                procs[f"p{k}-{host}"] = start_replica(host, f"{k}/{N}", _port(k), log(f"p{k}-{host}"))
+                procs[f"p{k}-{host}"] = start_replica(host, f"{k}/{N}", _port(k), feed_token, log(f"p{k}-{host}"))
         slots = tmp / "slots.map"
         slots.write_text(slot_map(N))
         ha_env = dict(os.environ, AUTHZ_BIND=f"{NET}.14:80", AUTHZ_SLOTS_MAP=str(slots), AUTHZ_WRITER=f"{NET}.10:8000")
