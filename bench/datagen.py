@@ -1,6 +1,7 @@
 """The benchmark data set in PostgreSQL: W workspaces × 10 members of every pack, via COPY.
 
-One database per size (``<BENCH_DB_PREFIX>w<W>``, default ``bench_w<W>``), created, migrated and
+One database per size (``<BENCH_DB_PREFIX>w<W>``, default ``bench_w<W>``; with ``users`` other than the
+default 20,000, e.g. as many users as memberships: ``<prefix>w<W>u<users>``), created, migrated and
 imported like production
 (``upgrade_database``), then the facts are streamed in with ``COPY FROM STDIN`` behind a
 progress bar and logged as one revision. Users for the HTTP benchmark (the decision API resolves
@@ -24,7 +25,7 @@ from bench.world import iter_world
 ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBERS = 10
-HTTP_USERS = 20_000  # users 1..N exist in the users table (the first 2,000 workspaces)
+HTTP_USERS = int(os.environ.get("BENCH_USERS", "20000"))  # users 1..N in the users table (20,000: 2,000 workspaces)
 SEED = 1
 DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")  # databases are <prefix>w<W>
 
@@ -65,9 +66,21 @@ def _upgrade(url: str) -> None:
         db.engine.dispose()
 
 
-def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str, Any]]:
-    """(url, metadata) of the data set for W workspaces, created if missing."""
-    name = f"{DB_PREFIX}w{workspaces}"
+def db_name(workspaces: int, users: int | None = None) -> str:
+    """The database of W workspaces with users 1..users (default ``HTTP_USERS``) in the users table."""
+    users = HTTP_USERS if users is None else users
+    return f"{DB_PREFIX}w{workspaces}" if users == 20_000 else f"{DB_PREFIX}w{workspaces}u{users}"
+
+
+def external_id(uid: int) -> str | None:
+    """Every other user has an external id (an SSO subject), as a real directory would."""
+    return f"sso|{uid:012d}" if uid % 2 == 0 else None
+
+
+def ensure_database(workspaces: int, fresh: bool = False, users: int | None = None) -> tuple[str, dict[str, Any]]:
+    """(url, metadata) of the data set for W workspaces, created if missing; ``users`` users exist
+    (default ``HTTP_USERS``, at most one per membership), the even ones with an external id."""
+    name = db_name(workspaces, users)
     url = db_url(name)
     if not fresh and _exists(name):
         meta = _marker(url)
@@ -107,15 +120,16 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
             "INSERT INTO policy_revisions (id, created_at, kind, message, changes) VALUES (%s, now(), %s, %s, %s)",
             (head[0], "bench", f"bulk load of {rules} facts", "[]"),
         )
-        n_users = min(HTTP_USERS, workspaces * MEMBERS)
+        n_users = min(HTTP_USERS if users is None else users, workspaces * MEMBERS)
         with (
             c.cursor() as cur,
             cur.copy(
-                "COPY users (id, email, display_name, password_hash, active, created_at) FROM STDIN"
+                "COPY users (id, email, external_id, display_name, password_hash, active, created_at) FROM STDIN"
             ) as copy,
         ):
             for uid in range(1, n_users + 1):
-                copy.write_row((uid, f"u{uid}@bench.example", f"U{uid}", "!", True, "2026-01-01T00:00:00Z"))
+                ext = external_id(uid) if n_users > 20_000 else None
+                copy.write_row((uid, f"u{uid}@bench.example", ext, f"U{uid}", "!", True, "2026-01-01T00:00:00Z"))
         c.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (n_users + 1,))
         c.execute("CREATE TABLE bench_meta (workspaces int, members int, seed int, rules int, token text)")
         c.execute("INSERT INTO bench_meta VALUES (%s, %s, %s, %s, %s)", (workspaces, MEMBERS, SEED, rules, token))
@@ -125,9 +139,9 @@ def ensure_database(workspaces: int, fresh: bool = False) -> tuple[str, dict[str
     return url, meta
 
 
-def drop_database(workspaces: int) -> None:
+def drop_database(workspaces: int, users: int | None = None) -> None:
     """Remove a data set."""
     eng = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with eng.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{DB_PREFIX}w{workspaces}" WITH (FORCE)'))
+        c.execute(text(f'DROP DATABASE IF EXISTS "{db_name(workspaces, users)}" WITH (FORCE)'))
     eng.dispose()
