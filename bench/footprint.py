@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from app.authz.engine import PolicyEngine
 from app.authz.packs import packset_from_documents
 from app.policy import directory
 from app.policy.store import read_policy
+from bench.http import app_env, free_port, process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +105,59 @@ def measure(url: str, code: str | None = None) -> dict[str, Any]:
     out["engine_b_per_membership"] = out["engine_heap"] / out["memberships"]
     out["directory_b_per_user"] = out["directory_heap"] / out["users"]
     return out
+
+
+def _smaps(pid: int) -> dict[str, float]:
+    kb: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+        for line in fh:
+            cells = line.split()
+            if len(cells) >= 3 and cells[0].endswith(":") and cells[2] == "kB":
+                kb[cells[0][:-1]] = int(cells[1])
+    return {"rss_mb": kb.get("Rss", 0) / 1024, "pss_mb": kb.get("Pss", 0) / 1024}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+def granian_pss(url: str, preload: bool, code: str | None = None, workers: int = 2) -> dict[str, Any]:
+    """PSS of ``python -m app.serve`` (granian, ``workers`` workers) on url once every worker serves
+    and the memory has settled: granian's main process and each worker, and the total."""
+    port = free_port()
+    env = app_env(url, code or str(ROOT), SERVE_BIND=f"127.0.0.1:{port}", SERVE_WORKERS=str(workers))
+    env["SERVE_PRELOAD"] = "1" if preload else "0"
+    log_path = f"/tmp/footprint-granian-{port}.log"
+    t0 = time.monotonic()
+    with process([sys.executable, "-m", "app.serve"], env, log_path, cwd=code or str(ROOT)) as proc:
+        last, steady = -1.0, 0
+        while steady < 5:  # every worker ready and the memory still for 5 s
+            time.sleep(1)
+            if proc.poll() is not None or time.monotonic() - t0 > 900:
+                raise RuntimeError(f"granian did not settle; see {log_path}")
+            pids = _children(proc.pid)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+                    ready = r.status == 200
+            except OSError:
+                ready = False
+            total = sum(_smaps(p)["pss_mb"] for p in [proc.pid, *pids]) if len(pids) == workers else 0.0
+            steady = steady + 1 if ready and total and abs(total - last) < 2 else 0
+            last = total
+        main = _smaps(proc.pid)
+        per_worker = [_smaps(p) for p in _children(proc.pid)]
+        ready_s = time.monotonic() - t0 - 5
+    return {
+        "preload": preload,
+        "main": main,
+        "workers": per_worker,
+        "total_pss_mb": main["pss_mb"] + sum(w["pss_mb"] for w in per_worker),
+        "ready_s": ready_s,
+    }
 
 
 def lines(results: dict[str, dict[str, Any]]) -> list[str]:

@@ -531,9 +531,7 @@ class PolicyEngine:
             if act not in self._actions[pack.id]:
                 return self._fixed(_UNKNOWN_ACTION, revision)
             # The subject's direct roles of this pack: in the workspace, and platform roles.
-            g = rms["g"]
-            direct = g.direct(sub, dom)
-            platform = g.direct(sub, PLATFORM_DOMAIN) if dom != PLATFORM_DOMAIN else _NONE
+            direct, platform = rms["g"].direct_and_platform(sub, dom)
             prefix = self._prefix[pack.id]
             if platform:
                 roles = tuple(sorted({r for r in (*direct, *platform) if r.startswith(prefix)}))

@@ -30,6 +30,7 @@ from .identifiers import PLATFORM_DOMAIN
 _EMPTY: tuple[str, ...] = ()
 _BASE = -(1 << 62)  # interned names are _BASE, _BASE + 1, ...: below every user number, in interning order
 _USER_DIGITS = 18  # user:<n> with n < 10**18 is coded as n
+_SCAN = 64  # array length up to which a lookup scans instead of bisecting
 _NOWHERE = -1  # no name's code (users are >= 0, interned names near -2**62): a domain nobody named
 
 Parents = tuple[str, ...]
@@ -83,7 +84,21 @@ class Names:
 
 
 def _run(links: array[int], child: int) -> tuple[int, int]:
-    """[i, j): the pair indexes of child's links in a domain's array."""
+    """[i, j): the pair indexes of child's links in a domain's array (empty, not where it would go, if none)."""
+    if len(links) <= _SCAN:  # a workspace's few links: one scan in C beats a strided view and a bisect
+        if child not in links:
+            return 0, 0
+        k = links.index(child)
+        if not k & 1:  # the first occurrence is a child, so the first of its run
+            j = k + 2
+            while j < len(links) and links[j] == child:
+                j += 2
+            return k >> 1, j >> 1
+    return _place(links, child)
+
+
+def _place(links: array[int], child: int) -> tuple[int, int]:
+    """[i, j): the pair indexes of child's links in a domain's array, or where they would go."""
     children = memoryview(links)[::2]
     i = bisect_left(children, child)
     j = i
@@ -128,7 +143,7 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         if old is None:
             self._links[dom] = array("q", (child, parent))
             return
-        i, j = _run(old, child)
+        i, j = _place(old, child)
         if any(old[2 * k + 1] == parent for k in range(i, j)):
             return
         new = old[: 2 * j]
@@ -152,7 +167,7 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
             arr.append(child)
             arr.append(parent)
             return
-        i, j = _run(arr, child)
+        i, j = _place(arr, child)
         if any(arr[2 * k + 1] == parent for k in range(i, j)):
             return
         arr.insert(2 * j, parent)
@@ -203,15 +218,48 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
             return (text(codes[0]),)
         return tuple(sorted(text(c) for c in codes))
 
+    def _child(self, name: str) -> int | None:
+        """find(name), users first (the commonest name asked about)."""
+        if name.__class__ is not str:
+            return None
+        if name.startswith("user:"):
+            n = user_number(name)
+            if n is not None:
+                return n
+        return self.names._code.get(name)
+
+    def _dom(self, domain: str) -> int | None:
+        """find(domain), interned names first (a domain is never a user but may be named like one)."""
+        dom = self.names._code.get(domain) if domain.__class__ is str else None
+        return dom if dom is not None else self.names.find(domain)
+
+    def _direct(self, child: int, dom: int | None) -> Parents:
+        arr = self._links.get(dom) if dom is not None else None
+        if arr is None:
+            return _EMPTY
+        if len(arr) <= _SCAN:  # the decision path's case, inline: a workspace's few links
+            if child not in arr:
+                return _EMPTY
+            k = arr.index(child)
+            if not k & 1 and (k + 2 >= len(arr) or arr[k + 2] != child):
+                p = arr[k + 1]
+                return (self.names._text[p - _BASE] if p < 0 else f"user:{p}",)
+        i, j = _run(arr, child)
+        return self._decode(tuple(arr[2 * k + 1] for k in range(i, j))) if j > i else _EMPTY
+
     def direct(self, name: str, domain: str = "") -> Parents:
         """Parents linked to name in exactly this domain (no ``*``), sorted."""
-        names = self.names
-        dom = names.find(domain)
-        child = names.find(name)
-        if dom is None or child is None:
-            return _EMPTY
-        codes = self._codes(child, dom)
-        return self._decode(codes) if codes else _EMPTY
+        child = self._child(name)
+        return self._direct(child, self._dom(domain)) if child is not None else _EMPTY
+
+    def direct_and_platform(self, name: str, domain: str) -> tuple[Parents, Parents]:
+        """(``direct(name, domain)``, ``direct(name, "*")``; () for the latter if domain is ``*``): a
+        decision's subject, its name read once."""
+        child = self._child(name)
+        if child is None:
+            return _EMPTY, _EMPTY
+        own = self._direct(child, self._dom(domain))
+        return own, self._direct(child, self._star) if domain != PLATFORM_DOMAIN else _EMPTY
 
     def _parents(self, child: int, dom: int) -> tuple[int, ...]:
         own = self._codes(child, dom)
