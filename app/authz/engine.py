@@ -260,7 +260,7 @@ class PolicyEngine:
             self._apply_one(RuleChange("add", rule), rebuild=False)
         self.load_facts(facts)
         for rm in self._rms.values():
-            rm.trim()
+            rm.seal()
         self._rebuild_p()
         for pack in packset.packs.values():
             self.g4.add_link(f"platform:{pack.id}", pack.key)

@@ -30,7 +30,6 @@ from .identifiers import PLATFORM_DOMAIN
 _EMPTY: tuple[str, ...] = ()
 _BASE = -(1 << 62)  # interned names are _BASE, _BASE + 1, ...: below every user number, in interning order
 _USER_DIGITS = 18  # user:<n> with n < 10**18 is coded as n
-_SCAN = 64  # array length up to which a lookup scans instead of bisecting
 _NOWHERE = -1  # no name's code (users are >= 0, interned names near -2**62): a domain nobody named
 
 Parents = tuple[str, ...]
@@ -84,21 +83,18 @@ class Names:
 
 
 def _run(links: array[int], child: int) -> tuple[int, int]:
-    """[i, j): the pair indexes of child's links in a domain's array (empty, not where it would go, if none)."""
-    if len(links) <= _SCAN:  # a workspace's few links: one scan in C beats a strided view and a bisect
-        if child not in links:
-            return 0, 0
-        k = links.index(child)
-        if not k & 1:  # the first occurrence is a child, so the first of its run
-            j = k + 2
-            while j < len(links) and links[j] == child:
-                j += 2
-            return k >> 1, j >> 1
-    return _place(links, child)
+    """[i, j): the indexes of child's links in a sealed domain array ``children + parents`` (child i's
+    parent at ``n + i``), or where they would go."""
+    n = len(links) >> 1
+    i = bisect_left(links, child, 0, n)
+    j = i
+    while j < n and links[j] == child:
+        j += 1
+    return i, j
 
 
-def _place(links: array[int], child: int) -> tuple[int, int]:
-    """[i, j): the pair indexes of child's links in a domain's array, or where they would go."""
+def _staged_run(links: array[int], child: int) -> tuple[int, int]:
+    """[i, j): the pair indexes of child's links in a staging array of (child, parent) pairs."""
     children = memoryview(links)[::2]
     i = bisect_left(children, child)
     j = i
@@ -108,17 +104,25 @@ def _place(links: array[int], child: int) -> tuple[int, int]:
     return i, j
 
 
+def _seal(pairs: array[int]) -> array[int]:
+    """A staging array of sorted (child, parent) pairs as the sealed ``children + parents``."""
+    out = pairs[0::2]
+    out.extend(pairs[1::2])
+    return out
+
+
 class IndexedRoleManager(RoleManager):  # type: ignore[misc]
     """Role links per domain in packed arrays; ``*`` links apply to every domain."""
 
-    __slots__ = ("max_hierarchy_level", "names", "_links", "_star", "_none")
+    __slots__ = ("max_hierarchy_level", "names", "_links", "_staging", "_sealed", "_star")
 
     def __init__(self, max_hierarchy_level: int = 10, names: Names | None = None) -> None:
         self.max_hierarchy_level = max_hierarchy_level
         self.names = names if names is not None else Names()
-        self._links: dict[int, array[int]] = {}
+        self._links: dict[int, array[int]] = {}  # domain → sorted children, then their parents
+        self._staging: dict[int, array[int]] = {}  # domain → sorted (child, parent) pairs: a load under way
+        self._sealed = False  # after seal, link is add_link
         self._star = self.names.code(PLATFORM_DOMAIN)
-        self._none = self.names.code("")
 
     @property
     def links(self) -> LinksView:
@@ -133,6 +137,7 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
     def clear(self) -> None:
         """Forget every link."""
         self._links = {}
+        self._staging = {}
 
     def add_link(self, name1: str, name2: str, *domain: str) -> None:
         """name1 inherits name2 in domain (or in every domain for ``*``)."""
@@ -143,43 +148,57 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         if old is None:
             self._links[dom] = array("q", (child, parent))
             return
-        i, j = _place(old, child)
-        if any(old[2 * k + 1] == parent for k in range(i, j)):
+        n = len(old) >> 1
+        i, j = _run(old, child)
+        if any(old[n + k] == parent for k in range(i, j)):
             return
-        new = old[: 2 * j]
+        new = old[:j]
         new.append(child)
+        new.extend(old[j : n + j])
         new.append(parent)
-        new.extend(old[2 * j :])
+        new.extend(old[n + j :])
         self._links[dom] = new
 
     def link(self, name1: str, name2: str, dom: str) -> None:
-        """``add_link`` in place, the domain a plain argument ("" for none): the loading fast path
-        (nobody reads while the engine loads); a link after the last of its domain is an append."""
+        """``add_link`` for a load, the domain a plain argument ("" for none): staged in place until
+        :meth:`seal` (a link after the last of its domain is an append). Only :meth:`direct` reads
+        staged links (what the engine asks while it loads)."""
+        if self._sealed:
+            self.add_link(name1, name2, dom)
+            return
         names = self.names
         d = names.code(dom)
         child, parent = names.code(name1), names.code(name2)
-        arr = self._links.get(d)
+        arr = self._staging.get(d)
         if arr is None:
-            self._links[d] = array("q", (child, parent))
+            self._staging[d] = array("q", (child, parent))
             return
         last = arr[-2]
-        if child > last or (child == last and parent != arr[-1] and not self._holds(arr, child, parent)):
+        if child > last or (child == last and parent != arr[-1] and not self._staged(arr, child, parent)):
             arr.append(child)
             arr.append(parent)
             return
-        i, j = _place(arr, child)
+        i, j = _staged_run(arr, child)
         if any(arr[2 * k + 1] == parent for k in range(i, j)):
             return
         arr.insert(2 * j, parent)
         arr.insert(2 * j, child)
 
     @staticmethod
-    def _holds(arr: array[int], child: int, parent: int) -> bool:
-        i, j = _run(arr, child)
+    def _staged(arr: array[int], child: int, parent: int) -> bool:
+        i, j = _staged_run(arr, child)
         return any(arr[2 * k + 1] == parent for k in range(i, j))
 
-    def trim(self) -> None:
-        """Drop the spare capacity arrays keep for appends (after a load)."""
+    def seal(self) -> None:
+        """End a load: staged links join the others, every array exactly as long as it needs to be."""
+        staging, self._staging, self._sealed = self._staging, {}, True
+        for d, pairs in staging.items():
+            held = self._links.get(d)
+            if held is not None:  # links added the ordinary way during the load (a pack's, say)
+                n = len(held) >> 1
+                merged = sorted({*zip(pairs[0::2], pairs[1::2]), *zip(held[:n], held[n:])})
+                pairs = array("q", [c for pair in merged for c in pair])
+            self._links[d] = _seal(pairs)
         for d, arr in self._links.items():
             self._links[d] = array("q", arr)
 
@@ -190,14 +209,16 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         old = self._links.get(dom) if dom is not None else None
         if old is None or child is None or parent is None:
             return
+        n = len(old) >> 1
         i, j = _run(old, child)
         for k in range(i, j):
-            if old[2 * k + 1] == parent:
-                if len(old) == 2:
+            if old[n + k] == parent:
+                if n == 1:
                     del self._links[dom]  # type: ignore[arg-type]
                 else:
-                    new = old[: 2 * k]
-                    new.extend(old[2 * k + 2 :])
+                    new = old[:k]
+                    new.extend(old[k + 1 : n + k])
+                    new.extend(old[n + k + 1 :])
                     self._links[dom] = new  # type: ignore[index]
                 return
 
@@ -207,10 +228,16 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         arr = self._links.get(dom)
         if arr is None:
             return ()
-        i, j = _run(arr, child)
-        if j - i == 1:
-            return (arr[2 * i + 1],)
-        return tuple(arr[2 * k + 1] for k in range(i, j))
+        n = len(arr) >> 1
+        i = bisect_left(arr, child, 0, n)
+        if i == n or arr[i] != child:
+            return ()
+        if i + 1 == n or arr[i + 1] != child:
+            return (arr[n + i],)
+        j = i + 1
+        while j < n and arr[j] == child:
+            j += 1
+        return tuple(arr[n + k] for k in range(i, j))
 
     def _decode(self, codes: tuple[int, ...]) -> Parents:
         text = self.names.text
@@ -237,20 +264,27 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         arr = self._links.get(dom) if dom is not None else None
         if arr is None:
             return _EMPTY
-        if len(arr) <= _SCAN:  # the decision path's case, inline: a workspace's few links
-            if child not in arr:
-                return _EMPTY
-            k = arr.index(child)
-            if not k & 1 and (k + 2 >= len(arr) or arr[k + 2] != child):
-                p = arr[k + 1]
-                return (self.names._text[p - _BASE] if p < 0 else f"user:{p}",)
-        i, j = _run(arr, child)
-        return self._decode(tuple(arr[2 * k + 1] for k in range(i, j))) if j > i else _EMPTY
+        n = len(arr) >> 1
+        i = bisect_left(arr, child, 0, n)
+        if i == n or arr[i] != child:
+            return _EMPTY
+        if i + 1 == n or arr[i + 1] != child:  # the decision path's case: one role, one scope, one pack
+            p = arr[n + i]
+            return (self.names._text[p - _BASE] if p < 0 else f"user:{p}",)
+        return self._decode(self._codes(child, dom))  # type: ignore[arg-type]
 
     def direct(self, name: str, domain: str = "") -> Parents:
-        """Parents linked to name in exactly this domain (no ``*``), sorted."""
+        """Parents linked to name in exactly this domain (no ``*``), sorted (staged ones too, during a load)."""
         child = self._child(name)
-        return self._direct(child, self._dom(domain)) if child is not None else _EMPTY
+        if child is None:
+            return _EMPTY
+        dom = self._dom(domain)
+        staged = self._staging.get(dom) if self._staging and dom is not None else None
+        if staged is not None:
+            i, j = _staged_run(staged, child)
+            extra = {staged[2 * k + 1] for k in range(i, j)} | set(self._codes(child, dom))  # type: ignore[arg-type]
+            return self._decode(tuple(extra)) if extra else _EMPTY
+        return self._direct(child, dom)
 
     def direct_and_platform(self, name: str, domain: str) -> tuple[Parents, Parents]:
         """(``direct(name, domain)``, ``direct(name, "*")``; () for the latter if domain is ``*``): a
@@ -342,8 +376,9 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         out: set[str] = set()
         for d in {dom, self._star}:
             arr = self._links.get(d) if d is not None else None
-            for k in range(0, len(arr) if arr is not None else 0, 2):
-                if arr[k + 1] == parent:  # type: ignore[index]
+            n = len(arr) >> 1 if arr is not None else 0
+            for k in range(n):
+                if arr[n + k] == parent:  # type: ignore[index]
                     out.add(names.text(arr[k]))  # type: ignore[index]
         return sorted(out)
 
@@ -363,15 +398,17 @@ class BucketView(Mapping[str, Parents]):
     def __getitem__(self, name: str) -> Parents:
         child = self._rm.names.find(name)
         if child is not None:
-            i, j = _run(self._arr, child)
+            arr = self._arr
+            n = len(arr) >> 1
+            i, j = _run(arr, child)
             if j > i:
-                return self._rm._decode(tuple(self._arr[2 * k + 1] for k in range(i, j)))
+                return self._rm._decode(tuple(arr[n + k] for k in range(i, j)))
         raise KeyError(name)
 
     def _children(self) -> Iterator[int]:
         arr = self._arr
         last = None
-        for k in range(0, len(arr), 2):
+        for k in range(len(arr) >> 1):
             if arr[k] != last:
                 last = arr[k]
                 yield last
