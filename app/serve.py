@@ -15,7 +15,7 @@ Run: ``python -m app.serve`` (settings from the environment, as the app's own ``
 
 The policy is loaded and the listener started before granian gives a worker a request: what
 ``gunicorn.conf.py``'s ``post_worker_init`` does under gunicorn. Memory (docs/scale.md, "Memory"):
-1M memberships + 1M users, 2 workers, total PSS 444 MB preloaded vs 618 MB loading in each.
+1M memberships + 1M users, 2 workers, total PSS 323 MB preloaded vs 578 MB loading in each.
 What it buys is throughput: HTTP/1.1 keep-alive, and the HTTP parsing and connection handling that
 cost a gunicorn worker more than the decision itself done outside Python (``make bench``, part
 ``compare``, measures both servers in one run). The server refuses to start (one line, exit 2) on a

@@ -255,11 +255,6 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
                 return n
         return self.names._code.get(name)
 
-    def _dom(self, domain: str) -> int | None:
-        """find(domain), interned names first (a domain is never a user but may be named like one)."""
-        dom = self.names._code.get(domain) if domain.__class__ is str else None
-        return dom if dom is not None else self.names.find(domain)
-
     def _direct(self, child: int, dom: int | None) -> Parents:
         arr = self._links.get(dom) if dom is not None else None
         if arr is None:
@@ -275,10 +270,15 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
 
     def direct(self, name: str, domain: str = "") -> Parents:
         """Parents linked to name in exactly this domain (no ``*``), sorted (staged ones too, during a load)."""
-        child = self._child(name)
+        code = self.names._code
+        child = code.get(name) if name.__class__ is str and not name.startswith("user:") else self._child(name)
         if child is None:
             return _EMPTY
-        dom = self._dom(domain)
+        dom = code.get(domain) if domain.__class__ is str else None
+        if dom is None:
+            dom = self.names.find(domain)
+        if not self._staging:
+            return self._direct(child, dom)
         staged = self._staging.get(dom) if self._staging and dom is not None else None
         if staged is not None:
             i, j = _staged_run(staged, child)
@@ -292,7 +292,8 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         child = self._child(name)
         if child is None:
             return _EMPTY, _EMPTY
-        own = self._direct(child, self._dom(domain))
+        dom = self.names._code.get(domain) if domain.__class__ is str else None
+        own = self._direct(child, dom if dom is not None else self.names.find(domain))
         return own, self._direct(child, self._star) if domain != PLATFORM_DOMAIN else _EMPTY
 
     def _parents(self, child: int, dom: int) -> tuple[int, ...]:
