@@ -9,9 +9,13 @@ pycasbin's walk does. It never creates entries for names it is asked about.
 Memory (a million memberships: dicts of strings cost ~260 bytes a membership): every name is an
 int code (:class:`Names`): a user key ``user:<n>`` is n itself and is never stored as a string, any
 other name (role, scope, workspace, pack, feature) is interned once in a table shared by the
-engine's role managers. A domain's links are one ``array('q')`` of (child, parent) code pairs
-sorted by child: 16 bytes a link plus one array header per domain, no per-link object. Arrays are
-replaced, never resized, once loaded (copy on write), so a reader never sees a half-made change.
+engine's role managers. A domain's links are one ``array('q')``: its children's codes sorted, then
+their parents' in the same order (a lookup bisects the array itself): 16 bytes a link plus one array
+header per domain, no per-link object (83 bytes a membership at 1M, engine included; 256 before).
+A load stages (child, parent) pairs, appended in place, and :meth:`IndexedRoleManager.seal` lays
+them out; after it arrays are replaced, never resized (copy on write), so a reader never sees a
+half-made change. The price: a name is decoded from its code and a lookup is a bisect, not a dict
+probe (docs/scale.md, "Memory").
 There is no reverse index: nothing on the decision path asks "who holds this role"; ``get_users``
 (the RoleManager interface) scans instead. ``links`` is a read-only mapping view with the old
 shape (domain → name → sorted parents) for the readers outside the decision path.

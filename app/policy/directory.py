@@ -20,8 +20,8 @@ rebuilds, from the same snapshot as the policy) and swapped in with it:
 Users are never deleted and ids never reused, so an entry never names the wrong person.
 
 Memory: the users held at the load are one :class:`UserTable` of flat arrays (``array('q')`` of
-ids, record offsets and two hash tables, one ``bytes`` of the UTF-8 texts): ~75
-bytes a user (1M users, half with an external id; the dicts of strings it replaced took ~375),
+ids, record offsets and two hash tables, one ``bytes`` of the UTF-8 texts): ~76
+bytes a user (1M users, half with an external id; the dicts of strings it replaced took ~373),
 with no per-user object, so the pages stay shared copy-on-write between forked workers. Users
 put after the load (created, changed, fetched) sit in small dicts in front of it (``_ids``,
 ``_emails``, ``_externals``), which win over the table; the next load folds them in.
