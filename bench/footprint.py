@@ -160,7 +160,7 @@ def granian_pss(url: str, preload: bool, code: str | None = None, workers: int =
     }
 
 
-def lines(results: dict[str, dict[str, Any]]) -> list[str]:
+def table_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     """A Markdown table of :func:`measure` results, one column per label."""
     labels = list(results)
     rows = [
@@ -191,7 +191,32 @@ def main(argv: list[str]) -> None:
     if len(argv) > 2:
         results = {f"baseline ({argv[2]})": measure(url, argv[2]), **results}
     print(json.dumps(results, indent=2))
-    print("\n".join(lines(results)))
+    print("\n".join(table_lines(results)))
+
+
+def run(url: str, token: str, workspaces: int, log_dir: str) -> dict[str, Any]:
+    """The ``make bench`` part: bytes and load times of this tree, and granian's PSS with and without
+    preload (2 workers), on the largest data set."""
+    return {
+        "workspaces": workspaces,
+        "loads": {"this tree": measure(url)},
+        "granian": {"preload": granian_pss(url, True), "no-preload": granian_pss(url, False)},
+    }
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """The part's report section."""
+    head = ["## Footprint: bytes per membership and per user, load time, granian PSS (2 workers)", ""]
+    if "error" in result:
+        return [*head, f"Not measured: {result['error']}"]
+    g = result["granian"]
+    return [
+        *head,
+        *table_lines(result["loads"]),
+        "",
+        f"granian total PSS (main process + 2 workers): {g['preload']['total_pss_mb']:,.0f} MB with "
+        f"`SERVE_PRELOAD=1`, {g['no-preload']['total_pss_mb']:,.0f} MB with `SERVE_PRELOAD=0`.",
+    ]
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Sizes: W = 1,000, 10,000, 100,000 workspaces × 10 members (``BENCH_QUICK=1``: 1
 fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH_HTTP_ONLY=1``
 reruns only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest
 size of the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of
-``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``) runs
+``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``, ``footprint``) runs
 only those parts on the largest of ``BENCH_SIZES`` and merges them into the previous
 ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours vs regorus vs a plain
 dict behind gunicorn sync and gthread and granian, realistic mix, keep-alive and ``Connection:
@@ -46,8 +46,9 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # Parts measured on the largest size, each a module with run() and lines() (their own docstrings
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
-# end to end under load, cross-host propagation (network namespaces), the outage drill.
-EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions")
+# end to end under load, cross-host propagation (network namespaces), the outage drill, the footprint
+# (bytes per membership and per user, load time, granian PSS with and without preload).
+EXTRA_PARTS = ("memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "footprint")
 
 
 def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any]:
