@@ -25,7 +25,7 @@ from bench.world import iter_world
 ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEMBERS = 10
-HTTP_USERS = 20_000  # users 1..N exist in the users table (the first 2,000 workspaces), by default
+HTTP_USERS = int(os.environ.get("BENCH_USERS", "20000"))  # users 1..N in the users table (20,000: 2,000 workspaces)
 SEED = 1
 DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "bench_")  # databases are <prefix>w<W>
 
@@ -84,6 +84,11 @@ def _upgrade(url: str) -> None:
         db.engine.dispose()
 
 
+def external_id(uid: int) -> str | None:
+    """Every other user has an external id (an SSO subject), as a real directory would."""
+    return f"sso|{uid:012d}" if uid % 2 == 0 else None
+
+
 def ensure_database(workspaces: int, users: int | None = None, fresh: bool = False) -> tuple[str, dict[str, Any]]:
     """(url, metadata) of the data set for W workspaces, created if missing.
 
@@ -139,10 +144,13 @@ def ensure_database(workspaces: int, users: int | None = None, fresh: bool = Fal
         )
         with (
             c.cursor() as cur,
-            cur.copy("COPY users (id, email, display_name, password_hash, active, created_at) FROM STDIN") as copy,
+            cur.copy(
+                "COPY users (id, email, external_id, display_name, password_hash, active, created_at) FROM STDIN"
+            ) as copy,
         ):
             for uid in range(1, n_users + 1):
-                copy.write_row((uid, f"u{uid}@bench.example", f"U{uid}", "!", True, "2026-01-01T00:00:00Z"))
+                ext = external_id(uid) if n_users > 20_000 else None
+                copy.write_row((uid, f"u{uid}@bench.example", ext, f"U{uid}", "!", True, "2026-01-01T00:00:00Z"))
         c.execute("SELECT setval(pg_get_serial_sequence('users', 'id'), %s)", (n_users + 1,))
         c.execute("CREATE TABLE bench_meta (workspaces int, members int, seed int, rules int, token text)")
         c.execute("INSERT INTO bench_meta VALUES (%s, %s, %s, %s, %s)", (workspaces, MEMBERS, SEED, rules, token))

@@ -5,7 +5,8 @@ fewer samples, shorter HTTP runs; ``BENCH_SIZES=1000,10000`` to choose). ``BENCH
 reruns only the HTTP part (gunicorn throughput, in-process breakdown, propagation) on the largest
 size of the previous ``results.json`` and keeps its other figures. ``BENCH_PARTS`` (a comma list of
 ``compare``, ``memory``, ``packedit``, ``coldcost``, ``rolechange``, ``crosshost``, ``outage``,
-``conditions``, ``partitions``, ``applayer``) runs only those parts on the largest of ``BENCH_SIZES`` and
+``conditions``, ``partitions``, ``applayer``, ``feed``, ``footprint``) runs only those parts on the largest of
+``BENCH_SIZES`` and
 merges them into the previous ``results.json``; ``compare`` is the peer comparison (``bench.peer``: ours
 vs a no-op app and the answer-equivalent regorus and dict peers behind granian, realistic mix,
 agreement counted first, unpinned and pinned with taskset, ``BENCH_ROUNDS`` rotated rounds;
@@ -49,10 +50,11 @@ PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.st
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
 # end to end under load, cross-host propagation (network namespaces), the outage drill, a partitioned
 # tier of 4 replicas behind HAProxy beside one unpartitioned process, the app layer against a no-op,
-# the change feed's snapshots.
+# the change feed's snapshots, the footprint (bytes per membership and per user, load time, granian
+# PSS with and without preload).
 EXTRA_PARTS = (
     "memory", "packedit", "coldcost", "rolechange", "crosshost", "outage", "conditions", "partitions", "applayer",
-    "feed",
+    "feed", "footprint",
 )
 
 

@@ -4,7 +4,7 @@
 reference every fast path is compared with. ``IndexedEnforcer`` is the same ``casbin.Enforcer``
 with three changes that keep its answers and remove its costs at scale:
 
-* role managers are :class:`IndexedRoleManager` (dicts, no per-domain objects);
+* role managers are :class:`IndexedRoleManager` (packed arrays of name codes, one name table);
 * the matcher is parsed once, not on every call;
 * each call scans only the p-rules of the requested action, in priority order (the matcher
   starts with ``r.act == p.act``, so no other rule can match).
@@ -24,7 +24,7 @@ from casbin.util.log import disabled_logging
 from .conditions import when_function
 from .identifiers import PLATFORM_DOMAIN, split_role
 from .packs import P_ACT, Pack, Rule
-from .rolemanager import IndexedRoleManager
+from .rolemanager import IndexedRoleManager, Names
 
 
 def rank_functions(packs: Mapping[str, Pack]) -> dict[str, Callable[..., bool]]:
@@ -114,8 +114,9 @@ class IndexedEnforcer(casbin.Enforcer):  # type: ignore[misc]
         self._expr_cache: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._rms: dict[str, IndexedRoleManager] = {}
+        self.names = Names()  # one table for every role manager: a workspace's name is held once
         for ptype, assertion in self.model["g"].items():
-            rm = IndexedRoleManager(10)
+            rm = IndexedRoleManager(10, self.names)
             assertion.rm = rm
             self.rm_map[ptype] = rm
             self._rms[ptype] = rm

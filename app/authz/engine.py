@@ -290,6 +290,8 @@ class PolicyEngine:
         for rule in packset.all_rules():
             self._apply_one(RuleChange("add", rule), rebuild=False)
         self.load_facts(facts)
+        for rm in self._rms.values():
+            rm.seal()
         self._rebuild_p()
         for pack in packset.packs.values():
             self.g4.add_link(f"platform:{pack.id}", pack.key)
@@ -486,7 +488,7 @@ class PolicyEngine:
         """The inheritance (``g`` role → role in ``*``) and ``pack:`` → role links the engine holds for
         these packs, read from its role managers: ``*`` holds the roles and the few platform-role
         holders, never the workspaces' memberships."""
-        star = self._rms["g"].links.get(PLATFORM_DOMAIN, {})
+        star: Mapping[str, Any] = self._rms["g"].links.get(PLATFORM_DOMAIN, {})
         out: set[Rule] = {
             ("g", child, parent, PLATFORM_DOMAIN)
             for child, parents in star.items()
@@ -494,7 +496,7 @@ class PolicyEngine:
             for parent in parents
             if rule_pack(("g", child, parent, PLATFORM_DOMAIN)) in pack_ids
         }
-        packs = self._rms["g4"].links.get("", {})
+        packs: Mapping[str, Any] = self._rms["g4"].links.get("", {})
         for pid in pack_ids:
             out.update(("g4", pack_key(pid), role) for role in packs.get(pack_key(pid), ()))
         return out
@@ -635,8 +637,7 @@ class PolicyEngine:
             dom = req.domain
             act = req.action
             rms = self._rms
-            g4links = rms["g4"].links.get("")
-            packs = g4links.get(dom) if g4links is not None else None
+            packs = rms["g4"].direct(dom, "")
             pack = None
             if packs:
                 for key in packs:
@@ -648,11 +649,7 @@ class PolicyEngine:
             if act not in self._actions[pack.id]:
                 return self._fixed(_UNKNOWN_ACTION, revision)
             # The subject's direct roles of this pack: in the workspace, and platform roles.
-            glinks = rms["g"].links
-            bucket = glinks.get(dom)
-            direct = bucket.get(sub, _NONE) if bucket is not None else _NONE
-            star = glinks.get(PLATFORM_DOMAIN)
-            platform = star.get(sub, _NONE) if star is not None and dom != PLATFORM_DOMAIN else _NONE
+            direct, platform = rms["g"].direct_and_platform(sub, dom)
             prefix = self._prefix[pack.id]
             if platform:
                 roles = tuple(sorted({r for r in (*direct, *platform) if r.startswith(prefix)}))
@@ -720,15 +717,12 @@ class PolicyEngine:
         who = obj.member or (obj.grantee if obj.grantee != NEWCOMER else "")
         if not who:
             return ""
-        links = self._rms["g"].links
+        g = self._rms["g"]
         if dom.startswith("platform:"):
             prefix = f"role:{dom[9:]}:"
-            star = links.get(PLATFORM_DOMAIN)
-            mine = star.get(who, _NONE) if star is not None else _NONE
-            held = sorted(r for r in mine if r.startswith(prefix))
+            held = sorted(r for r in g.direct(who, PLATFORM_DOMAIN) if r.startswith(prefix))
             return held[0] if held else ""
-        bucket = links.get(dom)
-        direct = bucket.get(who) if bucket is not None else None
+        direct = g.direct(who, dom)
         return direct[0] if direct else ""
 
     def _diagnose(self, req: AccessRequest, roles: tuple[str, ...], matched: tuple[str, ...] | None) -> str:
@@ -842,7 +836,7 @@ class PolicyEngine:
         """user key → workspace role key, for every member of a workspace."""
         with self._lock:  # the listener thread (and other request threads) apply changes
             bucket = self.g.links.get(domain, {})
-            return {user: min(roles) for user, roles in bucket.items() if roles}
+            return {user: roles[0] for user, roles in bucket.items() if roles}  # roles are sorted
 
     def workspaces(self) -> Mapping[str, str]:
         """workspace key → pack id, for every known workspace."""

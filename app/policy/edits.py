@@ -429,7 +429,7 @@ def draft_engine(after: PackSet, live: PolicyEngine, domain: str) -> PolicyEngin
     g = live.g.links
     facts: list[Rule] = []
     for ptype in ("g4", "g5"):
-        facts += [(ptype, domain, v) for v in live.enforcer.rm(ptype).links.get("", {}).get(domain, ())]
+        facts += [(ptype, domain, v) for v in live.enforcer.rm(ptype).direct(domain, "")]
     for dom in (domain, PLATFORM_DOMAIN):
         facts += [("g", u, r, dom) for u, roles in g.get(dom, {}).items() if u.startswith("user:") for r in roles]
     for ptype in ("g2", "g3"):
@@ -450,7 +450,7 @@ def role_engine(packs: PackSet, live: PolicyEngine, domain: str, role: str) -> P
     decides for a role, with no person's facts in it. None if the role is not of the workspace's pack."""
     facts: list[Rule] = []
     for ptype in ("g4", "g5"):
-        facts += [(ptype, domain, v) for v in live.enforcer.rm(ptype).links.get("", {}).get(domain, ())]
+        facts += [(ptype, domain, v) for v in live.enforcer.rm(ptype).direct(domain, "")]
     probe = PolicyEngine(packs, facts, live.revision)
     pack = probe.pack_of(domain)
     found = next((r for r in pack.roles if pack.role_key(r.id) == role), None) if pack is not None else None
