@@ -42,10 +42,16 @@ def test_coldcost_and_rolechange_tables() -> None:
     text = "\n".join(coldcost.lines(cold))
     assert "| first 200 after start (policy just loaded) | 1.00 / 11.00 ms (max 23 ms, n=200) |" in text
     assert "every worker there after 22.60 s" in text
-    rc = {"workspaces": 1000, "changes": 100, "workers": 2, "patch": st, "visible": st, "min_revision": st,
-          "min_revision_wrong": 0, "failed": 0,
-          "load": {"generator": "wrk", "clients": 4, "requests_per_s": 1772.0, "errors": 0}}
+    q = {"p50_ms": 1.0, "p99_ms": 2.0}
+    w = {"p50_ms": 1.5, "p99_ms": 3.0}
+    variant = {"p50_quiet_ms": 1.0, "p99_quiet_ms": 2.0, "p50_writes_ms": 1.5, "p99_writes_ms": 3.0, "p99_ratio": 1.5,
+               "quiet": [q, q], "writes": [w, w], "patch_alone": st, "patch": st, "end_to_end": st,
+               "visible_after_answer": st, "failed": 0, "invisible": 0, "min_revision_wrong": 0}
+    rc = {"workspaces": 1000, "rounds": 2, "window_s": 8.0, "load_rate": 400, "clients": 4, "change_rate": 20,
+          "confirm": 3, "before_commit": "143b41d",
+          "variants": {"granian": variant, "before-granian": {"error": "boom"}}}
     text = "\n".join(rolechange.lines(rc))
-    assert "1,772/s" in text and "| PATCH answered (committed, writing worker updated) | 1.0 / 11.0 ms" in text
+    assert "| granian | 1.00 / 2.00 ms | 1.50 / 3.00 ms | 1.50× (2.0→3.0, 2.0→3.0 ms) |" in text
+    assert "| before-granian | not measured: boom |" in text and "granian: 0, 0, 0" in text
     for mod in (coldcost, rolechange):
         assert "Not measured: boom" in "\n".join(mod.lines({"error": "boom"}))
