@@ -198,7 +198,7 @@ def test_owner_changes_a_role_only_after_confirming(browser: Browser) -> None:
     # Escape closes an open menu without choosing.
     menu = row.find_element("css selector", "details.role-menu")
     summary.click()
-    assert menu.get_attribute("open") is not None
+    b.wait(lambda d: menu.get_attribute("open") is not None, timeout=5)  # the toggle lands after the click
     summary.send_keys(Keys.ESCAPE)
     b.wait(lambda d: menu.get_attribute("open") is None)
     assert not dialog_open(b)
