@@ -134,8 +134,14 @@ class IndexedRoleManager(RoleManager):  # type: ignore[misc]
         return LinksView(self)
 
     def __len__(self) -> int:
-        """The number of links held."""
+        """The number of links held (a walk over every domain: not on a decision's path)."""
         return sum(len(a) >> 1 for a in self._links.values())
+
+    def __bool__(self) -> bool:
+        """Whether any link is held, at the first domain that holds one. Casbin's ``g`` function asks
+        ``not rm`` on every call; without this, truth fell back on :meth:`__len__`, a walk over
+        every domain (~1 ms at W = 100,000) in each ``g`` call of a memo miss."""
+        return any(self._links.values())
 
     # -- writes -------------------------------------------------------------------------
     def clear(self) -> None:
