@@ -1,12 +1,12 @@
 """What the app layer costs a decision request: ours vs a no-op app, in process and behind granian (issue 25).
 
-The **no-op** is the plain-dict peer of ``bench.peer`` (``peer_app`` with ``BENCH_PEER=dict``: the body
-parsed by orjson, one dict lookup a check, the answer encoded by orjson) behind the same SHA-256 token
-lookup as ours (a hash of the presented bearer secret looked up in a dict), with the same headers
-(security headers, ``Vary``, ``X-Request-ID``): what any Python WSGI app answering the same question
-pays at least. **Ours** is the app as granian serves it (``app.serve.worker_app``: the access-log
-entry, the decision fast path, metrics, request ids), ``before`` the tree of :data:`BEFORE_COMMIT`
-(``git archive``), ``after`` this tree, in the same run.
+The **no-op** is ``bench.peer``'s (``peer_app`` with ``BENCH_PEER=noop``, as in the peer comparison):
+the SHA-256 of the bearer secret looked up in a set, the body parsed by orjson, a fixed answer per
+check encoded by orjson, the same headers (security headers, ``Vary``, ``X-Request-ID``): what any
+Python WSGI app doing that work but the decision pays at least. **Ours** is the app as granian
+serves it (``app.serve.worker_app``: the access-log entry, the decision fast path, metrics, request
+ids), ``before`` the tree of :data:`BEFORE_COMMIT` (``git archive``), ``after`` this tree, in the
+same run.
 
 - ``inprocess``: µs of CPU (``time.thread_time``, so other processes on the busy machine count
   less) per request through each WSGI callable with the environ granian builds (its
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import os
 import statistics
@@ -59,31 +58,21 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 # -- the no-op app -----------------------------------------------------------------------------------
 def noop_app() -> WSGIApp:
-    """The plain-dict peer behind our token check and headers (``BENCH_NOOP_TOKENS``: SHA-256 hex
-    digests, comma-separated; ``BENCH_PEER_DATA``: ``bench.peer.peer_data`` as JSON)."""
-    from app.security import HEADERS
+    """``bench.peer``'s no-op (``BENCH_PEER=noop``): the token's SHA-256 looked up, the body parsed, a
+    fixed answer per check, the same headers — as the peer comparison's (``BENCH_PEER_DATA``: a JSON
+    object whose ``token_hashes`` lists the SHA-256 hex digests of the tokens it accepts)."""
     from bench.peer import peer_app
 
-    os.environ["BENCH_PEER"] = "dict"
-    inner = peer_app()
-    known = set(os.environ["BENCH_NOOP_TOKENS"].split(","))
-    fixed = (*HEADERS.items(), ("Vary", "Cookie"))
-    prefix = os.urandom(8).hex()
-    counter = itertools.count()
-
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        scheme, _, secret = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or hashlib.sha256(secret.strip().encode()).hexdigest() not in known:
-            start_response("401 UNAUTHORIZED", [("Content-Type", "application/json"), ("Content-Length", "2")])
-            return [b"{}"]
-        rid = f"{prefix}{next(counter):016x}"
-
-        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            return start_response(status, [*headers, *fixed, ("X-Request-ID", rid)])
-
-        return inner(environ, respond)
-
+    os.environ["BENCH_PEER"] = "noop"
+    app: WSGIApp = peer_app()
     return app
+
+
+def _noop_data(token: str) -> str:
+    """A file for ``noop_app`` accepting token: its path (the caller removes it)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"token_hashes": [hashlib.sha256(token.encode()).hexdigest()]}, fh)
+    return fh.name
 
 
 # -- request bodies ----------------------------------------------------------------------------------
@@ -165,15 +154,10 @@ def _inprocess_main(url: str, token: str, workspaces: int, out_path: str) -> Non
     import app as app_package
     from app import logs, observability
     from app.serve import worker_app
-    from bench.peer import peer_data
-
     singles, batches = bodies(workspaces)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(peer_data(workspaces), fh)
-    os.environ["BENCH_PEER_DATA"] = fh.name
-    os.environ["BENCH_NOOP_TOKENS"] = hashlib.sha256(token.encode()).hexdigest()
+    os.environ["BENCH_PEER_DATA"] = _noop_data(token)
     noop = noop_app()
-    os.unlink(fh.name)
+    os.unlink(os.environ.pop("BENCH_PEER_DATA"))
     os.environ.update(_server_env(url))
     logging.config.dictConfig(logs.dict_config(server="granian"))
     observability.prepare_multiprocess_dir()  # as app.serve.main: metrics flushed to files
@@ -274,12 +258,8 @@ def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str, be
     if wrk is None:
         return {"error": "wrk not installed (apt-get install -y wrk)"}
     singles, batches = bodies(workspaces)
-    from bench.peer import peer_data
-
-    data_path = os.path.join(tempfile.gettempdir(), f"bench_applayer_peer_w{workspaces}_{os.getpid()}.json")
-    with open(data_path, "w", encoding="utf-8") as fh:
-        json.dump(peer_data(workspaces), fh)
-    extra = {"BENCH_PEER_DATA": data_path, "BENCH_NOOP_TOKENS": hashlib.sha256(token.encode()).hexdigest()}
+    data_path = _noop_data(token)
+    extra = {"BENCH_PEER_DATA": data_path}
     runs: list[dict[str, Any]] = []
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
     try:
