@@ -43,6 +43,7 @@ from app.authz.selection import Selection
 # Reference resolution and fact preparation live in app.decisions.resolution (shared with AuthZEN);
 # these names stay importable from here for existing callers.
 from app.decisions.resolution import (
+    NO_ATTRIBUTES,
     NOBODY,
     Check,
     CheckAttributes,
@@ -199,9 +200,13 @@ def _members(check: Check) -> int:
     r = check.resource
     if r is None:
         return 3
-    present = sum(map(operator.ne, msgspec.structs.astuple(r.attributes), _ATTRIBUTE_DEFAULTS))
-    # resource, its type and id when not the default "", attributes (with its members) when any is set
-    return 4 + (r.type != "") + (r.id != "") + (present + 1 if present else 0)
+    attributes = r.attributes
+    if attributes is NO_ATTRIBUTES:  # msgspec's default object: no "attributes" member
+        return 4 + (r.type != "") + (r.id != "")
+    present: int = sum(map(operator.ne, msgspec.structs.astuple(attributes), _ATTRIBUTE_DEFAULTS))
+    # resource, its type and id when not the default "", attributes (sent, if empty: a new object) and
+    # its members that are not their defaults
+    return 5 + (r.type != "") + (r.id != "") + present
 
 
 class Answered(NamedTuple):

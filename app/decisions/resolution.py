@@ -25,6 +25,7 @@ from app.authz.conditions import NO_PROPS, Props
 from app.authz.identifiers import InvalidIdentifierError, group_key, is_prefixed, team_key, valid_pack
 from app.authz.identifiers import domain_of as domain_of
 from app.authz.selection import Selection
+from app.decisions.answers import Stamped
 from app.errors import WorkspaceNotHeldError
 from app.extensions import authz, db
 from app.models import User
@@ -364,6 +365,11 @@ def _item_refs(items: Sequence[Check]) -> list[tuple[object, str]]:
 # engine's own fixed denials: one per reason, replaced when the revision moves.
 _EARLY: dict[str, Decision] = {}
 
+# Whole checks decided at the current state (app.decisions.answers): a repeated check skips the
+# references' resolution, the request's construction and the memo key (~60 % of a batch item's
+# decision). ~0.5 KB an entry with its request.
+CHECKS: Stamped[Check, tuple[AccessRequest | None, Decision]] = Stamped(32_768)
+
 
 def decide(
     items: Sequence[Check], eng: PolicyEngine, explain: bool = False, directory: Directory | None = None
@@ -386,18 +392,33 @@ def decide(
     record = None if explain else decisionlog.LOG.record  # a real decision (the playground's explain is not traffic)
     ask = eng.decide
     early = _EARLY
+    # The stamp is read before deciding (app.decisions.answers); no table for explanations or without a directory.
+    entries = None if explain or directory is None else CHECKS.at((eng.generation, directory.version))
+    remember = CHECKS.remember
     for it in items:
+        table = entries if it.properties is None else None  # properties hold dicts: not hashable
+        if table is not None:
+            hit = table.get(it)
+            if hit is not None:
+                if hit[0] is not None and record is not None:
+                    record(hit[0], hit[1].allowed)
+                append(hit[1])
+                continue
         req = _prepared(it, person_of, eng)
         if isinstance(req, str):  # decided without the engine: one shared denial per reason and revision
             denial = early.get(req)
             if denial is None or denial.revision != eng.revision:
                 denial = early[req] = Decision(False, req, eng.revision)
             append(denial)
+            if table is not None:
+                remember(table, it, (None, denial))
             continue
         decision = ask(req, explain)
         if record is not None:
             record(req, decision.allowed)
         append(decision)
+        if table is not None:
+            remember(table, it, (req, decision))
     return out
 
 

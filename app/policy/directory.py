@@ -37,6 +37,7 @@ is trusted: two different emails sharing a 64-bit hash is the one way it could n
 
 from __future__ import annotations
 
+import itertools
 import struct
 import threading
 from array import array
@@ -204,6 +205,9 @@ class Index:
         return sum(a.itemsize * len(a) for a in arrays)
 
 
+_VERSIONS = itertools.count(1)
+
+
 class Directory:
     """Every user (and the catalogs at load), for decisions without a query.
 
@@ -211,7 +215,18 @@ class Directory:
     one: the table never changes, and a user put since is in the dicts (single dict operations).
     """
 
-    __slots__ = ("_table", "_ids", "_emails", "_externals", "_added", "catalogs", "pending", "_lock", "index")
+    __slots__ = (
+        "_table",
+        "_ids",
+        "_emails",
+        "_externals",
+        "_added",
+        "catalogs",
+        "pending",
+        "_lock",
+        "index",
+        "version",
+    )
 
     def __init__(self, table: UserTable | None = None) -> None:
         self._lock = threading.Lock()
@@ -224,6 +239,9 @@ class Directory:
         self.pending: set[int | str] = set()  # user ids and workspace slugs not fetched yet
         # A partition's: every other user, compactly (held users and later changes are in the dicts).
         self.index: Index | None = None
+        # The users held, as a number unique across directories: a new one after every put (taken
+        # when the put is complete), so answers stamped with it are never served for other users.
+        self.version = next(_VERSIONS)
 
     def __len__(self) -> int:
         return len(self._table) + self._added
@@ -285,6 +303,7 @@ class Directory:
                     del self._emails[old[0]]
                 if old[1] is not None and old[1] != external_id and self._externals.get(old[1]) == uid:
                     del self._externals[old[1]]
+            self.version = next(_VERSIONS)
 
     def rows(self) -> list[Row]:
         """Every user held, (id, lower-cased email, external id): what a snapshot stores."""
