@@ -10,6 +10,8 @@ Run: ``python -m app.serve`` (settings from the environment, as the app's own ``
   4) whose app serves only the decision and AuthZEN APIs, probes and metrics (``DECISION_ONLY``), so
   no write can occupy its threads or hold its workers' GIL (docs/deploy.md, "Writes never stall
   decisions"). It runs as a child of this process and stops with it; either one exiting stops both.
+  ``SERVE_WRITE_NICE`` (5 with a decision listener): this server's workers run that much lower in
+  the kernel's priority, so on shared cores a decision worker runs before a write.
 
 - ``SERVE_PRELOAD`` (``1``): the policy is loaded once, in granian's main process, before it forks
   its workers (granian's ``multiprocessing`` start method is ``fork`` on Linux), which share the
@@ -187,6 +189,20 @@ def _count(name: str, default: int) -> int:
     return int(raw)
 
 
+def write_nice(decision: dict[str, str] | None) -> int:
+    """How much lower the app server's scheduling priority is than its decision listener's
+    (``SERVE_WRITE_NICE``, 0..19, default 5; only with a decision listener, which keeps the
+    priority it was started with): on cores both share, the kernel then runs a decision worker
+    before a write (nice 5: about a third of the CPU weight), so writes cannot take the decisions'
+    CPU either."""
+    if decision is None:
+        return 0
+    raw = os.environ.get("SERVE_WRITE_NICE", "5").strip()
+    if not raw.isdigit() or int(raw) > 19:
+        raise ConfigError(f"SERVE_WRITE_NICE must be an integer from 0 to 19, not {raw!r}")
+    return int(raw)
+
+
 def preloading() -> bool:
     """``SERVE_PRELOAD`` (default on), and granian forks its workers (ConfigError on a bad value)."""
     raw = os.environ.get("SERVE_PRELOAD", "1").strip().lower()
@@ -275,6 +291,7 @@ def main() -> int:
     try:
         opts = options()
         decision = decision_options()
+        nice = write_nice(decision)
         shared = preloading()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -294,6 +311,8 @@ def main() -> int:
     if parent.isdigit():
         _follow_parent(int(parent))
     child = DecisionListener(decision) if decision is not None else None
+    if nice:
+        os.nice(nice)  # after the decision listener started (it keeps ours): the workers inherit it
     died = None
     try:
         server = Granian(

@@ -259,6 +259,8 @@ def _servers(variant: str, url: str, root: str, log_dir: str, workers: int) -> I
     port = hb.free_port()
     cmd, env = hb.server_command(server, "app:create_app()", port, workers, root)
     env.update(FLASK_POLICY_SYNC="listen")
+    if split and server == "gunicorn":
+        cmd = ["nice", "-n", "5", *cmd]  # as docs/deploy.md runs the main server (granian: SERVE_WRITE_NICE)
     if server == "gunicorn":
         env.update(GUNICORN_WORKER_CLASS="gthread", GUNICORN_THREADS="4")  # main's default (sync + 4 threads)
     decide = hb.free_port() if split else port

@@ -37,6 +37,7 @@ WRITES = 24  # PATCHes held at once: three times the main listener's 2 workers x
         ({"SERVE_DECISION_BIND": "8001"}, "SERVE_DECISION_BIND must be host:port"),
         ({"SERVE_BIND": "127.0.0.1:8123", "SERVE_DECISION_BIND": "127.0.0.1:8123"}, "must differ from SERVE_BIND"),
         ({"SERVE_DECISION_BIND": "127.0.0.1:8124", "SERVE_DECISION_WORKERS": "0"}, "SERVE_DECISION_WORKERS must be"),
+        ({"SERVE_DECISION_BIND": "127.0.0.1:8125", "SERVE_WRITE_NICE": "20"}, "SERVE_WRITE_NICE must be"),
     ],
 )
 def test_serve_refuses_a_bad_decision_listener(tmp_path: Path, extra: dict[str, str], message: str) -> None:
@@ -245,6 +246,33 @@ def test_the_decision_listener_serves_decisions_only(listeners: dict[str, Any]) 
 
 
 @pytest.mark.postgres
+def _tree(pid: int) -> list[int]:
+    """pid and every process below it."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def test_writes_run_at_a_lower_priority_than_decisions(listeners: dict[str, Any]) -> None:
+    """SERVE_WRITE_NICE (5 by default with a decision listener): the app server and its workers run
+    5 nice levels below the decision listener and its workers, so on shared cores the kernel runs
+    a decision first."""
+    nice: dict[str, list[int]] = {"main": [], "decide": []}
+    for pid in _tree(listeners["proc"].pid):
+        environ = dict(e.split("=", 1) for e in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in e)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        level = int(stat[stat.rindex(")") + 2 :].split()[16])  # field 19: nice
+        side = "decide" if environ.get("SERVE_BIND") == f"127.0.0.1:{listeners['decide']}" else "main"
+        nice[side].append(level)
+    assert len(nice["main"]) >= 3 and len(nice["decide"]) >= 3, nice  # each server and its 2 workers
+    base = min(nice["decide"])
+    assert set(nice["decide"]) == {base} and set(nice["main"]) == {min(base + 5, 19)}, nice
+
+
 def test_the_decision_listener_stops_with_the_server(tmp_path: Path) -> None:
     """SIGTERM to the server stops its decision listener too: no process keeps the port."""
     port, decide = _free_port(), _free_port()
@@ -266,9 +294,11 @@ def test_the_decision_listener_stops_with_the_server(tmp_path: Path) -> None:
         timeout=120,
     )
     log = tmp_path / "serve.log"
-    with server_process(
-        SERVE, env, log, lambda _: requests.get(f"http://127.0.0.1:{decide}/healthz", timeout=2).status_code == 200
-    ) as proc:
+
+    def ready(_: Any) -> bool:  # both: a SIGTERM before granian's handlers are in place is a kill
+        return all(requests.get(f"http://127.0.0.1:{p}/healthz", timeout=2).status_code == 200 for p in (port, decide))
+
+    with server_process(SERVE, env, log, ready) as proc:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, log.read_text()[-2000:]
         deadline = time.monotonic() + 20
