@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -149,6 +149,11 @@ class DecisionFastPath:
         # (app.decisions.answers; the workspace is still held and admitted for this token).
         stamp = (eng.generation, users.version)  # read before deciding
         selection = self._runtime.selection_of(app)
+
+        def admit(workspaces: Sequence[str], _eng: Any) -> None:
+            if tokens.first_outside(token, workspaces, eng) is not None:
+                raise decision.Defer  # outside the token's binding: the view's 403 problem
+
         bodies = BODIES.at(stamp) if endpoint == _SINGLE else None
         if bodies is not None:
             hit = bodies.get(body)
@@ -156,8 +161,7 @@ class DecisionFastPath:
                 started = perf_counter()
                 workspace, answered, logged = hit
                 require_held(selection, (workspace,))
-                if tokens.first_outside(token, (workspace,), eng) is not None:
-                    raise decision.Defer  # outside the token's binding: the view's 403 problem
+                admit((workspace,), eng)
                 if logged is not None:
                     decisionlog.LOG.record(*logged)
                 del environ[decision.PARSED]
@@ -173,10 +177,6 @@ class DecisionFastPath:
             if min_revision and min_revision > eng.revision:
                 raise decision.Defer  # the view waits for it (or refuses a revision past the head)
             return eng
-
-        def admit(workspaces: list[str], _eng: Any) -> None:
-            if tokens.first_outside(token, workspaces, eng) is not None:
-                raise decision.Defer  # outside the token's binding: the view's 403 problem
 
         done = decision.parse_and_decide(endpoint, parsed, 0, engine_for, admit, False, users, selection)
         del environ[decision.PARSED]
