@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from tests.conftest import ROOT, fresh_pg_database, server_process
 from tests.factories import PASSWORD
 from tests.test_deploy_haproxy import CFG, HAPROXY
 from tests.test_multiprocess import _free_port
-from tests.test_serve import ACTION, SERVE, _env, _world
+from tests.test_serve import ACTION, SERVE, _check, _env, _world
 
 HOLD_S = 3.0  # how long the policy head row stays locked: every role change waits that long
 WRITES = 24  # PATCHes held at once: three times the main listener's 2 workers x 4 threads
@@ -81,16 +80,9 @@ def _timed_check(port: int, token: str, body: dict[str, Any]) -> tuple[float, in
     """(seconds, status, answer) of one /v1/check on a new connection."""
     t = time.monotonic()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(
-        "POST",
-        "/v1/check",
-        body=json.dumps(body),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    r = conn.getresponse()
-    out = json.loads(r.read())
+    status, out, _ = _check(conn, token, body)
     conn.close()
-    return time.monotonic() - t, r.status, out
+    return time.monotonic() - t, status, out
 
 
 def _signed_in(base: str) -> tuple[requests.Session, str]:
