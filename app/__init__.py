@@ -77,7 +77,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from .api import decision_wsgi
 
-    decision_wsgi.install(app)  # outermost: the common decision requests skip Flask's machinery
+    decision_wsgi.install(app)  # asked first by LoggingFlask.__call__: plain decisions skip every middleware
 
     from .cli import register_cli
 

@@ -175,17 +175,28 @@ DECISION_PATHS = ("/v1/check", "/access/v1/")
 
 
 class LoggingFlask(Flask):
-    """Flask whose WSGI entry (``__call__``, around whatever ``wsgi_app`` is: the decision fast
-    path, ProxyFix, Flask) sets the request id of every line logged during the request and, with
-    ``access_lines`` (the ACCESS_LOG setting), writes the request's access line once it is answered
-    (for a decision endpoint only on a 4xx/5xx, unless ``access_decisions``: ACCESS_LOG_DECISIONS)."""
+    """Flask whose WSGI entry (``__call__``, around whatever ``wsgi_app`` is: ProxyFix, the body
+    drain, Flask) first asks the decision fast path (``decision_fast_path``, set by
+    ``app.api.decision_wsgi.install``), then sets the request id of every line logged during the
+    request and, with ``access_lines`` (the ACCESS_LOG setting), writes the request's access line
+    once it is answered (for a decision endpoint only on a 4xx/5xx, unless ``access_decisions``:
+    ACCESS_LOG_DECISIONS, and then the fast path is asked inside, so its answers get their line)."""
 
     access_lines = True
     access_decisions = False
+    decision_fast_path: Any = None  # app.api.decision_wsgi.DecisionFastPath, or None (switched off)
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
+        fast = self.decision_fast_path
+        logged = self.access_lines and access_log.isEnabledFor(logging.INFO)
+        if fast is not None and not (logged and self.access_decisions):
+            # A decision it answers is below 400: no access line, nothing logged, nothing to drain.
+            answered = fast.answer(environ, start_response)
+            if answered is not None:
+                return answered
+            fast = None
         token = _request_id.set(request_id_of(environ))
-        if not self.access_lines or not access_log.isEnabledFor(logging.INFO):
+        if not logged:
             try:
                 return self.wsgi_app(environ, start_response)
             finally:
@@ -198,7 +209,8 @@ class LoggingFlask(Flask):
             return start_response(code, headers, exc_info) if exc_info else start_response(code, headers)
 
         try:
-            return self.wsgi_app(environ, record_status)
+            answered = fast.answer(environ, record_status) if fast is not None else None
+            return answered if answered is not None else self.wsgi_app(environ, record_status)
         finally:
             quiet = (
                 not self.access_decisions

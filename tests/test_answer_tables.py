@@ -181,7 +181,7 @@ def _ask(client: FlaskClient, token: str, body: dict[str, Any]) -> tuple[int, di
 def test_a_repeated_body_is_answered_from_the_table_until_the_policy_moves(
     app: Flask, client: FlaskClient, world: World, parses: list[bytes]
 ) -> None:
-    assert isinstance(app.wsgi_app, decision_wsgi.DecisionFastPath)
+    assert isinstance(app.decision_fast_path, decision_wsgi.DecisionFastPath)
     learner = world.users["simulations.learner"]
     body = {"subject": learner.id, **VIEW}
     _ask(client, world.token, body)  # the token is looked up by the view once

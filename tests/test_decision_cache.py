@@ -295,7 +295,7 @@ def test_fast_path_answers_exactly_like_the_schema(
 ) -> None:
     """The WSGI fast path and the Flask view share one parse: the same answers, problems included."""
     fast = _answers(client, world.token, BODIES)
-    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
+    monkeypatch.setattr(app, "decision_fast_path", None)  # Flask only
     slow = _answers(client, world.token, BODIES)
     assert fast == slow
     assert any(status == 422 for status, _ in fast) and any(status == 200 for status, _ in fast)
@@ -327,7 +327,7 @@ def test_fast_path_reads_raw_bodies_like_the_json_parser(
     app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = _raw_answers(client, world.token)
-    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
+    monkeypatch.setattr(app, "decision_fast_path", None)  # Flask only
     slow = _raw_answers(client, world.token)
     assert fast == slow
     assert {status for status, _ in fast} == {400, 415}  # every body must be I-JSON: NaN, "\ud800" are 400 too

@@ -75,7 +75,7 @@ def _answers(client: FlaskClient, world: World) -> list[tuple[int, Any, dict[str
 def test_fast_path_answers_exactly_like_the_views(
     app: Flask, client: FlaskClient, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert isinstance(app.wsgi_app, decision_wsgi.DecisionFastPath)
+    assert isinstance(app.decision_fast_path, decision_wsgi.DecisionFastPath)
     taken: list[str] = []
     answer = decision_wsgi.DecisionFastPath._answer
 
@@ -88,7 +88,7 @@ def test_fast_path_answers_exactly_like_the_views(
     monkeypatch.setattr(decision_wsgi.DecisionFastPath, "_answer", spy)
     fast = _answers(client, world)
     plain = len(taken)
-    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
+    monkeypatch.setattr(app, "decision_fast_path", None)  # Flask only
     slow = _answers(client, world)
     assert len(taken) == plain
     for f, s in zip(fast, slow):
@@ -125,7 +125,7 @@ def test_switched_off_every_request_goes_through_flask(database_url: str) -> Non
     from tests.conftest import make_app
 
     app = make_app(database_url, DECISION_FAST_PATH=False)
-    assert not isinstance(app.wsgi_app, decision_wsgi.DecisionFastPath)
+    assert app.decision_fast_path is None
 
 
 def _decision_metrics(client: FlaskClient) -> dict[str, float]:
@@ -168,7 +168,7 @@ def test_fast_path_counts_decisions_like_the_view(
 
     client.post("/v1/check", data=orjson.dumps(asked[0][1]), content_type=JSON, headers=headers)  # token known
     fast = grown()
-    monkeypatch.setattr(app, "wsgi_app", app.wsgi_app.wsgi_app)  # Flask only
+    monkeypatch.setattr(app, "decision_fast_path", None)  # Flask only
     slow = grown()
     assert fast == slow
     assert fast['authz_decisions_total{reason="unknown_subject",result="deny"}'] == 2

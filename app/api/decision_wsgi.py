@@ -33,6 +33,7 @@ from app.decisions.answers import Stamped
 from app.decisions.resolution import CHECKS, require_held
 from app.errors import PROBLEM, AppError
 from app.extensions import authz
+from app.logs import LoggingFlask
 from app.policy import tokens
 
 log = logging.getLogger(__name__)
@@ -70,32 +71,38 @@ DECISION_PREFIXES = ("/access/v1/",)
 
 
 class DecisionFastPath:
-    """WSGI middleware: decides the common decision requests, hands everything else to ``wsgi_app``."""
+    """Decides the common decision requests before any middleware (:meth:`answer`, asked by
+    ``LoggingFlask.__call__``); everything else goes on through the app's WSGI stack."""
 
-    def __init__(self, app: Flask, wsgi_app: WSGIApp) -> None:
+    def __init__(self, app: Flask) -> None:
         self.app = app
-        self.wsgi_app = wsgi_app
         self._obs: observability.Observability | None = None
         self._headers: tuple[tuple[str, str], ...] | None = None  # the fixed headers of every answer
-        self._runtime = authz
+        self._served = authz.served(app)  # kept current by the runtime
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def answer(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes] | None:
+        """The 200 answer to a plain decision request (``start_response`` called), or None: the app's
+        stack answers it (a body already read is left in the environ, parsed or refused, for the view).
+
+        Asked first, outside the access log's wrapper (a decision answered below 400 writes no
+        access line) and outside the body drain (this path reads the announced length, all of it).
+        """
         endpoint = _ENDPOINTS.get(environ.get("PATH_INFO", ""))
         if endpoint is None or environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
-            return self.wsgi_app(environ, start_response)
+            return None
         started = perf_counter()
         try:
             done = self._answer(endpoint, environ)
         except (decision.Defer, AppError):
-            done = None  # the view answers it (a refusal of the body: left in the environ, raised there)
+            return None  # the view answers it (a refusal of the body: left in the environ, raised there)
         except Exception:  # noqa: BLE001 - whatever failed here, the view answers it (or its error handler)
             log.debug("decision fast path fell back", exc_info=True)
-            done = None
+            return None
         if done is None:
-            return self.wsgi_app(environ, start_response)
+            return None
         answer = done.json
         headers = self._headers or self._fixed_headers()
-        rid = observability.request_id_of(environ)  # LoggingFlask decided it: a dict lookup
+        rid = observability.request_id_of(environ)
         start_response("200 OK", [*headers, ("Content-Length", str(len(answer))), (_REQUEST_ID, rid)])
         obs = self._obs or self._observability()
         decision_key, request_key = _METRIC_KEYS[endpoint]
@@ -132,7 +139,8 @@ class DecisionFastPath:
         token = tokens.cached_identity(app, secret.strip()) if scheme.lower() == "bearer" else None
         if token is None:
             return None
-        serving = self._runtime.serving(app)
+        served = self._served
+        serving = served.now(app)
         if serving is None:
             return None
         eng, users = serving
@@ -148,7 +156,7 @@ class DecisionFastPath:
         # A repeated single-check body at this state: its answer without parse or decision
         # (app.decisions.answers; the workspace is still held and admitted for this token).
         stamp = (eng.generation, users.version)  # read before deciding
-        selection = self._runtime.selection_of(app)
+        selection = served.selection
 
         def admit(workspaces: Sequence[str], _eng: Any) -> None:
             if tokens.first_outside(token, workspaces, eng) is not None:
@@ -229,10 +237,9 @@ class DecisionOnly:
         return [body]
 
 
-def install(app: Flask) -> None:
-    """Put the fast path in front of the app's WSGI stack (``DECISION_FAST_PATH``, default on), and
-    the decision-only guard in front of everything on a decision listener (``DECISION_ONLY``)."""
-    if app.config.get("DECISION_FAST_PATH", True):
-        app.wsgi_app = DecisionFastPath(app, app.wsgi_app)  # type: ignore[method-assign]
+def install(app: LoggingFlask) -> None:
+    """The fast path asked before the app's WSGI stack (``DECISION_FAST_PATH``, default on), and
+    the decision-only guard in front of that stack on a decision listener (``DECISION_ONLY``)."""
+    app.decision_fast_path = DecisionFastPath(app) if app.config.get("DECISION_FAST_PATH", True) else None
     if app.config.get("DECISION_ONLY"):
         app.wsgi_app = DecisionOnly(app, app.wsgi_app)  # type: ignore[method-assign]

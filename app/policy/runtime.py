@@ -81,6 +81,31 @@ def _held_facts(facts: Iterator[tuple[str, ...]], selection: Selection, named: s
             yield rule
 
 
+class Served:
+    """What an app serves decisions with now, as plain attributes the runtime keeps current (the
+    decision fast path holds it: no weak-dictionary lookup per request). ``engine`` and
+    ``directory`` change together, replaced as a pair by the runtime (read both, then check both)."""
+
+    __slots__ = ("runtime", "engine", "directory", "started", "selection")
+
+    def __init__(self, runtime: PolicyRuntime, testing: bool) -> None:
+        self.runtime = runtime
+        self.engine: PolicyEngine | None = None
+        self.directory: Directory | None = None
+        self.started = testing  # its listener started (tests decide without one)
+        self.selection = Selection()
+
+    def now(self, app: Flask) -> tuple[PolicyEngine, Directory] | None:
+        """(engine, directory) to decide with, or None: what ``PolicyRuntime.serving`` answers
+        (the staleness bound, when set, is judged there)."""
+        eng, users = self.engine, self.directory
+        if eng is None or users is None or not self.started:
+            return None
+        if app.config.get("POLICY_MAX_STALENESS_SECONDS"):
+            return self.runtime.serving(app)
+        return eng, users
+
+
 class PolicyRuntime:
     """The process's policy engine: loaded from the database, kept in step by revision.
 
@@ -119,6 +144,8 @@ class PolicyRuntime:
         self._followers: weakref.WeakKeyDictionary[Flask, Any] = weakref.WeakKeyDictionary()
         self.last_snapshot: dict[str, Any] | None = None  # the last snapshot write (revision, bytes, seconds)
         self._selections: weakref.WeakKeyDictionary[Flask, Selection] = weakref.WeakKeyDictionary()
+        # app -> what the decision fast path reads per request (three weak-dictionary lookups cost ~1 µs)
+        self._served: weakref.WeakKeyDictionary[Flask, Served] = weakref.WeakKeyDictionary()
         self._lock = threading.RLock()
 
     def init_app(self, app: Flask, db: SQLAlchemy) -> None:
@@ -132,10 +159,12 @@ class PolicyRuntime:
             str(app.config.get("POLICY_WORKSPACES") or ""),
             frozenset({f"ws:{service}"}) if service else frozenset(),
         )
+        self.served(app).selection = self._selections[app]
         app.before_request(self.ensure_listener)
         if self._starts_with_server(app):
             # `flask run`: load now, in the listener's thread (its first sync), not at the first request.
             self._listener_started.add(app)
+            self.served(app).started = True
 
             start_listener(app)
 
@@ -166,6 +195,7 @@ class PolicyRuntime:
             if app in self._listener_started:
                 return
             self._listener_started.add(app)
+            self.served(app).started = True
 
         start_listener(app)
 
@@ -712,6 +742,8 @@ class PolicyRuntime:
             self._loads[app] = self._loads.get(app, 0) + 1
         self._engines[app] = eng
         self._synced[app] = time.monotonic() if synced is None else synced
+        served = self.served(app)
+        served.engine, served.directory = eng, users
 
     def _forget_revoked_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
         """Drop the tokens the batch's revocations name; the messages of its revocations, user and workspace changes."""
@@ -926,6 +958,7 @@ class PolicyRuntime:
         if old is not None and old is not listener:
             old.stop()
         self._listeners[app] = listener
+        self.served(app).started = True
 
     def sync_status(self) -> dict[str, Any]:
         """The engine's revision and the listener's state (for readiness and metrics)."""
@@ -963,6 +996,13 @@ class PolicyRuntime:
         if synced is None or self._listeners.get(app) is None:
             return None
         return time.monotonic() - synced
+
+    def served(self, app: Flask) -> Served:
+        """The :class:`Served` of app (one per app, kept current by this runtime): hold it."""
+        got = self._served.get(app)
+        if got is None:
+            got = self._served.setdefault(app, Served(self, app.testing))
+        return got
 
     def serving(self, app: Flask) -> tuple[PolicyEngine, Directory] | None:
         """(engine, directory) app decides with now, read without an app context (the decision
