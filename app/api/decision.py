@@ -246,12 +246,12 @@ def parse_and_decide(
         payload = decisions[0].as_dict(True) if single else batch_payload(decisions, eng.revision, True)
         return Answered(items, decisions, seconds, orjson.dumps(payload))
     if single:
-        return Answered(items, decisions, seconds, _encoded(decisions[0]))
+        return Answered(items, decisions, seconds, encoded(decisions[0]))
     return Answered(
         items,
         decisions,
         seconds,
-        b'{"results":[%b],"revision":%d}' % (b",".join(map(_encoded, decisions)), eng.revision),
+        b'{"results":[%b],"revision":%d}' % (b",".join(map(encoded, decisions)), eng.revision),
     )
 
 
@@ -263,7 +263,8 @@ _ENCODED: dict[int, tuple[Decision, bytes]] = {}
 _ENCODED_LIMIT = 4096
 
 
-def _encoded(d: Decision) -> bytes:
+def encoded(d: Decision) -> bytes:
+    """A decision's JSON in an answer (``as_dict()`` as orjson writes it; cached per decision object)."""
     hit = _ENCODED.get(id(d))
     if hit is not None and hit[0] is d:
         return hit[1]

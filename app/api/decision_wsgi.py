@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
+from operator import itemgetter
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple, cast
 
+import msgspec
 from flask import Flask
+from msgspec import Raw, Struct
 
 from app import observability
 from app.api import decision
-from app.authz import AccessRequest, decisionlog
+from app.authz import AccessRequest, Decision, decisionlog
 from app.decisions.answers import Stamped
-from app.decisions.resolution import CHECKS, require_held
+from app.decisions.resolution import CHECKS, Check, require_held
 from app.errors import PROBLEM, AppError
 from app.extensions import authz
 from app.logs import LoggingFlask
@@ -45,6 +48,33 @@ _ENDPOINTS = {"/v1/check": _SINGLE, "/v1/check/batch": "decision.check_batch"}
 # Single-check bodies answered at the current state: bytes → (workspace, answer, its decision-log
 # entry). Only bodies whose check has an entry in resolution.CHECKS (so no properties), ~0.6 KB each.
 BODIES: Stamped[bytes, tuple[str, decision.Answered, tuple[AccessRequest, bool] | None]] = Stamped(16_384)
+
+
+class Item(NamedTuple):
+    """A batch item's answer at one state (:data:`ITEMS`)."""
+
+    logged: tuple[AccessRequest, bool] | None  # its decision-log entry (None: decided before the engine)
+    decision: Decision
+    json: bytes  # its JSON in the answer (decision.encoded)
+    colons: int  # the colons of its text
+    workspace: str
+    check: Check
+
+
+class _RawBatch(Struct, forbid_unknown_fields=True):
+    """A batch body with its checks left as their JSON texts (msgspec checks the syntax, builds nothing)."""
+
+    checks: list[Raw]
+    min_revision: int | None = None
+
+
+_RAW_BATCH = msgspec.json.Decoder(_RawBatch)
+# Batch items answered at the current state: the exact JSON text of a check (as it stood in a body
+# the parse accepted) → its :class:`Item`; only checks with an entry in resolution.CHECKS (so no
+# properties). A batch whose every item text is here is answered without decoding its checks, the
+# parse's per-item proofs, the references, the engine or the JSON encoder (``DecisionFastPath._lane``).
+ITEMS: Stamped[bytes, Item] = Stamped(32_768)
+_LOGGED, _DECISION, _ITEM_JSON, _COLONS, _WORKSPACE, _CHECK = (itemgetter(i) for i in range(6))
 # endpoint → (authz_decision_seconds key, authz_http_request_seconds key of a 200): built once, not per request
 _METRIC_KEYS = {
     endpoint: ((observability.DECISION_SECONDS, kind), (observability.REQUEST_SECONDS, endpoint, "200"))
@@ -158,8 +188,8 @@ class DecisionFastPath:
         stamp = (eng.generation, users.version)  # read before deciding
         selection = served.selection
 
-        def admit(workspaces: Sequence[str], _eng: Any) -> None:
-            if tokens.first_outside(token, workspaces, eng) is not None:
+        def admit(workspaces: Iterable[str], _eng: Any) -> None:
+            if not tokens.all_bound(token, workspaces, eng):
                 raise decision.Defer  # outside the token's binding: the view's 403 problem
 
         bodies = BODIES.at(stamp) if endpoint == _SINGLE else None
@@ -174,8 +204,15 @@ class DecisionFastPath:
                     decisionlog.LOG.record(*logged)
                 del environ[decision.PARSED]
                 return decision.Answered(answered.items, answered.decisions, perf_counter() - started, answered.json)
+        items = ITEMS.at(stamp) if bodies is None else None
+        limit = int(config["BATCH_MAX_CHECKS"])
+        if items is not None:
+            lane = self._lane(body, items, eng, limit, selection, admit)
+            if lane is not None:
+                del environ[decision.PARSED]
+                return lane
         try:
-            parsed = decision.parse(endpoint, body, int(config["BATCH_MAX_CHECKS"]))
+            parsed = decision.parse(endpoint, body, limit)
         except AppError as exc:
             environ[decision.PARSED] = exc  # the view raises it: its problem answer
             raise
@@ -194,7 +231,66 @@ class DecisionFastPath:
             if entry is not None:
                 logged = (entry[0], entry[1].allowed) if entry[0] is not None else None
                 BODIES.remember(bodies, body, (done.items[0].workspace, done, logged))
+        elif items is not None:
+            self._remember_items(items, stamp, body, done)
         return done
+
+    @staticmethod
+    def _lane(
+        body: bytes,
+        items: dict[bytes, Item],
+        eng: Any,
+        limit: int,
+        selection: Any,
+        admit: Callable[[Iterable[str], Any], None],
+    ) -> decision.Answered | None:
+        """A batch whose every check's text is in ``items``, answered from there (None: the parse's
+        path answers it). The same proofs as that path: the body is JSON of the batch's shape; each
+        item text stood in a body that path accepted (so none repeats a key); the body's top level
+        repeats none either (its colons are those of its items' texts, plus one per top-level member
+        the decoder kept); every workspace held here and inside the token's binding (else that
+        path's 421 or 403); a ``min_revision`` reached."""
+        try:
+            decoded = _RAW_BATCH.decode(body)
+        except Exception:  # noqa: BLE001 - the parse's path refuses it with the right problem
+            return None
+        raws = decoded.checks
+        wanted = decoded.min_revision
+        if not raws or len(raws) > limit or (wanted is not None and wanted > eng.revision):
+            return None
+        found = list(map(items.get, map(bytes, raws)))
+        if not all(found):
+            return None
+        hits = cast(list[Item], found)
+        if body.count(b":") != 1 + (wanted is not None) + sum(map(_COLONS, hits)):
+            return None  # a top-level member repeated (or a null spelled out): the parse's path decides
+        workspaces = set(map(_WORKSPACE, hits))
+        require_held(selection, workspaces)
+        admit(workspaces, eng)
+        started = perf_counter()
+        decisionlog.LOG.record_all(filter(None, map(_LOGGED, hits)))
+        answer = b'{"results":[%b],"revision":%d}' % (b",".join(map(_ITEM_JSON, hits)), eng.revision)
+        checks = list(map(_CHECK, hits))
+        return decision.Answered(checks, list(map(_DECISION, hits)), perf_counter() - started, answer)
+
+    @staticmethod
+    def _remember_items(items: dict[bytes, Item], stamp: tuple[int, int], body: bytes, done: decision.Answered) -> None:
+        """The texts of the batch's checks (a body the parse accepted: none repeats a key) that have
+        a CHECKS entry at ``stamp`` (decided at it, no properties) go into ``items``."""
+        checks = CHECKS.peek(stamp)
+        if checks is None:
+            return
+        texts = _RAW_BATCH.decode(body).checks
+        for raw, check, made in zip(texts, done.items, done.decisions):
+            if check.properties is not None:
+                continue
+            text = bytes(raw)
+            entry = checks.get(check)
+            if text in items or entry is None or entry[1] is not made:
+                continue
+            logged = (entry[0], made.allowed) if entry[0] is not None else None
+            item = Item(logged, made, decision.encoded(made), text.count(b":"), check.workspace, check)
+            ITEMS.remember(items, text, item)
 
 
 def _json_type(ctype: str) -> bool:

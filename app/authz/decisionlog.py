@@ -10,6 +10,7 @@ and merge processes, but would put a write on every decision, which the decision
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 from .types import AccessRequest
 
@@ -34,6 +35,10 @@ class DecisionLog:
     def record(self, request: AccessRequest, allowed: bool) -> None:
         """Keep one decision (the oldest falls out when full)."""
         self._entries.append((request, allowed))
+
+    def record_all(self, entries: Iterable[Logged]) -> None:
+        """Keep each of ``entries`` in order (one C call: ``deque.extend``)."""
+        self._entries.extend(entries)
 
     def recent(self) -> tuple[Logged, ...]:
         """A snapshot of the kept decisions, oldest first."""

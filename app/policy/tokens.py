@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from app.authz import PolicyEngine
 from app.authz.identifiers import domain_of, valid_pack
 from app.database import in_transaction
+from app.decisions.answers import Stamped
 from app.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from app.models import AuditEvent, ServiceToken, Workspace, utcnow
 from app.policy import store as policy_store
@@ -360,6 +361,31 @@ def first_outside(token: TokenIdentity, workspaces: Iterable[str], eng: PolicyEn
         if not token.may_ask(domain, pack.id if pack is not None else None):
             return i
     return None
+
+
+# Workspaces each token was found bound to, at one engine generation (a workspace's pack, which a
+# binding may name, is the engine's): checking a batch is one set comparison (first_outside cost
+# ~0.7 µs a workspace). Keyed by the identity object the token cache holds (a revoked token's is gone).
+_BOUND: Stamped[int, tuple[TokenIdentity, set[str]]] = Stamped(4096)
+_BOUND_NAMES = 65_536  # names remembered a token at most (then checked each time)
+
+
+def all_bound(token: TokenIdentity, workspaces: Iterable[str], eng: PolicyEngine) -> bool:
+    """True if the token may ask about every one of ``workspaces`` (as :func:`first_outside` is None)."""
+    table = _BOUND.at((eng.generation, 0))
+    held = table.get(id(token))
+    if held is None or held[0] is not token:
+        held = (token, set())
+        _BOUND.remember(table, id(token), held)
+    known = held[1]
+    if known.issuperset(workspaces):
+        return True
+    new = set(workspaces) - known
+    if first_outside(token, new, eng) is not None:
+        return False
+    if len(known) < _BOUND_NAMES:
+        known |= new
+    return True
 
 
 def require_bound(
