@@ -209,3 +209,37 @@ def test_a_batch_from_the_lane_is_logged_and_counted_like_any(app: Flask, client
     assert again == first and json.loads(first[1])["results"][0]["allowed"] is True
     logged = decisionlog.LOG.recent()  # the unknown subject is decided before the engine: not logged
     assert [ok for _, ok in logged] == [True, False] and len(logged) == 2
+
+
+def test_all_bound_agrees_with_first_outside_through_pack_changes() -> None:
+    """tokens.all_bound remembers, per token and engine generation, the workspaces found bound: it
+    must say what first_outside says for every token kind, workspace spelling and unknown name, and
+    forget when the engine moves (a workspace given a pack a token is bound to by platform)."""
+    from app.authz import PolicyEngine, RuleChange
+    from app.policy import tokens
+    from bench.world import build_world
+    from tests.test_differential import PACKSET
+
+    rnd = random.Random(3)
+    world = build_world(PACKSET, 12, members=2, seed=3, extras=False)
+    eng = PolicyEngine(PACKSET, world.facts, revision=1)
+    domains = list(world.pack_of)
+    names = domains + [d[3:] for d in domains] + ["ws:nowhere", "nowhere", "ws:new-one", "new-one"]
+    kinds = ["*", "platform:classroom", "platform:skills", " ".join(rnd.sample(domains, 3)), "garbage"]
+    ids = [tokens.TokenIdentity(i, f"t{i}", None, *tokens.parse_binding(b)) for i, b in enumerate(kinds)]
+    checked = 0
+    for step in range(60):
+        if step == 30:  # a new workspace appears in the classroom pack: a new generation
+            eng.apply([RuleChange("add", ("g4", "ws:new-one", "pack:classroom"))], 2)
+        for token in ids:
+            asked = rnd.sample(names, rnd.randint(1, 5))
+            assert tokens.all_bound(token, asked, eng) == (tokens.first_outside(token, asked, eng) is None), (
+                token.name,
+                asked,
+            )
+            checked += 1
+    assert checked == 300
+    classroom = ids[1]
+    assert tokens.all_bound(classroom, ["new-one"], eng)  # after the move: bound through its platform pack
+    eng.apply([RuleChange("remove", ("g4", "ws:new-one", "pack:classroom"))], 3)
+    assert not tokens.all_bound(classroom, ["new-one"], eng)  # never the older generation's answer
