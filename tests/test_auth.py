@@ -325,6 +325,35 @@ def test_absolute_and_idle_lifetimes(demo: Flask) -> None:
     assert fresh.get("/api/auth/me").status_code == 200
 
 
+def test_a_session_used_within_the_touch_interval_writes_nothing(demo: Flask) -> None:
+    """Its last use is known from the row the request loaded: no UPDATE (and no commit) per request."""
+    from sqlalchemy import event
+
+    wc = web_client(demo, "learner@classroom.example")
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE USER_SESSIONS") and "last_seen_at <" in statement:
+            seen.append(statement)
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(3):
+            assert wc.get("/api/auth/me").status_code == 200
+        assert seen == []
+        db.session.query(UserSession).filter_by(user_id=uid("learner@classroom.example")).update(
+            {"last_seen_at": utcnow() - timedelta(seconds=demo.config["SESSION_TOUCH_SECONDS"] + 1)}
+        )
+        db.session.commit()
+        assert wc.get("/api/auth/me").status_code == 200
+        assert len(seen) == 1  # past the interval: written once
+        assert wc.get("/api/auth/me").status_code == 200
+        assert len(seen) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
 def test_csrf_token_rotates_at_sign_in(demo: Flask) -> None:
     """Issue 9 (7): the token of the anonymous session dies at sign-in; the sign-in answer carries the new one."""
     wc = web_client(demo)

@@ -79,16 +79,16 @@ def _load_user(session_id: str) -> User | None:
     )
     if found is None:
         return None
-    g.session_row_id = found[1]
+    g.session_row_id, g.session_seen = found[1], found[2]
     return found[0]
 
 
 def _touch_session(response: Response) -> Response:
     """after_request (app-wide): note the session's use, for the idle lifetime (throttled writes)."""
-    row_id = g.pop("session_row_id", None)
+    row_id, seen = g.pop("session_row_id", None), g.pop("session_seen", None)
     if row_id is not None:
         try:
-            sessions.touch(db.session(), row_id, int(current_app.config["SESSION_TOUCH_SECONDS"]))
+            sessions.touch(db.session(), row_id, int(current_app.config["SESSION_TOUCH_SECONDS"]), seen)
         except Exception:  # noqa: BLE001 - a missed touch only shortens the idle lifetime; never fail a request
             log.exception("session touch failed")
             db.session.rollback()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -108,8 +108,11 @@ def current_row(session: Session, user: User) -> UserSession | None:
     )
 
 
-def load_session_user(session: Session, session_id: str, absolute: int, idle: int) -> tuple[User, int] | None:
-    """flask-login's user_loader: ``<id>:<token>`` → (user, session row id) while the session is valid.
+def load_session_user(
+    session: Session, session_id: str, absolute: int, idle: int
+) -> tuple[User, int, datetime] | None:
+    """flask-login's user_loader: ``<id>:<token>`` → (user, session row id, its last use) while the
+    session is valid.
 
     Valid means: the row exists and belongs to the user, was not ended, started less than
     ``absolute`` seconds ago and was last used less than ``idle`` seconds ago; the user is active.
@@ -132,11 +135,15 @@ def load_session_user(session: Session, session_id: str, absolute: int, idle: in
     if user is None or not user.active:
         return None
     user.session_token = token
-    return user, row.id
+    return user, row.id, row.last_seen_at
 
 
-def touch(session: Session, row_id: int, every: int) -> None:
-    """Record that a session was used now (at most once per ``every`` seconds); commits."""
+def touch(session: Session, row_id: int, every: int, seen: datetime | None = None) -> None:
+    """Record that a session was used now (at most once per ``every`` seconds); commits. ``seen``:
+    its last use as this request loaded it (then nothing is written, nor committed, within ``every``
+    of it: most requests of a session)."""
+    if seen is not None and seen >= utcnow() - timedelta(seconds=every):
+        return
     with in_transaction(session):
         now = utcnow()
         session.execute(
