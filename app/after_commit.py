@@ -43,10 +43,21 @@ _NOTES: tuple[tuple[Any, str, Any], ...] = (
 
 def init_app(app: Flask, db: SQLAlchemy) -> None:
     """Install the dispatcher on ``db.session`` and the note listeners (each once per process)."""
-    hooks = ((db.session, "after_commit", after_commit), (db.session, "after_soft_rollback", after_rollback))
+    hooks = (
+        (db.session, "before_commit", before_commit),
+        (db.session, "after_commit", after_commit),
+        (db.session, "after_soft_rollback", after_rollback),
+    )
     for target, name, fn in (*_NOTES, *hooks):
         if not event.contains(target, name, fn):
             event.listen(target, name, fn)
+
+
+def before_commit(session: Session) -> None:
+    """The revisions about to commit are marked as this process's own (``PolicyRuntime.committing``)."""
+    runtime: PolicyRuntime | None = current_app.extensions.get("authz")
+    if runtime is not None:
+        runtime.committing(session)
 
 
 def after_commit(session: Session) -> None:
@@ -62,7 +73,11 @@ def after_commit(session: Session) -> None:
 
 def after_rollback(session: Session, previous_transaction: Any) -> None:
     """Drop the notes of a transaction that did not commit."""
-    PolicyRuntime.drop_pending(session)
+    runtime: PolicyRuntime | None = current_app.extensions.get("authz")
+    if runtime is not None:
+        runtime.rolled_back(session)
+    else:
+        PolicyRuntime.drop_pending(session)
     tokens.drop_pending(session)
     resolution.drop_handles(session)
     authzen.drop_settings(session)

@@ -308,3 +308,36 @@ def test_a_full_load_has_its_own_statement_timeout(apps: Callable[..., Flask]) -
         assert session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
     with app.app_context(), Session(db.engine) as session:
         assert session.scalar(text("SHOW statement_timeout")) == "30s"  # SET LOCAL: this connection's own again
+
+
+def test_a_hint_of_a_revision_the_engine_holds_reads_nothing(apps: Callable[..., Flask]) -> None:
+    """The NOTIFY of this process's own commit (applied at the commit) costs its listener no query of
+    the revision log; the hint of another process's commit is read, and the engine moves."""
+    import threading
+
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    b = apps()
+    listener = _listen(b)
+    _until(lambda: listener.connected and listener.syncs > 0)
+    reads: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM policy_revisions" in statement:
+            reads.append(threading.get_ident())
+
+    with b.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        before = listener.syncs
+        own = _grant(b)  # written through b: applied in b at its commit
+        _until(lambda: listener.syncs > before)
+        assert _decide(b) == (True, own) and reads == []
+        other = _grant(apps(), "remove")  # another "process": b hears of it and reads it
+        _until(lambda: _decide(b) == (False, other))
+        assert reads
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

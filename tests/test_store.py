@@ -74,6 +74,41 @@ def test_new_engine_loads_same_state(app: Flask) -> None:
         assert mine.allowed == authz.check(user.key, ws.key, action).allowed
 
 
+def test_a_writer_reads_the_revision_log_only_when_its_engine_is_behind(app: Flask) -> None:
+    """members.begin locks the head at revision N: an engine at N - 1 holds every committed revision
+    (they are gapless), so nothing is read; an engine behind (another process committed) catches up
+    before the writer decides anything."""
+    from sqlalchemy import event
+
+    from app.membership import members
+
+    ws = create_workspace("acme", "simulations")
+    user = create_user("u@example.com")
+    assert authz.engine.revision == policy_store.current_revision(db.session())  # loaded, current
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM policy_revisions" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        session = db.session()
+        handle = members.begin(session, None, "member", "current")
+        assert authz.engine.revision == handle.number - 1 and reads == []
+        session.rollback()
+        stale = authz.build(db.session())
+        add_member(ws, user, "owner")  # committed "elsewhere": the stale engine misses it
+        authz._engines[app] = stale
+        assert not authz.check(user.key, ws.key, "view_ai_spend").allowed
+        handle = members.begin(session, None, "member", "behind")
+        assert reads and authz.engine.revision == handle.number - 1
+        assert authz.check(user.key, ws.key, "view_ai_spend").allowed
+        session.rollback()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+
+
 def test_sync_catches_up_from_revision_log(app: Flask) -> None:
     """An engine that missed commits (another process) catches up incrementally by revision."""
     ws = create_workspace("acme", "simulations")

@@ -38,7 +38,7 @@ def begin(session: Session, actor: User | None, kind: str, message: str) -> Writ
     other writer can commit until this transaction ends.
     """
     handle = policy_store.begin_write(session, kind, actor.id if actor else None, message)
-    authz.sync()
+    authz.sync_before(handle.number)
     return handle
 
 

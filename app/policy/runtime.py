@@ -81,6 +81,9 @@ def _held_facts(facts: Iterator[tuple[str, ...]], selection: Selection, named: s
             yield rule
 
 
+_COMMITTING = "authz_committing"  # session.info: the revision numbers PolicyRuntime.committing marked
+
+
 class Served:
     """What an app serves decisions with now, as plain attributes the runtime keeps current (the
     decision fast path holds it: no weak-dictionary lookup per request). ``engine`` and
@@ -124,6 +127,9 @@ class PolicyRuntime:
         self._listener_started: weakref.WeakSet[Flask] = weakref.WeakSet()
         # A background rebuild under way: {"state": "waiting" | "running", "from_revision", "started", "base"}.
         self._rebuilds: weakref.WeakKeyDictionary[Flask, dict[str, Any]] = weakref.WeakKeyDictionary()
+        # app -> revisions this process is committing (marked before the commit, so before their
+        # NOTIFY can reach a listener; cleared once applied or rolled back)
+        self._committing: weakref.WeakKeyDictionary[Flask, set[int]] = weakref.WeakKeyDictionary()
         # The last revision whose token revocations were applied (they cannot wait for a rebuild).
         self._revocations_through: weakref.WeakKeyDictionary[Flask, int] = weakref.WeakKeyDictionary()
         self._refusals: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
@@ -579,6 +585,24 @@ class PolicyRuntime:
             revision = self._left_snapshot(app, revision)  # the database answered: caught up from the snapshot
         return revision
 
+    def sync_before(self, revision: int) -> int:
+        """:meth:`sync` when every revision below ``revision`` is known to be committed (a writer
+        holding the head lock at ``revision``; a NOTIFY of ``revision - 1``): nothing to read when the
+        engine already holds ``revision - 1`` (revisions are gapless and applied in order) or will
+        at once (the revision before it, and that one is this process's own commit, applied by
+        :meth:`apply_committed` when it returns), no rebuild is pending and it does not serve a snapshot."""
+        app = self._key()
+        eng = self._engines.get(app)
+        held = revision - 1
+        if (
+            eng is not None
+            and (eng.revision >= held or (eng.revision == held - 1 and held in self._committing.get(app, ())))
+            and app not in self._rebuilds
+            and self._sources.get(app, {}).get("source") != "snapshot"
+        ):
+            return eng.revision
+        return self.sync()
+
     def _sync(self, background: bool | None) -> int:
         app = self._key()
         if background is None:
@@ -621,6 +645,8 @@ class PolicyRuntime:
                             self._synced[app] = time.monotonic()
                             return eng.revision
                         return self.reload().revision
+                    if len(batch) < policy_store.LOG_BATCH:
+                        break  # the log held no more when read (a later commit hints of its own)
             self._synced[app] = time.monotonic()
             return eng.revision
 
@@ -899,8 +925,26 @@ class PolicyRuntime:
         in place — pack edits too, :meth:`_advance` — or, when that cannot be, rebuilt at once:
         read-your-writes), and the directory fetches the users they name."""
         pending = session.info.pop("authz_pending", None)
-        if not pending or not self.loaded:
-            return
+        try:
+            if pending and self.loaded:
+                self._apply_own(pending)
+        finally:
+            self._committing.get(self._key(), set()).difference_update(session.info.pop(_COMMITTING, ()))
+
+    def committing(self, session: Session) -> None:
+        """Before a commit: the revisions it writes are this process's own, applied right after it
+        (a listener hinted of one meanwhile need not read it: :meth:`sync_before`)."""
+        pending = session.info.get("authz_pending")
+        if pending:
+            numbers = session.info[_COMMITTING] = [int(row.id) for row in pending]
+            self._committing.setdefault(self._key(), set()).update(numbers)
+
+    def rolled_back(self, session: Session) -> None:
+        """After a rollback: the transaction's revisions are not being committed."""
+        self._committing.get(self._key(), set()).difference_update(session.info.pop(_COMMITTING, ()))
+        self.drop_pending(session)
+
+    def _apply_own(self, pending: list[Any]) -> None:
 
         # Under the lock: the listener thread may be applying the same revisions right now.
         with self._lock:

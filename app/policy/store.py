@@ -199,8 +199,11 @@ def documents_written_at(session: Session, revision: int) -> dict[str, dict[str,
 DOCUMENT_KINDS = frozenset({"policy-edit", "policy-rollback", "import"})
 
 
+LOG_BATCH = 10_000  # revisions read at a time
+
+
 def revision_log_after(
-    session: Session, revision: int, limit: int | None = 10_000
+    session: Session, revision: int, limit: int | None = LOG_BATCH
 ) -> list[tuple[int, str, list[RuleChange]]]:
     """Committed revisions newer than ``revision``, oldest first: (number, kind, changes); all of them
     with ``limit=None`` (a rollback must see every later change, not the first batch)."""

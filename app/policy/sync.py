@@ -121,10 +121,13 @@ class PolicyListener:
         }
 
     # -- work ------------------------------------------------------------------------------
-    def sync(self) -> int:
-        """One incremental sync in the app's context; returns the engine's revision."""
+    def sync(self, hinted: int = 0) -> int:
+        """One incremental sync in the app's context; returns the engine's revision. ``hinted``: the
+        revision a NOTIFY named; nothing is read when the engine already holds it (this process
+        wrote it: applied at its commit)."""
         with self.app.app_context():
-            revision = int(self.app.extensions["authz"].sync())
+            runtime = self.app.extensions["authz"]
+            revision = int(runtime.sync_before(hinted + 1) if hinted else runtime.sync())
         self.syncs += 1
         self.last_sync = time.monotonic()
         return revision
@@ -185,12 +188,14 @@ class PolicyListener:
             self.sync()
             while not self._stop.is_set():
                 hinted = False
-                for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
+                newest = 0  # the revision the hint names (0: unreadable)
+                for note in conn.notifies(timeout=self.poll_seconds, stop_after=1):
                     hinted = True
+                    newest = int(note.payload) if note.payload.isdigit() else 0
                 if self._stop.is_set():
                     break
                 if hinted:
-                    self.sync()
+                    self.sync(newest)
                 else:
                     # Safety net: a quiet period is also a chance to catch up, and proves
                     # the connection alive (notifies() does not notice a dead server).
