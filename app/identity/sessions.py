@@ -108,9 +108,7 @@ def current_row(session: Session, user: User) -> UserSession | None:
     )
 
 
-def load_session_user(
-    session: Session, session_id: str, absolute: int, idle: int
-) -> tuple[User, int, datetime] | None:
+def load_session_user(session: Session, session_id: str, absolute: int, idle: int) -> tuple[User, int, datetime] | None:
     """flask-login's user_loader: ``<id>:<token>`` → (user, session row id, its last use) while the
     session is valid.
 
