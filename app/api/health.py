@@ -159,7 +159,8 @@ def readyz_writes() -> tuple[Response, int] | Response:
         db.session.rollback()
         body = Health(status="unavailable", checks={"database": "unreachable"}).model_dump(exclude_none=True)
         resp = jsonify(body)
-        resp.headers["Retry-After"] = "1"
+        g = database.guard()
+        resp.headers["Retry-After"] = str(g.retry_after if g is not None else 1)
         return resp, 503
     out = Health(status="ready", checks={"database": "ok"}).model_dump(exclude_none=True)
     out["head"] = head
