@@ -171,3 +171,62 @@ def test_decisions_answered_below_400_write_no_access_line_by_default(
         db.engine.dispose()
     access = [line for line in _json_lines(capsys.readouterr().err) if line["logger"] == "app.access"]
     assert [(a["path"], a["status"]) for a in access] == [("/v1/check", 401), ("/healthz", 200)]
+
+
+_SERVER_LOG_CONFIG = """
+import json, logging, logging.config, sys
+from pathlib import Path
+from app import logs
+from app.authz import AccessRequest, PolicyEngine
+from app.authz.packs import load_packs
+from app.authz.types import ResourceFacts
+
+packs = load_packs(Path("policy"), Path("model.conf"))
+engine = PolicyEngine(packs, [("g4", "ws:a", "pack:todo"), ("g", "user:1", "role:todo:viewer", "ws:a")])
+# What the libraries switched off themselves before a server configures logging.
+loggers = logging.root.manager.loggerDict.items()
+disabled = sorted(n for n, lg in loggers if isinstance(lg, logging.Logger) and lg.disabled)
+server = sys.argv[1]
+if server == "configure":
+    logs.configure()
+else:
+    logging.config.dictConfig(logs.dict_config(server=server or None))
+seen = []
+class Collect(logging.Handler):
+    def emit(self, record):
+        seen.append(record.name)
+logging.getLogger().addHandler(Collect())
+# Casbin's own evaluation (the memo's miss path): one allowed, one denied.
+allowed = engine.check(AccessRequest("user:1", "ws:a", ResourceFacts(), "can_read_todos")).allowed
+denied = engine.check(AccessRequest("user:1", "ws:a", ResourceFacts(), "can_delete_todo")).allowed
+loud = [n for n in disabled if logging.getLogger(n).isEnabledFor(logging.WARNING)]
+print(json.dumps({"disabled": disabled, "seen": seen, "loud": loud, "answers": [allowed, denied]}))
+"""
+
+
+@pytest.mark.parametrize("server", ["granian", "gunicorn", "", "configure"])
+def test_library_loggers_stay_quiet_whatever_configures_logging(server: str) -> None:
+    """pycasbin logs every request it evaluates (allowed at INFO, denied at WARNING, with the subject
+    and the resource) and switches those loggers off itself; a server's ``dictConfig`` with
+    ``disable_existing_loggers: False`` switched them on again: a granian server wrote 1,826 such
+    lines in its first 7 s. Whatever configures logging, a logger a library switched off stays quiet
+    (every one of them, not only casbin's), and Casbin's evaluations write nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _SERVER_LOG_CONFIG, server],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "LOG_LEVEL": "INFO", "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["answers"] == [True, False]  # the requests did reach Casbin's evaluation
+    assert "casbin.enforcer" in out["disabled"]  # the library's own switch (the test's premise)
+    assert out["loud"] == [], out
+    assert not [n for n in out["seen"] if n.startswith("casbin")], out["seen"]
