@@ -213,21 +213,6 @@ def inprocess(url: str, token: str, workspaces: int, root: str) -> dict[str, Any
 
 
 # -- behind granian ------------------------------------------------------------------------------------
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime (clock ticks) of pid and its children's processes now (granian's master and workers)."""
-    from bench.server import children
-
-    total = 0
-    for p in (pid, *children(pid)):
-        try:
-            with open(f"/proc/{p}/stat", encoding="ascii") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            continue
-    return total
-
-
 @contextmanager
 def _granian(url: str, kind: str, root: str, cpu: str | None, log_path: str, extra: dict[str, str]) -> Iterator[Any]:
     """granian with WORKERS workers serving ours (``app.serve`` of root) or the no-op; yields (proc, port)."""
@@ -253,6 +238,7 @@ def _granian(url: str, kind: str, root: str, cpu: str | None, log_path: str, ext
 def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str) -> dict[str, Any]:
     """requests/s and server CPU µs per request of the no-op and ours, behind granian, per pinning."""
     from bench import http as hb
+    from bench.server import cpu_ticks, settle
 
     wrk = hb.wrk_path()
     if wrk is None:
@@ -275,9 +261,10 @@ def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str) ->
                     for path, items in (("/v1/check", singles), ("/v1/check/batch", batches)):  # warm every worker
                         hb.load_wrk(wrk, port, token, path, items, 4, 3.0, cpu=wrk_cpu)
                     for path, items, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
-                        ticks = _cpu_ticks(proc.pid)
+                        settle([proc.pid])
+                        ticks = cpu_ticks(proc.pid)
                         r = hb.load_wrk(wrk, port, token, path, items, clients, seconds, cpu=wrk_cpu)
-                        spent = (_cpu_ticks(proc.pid) - ticks) / os.sysconf("SC_CLK_TCK")
+                        spent = (cpu_ticks(proc.pid) - ticks) / os.sysconf("SC_CLK_TCK")
                         r.update(
                             app=app, pinning=pin, path=path, cpu_us_per_request=spent / max(r["requests"], 1) * 1e6
                         )

@@ -132,6 +132,10 @@ def server_command(
     return [sys.executable, "-m", "gunicorn", "-c", os.path.join(root, "gunicorn.conf.py"), app], env
 
 
+# The pid of the server on each port app_server serves (taskset execs the server: the same pid).
+SERVER_PIDS: dict[int, int] = {}
+
+
 @contextmanager
 def app_server(
     url: str,
@@ -151,7 +155,11 @@ def app_server(
     pin = ["taskset", "-c", cpu] if cpu is not None and shutil.which("taskset") else []
     with process([*pin, *cmd], env, log_path) as proc:
         _wait_listening(port, proc, workers, any_answer=app.startswith("bench.peer"))
-        yield port
+        SERVER_PIDS[port] = proc.pid
+        try:
+            yield port
+        finally:
+            SERVER_PIDS.pop(port, None)
 
 
 def _wait_listening(

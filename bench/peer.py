@@ -57,6 +57,7 @@ from app.observability import request_id_of
 from app.policy.tokens import META_PACK
 from app.security import HEADERS
 from bench.datagen import MEMBERS, SEED, user_count
+from bench.server import settle
 from bench.world import GROUPS_PER_WS, iter_world
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -782,15 +783,20 @@ def compare(
                                 diff = sum(a != b for a, b in zip(answers[name], answers["ours"]))
                                 out["agreement"][name] = {"requests": len(answers[name]), "disagree": diff}
                                 print(f"   {name}: {diff} of {len(answers[name])} answers differ from ours", flush=True)
+                    pids = [hb.SERVER_PIDS[p] for p in ports.values()]
                     for port in ports.values():
-                        for path, bodies in (("/v1/check", singles), ("/v1/check/batch", batches)):
-                            hb.load_wrk(wrk, port, token, path, bodies, 4, 2.0, cpu=wrk_cpu)  # warm every worker
+                        # Warm every worker and every connection's thread (a regorus peer builds an
+                        # engine per thread on its first request): the clients of the measured runs.
+                        for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
+                            hb.load_wrk(wrk, port, token, path, bodies, clients, 2.0, cpu=wrk_cpu)
                     for rnd in range(rounds):
                         order = apps[rnd % len(apps) :] + apps[: rnd % len(apps)]  # rotated
                         for name in order:
                             for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
+                                waited = settle(pids)  # every server idle: none takes the measured one's core
                                 r = hb.load_wrk(wrk, ports[name], token, path, bodies, clients, seconds, cpu=wrk_cpu)
                                 r.update(app=name, server=server, pinning=pin, keepalive=True, path=path, round=rnd)
+                                r["settled_s"] = round(waited, 2)
                                 out["runs"].append(r)
                                 _show(r)
     finally:

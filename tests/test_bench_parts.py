@@ -73,3 +73,28 @@ def test_feed_table_has_one_row_per_size() -> None:
     text = "\n".join(feed.lines({"sizes": [size]}))
     assert "| 300 | 0.5 s | 90,000 B | 4,000 B / 0.01 s / 0.2 s | 80,000 B / 0.1 s / 0.4 s |" in text
     assert "failed: boom" in "\n".join(feed.lines({"error": "boom"}))
+
+
+def test_settle_waits_for_a_busy_server_and_not_for_an_idle_one() -> None:
+    """``bench.server.settle``: the comparison measures an app only once every server is idle."""
+    import subprocess
+    import sys
+
+    from bench.server import cpu_ticks, settle
+
+    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    busy = subprocess.Popen([sys.executable, "-c", spin])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        waited = settle([busy.pid, idle.pid], timeout=10)
+        assert busy.poll() is not None  # it returned only once the spinning process had stopped
+        assert 1.0 <= waited < 10
+        before = cpu_ticks(idle.pid)
+        assert settle([idle.pid], timeout=10) < 2.5  # two quiet windows of 0.5 s, and a little slack
+        assert cpu_ticks(idle.pid) - before <= 1
+        assert settle([idle.pid], timeout=0.2) >= 0.2  # a timeout bounds the wait
+    finally:
+        busy.kill()
+        idle.kill()
+        busy.wait()
+        idle.wait()
