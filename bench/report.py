@@ -62,6 +62,9 @@ def write_report(results: dict[str, Any], out_dir: str, extra: list[str] | None 
         f"{' (quick mode)' if meta['quick'] else ''}; total {meta.get('total_s', 0):.0f} s. "
         "Latencies are per decision, in-process, measured one call at a time (`perf_counter_ns`)."
     )
+    summary = issue25_lines(results)
+    if len(summary) > 4:
+        lines += ["", *summary]
     lines += ["", "## Decision latency: ours vs stock pycasbin (same model, rules and requests)", ""]
     lines.append(
         "| W (memberships) | ours warm p50 / p99 | plain Enforcer warm p50 / p99 | FastEnforcer warm p50 / p99 "
@@ -299,3 +302,69 @@ def _plot(sizes: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# Issue 25's targets outside the comparison: (part, label, path in the part's result, limit, unit).
+ISSUE25_LIMITS = (
+    ("packedit", "pack edit: commit → every worker at the new revision", ("variants", "listen", "all_new_s"), 0.2, "s"),
+    ("packedit", "pack edit: decision p99 during the edit", ("variants", "listen", "during", "p99_ms"), 5.0, "ms"),
+    ("rolechange", "20 role changes/s: decision p99 / quiet p99", ("variants", "granian", "p99_ratio"), 2.0, "×"),
+    ("rolechange", "role change end to end p99 (granian)", ("variants", "granian", "end_to_end", "p99_ms"), 50.0, "ms"),
+    (
+        "rolechange",
+        "role change end to end p99 (gunicorn)",
+        ("variants", "gunicorn", "end_to_end", "p99_ms"),
+        50.0,
+        "ms",
+    ),
+    ("footprint", "engine heap per membership", ("loads", "this tree", "engine_b_per_membership"), 130.0, "B"),
+    ("footprint", "directory heap per user", ("loads", "this tree", "directory_b_per_user"), 150.0, "B"),
+)
+
+
+def issue25_lines(results: dict[str, Any]) -> list[str]:
+    """Every target of issue 25 in one table: the comparison's ratios (lowest round; pinned and
+    unpinned, each data set, after the disagreement count) and the parts' figures, each with the
+    run it came from (``run`` stamp of the part; "earlier" when the part carries none)."""
+    parts = results.get("parts", {})
+    cmp = _g(results, "http", "compare") or {}
+    if "runs" in cmp or "error" in cmp:
+        cmp = {"default": cmp}
+    lines = [
+        "## Targets of issue 25",
+        "",
+        "| target | measured | limit | status | run |",
+        "|---|---|---|---|---|",
+    ]
+    for one in cmp.values():
+        if not isinstance(one, dict) or "ratios" not in one:
+            continue
+        users = f"{one.get('users', 0):,} users"
+        stamp = one.get("run", "earlier")
+        agree = one.get("agreement", {})
+        differ = sum(a.get("disagree", 0) for a in agree.values())
+        lines.append(
+            f"| peers' answers differing from ours ({users}; {', '.join(agree) or 'no peer'}) "
+            f"| {differ:,} of {sum(a.get('requests', 0) for a in agree.values()):,} | 0 "
+            f"| {'met' if agree and differ == 0 else '**not met**'} | {stamp} |"
+        )
+        for key, v in one["ratios"].items():
+            path, other = key.split(" ")[2], key.rsplit("/", 1)[1]
+            limit = COMPARE_TARGETS.get((path, other), REGORUS_TARGET if other == "regorus" else None)
+            if limit is None:
+                continue
+            status = "met" if v["min"] >= limit else "**not met**"
+            lines.append(
+                f"| {key} ({users}; lowest / median of {one.get('rounds', '?')} rounds) "
+                f"| {v['min']:.2f}× / {v['median']:.2f}× | ≥ {limit:.2f}× | {status} | {stamp} |"
+            )
+    for part, label, path, limit, unit in ISSUE25_LIMITS:
+        res = parts.get(part)
+        value = _g(res, *path) if isinstance(res, dict) else None
+        if unit == "s" and value is not None:
+            value, unit, limit = value * 1000, "ms", limit * 1000
+        stamp = res.get("run", "earlier") if isinstance(res, dict) else "—"
+        shown = "—" if value is None else (f"{value:.2f}×" if unit == "×" else _fmt(float(value), f" {unit}"))
+        bound = f"≤ {limit:g}{'×' if unit == '×' else ' ' + unit}"
+        lines.append(f"| {label} | {shown} | {bound} | {_ok(value, limit)} | {stamp} |")
+    return lines

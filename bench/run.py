@@ -45,6 +45,9 @@ HTTP_SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS") or (5.0 if QUICK else 
 REF_TIMEOUT = 600
 HTTP_ONLY = os.environ.get("BENCH_HTTP_ONLY", "") not in ("", "0")
 PARTS = {p.strip() for p in os.environ.get("BENCH_PARTS", "").split(",") if p.strip()}
+# This run's start: every part it measures carries it (``run``), so the report says which figures
+# come from one run.
+RUN = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 # Parts measured on the largest size, each a module with run() and lines() (their own docstrings
 # say how): memory per gunicorn worker (preload vs not), decisions during a pack edit (before the
 # background rebuild vs poll vs listen), cold cost after a load and after a pack edit, role changes
@@ -71,6 +74,7 @@ def run_extra(name: str, largest: int, url: str, dbmeta: dict[str, Any]) -> dict
             out = mod.run(url, dbmeta["token"], largest, RESULTS)
     except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
         out = {"error": f"{type(exc).__name__}: {exc}"}
+    out["run"] = RUN
     with open(os.path.join(RESULTS, f"{name}.json"), "w", encoding="utf-8") as fh:
         json.dump(out, fh, indent=2)
     return out
@@ -133,6 +137,7 @@ def run_compare(largest: int, url: str, dbmeta: dict[str, Any]) -> dict[str, Any
             out[kind] = peer.compare(at_url, token, largest, HTTP_SECONDS, RESULTS, users=users)
         except Exception as exc:  # noqa: BLE001 - report what failed, keep the rest
             out[kind] = {"error": f"{type(exc).__name__}: {exc}"}
+        out[kind]["run"] = RUN
     with open(os.path.join(RESULTS, "compare.json"), "w", encoding="utf-8") as fh:
         json.dump(out, fh, indent=2)
     return out

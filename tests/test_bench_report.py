@@ -74,3 +74,32 @@ def test_a_former_comparison_without_agreement_prints_no_ratio() -> None:
     text = "\n".join(compare_lines(former))
     assert "rerun `BENCH_PARTS=compare`" in text
     assert "ours/regorus" not in text
+
+
+def test_issue25_table_lists_every_target_with_its_run() -> None:
+    """One table: the comparison's lowest ratio against each target (after the disagreement
+    count), and the parts' figures against theirs, each row naming the run it came from."""
+    from bench.report import issue25_lines
+
+    runs = [_run("ours", 900.0, r) for r in range(2)] + [_run("noop", 1000.0, r) for r in range(2)]
+    runs += [_run("regorus", 1000.0, r) for r in range(2)]
+    one = {
+        "users": 20000,
+        "rounds": 2,
+        "run": "2026-12-07 06:00 UTC",
+        "agreement": {"regorus": {"requests": 7000, "disagree": 0}},
+        "ratios": ratios(runs, {"regorus": {"requests": 7000, "disagree": 0}}),
+    }
+    parts = {
+        "packedit": {"run": "R2", "variants": {"listen": {"all_new_s": 0.25, "during": {"p99_ms": 1.5}}}},
+        "footprint": {"loads": {"this tree": {"engine_b_per_membership": 83.0, "directory_b_per_user": 76.0}}},
+    }
+    text = "\n".join(issue25_lines({"http": {"compare": {"default": one}}, "parts": parts}))
+    assert "| peers' answers differing from ours (20,000 users; regorus) | 0 of 7,000 | 0 | met |" in text
+    assert "| pinned granian /v1/check ours/noop (20,000 users; lowest / median of 2 rounds) | 0.90× / 0.90× " in text
+    assert "| ≥ 0.85× | met | 2026-12-07 06:00 UTC |" in text
+    assert "ours/regorus (20,000 users; lowest / median of 2 rounds) | 0.90× / 0.90× | ≥ 1.15× | **not met** |" in text
+    assert "| pack edit: commit → every worker at the new revision | 250 ms | ≤ 200 ms | **not met** | R2 |" in text
+    assert "| pack edit: decision p99 during the edit | 1.50 ms | ≤ 5 ms | met | R2 |" in text
+    assert "| engine heap per membership | 83.0 B | ≤ 130 B | met | earlier |" in text
+    assert "| role change end to end p99 (granian) | — | ≤ 50 ms | not measured | — |" in text
