@@ -166,7 +166,7 @@ class MatcherPlan:
     ) -> None:
         self.matcher_text = matcher
         self.python = python_matcher(matcher)
-        self.tree = ast.parse(self.python, mode="eval").body
+        ast.parse(self.python, mode="eval")  # a matcher Python cannot read fails here, at once
         self.request_fields = [f"r_{f}" for f in request_fields]
         self.policy_fields = [f"p_{f}" for f in policy_fields]
         self.functions = dict(functions)
