@@ -37,7 +37,8 @@ from app.errors import problem
 
 EXT = "database"
 log = logging.getLogger("app.database")
-# Set while a request is answered outside Flask's request context (app.api.decision_wsgi).
+# Set for the whole WSGI call of a request (app.logs.LoggingFlask): its teardown, which ends the
+# transaction after Flask's request context is gone, waits with the request's deadline too.
 SERVING = contextvars.ContextVar("learnauthz_serving_request", default=False)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from flask import Flask
 
 from .config import ConfigError
+from .database import SERVING
 from .observability import request_id_of
 
 access_log = logging.getLogger("app.access")
@@ -206,10 +207,14 @@ class LoggingFlask(Flask):
                 return answered
             fast = None
         token = _request_id.set(request_id_of(environ))
+        # Every database wait on behalf of this request has the request's deadline, the app
+        # context's teardown (its transaction's end) included, where Flask has no request context.
+        serving = SERVING.set(True)
         if not logged:
             try:
                 return self.wsgi_app(environ, start_response)
             finally:
+                SERVING.reset(serving)
                 _request_id.reset(token)
         started = time.perf_counter()
         status = ["500"]
@@ -229,6 +234,7 @@ class LoggingFlask(Flask):
             )
             if not quiet:
                 _write_access(environ, status[0], started)
+            SERVING.reset(serving)
             _request_id.reset(token)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from app import database
 from app.config import DEFAULTS
@@ -136,3 +137,43 @@ def test_past_the_staleness_bound_decisions_fail_closed(app: Flask, client: Flas
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["staleness"] == "stale"
     assert ready.get_json()["staleness_seconds"] > 100
+
+
+@pytest.mark.postgres
+def test_a_request_teardown_waits_no_longer_than_the_request_deadline(request: pytest.FixtureRequest) -> None:
+    """A request whose database froze after its last statement ends its transaction in the app
+    context's teardown, where Flask has no request context any more: that rollback waited with the
+    background deadline (60 s), holding the server's thread, instead of the request's 2 s (the
+    HAProxy outage drill saw a /readyz/writes answered 4 s after it began, once the database thawed).
+    Every wait on behalf of a request is bounded by the request deadline, its teardown's included."""
+    import os
+    import signal
+
+    url, _ = request.getfixturevalue("pg_database")
+    app = make_app(url, POLICY_SYNC="off", DATABASE_WAIT_SECONDS=30.0)
+    frozen: list[int] = []
+
+    @app.get("/_freeze_after_reading")
+    def freeze_after_reading() -> str:
+        from app.extensions import db
+
+        pid = int(db.session.execute(text("select pg_backend_pid()")).scalar_one())
+        os.kill(pid, signal.SIGSTOP)  # the transaction is open: the teardown must end it
+        frozen.append(pid)
+        return "read"
+
+    thaw = threading.Timer(12.0, lambda: [os.kill(p, signal.SIGCONT) for p in frozen])
+    thaw.start()
+    try:
+        started = time.monotonic()
+        resp = app.test_client().get("/_freeze_after_reading")
+        took = time.monotonic() - started
+    finally:
+        thaw.cancel()
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert frozen and resp.status_code == 200  # the view had answered before the teardown
+    assert took < 3.5, took  # 2 s (DATABASE_REQUEST_WAIT_SECONDS) and slack; it was the thaw at 12 s
+    with app.app_context():
+        g = database.guard()
+        assert g is not None and g.failures >= 1  # the teardown's wait was the one that gave up
