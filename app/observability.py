@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,20 +64,27 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _ENV_ID = "learnauthz.request_id"
 _ENV_STARTED = "learnauthz.request_started"
+# Answered requests a thread queues before it tallies them itself (HotMetrics.answered); the
+# flusher (every METRICS_FLUSH_SECONDS) and every scrape tally whatever is queued first.
+TALLY_EVERY = 256
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class _Shard:
     """One thread's tallies: written by that thread only, so no increment is ever lost."""
 
-    __slots__ = ("counts", "hists", "allowed", "denied")
+    __slots__ = ("counts", "hists", "answered")
 
     def __init__(self) -> None:
         self.counts: dict[tuple[str, ...], float] = {}
         self.hists: dict[tuple[str, ...], list[float]] = {}  # labels → [count per bucket..., sum]
-        # authz_decisions by reason, result=allow and result=deny: a string key, no tuple per decision
-        self.allowed: dict[str, float] = {}
-        self.denied: dict[str, float] = {}
+        # Answered decision requests not tallied yet (HotMetrics.answered): appended by this thread,
+        # taken by whichever thread tallies (deque.append and popleft are atomic)
+        self.answered: deque[_Answered] = deque()
+
+
+# (decisions, decision histogram key, seconds deciding, request histogram key, seconds answering)
+_Answered = tuple[Sequence[Any], tuple[str, ...], float, tuple[str, ...], float]
 
 
 class HotMetrics(Collector):
@@ -106,6 +114,12 @@ class HotMetrics(Collector):
         self._flush_lock = threading.Lock()
         self._flushed: dict[tuple[str, ...], list[float]] = {}  # key → the totals already in the files
         self._files: dict[tuple[str, ...], list[Any]] = {}  # key → prometheus_client values (mmap'd)
+        # What the answered requests added up to, written only under _tally_lock: authz_decisions by
+        # reason (result=allow, result=deny: a string key, no tuple per decision), and histograms
+        self._tally_lock = threading.Lock()
+        self._allowed: dict[str, float] = {}
+        self._denied: dict[str, float] = {}
+        self._hists: dict[tuple[str, ...], list[float]] = {}
 
     def _shard(self) -> _Shard:
         try:
@@ -142,37 +156,55 @@ class HotMetrics(Collector):
         request_key: tuple[str, ...],
         request_seconds: float,
     ) -> None:
-        """One answered decision request, in one visit to this thread's tallies: each decision
-        (``allowed``, ``reason``) counted by result and reason, the mean time of a decision observed
-        once per decision (at ``decision_key``: name and labels), the request's latency once (at
-        ``request_key``). What :func:`record_decisions`, :func:`observe_decision_time` and
-        ``observe`` record, for ~1/3 of their cost."""
-        shard = self._shard()
-        allowed, denied = shard.allowed, shard.denied
-        for d in decisions:
-            counts = allowed if d.allowed else denied
-            counts[d.reason] = counts.get(d.reason, 0) + 1
-        n = len(decisions)
-        hists = shard.hists
-        self._observe(hists, decision_key, decision_seconds / (n or 1), n)
-        self._observe(hists, request_key, request_seconds, 1)
+        """One answered decision request: each decision (``allowed``, ``reason``) counted by result
+        and reason, the mean time of a decision observed once per decision (at ``decision_key``:
+        name and labels), the request's latency once (at ``request_key``).
+
+        What :func:`record_decisions`, :func:`observe_decision_time` and ``observe`` record, but
+        queued here (one append) and tallied in bulk, every :data:`TALLY_EVERY` requests of a
+        thread and before every flush or scrape: tallied one request at a time, the counting code
+        and its dictionaries were cold again at each request behind a server (measured in process
+        with the caches flushed between requests: 7.9 µs a single check, against 0.8 µs warm)."""
+        queued = self._shard().answered
+        queued.append((decisions, decision_key, decision_seconds, request_key, request_seconds))
+        if len(queued) >= TALLY_EVERY:
+            self._tally()
+
+    def _tally(self) -> None:
+        """Add up every thread's queued answered requests (any thread may call it)."""
+        with self._tally_lock:
+            with self._lock:
+                shards = list(self._shards)
+            allowed, denied, hists, observe = self._allowed, self._denied, self._hists, self._observe
+            for shard in shards:
+                take = shard.answered.popleft
+                for _ in range(len(shard.answered)):  # what is there now; later appends wait for the next tally
+                    decisions, decision_key, decision_seconds, request_key, request_seconds = take()
+                    for d in decisions:
+                        counts = allowed if d.allowed else denied
+                        counts[d.reason] = counts.get(d.reason, 0) + 1
+                    n = len(decisions)
+                    observe(hists, decision_key, decision_seconds / (n or 1), n)
+                    observe(hists, request_key, request_seconds, 1)
 
     def _totals(self) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], list[float]]]:
+        self._tally()
         with self._lock:
             shards = list(self._shards)
         counts: dict[tuple[str, ...], float] = {}
         hists: dict[tuple[str, ...], list[float]] = {}
+        with self._tally_lock:
+            for result, by_reason in (("allow", self._allowed), ("deny", self._denied)):
+                for reason, v in by_reason.items():
+                    counts[(self._decisions, result, reason)] = v
+            tallied = [(key, list(row)) for key, row in self._hists.items()]
+        for key, row in [*tallied, *(item for shard in shards for item in list(shard.hists.items()))]:
+            acc = hists.setdefault(key, [0.0] * len(row))
+            for i, v in enumerate(row):
+                acc[i] += v
         for shard in shards:
             for key, v in list(shard.counts.items()):
                 counts[key] = counts.get(key, 0) + v
-            for result, by_reason in (("allow", shard.allowed), ("deny", shard.denied)):
-                for reason, v in list(by_reason.items()):
-                    key = (self._decisions, result, reason)
-                    counts[key] = counts.get(key, 0) + v
-            for key, row in list(shard.hists.items()):
-                acc = hists.setdefault(key, [0.0] * len(row))
-                for i, v in enumerate(row):
-                    acc[i] += v
         return counts, hists
 
     def _values(self, key: tuple[str, ...], histogram: bool) -> list[Any]:

@@ -212,8 +212,8 @@ def _members(check: Check) -> int:
 class Answered(NamedTuple):
     """A decided request: its checks, their decisions, the seconds deciding took, the JSON answer."""
 
-    items: list[Check]
-    decisions: list[Decision]
+    items: Sequence[Check]
+    decisions: Sequence[Decision]
     seconds: float
     json: bytes
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
-from operator import itemgetter
 from time import perf_counter
 from typing import Any, NamedTuple, cast
 
@@ -74,7 +73,6 @@ _RAW_BATCH = msgspec.json.Decoder(_RawBatch)
 # properties). A batch whose every item text is here is answered without decoding its checks, the
 # parse's per-item proofs, the references, the engine or the JSON encoder (``DecisionFastPath._lane``).
 ITEMS: Stamped[bytes, Item] = Stamped(32_768)
-_LOGGED, _DECISION, _ITEM_JSON, _COLONS, _WORKSPACE, _CHECK = (itemgetter(i) for i in range(6))
 # endpoint → (authz_decision_seconds key, authz_http_request_seconds key of a 200): built once, not per request
 _METRIC_KEYS = {
     endpoint: ((observability.DECISION_SECONDS, kind), (observability.REQUEST_SECONDS, endpoint, "200"))
@@ -182,28 +180,33 @@ class DecisionFastPath:
         if not (raw.isascii() and raw.isdigit()) or (limit is not None and int(raw) > int(limit)):
             return None  # chunked, malformed or too large: werkzeug's answers
         body = bytes(environ["wsgi.input"].read(int(raw)))  # one read of the announced length
-        environ[decision.PARSED] = body  # the view parses these bytes if this path cannot answer
-        # A repeated single-check body at this state: its answer without parse or decision
-        # (app.decisions.answers; the workspace is still held and admitted for this token).
         stamp = (eng.generation, users.version)  # read before deciding
         selection = served.selection
+        bodies = BODIES.at(stamp) if endpoint == _SINGLE else None
+        if bodies is not None:
+            # A repeated single-check body at this state: its answer without parse or decision
+            # (app.decisions.answers; the workspace is still held and admitted for this token).
+            hit = bodies.get(body)
+            if hit is not None:
+                started = perf_counter()
+                workspace, answered, logged = hit
+                try:
+                    if not selection.everything:
+                        require_held(selection, (workspace,))  # else the view's 421 problem
+                    if not tokens.all_bound(token, (workspace,), eng):
+                        raise decision.Defer  # outside the token's binding: the view's 403 problem
+                except BaseException:
+                    environ[decision.PARSED] = body  # the view parses these bytes
+                    raise
+                if logged is not None:
+                    decisionlog.LOG.keep(logged)
+                return decision.Answered(answered.items, answered.decisions, perf_counter() - started, answered.json)
+        environ[decision.PARSED] = body  # the view parses these bytes if this path cannot answer
 
         def admit(workspaces: Iterable[str], _eng: Any) -> None:
             if not tokens.all_bound(token, workspaces, eng):
                 raise decision.Defer  # outside the token's binding: the view's 403 problem
 
-        bodies = BODIES.at(stamp) if endpoint == _SINGLE else None
-        if bodies is not None:
-            hit = bodies.get(body)
-            if hit is not None:
-                started = perf_counter()
-                workspace, answered, logged = hit
-                require_held(selection, (workspace,))
-                admit((workspace,), eng)
-                if logged is not None:
-                    decisionlog.LOG.record(*logged)
-                del environ[decision.PARSED]
-                return decision.Answered(answered.items, answered.decisions, perf_counter() - started, answered.json)
         items = ITEMS.at(stamp) if bodies is None else None
         limit = int(config["BATCH_MAX_CHECKS"])
         if items is not None:
@@ -261,17 +264,17 @@ class DecisionFastPath:
         found = list(map(items.get, map(bytes, raws)))
         if not all(found):
             return None
-        hits = cast(list[Item], found)
-        if body.count(b":") != 1 + (wanted is not None) + sum(map(_COLONS, hits)):
+        # The items' fields as columns, in one pass (zip in C: ~3 µs for 100, six itemgetter maps ~12 µs)
+        logged, decisions, texts, colons, named, checks = zip(*cast(list[Item], found))
+        if body.count(b":") != 1 + (wanted is not None) + sum(colons):
             return None  # a top-level member repeated (or a null spelled out): the parse's path decides
-        workspaces = set(map(_WORKSPACE, hits))
+        workspaces = set(named)
         require_held(selection, workspaces)
         admit(workspaces, eng)
         started = perf_counter()
-        decisionlog.LOG.record_all(filter(None, map(_LOGGED, hits)))
-        answer = b'{"results":[%b],"revision":%d}' % (b",".join(map(_ITEM_JSON, hits)), eng.revision)
-        checks = list(map(_CHECK, hits))
-        return decision.Answered(checks, list(map(_DECISION, hits)), perf_counter() - started, answer)
+        decisionlog.LOG.record_all(filter(None, logged))
+        answer = b'{"results":[%b],"revision":%d}' % (b",".join(texts), eng.revision)
+        return decision.Answered(checks, decisions, perf_counter() - started, answer)
 
     @staticmethod
     def _remember_items(items: dict[bytes, Item], stamp: tuple[int, int], body: bytes, done: decision.Answered) -> None:

@@ -26,6 +26,9 @@ class DecisionLog:
 
     def __init__(self, size: int = SIZE) -> None:
         self._entries: deque[Logged] = deque(maxlen=size)
+        # Keep one entry already built as a Logged tuple: the deque's own append (one C call, no
+        # Python frame: the decision fast path's cached answers carry their entry)
+        self.keep = self._entries.append
 
     @property
     def size(self) -> int:
