@@ -11,7 +11,9 @@ refuses the data sets' newer schema with 503s; its figures are in earlier report
 - ``inprocess``: µs of CPU (``time.thread_time``, so other processes on the busy machine count
   less) per request through each WSGI callable with the environ granian builds (its
   ``os.environ`` copy merged with the request's keys), single checks and batches of 100 (per item),
-  median of rounds alternating the apps; W = the data set's size, the realistic mix of
+  median of rounds alternating the apps, and the median wall time of a single check with the
+  caches flushed before it (``_cache_flusher``: behind a server the core runs granian, the kernel
+  and the other worker between two requests); W = the data set's size, the realistic mix of
   ``bench.peer.mix_items`` without the service meta-pack's workspaces (which a token for all
   workspaces may not ask about: a 403 on our side).
 - ``http``: granian with 2 workers and wrk keep-alive (8 connections for single checks, 4 for
@@ -47,6 +49,7 @@ TREE = ("app", "model.conf", "policy", "pyproject.toml", "gunicorn.conf.py")
 TARGETS = {"/v1/check": 0.85, "/v1/check/batch": 0.6}
 ROUNDS = 5
 SINGLES = 4000  # single checks timed per round (in process)
+COLD = 1500  # single checks timed one at a time per round with the caches flushed before each (in process)
 BATCHES = 60  # batches of 100 timed per round (in process)
 WORKERS = 2
 # (name, tree, granian blocking threads of ours): as shipped (app.serve: 4, so
@@ -147,6 +150,40 @@ def _cpu_us(app: WSGIApp, make: Callable[[str, bytes], dict[str, Any]], path: st
     return spent
 
 
+def _cache_flusher() -> Callable[[], None]:
+    """What passes through a core between two requests behind a server, roughly: other data (a
+    6 MB scan, more than the L2 of this machine's cores) and other code (a JSON encoding)."""
+    buf = bytearray(6 << 20)
+    junk = {f"k{i}": [i, str(i), {"x": i}] for i in range(3000)}
+
+    def flush() -> None:
+        buf[::64].count(0)
+        json.dumps(junk)
+
+    return flush
+
+
+def _cold_us(
+    app: WSGIApp, make: Callable[[str, bytes], dict[str, Any]], items: list[bytes], flush: Callable[[], None]
+) -> float:
+    """Median µs (wall, one request at a time) of a single check through app, the caches flushed before each."""
+    times: list[int] = []
+    status: list[str] = []
+
+    def start_response(code: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        status.append(code)
+
+    for i in range(COLD):
+        environ = make("/v1/check", items[i % len(items)])
+        flush()
+        t = time.perf_counter_ns()
+        b"".join(app(environ, start_response))
+        times.append(time.perf_counter_ns() - t)
+    if any(not s.startswith("200") for s in status):
+        raise RuntimeError("an answer was not 200")
+    return statistics.median(times) / 1000
+
+
 def _inprocess_main(url: str, token: str, workspaces: int, out_path: str) -> None:
     """In a subprocess whose ``app`` is the tree measured: both apps, alternating rounds."""
     import logging.config
@@ -154,6 +191,7 @@ def _inprocess_main(url: str, token: str, workspaces: int, out_path: str) -> Non
     import app as app_package
     from app import logs, observability
     from app.serve import worker_app
+
     singles, batches = bodies(workspaces)
     os.environ["BENCH_PEER_DATA"] = _noop_data(token)
     noop = noop_app()
@@ -171,6 +209,13 @@ def _inprocess_main(url: str, token: str, workspaces: int, out_path: str) -> Non
         for name, app in (("ours", ours), ("noop", noop)):
             rows[f"{name}_single"].append(_cpu_us(app, make, "/v1/check", singles, SINGLES))
             rows[f"{name}_batch"].append(_cpu_us(app, make, "/v1/check/batch", batches, BATCHES) / 100)
+    # Behind a server the caches are cold at each request (granian, the kernel and the other
+    # worker run in between): the cost of each app's footprint, not of its instructions
+    flush = _cache_flusher()
+    rows.update(ours_single_cold=[], noop_single_cold=[])
+    for _ in range(ROUNDS):
+        for name, app in (("ours", ours), ("noop", noop)):
+            rows[f"{name}_single_cold"].append(_cold_us(app, make, singles, flush))
     out = {key: statistics.median(v) for key, v in rows.items()}
     out["app_file"] = app_package.__file__
     with open(out_path, "w", encoding="utf-8") as fh:
@@ -313,15 +358,18 @@ def lines(result: dict[str, Any]) -> list[str]:
         f"single ≥ {TARGETS['/v1/check']}×, batch ≥ {TARGETS['/v1/check/batch']}× the no-op's requests/s "
         "(compare within a run).",
         "",
-        "In process (µs of CPU, median of rounds; batch: per item of a batch of 100):",
+        "In process (µs of CPU, median of rounds; batch: per item of a batch of 100; cold: median µs of a "
+        "single check with the caches flushed before it, a 6 MB scan and a JSON encoding):",
         "",
-        "| tree | ours single | no-op single | ours batch/item | no-op batch/item |",
-        "|---|---|---|---|---|",
+        "| tree | ours single | no-op single | ours batch/item | no-op batch/item | ours single, cold "
+        "| no-op single, cold |",
+        "|---|---|---|---|---|---|---|",
     ]
     for tree, r in result["inprocess"].items():
+        cold = [f"{r[k]:.1f}" if k in r else "—" for k in ("ours_single_cold", "noop_single_cold")]
         out.append(
             f"| {tree} | {r['ours_single']:.1f} | {r['noop_single']:.1f} "
-            f"| {r['ours_batch']:.2f} | {r['noop_batch']:.2f} |"
+            f"| {r['ours_batch']:.2f} | {r['noop_batch']:.2f} | {cold[0]} | {cold[1]} |"
         )
     http_part = result.get("http", {})
     if "error" in http_part:
