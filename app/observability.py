@@ -71,7 +71,8 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 
 
 class _Shard:
-    """One thread's tallies: written by that thread only, so no increment is ever lost."""
+    """One thread's tallies, written by that thread only (so no increment is ever lost), and its
+    queue of answered requests, which any thread may tally (:meth:`HotMetrics._tally`)."""
 
     __slots__ = ("counts", "hists", "answered")
 

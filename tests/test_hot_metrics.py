@@ -1,8 +1,8 @@
 """The decision metrics' tallies (``HotMetrics.answered``, queued and added up in bulk) lose nothing.
 
-Four threads answer requests as the decision path does while a fifth scrapes over and over; at the
-end every scrape showed at most what had been answered, each counter only grew, and the totals
-equal an independent count the test kept of what it asked to record.
+Four threads answer requests as the decision path does while a fifth scrapes over and over: each
+counter only grew from scrape to scrape, and at the end the totals equal an independent count the
+test kept of what it asked to record (decisions by result and reason, and both histograms' counts).
 """
 
 from __future__ import annotations

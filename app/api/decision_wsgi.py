@@ -191,8 +191,7 @@ class DecisionFastPath:
                 started = perf_counter()
                 workspace, answered, logged = hit
                 try:
-                    if not selection.everything:
-                        require_held(selection, (workspace,))  # else the view's 421 problem
+                    require_held(selection, (workspace,))  # else the view's 421 problem
                     if not tokens.all_bound(token, (workspace,), eng):
                         raise decision.Defer  # outside the token's binding: the view's 403 problem
                 except BaseException:
