@@ -231,3 +231,34 @@ def test_a_body_from_the_table_still_checks_the_tokens_binding_and_logs_the_deci
         assert _ask(client, world.token, body)[1]["allowed"] is True
     logged = decisionlog.LOG.recent()
     assert len(logged) == 3 and all(isinstance(r, AccessRequest) and ok for r, ok in logged)
+
+
+def test_a_body_is_answered_from_the_table_only_to_the_identity_it_was_decided_for(
+    app: Flask, client: FlaskClient, world: World, parses: list[bytes]
+) -> None:
+    """The table is per token identity (the binding was checked when the answer went in): another
+    token, or another identity object holding a reused ``id``, is decided again on the parse's path."""
+    body = {"subject": world.uid("simulations.owner"), "workspace": "simulations-demo", "action": "view_dashboard"}
+    _, other = tokens.create_token(db.session(), "other-wide", all_workspaces=True)
+    db.session.commit()
+    warm = {**body, "action": "manage_billing_and_subscription"}
+    _ask(client, world.token, warm)  # both tokens known to the fast path, through another body
+    _ask(client, other, warm)
+    parses.clear()
+    assert _ask(client, world.token, body)[1]["allowed"] is True
+    assert len(parses) == 1  # decided for this token, then kept under its identity
+    assert _ask(client, world.token, body)[1]["allowed"] is True and len(parses) == 1
+    assert _ask(client, other, body)[1]["allowed"] is True and len(parses) == 2  # another token: decided again
+    assert _ask(client, other, body)[1]["allowed"] is True and len(parses) == 2
+    # An entry under this token's id that holds another identity (a freed identity's id reused): not served
+    identity = tokens.cached_identity(app, world.token)
+    assert identity is not None
+    fast = app.decision_fast_path
+    eng, users = fast._served.now(app)
+    table = decision_wsgi.BODIES.at((eng.generation, users.version))
+    (key,) = [k for k in table if k[0] == id(identity) and orjson.loads(k[1]) == body]
+    kept = table[key]
+    stranger = tokens.TokenIdentity(identity.id, identity.name, identity.workspace, frozenset({"ws:nowhere"}))
+    table[key] = (stranger, kept[1], kept[2])
+    assert _ask(client, world.token, body)[1]["allowed"] is True and len(parses) == 3
+    assert table[key][0] is identity  # decided again and kept for the right identity

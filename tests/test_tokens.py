@@ -52,3 +52,16 @@ def test_token_cli(app: Flask) -> None:
     assert "billing\trevoked" in runner.invoke(args=["token", "list"]).output
     assert tokens.authenticate(db.session(), secret) is None
     assert runner.invoke(args=["token", "revoke", "nope"]).exit_code != 0
+
+
+def test_the_token_hash_is_sha256_hex_for_any_secret() -> None:
+    """hash_token (CPython's own SHA-256 where it has one) gives what the database stores: hashlib's
+    SHA-256 hex digest of the UTF-8 secret, for random secrets of every length and alphabet."""
+    import hashlib
+    import random
+
+    rnd = random.Random(25)
+    alphabet = "abcXYZ019_-é😀\u0000"
+    for n in [0, 1, 55, 56, 63, 64, 65, 200, *(rnd.randrange(300) for _ in range(300))]:
+        secret = "".join(rnd.choice(alphabet) for _ in range(n))
+        assert tokens.hash_token(secret) == hashlib.sha256(secret.encode("utf-8")).hexdigest()

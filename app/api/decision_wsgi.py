@@ -44,9 +44,14 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _SINGLE = "decision.check"
 _ENDPOINTS = {"/v1/check": _SINGLE, "/v1/check/batch": "decision.check_batch"}
-# Single-check bodies answered at the current state: bytes → (workspace, answer, its decision-log
-# entry). Only bodies whose check has an entry in resolution.CHECKS (so no properties), ~0.6 KB each.
-BODIES: Stamped[bytes, tuple[str, decision.Answered, tuple[AccessRequest, bool] | None]] = Stamped(16_384)
+# Single-check bodies answered at the current state, per token: (id of the token's identity, bytes) →
+# (that identity, the answer, its decision-log entry). Only bodies whose check has an entry in
+# resolution.CHECKS (so no properties), ~0.6 KB each, put there once the parse's path answered them
+# for that token: the workspace was held here and inside the token's binding at this state (the
+# binding is the identity's, immutable; which pack a workspace has is the engine's, in the stamp), so a
+# hit asks neither again. The identity is compared, not only its id: a freed one's id can come back.
+BODIES: Stamped[tuple[int, bytes], tuple[tokens.TokenIdentity, decision.Answered, tuple[AccessRequest, bool] | None]]
+BODIES = Stamped(16_384)
 
 
 class Item(NamedTuple):
@@ -184,19 +189,12 @@ class DecisionFastPath:
         selection = served.selection
         bodies = BODIES.at(stamp) if endpoint == _SINGLE else None
         if bodies is not None:
-            # A repeated single-check body at this state: its answer without parse or decision
-            # (app.decisions.answers; the workspace is still held and admitted for this token).
-            hit = bodies.get(body)
-            if hit is not None:
+            # A single-check body this token asked at this state: its answer without parse, proofs
+            # or decision (app.decisions.answers; see BODIES for why nothing is asked again).
+            hit = bodies.get((id(token), body))
+            if hit is not None and hit[0] is token:
                 started = perf_counter()
-                workspace, answered, logged = hit
-                try:
-                    require_held(selection, (workspace,))  # else the view's 421 problem
-                    if not tokens.all_bound(token, (workspace,), eng):
-                        raise decision.Defer  # outside the token's binding: the view's 403 problem
-                except BaseException:
-                    environ[decision.PARSED] = body  # the view parses these bytes
-                    raise
+                _, answered, logged = hit
                 if logged is not None:
                     decisionlog.LOG.keep(logged)
                 return decision.Answered(answered.items, answered.decisions, perf_counter() - started, answered.json)
@@ -232,7 +230,7 @@ class DecisionFastPath:
             entry = checks.get(done.items[0]) if checks is not None else None
             if entry is not None:
                 logged = (entry[0], entry[1].allowed) if entry[0] is not None else None
-                BODIES.remember(bodies, body, (done.items[0].workspace, done, logged))
+                BODIES.remember(bodies, (id(token), body), (token, done, logged))
         elif items is not None:
             self._remember_items(items, stamp, body, done)
         return done

@@ -21,7 +21,9 @@ the decision and AuthZEN surfaces call it before deciding anything (403 ``token-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import logging
 import math
 import re
@@ -53,6 +55,14 @@ DEFAULT_CACHE_SECONDS = math.inf  # revocation travels through the revision log,
 TOKEN_REVOKE = "token-revoke"  # the revision kind of a revoke (its message names the token)
 CACHE_MAX_ENTRIES = 4096
 _EXT = "token_cache"
+# SHA-256 of every request's bearer secret: CPython's own implementation where it has one (the same
+# digest): OpenSSL's (hashlib's default) sets up an EVP context per call, which cost a request
+# 2.8-3.4 µs with cold caches against 1.6-1.8 µs (a 48-byte secret, this machine, 7 Dec).
+_SHA256: Callable[[bytes], Any] = hashlib.sha256
+for _module in ("_sha2", "_sha256"):  # CPython >= 3.12, <= 3.11
+    with contextlib.suppress(ImportError, AttributeError):
+        _SHA256 = importlib.import_module(_module).sha256
+        break
 WIDE = "*"  # the stored binding of an all-workspaces token
 META_PACK = "service"  # the policy's own pack: reached only by a token bound to it by name
 _PENDING = "tokens_revoked"
@@ -149,7 +159,8 @@ def drop_pending(session: Session) -> None:
 
 def hash_token(token: str) -> str:
     """Hex SHA-256 of a token (what the database stores)."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    digest: str = _SHA256(token.encode("utf-8")).hexdigest()
+    return digest
 
 
 def _slug(session: Session, workspace: str) -> str:
