@@ -186,7 +186,6 @@ class DecisionFastPath:
             return None  # chunked, malformed or too large: werkzeug's answers
         body = bytes(environ["wsgi.input"].read(int(raw)))  # one read of the announced length
         stamp = (eng.generation, users.version)  # read before deciding
-        selection = served.selection
         bodies = BODIES.at(stamp) if endpoint == _SINGLE else None
         if bodies is not None:
             # A single-check body this token asked at this state: its answer without parse, proofs
@@ -199,6 +198,7 @@ class DecisionFastPath:
                     decisionlog.LOG.keep(logged)
                 return decision.Answered(answered.items, answered.decisions, perf_counter() - started, answered.json)
         environ[decision.PARSED] = body  # the view parses these bytes if this path cannot answer
+        selection = served.selection
 
         def admit(workspaces: Iterable[str], _eng: Any) -> None:
             if not tokens.all_bound(token, workspaces, eng):
