@@ -160,6 +160,16 @@ def test_scrapes_add_up_across_workers_and_never_go_back(served: dict[str, Any])
         (revision,) = [v for (n, _), v in others.items() if n == "authz_policy_revision"]  # livemin: one series
         assert revision >= 1
     assert len(served_by) == 2, "one worker served every decision"
+    # The kernel picks the worker of each new connection, often the one that last waited (12 scrapes
+    # all went to one gunicorn worker in a CI run): scrape on until the other answers one too, each
+    # scrape adding up as above.
+    for _ in range(200):
+        if len(scraped_by) == 2:
+            break
+        counters, _, _ = _scrape(base, scraped_by)
+        _assert_monotonic(previous, counters)
+        _assert_adds_up(counters, made)
+        previous = counters
     assert len(scraped_by) == 2, "one worker answered every scrape"
     # The server's log: JSON lines only (LOG_FORMAT's default under a server), the server's own
     # lines included, and one access line per decision, with its request id.
