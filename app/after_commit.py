@@ -7,15 +7,16 @@
    (:meth:`PolicyRuntime.apply_committed <app.policy.runtime.PolicyRuntime.apply_committed>`).
    Other processes learn of them from the ``NOTIFY`` sent inside the transaction
    (``policy.sync.notify_revision``) or at their next poll.
-2. **service tokens** revoked in it leave the token cache (``policy.tokens.forget_committed``).
+2. **service tokens** revoked in it leave the token cache (``policy.tokens.forget_committed``),
+   those created in it enter it (``policy.tokens.learn_committed``).
 3. **user handles**: users inserted in it, and emails and external ids changed in it, reach the
    directory the decision surfaces resolve references from (``decisions.resolution.apply_handles``).
 4. **AuthZEN settings**: resource catalogs committed in it reach the directory
    (``decisions.authzen.apply_settings``).
 
 After a rollback every note of the transaction is dropped. The notes are gathered in
-``session.info`` while the transaction runs: by the writers themselves (revisions, revoked
-tokens) and by the attribute listeners installed here (user handles, workspace settings).
+``session.info`` while the transaction runs: by the writers themselves (revisions, revoked and
+created tokens) and by the attribute listeners installed here (user handles, workspace settings).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def after_commit(session: Session) -> None:
     if runtime is not None:
         runtime.apply_committed(session)
     tokens.forget_committed(session)
+    tokens.learn_committed(session)
     directory = runtime.directory if runtime is not None else None
     resolution.apply_handles(session, directory)
     authzen.apply_settings(session, directory)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flask import current_app, has_app_context
 
@@ -35,6 +35,7 @@ class TTLCache(Generic[K, V]):
         self._entries: dict[K, tuple[float, V]] = {}
         self._lock = threading.Lock()
         self.generation = 0
+        self.resets = 0  # times it started over (cleared, or full): what it held may be gone
 
     def get(self, key: K) -> V | None:
         """The live value for key, or None (an expired entry is kept for :meth:`get_stale`)."""
@@ -57,6 +58,7 @@ class TTLCache(Generic[K, V]):
                 return
             if len(self._entries) + len(found) > self.max_entries:
                 self._entries.clear()
+                self.resets += 1
             expires = _clock() + self.ttl
             for key, value in found.items():
                 self._entries[key] = (expires, value)
@@ -83,19 +85,27 @@ class TTLCache(Generic[K, V]):
         """Forget everything."""
         with self._lock:
             self.generation += 1
+            self.resets += 1
             self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
 
 
-def app_cache(ext_key: str, ttl_config: str, default_ttl: float, max_entries: int) -> TTLCache[K, V] | None:
-    """The current app's cache under ``app.extensions[ext_key]`` (None outside an app context)."""
+def app_cache(
+    ext_key: str,
+    ttl_config: str,
+    default_ttl: float,
+    max_entries: int,
+    factory: Callable[[float, int], TTLCache[Any, Any]] = TTLCache,
+) -> TTLCache[K, V] | None:
+    """The current app's cache under ``app.extensions[ext_key]`` (None outside an app context),
+    made by ``factory(ttl, max_entries)`` the first time."""
     if not has_app_context():
         return None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     found = app.extensions.get(ext_key)
     if found is None:
         ttl = float(app.config.get(ttl_config, default_ttl))
-        found = app.extensions.setdefault(ext_key, TTLCache(ttl, max_entries))
+        found = app.extensions.setdefault(ext_key, factory(ttl, max_entries))
     return found  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from app.authz.engine import RuleChange
@@ -502,7 +503,17 @@ def test_who_can_paginates_and_never_truncates(client: FlaskClient, world: World
         cursor = out["next_cursor"]
     members = 5 + 7
     assert len(seen) == len(set(seen)) == members and pages == 4
-    _, out = get(client, "/v1/who-can", world.token, workspace="skills-demo", action="configure_hr_integrations")
+    statements: list[str] = []
+
+    def seen_sql(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    sa_event.listen(db.engine, "before_cursor_execute", seen_sql)
+    try:  # the emails come from the directory: no query (a decision listener's one thread never waits)
+        _, out = get(client, "/v1/who-can", world.token, workspace="skills-demo", action="configure_hr_integrations")
+    finally:
+        sa_event.remove(db.engine, "before_cursor_execute", seen_sql)
+    assert statements == []
     assert [i["email"] for i in out["items"]] == ["owner@skills.example"] and out["complete"] is True
     _, out = get(client, "/v1/who-can", world.token, workspace="simulations-demo", action="assign_roles")
     assert out["items"] == [] and out["complete"] is True  # issue 21: a rank-scoped action needs a target

@@ -137,6 +137,9 @@ def test_token_cache_can_be_turned_off(client: FlaskClient, world: World, app: F
 def test_cache_misses_still_touch_last_used_at(client: FlaskClient, world: World) -> None:
     from app.models import ServiceToken
 
+    cache = tokens.cache()
+    assert cache is not None
+    cache.clear()  # (the create put the token there: a hit writes nothing, the listener does)
     post(client, "/v1/check", world.token, {"subject": 1, **VIEW})
     row = db.session.scalar(db.select(ServiceToken).where(ServiceToken.name == "svc"))
     assert row is not None and row.last_used_at is not None

@@ -276,6 +276,8 @@ def test_preview_flips_and_impact(client: FlaskClient, editors: Editors) -> None
 # -- apply / rollback ----------------------------------------------------------------------------
 def test_apply_is_one_audited_revision_seen_by_decisions(client: FlaskClient, editors: Editors) -> None:
     headers = as_user(client, editors.users["admin"])
+    token = tokens.create_token(db.session(), "svc", all_workspaces=True)[1]  # (a revision of its own)
+    db.session.commit()
     rev = authz.engine.revision
     status, out = post(
         client,
@@ -286,8 +288,6 @@ def test_apply_is_one_audited_revision_seen_by_decisions(client: FlaskClient, ed
     assert status == 201, out
     assert out == {"revision": rev + 1, "changes": 1, "documents": []}
     assert policy_store.current_revision(db.session()) == rev + 1
-    token = tokens.create_token(db.session(), "svc", all_workspaces=True)[1]
-    db.session.commit()
     check = client.post(
         "/v1/check",
         json={"subject": "rev1@example.com", "workspace": "sim-a", "action": "view_ai_spend", "min_revision": rev + 1},

@@ -341,3 +341,60 @@ def test_a_hint_of_a_revision_the_engine_holds_reads_nothing(apps: Callable[...,
         assert reads
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_min_revision_the_listener_read_is_waited_for_without_a_query(
+    apps: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's listener has read a revision from the log and is still applying it: a check asking for
+    it with ``min_revision`` waits for the listener, and its thread sends no statement to the
+    database (on a decision listener's one thread, a query would hold every decision of the worker)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from app.extensions import authz, db
+    from app.policy import tokens
+    from app.policy.runtime import PolicyRuntime
+
+    writer, b = apps(), apps(POLICY_POLL_SECONDS=30)
+    with writer.app_context():
+        _, secret = tokens.create_token(db.session(), "svc", all_workspaces=True)
+        db.session.commit()
+        db.session.remove()
+    _decide(b)  # loaded, the token with it
+    listener = _listen(b)
+    _until(lambda: listener.mode == "listen" and listener.syncs > 0)
+    advance = PolicyRuntime._advance
+    slow: list[int] = []
+
+    def slowly(self: PolicyRuntime, session: Any, eng: Any, number: int, kind: str, changes: Any) -> bool:
+        slow.append(number)
+        time.sleep(0.5)  # the listener, busy applying it
+        return advance(self, session, eng, number, kind, changes)
+
+    monkeypatch.setattr(PolicyRuntime, "_advance", slowly)
+    grant = _grant(writer)
+    with b.app_context():
+        _until(lambda: slow and authz.known_head() == grant)
+        assert authz.engine.revision < grant  # read, not applied yet
+        engine = db.engine
+    statements: list[str] = []
+    me = threading.get_ident()
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if threading.get_ident() == me:
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        resp = b.test_client().post(
+            "/v1/check",
+            json={"subject": 4343, "workspace": "sync", "action": ACTION, "min_revision": grant},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["revision"] == grant
+    assert statements == []

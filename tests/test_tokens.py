@@ -18,7 +18,16 @@ def test_token_is_stored_hashed_and_authenticates(app: Flask) -> None:
     stored = db.session.get(ServiceToken, row.id)
     assert stored is not None and stored.token_hash == tokens.hash_token(secret) and secret not in stored.token_hash
     assert tokens.authenticate(db.session(), secret) is not None
+    # The create put the token in this process's cache: the request wrote nothing; the listener's
+    # next sync writes last_used_at, once a minute at most.
+    db.session.refresh(stored)
+    assert stored.last_used_at is None
+    runtime = app.extensions["authz"]
+    assert runtime.touch_tokens() == 1
+    db.session.refresh(stored)
     assert stored.last_used_at is not None
+    assert tokens.authenticate(db.session(), secret) is not None
+    assert runtime.touch_tokens() == 0  # written less than a minute ago
     assert tokens.authenticate(db.session(), secret + "x") is None
     assert tokens.authenticate(db.session(), "not-a-token") is None
     tokens.revoke_token(db.session(), "svc")

@@ -467,6 +467,22 @@ def _decode_cursor(cursor: str) -> int:
         ) from exc
 
 
+def _emails(ids: list[int]) -> dict[int, str]:
+    """User id → email, from the directory (no query; a decision listener's thread never waits on
+    it); the users it does not hold (none once loaded, bar a partition's) in one query."""
+    users = authz.directory
+    out: dict[int, str] = {}
+    for uid in ids:
+        email = users.email(uid) if users is not None else None
+        if email is not None:
+            out[uid] = email
+    missing = [uid for uid in ids if uid not in out]
+    if missing:
+        rows = db.session.execute(select(User.id, User.email).where(User.id.in_(missing)))
+        out.update((int(uid), str(email)) for uid, email in rows)
+    return out
+
+
 @bp.get("/who-can")
 @api_doc(
     "Who in a workspace may perform an action (paginated; complete tells whether every member was examined).",
@@ -501,10 +517,7 @@ def who_can() -> Response:
         if eng.check(AccessRequest(f"user:{uid}", domain, res, q.action)).allowed:
             found.append((uid, via))
     complete = examined == len(pool)
-    emails: dict[int, str] = {}
-    if found:
-        rows = db.session.execute(select(User.id, User.email).where(User.id.in_([u for u, _ in found])))
-        emails = {int(uid): str(email) for uid, email in rows}
+    emails = _emails([u for u, _ in found])
     items = [Principal(subject=f"user:{u}", user_id=u, email=emails.get(u), via=via) for u, via in found]
     return jsonify(
         WhoCanResult(

@@ -253,6 +253,11 @@ class Directory:
         entry = self._ids.get(uid)
         return entry if entry is not None else self._table.get(uid)
 
+    def email(self, uid: int) -> str | None:
+        """The email of user uid if this directory holds the user (None otherwise)."""
+        entry = self._entry(uid)
+        return entry[0] if entry is not None else None
+
     def key(self, ref: tuple[str, int | str]) -> str | None:
         """The user key of a reference ("id", n) / ("email", lower-cased) / ("ext", value), or None."""
         kind, value = ref

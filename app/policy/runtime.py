@@ -665,6 +665,18 @@ class PolicyRuntime:
         if revision > self._heads.get(app, 0):
             self._heads[app] = revision
 
+    def touch_tokens(self) -> int:
+        """Write the ``last_used_at`` of the tokens this process's requests used (:func:`tokens.touch_used`)."""
+        return tokens.touch_used(self._db.engine)
+
+    def follows_log(self) -> bool:
+        """True while the app's listener is connected to LISTEN: each committed revision reaches
+        this process within the listener's delay, without a request asking the database."""
+        app = self._key()
+        if app in self._followers:
+            return False  # a feed brings revocations, not creates: a token it lacks is not known unknown
+        return getattr(self._listeners.get(app), "mode", None) == "listen"
+
     def known_head(self) -> int | None:
         """The newest committed revision this process knows of, without asking the database: the
         last revision read from the log, or the engine's own (None before the first load)."""
@@ -772,12 +784,17 @@ class PolicyRuntime:
         served.engine, served.directory = eng, users
 
     def _forget_revoked_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
-        """Drop the tokens the batch's revocations name; the messages of its revocations, user and workspace changes."""
-        kinds = (tokens.TOKEN_REVOKE, *directory.MESSAGE_KINDS)
+        """Apply the batch's token revisions to the token cache (revoked ones dropped, created live
+        ones put); the messages of its token, user and workspace changes."""
+        kinds = (*tokens.TOKEN_KINDS, *directory.MESSAGE_KINDS)
         notes = directory.messages(session, [n for n, kind, _ in batch if kind in kinds])
+        created = []
         for number, kind, _ in batch:
             if kind == tokens.TOKEN_REVOKE:
                 tokens.forget_revoked(notes.get(number, ""))
+            elif kind == tokens.TOKEN_CREATE:
+                created.append(notes.get(number, ""))
+        tokens.learn_created(session, created)
         return notes
 
     @staticmethod
@@ -805,7 +822,12 @@ class PolicyRuntime:
         if eng.revision >= min_revision:
             return eng
         if self._key() in self._followers:
-            return self._wait_for_feed(min_revision, timeout)
+            return self._wait_applied(min_revision, timeout, " through the feed")
+        known = self.known_head()
+        if self.follows_log() and known is not None and min_revision <= known:
+            # Committed (read from the log) and the listener applies it: wait for that, without
+            # asking the database from this request's thread.
+            return self._wait_applied(min_revision, timeout)
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
@@ -837,9 +859,11 @@ class PolicyRuntime:
                 )
             time.sleep(0.02)
 
-    def _wait_for_feed(self, min_revision: int, timeout: float | None) -> PolicyEngine:
-        """A follower: the engine once the feed brought min_revision; 503 after the bounded wait (the
-        follower cannot tell a revision not committed yet from one not delivered yet)."""
+    def _wait_applied(self, min_revision: int, timeout: float | None, through: str = "") -> PolicyEngine:
+        """The engine once another thread applied min_revision (the listener, or a follower's feed:
+        ``through`` names it in the refusal), without a query from this one; 503 after the bounded
+        wait (a rebuild in the background, a lost connection; a follower cannot tell a revision not
+        committed yet from one not delivered yet)."""
         limit = timeout if timeout is not None else float(current_app.config["MIN_REVISION_WAIT_SECONDS"])
         deadline = time.monotonic() + limit
         while True:
@@ -848,8 +872,7 @@ class PolicyRuntime:
                 return eng
             if time.monotonic() >= deadline:
                 raise UnavailableError(
-                    f"policy revision {min_revision} not reached through the feed (at {eng.revision})",
-                    revision=eng.revision,
+                    f"policy revision {min_revision} not reached{through} (at {eng.revision})", revision=eng.revision
                 )
             time.sleep(0.002)
 

@@ -88,6 +88,7 @@ CATEGORIES = {
     "workspace": "settings",
     "feature": "settings",
     "token-revoke": "settings",
+    "token-create": "settings",
 }
 CATEGORY_NAMES = ("policy", "membership", "settings")
 

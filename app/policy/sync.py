@@ -128,6 +128,7 @@ class PolicyListener:
         with self.app.app_context():
             runtime = self.app.extensions["authz"]
             revision = int(runtime.sync_before(hinted + 1) if hinted else runtime.sync())
+            runtime.touch_tokens()  # the tokens requests answered for since: their last_used_at
         self.syncs += 1
         self.last_sync = time.monotonic()
         return revision

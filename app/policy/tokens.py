@@ -3,15 +3,21 @@
 Authentication is cached per app (per process) with no expiry: SHA-256 of a live token → its id
 and name, so a known token needs no database on the hot path (a database outage changes nothing
 for it). Every live token is put there by each full policy load (:func:`load_live`, in the load's
-snapshot), so a process accepts any valid token during an outage, used before or not; a token
-created after the load is learnt at its first use (with the database up; while it is down a token
-missing from a complete load is refused, 401). Only live tokens are cached, never unknown or
-revoked ones. A revoke drops the entry in this process at once (and again after its commit), and
-is logged as a ``token-revoke`` revision in the policy revision log, which every other process
-follows (``PolicyRuntime.sync``): it reaches them like a role change, within the listener's delay.
+snapshot), so a process accepts any valid token during an outage, used before or not. A create and
+a revoke are revisions in the policy revision log (``token-create``, ``token-revoke``, the message
+naming the token), applied in the writing process at its commit and by every other process as it
+follows the log (``PolicyRuntime.sync``): a token reaches them, and leaves them, like a role
+change, within the listener's delay. So a process whose cache holds every live token (a complete
+load, no expiry, room for all) and whose listener is connected refuses an unknown secret without
+asking the database (:func:`authenticate`): no request with a made-up token can make a worker
+wait on it. Otherwise (polling, SQLite, a cache that cannot hold them all) a miss reads the row;
+while the database is down a token missing from a complete cache is refused, 401. Only live tokens
+are cached, never unknown or revoked ones.
 ``TOKEN_CACHE_SECONDS`` (default: forever) bounds an entry's life; 0 turns the cache off.
-``last_used_at`` is written when a process first learns a token at a request (at most once a
-minute per token), not on every use, and not for a token a load put in the cache.
+``last_used_at`` is a hint, never written by a request answered from the cache: the request marks
+the token used (a set add), and the policy listener's thread writes the marked tokens' column at
+its next sync (:func:`touch_used`, at most once a minute per token and process); a token a request
+looks up in the database has it written then.
 
 Every token is bound to what it may ask about (``binding``): workspaces, one pack's platform, or
 every workspace — never the service meta-pack unless named. The binding travels in the cached
@@ -28,14 +34,15 @@ import logging
 import math
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.authz import PolicyEngine
@@ -53,6 +60,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,79}")
 TOUCH_EVERY = timedelta(minutes=1)
 DEFAULT_CACHE_SECONDS = math.inf  # revocation travels through the revision log, not an expiry
 TOKEN_REVOKE = "token-revoke"  # the revision kind of a revoke (its message names the token)
+TOKEN_CREATE = "token-create"  # the revision kind of a create (its message names the token)
+TOKEN_KINDS = (TOKEN_CREATE, TOKEN_REVOKE)
 CACHE_MAX_ENTRIES = 4096
 _EXT = "token_cache"
 # SHA-256 of every request's bearer secret: CPython's own implementation where it has one (the same
@@ -66,7 +75,9 @@ for _module in ("_sha2", "_sha256"):  # CPython >= 3.12, <= 3.11
 WIDE = "*"  # the stored binding of an all-workspaces token
 META_PACK = "service"  # the policy's own pack: reached only by a token bound to it by name
 _PENDING = "tokens_revoked"
-_LOADED = "tokens_loaded"  # app.extensions flag: a full load put every live token in the cache
+_CREATED = "tokens_created"  # session.info: (hash, identity) of tokens created in the transaction
+# app.extensions: the cache's ``resets`` when a full load put every live token in it (complete while equal)
+_LOADED = "tokens_loaded"
 log = logging.getLogger("app.authz")
 
 
@@ -131,12 +142,47 @@ def describe_binding(row: ServiceToken) -> str:
     return text + (" [migrated]" if row.migrated else "")
 
 
-TokenCache = TTLCache[str, TokenIdentity]
+class TokenCache(TTLCache[str, TokenIdentity]):
+    """The token cache, and the ids of the tokens it answered for since this process last wrote
+    their ``last_used_at`` (:func:`touch_used`)."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        super().__init__(ttl, max_entries)
+        self.used: set[int] = set()  # added to by requests (a set add: no lock, no query)
+        self.touched: dict[int, float] = {}  # token id → when (monotonic) this process last wrote it
 
 
 def cache() -> TokenCache | None:
     """The current app's token cache (None outside an app context)."""
-    return app_cache(_EXT, "TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS, CACHE_MAX_ENTRIES)
+    found: TTLCache[str, TokenIdentity] | None = app_cache(
+        _EXT, "TOKEN_CACHE_SECONDS", DEFAULT_CACHE_SECONDS, CACHE_MAX_ENTRIES, TokenCache
+    )
+    return found  # type: ignore[return-value]  # made by TokenCache
+
+
+def touch_used(engine: Engine) -> int:
+    """Write ``last_used_at`` (now) of the tokens this process answered for since it last wrote
+    theirs, at most once every :data:`TOUCH_EVERY` a token, in one statement of its own
+    transaction; how many. Called by the policy listener's thread at each sync, never by a
+    request; a failing write keeps them for the next one."""
+    c = cache()
+    if c is None or not c.used:
+        return 0
+    now = time.monotonic()
+    every = TOUCH_EVERY.total_seconds()
+    ids, c.used = c.used, set()
+    due = sorted(i for i in ids if now - c.touched.get(i, -math.inf) >= every)
+    if not due:
+        return 0
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(update(ServiceToken).where(ServiceToken.id.in_(due)).values(last_used_at=utcnow()))
+    except SQLAlchemyError as exc:
+        log.debug("last_used_at of %d tokens not written (kept for the next sync): %s", len(due), exc)
+        c.used.update(due)
+        return 0
+    c.touched.update(dict.fromkeys(due, now))
+    return len(due)
 
 
 def _forget(token_hash: str) -> None:
@@ -152,9 +198,31 @@ def forget_committed(session: Session) -> None:
         _forget(token_hash)
 
 
+def learn_committed(session: Session) -> None:
+    """After a commit: tokens created in it enter this process's cache (the revision log brings
+    them to the others)."""
+    created = session.info.pop(_CREATED, None)
+    c = cache()
+    if created and c is not None:
+        c.put_many(dict(created), c.generation)
+
+
+def learn_created(session: Session, messages: Iterable[str]) -> None:
+    """Put the live tokens these ``token-create`` revisions name (``token:<name>``) in this process's
+    cache; a token revoked since is not live, and is not put."""
+    c = cache()
+    names = [m[len("token:") :] for m in messages if m.startswith("token:")]
+    if c is None or not names:
+        return
+    generation = c.generation  # a revoke while reading drops what was read
+    rows = session.execute(select(*_COLUMNS).where(ServiceToken.name.in_(names), ServiceToken.revoked_at.is_(None)))
+    c.put_many({token_hash: _identity(*row) for token_hash, *row in rows}, generation)
+
+
 def drop_pending(session: Session) -> None:
-    """After a rollback: nothing was revoked."""
+    """After a rollback: nothing was revoked or created."""
     session.info.pop(_PENDING, None)
+    session.info.pop(_CREATED, None)
 
 
 def hash_token(token: str) -> str:
@@ -236,7 +304,11 @@ def create_token(
     )
     session.add(row)
     session.add(AuditEvent(actor_id=actor_id, action="token.create", target=f"token:{name}"))
+    # Every process learns the token when it applies this revision (this one at the commit).
+    policy_store.begin_write(session, TOKEN_CREATE, actor_id, message=f"token:{name}")
     session.flush()
+    identity = _identity(row.id, name, default, binding, feed)
+    session.info.setdefault(_CREATED, []).append((row.token_hash, identity))
     return row, secret
 
 
@@ -273,20 +345,24 @@ def list_tokens(session: Session) -> list[ServiceToken]:
 
 def load_live(session: Session) -> dict[str, TokenIdentity]:
     """Every live token (hash → identity), read with the policy and directory in their snapshot."""
-    rows = session.execute(
-        select(
-            ServiceToken.token_hash,
-            ServiceToken.id,
-            ServiceToken.name,
-            ServiceToken.workspace,
-            ServiceToken.binding,
-            ServiceToken.feed,
-        ).where(ServiceToken.revoked_at.is_(None))
-    )
-    return {
-        token_hash: TokenIdentity(int(id_), str(name), workspace, *parse_binding(binding or ""), feed=bool(feed))
-        for token_hash, id_, name, workspace, binding, feed in rows
-    }
+    rows = session.execute(select(*_COLUMNS).where(ServiceToken.revoked_at.is_(None)))
+    return {token_hash: _identity(*row) for token_hash, *row in rows}
+
+
+# A token row's columns an identity is made of, after its hash (:func:`_identity`)
+_COLUMNS = (
+    ServiceToken.token_hash,
+    ServiceToken.id,
+    ServiceToken.name,
+    ServiceToken.workspace,
+    ServiceToken.binding,
+    ServiceToken.feed,
+)
+
+
+def _identity(id_: Any, name: Any, workspace: Any, binding: Any, feed: Any) -> TokenIdentity:
+    """The identity of a token row's columns."""
+    return TokenIdentity(int(id_), str(name), workspace, *parse_binding(binding or ""), feed=bool(feed))
 
 
 def remember(live: dict[str, TokenIdentity], generation: int) -> int:
@@ -296,9 +372,17 @@ def remember(live: dict[str, TokenIdentity], generation: int) -> int:
     if c is None or generation != c.generation:
         return 0
     c.put_many(live, generation)
-    # complete only if the cache holds them all, for good (no expiry, room for each)
-    current_app.extensions[_LOADED] = c.ttl == math.inf and len(live) <= CACHE_MAX_ENTRIES
+    # complete only if the cache holds them all, for good (no expiry, room for each) until it starts over
+    whole = c.ttl == math.inf and len(live) <= CACHE_MAX_ENTRIES
+    current_app.extensions[_LOADED] = c.resets if whole else None
     return len(live)
+
+
+def complete(c: TokenCache) -> bool:
+    """True if the cache holds every live token: a full load put them all there and it has not
+    started over since (a create or a lookup that found it full clears it)."""
+    loaded = current_app.extensions.get(_LOADED)
+    return loaded is not None and loaded == c.resets
 
 
 def generation() -> int:
@@ -313,14 +397,17 @@ def cached_identity(app: Any, secret: str) -> TokenIdentity | None:
     c = app.extensions.get(_EXT)
     if c is None or not secret.startswith(PREFIX) or len(secret) > 200:
         return None
-    return c.get(hash_token(secret))  # type: ignore[no-any-return]
+    found: TokenIdentity | None = c.get(hash_token(secret))
+    if found is not None:
+        c.used.add(found.id)
+    return found
 
 
 def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     """The live token with this secret, or None (unknown or revoked).
 
-    A cache hit touches nothing; a miss reads the row and, at most once a minute per token,
-    writes ``last_used_at`` (so it lags real use by up to a minute plus the cache TTL).
+    A cache hit touches nothing (it marks the token used: :func:`touch_used` writes it later); a
+    miss reads the row and, at most once a minute per token, writes ``last_used_at``.
     """
     if not secret.startswith(PREFIX) or len(secret) > 200:
         return None
@@ -330,12 +417,19 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     if c is not None:
         hit = c.get(token_hash)
         if hit is not None:
+            c.used.add(hit.id)
             return hit
         generation = c.generation
+    whole = c is not None and complete(c)
+    runtime = current_app.extensions.get("authz")
+    if whole and runtime is not None and runtime.follows_log():
+        # Every live token is here and every create reaches this process through the revision log
+        # it follows: an unknown secret is refused without the database (no request waits on it).
+        return None
     try:
         row = session.scalar(select(ServiceToken).where(ServiceToken.token_hash == token_hash))
     except DBAPIError:
-        if c is None or not current_app.extensions.get(_LOADED):
+        if c is None or not whole:
             raise  # this process never held every live token: the database must answer (503)
         # Every token live at the last load is in the cache, so this one is unknown, revoked or
         # created since: refused (fail closed) while the database is unreachable.
@@ -350,6 +444,8 @@ def authenticate(session: Session, secret: str) -> TokenIdentity | None:
     if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
         with in_transaction(session):
             row.last_used_at = now
+        if c is not None:
+            c.touched[identity.id] = time.monotonic()
     if c is not None:
         c.put(token_hash, identity, generation)
     return identity
