@@ -20,7 +20,8 @@ refuses the data sets' newer schema with 503s; its figures are in earlier report
   batches), unpinned and pinned (taskset: server on core 0, wrk on core 1), in the order of
   :data:`VARIANTS` for each pinning; requests/s and the server's CPU (utime + stime of its
   processes during the run) per request. The no-op runs with one blocking thread (as
-  ``bench.peer`` runs its peers); ours as shipped (4) and with one.
+  ``bench.peer`` runs its peers); ours as ``app.serve`` runs its decision listener (decisions only,
+  one thread) and its main listener (4 threads).
 
 Targets (issue 25): single ≥ 0.85× and batch ≥ 0.6× the no-op's requests/s behind granian.
 Run alone: ``python -m bench.applayer [W] [out.json]`` (W = 100,000 by default; needs the data set
@@ -52,9 +53,9 @@ SINGLES = 4000  # single checks timed per round (in process)
 COLD = 1500  # single checks timed one at a time per round with the caches flushed before each (in process)
 BATCHES = 60  # batches of 100 timed per round (in process)
 WORKERS = 2
-# (name, tree, granian blocking threads of ours): as shipped (app.serve: 4, so
-# a request waiting on the database holds no decision), and with the no-op's 1
-VARIANTS = (("noop", ROOT, "1"), ("after", ROOT, "4"), ("after-1-thread", ROOT, "1"))
+# The no-op, then ours as app.serve runs its decision listener (SERVE_DECISION_BIND: decisions only,
+# 1 thread) and its main listener (4 threads: it also serves writes and pages)
+VARIANTS = ("noop", "decision", "main")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -292,14 +293,17 @@ def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str) ->
     data_path = _noop_data(token)
     extra = {"BENCH_PEER_DATA": data_path}
     runs: list[dict[str, Any]] = []
+    from app.serve import THREADS
+
+    variants = {"noop": {}, "decision": hb.decision_listener_env(), "main": {"SERVE_THREADS": str(THREADS)}}
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
     try:
         for pin in pinnings:
             server_cpu, wrk_cpu = ("0", "1") if pin == "pinned" else (None, None)
-            for app, root, threads in VARIANTS:
+            for app in VARIANTS:
                 log = os.path.join(log_dir, f"applayer-{app}-{pin}.log")
-                env = {**extra, "SERVE_THREADS": threads}
-                with _granian(url, "noop" if app == "noop" else "ours", root, server_cpu, log, env) as (
+                env = {**extra, **variants[app]}
+                with _granian(url, "noop" if app == "noop" else "ours", ROOT, server_cpu, log, env) as (
                     proc,
                     port,
                 ):

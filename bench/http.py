@@ -108,6 +108,14 @@ def process(cmd: list[str], env: dict[str, str], log_path: str, cwd: str = ROOT)
 SERVERS = ("gunicorn", "gunicorn-sync", "gunicorn-gthread", "granian")
 
 
+def decision_listener_env() -> dict[str, str]:
+    """What ``app.serve`` sets for its decision listener (``SERVE_DECISION_BIND``), bar the bind and
+    the workers: decisions only, its default threads (where docs/deploy.md routes decisions)."""
+    from app.serve import DECISION_THREADS
+
+    return {"SERVE_THREADS": str(DECISION_THREADS), "FLASK_DECISION_ONLY": "1"}
+
+
 def server_command(
     server: str, app: str, port: int, workers: int, root: str = ROOT
 ) -> tuple[list[str], dict[str, str]]:

@@ -177,7 +177,7 @@ class Answer:
     """One request of the drill."""
 
     phase: str
-    kind: str  # check | batch | authzen | write | readyz
+    kind: str  # check | batch | authzen | unknown_token | write | readyz
     status: int  # 0: no answer within the client's timeout (or a refused connection)
     seconds: float
     right: bool = True
@@ -278,6 +278,11 @@ class Drill:
                 if not a.right:
                     a.detail = f"{w.evaluations[k]}: {out} expected {w.decisions[k]}"
             self._record(a)
+            # A made-up token: 401 in every phase (refused from the token cache, never a 5xx)
+            made_up = {"Authorization": f"Bearer lat_{rnd.getrandbits(192):048x}"}
+            status, out, a = self._ask(http, "unknown_token", "POST", "/v1/check", w.checks[i], headers=made_up)
+            a.right = status == 401
+            self._record(a)
 
     def sign_in(self) -> tuple[requests.Session, str]:
         """The operator's web session and CSRF token."""
@@ -335,17 +340,32 @@ def _ms(xs: list[float]) -> dict[str, float]:
             "max_ms": s[-1] * 1000}
 
 
+def _ready(base: str, timeout: float = 120) -> None:
+    """Until ``base``'s /readyz answers 200 (a decision listener loading)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base} not ready")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
-def haproxy(servers: list[str], log_path: str) -> Iterator[int]:
+def haproxy(servers: list[str], log_path: str, decide: list[str] | None = None) -> Iterator[int]:
     """HAProxy running the shipped ``deploy/haproxy.cfg`` unchanged in front of two servers
-    (``host:port`` each, its ``AUTHZ_HOST_A`` / ``AUTHZ_HOST_B``) on a free loopback port; yields
-    the port once a decision and a readiness answer came through it."""
+    (``host:port`` each, its ``AUTHZ_HOST_A`` / ``AUTHZ_HOST_B``; their decision listeners, when
+    given, its ``AUTHZ_DECIDE_A`` / ``_B``) on a free loopback port; yields the port once a
+    decision and a readiness answer came through it."""
     from bench import http as hb
 
     if not os.path.exists(HAPROXY):
         raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
     port = hb.free_port()
     env = {**os.environ, "AUTHZ_BIND": f"127.0.0.1:{port}", "AUTHZ_HOST_A": servers[0], "AUTHZ_HOST_B": servers[1]}
+    if decide:
+        env.update(AUTHZ_DECIDE_A=decide[0], AUTHZ_DECIDE_B=decide[1])
     with hb.process([HAPROXY, "-db", "-f", HAPROXY_CFG], env, log_path) as proc:
         deadline = time.monotonic() + 30
         while True:
@@ -371,11 +391,14 @@ def run(
     server: str = "gunicorn",
     behind_haproxy: bool = False,
     workers: int = 2,
+    decision_listener: bool = False,
 ) -> dict[str, Any]:
     """The whole drill (private cluster, server(s), load, freeze, kill, verification); the figures.
 
     ``server``: ``gunicorn`` (gunicorn.conf.py as shipped) or ``granian`` (``python -m app.serve``);
-    ``behind_haproxy``: two such servers behind the shipped HAProxy config, every request through it."""
+    ``behind_haproxy``: two such servers behind the shipped HAProxy config, every request through it;
+    ``decision_listener`` (granian behind HAProxy): each server with its decision listener
+    (``SERVE_DECISION_BIND``, as shipped: one thread a worker), where HAProxy sends the decisions."""
     from bench import http as hb
 
     d_normal, d_freeze, d_kill = _durations()
@@ -394,16 +417,23 @@ def run(
                        "questions": len(world.checks), "evaluations": len(world.evaluations),
                        "targets": len(world.targets), "build_s": time.monotonic() - t}
         out["settings"] = {"server": server, "workers": workers, "servers": 2 if behind_haproxy else 1,
-                           "haproxy": HAPROXY_CFG if behind_haproxy else None, "load_threads": load_threads}
+                           "haproxy": HAPROXY_CFG if behind_haproxy else None, "load_threads": load_threads,
+                           "decision_listener": decision_listener}
+        n = 2 if behind_haproxy else 1
+        decide = [f"127.0.0.1:{hb.free_port()}" for _ in range(n)] if decision_listener else []
+        listeners = [{"SERVE_DECISION_BIND": where} for where in decide] or [{}] * n
         with contextlib.ExitStack() as stack:
             ports = [stack.enter_context(hb.app_server(url, "app:create_app()", workers,
                                                        os.path.join(log_dir, f"{server}-outage-{i}.log"),
-                                                       server=server))
-                     for i in range(2 if behind_haproxy else 1)]
+                                                       server=server, extra_env=listeners[i]))
+                     for i in range(n)]
+            for where in decide:
+                _ready(f"http://{where}")
             servers = [f"http://127.0.0.1:{p}" for p in ports]
             if behind_haproxy:
                 port = stack.enter_context(haproxy([f"127.0.0.1:{p}" for p in ports],
-                                                   os.path.join(log_dir, f"haproxy-outage-{server}.log")))
+                                                   os.path.join(log_dir, f"haproxy-outage-{server}.log"),
+                                                   decide or None))
                 drill = Drill(f"http://127.0.0.1:{port}", world, servers)
                 probes: tuple[str, ...] = ("/readyz", "/readyz/writes")
             else:
@@ -469,6 +499,7 @@ def _summarise(answers: list[Answer]) -> dict[str, Any]:
     decisions: dict[str, Any] = {}
     writes: dict[str, Any] = {}
     readyz: dict[str, Any] = {}
+    unknown_tokens: dict[str, Any] = {}
     for p in PHASES:
         ds = [a for a in answers if a.phase == p and a.kind in DECISIONS]
         good = [a for a in ds if a.status == 200 and a.right]
@@ -492,6 +523,12 @@ def _summarise(answers: list[Answer]) -> dict[str, Any]:
             "other": len([a for a in ws if not (200 <= a.status < 300) and a not in retry_503]),
             **_ms([a.seconds for a in ws]),
         }
+        made_up = [a for a in answers if a.phase == p and a.kind == "unknown_token"]
+        unknown_tokens[p] = {
+            "requests": len(made_up),
+            "statuses": dict(Counter(str(a.status) for a in made_up)),
+            **_ms([a.seconds for a in made_up]),
+        }
         rs = [a for a in answers if a.phase == p and a.kind == "readyz"]
         readyz[p] = {"statuses": dict(Counter(str(a.status) for a in rs)), **_ms([a.seconds for a in rs])}
         rw = [a for a in answers if a.phase == p and a.kind == "readyz_writes"]
@@ -500,11 +537,13 @@ def _summarise(answers: list[Answer]) -> dict[str, Any]:
             readyz[p]["writes_max_ms"] = max(a.seconds for a in rw) * 1000
     failures: dict[str, list[str]] = {}
     for a in answers:
-        if not a.kind.startswith("readyz") and (a.detail and (a.status != 200 or not a.right)):
+        expected = a.kind == "unknown_token" and a.right  # its 401
+        if not a.kind.startswith("readyz") and a.detail and not expected and (a.status != 200 or not a.right):
             shown = failures.setdefault(f"{a.phase} {a.kind} {a.status}{'' if a.right else ' wrong'}", [])
             if len(shown) < 3:
                 shown.append(a.detail)
-    return {"answers": table, "decisions": decisions, "writes": writes, "readyz": readyz, "failures": failures}
+    return {"answers": table, "decisions": decisions, "writes": writes, "readyz": readyz,
+            "unknown_tokens": unknown_tokens, "failures": failures}
 
 
 def _verify(url: str, drill: Drill, world: World) -> dict[str, Any]:
@@ -579,29 +618,35 @@ def lines(result: dict[str, Any]) -> list[str]:
     server = st.get("server", "gunicorn")
     what = ("gunicorn (gunicorn.conf.py)" if server == "gunicorn" else "granian (python -m app.serve)")
     what += f", {st.get('workers', 2)} workers"
+    if st.get("decision_listener"):
+        what += " and a decision listener of its own (SERVE_DECISION_BIND: 2 workers, one thread each)"
     if proxied:
         what = (f"two servers, each {what}, behind HAProxy with the shipped deploy/haproxy.cfg (decisions "
                 f"routed on /readyz, writes on /readyz/writes; every request through HAProxy)")
     out.append(
         f"{d.get('workspaces', 0):,} workspaces, {d.get('users', 0):,} users, {d.get('memberships', 0):,} "
         f"memberships; {what}; load: /v1/check, batches of 20, "
-        f"AuthZEN evaluations about known people (by id and email) and unknown ones, and a writer promoting "
+        f"AuthZEN evaluations about known people (by id and email) and unknown ones, /v1/check with a made-up "
+        f"token (401 expected), and a writer promoting "
         f"one member at a time through the members API. Phases: normal {ph.get('normal', 0):.0f} s, frozen (SIGSTOP) "
         f"{ph.get('freeze', 0):.0f} s, normal, killed (SIGKILL) {ph.get('kill', 0):.0f} s, restarted. "
         f"Whole drill {result.get('total_s', 0):.0f} s."
     )
     if proxied:
         out += parts.table(["phase", "decisions asked", "answered 2xx", "right", "HAProxy 503", "decision p99 / max",
+                            "made-up token: statuses, p99 / max",
                             "writes 2xx", "writes 503 + Retry-After (by HAProxy)", "writes other",
                             "/readyz (servers)", "/readyz/writes (servers)"])
         for p in PHASES:
             dec = result["decisions"].get(p, {})
             wr = result["writes"].get(p, {})
             rz = result["readyz"].get(p, {})
+            un = result.get("unknown_tokens", {}).get(p, {})
             out.append(
                 f"| {p} | {dec.get('requests', 0):,} | {dec.get('answered_2xx', 0):,} "
                 f"| {dec.get('answered_right', 0):,} "
                 f"| {dec.get('proxy_503', 0)} | {dec.get('p99_ms', 0):.1f} / {dec.get('max_ms', 0):.0f} ms "
+                f"| {_statuses(un.get('statuses', {}))}, {un.get('p99_ms', 0):.1f} / {un.get('max_ms', 0):.0f} ms "
                 f"| {wr.get('2xx', 0)} | {wr.get('503_retry_after', 0)} ({wr.get('503_retry_after_proxy', 0)}) "
                 f"| {wr.get('other', 0)} | {_statuses(rz.get('statuses', {}))} "
                 f"| {_statuses(rz.get('writes_statuses', {}))} |"
@@ -626,10 +671,11 @@ def _direct_table(result: dict[str, Any]) -> list[str]:
             f"| {rz.get('p50_ms', 0):.1f} / {rz.get('max_ms', 0):.0f} ms |"
         )
     out += ["", "Answers by endpoint and status (200 includes wrong answers, counted above):",
-            *parts.table(["phase", "/v1/check", "/v1/check/batch", "AuthZEN evaluation"])]
+            *parts.table(["phase", "/v1/check", "/v1/check/batch", "AuthZEN evaluation", "made-up token"])]
     for p in PHASES:
         kinds = result["answers"].get(p, {})
-        out.append(f"| {p} | " + " | ".join(_statuses(kinds.get(k, {})) for k in ("check", "batch", "authzen")) + " |")
+        shown = (_statuses(kinds.get(k, {})) for k in ("check", "batch", "authzen", "unknown_token"))
+        out.append(f"| {p} | " + " | ".join(shown) + " |")
     return out
 
 

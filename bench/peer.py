@@ -828,6 +828,10 @@ class _servers:
         try:
             for name in self.apps:
                 env = {"BENCH_PEER": name, "BENCH_PEER_DATA": self.data}
+                if name == "ours" and self.server == "granian" and os.environ.get("BENCH_OURS_LISTENER") != "main":
+                    # ours as its decision listener, where decisions are routed (BENCH_OURS_LISTENER=main:
+                    # the main listener, 4 threads, writes and pages beside the decisions)
+                    env.update(self.hb.decision_listener_env())
                 app = "app:create_app()" if name == "ours" else "bench.peer:peer_app()"
                 log = os.path.join(self.log_dir, f"server-{self.server}-{name}-{self.pin}.log")
                 cm = self.hb.app_server(

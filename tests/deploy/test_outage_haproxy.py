@@ -41,19 +41,22 @@ def _need() -> None:
         pytest.skip(why)
 
 
-@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+@pytest.mark.parametrize("variant", ["gunicorn", "granian", "granian-decide"])
 def test_decisions_go_on_through_haproxy_while_the_database_is_frozen_and_killed(
-    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``granian-decide``: each granian server with its decision listener (one thread a worker, as
+    shipped), where HAProxy sends the decisions: nothing it serves may wait on the database."""
     _need()
     monkeypatch.setenv("BENCH_DB_PREFIX", "deploy_")
+    server = variant.split("-")[0]
     result = outage.run(str(tmp_path), PHASE_S, PHASE_S, PHASE_S, workspaces=120, server=server,
-                        behind_haproxy=True)
+                        behind_haproxy=True, decision_listener=variant.endswith("-decide"))
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
-    (out / f"outage-haproxy-{server}.json").write_text(json.dumps(result, indent=2))
+    (out / f"outage-haproxy-{variant}.json").write_text(json.dumps(result, indent=2))
     text = "\n".join(outage.lines(result))
-    (out / f"outage-haproxy-{server}.md").write_text(text + "\n")
+    (out / f"outage-haproxy-{variant}.md").write_text(text + "\n")
     print(f"\n{text}")
     failures = json.dumps(result["failures"], indent=1)[:3000]
 
@@ -64,6 +67,12 @@ def test_decisions_go_on_through_haproxy_while_the_database_is_frozen_and_killed
         assert dec["requests"] >= 100, (phase, dec)
         assert dec["answered_2xx"] == dec["answered_right"] == dec["requests"], (phase, dec, failures)
         assert dec["proxy_503"] == 0 and dec["wrong"] == 0, (phase, dec)
+        made_up = result["unknown_tokens"][phase]  # refused, never a 5xx, database up or not
+        assert made_up["requests"] >= 30 and made_up["statuses"] == {"401": made_up["requests"]}, (phase, made_up)
+        if variant.endswith("-decide"):
+            # One thread a worker: a request waiting on the database (up to the 2 s request
+            # deadline) would hold every decision of its worker; none may.
+            assert dec["max_ms"] < 1000 and made_up["max_ms"] < 1000, (phase, dec, made_up)
         wr = result["writes"][phase]
         assert wr["other"] == 0, (phase, wr, failures)  # 2xx, or 503 with Retry-After (server's or HAProxy's)
         assert wr["2xx"] + wr["503_retry_after"] == sum(wr["statuses"].values()), (phase, wr)
