@@ -7,7 +7,7 @@ Run: ``python -m app.serve`` (settings from the environment, as the app's own ``
   hold the worker's decisions), ``SERVE_BACKLOG`` (1024).
 - ``SERVE_DECISION_BIND`` (unset: off): a decision listener of its own on this ``host:port``, a second
   granian server (``SERVE_DECISION_WORKERS`` processes, 2; ``SERVE_DECISION_THREADS`` threads each,
-  1: :data:`DECISION_THREADS`) whose app serves only the decision and AuthZEN APIs, probes and
+  4: :data:`DECISION_THREADS`) whose app serves only the decision and AuthZEN APIs, probes and
   metrics (``DECISION_ONLY``), so no write can occupy its threads or hold its workers' GIL
   (docs/deploy.md, "Writes never stall decisions"). It runs as a child of this process and stops
   with it; either one exiting stops both.
@@ -61,12 +61,14 @@ log = logging.getLogger("app.serve")
 # frozen database (up to DATABASE_REQUEST_WAIT_SECONDS) held every decision of its worker (the
 # HAProxy outage drill, frozen phase: decision p99 2.0 s with 1 thread, 41 ms with 4).
 THREADS = 4
-# The decision listener's: one. Nothing it serves waits on the database in the common case (a known
-# token, the engine in memory; an unknown token refused from the token cache while the listener
-# follows the revision log; a min_revision waited for without a query), and with one thread granian
-# hands it the next request without waking another one: unpinned on 2 cores 4 threads cost ~10 µs
-# of server CPU a request in GIL handoffs (~2.4 futex calls a request against ~0.06; docs/scale.md §4).
-DECISION_THREADS = 1
+# The decision listener's. One would be safe (nothing it serves waits on the database in the common
+# case: known tokens and people in memory, an unknown token refused from the token cache while the
+# listener follows the revision log, a min_revision the log named waited for without a query) and
+# spares the GIL handoffs of 4 (~5 µs of server CPU a single check unpinned), but measured behind
+# granian at W = 100,000 (7 Dec, 2 workers, rounds alternating with the no-op): unpinned the same
+# throughput (median 0.90× the no-op's single checks, 1 and 4 threads), pinned to one core 0.79×
+# with one thread against 0.90× with 4. So 4, as the main listener.
+DECISION_THREADS = THREADS
 # Set in the decision listener's environment: its server's parent (whose metrics directory it shares).
 PARENT_ENV = "LEARNAUTHZ_SERVE_PARENT"
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection

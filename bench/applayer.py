@@ -21,7 +21,7 @@ refuses the data sets' newer schema with 503s; its figures are in earlier report
   :data:`VARIANTS` for each pinning; requests/s and the server's CPU (utime + stime of its
   processes during the run) per request. The no-op runs with one blocking thread (as
   ``bench.peer`` runs its peers); ours as ``app.serve`` runs its decision listener (decisions only,
-  one thread) and its main listener (4 threads).
+  its default threads), and the same with one thread.
 
 Targets (issue 25): single ≥ 0.85× and batch ≥ 0.6× the no-op's requests/s behind granian.
 Run alone: ``python -m bench.applayer [W] [out.json]`` (W = 100,000 by default; needs the data set
@@ -54,8 +54,8 @@ COLD = 1500  # single checks timed one at a time per round with the caches flush
 BATCHES = 60  # batches of 100 timed per round (in process)
 WORKERS = 2
 # The no-op, then ours as app.serve runs its decision listener (SERVE_DECISION_BIND: decisions only,
-# 1 thread) and its main listener (4 threads: it also serves writes and pages)
-VARIANTS = ("noop", "decision", "main")
+# its default threads) and the same with one thread a worker (as the no-op)
+VARIANTS = ("noop", "decision", "decision-1-thread")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -293,9 +293,8 @@ def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str) ->
     data_path = _noop_data(token)
     extra = {"BENCH_PEER_DATA": data_path}
     runs: list[dict[str, Any]] = []
-    from app.serve import THREADS
-
-    variants = {"noop": {}, "decision": hb.decision_listener_env(), "main": {"SERVE_THREADS": str(THREADS)}}
+    decide = hb.decision_listener_env()
+    variants = {"noop": {}, "decision": decide, "decision-1-thread": {**decide, "SERVE_THREADS": "1"}}
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
     try:
         for pin in pinnings:

@@ -398,7 +398,7 @@ def run(
     ``server``: ``gunicorn`` (gunicorn.conf.py as shipped) or ``granian`` (``python -m app.serve``);
     ``behind_haproxy``: two such servers behind the shipped HAProxy config, every request through it;
     ``decision_listener`` (granian behind HAProxy): each server with its decision listener
-    (``SERVE_DECISION_BIND``, as shipped: one thread a worker), where HAProxy sends the decisions."""
+    (``SERVE_DECISION_BIND``) of one thread a worker, where HAProxy sends the decisions."""
     from bench import http as hb
 
     d_normal, d_freeze, d_kill = _durations()
@@ -421,7 +421,8 @@ def run(
                            "decision_listener": decision_listener}
         n = 2 if behind_haproxy else 1
         decide = [f"127.0.0.1:{hb.free_port()}" for _ in range(n)] if decision_listener else []
-        listeners = [{"SERVE_DECISION_BIND": where} for where in decide] or [{}] * n
+        # one thread a decision worker: a request waiting on the database would hold its worker's decisions
+        listeners = [{"SERVE_DECISION_BIND": where, "SERVE_DECISION_THREADS": "1"} for where in decide] or [{}] * n
         with contextlib.ExitStack() as stack:
             ports = [stack.enter_context(hb.app_server(url, "app:create_app()", workers,
                                                        os.path.join(log_dir, f"{server}-outage-{i}.log"),

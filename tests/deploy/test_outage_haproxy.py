@@ -45,8 +45,8 @@ def _need() -> None:
 def test_decisions_go_on_through_haproxy_while_the_database_is_frozen_and_killed(
     variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``granian-decide``: each granian server with its decision listener (one thread a worker, as
-    shipped), where HAProxy sends the decisions: nothing it serves may wait on the database."""
+    """``granian-decide``: each granian server with its decision listener, where HAProxy sends the
+    decisions, run with one thread a worker: nothing it serves may wait on the database."""
     _need()
     monkeypatch.setenv("BENCH_DB_PREFIX", "deploy_")
     server = variant.split("-")[0]
