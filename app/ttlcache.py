@@ -49,19 +49,20 @@ class TTLCache(Generic[K, V]):
         entry = self._entries.get(key)
         return entry[1] if entry is not None else None
 
-    def put_many(self, found: Mapping[K, V], generation: int) -> None:
-        """Store answers looked up at ``generation`` (dropped if anything was invalidated since)."""
+    def put_many(self, found: Mapping[K, V], generation: int) -> bool:
+        """Store answers looked up at ``generation``; False when dropped (anything invalidated since)."""
         if self.ttl <= 0 or not found:
-            return
+            return True
         with self._lock:
             if generation != self.generation:
-                return
+                return False
             if len(self._entries) + len(found) > self.max_entries:
                 self._entries.clear()
                 self.resets += 1
             expires = _clock() + self.ttl
             for key, value in found.items():
                 self._entries[key] = (expires, value)
+            return True
 
     def put(self, key: K, value: V, generation: int) -> None:
         """Store one answer looked up at ``generation``."""

@@ -364,7 +364,7 @@ def test_a_min_revision_the_listener_read_is_waited_for_without_a_query(
         db.session.remove()
     _decide(b)  # loaded, the token with it
     listener = _listen(b)
-    _until(lambda: listener.mode == "listen" and listener.syncs > 0)
+    _until(lambda: listener.following)
     advance = PolicyRuntime._advance
     slow: list[int] = []
 

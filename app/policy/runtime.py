@@ -666,16 +666,22 @@ class PolicyRuntime:
             self._heads[app] = revision
 
     def touch_tokens(self) -> int:
-        """Write the ``last_used_at`` of the tokens this process's requests used (:func:`tokens.touch_used`)."""
-        return tokens.touch_used(self._db.engine)
+        """Write the ``last_used_at`` of the tokens this process's requests used (:func:`tokens.touch_used`);
+        a failure is logged, never raised into the listener."""
+        try:
+            return tokens.touch_used(self._db.engine)
+        except Exception:  # noqa: BLE001 - a hint for operators: never worth the listener's loop
+            log.exception("last_used_at of used tokens not written")
+            return 0
 
     def follows_log(self) -> bool:
-        """True while the app's listener is connected to LISTEN: each committed revision reaches
-        this process within the listener's delay, without a request asking the database."""
+        """True while the app's listener is connected to LISTEN and has caught up since it connected:
+        each committed revision reaches this process within the listener's delay, without a request
+        asking the database."""
         app = self._key()
         if app in self._followers:
             return False  # a feed brings revocations, not creates: a token it lacks is not known unknown
-        return getattr(self._listeners.get(app), "mode", None) == "listen"
+        return bool(getattr(self._listeners.get(app), "following", False))
 
     def known_head(self) -> int | None:
         """The newest committed revision this process knows of, without asking the database: the

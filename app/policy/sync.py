@@ -65,6 +65,9 @@ class PolicyListener:
         self.poll_reason = poll_reason  # why this listener never LISTENs (POLICY_SYNC=poll, SQLite)
         self.listen_url = libpq_url(str(app.config.get("POLICY_LISTEN_URL") or app.config["SQLALCHEMY_DATABASE_URI"]))
         self.connected = False
+        # LISTENing and caught up since connecting: every revision committed from then on reaches
+        # this process without a request asking the database (``PolicyRuntime.follows_log``)
+        self.following = False
         self.backend_pid: int | None = None
         self.reconnects = 0
         self.syncs = 0
@@ -187,6 +190,7 @@ class PolicyListener:
             self.last_error = ""
             # Anything committed while we were not listening is in the revision log.
             self.sync()
+            self.following = True
             while not self._stop.is_set():
                 hinted = False
                 newest = 0  # the revision the hint names (0: unreadable)
@@ -203,6 +207,7 @@ class PolicyListener:
                     conn.execute("SELECT 1")
                     self.sync()
         finally:
+            self.following = False
             self.connected = False
             self._conn = None
             with contextlib.suppress(Exception):

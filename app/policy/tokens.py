@@ -214,9 +214,13 @@ def learn_created(session: Session, messages: Iterable[str]) -> None:
     names = [m[len("token:") :] for m in messages if m.startswith("token:")]
     if c is None or not names:
         return
-    generation = c.generation  # a revoke while reading drops what was read
-    rows = session.execute(select(*_COLUMNS).where(ServiceToken.name.in_(names), ServiceToken.revoked_at.is_(None)))
-    c.put_many({token_hash: _identity(*row) for token_hash, *row in rows}, generation)
+    for _ in range(3):
+        generation = c.generation  # a revoke while reading drops what was read: read again
+        query = select(*_COLUMNS).where(ServiceToken.name.in_(names), ServiceToken.revoked_at.is_(None))
+        if c.put_many({token_hash: _identity(*row) for token_hash, *row in session.execute(query)}, generation):
+            return
+    # Revoked under our feet three times: the cache may lack a live token, so it is no longer complete.
+    current_app.extensions[_LOADED] = None
 
 
 def drop_pending(session: Session) -> None:
