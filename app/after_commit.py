@@ -7,8 +7,8 @@
    (:meth:`PolicyRuntime.apply_committed <app.policy.runtime.PolicyRuntime.apply_committed>`).
    Other processes learn of them from the ``NOTIFY`` sent inside the transaction
    (``policy.sync.notify_revision``) or at their next poll.
-2. **service tokens** revoked in it leave the token cache (``policy.tokens.forget_committed``),
-   those created in it enter it (``policy.tokens.learn_committed``).
+2. **service tokens** created in it enter the token cache (``policy.tokens.learn_committed``), then
+   those revoked in it leave it (``policy.tokens.forget_committed``).
 3. **user handles**: users inserted in it, and emails and external ids changed in it, reach the
    directory the decision surfaces resolve references from (``decisions.resolution.apply_handles``).
 4. **AuthZEN settings**: resource catalogs committed in it reach the directory
@@ -66,8 +66,8 @@ def after_commit(session: Session) -> None:
     runtime: PolicyRuntime | None = current_app.extensions.get("authz")
     if runtime is not None:
         runtime.apply_committed(session)
-    tokens.forget_committed(session)
     tokens.learn_committed(session)
+    tokens.forget_committed(session)  # after: a token created and revoked in one transaction stays out
     directory = runtime.directory if runtime is not None else None
     resolution.apply_handles(session, directory)
     authzen.apply_settings(session, directory)

@@ -35,6 +35,16 @@ def test_token_is_stored_hashed_and_authenticates(app: Flask) -> None:
     assert tokens.authenticate(db.session(), secret) is None
 
 
+def test_a_token_created_and_revoked_in_one_transaction_is_refused(app: Flask) -> None:
+    """The commit puts the created token in the cache and drops the revoked one: in that order."""
+    _, secret = tokens.create_token(db.session(), "brief", all_workspaces=True)
+    tokens.revoke_token(db.session(), "brief")
+    db.session.commit()
+    cache = tokens.cache()
+    assert cache is not None and cache.get(tokens.hash_token(secret)) is None
+    assert tokens.authenticate(db.session(), secret) is None
+
+
 def test_token_errors(app: Flask) -> None:
     tokens.create_token(db.session(), "svc", all_workspaces=True)
     db.session.commit()

@@ -8,7 +8,7 @@ a revoke are revisions in the policy revision log (``token-create``, ``token-rev
 naming the token), applied in the writing process at its commit and by every other process as it
 follows the log (``PolicyRuntime.sync``): a token reaches them, and leaves them, like a role
 change, within the listener's delay. So a process whose cache holds every live token (a complete
-load, no expiry, room for all) and whose listener is connected refuses an unknown secret without
+load, no expiry, room for all) and whose listener is connected and caught up refuses an unknown secret without
 asking the database (:func:`authenticate`): no request with a made-up token can make a worker
 wait on it. Otherwise (polling, SQLite, a cache that cannot hold them all) a miss reads the row;
 while the database is down a token missing from a complete cache is refused, 401. Only live tokens
