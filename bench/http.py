@@ -171,12 +171,14 @@ def app_server(
 
 
 def _wait_listening(
-    port: int, proc: subprocess.Popen[bytes], workers: int, timeout: float = 300, any_answer: bool = False
+    port: int, proc: subprocess.Popen[bytes] | None, workers: int, timeout: float = 300, any_answer: bool = False
 ) -> None:
+    """Until the server on port answers /readyz 200 (any answer: ``any_answer``); RuntimeError if
+    ``proc`` (the server's, when the caller has it) exits first."""
     deadline = time.monotonic() + timeout
     ready: set[int] = set()
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited early ({proc.returncode})")
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:

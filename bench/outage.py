@@ -340,18 +340,6 @@ def _ms(xs: list[float]) -> dict[str, float]:
             "max_ms": s[-1] * 1000}
 
 
-def _ready(base: str, timeout: float = 120) -> None:
-    """Until ``base``'s /readyz answers 200 (a decision listener loading)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{base} not ready")
-        time.sleep(0.2)
-
-
 @contextlib.contextmanager
 def haproxy(servers: list[str], log_path: str, decide: list[str] | None = None) -> Iterator[int]:
     """HAProxy running the shipped ``deploy/haproxy.cfg`` unchanged in front of two servers
@@ -428,8 +416,8 @@ def run(
                                                        os.path.join(log_dir, f"{server}-outage-{i}.log"),
                                                        server=server, extra_env=listeners[i]))
                      for i in range(n)]
-            for where in decide:
-                _ready(f"http://{where}")
+            for where in decide:  # each decision listener loaded (a child of its server: no process here)
+                hb._wait_listening(int(where.rsplit(":", 1)[1]), None, workers, timeout=120)
             servers = [f"http://127.0.0.1:{p}" for p in ports]
             if behind_haproxy:
                 port = stack.enter_context(haproxy([f"127.0.0.1:{p}" for p in ports],

@@ -620,8 +620,8 @@ class PolicyRuntime:
                     batch = policy_store.revision_log_after(session, eng.revision)
                     if not batch:
                         break
-                    # Token revocations first: a rebuild below would return before reaching them.
-                    notes = self._forget_revoked_tokens(session, batch)
+                    # Token creates and revokes first: a rebuild below would return before reaching them.
+                    notes = self._follow_tokens(session, batch)
                     self._revocations_through[app] = batch[-1][0]
                     self._saw(app, batch[-1][0])
                     incremental: list[tuple[int, str, list[Any]]] = []
@@ -651,10 +651,10 @@ class PolicyRuntime:
             return eng.revision
 
     def _revocations_after(self, session: Session, revision: int) -> None:
-        # While a rebuild is under way: token revocations, user and settings changes cannot wait for it.
+        # While a rebuild is under way: token creates and revokes, user and settings changes cannot wait for it.
         batch = policy_store.revision_log_after(session, revision)
         if batch:
-            notes = self._forget_revoked_tokens(session, batch)
+            notes = self._follow_tokens(session, batch)
             changed = [r for r in batch if r[1] in directory.MESSAGE_KINDS]
             self._follow_users(session, self._directories.get(self._key()), changed, notes)
             self._revocations_through[self._key()] = batch[-1][0]
@@ -789,7 +789,7 @@ class PolicyRuntime:
         served = self.served(app)
         served.engine, served.directory = eng, users
 
-    def _forget_revoked_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
+    def _follow_tokens(self, session: Session, batch: list[tuple[int, str, list[Any]]]) -> dict[int, str]:
         """Apply the batch's token revisions to the token cache (revoked ones dropped, created live
         ones put); the messages of its token, user and workspace changes."""
         kinds = (*tokens.TOKEN_KINDS, *directory.MESSAGE_KINDS)
