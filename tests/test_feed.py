@@ -11,6 +11,7 @@ bound is 503 with Retry-After.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -266,4 +267,23 @@ def test_revocations_reach_only_followers_that_hold_the_token(app: Flask) -> Non
     assert [e["revision"] for e in events] == [start + 1, start + 2]
     assert events[0].get("revoked") == [hash_token(held)]  # a token bound inside the follower's binding
     assert "revoked" not in events[1]  # another tenant's token: not even its hash
+    assert other
+
+
+def test_creates_reach_only_followers_that_hold_the_token(app: Flask) -> None:
+    """A token created after a follower's snapshot comes to it in the feed, as the snapshot would
+    hold it (a token bound inside the follower's binding: hash and identity), and to no other."""
+    app.config.update(FEED_MAX_SECONDS=0.2, FEED_MAX_CONNECTIONS=4)
+    inside, outside = create_workspace("feedin", "classroom"), create_workspace("feedout", "classroom")
+    follower, _ = _token("follower", workspaces=[inside.slug])
+    start = policy_store.current_revision(db.session())
+    made, ident = _token("made", feed=False, workspaces=[inside.slug])
+    other, _ = _token("other", feed=False, workspaces=[outside.slug])
+    resp = app.test_client().get(f"/v1/changes?since={start}", headers={"Authorization": f"Bearer {follower}"})
+    events = _events(resp.get_data(as_text=True))
+    assert [e["revision"] for e in events] == [start + 1, start + 2]
+    rows = msgspec.convert(events[0].get("created"), list[snapshot.TokenRow])
+    # (a token bound to one workspace decides AuthZEN requests naming none there: its default)
+    assert snapshot.identities(rows) == {hash_token(made): dataclasses.replace(ident, workspace=inside.slug)}
+    assert "created" not in events[1]  # another tenant's token: not even its hash
     assert other

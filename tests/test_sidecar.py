@@ -67,6 +67,19 @@ def _tokens(url: str, held: list[str], names: tuple[str, str] = ("sidecar-few", 
     return few, wide
 
 
+def _revoke(url: str, name: str) -> None:
+    from app import create_app
+    from app.extensions import db
+    from app.policy import tokens
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "MAIL_BACKEND": "memory"})
+    with app.app_context():
+        tokens.revoke_token(db.session(), name)
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
 def _wait(ok: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -189,6 +202,14 @@ def test_sidecars_follow_the_central_tier(tmp_path: Path) -> None:
             # the follower serves decisions only; the wide token (not bound inside "few") is unknown there
             assert tcp.get("/api/workspaces", headers={"Authorization": f"Bearer {few}"}).status_code == 404
             assert tcp.post("/v1/check", json=mine[0], headers={"Authorization": f"Bearer {wide}"}).status_code == 401
+
+            # 1b. a token created and revoked after the sidecar's snapshot: accepted, then refused, there
+            late, _ = _tokens(url, held[:1], ("sidecar-late", "sidecar-late-wide"))
+            ask = {**mine[0], "workspace": held[0]}
+            late_auth = {"Authorization": f"Bearer {late}"}
+            _wait(lambda: tcp.post("/v1/check", json=ask, headers=late_auth).status_code == 200, 10, "a new token")
+            _revoke(url, "sidecar-late")
+            _wait(lambda: tcp.post("/v1/check", json=ask, headers=late_auth).status_code == 401, 10, "its revoke")
 
             # 2. role changes through the central tier, visible at the sidecar
             web, csrf = _sign_in(base)

@@ -218,6 +218,7 @@ class Event(msgspec.Struct, omit_defaults=True):
     users: list[tuple[int, str, str | None]] = []  # directory rows of users these rows or a user change name
     catalogs: dict[str, Any] = {}  # AuthZEN catalogs of visible workspaces given a pack or new settings
     revoked: list[str] = []  # SHA-256 of revoked tokens the follower holds
+    created: list[snapshot.TokenRow] = []  # a created token bound inside the follower's binding
     resnapshot: bool = False  # pack documents may have changed: load a fresh snapshot
 
 
@@ -228,7 +229,7 @@ def events_after(session: Session, filt: Filter, since: int, limit: int = 500) -
     if not batch:
         return []
     notes = directory.messages(
-        session, [n for n, kind, _ in batch if kind in (*directory.MESSAGE_KINDS, tokens.TOKEN_REVOKE)]
+        session, [n for n, kind, _ in batch if kind in (*directory.MESSAGE_KINDS, *tokens.TOKEN_KINDS)]
     )
     out: list[Event] = []
     for number, kind, changes in batch:
@@ -256,6 +257,9 @@ def events_after(session: Session, filt: Filter, since: int, limit: int = 500) -
             event.catalogs = _catalogs(session, slugs)
         if kind == tokens.TOKEN_REVOKE and note.startswith("token:"):
             event.revoked = _revoked(session, filt, note[len("token:") :])
+        if kind == tokens.TOKEN_CREATE and note.startswith("token:"):
+            # as a snapshot would hold it: live, and bound inside the follower's binding
+            event.created = token_rows(tokens.live_named(session, [note[len("token:") :]]), filt.view, filt.packs)
         out.append(event)
     return out
 

@@ -162,7 +162,9 @@ class Follower:
                 if ev.resnapshot:
                     return True
                 changes = [RuleChange(op, tuple(rule)) for op, rule in ev.changes]
-                if not self.runtime.apply_event(self.app, ev.revision, changes, ev.users, ev.catalogs, ev.revoked):
+                if not self.runtime.apply_event(
+                    self.app, ev.revision, changes, ev.users, ev.catalogs, ev.revoked, ev.created
+                ):
                     return True
         self.connected = False
         return False

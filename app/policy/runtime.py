@@ -920,6 +920,7 @@ class PolicyRuntime:
         users: list[tuple[int, str, str | None]],
         catalogs: dict[str, Any],
         revoked: list[str],
+        created: list[snapshot.TokenRow],
     ) -> bool:
         """Apply one feed event (in an app context); False when it cannot be applied in place (a gap,
         a pack rule): the follower loads a fresh snapshot."""
@@ -935,6 +936,8 @@ class PolicyRuntime:
             cache = tokens.cache()
             if cache is not None and revoked:
                 cache.discard(*revoked)
+            if cache is not None and created:
+                cache.put_many(snapshot.identities(created), cache.generation)
             for uid, email, ext in users:
                 held.put(uid, email, ext)
             held.catalogs.update(catalogs)

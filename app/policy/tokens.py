@@ -216,11 +216,16 @@ def learn_created(session: Session, messages: Iterable[str]) -> None:
         return
     for _ in range(3):
         generation = c.generation  # a revoke while reading drops what was read: read again
-        query = select(*_COLUMNS).where(ServiceToken.name.in_(names), ServiceToken.revoked_at.is_(None))
-        if c.put_many({token_hash: _identity(*row) for token_hash, *row in session.execute(query)}, generation):
+        if c.put_many(live_named(session, names), generation):
             return
     # Revoked under our feet three times: the cache may lack a live token, so it is no longer complete.
     current_app.extensions[_LOADED] = None
+
+
+def live_named(session: Session, names: Sequence[str]) -> dict[str, TokenIdentity]:
+    """The live tokens of these names (hash → identity); a revoked one is not live."""
+    rows = session.execute(select(*_COLUMNS).where(ServiceToken.name.in_(names), ServiceToken.revoked_at.is_(None)))
+    return {token_hash: _identity(*row) for token_hash, *row in rows}
 
 
 def drop_pending(session: Session) -> None:
