@@ -4,10 +4,10 @@ Run: ``python -m app.serve`` (settings from the environment, as the app's own ``
 
 - ``SERVE_BIND`` (``127.0.0.1:8000``), ``SERVE_WORKERS`` (2 processes), ``SERVE_THREADS`` (blocking
   threads per worker, 4: the engine is thread-safe; one request waiting on the database must not
-  hold the worker's decisions), ``SERVE_BACKLOG`` (1024).
+  hold the worker's decisions; ``auto``: :func:`auto_threads`), ``SERVE_BACKLOG`` (1024).
 - ``SERVE_DECISION_BIND`` (unset: off): a decision listener of its own on this ``host:port``, a second
   granian server (``SERVE_DECISION_WORKERS`` processes, 2; ``SERVE_DECISION_THREADS`` threads each,
-  4: :data:`DECISION_THREADS`) whose app serves only the decision and AuthZEN APIs, probes and
+  ``auto``: :func:`auto_threads`) whose app serves only the decision and AuthZEN APIs, probes and
   metrics (``DECISION_ONLY``), so no write can occupy its threads or hold its workers' GIL
   (docs/deploy.md, "Writes never stall decisions"). It runs as a child of this process and stops
   with it; either one exiting stops both.
@@ -61,14 +61,8 @@ log = logging.getLogger("app.serve")
 # frozen database (up to DATABASE_REQUEST_WAIT_SECONDS) held every decision of its worker (the
 # HAProxy outage drill, frozen phase: decision p99 2.0 s with 1 thread, 41 ms with 4).
 THREADS = 4
-# The decision listener's. One would be safe (nothing it serves waits on the database in the common
-# case: known tokens and people in memory, an unknown token refused from the token cache while the
-# listener follows the revision log, a min_revision the log named waited for without a query) and
-# spares the GIL handoffs of 4 (~5 µs of server CPU a single check unpinned), but measured behind
-# granian at W = 100,000 (7 Dec, 2 workers, rounds alternating with the no-op): unpinned the same
-# throughput (median 0.90× the no-op's single checks, 1 and 4 threads), pinned to one core 0.79×
-# with one thread against 0.90× with 4. So 4, as the main listener.
-DECISION_THREADS = THREADS
+# The decision listener's default: as many as auto_threads finds best where it runs.
+DECISION_THREADS = "auto"
 # Set in the decision listener's environment: its server's parent (whose metrics directory it shares).
 PARENT_ENV = "LEARNAUTHZ_SERVE_PARENT"
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection
@@ -191,11 +185,34 @@ def _bind(value: str, name: str = "SERVE_BIND") -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _count(name: str, default: int) -> int:
+def _count(name: str, default: int | str) -> int:
     raw = os.environ.get(name, str(default))
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"{name} must be a positive integer, not {raw!r}")
     return int(raw)
+
+
+def auto_threads(workers: int, cores: int | None = None) -> int:
+    """Blocking threads per worker for a server that never waits on the database (the decision
+    listener): 1 when every worker has a core of its own (``cores``: the CPUs this process may run
+    on, its affinity), :data:`THREADS` when workers share cores.
+
+    Measured behind granian, W = 100,000, 2 workers, rounds alternating with the no-op (docs/scale.md
+    §4): on 2 cores one thread spares the idle threads' spinning and handoffs (server CPU a single
+    check 47–53 µs against 60–66 µs with 4; throughput 0.83–1.06× the no-op's against 0.70–0.80×,
+    7 Dec afternoon; the same, 0.90×, in the morning); with both workers on one core 4 threads win
+    (0.92–0.96× against 0.79–0.83×; batches 0.65× against 0.59×; in the morning 0.90× against 0.79×).
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0))
+    return 1 if cores >= workers else THREADS
+
+
+def _threads(workers: int) -> int:
+    """``SERVE_THREADS``: a positive integer, or ``auto`` (:func:`auto_threads`)."""
+    if os.environ.get("SERVE_THREADS", "").strip().lower() == "auto":
+        return auto_threads(workers)
+    return _count("SERVE_THREADS", THREADS)
 
 
 def write_nice(decision: dict[str, str] | None) -> int:
@@ -223,11 +240,12 @@ def preloading() -> bool:
 def options() -> dict[str, Any]:
     """granian's settings from the environment (ConfigError with the reason on a bad value)."""
     host, port = _bind(os.environ.get("SERVE_BIND", "127.0.0.1:8000"))
+    workers = _count("SERVE_WORKERS", 2)
     return {
         "address": host,
         "port": port,
-        "workers": _count("SERVE_WORKERS", 2),
-        "blocking_threads": _count("SERVE_THREADS", THREADS),
+        "workers": workers,
+        "blocking_threads": _threads(workers),
         "backlog": _count("SERVE_BACKLOG", 1024),
     }
 
@@ -245,10 +263,16 @@ def decision_options() -> dict[str, str] | None:
         "SERVE_BIND": raw,
         "SERVE_DECISION_BIND": "",
         "SERVE_WORKERS": str(_count("SERVE_DECISION_WORKERS", 2)),
-        "SERVE_THREADS": str(_count("SERVE_DECISION_THREADS", DECISION_THREADS)),
+        "SERVE_THREADS": _decision_threads(),
         "FLASK_DECISION_ONLY": "1",
         PARENT_ENV: str(os.getpid()),
     }
+
+
+def _decision_threads() -> str:
+    """``SERVE_DECISION_THREADS`` checked: ``auto`` (the default) or a positive integer."""
+    raw = os.environ.get("SERVE_DECISION_THREADS", DECISION_THREADS).strip().lower()
+    return raw if raw == "auto" else str(_count("SERVE_DECISION_THREADS", DECISION_THREADS))
 
 
 class DecisionListener:

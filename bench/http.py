@@ -110,10 +110,11 @@ SERVERS = ("gunicorn", "gunicorn-sync", "gunicorn-gthread", "granian")
 
 def decision_listener_env() -> dict[str, str]:
     """What ``app.serve`` sets for its decision listener (``SERVE_DECISION_BIND``), bar the bind and
-    the workers: decisions only, its default threads (where docs/deploy.md routes decisions)."""
+    the workers: decisions only, its default threads (``auto``: chosen by the served process from
+    its CPU affinity, so a pinned server picks for its pinning; where docs/deploy.md routes decisions)."""
     from app.serve import DECISION_THREADS
 
-    return {"SERVE_THREADS": str(DECISION_THREADS), "FLASK_DECISION_ONLY": "1"}
+    return {"SERVE_THREADS": DECISION_THREADS, "FLASK_DECISION_ONLY": "1"}
 
 
 def server_command(

@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +37,11 @@ def _env(**extra: str) -> dict[str, str]:
         ({}, "SECRET_KEY is not configured"),
         ({"FLASK_SECRET_KEY": "k", "SERVE_WORKERS": "0"}, "SERVE_WORKERS must be a positive integer"),
         ({"FLASK_SECRET_KEY": "k", "SERVE_BIND": "8000"}, "SERVE_BIND must be host:port"),
+        ({"FLASK_SECRET_KEY": "k", "SERVE_THREADS": "some"}, "SERVE_THREADS must be a positive integer"),
+        (
+            {"FLASK_SECRET_KEY": "k", "SERVE_DECISION_BIND": "127.0.0.1:1", "SERVE_DECISION_THREADS": "0"},
+            "SERVE_DECISION_THREADS must be a positive integer",
+        ),
     ],
 )
 def test_serve_refuses_a_bad_configuration(tmp_path: Path, extra: dict[str, str], message: str) -> None:
@@ -43,6 +49,47 @@ def test_serve_refuses_a_bad_configuration(tmp_path: Path, extra: dict[str, str]
     proc = subprocess.run(SERVE, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or len(os.sched_getaffinity(0)) < 2, reason="needs taskset, 2 CPUs")
+@pytest.mark.parametrize(
+    ("cpus", "workers", "threads", "wanted"),
+    [
+        ("0", "2", "auto", 4),  # two workers share one core: threads to hand the core over
+        ("0,1", "2", "auto", 1),  # a core each: one thread, no idle threads spinning
+        ("0,1", "3", "auto", 4),
+        ("0", "1", "auto", 1),
+        ("0", "2", "3", 3),  # a number is taken as it is
+        ("0,1", "2", None, 4),  # the main listener's default: requests there may wait on the database
+    ],
+)
+def test_auto_threads_follow_the_cores_the_server_may_use(
+    cpus: str, workers: str, threads: str | None, wanted: int
+) -> None:
+    """``SERVE_THREADS=auto`` (the decision listener's default) is read in the server's own process,
+    from its CPU affinity, so ``taskset`` in front of ``python -m app.serve`` decides it."""
+    env = _env(SERVE_WORKERS=workers)
+    env.pop("SERVE_THREADS", None)
+    if threads is not None:
+        env["SERVE_THREADS"] = threads
+    code = "import json, app.serve as s; print(json.dumps(s.options()['blocking_threads']))"
+    argv = ["taskset", "-c", cpus, sys.executable, "-c", code]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == wanted
+
+
+def test_the_decision_listener_threads_default_to_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import serve
+
+    monkeypatch.setenv("SERVE_DECISION_BIND", "127.0.0.1:8001")
+    monkeypatch.delenv("SERVE_DECISION_THREADS", raising=False)
+    monkeypatch.delenv(serve.PARENT_ENV, raising=False)
+    overrides = serve.decision_options()
+    assert overrides is not None and overrides["SERVE_THREADS"] == "auto"
+    monkeypatch.setenv("SERVE_DECISION_THREADS", "2")
+    overrides = serve.decision_options()
+    assert overrides is not None and overrides["SERVE_THREADS"] == "2"
 
 
 def _world(url: str) -> dict[str, Any]:
