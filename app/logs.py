@@ -199,13 +199,16 @@ class LoggingFlask(Flask):
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         fast = self.decision_fast_path
-        logged = self.access_lines and access_log.isEnabledFor(logging.INFO)
-        if fast is not None and not (logged and self.access_decisions):
+        # access_decisions first: off (the default), the logger's level is not asked on the hot path
+        if fast is not None and not (
+            self.access_decisions and self.access_lines and access_log.isEnabledFor(logging.INFO)
+        ):
             # A decision it answers is below 400: no access line, nothing logged, nothing to drain.
             answered = fast.answer(environ, start_response)
             if answered is not None:
                 return answered
             fast = None
+        logged = self.access_lines and access_log.isEnabledFor(logging.INFO)
         token = _request_id.set(request_id_of(environ))
         # Every database wait on behalf of this request has the request's deadline, the app
         # context's teardown (its transaction's end) included, where Flask has no request context.

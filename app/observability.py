@@ -14,11 +14,13 @@ and when it answers a scrape, because writing the files on every request cost ~8
 from __future__ import annotations
 
 import bisect
+import collections
 import glob
 import importlib.metadata
 import itertools
 import json
 import logging
+import operator
 import os
 import random
 import re
@@ -67,6 +69,7 @@ _ENV_STARTED = "learnauthz.request_started"
 # Answered requests a thread queues before it tallies them itself (HotMetrics.answered); the
 # flusher (every METRICS_FLUSH_SECONDS) and every scrape tally whatever is queued first.
 TALLY_EVERY = 256
+_OUTCOME = operator.attrgetter("allowed", "reason")  # a decision's key in the decisions counter
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -118,8 +121,9 @@ class HotMetrics(Collector):
         # What the answered requests added up to, written only under _tally_lock: authz_decisions by
         # reason (result=allow, result=deny: a string key, no tuple per decision), and histograms
         self._tally_lock = threading.Lock()
-        self._allowed: dict[str, float] = {}
-        self._denied: dict[str, float] = {}
+        # (allowed, reason) → decisions: counted by Counter.update over an attrgetter map, both in C
+        # (a Python loop over a batch's decisions cost ~0.25 µs a decision, ~28 µs a batch of 100)
+        self._outcomes: collections.Counter[tuple[bool, str]] = collections.Counter()
         self._hists: dict[tuple[str, ...], list[float]] = {}
 
     def _shard(self) -> _Shard:
@@ -166,7 +170,10 @@ class HotMetrics(Collector):
         thread and before every flush or scrape: tallied one request at a time, the counting code
         and its dictionaries were cold again at each request behind a server (measured in process
         with the caches flushed between requests: 7.9 µs a single check, against 0.8 µs warm)."""
-        queued = self._shard().answered
+        try:
+            queued = self._local.shard.answered  # _shard's lookup, inlined: one call less per request
+        except AttributeError:
+            queued = self._shard().answered
         queued.append((decisions, decision_key, decision_seconds, request_key, request_seconds))
         if len(queued) >= TALLY_EVERY:
             self._tally()
@@ -176,14 +183,12 @@ class HotMetrics(Collector):
         with self._tally_lock:
             with self._lock:
                 shards = list(self._shards)
-            allowed, denied, hists, observe = self._allowed, self._denied, self._hists, self._observe
+            count, hists, observe = self._outcomes.update, self._hists, self._observe
             for shard in shards:
                 take = shard.answered.popleft
                 for _ in range(len(shard.answered)):  # what is there now; later appends wait for the next tally
                     decisions, decision_key, decision_seconds, request_key, request_seconds = take()
-                    for d in decisions:
-                        counts = allowed if d.allowed else denied
-                        counts[d.reason] = counts.get(d.reason, 0) + 1
+                    count(map(_OUTCOME, decisions))
                     n = len(decisions)
                     observe(hists, decision_key, decision_seconds / (n or 1), n)
                     observe(hists, request_key, request_seconds, 1)
@@ -195,9 +200,8 @@ class HotMetrics(Collector):
         counts: dict[tuple[str, ...], float] = {}
         hists: dict[tuple[str, ...], list[float]] = {}
         with self._tally_lock:
-            for result, by_reason in (("allow", self._allowed), ("deny", self._denied)):
-                for reason, v in by_reason.items():
-                    counts[(self._decisions, result, reason)] = v
+            for (allowed, reason), n in self._outcomes.items():
+                counts[(self._decisions, "allow" if allowed else "deny", reason)] = n
             tallied = [(key, list(row)) for key, row in self._hists.items()]
         for key, row in [*tallied, *(item for shard in shards for item in list(shard.hists.items()))]:
             acc = hists.setdefault(key, [0.0] * len(row))

@@ -21,7 +21,8 @@ refuses the data sets' newer schema with 503s; its figures are in earlier report
   :data:`VARIANTS` for each pinning; requests/s and the server's CPU (utime + stime of its
   processes during the run) per request. The no-op runs with one blocking thread (as
   ``bench.peer`` runs its peers); ours as ``app.serve`` runs its decision listener (decisions only,
-  its default threads), and the same with one thread.
+  its default threads: ``auto``, chosen by the pinned or unpinned server itself), and the same with
+  one thread and with 4 (what ``auto`` chose against, per pinning).
 
 Targets (issue 25): single ≥ 0.85× and batch ≥ 0.6× the no-op's requests/s behind granian.
 Run alone: ``python -m bench.applayer [W] [out.json]`` (W = 100,000 by default; needs the data set
@@ -54,8 +55,8 @@ COLD = 1500  # single checks timed one at a time per round with the caches flush
 BATCHES = 60  # batches of 100 timed per round (in process)
 WORKERS = 2
 # The no-op, then ours as app.serve runs its decision listener (SERVE_DECISION_BIND: decisions only,
-# its default threads) and the same with one thread a worker (as the no-op)
-VARIANTS = ("noop", "decision", "decision-1-thread")
+# its default threads, auto), the same with one thread a worker (as the no-op) and with 4
+VARIANTS = ("noop", "decision", "decision-1-thread", "decision-4-threads")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
@@ -294,7 +295,12 @@ def http(url: str, token: str, workspaces: int, seconds: float, log_dir: str) ->
     extra = {"BENCH_PEER_DATA": data_path}
     runs: list[dict[str, Any]] = []
     decide = hb.decision_listener_env()
-    variants = {"noop": {}, "decision": decide, "decision-1-thread": {**decide, "SERVE_THREADS": "1"}}
+    variants = {
+        "noop": {},
+        "decision": decide,
+        "decision-1-thread": {**decide, "SERVE_THREADS": "1"},
+        "decision-4-threads": {**decide, "SERVE_THREADS": "4"},
+    }
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
     try:
         for pin in pinnings:

@@ -32,7 +32,8 @@ Before any ratio, :func:`compare` sends the whole mix (singles and batches) to e
 and counts the answers (``allowed``) that differ from ours; a peer that disagrees gets no ratio.
 Then, per pinning (unpinned; pinned: servers on core 0, wrk on core 1), every app is started
 behind the same server (granian: ``app.serve`` for ours, ``granian --interface wsgi`` for the
-peers; 2 workers) and measured in ``BENCH_ROUNDS`` (default 3) rotated rounds, single checks
+peers; 2 workers) and measured in ``BENCH_ROUNDS`` (default 3) rotated rounds (ours and the no-op
+back to back in each: :func:`_order`), single checks
 (8 connections) and batches of 100 (4 connections), keep-alive; each ratio is reported with its
 spread (min / median / max over the rounds).
 """
@@ -790,9 +791,8 @@ def compare(
                         for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
                             hb.load_wrk(wrk, port, token, path, bodies, clients, 2.0, cpu=wrk_cpu)
                     for rnd in range(rounds):
-                        order = apps[rnd % len(apps) :] + apps[: rnd % len(apps)]  # rotated
-                        for name in order:
-                            for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
+                        for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
+                            for name in _order(apps, rnd):
                                 waited = settle(pids)  # every server idle: none takes the measured one's core
                                 r = hb.load_wrk(wrk, ports[name], token, path, bodies, clients, seconds, cpu=wrk_cpu)
                                 r.update(app=name, server=server, pinning=pin, keepalive=True, path=path, round=rnd)
@@ -803,6 +803,16 @@ def compare(
         os.unlink(data_path)
     out["ratios"] = ratios(out["runs"], out["agreement"])
     return out
+
+
+def _order(apps: list[str], rnd: int) -> list[str]:
+    """Round ``rnd``'s order: the peers rotated, ours and the no-op always back to back (ours first in
+    even rounds, the no-op first in odd ones), so the ratio to the ceiling compares two runs a few
+    seconds apart, not minutes (the no-op alone moved 27,400–36,100/s between rounds of one run)."""
+    pair = ["ours", "noop"] if rnd % 2 == 0 else ["noop", "ours"]
+    units: list[list[str]] = [pair, *([name] for name in apps if name not in pair)]
+    shift = rnd % len(units)
+    return [name for unit in units[shift:] + units[:shift] for name in unit if name in apps]
 
 
 class _servers:

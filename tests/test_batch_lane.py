@@ -1,4 +1,4 @@
-"""The batch lane (``DecisionFastPath._lane``) answers only what the parse's path would answer, the same way.
+"""The batch lanes (``DecisionFastPath._split``, ``_lane``) answer only what the parse would, the same way.
 
 The lane answers a batch whose every check it has answered before at this state without the
 parse's per-item proofs: it proves the body I-JSON (no repeated key) by counting its colons against
@@ -10,6 +10,9 @@ object. Random bodies are built from random checks and random mutations (repeate
 level, spelled-out defaults, escapes, spacing, strings that begin with a colon, ``min_revision``);
 after the checks are in the table, the lane must decline every body the oracle finds a repeated
 key in, and a body it answers must get, through the real app, the answer the Flask view gives.
+The split lane (a body of a known shape cut at its separators, each piece looked up) gets the
+same oracle, and byte edits aimed at its separators (a second ``checks`` member ending like the
+first, doubled braces, a separator moved) on top of the random bodies.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def repeats(raw: bytes) -> bool:
-    """The oracle: True if any object of raw repeats a key (Python's parser, every pair seen)."""
+    """The oracle: True if raw is not JSON or any object of it repeats a key (Python's parser, every
+    pair seen): a body the parse must refuse, 400."""
     try:
         json.loads(raw, object_pairs_hook=_no_repeats)
-    except Repeated:
+    except (Repeated, ValueError):
         return True
     return False
 
@@ -95,7 +99,7 @@ def _objects(pairs: list[tuple[str, Any]]) -> list[list[tuple[str, Any]]]:
 
 def _mutate(rnd: random.Random, checks: list[list[tuple[str, Any]]], top: list[tuple[str, Any]]) -> str:
     """Change the body one way (in place); what it did."""
-    kind = rnd.choice(["none", "none", "repeat", "repeat", "repeat", "default", "min_revision", "top"])
+    kind = rnd.choice(["none", "none", "repeat", "repeat", "repeat", "default", "min_revision", "top", "again"])
     target = rnd.choice(checks)
     objects = [o for o in _objects(target) if o]
     if kind == "repeat":
@@ -114,7 +118,23 @@ def _mutate(rnd: random.Random, checks: list[list[tuple[str, Any]]], top: list[t
     elif kind == "top":
         top.append(("checks", []) if rnd.random() < 0.5 else ("min_revision", 1))
         top.append(("min_revision", 1))
+    elif kind == "again":  # a second "checks" ending as the first does: the body keeps the split lane's tail
+        top.append(("checks", [copy.deepcopy(rnd.choice(checks))]))
     return kind
+
+
+# Byte edits at the split lane's separators (applied to the written body): each leaves a body that
+# starts and ends as a batch of a known shape
+EDITS: list[tuple[bytes, bytes]] = [
+    (b"},{", b"}},{{"),
+    (b"},{", b'}],"checks":[{'),
+    (b"},{", b'},"checks":[{'),
+    (b"},{", b"}, {"),
+    (b"}, {", b"},{"),
+    (b'{"checks":[{', b'{"checks":[{{'),
+    (b"}]}", b"}}]}"),
+    (b'{"checks":[{', b'{"checks":[{"checks":[{'),
+]
 
 
 Style = tuple[str, bool]  # (how a colon is written, whether the key "action" is written with an escape)
@@ -137,10 +157,11 @@ def _key(key: str, escaped: bool) -> str:
 
 def _body(rnd: random.Random, checks: list[tuple[list[tuple[str, Any]], Style]], top: list[tuple[str, Any]]) -> bytes:
     """The batch: each check in its own style, the top level's colons written at random."""
-    colon = rnd.choice([":", ": ", " :\n"])
-    items = "[" + ",".join(_text(pairs, style) for pairs, style in checks) + "]"
+    colon = rnd.choice([":", ":", ": ", " :\n"])
+    between = ", " if colon == ": " else rnd.choice([",", ",", ", "])  # the split lane's shapes, and others
+    items = "[" + between.join(_text(pairs, style) for pairs, style in checks) + "]"
     members = [f'"checks"{colon}{items}'] + [json.dumps(k) + colon + _text(v, (colon, False)) for k, v in top]
-    return ("{" + ", ".join(members) + "}").encode()
+    return ("{" + between.join(members) + "}").encode()
 
 
 def _post(client: FlaskClient, token: str, raw: bytes) -> tuple[int, bytes]:
@@ -157,34 +178,48 @@ def test_the_lane_answers_only_bodies_the_parse_accepts_and_as_the_view_does(
     warm = _body(rnd, pool, [])
     _post(client, world.token, warm)  # the token is looked up by the view once
     assert _post(client, world.token, warm)[0] == 200  # ... and the checks' texts are in the lane's table now
-    lane: list[bool] = []
-    run = DecisionFastPath._lane
+    lane: list[str] = []  # per lane asked: its name if it answered, "" if it declined
 
-    def spy(*args: Any) -> Any:
-        out = run(*args)
-        lane.append(out is not None)
-        if out is not None:
-            assert not repeats(args[0]), args[0]  # the mechanism: never a body with a repeated key
-        return out
+    def spying(name: str) -> Any:
+        run = getattr(DecisionFastPath, name)
 
-    monkeypatch.setattr(DecisionFastPath, "_lane", staticmethod(spy))
+        def spy(*args: Any) -> Any:
+            out = run(*args)
+            lane.append(name if out is not None else "")
+            if out is not None:
+                assert not repeats(args[0]), args[0]  # the mechanism: never a body with a repeated key
+            return out
+
+        return staticmethod(spy)
+
+    for name in ("_split", "_lane"):
+        monkeypatch.setattr(DecisionFastPath, name, spying(name))
     kinds: dict[str, list[bool]] = {}
+    lanes: dict[str, int] = {"_split": 0, "_lane": 0}
     for _ in range(BODIES):
         chosen = copy.deepcopy(rnd.sample(pool, rnd.randint(1, 6)))
         top: list[tuple[str, Any]] = []
         kind = _mutate(rnd, [pairs for pairs, _ in chosen], top)
         raw = _body(rnd, chosen, top)
+        if rnd.random() < 0.2:
+            old, new = rnd.choice(EDITS)
+            kind, raw = "edit", raw.replace(old, new, 1)
         before = len(lane)
         fast = _post(client, world.token, raw)
-        answered = len(lane) > before and lane[-1]
+        by = [x for x in lane[before:] if x]
+        answered = bool(by)
+        for x in by:
+            lanes[x] += 1
         kinds.setdefault(kind, []).append(answered)
         monkeypatch.setattr(app, "decision_fast_path", None)
         assert _post(client, world.token, raw) == fast, raw  # the view, no fast path at all
         monkeypatch.setattr(app, "decision_fast_path", decision_wsgi.DecisionFastPath(app))
         if repeats(raw):
             assert fast[0] == 400 and not answered, raw
-    assert all(kinds["none"]) and len(kinds["none"]) > 50  # texts it has seen, however written: the lane answers
-    assert not any(kinds["repeat"]) and len(kinds["repeat"]) > 50
+    assert all(kinds["none"]) and len(kinds["none"]) > 40  # texts it has seen, however written: a lane answers
+    assert not any(kinds["repeat"]) and len(kinds["repeat"]) > 40
+    assert not any(kinds["again"]) and len(kinds["again"]) > 10
+    assert lanes["_split"] > 20 and lanes["_lane"] > 20, lanes  # both lanes were exercised
 
 
 def _is_object(value: Any) -> bool:
@@ -243,3 +278,22 @@ def test_all_bound_agrees_with_first_outside_through_pack_changes() -> None:
     assert tokens.all_bound(classroom, ["new-one"], eng)  # after the move: bound through its platform pack
     eng.apply([RuleChange("remove", ("g4", "ws:new-one", "pack:classroom"))], 3)
     assert not tokens.all_bound(classroom, ["new-one"], eng)  # never the older generation's answer
+
+
+@pytest.mark.parametrize(
+    "dump",
+    [
+        lambda doc: orjson.dumps(doc),  # compact: the split lane's first shape
+        lambda doc: json.dumps(doc).encode(),  # spaced: its second
+        lambda doc: json.dumps({**doc, "min_revision": 0}).encode(),  # the decoding lane's
+    ],
+    ids=["compact", "spaced", "min_revision"],
+)
+def test_every_lane_keeps_the_batch_limit(app: Flask, client: FlaskClient, world: World, dump: Any) -> None:
+    """Checks a lane knows, one more than BATCH_MAX_CHECKS: the view's 413, from whichever lane would answer."""
+    app.config["BATCH_MAX_CHECKS"] = 3
+    check = {"subject": world.uid("academy.trainer"), "workspace": "academy-demo", "action": "take_courses"}
+    for _ in range(2):  # the view looks the token up, then the items are in the tables
+        assert _post(client, world.token, dump({"checks": [check] * 3}))[0] == 200
+    status, body = _post(client, world.token, dump({"checks": [check] * 4}))
+    assert status == 413 and json.loads(body)["max_checks"] == 3
