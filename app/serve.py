@@ -204,7 +204,8 @@ def auto_threads(workers: int, cores: int | None = None) -> int:
     (0.92–0.96× against 0.79–0.83×; batches 0.65× against 0.59×; in the morning 0.90× against 0.79×).
     """
     if cores is None:
-        cores = len(os.sched_getaffinity(0))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core counts
+        cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
     return 1 if cores >= workers else THREADS
 
 
