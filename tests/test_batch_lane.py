@@ -31,6 +31,8 @@ from app.api import decision_wsgi
 from app.api.decision_wsgi import ITEMS, DecisionFastPath
 from app.authz import decisionlog
 from app.decisions.resolution import CHECKS
+from app.extensions import db
+from app.policy import tokens
 from tests.test_decision_api import World
 from tests.test_decision_api import world as world  # noqa: F401 - the fixture
 
@@ -280,15 +282,15 @@ def test_all_bound_agrees_with_first_outside_through_pack_changes() -> None:
     assert not tokens.all_bound(classroom, ["new-one"], eng)  # never the older generation's answer
 
 
-@pytest.mark.parametrize(
-    "dump",
-    [
-        lambda doc: orjson.dumps(doc),  # compact: the split lane's first shape
-        lambda doc: json.dumps(doc).encode(),  # spaced: its second
-        lambda doc: json.dumps({**doc, "min_revision": 0}).encode(),  # the decoding lane's
-    ],
-    ids=["compact", "spaced", "min_revision"],
-)
+# A batch body as each lane reads it
+LIMIT_SHAPES: list[Any] = [
+    lambda doc: orjson.dumps(doc),  # compact: the split lane's first shape
+    lambda doc: json.dumps(doc).encode(),  # spaced: its second
+    lambda doc: json.dumps({**doc, "min_revision": 0}).encode(),  # the decoding lane's
+]
+
+
+@pytest.mark.parametrize("dump", LIMIT_SHAPES, ids=["compact", "spaced", "min_revision"])
 def test_every_lane_keeps_the_batch_limit(app: Flask, client: FlaskClient, world: World, dump: Any) -> None:
     """Checks a lane knows, one more than BATCH_MAX_CHECKS: the view's 413, from whichever lane would answer."""
     app.config["BATCH_MAX_CHECKS"] = 3
@@ -297,3 +299,18 @@ def test_every_lane_keeps_the_batch_limit(app: Flask, client: FlaskClient, world
         assert _post(client, world.token, dump({"checks": [check] * 3}))[0] == 200
     status, body = _post(client, world.token, dump({"checks": [check] * 4}))
     assert status == 413 and json.loads(body)["max_checks"] == 3
+
+
+@pytest.mark.parametrize("dump", LIMIT_SHAPES, ids=["compact", "spaced", "min_revision"])
+def test_every_lane_checks_the_tokens_binding(app: Flask, client: FlaskClient, world: World, dump: Any) -> None:
+    """Items the lanes know, asked by a token bound elsewhere: the view's 403, however often (a lane
+    that dropped the body it read before the binding refused it would leave the view a 400)."""
+    _, bound = tokens.create_token(db.session(), "bound-elsewhere", workspaces=[world.ws["classroom"].key])
+    db.session.commit()
+    check = {"subject": world.uid("simulations.owner"), "workspace": "simulations-demo", "action": "view_dashboard"}
+    raw = dump({"checks": [check, check]})
+    for _ in range(2):
+        assert _post(client, world.token, raw)[0] == 200
+    for _ in range(3):  # the first looks the token up in the view; then the fast path knows it
+        status, body = _post(client, bound, raw)
+        assert status == 403 and json.loads(body)["type"].endswith("token-not-bound"), body

@@ -227,8 +227,9 @@ class DecisionFastPath:
         if items is not None:
             lane = self._split(body, INNER.at(stamp), limit) or self._lane(body, items, eng, limit)
             if lane is not None:
+                answered = self._from_items(lane, eng, selection, admit)  # a Defer leaves the body for the view
                 del environ[decision.PARSED]
-                return self._from_items(lane, eng, selection, admit)
+                return answered
         try:
             parsed = decision.parse(endpoint, body, limit)
         except AppError as exc:
