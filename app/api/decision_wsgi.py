@@ -150,6 +150,9 @@ class DecisionFastPath:
             return None
         if done is None:
             return None
+        # Only an answer made drops the body read: any refusal on the way (a Defer, an AppError, an
+        # exception) leaves it for the view, whatever lane raised it
+        environ.pop(decision.PARSED, None)
         decisions, seconds, answer = done
         headers = self._headers or self._fixed_headers()
         rid = observability.request_id_of(environ)
@@ -227,9 +230,7 @@ class DecisionFastPath:
         if items is not None:
             lane = self._split(body, INNER.at(stamp), limit) or self._lane(body, items, eng, limit)
             if lane is not None:
-                answered = self._from_items(lane, eng, selection, admit)  # a Defer leaves the body for the view
-                del environ[decision.PARSED]
-                return answered
+                return self._from_items(lane, eng, selection, admit)
         try:
             parsed = decision.parse(endpoint, body, limit)
         except AppError as exc:
@@ -243,7 +244,6 @@ class DecisionFastPath:
             return eng
 
         done = decision.parse_and_decide(endpoint, parsed, 0, engine_for, admit, False, users, selection)
-        del environ[decision.PARSED]
         if bodies is not None:
             checks = CHECKS.peek(stamp)  # the check's own entry (a check with properties has none)
             entry = checks.get(done.items[0]) if checks is not None else None
