@@ -33,7 +33,8 @@ and counts the answers (``allowed``) that differ from ours; a peer that disagree
 Then, per pinning (unpinned; pinned: servers on core 0, wrk on core 1), every app is started
 behind the same server (granian: ``app.serve`` for ours, ``granian --interface wsgi`` for the
 peers; 2 workers) and measured in ``BENCH_ROUNDS`` (default 3) rotated rounds (ours and the no-op
-back to back in each: :func:`_order`), single checks
+back to back in each: :func:`_order`; each app's share of a round in slices of ``SLICE_S``, the apps
+taking turns: :func:`merge_slices`), single checks
 (8 connections) and batches of 100 (4 connections), keep-alive; each ratio is reported with its
 spread (min / median / max over the rounds).
 """
@@ -569,6 +570,12 @@ class DictPeer:
 
 # peer name → the module of its regorus build
 REGORUS = {"regorus": "hobofan_regorus", "regorus-0.13": "regorus"}
+# One app's share of a round is measured in slices of about this many seconds, the apps taking
+# turns (every other slice in reverse order); its figure sums them. Which granian worker each of
+# wrk's connections lands on, and which core the scheduler gives whom, is drawn anew at every wrk
+# start: in one 10 s run the no-op alone read 32,814, 37,053 and 33,546/s in three rounds of one
+# run (7 Dec, 1M users, unpinned), so one draw decided a round's ratio.
+SLICE_S = 2.0
 DECISION_DATA = (
     "rules",
     "rank",
@@ -756,6 +763,7 @@ def compare(
     servers = [x for x in os.environ.get("BENCH_SERVERS", "granian").split(",") if x]
     pinnings = ["unpinned"] + (["pinned"] if (os.cpu_count() or 1) >= 2 else [])
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    slices = max(1, round(seconds / SLICE_S))
     out: dict[str, Any] = {
         "workspaces": workspaces,
         "users": n_users,
@@ -767,6 +775,7 @@ def compare(
         "workers": hb.workers_default(),
         "rounds": rounds,
         "seconds": seconds,
+        "slices": slices,
         "agreement": {},
         "runs": [],
     }
@@ -792,11 +801,18 @@ def compare(
                             hb.load_wrk(wrk, port, token, path, bodies, clients, 2.0, cpu=wrk_cpu)
                     for rnd in range(rounds):
                         for path, bodies, clients in (("/v1/check", singles, 8), ("/v1/check/batch", batches, 4)):
-                            for name in _order(apps, rnd):
-                                waited = settle(pids)  # every server idle: none takes the measured one's core
-                                r = hb.load_wrk(wrk, ports[name], token, path, bodies, clients, seconds, cpu=wrk_cpu)
+                            order = _order(apps, rnd)
+                            taken: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
+                            for name in _turns(order, slices):
+                                waited = settle(pids, window=0.25)  # every server idle: none takes the next one's core
+                                r = hb.load_wrk(
+                                    wrk, ports[name], token, path, bodies, clients, seconds / slices, cpu=wrk_cpu
+                                )
+                                r["settled_s"] = waited
+                                taken[name].append(r)
+                            for name in order:
+                                r = merge_slices(taken[name])
                                 r.update(app=name, server=server, pinning=pin, keepalive=True, path=path, round=rnd)
-                                r["settled_s"] = round(waited, 2)
                                 out["runs"].append(r)
                                 _show(r)
     finally:
@@ -813,6 +829,12 @@ def _order(apps: list[str], rnd: int) -> list[str]:
     units: list[list[str]] = [pair, *([name] for name in apps if name not in pair)]
     shift = rnd % len(units)
     return [name for unit in units[shift:] + units[:shift] for name in unit if name in apps]
+
+
+def _turns(order: list[str], slices: int) -> list[str]:
+    """The apps' turns in a round of ``slices`` slices: ``order``, then reversed, and so on (an app
+    measured first in one slice is measured last in the next, so a drift over the round favours none)."""
+    return [name for k in range(slices) for name in (order if k % 2 == 0 else order[::-1])]
 
 
 class _servers:
@@ -857,6 +879,25 @@ class _servers:
     def __exit__(self, *exc: Any) -> None:
         while self.stack:
             self.stack.pop().__exit__(None, None, None)
+
+
+def merge_slices(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One app's slices of a round as one run: requests and seconds summed (so requests/s weighs
+    every slice by its length), p50 the slices' median, p99 their worst."""
+    took = sum(r["seconds"] for r in runs)
+    requests = sum(r["requests"] for r in runs)
+    return {
+        "generator": runs[0]["generator"],
+        "clients": runs[0]["clients"],
+        "seconds": took,
+        "requests": requests,
+        "errors": sum(r["errors"] for r in runs),
+        "requests_per_s": requests / took,
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": max(r["p99_ms"] for r in runs),
+        "slices": len(runs),
+        "settled_s": round(sum(r["settled_s"] for r in runs), 2),
+    }
 
 
 def _show(r: dict[str, Any]) -> None:

@@ -243,7 +243,9 @@ def _compare_set(kind: str, cmp: dict[str, Any]) -> list[str]:
         f"Mix: {cmp.get('mix')}. Left out (attribute conditions): "
         + ", ".join(f"{p}: {', '.join(a)}" for p, a in cmp.get("excluded_actions", {}).items())
         + f". Servers: {', '.join(cmp.get('servers', []))}, {cmp.get('workers', 2)} workers each; "
-        f"{cmp.get('rounds')} rotated rounds of {cmp.get('seconds'):.0f} s per app and path, keep-alive.",
+        f"{cmp.get('rounds')} rotated rounds of {cmp.get('seconds'):.0f} s per app and path"
+        + (f" (in {cmp['slices']} slices, the apps taking turns)" if cmp.get("slices", 1) > 1 else "")
+        + ", keep-alive.",
         "",
         f"Agreement with ours on the {cmp.get('mix_requests', 0):,} requests of the mix (must be 0):",
         "",

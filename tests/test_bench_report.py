@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.peer import ratios
+from bench.peer import _order, _turns, merge_slices, ratios
 from bench.report import compare_lines
 
 
@@ -103,3 +103,36 @@ def test_issue25_table_lists_every_target_with_its_run() -> None:
     assert "| pack edit: decision p99 during the edit | 1.50 ms | ≤ 5 ms | met | R2 |" in text
     assert "| engine heap per membership | 83.0 B | ≤ 130 B | met | earlier |" in text
     assert "| role change end to end p99 (granian) | — | ≤ 50 ms | not measured | — |" in text
+
+
+def _slice(requests: int, seconds: float, p50: float, p99: float, errors: int = 0) -> dict[str, Any]:
+    return {
+        "generator": "wrk",
+        "clients": 8,
+        "seconds": seconds,
+        "requests": requests,
+        "errors": errors,
+        "requests_per_s": requests / seconds,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "settled_s": 0.5,
+    }
+
+
+def test_a_rounds_slices_make_one_run_weighed_by_their_length() -> None:
+    r = merge_slices([_slice(60_000, 2.0, 0.2, 1.5), _slice(20_000, 2.0, 0.3, 4.0, 1), _slice(10_000, 1.0, 0.1, 1.0)])
+    assert r["requests"] == 90_000 and r["seconds"] == 5.0 and r["errors"] == 1
+    assert r["requests_per_s"] == 18_000.0  # not the mean of 30,000, 10,000 and 10,000 per second
+    assert (r["p50_ms"], r["p99_ms"], r["slices"], r["settled_s"]) == (0.2, 4.0, 3, 1.5)
+
+
+def test_the_apps_take_turns_and_ours_stays_beside_the_no_op() -> None:
+    order = _order(["ours", "noop", "dict", "regorus"], 1)
+    turns = _turns(order, 4)
+    assert turns[:4] == order and turns[4:8] == order[::-1]
+    for name in order:
+        at = [i % len(order) for i, n in enumerate(turns) if n == name]
+        assert len(at) == 4 and sum(at) == 2 * (len(order) - 1)  # first in one slice, last in the next
+    for k in range(4):
+        one = turns[k * len(order) : (k + 1) * len(order)]
+        assert abs(one.index("ours") - one.index("noop")) == 1
