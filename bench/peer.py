@@ -883,7 +883,7 @@ class _servers:
 
 def merge_slices(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One app's slices of a round as one run: requests and seconds summed (so requests/s weighs
-    every slice by its length), p50 the slices' median, p99 their worst."""
+    every slice by its length), p50 the slices' median, p99 their worst; each slice's requests/s kept."""
     took = sum(r["seconds"] for r in runs)
     requests = sum(r["requests"] for r in runs)
     return {
@@ -896,6 +896,7 @@ def merge_slices(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": max(r["p99_ms"] for r in runs),
         "slices": len(runs),
+        "slice_rps": [round(r["requests_per_s"]) for r in runs],
         "settled_s": round(sum(r["settled_s"] for r in runs), 2),
     }
 

@@ -124,6 +124,7 @@ def test_a_rounds_slices_make_one_run_weighed_by_their_length() -> None:
     assert r["requests"] == 90_000 and r["seconds"] == 5.0 and r["errors"] == 1
     assert r["requests_per_s"] == 18_000.0  # not the mean of 30,000, 10,000 and 10,000 per second
     assert (r["p50_ms"], r["p99_ms"], r["slices"], r["settled_s"]) == (0.2, 4.0, 3, 1.5)
+    assert r["slice_rps"] == [30_000, 10_000, 10_000]
 
 
 def test_the_apps_take_turns_and_ours_stays_beside_the_no_op() -> None:
