@@ -45,13 +45,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask
 
 from app import create_app, logs, observability
 from app.config import ConfigError
 from app.extensions import authz, db
+from app.logs import LoggingFlask
 from app.policy.sync import start_listener
 from app.startup import EXIT_BAD_SETTING, refuse_bad_settings
 
@@ -68,6 +69,7 @@ PARENT_ENV = "LEARNAUTHZ_SERVE_PARENT"
 DRAIN_LIMIT = 1 << 20  # bytes of an unread request body read and dropped to keep its connection
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+WSGIEntry = Callable[[Any, Any], Any]  # LoggingFlask.entry
 
 
 class DrainedBodies:
@@ -116,7 +118,7 @@ def _served_app() -> Flask:
     return app
 
 
-def worker_app() -> Flask:
+def worker_app() -> WSGIEntry:
     """The app one granian worker serves: policy loaded and listener started before it serves."""
     app = _served_app()
     try:
@@ -152,7 +154,7 @@ def preload() -> Flask:
     return app
 
 
-def preloaded_app(app: Flask) -> Flask:
+def preloaded_app(app: Flask) -> WSGIEntry:
     """In a forked worker: the preloaded app brought to the database's head, with its own listener."""
     _dispose_pools(app, close=False)  # the parent's connections are not this worker's
     try:
@@ -166,7 +168,9 @@ def preloaded_app(app: Flask) -> Flask:
     return _start_worker(app)
 
 
-def _start_worker(app: Flask) -> Flask:
+def _start_worker(app: Flask) -> WSGIEntry:
+    """The worker's listener and metrics flusher started, the heap frozen; what granian calls:
+    the app's entry (``LoggingFlask.entry``: a function's call, not the app object's)."""
     app.extensions["serve_listener"] = start_listener(app)
     flusher = app.extensions["metrics_flusher"] = observability.start_flusher(app)
     if flusher is not None:
@@ -175,7 +179,7 @@ def _start_worker(app: Flask) -> Flask:
         multiprocessing.util.Finalize(None, flusher.stop, exitpriority=10)
     gc.collect()
     gc.freeze()  # the loaded engine leaves the collector's generations: no full collection rescans it
-    return app
+    return cast(LoggingFlask, app).entry()
 
 
 def _bind(value: str, name: str = "SERVE_BIND") -> tuple[str, int]:

@@ -77,15 +77,15 @@ def test_fast_path_answers_exactly_like_the_views(
 ) -> None:
     assert isinstance(app.decision_fast_path, decision_wsgi.DecisionFastPath)
     taken: list[str] = []
-    answer = decision_wsgi.DecisionFastPath._answer
+    answer = decision_wsgi.DecisionFastPath.answer
 
-    def spy(self: Any, endpoint: str, environ: dict[str, Any]) -> bytes | None:
-        got = answer(self, endpoint, environ)
+    def spy(self: Any, environ: dict[str, Any], start_response: Any) -> list[bytes] | None:
+        got = answer(self, environ, start_response)
         if got is not None:
             taken.append(environ["PATH_INFO"])
         return got
 
-    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "_answer", spy)
+    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "answer", spy)
     fast = _answers(client, world)
     plain = len(taken)
     monkeypatch.setattr(app, "decision_fast_path", None)  # Flask only
@@ -99,6 +99,22 @@ def test_fast_path_answers_exactly_like_the_views(
     # Flask, but the first: a token this process has not seen yet is looked up by the view.
     assert plain == 12, taken
     assert fast[0][1]["allowed"] is True and fast[0][2]["Content-Security-Policy"]
+
+
+def test_the_servers_entry_answers_as_the_app_does(app: Flask, client: FlaskClient, world: World) -> None:
+    """What app.serve hands granian (``LoggingFlask.entry``, a plain callable) answers every request of
+    the set as calling the app object does: the same status, JSON and headers, twice over (the second
+    time from the remembered answers)."""
+    from werkzeug.test import Client
+
+    entry = app.entry()  # type: ignore[attr-defined]
+    assert not isinstance(entry, Flask) and callable(entry)
+    through_entry = Client(entry)
+    for _ in range(2):
+        by_app = _answers(client, world)
+        by_entry = _answers(through_entry, world)  # type: ignore[arg-type]
+        assert by_entry == by_app
+    assert {200, 400, 401, 413, 415, 422} <= {status for status, _, _ in by_entry}
 
 
 def test_fast_path_records_the_views_metrics(app: Flask, client: FlaskClient, world: World) -> None:

@@ -63,14 +63,15 @@ def test_decision_api_refuses_duplicates_on_both_paths(
     client: FlaskClient, token: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken: list[str] = []
-    answer = decision_wsgi.DecisionFastPath._answer
+    answer = decision_wsgi.DecisionFastPath.answer
 
-    def spy(self: Any, endpoint: str, environ: dict[str, Any]) -> bytes | None:
-        out = answer(self, endpoint, environ)
+    def spy(self: Any, environ: dict[str, Any], start_response: Any) -> list[bytes] | None:
+        out = answer(self, environ, start_response)
+        endpoint = decision_wsgi._ENDPOINTS.get(environ["PATH_INFO"], "other")
         taken.append(endpoint if out is not None else "view")
         return out
 
-    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "_answer", spy)
+    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "answer", spy)
     single = REPRO_6.replace(b',"subject":"owner@classroom.example"', b"")
     for _ in range(2):  # the token is known from its create (a revision): the fast path is asked first
         status, out, _ = _post(client, "/v1/check", token, single)

@@ -40,15 +40,15 @@ def refused(status: int, out: dict[str, Any]) -> bool:
 def fast(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The endpoints the WSGI fast path answered itself (it is asked for every plain check)."""
     taken: list[str] = []
-    answer = decision_wsgi.DecisionFastPath._answer
+    answer = decision_wsgi.DecisionFastPath.answer
 
-    def spy(self: Any, endpoint: str, environ: dict[str, Any]) -> bytes | None:
-        out = answer(self, endpoint, environ)
+    def spy(self: Any, environ: dict[str, Any], start_response: Any) -> list[bytes] | None:
+        out = answer(self, environ, start_response)
         if out is not None:
-            taken.append(endpoint)
+            taken.append(decision_wsgi._ENDPOINTS[environ["PATH_INFO"]])
         return out
 
-    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "_answer", spy)
+    monkeypatch.setattr(decision_wsgi.DecisionFastPath, "answer", spy)
     return taken
 
 

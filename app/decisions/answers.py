@@ -29,23 +29,23 @@ Stamp = tuple[int, int]  # (engine generation, directory version)
 class Stamped(Generic[K, V]):
     """One table of answers per stamp: :meth:`at` gives the current stamp's (a new one when it moved)."""
 
-    __slots__ = ("limit", "_held")
+    __slots__ = ("limit", "held")  # held: (stamp, table), read without a call by the decision fast path
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._held: tuple[Stamp, dict[K, V]] = ((0, 0), {})
+        self.held: tuple[Stamp, dict[K, V]] = ((0, 0), {})
 
     def at(self, stamp: Stamp) -> dict[K, V]:
         """The table of ``stamp``, read before deciding. A thread at an older stamp may put its older
         table back: the answers are then decided again, never mixed."""
-        held = self._held
+        held = self.held
         if held[0] != stamp:
-            held = self._held = (stamp, {})
+            held = self.held = (stamp, {})
         return held[1]
 
     def peek(self, stamp: Stamp) -> dict[K, V] | None:
         """The table of ``stamp`` if it is the current one, else None (never replaces it)."""
-        held = self._held
+        held = self.held
         return held[1] if held[0] == stamp else None
 
     def remember(self, table: dict[K, V], key: K, value: V) -> None:
